@@ -1,0 +1,155 @@
+"""The one error tree of cntr-sync.
+
+Every failure the product reports is one of these classes. Each carries a
+one-line, user-facing ``message`` (what the CLI prints) and, where it applies,
+the path, container or file id it concerns. No error ever carries an API key:
+messages are built from status codes, server messages and ids, and
+``redact`` scrubs anything that looks like a credential from server text.
+
+    CntrSyncError                      base; .message is one line
+    ├── ConfigError                    bad settings file, key or value (exit 2)
+    ├── LocalError                     the local tree: unreadable file, missing root
+    └── ApiError                       the Containers API; .status, .operation
+        ├── AuthenticationError        401: key missing, wrong or revoked (exit 2)
+        ├── PermissionDeniedError      403
+        ├── NotFoundError              404: container or file is gone
+        ├── ContainerExpiredError      400 "...expired..." or status != running
+        ├── BadRequestError            any other 4xx the server refused
+        ├── RateLimitedError           429, still after every retry
+        ├── ServerError                5xx, still after every retry
+        ├── TransportError             connection or timeout, still after every retry
+        ├── OutcomeUnknownError        an upload failed where the server may have
+        │                              stored it: resolve by listing, never re-upload
+        └── ProtocolError              the answer is not the API: bad JSON, wrong
+                                       shape, a page that repeats its cursor
+
+Only ``api`` maps httpx errors into this tree, and only ``scan``/``index`` map
+OSError; everything above them sees these classes alone.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SECRET_PATTERNS = (
+    re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}"),
+    re.compile(r"(?i)(api[-_]?key|x-bf-vk|authorization)([\"':=\s]+)[^\s\"',;]{6,}"),
+)
+
+
+def redact(text: str) -> str:
+    """Remove anything that looks like a credential from ``text``."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(_redact_match, text)
+    return text
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    if match.re is _SECRET_PATTERNS[2]:
+        return f"{match.group(1)}{match.group(2)}[redacted]"
+    if match.re is _SECRET_PATTERNS[1]:
+        return f"{match.group(1)} [redacted]"
+    return "[redacted]"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace so a message stays on one line, and bound its length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class CntrSyncError(Exception):
+    """Base of every error cntr-sync reports; ``message`` is one user-facing line."""
+
+    def __init__(self, message: str) -> None:
+        self.message = one_line(redact(message))
+        super().__init__(self.message)
+
+
+class ConfigError(CntrSyncError):
+    """A settings file, key or value is wrong; the message names which."""
+
+
+class LocalError(CntrSyncError):
+    """Something in the local tree cannot be read or trusted."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class ApiError(CntrSyncError):
+    """The Containers API refused or failed a call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str = "",
+        status: int | None = None,
+        container_id: str | None = None,
+        file_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.operation = operation
+        self.status = status
+        self.container_id = container_id
+        self.file_id = file_id
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class AuthenticationError(ApiError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(ApiError):
+    """403: the key may not do this."""
+
+
+class NotFoundError(ApiError):
+    """404: the container or file does not exist (any more)."""
+
+
+class ContainerExpiredError(ApiError):
+    """The container expired; its files are gone and it cannot be revived."""
+
+
+class BadRequestError(ApiError):
+    """Any other 4xx: the server refused the request as malformed."""
+
+
+class RateLimitedError(ApiError):
+    """429 after every retry."""
+
+
+class ServerError(ApiError):
+    """5xx after every retry."""
+
+
+class TransportError(ApiError):
+    """Connection refused, reset or timed out after every retry."""
+
+
+class OutcomeUnknownError(ApiError):
+    """An upload failed in a way where the server may have stored the file.
+
+    Never answer this with a blind second upload: the next listing shows
+    whether the file exists, and the planner adopts or removes it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str,
+        container_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.filename = filename
+        super().__init__(message, operation="create_file", status=status, container_id=container_id)
+
+
+class ProtocolError(ApiError):
+    """The answer does not follow the API: bad JSON, wrong shape, a cursor loop."""

@@ -1,0 +1,508 @@
+"""ContainersClient against hand-written transports: headers, retries, errors, pagination."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cntr_sync.api import ContainersClient, parse_retry_after
+from cntr_sync.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ContainerExpiredError,
+    NotFoundError,
+    OutcomeUnknownError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+FILE = {
+    "id": "cfile_1",
+    "object": "container.file",
+    "created_at": 1,
+    "bytes": 3,
+    "container_id": "cntr_1",
+    "path": "/mnt/data/a.txt",
+    "source": "user",
+}
+CONTAINER = {
+    "id": "cntr_1",
+    "object": "container",
+    "name": "docs",
+    "created_at": 1,
+    "status": "running",
+}
+
+
+class FakeClock:
+    """Records sleeps instead of sleeping; time moves only when slept."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def time(self) -> float:
+        return self.now
+
+
+def make_client(
+    handler: Callable[[httpx.Request], httpx.Response],
+    clock: FakeClock | None = None,
+    **kwargs: Any,
+) -> ContainersClient:
+    clock = clock or FakeClock()
+    return ContainersClient(
+        KEY,
+        base_url="http://gateway.test/v1",
+        transport=httpx.MockTransport(handler),
+        sleep=clock.sleep,
+        clock=clock.time,
+        **kwargs,
+    )
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    body = {"error": {"message": message, "type": "x", "param": None, "code": None}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+class Script:
+    """A handler answering from a list of responses (or exceptions), recording requests."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+# -- authentication and request shape ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("style", "header", "expected"),
+    [
+        ("bearer", "authorization", f"Bearer {KEY}"),
+        ("api-key", "api-key", KEY),
+        ("x-api-key", "x-api-key", KEY),
+        ("x-bf-vk", "x-bf-vk", KEY),
+        ("basic", "authorization", "Basic " + base64.b64encode(f"me:{KEY}".encode()).decode()),
+    ],
+)
+def test_each_auth_style_puts_the_right_header(style: Any, header: str, expected: str) -> None:
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with make_client(script, auth_style=style, basic_username="me") as client:
+        client.retrieve_container("cntr_1")
+    sent = script.requests[0].headers
+    assert sent[header] == expected
+    other_auth = {"authorization", "api-key", "x-api-key", "x-bf-vk"} - {header}
+    assert not other_auth & {name.lower() for name in sent}
+
+
+def test_extra_headers_query_org_project_and_user_agent_arrive_on_every_call() -> None:
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with make_client(
+        script,
+        extra_headers={"X-Gateway": "yes"},
+        extra_query={"provider": "openai"},
+        organization="org-1",
+        project="proj-1",
+    ) as client:
+        client.retrieve_container("cntr_1")
+        client.create_file("cntr_1", b"abc", filename="a.txt")
+    for request in script.requests:
+        assert request.headers["x-gateway"] == "yes"
+        assert request.url.params["provider"] == "openai"
+        assert request.headers["openai-organization"] == "org-1"
+        assert request.headers["openai-project"] == "proj-1"
+        assert request.headers["user-agent"].startswith("cntr-sync/")
+
+
+def test_base_url_and_key_come_from_the_environment_like_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://env-gateway.test/openai/v1/")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-123456")
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with ContainersClient(transport=httpx.MockTransport(script)) as client:
+        client.retrieve_container("cntr_1")
+    request = script.requests[0]
+    assert str(request.url) == "http://env-gateway.test/openai/v1/containers/cntr_1"
+    assert request.headers["authorization"] == "Bearer sk-from-env-123456"
+
+
+def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="no API key"):
+        ContainersClient(base_url="http://x.test")
+
+
+def test_opaque_ids_are_quoted_as_one_path_segment() -> None:
+    long_id = "litellm_" + "A/b+c=" * 20
+    script = Script(httpx.Response(200, json={**CONTAINER, "id": long_id}))
+    with make_client(script) as client:
+        container = client.retrieve_container(long_id)
+    assert container.id == long_id
+    assert script.requests[0].url.raw_path.decode().count("/") == 3  # /v1/containers/<id>
+
+
+# -- upload and download ---------------------------------------------------------
+
+
+def test_upload_streams_a_file_with_the_chosen_filename(tmp_path: Path) -> None:
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"x" * 300_000)
+    script = Script(httpx.Response(200, json={**FILE, "bytes": 300_000}))
+    with make_client(script) as client:
+        created = client.create_file("cntr_1", source, filename="dir/ünï code.txt")
+    body = script.requests[0].content
+    assert b'name="file"' in body
+    assert "ünï code.txt".encode() in body
+    assert body.count(b"x" * 300_000) == 1
+    assert created.bytes == 300_000
+
+
+def test_download_streams_into_the_sink() -> None:
+    payload = bytes(range(256)) * 10_000
+    script = Script(httpx.Response(200, content=payload))
+    sink = io.BytesIO()
+    with make_client(script) as client:
+        written = client.download_file("cntr_1", "cfile_1", sink)
+    assert written == len(payload)
+    assert sink.getvalue() == payload
+    assert script.requests[0].url.path == "/v1/containers/cntr_1/files/cfile_1/content"
+
+
+def test_download_retries_a_5xx_and_rewinds_the_sink() -> None:
+    script = Script(error(503, "busy"), httpx.Response(200, content=b"whole"))
+    sink = io.BytesIO()
+    with make_client(script) as client:
+        assert client.download_file("cntr_1", "cfile_1", sink) == 5
+    assert sink.getvalue() == b"whole"
+
+
+def test_download_of_a_missing_file_raises_not_found() -> None:
+    script = Script(error(404, "File cfile_1 not found on container cntr_1."))
+    with make_client(script) as client, pytest.raises(NotFoundError):
+        client.download_file("cntr_1", "cfile_1", io.BytesIO())
+    assert len(script.requests) == 1
+
+
+# -- retries -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "7"}, 7.0),
+        ({"llm_provider-retry-after-ms": "40"}, 0.04),
+        ({"llm_provider-retry-after": "3"}, 3.0),
+        ({"retry-after": "900"}, 120.0),
+    ],
+)
+def test_each_retry_header_is_honoured(headers: dict[str, str], expected: float) -> None:
+    clock = FakeClock()
+    script = Script(error(429, "slow down", headers), httpx.Response(200, json=CONTAINER))
+    with make_client(script, clock=clock) as client:
+        client.retrieve_container("cntr_1")
+    assert clock.sleeps == [pytest.approx(expected)]
+    assert len(script.requests) == 2
+
+
+def test_retry_after_as_an_http_date_is_relative_to_the_clock() -> None:
+    clock = FakeClock()
+    date = email.utils.formatdate(clock.now + 30, usegmt=True)
+    script = Script(error(503, "later", {"retry-after": date}), httpx.Response(200, json=CONTAINER))
+    with make_client(script, clock=clock) as client:
+        client.retrieve_container("cntr_1")
+    assert clock.sleeps == [pytest.approx(30, abs=1)]
+
+
+def test_parse_retry_after_ignores_garbage() -> None:
+    assert parse_retry_after(httpx.Headers({"retry-after": "soon"}), 0.0) is None
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "nan"}), 0.0) is None
+    assert parse_retry_after(httpx.Headers({}), 0.0) is None
+
+
+def test_without_hints_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
+    clock = FakeClock()
+    script = Script(error(500, "boom"))
+    with make_client(script, clock=clock, max_retries=6) as client, pytest.raises(ServerError):
+        client.retrieve_container("cntr_1")
+    assert len(script.requests) == 7
+    assert len(clock.sleeps) == 6
+    for attempt, slept in enumerate(clock.sleeps):
+        base = min(0.5 * 2**attempt, 8.0)
+        assert base <= slept <= base + 0.5
+    assert max(clock.sleeps) <= 8.5
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503])
+def test_retryable_statuses_are_retried(status: int) -> None:
+    script = Script(error(status, "transient"), httpx.Response(200, json=CONTAINER))
+    with make_client(script) as client:
+        assert client.retrieve_container("cntr_1").id == "cntr_1"
+    assert len(script.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [(400, BadRequestError), (401, AuthenticationError), (404, NotFoundError)],
+)
+def test_non_retryable_statuses_are_not_retried(status: int, error_class: type) -> None:
+    script = Script(error(status, "no"), httpx.Response(200, json=CONTAINER))
+    with make_client(script) as client, pytest.raises(error_class):
+        client.retrieve_container("cntr_1")
+    assert len(script.requests) == 1
+
+
+def test_exhausted_retries_map_to_rate_limited_and_transport_errors() -> None:
+    with make_client(Script(error(429, "slow")), max_retries=2) as client:
+        with pytest.raises(RateLimitedError):
+            client.retrieve_container("cntr_1")
+        assert client.stats.total == 3
+    refused = httpx.ConnectError("refused")
+    with make_client(Script(refused), max_retries=1) as client:
+        with pytest.raises(TransportError, match="cannot connect"):
+            client.iter_containers().__next__()
+
+
+def test_expired_container_maps_to_its_error_and_is_not_retried() -> None:
+    litellm = "litellm.BadRequestError: OpenAIException - Container is expired."
+    script = Script(error(400, litellm))
+    with make_client(script) as client, pytest.raises(ContainerExpiredError):
+        list(client.iter_files("cntr_1"))
+    assert len(script.requests) == 1
+
+
+def test_retrieve_can_require_a_running_container() -> None:
+    script = Script(httpx.Response(200, json={**CONTAINER, "status": "expired"}))
+    with make_client(script) as client:
+        assert client.retrieve_container("cntr_1").status == "expired"
+        with pytest.raises(ContainerExpiredError, match="expired, not running"):
+            client.retrieve_container("cntr_1", require_running=True)
+
+
+# -- uploads are not idempotent --------------------------------------------------
+
+
+def test_dropped_connection_during_upload_is_outcome_unknown_and_not_retried() -> None:
+    dropped = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    script = Script(dropped, httpx.Response(200, json=FILE))
+    with make_client(script) as client, pytest.raises(OutcomeUnknownError) as caught:
+        client.create_file("cntr_1", b"abc", filename="a.txt")
+    assert len(script.requests) == 1
+    assert caught.value.filename == "a.txt"
+    assert "next listing" in caught.value.message
+
+
+def test_5xx_after_an_upload_is_outcome_unknown() -> None:
+    script = Script(error(500, "oops"), httpx.Response(200, json=FILE))
+    with make_client(script) as client, pytest.raises(OutcomeUnknownError):
+        client.create_file("cntr_1", b"abc", filename="a.txt")
+    assert len(script.requests) == 1
+
+
+def test_upload_is_retried_when_the_server_cannot_have_stored_it(tmp_path: Path) -> None:
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"abc")
+    script = Script(
+        httpx.ConnectError("refused"),
+        error(429, "slow", {"retry-after-ms": "10"}),
+        httpx.Response(200, json=FILE),
+    )
+    with make_client(script) as client:
+        assert client.create_file("cntr_1", source, filename="a.txt").id == "cfile_1"
+    assert len(script.requests) == 3
+    assert all(b"abc" in request.content for request in script.requests)
+
+
+# -- secrets ---------------------------------------------------------------------
+
+
+def test_the_key_never_appears_in_errors_even_when_the_server_echoes_it() -> None:
+    script = Script(error(401, f"Incorrect API key provided: {KEY}."))
+    with make_client(script) as client, pytest.raises(AuthenticationError) as caught:
+        client.retrieve_container("cntr_1")
+    assert KEY not in str(caught.value)
+    assert KEY not in repr(caught.value.args)
+    assert KEY not in repr(client)
+
+
+# -- pagination ------------------------------------------------------------------
+
+
+def pager(total: int, *, opaque: bool) -> Callable[[httpx.Request], httpx.Response]:
+    """A list endpoint over `total` files, with id cursors or Bifrost's opaque ones."""
+    ids = [f"cfile_{n:04d}" for n in range(total)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        limit = int(request.url.params["limit"])
+        after = request.url.params.get("after")
+        if opaque:
+            start = int(base64.b64decode(after).decode()) if after else 0
+        else:
+            start = ids.index(after) + 1 if after else 0
+        chunk = ids[start : start + limit]
+        more = start + limit < total
+        body: dict[str, Any] = {
+            "object": "list",
+            "data": [{**FILE, "id": i} for i in chunk],
+            "first_id": chunk[0] if chunk else None,
+            "last_id": chunk[-1] if chunk else None,
+        }
+        if opaque:
+            if more:
+                body["has_more"] = True
+            body["after"] = base64.b64encode(str(start + limit).encode()).decode()
+        else:
+            body["has_more"] = more
+        return httpx.Response(200, json=body)
+
+    return handler
+
+
+@pytest.mark.parametrize("opaque", [False, True])
+def test_pagination_over_250_items_in_both_cursor_styles(opaque: bool) -> None:
+    calls: list[httpx.Request] = []
+    inner = pager(250, opaque=opaque)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return inner(request)
+
+    with make_client(handler) as client:
+        ids = [f.id for f in client.iter_files("cntr_1")]
+    assert ids == [f"cfile_{n:04d}" for n in range(250)]
+    assert len(calls) == 3
+    assert all(c.url.params["limit"] == "100" for c in calls)
+
+
+def test_a_page_that_repeats_its_cursor_raises_instead_of_looping() -> None:
+    page = {"object": "list", "data": [FILE], "has_more": True, "after": "same"}
+    script = Script(httpx.Response(200, json=page))
+    with make_client(script) as client, pytest.raises(ProtocolError, match="repeats cursor"):
+        list(client.iter_files("cntr_1"))
+    assert len(script.requests) == 2
+
+
+def test_an_empty_page_claiming_more_raises() -> None:
+    page = {"object": "list", "data": [], "has_more": True}
+    with make_client(Script(httpx.Response(200, json=page))) as client:
+        with pytest.raises(ProtocolError, match="no cursor"):
+            list(client.iter_files("cntr_1"))
+
+
+def test_missing_has_more_means_the_last_page() -> None:
+    page = {"object": "list", "data": [FILE], "first_id": "cfile_1", "last_id": "cfile_1"}
+    script = Script(httpx.Response(200, json=page))
+    with make_client(script) as client:
+        assert [f.id for f in client.iter_files("cntr_1")] == ["cfile_1"]
+    assert len(script.requests) == 1
+
+
+def test_container_name_filter_is_applied_client_side_too() -> None:
+    # LiteLLM drops the name filter: every container comes back.
+    page = {
+        "object": "list",
+        "data": [{**CONTAINER, "id": "a", "name": "docs"}, {**CONTAINER, "id": "b", "name": "x"}],
+        "has_more": False,
+    }
+    script = Script(httpx.Response(200, json=page))
+    with make_client(script) as client:
+        assert [c.id for c in client.iter_containers(name="docs")] == ["a"]
+    assert script.requests[0].url.params["name"] == "docs"
+
+
+# -- tolerant models and protocol errors -------------------------------------------
+
+
+def test_models_tolerate_unknown_fields_null_bytes_and_missing_optionals() -> None:
+    assistant = {"id": "x" * 120, "path": "/mnt/data/../a\x00b", "bytes": None, "extra": [1]}
+    page = {"object": "list", "data": [assistant], "has_more": False}
+    with make_client(Script(httpx.Response(200, json=page))) as client:
+        (file,) = client.iter_files("cntr_1")
+    assert file.bytes is None
+    assert file.id == "x" * 120
+    assert file.model_extra == {"extra": [1]}
+    assert not file.is_user_upload
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200),
+        httpx.Response(200, json={"id": "cfile_1", "object": "container.file.deleted"}),
+    ],
+)
+def test_delete_accepts_an_answer_with_or_without_a_body(answer: httpx.Response) -> None:
+    with make_client(Script(answer)) as client:
+        assert client.delete_file("cntr_1", "cfile_1") is True
+
+
+def test_delete_of_a_file_already_gone_is_done() -> None:
+    with make_client(Script(error(404, "not found"))) as client:
+        assert client.delete_file("cntr_1", "cfile_1") is False
+        with pytest.raises(NotFoundError):
+            client.delete_file("cntr_1", "cfile_1", missing_ok=False)
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (httpx.Response(200, content=b"<html>gateway</html>"), "not JSON"),
+        (httpx.Response(200, json=[1, 2]), "not a JSON object"),
+        (httpx.Response(200, json={"object": "container"}), "shape at id"),
+    ],
+)
+def test_answers_that_are_not_the_api_raise_protocol_errors(
+    answer: httpx.Response, match: str
+) -> None:
+    with make_client(Script(answer)) as client, pytest.raises(ProtocolError, match=match):
+        client.retrieve_container("cntr_1")
+
+
+def test_stats_count_requests_by_operation_and_status() -> None:
+    script = Script(error(503, "x"), httpx.Response(200, json=CONTAINER))
+    with make_client(script) as client:
+        client.retrieve_container("cntr_1")
+        assert client.stats.by_operation() == {"retrieve_container": 2}
+        assert client.stats.by_status() == {
+            ("retrieve_container", "503"): 1,
+            ("retrieve_container", "200"): 1,
+        }
+
+
+def test_create_container_sends_expiry_and_memory() -> None:
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with make_client(script) as client:
+        client.create_container("docs", expires_after_minutes=30, memory_limit="4g")
+    assert json.loads(script.requests[0].content) == {
+        "name": "docs",
+        "expires_after": {"anchor": "last_active_at", "minutes": 30},
+        "memory_limit": "4g",
+    }
