@@ -9,6 +9,8 @@ messages are built from status codes, server messages and ids, and
     CntrSyncError                      base; .message is one line
     ├── ConfigError                    bad settings file, key or value (exit 2)
     ├── LocalError                     the local tree: unreadable file, missing root
+    ├── LockedError                    another run holds this pair's lock (exit 3)
+    ├── SafetyBrakeError               a brake refused the pass (exit 3)
     └── ApiError                       the Containers API; .status, .operation
         ├── AuthenticationError        401: key missing, wrong or revoked (exit 2)
         ├── PermissionDeniedError      403
@@ -77,6 +79,18 @@ class LocalError(CntrSyncError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class LockedError(CntrSyncError):
+    """Another cntr-sync process is syncing the same pair right now."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message)
+
+
+class SafetyBrakeError(CntrSyncError):
+    """A safety brake refused the pass: nothing was changed. ``--force`` overrides."""
 
 
 class ApiError(CntrSyncError):

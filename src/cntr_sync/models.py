@@ -8,6 +8,8 @@ default, and ids are opaque strings. Nothing here performs I/O.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -51,3 +53,75 @@ class ContainerFile(_Wire):
     @property
     def is_user_upload(self) -> bool:
         return self.source == "user"
+
+
+# -- the engine's own values ------------------------------------------------------
+# Plain slotted dataclasses: a 100k-file tree holds one of these per file, so they
+# stay small, and the planner compares them without touching disk or network.
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A regular file under the sync root, as one scan saw it.
+
+    ``relpath`` is POSIX-style, relative to the root, valid UTF-8, never empty,
+    never absolute, never containing ``.`` or ``..`` segments.
+    """
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """A file in the container listing, reduced to what planning needs.
+
+    ``name`` is the filename the server kept, derived from ``path`` (the
+    ``/mnt/data/`` prefix and any 32-hex upload prefix removed).
+    """
+
+    id: str
+    path: str
+    name: str
+    size: int | None
+    source: str
+    created_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What this tool uploaded for one relpath, in one container."""
+
+    relpath: str
+    remote_id: str
+    remote_path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    uploaded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UploadIntent:
+    """An upload that was started but whose outcome is not recorded yet.
+
+    Written before the request and removed when the result is indexed, so
+    the next listing can tell an ambiguous upload of ours from a stranger's.
+    """
+
+    relpath: str
+    filename: str
+    size: int
+    hash: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DoomedFile:
+    """A remote file of ours that must go (the old id of a replaced file)."""
+
+    remote_id: str
+    relpath: str
