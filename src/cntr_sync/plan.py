@@ -1,0 +1,418 @@
+"""The planner: a pure function from what we know to what must be done.
+
+``plan(local, index, remote, intents, doomed, policy)`` compares the local
+snapshot, the index (what this tool uploaded, per relpath) and one complete
+remote listing, and returns a ``Plan``: uploads, deletes, and index-only
+bookkeeping (adoptions, refreshed stats, forgotten entries). ``check_brakes``
+says whether a plan must be refused.
+
+Must not: import anything that performs I/O, read the clock, or depend on
+iteration order of its inputs. It is tested with plain values.
+
+Ownership rules, in one place:
+- A remote file is *ours* when the index names it, when it is doomed (the old
+  id of a replaced file), or when it is a ``user`` upload whose name equals the
+  upload name of a local relpath that this pass syncs (the mirror owns the
+  names of the files it mirrors).
+- Ours and current: kept. Ours and not current: deleted (with ``delete``).
+- Everything else (assistant files, user files with other names) is left
+  alone, unless ``delete_unknown``.
+- Names are trusted only while the server keeps them: when a gateway replaces
+  every upload name (``names_kept`` is False), nothing is matched by name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cntr_sync.models import DoomedFile, IndexEntry, LocalFile, RemoteFile, UploadIntent
+
+MOUNT_PREFIX = "/mnt/data/"
+_HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
+# A remote file adopted without an index must not predate the local file's
+# last change (else the local file changed after that upload). ``created_at``
+# has whole seconds, hence one second of slack; a larger slack would adopt
+# stale content after a quick edit, while clock skew only costs a re-upload.
+ADOPT_CLOCK_SLACK_S = 1
+# Below this many deletions the percentage brake does not apply: deleting one
+# of two tracked files is an edit, not a disaster.
+BRAKE_MIN_DELETES = 3
+
+UploadReason = Literal["new", "changed", "missing-remote"]
+DeleteReason = Literal["removed", "replaced", "duplicate", "stale-upload", "doomed", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """Upload the local file; then delete ``replaces`` (the old id), if any."""
+
+    relpath: str
+    size: int
+    hash: str
+    reason: UploadReason
+    replaces: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete a remote file. ``relpath`` is the local path it mirrored, if known."""
+
+    remote_id: str
+    path: str
+    reason: DeleteReason
+    relpath: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Record an existing remote file as the mirror of ``entry.relpath`` (index only)."""
+
+    entry: IndexEntry
+    reason: Literal["lost-index", "ambiguous-upload"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """The file was touched but its content is unchanged: update the stat (index only)."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    uploads: tuple[Upload, ...] = ()
+    deletes: tuple[Delete, ...] = ()
+    adopts: tuple[Adopt, ...] = ()
+    refreshes: tuple[Refresh, ...] = ()
+    forgets: tuple[str, ...] = ()
+    cleared_intents: tuple[str, ...] = ()
+    dropped_doomed: tuple[str, ...] = ()
+    unknown_kept: int = 0
+    tracked: int = 0
+
+    @property
+    def transfers(self) -> int:
+        """Actions that cost API calls."""
+        return len(self.uploads) + len(self.deletes)
+
+    @property
+    def is_noop(self) -> bool:
+        return not (
+            self.transfers
+            or self.adopts
+            or self.refreshes
+            or self.forgets
+            or self.cleared_intents
+            or self.dropped_doomed
+        )
+
+    @property
+    def removals(self) -> int:
+        """Deletions of tracked files because their local file is gone."""
+        return sum(1 for d in self.deletes if d.reason == "removed")
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(u.size for u in self.uploads)
+
+
+@dataclass(frozen=True)
+class Policy:
+    delete: bool = True
+    delete_unknown: bool = False
+    max_delete_percent: float = 50.0
+    names_kept: bool | None = None
+    now: float = 0.0  # the caller's clock, for adopted entries' uploaded_at
+
+
+def upload_name(relpath: str) -> str:
+    """The multipart filename we send for ``relpath``: the relpath itself."""
+    return relpath
+
+
+def remote_names(path: str) -> tuple[str, ...]:
+    """Names a remote ``path`` may stand for, most likely first.
+
+    Servers answer ``/mnt/data/<name>`` or ``/mnt/data/<32 hex>-<name>``;
+    a plain name that merely starts with 32 hex digits stays a candidate too.
+    """
+    name = path.removeprefix(MOUNT_PREFIX)
+    stripped = _HASH_PREFIX.sub("", name, count=1)
+    return (stripped, name) if stripped != name else (name,)
+
+
+def to_remote_file(
+    file_id: str, path: str, size: int | None, source: str, created_at: int | None
+) -> RemoteFile:
+    return RemoteFile(
+        id=file_id,
+        path=path,
+        name=remote_names(path)[0],
+        size=size,
+        source=source,
+        created_at=created_at,
+    )
+
+
+@dataclass
+class _Builder:
+    uploads: list[Upload] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    adopts: list[Adopt] = field(default_factory=list)
+    refreshes: list[Refresh] = field(default_factory=list)
+    forgets: list[str] = field(default_factory=list)
+    cleared_intents: list[str] = field(default_factory=list)
+    dropped_doomed: list[str] = field(default_factory=list)
+    # Remote ids that are accounted for (ours, or acted on): not "unknown".
+    claimed: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+
+    def delete(self, remote: RemoteFile, reason: DeleteReason, relpath: str | None) -> None:
+        if remote.id not in self.deleted:
+            self.deleted.add(remote.id)
+            self.claimed.add(remote.id)
+            self.deletes.append(Delete(remote.id, remote.path, reason, relpath))
+
+
+def plan(
+    local: Mapping[str, LocalFile],
+    index: Mapping[str, IndexEntry],
+    remote: Iterable[RemoteFile],
+    *,
+    intents: Mapping[str, UploadIntent] | None = None,
+    doomed: Sequence[DoomedFile] = (),
+    policy: Policy | None = None,
+) -> Plan:
+    """Decide every action of one pass. ``remote`` must be a complete listing."""
+    policy = policy or Policy()
+    intents = intents or {}
+    remote_by_id: dict[str, RemoteFile] = {}
+    for item in remote:
+        remote_by_id.setdefault(item.id, item)
+    out = _Builder()
+
+    doomed_ids = {d.remote_id for d in doomed}
+    for gone in doomed:
+        target = remote_by_id.get(gone.remote_id)
+        if target is None:
+            out.dropped_doomed.append(gone.remote_id)
+        elif policy.delete:
+            out.delete(target, "doomed", gone.relpath)
+        else:
+            out.claimed.add(target.id)
+
+    indexed_ids = {entry.remote_id for entry in index.values()}
+    out.claimed |= indexed_ids & remote_by_id.keys()
+    by_name = _unindexed_uploads_by_name(remote_by_id.values(), indexed_ids | doomed_ids, policy)
+
+    for relpath in sorted(local.keys() | index.keys() | intents.keys()):
+        _plan_relpath(
+            relpath,
+            local=local.get(relpath),
+            entry=index.get(relpath),
+            intent=intents.get(relpath),
+            same_name=by_name.get(upload_name(relpath), []),
+            remote_by_id=remote_by_id,
+            policy=policy,
+            out=out,
+        )
+
+    unknown_kept = 0
+    for item in remote_by_id.values():
+        if item.id in out.claimed:
+            continue
+        if policy.delete and policy.delete_unknown:
+            out.delete(item, "unknown", None)
+        else:
+            unknown_kept += 1
+
+    return Plan(
+        uploads=tuple(out.uploads),
+        deletes=tuple(out.deletes),
+        adopts=tuple(out.adopts),
+        refreshes=tuple(out.refreshes),
+        forgets=tuple(out.forgets),
+        cleared_intents=tuple(out.cleared_intents),
+        dropped_doomed=tuple(out.dropped_doomed),
+        unknown_kept=unknown_kept,
+        tracked=len(index),
+    )
+
+
+def _unindexed_uploads_by_name(
+    remote: Iterable[RemoteFile], excluded: set[str], policy: Policy
+) -> dict[str, list[RemoteFile]]:
+    """User uploads nobody has claimed yet, grouped by every name they may carry."""
+    by_name: dict[str, list[RemoteFile]] = defaultdict(list)
+    if policy.names_kept is False:
+        return by_name
+    for item in remote:
+        if item.source == "user" and item.id not in excluded:
+            for name in remote_names(item.path):
+                by_name[name].append(item)
+    for candidates in by_name.values():
+        # Newest first, so adoption keeps the latest upload; ids break ties.
+        candidates.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
+    return by_name
+
+
+def _plan_relpath(
+    relpath: str,
+    *,
+    local: LocalFile | None,
+    entry: IndexEntry | None,
+    intent: UploadIntent | None,
+    same_name: list[RemoteFile],
+    remote_by_id: Mapping[str, RemoteFile],
+    policy: Policy,
+    out: _Builder,
+) -> None:
+    live = remote_by_id.get(entry.remote_id) if entry is not None else None
+    candidates = [r for r in same_name if r.id not in out.claimed]
+
+    if local is None:
+        if live is not None and policy.delete:
+            out.delete(live, "removed", relpath)
+        elif entry is not None and live is None:
+            out.forgets.append(relpath)
+        if intent is not None:
+            # Only an intent proves same-name uploads ours once the local file is gone.
+            _drop_leftovers(
+                relpath, intent, candidates, policy=policy, out=out, reason="stale-upload"
+            )
+        return
+
+    current: RemoteFile | None = None
+    if live is not None and entry is not None and entry.hash == local.hash:
+        current = live
+        if (entry.size, entry.mtime_ns) != (local.size, local.mtime_ns):
+            out.refreshes.append(Refresh(relpath, local.size, local.mtime_ns))
+
+    if current is None:
+        adopted = _adoptable(local, entry, intent, candidates)
+        if adopted is not None:
+            current = adopted
+            reason: Literal["lost-index", "ambiguous-upload"] = (
+                "ambiguous-upload" if intent is not None else "lost-index"
+            )
+            out.claimed.add(adopted.id)
+            out.adopts.append(Adopt(_entry_for(relpath, local, adopted, policy), reason))
+            if live is not None and policy.delete:
+                out.delete(live, "replaced", relpath)
+
+    if current is None:
+        if entry is None:
+            upload_reason: UploadReason = "new"
+        elif live is None:
+            upload_reason = "missing-remote"
+        else:
+            upload_reason = "changed"
+        replaces = live.id if live is not None and policy.delete else None
+        out.uploads.append(Upload(relpath, local.size, local.hash, upload_reason, replaces))
+        _drop_leftovers(relpath, intent, candidates, policy=policy, out=out, reason="stale-upload")
+        return
+
+    _drop_leftovers(
+        relpath, intent, candidates, policy=policy, out=out, reason="duplicate", keep=current.id
+    )
+
+
+def _adoptable(
+    local: LocalFile,
+    entry: IndexEntry | None,
+    intent: UploadIntent | None,
+    candidates: list[RemoteFile],
+) -> RemoteFile | None:
+    """An unindexed upload that already holds the local content, if one can be trusted."""
+    if intent is not None:
+        # Our own upload whose answer was lost: trust it if it is what we sent.
+        if intent.hash != local.hash:
+            return None
+        return next((r for r in candidates if _size_matches(r, local.size)), None)
+    if entry is not None:
+        # The index knows this file; a stranger with the same name is not its content.
+        return None
+    for candidate in candidates:
+        if _size_matches(candidate, local.size) and _not_older_than(candidate, local):
+            return candidate
+    return None
+
+
+def _drop_leftovers(
+    relpath: str,
+    intent: UploadIntent | None,
+    candidates: list[RemoteFile],
+    *,
+    policy: Policy,
+    out: _Builder,
+    reason: DeleteReason,
+    keep: str | None = None,
+) -> None:
+    """Same-name uploads other than the current one are superseded copies of ours."""
+    for candidate in candidates:
+        if candidate.id == keep:
+            continue
+        if policy.delete:
+            out.delete(candidate, reason, relpath)
+        else:
+            out.claimed.add(candidate.id)
+    if intent is not None:
+        out.cleared_intents.append(relpath)
+
+
+def _size_matches(remote: RemoteFile, size: int) -> bool:
+    return remote.size is None or remote.size == size
+
+
+def _not_older_than(remote: RemoteFile, local: LocalFile) -> bool:
+    if remote.created_at is None:
+        return True
+    return remote.created_at + ADOPT_CLOCK_SLACK_S >= local.mtime_ns // 1_000_000_000
+
+
+def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy) -> IndexEntry:
+    return IndexEntry(
+        relpath=relpath,
+        remote_id=remote.id,
+        remote_path=remote.path,
+        size=local.size,
+        mtime_ns=local.mtime_ns,
+        hash=local.hash,
+        uploaded_at=float(remote.created_at) if remote.created_at is not None else policy.now,
+    )
+
+
+@dataclass(frozen=True)
+class Brake:
+    """Why a plan was refused, in one line."""
+
+    reason: str
+
+
+def check_brakes(
+    plan_: Plan, *, local_count: int, policy: Policy, force: bool = False
+) -> Brake | None:
+    """Refuse plans that look like a disaster rather than an edit, unless forced."""
+    if force:
+        return None
+    if local_count == 0 and plan_.tracked > 0 and plan_.removals:
+        return Brake(
+            f"the sync root is empty but {plan_.tracked} files are tracked; "
+            "refusing to delete them all (use --force if this is intended)"
+        )
+    removals = plan_.removals
+    if plan_.tracked and removals >= BRAKE_MIN_DELETES:
+        percent = 100.0 * removals / plan_.tracked
+        if percent > policy.max_delete_percent:
+            return Brake(
+                f"this pass would delete {removals} of {plan_.tracked} tracked files "
+                f"({percent:.0f}% > max_delete {policy.max_delete_percent:g}%); "
+                "use --force if this is intended"
+            )
+    return None

@@ -1,0 +1,361 @@
+"""The planner with plain values: no file system, no server."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cntr_sync.models import DoomedFile, IndexEntry, LocalFile, RemoteFile, UploadIntent
+from cntr_sync.plan import (
+    BRAKE_MIN_DELETES,
+    Plan,
+    Policy,
+    check_brakes,
+    plan,
+    remote_names,
+    to_remote_file,
+)
+
+NOW_S = 1_800_000_000
+
+
+def local(relpath: str, content: str = "v1", mtime_s: int = NOW_S - 1000) -> LocalFile:
+    return LocalFile(relpath, len(content), mtime_s * 1_000_000_000, 1, f"h:{content}")
+
+
+def remote(
+    file_id: str,
+    name: str,
+    size: int | None = 2,
+    source: str = "user",
+    created_at: int = NOW_S,
+    hashed: bool = False,
+) -> RemoteFile:
+    prefix = "0123456789abcdef0123456789abcdef-" if hashed else ""
+    return to_remote_file(file_id, f"/mnt/data/{prefix}{name}", size, source, created_at)
+
+
+def entry(relpath: str, remote_id: str, content: str = "v1") -> IndexEntry:
+    f = local(relpath, content)
+    return IndexEntry(relpath, remote_id, f"/mnt/data/{relpath}", f.size, f.mtime_ns, f.hash, 0.0)
+
+
+def intent(relpath: str, content: str = "v1") -> UploadIntent:
+    return UploadIntent(relpath, relpath, len(content), f"h:{content}", 0.0)
+
+
+def ids(p: Plan) -> tuple[list[str], list[str]]:
+    return [u.relpath for u in p.uploads], sorted(d.remote_id for d in p.deletes)
+
+
+# -- names --------------------------------------------------------------------------
+
+
+def test_remote_names_strip_the_mount_and_the_hash_prefix() -> None:
+    assert remote_names("/mnt/data/a/b.txt") == ("a/b.txt",)
+    hashed = "/mnt/data/88e12fa445d32636f190a0b33daed6cb-tsconfig.json"
+    assert remote_names(hashed) == (
+        "tsconfig.json",
+        "88e12fa445d32636f190a0b33daed6cb-tsconfig.json",
+    )
+    assert remote_names("/elsewhere/x") == ("/elsewhere/x",)
+
+
+# -- the basic decisions --------------------------------------------------------------
+
+
+def test_new_files_are_uploaded() -> None:
+    p = plan({"a": local("a"), "d/b": local("d/b")}, {}, [])
+    assert [(u.relpath, u.reason) for u in p.uploads] == [("a", "new"), ("d/b", "new")]
+    assert p.deletes == () and p.upload_bytes == 4
+
+
+def test_unchanged_files_cost_nothing() -> None:
+    p = plan({"a": local("a")}, {"a": entry("a", "f1")}, [remote("f1", "a")])
+    assert p.is_noop
+
+
+def test_touched_but_unchanged_file_only_refreshes_the_stat() -> None:
+    touched = local("a", mtime_s=NOW_S)
+    p = plan({"a": touched}, {"a": entry("a", "f1")}, [remote("f1", "a")])
+    assert p.transfers == 0
+    assert [(r.relpath, r.mtime_ns) for r in p.refreshes] == [("a", touched.mtime_ns)]
+
+
+def test_changed_file_is_uploaded_then_the_old_id_replaced() -> None:
+    p = plan({"a": local("a", "v2")}, {"a": entry("a", "f1")}, [remote("f1", "a")])
+    assert [(u.relpath, u.reason, u.replaces) for u in p.uploads] == [("a", "changed", "f1")]
+    assert p.deletes == ()  # the old id goes only after the new one is recorded
+
+
+def test_removed_local_file_deletes_its_remote() -> None:
+    p = plan({}, {"a": entry("a", "f1")}, [remote("f1", "a")])
+    assert [(d.remote_id, d.reason, d.relpath) for d in p.deletes] == [("f1", "removed", "a")]
+
+
+def test_no_delete_policy_keeps_remote_files() -> None:
+    policy = Policy(delete=False)
+    p = plan(
+        {"b": local("b", "v2")},
+        {"a": entry("a", "f1"), "b": entry("b", "f2")},
+        [remote("f1", "a"), remote("f2", "b")],
+        policy=policy,
+    )
+    assert p.deletes == ()
+    assert [(u.relpath, u.replaces) for u in p.uploads] == [("b", None)]
+
+
+def test_index_entry_missing_from_listing_is_uploaded_again_or_forgotten() -> None:
+    p = plan({"a": local("a")}, {"a": entry("a", "gone"), "b": entry("b", "gone2")}, [])
+    assert [(u.relpath, u.reason) for u in p.uploads] == [("a", "missing-remote")]
+    assert p.forgets == ("b",)
+
+
+# -- strangers are left alone -----------------------------------------------------------
+
+
+def test_assistant_and_unknown_files_are_left_alone_by_default() -> None:
+    listing = [remote("x", "report.csv", source="assistant"), remote("y", "other.txt")]
+    p = plan({"a": local("a")}, {}, listing)
+    assert p.deletes == () and p.unknown_kept == 2
+
+
+def test_delete_unknown_removes_them() -> None:
+    listing = [remote("x", "report.csv", source="assistant", size=None), remote("y", "o")]
+    p = plan({}, {}, listing, policy=Policy(delete_unknown=True))
+    assert sorted(d.remote_id for d in p.deletes) == ["x", "y"]
+    assert {d.reason for d in p.deletes} == {"unknown"}
+
+
+def test_assistant_file_with_a_local_name_is_never_adopted_or_deleted() -> None:
+    p = plan({"a": local("a")}, {}, [remote("x", "a", source="assistant")])
+    assert ids(p) == (["a"], [])
+
+
+# -- lost index: adoption ------------------------------------------------------------------
+
+
+def test_lost_index_adopts_by_name_and_size_in_both_path_styles() -> None:
+    for hashed in (False, True):
+        listing = [remote("f1", "a", hashed=hashed), remote("f2", "d/b", hashed=hashed)]
+        p = plan({"a": local("a"), "d/b": local("d/b")}, {}, listing)
+        assert p.transfers == 0
+        adopted = {a.entry.relpath: a.entry.remote_id for a in p.adopts}
+        assert adopted == {"a": "f1", "d/b": "f2"}
+        assert {a.reason for a in p.adopts} == {"lost-index"}
+
+
+def test_lost_index_does_not_adopt_a_different_size_and_replaces_it() -> None:
+    p = plan({"a": local("a", "longer")}, {}, [remote("f1", "a", size=2)])
+    assert ids(p) == (["a"], ["f1"])
+    assert p.adopts == ()
+
+
+def test_lost_index_does_not_adopt_an_upload_older_than_the_local_change() -> None:
+    fresh_edit = local("a", mtime_s=NOW_S + 3600)
+    p = plan({"a": fresh_edit}, {}, [remote("f1", "a", created_at=NOW_S)])
+    assert ids(p) == (["a"], ["f1"])
+
+
+def test_lost_index_with_duplicates_adopts_the_newest_and_deletes_the_rest() -> None:
+    listing = [remote("old", "a", created_at=NOW_S - 10), remote("new", "a", created_at=NOW_S)]
+    p = plan({"a": local("a")}, {}, listing)
+    assert [a.entry.remote_id for a in p.adopts] == ["new"]
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "duplicate")]
+
+
+def test_when_the_gateway_drops_names_nothing_is_matched_by_name() -> None:
+    listing = [remote("f1", "file"), remote("f2", "file")]
+    p = plan({"file": local("file")}, {}, listing, policy=Policy(names_kept=False))
+    assert ids(p) == (["file"], [])
+    assert p.unknown_kept == 2
+
+
+# -- ambiguous uploads and crashes -------------------------------------------------------------
+
+
+def test_ambiguous_upload_that_was_stored_is_adopted_not_uploaded_twice() -> None:
+    p = plan({"a": local("a")}, {}, [remote("f9", "a")], intents={"a": intent("a")})
+    assert p.transfers == 0
+    assert [(a.entry.remote_id, a.reason) for a in p.adopts] == [("f9", "ambiguous-upload")]
+    assert p.cleared_intents == ("a",)
+
+
+def test_ambiguous_upload_that_was_lost_is_uploaded_again() -> None:
+    p = plan({"a": local("a")}, {}, [], intents={"a": intent("a")})
+    assert ids(p) == (["a"], [])
+
+
+def test_ambiguous_upload_of_an_older_content_is_deleted() -> None:
+    p = plan({"a": local("a", "v2")}, {}, [remote("f9", "a")], intents={"a": intent("a", "v1")})
+    assert ids(p) == (["a"], ["f9"])
+    assert p.deletes[0].reason == "stale-upload"
+
+
+def test_crash_after_replacing_upload_adopts_the_new_and_deletes_the_old() -> None:
+    listing = [remote("old", "a"), remote("new", "a")]
+    p = plan(
+        {"a": local("a", "v2")}, {"a": entry("a", "old")}, listing, intents={"a": intent("a", "v2")}
+    )
+    assert p.uploads == ()
+    assert [a.entry.remote_id for a in p.adopts] == ["new"]
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "replaced")]
+
+
+def test_an_indexed_file_with_a_same_name_stranger_is_not_replaced_by_it() -> None:
+    listing = [remote("f1", "a"), remote("dup", "a")]
+    p = plan({"a": local("a")}, {"a": entry("a", "f1")}, listing)
+    assert p.adopts == () and p.uploads == ()
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("dup", "duplicate")]
+
+
+def test_stale_intent_of_a_deleted_local_file_removes_its_upload() -> None:
+    p = plan({}, {}, [remote("f9", "a")], intents={"a": intent("a")})
+    assert ids(p) == ([], ["f9"])
+    assert p.cleared_intents == ("a",)
+
+
+def test_doomed_ids_are_deleted_when_listed_and_dropped_when_gone() -> None:
+    doomed = [DoomedFile("old", "a"), DoomedFile("vanished", "b")]
+    p = plan(
+        {"a": local("a")},
+        {"a": entry("a", "f1")},
+        [remote("f1", "a"), remote("old", "a")],
+        doomed=doomed,
+    )
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "doomed")]
+    assert p.dropped_doomed == ("vanished",)
+
+
+# -- brakes -----------------------------------------------------------------------------
+
+
+def tracked(n: int) -> tuple[dict[str, IndexEntry], list[RemoteFile]]:
+    index = {f"f{i}": entry(f"f{i}", f"id{i}") for i in range(n)}
+    return index, [remote(f"id{i}", f"f{i}") for i in range(n)]
+
+
+def test_empty_root_with_tracked_files_trips_the_brake_unless_forced() -> None:
+    index, listing = tracked(2)
+    p = plan({}, index, listing)
+    brake = check_brakes(p, local_count=0, policy=Policy())
+    assert brake is not None and "empty" in brake.reason
+    assert check_brakes(p, local_count=0, policy=Policy(), force=True) is None
+
+
+def test_mass_deletion_trips_the_brake_at_the_configured_share() -> None:
+    index, listing = tracked(10)
+    keep = {f"f{i}": local(f"f{i}") for i in range(4)}
+    p = plan(keep, index, listing)
+    assert p.removals == 6
+    brake = check_brakes(p, local_count=4, policy=Policy(max_delete_percent=50))
+    assert brake is not None and "6 of 10" in brake.reason
+    assert check_brakes(p, local_count=4, policy=Policy(max_delete_percent=60)) is None
+
+
+def test_small_deletions_do_not_trip_the_brake() -> None:
+    index, listing = tracked(3)
+    p = plan({"f0": local("f0")}, index, listing)
+    assert p.removals == BRAKE_MIN_DELETES - 1
+    assert check_brakes(p, local_count=1, policy=Policy()) is None
+
+
+# -- model-based: applying a plan converges ----------------------------------------------
+
+
+@dataclass
+class World:
+    """A remote container and an index, with the content each remote id holds."""
+
+    remote: dict[str, RemoteFile] = field(default_factory=dict)
+    content: dict[str, str] = field(default_factory=dict)
+    index: dict[str, IndexEntry] = field(default_factory=dict)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def upload(self, relpath: str, file: LocalFile) -> str:
+        new_id = f"u{next(self.counter)}"
+        self.remote[new_id] = remote(new_id, relpath, size=file.size, created_at=NOW_S + 10)
+        self.content[new_id] = file.hash
+        return new_id
+
+    def apply(self, p: Plan, files: dict[str, LocalFile]) -> None:
+        for a in p.adopts:
+            self.index[a.entry.relpath] = a.entry
+        for r in p.refreshes:
+            old = self.index[r.relpath]
+            self.index[r.relpath] = IndexEntry(
+                r.relpath, old.remote_id, old.remote_path, r.size, r.mtime_ns, old.hash, 0.0
+            )
+        for relpath in p.forgets:
+            self.index.pop(relpath, None)
+        for u in p.uploads:
+            new_id = self.upload(u.relpath, files[u.relpath])
+            f = files[u.relpath]
+            self.index[u.relpath] = IndexEntry(u.relpath, new_id, "", f.size, f.mtime_ns, f.hash, 0)
+            if u.replaces:
+                self.remote.pop(u.replaces, None)
+        for d in p.deletes:
+            self.remote.pop(d.remote_id, None)
+            for relpath, e in list(self.index.items()):
+                if e.remote_id == d.remote_id:
+                    del self.index[relpath]
+
+
+names = st.sampled_from(["a", "b", "d/c", "d/e f", "ü"])
+contents = st.sampled_from(["v1", "v2", "longer"])
+trees = st.dictionaries(names, contents, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=trees,
+    after=trees,
+    strangers=st.lists(
+        st.tuples(names, contents, st.sampled_from(["user", "assistant"])), max_size=3
+    ),
+    lose_index=st.booleans(),
+)
+def test_any_history_converges_to_an_exact_mirror(
+    before: dict[str, str],
+    after: dict[str, str],
+    strangers: list[tuple[str, str, str]],
+    lose_index: bool,
+) -> None:
+    world = World()
+    first = {r: local(r, c) for r, c in before.items()}
+    world.apply(plan(first, world.index, world.remote.values()), first)
+    for n, (name, content, source) in enumerate(strangers):
+        sid = f"s{n}"
+        world.remote[sid] = remote(
+            sid, name, size=len(content), source=source, created_at=NOW_S - 5000
+        )
+        world.content[sid] = f"h:{content}"
+    if lose_index:
+        world.index.clear()
+
+    # An edit after the first pass moves the mtime past the first uploads.
+    second = {
+        r: local(r, c, mtime_s=NOW_S - 1000 if before.get(r) == c else NOW_S + 100)
+        for r, c in after.items()
+    }
+    world.apply(plan(second, world.index, world.remote.values()), second)
+
+    # Exactly one user upload per local file, holding its content...
+    user_files = [f for f in world.remote.values() if f.source == "user"]
+    by_name: dict[str, list[RemoteFile]] = {}
+    for f in user_files:
+        by_name.setdefault(f.name, []).append(f)
+    for relpath, file in second.items():
+        held = by_name.get(relpath, [])
+        assert len(held) == 1, (relpath, held)
+        indexed = world.index[relpath]
+        assert indexed.remote_id == held[0].id
+        assert world.content[held[0].id] == file.hash
+    # ...assistant files untouched, and a second pass is a no-op.
+    assistants = {f"s{n}" for n, s in enumerate(strangers) if s[2] == "assistant"}
+    assert assistants <= world.remote.keys()
+    again = plan(second, world.index, world.remote.values())
+    assert again.transfers == 0, again
