@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cntr_sync.api import ContainersClient, parse_retry_after
+from cntr_sync.api import ContainersClient, RateLimiter, parse_retry_after
 from cntr_sync.errors import (
     AuthenticationError,
     BadRequestError,
@@ -286,9 +286,11 @@ def test_exhausted_retries_map_to_rate_limited_and_transport_errors() -> None:
             client.retrieve_container("cntr_1")
         assert client.stats.total == 3
     refused = httpx.ConnectError("refused")
-    with make_client(Script(refused), max_retries=1) as client:
-        with pytest.raises(TransportError, match="cannot connect"):
-            client.iter_containers().__next__()
+    with (
+        make_client(Script(refused), max_retries=1) as client,
+        pytest.raises(TransportError, match="cannot connect"),
+    ):
+        next(client.iter_containers())
 
 
 def test_expired_container_maps_to_its_error_and_is_not_retried() -> None:
@@ -412,9 +414,11 @@ def test_a_page_that_repeats_its_cursor_raises_instead_of_looping() -> None:
 
 def test_an_empty_page_claiming_more_raises() -> None:
     page = {"object": "list", "data": [], "has_more": True}
-    with make_client(Script(httpx.Response(200, json=page))) as client:
-        with pytest.raises(ProtocolError, match="no cursor"):
-            list(client.iter_files("cntr_1"))
+    with (
+        make_client(Script(httpx.Response(200, json=page))) as client,
+        pytest.raises(ProtocolError, match="no cursor"),
+    ):
+        list(client.iter_files("cntr_1"))
 
 
 def test_missing_has_more_means_the_last_page() -> None:
@@ -506,3 +510,20 @@ def test_create_container_sends_expiry_and_memory() -> None:
         "expires_after": {"anchor": "last_active_at", "minutes": 30},
         "memory_limit": "4g",
     }
+
+
+def test_rate_limiter_spaces_requests_beyond_the_burst() -> None:
+    clock = FakeClock(now=0.0)
+    limiter = RateLimiter(2.0, burst=2, monotonic=clock.time, sleep=clock.sleep)
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with make_client(script, rate_limiter=limiter) as client:
+        for _ in range(6):
+            client.retrieve_container("cntr_1")
+    # Two go at once, then one every half second.
+    assert clock.sleeps == [pytest.approx(0.5)] * 4
+    assert len(script.requests) == 6
+
+
+def test_rate_limiter_rejects_a_zero_rate() -> None:
+    with pytest.raises(ConfigError, match="requests_per_second"):
+        RateLimiter(0)

@@ -206,6 +206,42 @@ def _server_message(response: httpx.Response) -> str:
     return json.dumps(body)[:200]
 
 
+class RateLimiter:
+    """A token bucket shared by all threads: at most ``rate`` requests a second.
+
+    A few lines, so written here rather than adding a dependency; the clock
+    and sleep are injectable so tests need no real waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ConfigError("requests_per_second must be greater than 0")
+        self._rate = rate
+        self._capacity = burst if burst is not None else max(1.0, rate)
+        self._tokens = self._capacity
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last = monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
 class ContainersClient:
     """Typed, retrying client of the Containers API.
 
@@ -232,6 +268,7 @@ class ContainersClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         on_request: Callable[[RequestRecord], None] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if not key:
@@ -250,6 +287,7 @@ class ContainersClient:
         self._clock = clock
         self._max_retries = max_retries
         self._on_request = on_request
+        self._rate_limiter = rate_limiter
         self.stats = RequestStats()
         headers = {
             "User-Agent": f"cntr-sync/{__version__} httpx/{httpx.__version__}",
@@ -430,6 +468,7 @@ class ContainersClient:
         progress = {"written": 0}
 
         def attempt() -> int:
+            self._throttle()
             if start is not None:
                 sink.seek(start)
                 sink.truncate()
@@ -475,6 +514,7 @@ class ContainersClient:
         self, call: _Call, send: Callable[[], httpx.Response], *, upload: bool = False
     ) -> httpx.Response:
         def attempt() -> httpx.Response:
+            self._throttle()
             started = time.monotonic()
             try:
                 response = send()
@@ -535,6 +575,10 @@ class ContainersClient:
             if hinted is not None:
                 return hinted
         return float(self._backoff(state))
+
+    def _throttle(self) -> None:
+        if self._rate_limiter is not None:
+            self._rate_limiter.acquire()
 
     def _record(self, call: _Call, status: int | None, started: float) -> None:
         record = RequestRecord(call.operation, status, time.monotonic() - started)
