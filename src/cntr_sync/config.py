@@ -1,0 +1,799 @@
+"""Settings of cntr-sync, loaded from four layers and checked before anything runs.
+
+Precedence, lowest to highest: defaults < TOML file (``--config FILE``) <
+environment ``CNTR_SYNC_*`` < explicit overrides (CLI flags). ``OPENAI_API_KEY``
+and ``OPENAI_BASE_URL`` are honoured like the official SDK, as the last fallback.
+
+Owns: the ``Settings`` and ``PairSettings`` models, ``Settings.load`` (the one
+entry point), turning every validation failure into a one-line ``ConfigError``
+that names the layer (file, ``environment CNTR_SYNC_X`` or ``flag --x``) and the
+key, resolving the API key (re-read on every call, so rotated secrets work), the
+keyword arguments of ``ContainersClient``, per-pair views with inheritance
+resolved, and a dump with every secret redacted.
+
+Must not: log or print, put a secret into an error, repr or dump, or touch the
+network. Its only I/O is reading the config file and the API key file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from cntr_sync.api import DEFAULT_BASE_URL, AuthStyle
+from cntr_sync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic_settings.sources.types import Traversable
+
+ENV_PREFIX = "CNTR_SYNC_"
+# CNTR_SYNC_* names that are not settings but belong to the CLI; every other
+# unknown CNTR_SYNC_* variable is a typo and is refused rather than ignored.
+RESERVED_ENV_NAMES = frozenset({"CNTR_SYNC_CONFIG"})
+REDACTED = "[redacted]"
+_T = TypeVar("_T")
+
+MemoryLimit = Literal["1g", "4g", "16g", "64g"]
+WatchMode = Literal["auto", "native", "poll", "off"]
+Direction = Literal["push"]
+ApiKeySource = Literal[
+    "api_key_file", "CNTR_SYNC_API_KEY", "OPENAI_API_KEY", "config", "flag", "none"
+]
+
+_SECRET_HEADER_NAMES = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-bf-vk", "cookie"}
+)
+_SECRET_NAME_PARTS = ("key", "token", "secret", "auth", "cookie", "password")
+_PAIR_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+_UNSUPPORTED_DIRECTIONS = frozenset({"pull", "both"})
+# Path fields that a TOML file may give relative to its own directory.
+# api_key_file is not here: it looks in $CREDENTIALS_DIRECTORY first.
+_FILE_RELATIVE_PATHS = ("state_dir", "local", "ca_bundle", "container_id_file")
+_PAIR_FILE_RELATIVE_PATHS = ("local", "container_id_file")
+
+
+def _path_not_empty(value: object) -> object:
+    # Path("") silently becomes ".", which would point a sync at the working directory.
+    if isinstance(value, str) and not value.strip():
+        raise PydanticCustomError("path_empty", "must not be empty")
+    return value
+
+
+def _expand_user(value: object) -> object:
+    return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_expand_user), BeforeValidator(_path_not_empty)]
+Seconds = Annotated[float, Field(gt=0)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+ExpiryMinutes = Annotated[int, Field(ge=1, le=10080)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` as (host, port); ValueError when malformed."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port_text):
+        raise ValueError(value)
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(value)
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host or any(ch.isspace() for ch in host):
+        # A bare IPv6 address is ambiguous with the port separator.
+        raise ValueError(value)
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(value)
+    return host, port
+
+
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME/cntr-sync``, else ``~/.local/state/cntr-sync``."""
+    xdg = environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "cntr-sync"
+    home = environ.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "state" / "cntr-sync"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a header or query parameter of this name carries a credential."""
+    lowered = name.lower()
+    return lowered in _SECRET_HEADER_NAMES or any(part in lowered for part in _SECRET_NAME_PARTS)
+
+
+def _redact_mapping(values: Mapping[str, str]) -> dict[str, str]:
+    return {name: REDACTED if is_secret_name(name) else value for name, value in values.items()}
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a malformed port or IPv6 literal
+        return False
+
+
+class PairSettings(BaseModel):
+    """One local directory mirrored into one container by the daemon.
+
+    ``None`` means "inherit the top-level value"; ``Settings.pair_view`` resolves it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    name: Annotated[str, Field(pattern=_PAIR_NAME_PATTERN)]
+    local: ConfigPath
+    container: NonEmpty
+    direction: Direction = "push"
+    delete: bool | None = None
+    delete_unknown: bool | None = None
+    max_delete: Percent | None = None
+    ignore: list[str] = Field(default_factory=list)
+    follow_symlinks: bool | None = None
+    expires_after_minutes: ExpiryMinutes | None = None
+    memory_limit: MemoryLimit | None = None
+    container_id_file: ConfigPath | None = None
+    quiet_period: Seconds = 1.0
+    max_delay: Seconds = 10.0
+    rescan_interval: Seconds = 600.0
+    remote_poll_interval: Seconds = 60.0
+    watch: WatchMode = "auto"
+    keepalive: bool = False
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _direction_supported(cls, value: object) -> object:
+        # Only known words are echoed back, so no stray input reaches a message.
+        if isinstance(value, str) and value in _UNSUPPORTED_DIRECTIONS:
+            raise PydanticCustomError(
+                "direction_unsupported",
+                "direction '{direction}' is not supported yet; only 'push'",
+                {"direction": value},
+            )
+        return value
+
+    @field_validator("max_delay")
+    @classmethod
+    def _max_delay_covers_quiet_period(cls, value: float, info: ValidationInfo) -> float:
+        quiet_period = info.data.get("quiet_period")
+        if quiet_period is not None and value < quiet_period:
+            raise PydanticCustomError(
+                "max_delay_too_short",
+                "must be at least quiet_period ({quiet_period})",
+                {"quiet_period": quiet_period},
+            )
+        return value
+
+
+class ResolvedPair(BaseModel):
+    """A pair with every inherited value filled in: what the engine and daemon use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    local: Path
+    container: str
+    direction: Direction
+    delete: bool
+    delete_unknown: bool
+    max_delete: float
+    ignore: tuple[str, ...]
+    follow_symlinks: bool
+    expires_after_minutes: int
+    memory_limit: MemoryLimit | None
+    container_id_file: Path | None
+    quiet_period: float
+    max_delay: float
+    rescan_interval: float
+    remote_poll_interval: float
+    watch: WatchMode
+    keepalive: bool
+
+
+class Settings(BaseSettings):
+    """Every setting of cntr-sync. Build it with ``Settings.load``.
+
+    Constructing ``Settings(...)`` directly uses only the arguments and the
+    defaults (no file, no environment): handy for tests of other modules.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        # An empty variable (systemd's "Environment=CNTR_SYNC_X=") means "not set".
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    # -- connection --------------------------------------------------------------
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: ConfigPath | None = None
+    auth_style: AuthStyle = "bearer"
+    basic_username: str = ""
+    organization: str | None = None
+    project: str | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    extra_query: dict[str, str] = Field(default_factory=dict)
+    timeout: Seconds = 60.0
+    connect_timeout: Seconds = 10.0
+    verify_tls: bool = True
+    ca_bundle: ConfigPath | None = None
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    requests_per_second: Annotated[float, Field(gt=0)] = 20.0
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+
+    # -- state -------------------------------------------------------------------
+    state_dir: ConfigPath = Field(default_factory=lambda: default_state_dir(os.environ))
+
+    # -- one-shot sync, and the defaults of every pair ------------------------------
+    container: NonEmpty | None = None
+    local: ConfigPath | None = None
+    expires_after_minutes: ExpiryMinutes = 20
+    memory_limit: MemoryLimit | None = None
+    delete: bool = True
+    delete_unknown: bool = False
+    max_delete: Percent = 50.0
+    ignore: list[str] = Field(default_factory=list)
+    follow_symlinks: bool = False
+    container_id_file: ConfigPath | None = None
+
+    # -- daemon ------------------------------------------------------------------
+    http_listen: str = "127.0.0.1:9464"
+    flush_timeout: Annotated[float, Field(ge=0)] = 10.0
+    pairs: list[PairSettings] = Field(default_factory=list)
+
+    # Where values came from, set by load(); never part of repr or dumps.
+    _config_file: Path | None = PrivateAttr(default=None)
+    _api_key_origin: ApiKeySource = PrivateAttr(default="config")
+    _openai_api_key: SecretStr | None = PrivateAttr(default=None)
+    _openai_base_url: str | None = PrivateAttr(default=None)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not _is_http_url(value):
+            raise PydanticCustomError("url", "must be an http:// or https:// URL")
+        return value
+
+    @field_validator("http_listen")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        try:
+            parse_listen(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "listen", "must be HOST:PORT with PORT 0..65535 (IPv6 as [::1]:9464)"
+            ) from None
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_distinct(cls, pairs: list[PairSettings], info: ValidationInfo) -> list[PairSettings]:
+        # Fields validate in order, so the top-level container_id_file is known here.
+        inherited_id_file = info.data.get("container_id_file")
+        seen_names: dict[str, int] = {}
+        seen_id_files: dict[Path, int] = {}
+        for index, pair in enumerate(pairs):
+            if pair.name in seen_names:
+                raise PydanticCustomError(
+                    "duplicate_pair",
+                    "pair name '{name}' is used by pairs[{first}] and pairs[{second}]",
+                    {"name": pair.name, "first": seen_names[pair.name], "second": index},
+                )
+            seen_names[pair.name] = index
+            # Two pairs writing one container-id file would overwrite each other's id.
+            id_file = pair.container_id_file or inherited_id_file
+            if id_file is not None:
+                if id_file in seen_id_files:
+                    raise PydanticCustomError(
+                        "duplicate_id_file",
+                        "pairs[{first}] and pairs[{second}] share container_id_file {path}",
+                        {"first": seen_id_files[id_file], "second": index, "path": str(id_file)},
+                    )
+                seen_id_files[id_file] = index
+        return pairs
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file and the (injectable) environment are per-call inputs of load(),
+        # which this classmethod cannot receive as arguments: load() hands its
+        # sources over through a context variable. Outside load() only the
+        # constructor's arguments count, never os.environ or a .env file.
+        return (init_settings, *_LOAD_SOURCES.get())
+
+    # -- loading -------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Read the file, the environment and the overrides; raise ConfigError when wrong.
+
+        ``overrides`` are CLI flags by field name; a None value means "flag not given".
+        ``env`` defaults to ``os.environ``.
+        """
+        environ: Mapping[str, str] = os.environ if env is None else env
+        flags = {key: value for key, value in (overrides or {}).items() if value is not None}
+        for key in flags:
+            if key not in cls.model_fields:
+                raise ConfigError(f"flag {_flag_name(key)}: unknown setting{_suggest(key, cls)}")
+        _check_env_names(environ, cls)
+
+        file_source = _TomlFileSource(cls, config_file) if config_file is not None else None
+        env_source = _MappingEnvSource(cls, environ)
+        defaults = InitSettingsSource(cls, {"state_dir": default_state_dir(environ)})
+        layers = [env_source] if file_source is None else [env_source, file_source]
+        token = _LOAD_SOURCES.set((*layers, defaults))
+        try:
+            settings = cls(**flags)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, flags, env_source, file_source)) from None
+        except SettingsError as exc:
+            raise ConfigError(f"environment: {exc}") from None
+        finally:
+            _LOAD_SOURCES.reset(token)
+
+        api_key_origin = _origin_of("api_key", flags, env_source, file_source)
+        if settings.api_key_file is not None:
+            key_file_from_file = (
+                _origin_of("api_key_file", flags, env_source, file_source) == "file"
+            )
+            key_file = _locate_key_file(
+                settings.api_key_file,
+                environ.get("CREDENTIALS_DIRECTORY") or None,
+                file_source.directory if (file_source and key_file_from_file) else None,
+            )
+            settings = settings.model_copy(update={"api_key_file": key_file})
+
+        settings._config_file = file_source.path if file_source else None
+        settings._api_key_origin = (
+            "flag"
+            if api_key_origin == "flag"
+            else "CNTR_SYNC_API_KEY"
+            if api_key_origin == "env"
+            else "config"
+        )
+        openai_key = environ.get("OPENAI_API_KEY", "").strip()
+        settings._openai_api_key = SecretStr(openai_key) if openai_key else None
+        openai_base_url = environ.get("OPENAI_BASE_URL", "").strip() or None
+        # Only a fallback that is actually used may fail the load.
+        if settings.base_url is None and openai_base_url and not _is_http_url(openai_base_url):
+            raise ConfigError("environment OPENAI_BASE_URL: must be an http:// or https:// URL")
+        settings._openai_base_url = openai_base_url
+        return settings
+
+    # -- what the rest of the program asks -------------------------------------------
+
+    @property
+    def config_file(self) -> Path | None:
+        """The file these settings were loaded from, if any."""
+        return self._config_file
+
+    @property
+    def effective_base_url(self) -> str:
+        """base_url, else OPENAI_BASE_URL, else the OpenAI API."""
+        return self.base_url or self._openai_base_url or DEFAULT_BASE_URL
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """http_listen as (host, port); an IPv6 host comes without brackets."""
+        return parse_listen(self.http_listen)
+
+    def resolve_api_key(self) -> str | None:
+        """The API key now: api_key_file (re-read on every call) > api_key > OPENAI_API_KEY."""
+        if self.api_key_file is not None:
+            return _read_key_file(self.api_key_file)
+        for candidate in (self.api_key, self._openai_api_key):
+            if candidate is not None and (key := candidate.get_secret_value().strip()):
+                return key
+        return None
+
+    def api_key_source(self) -> ApiKeySource:
+        """Where resolve_api_key() takes the key from, without reading any file."""
+        if self.api_key_file is not None:
+            return "api_key_file"
+        if self.api_key is not None and self.api_key.get_secret_value().strip():
+            return self._api_key_origin
+        if self._openai_api_key is not None:
+            return "OPENAI_API_KEY"
+        return "none"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``cntr_sync.api.ContainersClient``.
+
+        Raises ConfigError when no key is configured: the client would otherwise
+        fall back to the real os.environ, bypassing the environment given to load().
+        """
+        api_key = self.resolve_api_key()
+        if api_key is None:
+            raise ConfigError(
+                "no API key: set api_key_file or api_key in the config file, "
+                "CNTR_SYNC_API_KEY or OPENAI_API_KEY"
+            )
+        # verify_tls = false wins over ca_bundle, so one flag turns checking off.
+        verify: bool | str = (
+            str(self.ca_bundle) if self.verify_tls and self.ca_bundle else self.verify_tls
+        )
+        return {
+            "api_key": api_key,
+            "base_url": self.effective_base_url,
+            "auth_style": self.auth_style,
+            "basic_username": self.basic_username,
+            "organization": self.organization,
+            "project": self.project,
+            "extra_headers": dict(self.extra_headers),
+            "extra_query": dict(self.extra_query),
+            "timeout": self.timeout,
+            "connect_timeout": self.connect_timeout,
+            "verify": verify,
+            "max_retries": self.max_retries,
+        }
+
+    def pair_view(self, pair: PairSettings) -> ResolvedPair:
+        """``pair`` with every None replaced by the top-level value.
+
+        ``ignore`` is additive: the top-level patterns apply to every pair, and a
+        pair's own patterns come after them.
+        """
+        return ResolvedPair(
+            name=pair.name,
+            local=pair.local,
+            container=pair.container,
+            direction=pair.direction,
+            delete=_inherit(pair.delete, self.delete),
+            delete_unknown=_inherit(pair.delete_unknown, self.delete_unknown),
+            max_delete=_inherit(pair.max_delete, self.max_delete),
+            ignore=(*self.ignore, *pair.ignore),
+            follow_symlinks=_inherit(pair.follow_symlinks, self.follow_symlinks),
+            expires_after_minutes=_inherit(pair.expires_after_minutes, self.expires_after_minutes),
+            memory_limit=_inherit(pair.memory_limit, self.memory_limit),
+            container_id_file=_inherit(pair.container_id_file, self.container_id_file),
+            quiet_period=pair.quiet_period,
+            max_delay=pair.max_delay,
+            rescan_interval=pair.rescan_interval,
+            remote_poll_interval=pair.remote_poll_interval,
+            watch=pair.watch,
+            keepalive=pair.keepalive,
+        )
+
+    def resolved_pairs(self) -> list[ResolvedPair]:
+        """Every configured pair, resolved, in file order."""
+        return [self.pair_view(pair) for pair in self.pairs]
+
+    def one_shot_pair(self, name: str = "one-shot") -> ResolvedPair:
+        """The top-level container and local as a pair, for a one-shot sync."""
+        if self.container is None:
+            raise ConfigError("no container: set container in the config file, or --container")
+        if self.local is None:
+            raise ConfigError("no local directory: set local in the config file, or --local")
+        return self.pair_view(PairSettings(name=name, local=self.local, container=self.container))
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """The effective settings as JSON-able data, every secret replaced by "[redacted]"."""
+        data = self.model_dump(mode="json")
+        data["base_url"] = _redact_url(self.effective_base_url)
+        data["api_key"] = REDACTED if self.api_key is not None else None
+        data["api_key_source"] = self.api_key_source()
+        data["extra_headers"] = _redact_mapping(self.extra_headers)
+        data["extra_query"] = _redact_mapping(self.extra_query)
+        data["pairs"] = [pair.model_dump(mode="json") for pair in self.resolved_pairs()]
+        data["config_file"] = str(self._config_file) if self._config_file else None
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # SecretStr hides api_key already; header and query values and a password
+        # in the URL need the same care.
+        for name, value in super().__repr_args__():
+            if name in ("extra_headers", "extra_query"):
+                yield name, _redact_mapping(value)
+            elif name == "base_url" and value is not None:
+                yield name, _redact_url(value)
+            else:
+                yield name, value
+
+
+# -- sources ---------------------------------------------------------------------------
+
+_LOAD_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar(
+    "_LOAD_SOURCES", default=()
+)
+
+
+class _TomlFileSource(TomlConfigSettingsSource):
+    """The ``--config`` file: must exist, and relative paths in it mean "next to it"."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path = Path(path).expanduser()
+        # Anchored once, so a later chdir of the daemon cannot move the paths.
+        self.directory = self.path.absolute().parent
+        # The parent source silently skips a missing file; a named file must exist.
+        if not self.path.exists():
+            raise ConfigError(f"config file not found: {self.path}")
+        if not self.path.is_file():
+            raise ConfigError(f"config file is not a regular file: {self.path}")
+        super().__init__(settings_cls, toml_file=self.path)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            with file_path.open(mode="rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.path}: {_toml_problem(exc)}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
+        return _anchor_paths(data, self.directory)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.init_kwargs
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The CNTR_SYNC_* layer, read from an injected mapping instead of os.environ.
+
+    The built-in source reads os.environ in ``_load_env_vars``; overriding that
+    one hook keeps its parsing (JSON for lists and dicts, ``__`` for dict keys)
+    while making the environment a plain argument of ``Settings.load``.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+        self.data = self()
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+    def explode_env_vars(
+        self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        exploded = super().explode_env_vars(field_name, field, env_vars)
+        if field_name == "extra_headers":
+            # Variable names cannot hold "-" and proxies drop headers with "_":
+            # CNTR_SYNC_EXTRA_HEADERS__X_BF_VK means the header x-bf-vk. The JSON
+            # form (CNTR_SYNC_EXTRA_HEADERS='{"X_Odd": "v"}') keeps names exactly.
+            return {name.replace("_", "-"): value for name, value in exploded.items()}
+        return exploded
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError:
+            # The parent's error carries no variable name; the value must not be echoed.
+            raise ConfigError(
+                f"environment {_env_name(field_name)}: not valid JSON for a list or table"
+            ) from None
+
+
+def _anchor_paths(data: dict[str, Any], directory: Path) -> dict[str, Any]:
+    for key in _FILE_RELATIVE_PATHS:
+        if key in data:
+            data[key] = _anchor(data[key], directory)
+    pairs = data.get("pairs")
+    if isinstance(pairs, list):
+        for pair in pairs:
+            if isinstance(pair, dict):
+                for key in _PAIR_FILE_RELATIVE_PATHS:
+                    if key in pair:
+                        pair[key] = _anchor(pair[key], directory)
+    return data
+
+
+def _anchor(value: object, directory: Path) -> object:
+    # Non-strings and empty strings are left for validation to report.
+    if not isinstance(value, str) or not value.strip() or value.startswith("~"):
+        return value
+    path = Path(value)
+    return value if path.is_absolute() else str(directory / path)
+
+
+def _locate_key_file(path: Path, credentials_dir: str | None, config_dir: Path | None) -> Path:
+    """A relative api_key_file is a systemd credential name when $CREDENTIALS_DIRECTORY
+    is set, else relative to the config file that named it, else to the working directory."""
+    if path.is_absolute():
+        return path
+    if credentials_dir:
+        return Path(credentials_dir) / path
+    if config_dir is not None:
+        return config_dir / path
+    return path
+
+
+def _read_key_file(path: Path) -> str:
+    # Messages name the file only: never its content, not even a prefix.
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"api_key_file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read api_key_file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"api_key_file {path} is not UTF-8 text") from None
+    key = text.strip()
+    if not key:
+        raise ConfigError(f"api_key_file {path} is empty")
+    if any(ch.isspace() for ch in key):
+        raise ConfigError(f"api_key_file {path} must hold the key alone on one line")
+    return key
+
+
+def _check_env_names(environ: Mapping[str, str], settings_cls: type[Settings]) -> None:
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV_NAMES:
+            continue
+        field = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if field not in settings_cls.model_fields:
+            match = difflib.get_close_matches(field, settings_cls.model_fields, n=1)
+            hint = f"; did you mean {_env_name(match[0])}?" if match else ""
+            raise ConfigError(f"environment {name}: unknown setting{hint}")
+
+
+# -- error messages ----------------------------------------------------------------------
+
+
+def _env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _holds(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Whether this layer supplied the value at ``loc`` (dicts merge across layers)."""
+    if not loc or not isinstance(loc[0], str) or loc[0] not in data:
+        return False
+    value = data[loc[0]]
+    return len(loc) < 2 or not isinstance(value, dict) or loc[1] in value
+
+
+def _origin_of(
+    field: str,
+    flags: Mapping[str, Any],
+    env_source: _MappingEnvSource,
+    file_source: _TomlFileSource | None,
+) -> Literal["flag", "env", "file", "default"]:
+    if field in flags:
+        return "flag"
+    if field in env_source.data:
+        return "env"
+    if file_source is not None and field in file_source.data:
+        return "file"
+    return "default"
+
+
+def _describe(
+    exc: ValidationError,
+    flags: Mapping[str, Any],
+    env_source: _MappingEnvSource,
+    file_source: _TomlFileSource | None,
+) -> str:
+    """One line for the first error: where it came from, which key, what is wrong.
+
+    Built from ``loc`` and ``msg`` only: pydantic's ``input_value`` may be a secret.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = _format_loc(loc)
+    field = str(loc[0]) if loc else ""
+    if _holds(flags, loc):
+        where, path_is_named = f"flag {_flag_name(field)}", len(loc) == 1
+    elif _holds(env_source.data, loc):
+        where, path_is_named = f"environment {_env_name(field)}", len(loc) == 1
+    elif file_source is not None and _holds(file_source.data, loc):
+        where, path_is_named = str(file_source.path), False
+    else:
+        where, path_is_named = "settings", False
+
+    if first["type"] == "extra_forbidden":
+        message = f"{where}: unknown key '{path}'{_suggest_for(loc)}"
+    elif path_is_named or not path:
+        message = f"{where}: {first['msg']}"
+    else:
+        message = f"{where}: {path}: {first['msg']}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return message
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _suggest(key: str, model: type[BaseModel]) -> str:
+    match = difflib.get_close_matches(key, model.model_fields, n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _suggest_for(loc: tuple[int | str, ...]) -> str:
+    key = str(loc[-1])
+    if len(loc) == 3 and loc[0] == "pairs":
+        if key in Settings.model_fields and key not in PairSettings.model_fields:
+            # TOML puts every key after a [[pairs]] header into that pair.
+            return "; top-level keys must come before the first [[pairs]] table"
+        return _suggest(key, PairSettings)
+    return _suggest(key, Settings) if len(loc) == 1 else ""
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    # Python 3.11's TOMLDecodeError has no lineno attribute; the position is in the text.
+    text = str(exc)
+    if text.endswith(" (at end of document)"):
+        return f"invalid TOML at end of document: {text.removesuffix(' (at end of document)')}"
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
+    if found is None:
+        return f"invalid TOML: {text}"
+    reason = text[: found.start()]
+    return f"invalid TOML at line {found.group(1)}: {reason} (column {found.group(2)})"
+
+
+def _inherit(own: _T | None, inherited: _T) -> _T:
+    return inherited if own is None else own

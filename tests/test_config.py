@@ -1,0 +1,461 @@
+"""Settings: layer precedence, key resolution, one-line errors, and no secret anywhere."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.config import PairSettings, ResolvedPair, Settings, parse_listen
+from cntr_sync.errors import ConfigError
+
+SECRET = "sk-test-SECRET-0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(config_file, overrides, env if env is not None else {})
+    message: str = caught.value.message
+    assert "\n" not in message
+    assert SECRET not in message and SECRET not in str(caught.value)
+    return message
+
+
+PAIR = '[[pairs]]\nname = "docs"\nlocal = "/srv/docs"\ncontainer = "c"\n'
+
+
+# -- precedence ------------------------------------------------------------------------
+
+
+def test_defaults_without_any_layer(tmp_path: Path) -> None:
+    settings = Settings.load(env={"HOME": str(tmp_path)})
+    assert settings.timeout == 60
+    assert settings.concurrency == 8
+    assert settings.auth_style == "bearer"
+    assert settings.effective_base_url == "https://api.openai.com/v1"
+    assert settings.state_dir == tmp_path / ".local/state/cntr-sync"
+    assert settings.resolve_api_key() is None
+    assert settings.api_key_source() == "none"
+
+
+def test_state_dir_follows_xdg_state_home(tmp_path: Path) -> None:
+    settings = Settings.load(env={"XDG_STATE_HOME": str(tmp_path), "HOME": "/nowhere"})
+    assert settings.state_dir == tmp_path / "cntr-sync"
+
+
+def test_file_then_env_then_overrides(tmp_path: Path) -> None:
+    config = write(tmp_path, "timeout = 5\nconcurrency = 2\nmax_retries = 1\n")
+    env = {"CNTR_SYNC_CONCURRENCY": "3", "CNTR_SYNC_MAX_RETRIES": "7"}
+
+    settings = Settings.load(config, {"max_retries": 9, "timeout": None}, env)
+
+    assert settings.timeout == 5  # file only; a None override is "flag not given"
+    assert settings.concurrency == 3  # env beats file
+    assert settings.max_retries == 9  # override beats env
+    assert settings.config_file == config
+
+
+def test_dict_values_merge_across_layers(tmp_path: Path) -> None:
+    config = write(tmp_path, 'extra_headers = { "X-From-File" = "a" }\n')
+    env = {
+        "CNTR_SYNC_EXTRA_HEADERS__X_BF_VK": "vk",
+        "CNTR_SYNC_EXTRA_QUERY": '{"provider": "openai"}',
+        "CNTR_SYNC_IGNORE": '["*.tmp", ".git/"]',
+    }
+    settings = Settings.load(config, env=env)
+    assert settings.extra_headers == {"X-From-File": "a", "x-bf-vk": "vk"}
+    assert settings.extra_query == {"provider": "openai"}
+    assert settings.ignore == ["*.tmp", ".git/"]
+
+
+def test_openai_fallbacks_apply_only_when_nothing_else_is_set(tmp_path: Path) -> None:
+    openai_env = {"OPENAI_API_KEY": "sk-openai", "OPENAI_BASE_URL": "http://gw:4000/v1"}
+    fallback = Settings.load(env=openai_env)
+    assert fallback.resolve_api_key() == "sk-openai"
+    assert fallback.api_key_source() == "OPENAI_API_KEY"
+    assert fallback.effective_base_url == "http://gw:4000/v1"
+
+    from_env = Settings.load(
+        env={
+            **openai_env,
+            "CNTR_SYNC_API_KEY": "sk-ours",
+            "CNTR_SYNC_BASE_URL": "https://ours.example/v1",
+        }
+    )
+    assert from_env.resolve_api_key() == "sk-ours"
+    assert from_env.api_key_source() == "CNTR_SYNC_API_KEY"
+    assert from_env.effective_base_url == "https://ours.example/v1"
+
+    config = write(tmp_path, 'api_key = "sk-file"\nbase_url = "https://file.example/v1"\n')
+    from_file = Settings.load(config, env=openai_env)
+    assert from_file.resolve_api_key() == "sk-file"
+    assert from_file.api_key_source() == "config"
+    assert from_file.effective_base_url == "https://file.example/v1"
+
+
+def test_unused_bad_openai_base_url_is_ignored_but_used_one_is_refused() -> None:
+    env = {"OPENAI_BASE_URL": "ftp://nope"}
+    assert Settings.load(overrides={"base_url": "https://x.example"}, env=env).base_url
+    assert load_error(env=env) == "environment OPENAI_BASE_URL: must be an http:// or https:// URL"
+
+
+# -- API key ---------------------------------------------------------------------------
+
+
+def test_api_key_file_is_reread_after_rotation(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-first\n")
+    settings = Settings.load(
+        overrides={"api_key_file": key_file},
+        env={"CNTR_SYNC_API_KEY": "sk-env", "OPENAI_API_KEY": "sk-openai"},
+    )
+    assert settings.api_key_source() == "api_key_file"
+    assert settings.resolve_api_key() == "sk-first"
+
+    key_file.write_text("  sk-second  \n")
+    assert settings.resolve_api_key() == "sk-second"
+    assert settings.client_kwargs()["api_key"] == "sk-second"
+
+
+def test_relative_key_file_is_looked_up_in_credentials_directory(tmp_path: Path) -> None:
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "openai").write_text(SECRET + "\n")
+    config = write(tmp_path, 'api_key_file = "openai"\n')
+
+    settings = Settings.load(config, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+
+    assert settings.api_key_file == credentials / "openai"
+    assert settings.resolve_api_key() == SECRET
+
+
+def test_relative_key_file_is_next_to_the_config_file(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    (conf_dir / "key.txt").write_text(SECRET)
+    config = write(conf_dir, 'api_key_file = "key.txt"\n')
+
+    settings = Settings.load(config, env={})
+
+    assert settings.api_key_file == conf_dir / "key.txt"
+    assert settings.resolve_api_key() == SECRET
+
+
+def test_other_relative_paths_in_the_file_are_next_to_it(tmp_path: Path) -> None:
+    config = write(tmp_path, 'state_dir = "state"\nlocal = "data"\n' + PAIR.replace("/srv/", ""))
+    settings = Settings.load(config, env={})
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.local == tmp_path / "data"
+    assert settings.pairs[0].local == tmp_path / "docs"
+
+
+def test_missing_key_file_names_the_file_only(tmp_path: Path) -> None:
+    settings = Settings.load(overrides={"api_key_file": tmp_path / "absent"}, env={})
+    with pytest.raises(ConfigError, match=r"api_key_file not found: .*absent"):
+        settings.resolve_api_key()
+
+
+def test_bad_key_file_content_is_never_echoed(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(f"{SECRET}\n{SECRET}\n")
+    settings = Settings.load(overrides={"api_key_file": key_file}, env={})
+    with pytest.raises(ConfigError) as caught:
+        settings.resolve_api_key()
+    assert str(key_file) in caught.value.message
+    assert SECRET not in caught.value.message
+
+
+# -- client keyword arguments ------------------------------------------------------------
+
+
+def test_client_kwargs_match_the_client_constructor(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    shutil.copyfile(certifi.where(), bundle)
+    config = write(
+        tmp_path,
+        'auth_style = "basic"\nbasic_username = "u"\norganization = "org-1"\n'
+        f'ca_bundle = "{bundle.name}"\nextra_query = {{ provider = "openai" }}\n',
+    )
+    settings = Settings.load(config, env={"OPENAI_API_KEY": SECRET})
+    kwargs = settings.client_kwargs()
+
+    assert kwargs == {
+        "api_key": SECRET,
+        "base_url": "https://api.openai.com/v1",
+        "auth_style": "basic",
+        "basic_username": "u",
+        "organization": "org-1",
+        "project": None,
+        "extra_headers": {},
+        "extra_query": {"provider": "openai"},
+        "timeout": 60.0,
+        "connect_timeout": 10.0,
+        "verify": str(bundle),
+        "max_retries": 4,
+    }
+    ContainersClient(**kwargs).close()
+
+
+def test_verify_tls_false_wins_over_ca_bundle() -> None:
+    settings = Settings.load(
+        overrides={"verify_tls": False, "ca_bundle": "/ca.pem", "api_key": "k"}, env={}
+    )
+    assert settings.client_kwargs()["verify"] is False
+
+
+def test_client_kwargs_without_a_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no API key"):
+        Settings.load(env={}).client_kwargs()
+
+
+# -- redaction ---------------------------------------------------------------------------
+
+
+def test_secrets_absent_from_dump_repr_and_str(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET)
+    config = write(
+        tmp_path,
+        f'api_key = "{SECRET}"\n'
+        f'extra_headers = {{ Authorization = "Bearer {SECRET}", "X-Session-Token" = "{SECRET}",'
+        f' "X-Trace" = "visible" }}\n'
+        f'extra_query = {{ "api-key" = "{SECRET}" }}\n'
+        f'base_url = "https://user:{SECRET}@gw.example/v1"\n',
+    )
+    settings = Settings.load(config, env={"OPENAI_API_KEY": SECRET})
+
+    dump = settings.redacted_dump()
+    assert SECRET not in repr(dump)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert dump["api_key"] == "[redacted]"
+    assert dump["api_key_source"] == "config"
+    assert dump["extra_headers"]["Authorization"] == "[redacted]"
+    assert dump["extra_headers"]["X-Session-Token"] == "[redacted]"
+    assert dump["extra_headers"]["X-Trace"] == "visible"
+    assert dump["extra_query"] == {"api-key": "[redacted]"}
+
+    with_file = Settings.load(overrides={"api_key_file": key_file}, env={})
+    key_file.unlink()  # the dump must not read it
+    file_dump = with_file.redacted_dump()
+    assert file_dump["api_key_file"] == str(key_file)
+    assert file_dump["api_key_source"] == "api_key_file"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["api_key", "organization", "base_url", "http_listen", "timeout", "pairs", "ignore"],
+)
+def test_a_secret_in_a_bad_file_value_never_reaches_the_message(tmp_path: Path, key: str) -> None:
+    config = write(tmp_path, f"{key} = {{ nested = '{SECRET}' }}\n")
+    assert load_error(config).startswith(f"{config}: {key}")
+
+
+@pytest.mark.parametrize(
+    "key", ["base_url", "http_listen", "timeout", "max_retries", "pairs", "ignore", "extra_headers"]
+)
+def test_a_secret_in_a_bad_env_value_never_reaches_the_message(key: str) -> None:
+    name = f"CNTR_SYNC_{key.upper()}"
+    assert load_error(env={name: "{" + SECRET}).startswith(f"environment {name}: ")
+    assert load_error(overrides={key: {"k": [SECRET]}}).startswith(
+        f"flag --{key.replace('_', '-')}"
+    )
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_close_match(tmp_path: Path) -> None:
+    config = write(tmp_path, "concurency = 4\n")
+    assert load_error(config) == f"{config}: unknown key 'concurency'; did you mean 'concurrency'?"
+
+
+def test_unknown_pair_key_suggests_the_pair_field(tmp_path: Path) -> None:
+    config = write(tmp_path, PAIR + "quiet_perod = 2\n")
+    assert load_error(config) == (
+        f"{config}: unknown key 'pairs[0].quiet_perod'; did you mean 'quiet_period'?"
+    )
+
+
+def test_top_level_key_after_pairs_table_is_explained(tmp_path: Path) -> None:
+    config = write(tmp_path, PAIR + "timeout = 5\n")
+    assert "must come before the first [[pairs]]" in load_error(config)
+
+
+def test_unknown_environment_variable_and_flag() -> None:
+    assert load_error(env={"CNTR_SYNC_CONCURENCY": "4"}) == (
+        "environment CNTR_SYNC_CONCURENCY: unknown setting; did you mean CNTR_SYNC_CONCURRENCY?"
+    )
+    assert load_error(overrides={"max_delet": 3}) == (
+        "flag --max-delet: unknown setting; did you mean 'max_delete'?"
+    )
+    # Reserved for the CLI, not a setting.
+    Settings.load(env={"CNTR_SYNC_CONFIG": "/etc/cntr-sync.toml"})
+
+
+def test_wrong_type_names_file_and_key(tmp_path: Path) -> None:
+    config = write(tmp_path, 'timeout = "soon"\n')
+    assert load_error(config) == (
+        f"{config}: timeout: Input should be a valid number, unable to parse string as a number"
+    )
+
+
+def test_empty_environment_variable_means_unset() -> None:
+    assert (
+        Settings.load(env={"CNTR_SYNC_MEMORY_LIMIT": "", "CNTR_SYNC_API_KEY": ""}).api_key is None
+    )
+
+
+def test_bad_values_in_env_and_flags_name_the_variable_and_flag() -> None:
+    assert load_error(env={"CNTR_SYNC_TIMEOUT": "-1"}) == (
+        "environment CNTR_SYNC_TIMEOUT: Input should be greater than 0"
+    )
+    assert load_error(overrides={"max_delete": 101}) == (
+        "flag --max-delete: Input should be less than or equal to 100"
+    )
+    assert load_error(env={"CNTR_SYNC_IGNORE": "*.tmp"}) == (
+        "environment CNTR_SYNC_IGNORE: not valid JSON for a list or table"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (PAIR + "quiet_period = -1\n", "pairs[0].quiet_period: Input should be greater than 0"),
+        (
+            PAIR + "quiet_period = 5\nmax_delay = 2\n",
+            "pairs[0].max_delay: must be at least quiet_period (5.0)",
+        ),
+        (
+            'http_listen = "localhost"\n',
+            "http_listen: must be HOST:PORT with PORT 0..65535 (IPv6 as [::1]:9464)",
+        ),
+        ('http_listen = "0.0.0.0:70000"\n', "http_listen: must be HOST:PORT"),
+        ('base_url = "api.openai.com/v1"\n', "base_url: must be an http:// or https:// URL"),
+        (
+            PAIR + 'direction = "both"\n',
+            "pairs[0].direction: direction 'both' is not supported yet; only 'push'",
+        ),
+        (
+            PAIR + PAIR.replace('"c"', '"d"'),
+            "pairs: pair name 'docs' is used by pairs[0] and pairs[1]",
+        ),
+        (PAIR.replace('name = "docs"', 'name = "my docs"'), "pairs[0].name: String should match"),
+        ("[[pairs]]\nname = 'x'\nlocal = '/x'\n", "pairs[0].container: Field required"),
+        ('memory_limit = "2g"\n', "memory_limit: Input should be '1g', '4g', '16g' or '64g'"),
+        ("expires_after_minutes = 0\n", "expires_after_minutes: Input should be greater than"),
+        ('local = ""\n', "local: must not be empty"),
+        ("ab = \n", "invalid TOML at line 1: Invalid value (column 6)"),
+        ("a = [1,\n", "invalid TOML at end of document: Invalid value"),
+    ],
+)
+def test_bad_values_give_one_line_naming_file_and_key(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    config = write(tmp_path, toml)
+    assert load_error(config).startswith(f"{config}: {expected}")
+
+
+def test_pairs_sharing_an_inherited_container_id_file_are_refused(tmp_path: Path) -> None:
+    config = write(tmp_path, 'container_id_file = "/run/id"\n' + PAIR + PAIR.replace("docs", "b"))
+    assert "share container_id_file /run/id" in load_error(config)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert load_error(tmp_path / "nope.toml") == f"config file not found: {tmp_path / 'nope.toml'}"
+
+
+def test_listen_addresses() -> None:
+    assert parse_listen("[::1]:9464") == ("::1", 9464)
+    assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
+    for bad in ("::1:9464", "[::1:9464", "host:", ":80", "[nothost]:1", "h:65536"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+    assert Settings.load(overrides={"http_listen": "[::1]:9464"}, env={}).listen_address == (
+        "::1",
+        9464,
+    )
+
+
+# -- pairs ---------------------------------------------------------------------------------
+
+
+def test_pair_inherits_unset_values_from_the_top_level(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        'delete = false\nmax_delete = 10\nignore = ["*.tmp"]\nmemory_limit = "4g"\n'
+        "expires_after_minutes = 60\n"
+        + PAIR
+        + 'max_delete = 90\nignore = ["build/"]\nquiet_period = 2\n'
+        + PAIR.replace("docs", "other"),
+    )
+    settings = Settings.load(config, env={})
+    first, second = settings.resolved_pairs()
+
+    assert isinstance(first, ResolvedPair)
+    assert first.delete is False
+    assert first.max_delete == 90
+    assert first.ignore == ("*.tmp", "build/")
+    assert first.memory_limit == "4g"
+    assert first.expires_after_minutes == 60
+    assert first.quiet_period == 2
+    assert second.max_delete == 10
+    assert second.ignore == ("*.tmp",)
+    assert settings.redacted_dump()["pairs"][0]["max_delete"] == 90
+
+
+def test_one_shot_pair_needs_container_and_local() -> None:
+    with pytest.raises(ConfigError, match="no container"):
+        Settings.load(env={}).one_shot_pair()
+    pair = Settings.load(overrides={"container": "c", "local": "/d"}, env={}).one_shot_pair()
+    assert (pair.container, pair.local, pair.delete) == ("c", Path("/d"), True)
+
+
+def test_settings_and_pairs_are_frozen() -> None:
+    settings = Settings.load(env={})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.timeout = 1  # type: ignore[misc]
+    pair = PairSettings(name="a", local=Path("/a"), container="c")
+    with pytest.raises(ValueError, match="frozen"):
+        pair.keepalive = True  # type: ignore[misc]
+
+
+# -- the example file ------------------------------------------------------------------------
+
+
+def test_example_file_loads_with_defaults() -> None:
+    example = ROOT / "config.example.toml"
+    settings = Settings.load(example, env={})
+    defaults = Settings.load(env={})
+    for name in Settings.model_fields:
+        if name != "pairs":
+            assert getattr(settings, name) == getattr(defaults, name), name
+    assert [pair.name for pair in settings.pairs] == ["docs"]
+
+
+def test_example_file_documents_every_key() -> None:
+    text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    top, _, pair = text.partition("\n[[pairs]]\n")
+    key = re.compile(r"^#? ?([a-z_]+) = ", re.MULTILINE)
+    assert set(key.findall(top)) | {"pairs"} == set(Settings.model_fields)
+    assert set(key.findall(pair)) == set(PairSettings.model_fields)
+    # Commented-out values must be valid TOML too, so uncommenting one works.
+    for line in re.findall(r"^# ([a-z_]+ = .*)$", text, re.MULTILINE):
+        tomllib.loads(line)
