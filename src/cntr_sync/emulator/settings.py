@@ -1,0 +1,98 @@
+"""The emulator's knobs: which gateway it imitates and which faults it injects.
+
+Owns the value types ``GatewayStyle`` and ``FaultConfig`` (frozen pydantic models,
+so the control surface can take them as JSON) and the closed list of operation
+names every count, log entry and fault filter uses. It holds no state and does
+no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Operation = Literal[
+    "list_containers",
+    "create_container",
+    "retrieve_container",
+    "delete_container",
+    "create_file",
+    "list_files",
+    "retrieve_file",
+    "delete_file",
+    "file_content",
+]
+"""The nine API operations, named as ``counts()`` reports them."""
+
+API_OPERATIONS: tuple[Operation, ...] = get_args(Operation)
+UNKNOWN_OPERATION = "unknown"
+"""Requests that matched no route, or a route with the wrong method."""
+
+RetryHeader = Literal[
+    "retry-after-ms",
+    "retry-after",
+    "retry-after-date",
+    "llm_provider-retry-after",
+    "llm_provider-retry-after-ms",
+    "none",
+]
+AmbiguousMode = Literal["alternate", "random", "error", "drop"]
+
+
+class GatewayStyle(BaseModel):
+    """How the emulated server differs from api.openai.com, as gateways in front of it do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path_style: Literal["plain", "hashed"] = "hashed"
+    """``/mnt/data/<name>`` or, like the official example, ``/mnt/data/<32 hex>-<name>``."""
+    cursor_style: Literal["id", "opaque"] = "id"
+    """``opaque`` imitates Bifrost: lists carry an ``after`` token that must be sent back,
+    a bare item id as ``after`` is refused, and ``has_more`` is left out when false."""
+    drop_filenames: bool = False
+    """Every upload is stored under the name ``file``, as Bifrost does."""
+    long_ids: bool = False
+    """Ids without the ``cntr_``/``cfile_`` prefixes and longer than 64 characters."""
+    percent_decode_filenames: bool = False
+    """Percent-decode the whole multipart filename (RFC 7578 §4.2). Off by default, where
+    only the HTML5 form escapes ``%22``, ``%0D`` and ``%0A`` are undone, so a name
+    holding a literal ``%41`` round-trips through httpx unchanged."""
+    json_file_id: bool = True
+    """Accept ``{"file_id": ...}`` JSON creates; Bifrost and LiteLLM refuse them."""
+
+
+class FaultConfig(BaseModel):
+    """Faults injected into API requests; all rates are fractions of requests, 0 by default.
+
+    Random draws come from ``random.Random(seed)``, so a fixed seed and a fixed request
+    sequence give the same faults every run. Scripted faults (``fail_next``) are
+    consumed before any random one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int | None = None
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Answered 500, 502 or 503."""
+    rate_429: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Answered 429 with the retry hint below."""
+    retry_header: RetryHeader = "retry-after-ms"
+    retry_value: float = Field(default=0.05, ge=0.0)
+    """Seconds the retry hint asks for."""
+    drop_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """The connection is dropped before any response."""
+    ambiguous_upload_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Uploads that ARE stored but answered with a 500 or a dropped connection."""
+    ambiguous_mode: AmbiguousMode = "alternate"
+    """How an ambiguous upload is answered: alternate 500/drop, random, always 500, always drop."""
+    latency_ms: float = Field(default=0.0, ge=0.0)
+    """Added before every answer."""
+    rate_limit_per_s: float | None = Field(default=None, gt=0.0)
+    """Token bucket (burst = max(1, rate)); over it -> 429 with ``retry-after-ms``."""
+    only_operations: frozenset[Operation] | None = None
+    """When set, faults apply to these operations only."""
+
+    def applies_to(self, operation: str) -> bool:
+        """Whether faults may hit a request for ``operation``."""
+        return self.only_operations is None or operation in self.only_operations

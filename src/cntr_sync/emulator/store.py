@@ -1,0 +1,346 @@
+"""The emulated server's data: containers, their files, ids, listing and expiry.
+
+Owns the records, the spooled blobs on disk they point to, id minting, cursor
+pagination and the expiry rule. It is not thread-safe on its own: the ``Emulator``
+calls every method with its lock held, and does the slow parts (streaming bodies
+in and out) outside it. Errors are raised as the API's ``ApiError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .settings import GatewayStyle
+from .wire import ApiError, EmuRequest, bad_request
+
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+DEFAULT_MINUTES = 20
+EXPIRED_MESSAGE = "Container is expired."
+_CURSOR_MAGIC = b"emu-cursor:"
+
+SortKey = tuple[int, int]
+
+
+@dataclass
+class FileRecord:
+    """One file in a container; ``blob`` is None when its content is missing."""
+
+    id: str
+    container_id: str
+    created_at: int
+    seq: int
+    path: str
+    source: str
+    size: int
+    blob: Path | None
+    bytes_null: bool = False
+
+    @property
+    def key(self) -> SortKey:
+        return (self.created_at, self.seq)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "container.file",
+            "created_at": self.created_at,
+            "bytes": None if self.bytes_null else self.size,
+            "container_id": self.container_id,
+            "path": self.path,
+            "source": self.source,
+        }
+
+
+@dataclass
+class ContainerRecord:
+    """One container; ``last_active_at`` is kept exact and reported as an integer."""
+
+    id: str
+    name: str
+    created_at: int
+    seq: int
+    minutes: int
+    memory_limit: str
+    last_active_at: float
+    status: Literal["running", "expired"] = "running"
+    files: dict[str, FileRecord] = field(default_factory=dict)
+
+    @property
+    def key(self) -> SortKey:
+        return (self.created_at, self.seq)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "container",
+            "name": self.name,
+            "created_at": self.created_at,
+            "status": self.status,
+            "expires_after": {"anchor": "last_active_at", "minutes": self.minutes},
+            "last_active_at": int(self.last_active_at),
+            "memory_limit": self.memory_limit,
+        }
+
+
+@dataclass(frozen=True)
+class OpenAIFile:
+    """A Files-API file registered through the control surface, for JSON ``file_id`` creates."""
+
+    file_id: str
+    filename: str
+    blob: Path
+
+
+@dataclass(frozen=True)
+class ListParams:
+    limit: int
+    order: Literal["asc", "desc"]
+    after: str | None
+
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def key(self) -> SortKey: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def parse_list_params(request: EmuRequest) -> ListParams:
+    """Read and check ``limit`` (1..100, default 20), ``order`` and ``after``."""
+    raw_limit = request.query_value("limit")
+    limit = 20
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise bad_request(
+                f"Invalid 'limit': {raw_limit!r} is not an integer.", "limit"
+            ) from None
+        if not 1 <= limit <= 100:
+            raise bad_request(
+                f"Invalid 'limit': integer must be between 1 and 100, got {limit}.", "limit"
+            )
+    order = request.query_value("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise bad_request(f"Invalid 'order': expected 'asc' or 'desc', got {order!r}.", "order")
+    after = request.query_value("after")
+    return ListParams(limit=limit, order="asc" if order == "asc" else "desc", after=after or None)
+
+
+class Store:
+    """Containers and files in memory, file bodies as blobs in ``blob_dir``."""
+
+    def __init__(self, blob_dir: Path, now: Callable[[], float]) -> None:
+        self.blob_dir = blob_dir
+        self.now = now
+        self.gateway = GatewayStyle()
+        self.containers: dict[str, ContainerRecord] = {}
+        self.openai_files: dict[str, OpenAIFile] = {}
+        self._tombstones: dict[str, SortKey] = {}
+        self._seq = 0
+
+    # ids and paths
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _new_id(self, prefix: str, created_at: int, random_hex: int) -> str:
+        if self.gateway.long_ids:
+            return prefix[0] + "-" + secrets.token_urlsafe(48)
+        # Real ids start with the creation time in hex; keep that shape.
+        return f"{prefix}_{created_at & 0xFFFFFFFF:08x}{secrets.token_hex(random_hex // 2)}"
+
+    def file_path_for(self, filename: str) -> str:
+        name = "file" if self.gateway.drop_filenames else filename
+        if self.gateway.path_style == "hashed":
+            return f"/mnt/data/{secrets.token_hex(16)}-{name}"
+        return f"/mnt/data/{name}"
+
+    def new_blob_path(self) -> Path:
+        return self.blob_dir / f"blob-{secrets.token_hex(12)}"
+
+    # containers
+
+    def create_container(self, name: str, minutes: int, memory_limit: str) -> ContainerRecord:
+        now = self.now()
+        created_at = int(now)
+        record = ContainerRecord(
+            id=self._new_id("cntr", created_at, 40),
+            name=name,
+            created_at=created_at,
+            seq=self._next_seq(),
+            minutes=minutes,
+            memory_limit=memory_limit,
+            last_active_at=now,
+        )
+        self.containers[record.id] = record
+        return record
+
+    def container(self, container_id: str) -> ContainerRecord:
+        """The container, expired or not, with expiry brought up to date; 404 if unknown."""
+        record = self.containers.get(container_id)
+        if record is None:
+            raise ApiError(404, "Container not found", code="container_not_found")
+        self.check_expiry(record)
+        return record
+
+    def usable_container(self, container_id: str) -> ContainerRecord:
+        """A running container, touched; 404 if unknown, 400 if expired."""
+        record = self.container(container_id)
+        if record.status != "running":
+            raise bad_request(EXPIRED_MESSAGE)
+        record.last_active_at = self.now()
+        return record
+
+    def touch(self, record: ContainerRecord) -> None:
+        if record.status == "running":
+            record.last_active_at = self.now()
+
+    def check_expiry(self, record: ContainerRecord) -> None:
+        if record.status == "running" and self.now() - record.last_active_at > record.minutes * 60:
+            self.expire(record)
+
+    def expire(self, record: ContainerRecord) -> None:
+        """Expire now: the files are gone for good, the container stays listed."""
+        record.status = "expired"
+        self._drop_files(record.files.values())
+        record.files.clear()
+
+    def delete_container(self, container_id: str) -> None:
+        record = self.container(container_id)
+        self._drop_files(record.files.values())
+        del self.containers[container_id]
+        self._tombstones[container_id] = record.key
+
+    # files
+
+    def add_file(
+        self,
+        record: ContainerRecord,
+        *,
+        path: str,
+        source: str,
+        size: int,
+        blob: Path | None,
+        bytes_null: bool = False,
+    ) -> FileRecord:
+        created_at = int(self.now())
+        file = FileRecord(
+            id=self._new_id("cfile", created_at, 24),
+            container_id=record.id,
+            created_at=created_at,
+            seq=self._next_seq(),
+            path=path,
+            source=source,
+            size=size,
+            blob=blob,
+            bytes_null=bytes_null,
+        )
+        record.files[file.id] = file
+        return file
+
+    def file(self, record: ContainerRecord, file_id: str) -> FileRecord:
+        file = record.files.get(file_id)
+        if file is None:
+            raise ApiError(404, f"File {file_id} not found on container {record.id}.")
+        return file
+
+    def delete_file(self, record: ContainerRecord, file_id: str) -> None:
+        file = self.file(record, file_id)
+        self._drop_files([file])
+        del record.files[file_id]
+        self._tombstones[file_id] = file.key
+
+    def _drop_files(self, files: Iterable[FileRecord]) -> None:
+        for file in files:
+            if file.blob is not None:
+                with suppress(FileNotFoundError):
+                    file.blob.unlink()
+
+    def clear(self) -> None:
+        """Forget everything and remove every blob."""
+        for record in self.containers.values():
+            self._drop_files(record.files.values())
+        for registered in self.openai_files.values():
+            with suppress(FileNotFoundError):
+                registered.blob.unlink()
+        self.containers.clear()
+        self.openai_files.clear()
+        self._tombstones.clear()
+
+    # listing
+
+    def list_page(
+        self, items: Sequence[_Listed], params: ListParams, known: Mapping[str, _Listed]
+    ) -> dict[str, Any]:
+        """One page of ``items`` in the API's list shape, in the gateway's cursor style.
+
+        ``known`` is every live object an ``after`` id may name, filtered out or not.
+        """
+        ordered = sorted(items, key=lambda item: item.key, reverse=params.order == "desc")
+        if params.after is not None:
+            cursor = self._cursor_key(params.after, known)
+            if params.order == "asc":
+                ordered = [item for item in ordered if item.key > cursor]
+            else:
+                ordered = [item for item in ordered if item.key < cursor]
+        page = ordered[: params.limit]
+        has_more = len(ordered) > params.limit
+        body: dict[str, Any] = {
+            "object": "list",
+            "data": [item.to_json() for item in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": has_more,
+        }
+        if self.gateway.cursor_style == "opaque":
+            if not has_more:
+                del body["has_more"]
+            if page:
+                body["after"] = _encode_cursor(page[-1].key)
+        return body
+
+    def _cursor_key(self, after: str, known: Mapping[str, _Listed]) -> SortKey:
+        if self.gateway.cursor_style == "opaque":
+            key = _decode_cursor(after)
+            if key is None:
+                raise bad_request("invalid cursor", "after")
+            return key
+        item = known.get(after)
+        if item is not None:
+            return item.key
+        # Real ids carry their position, so paging on past a deleted item works.
+        tombstone = self._tombstones.get(after)
+        if tombstone is None:
+            raise bad_request(f"Invalid 'after': no object with id {after!r}.", "after")
+        return tombstone
+
+
+def _encode_cursor(key: SortKey) -> str:
+    raw = _CURSOR_MAGIC + f"{key[0]}:{key[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(token: str) -> SortKey | None:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(_CURSOR_MAGIC):
+        return None
+    created, _, seq = raw[len(_CURSOR_MAGIC) :].partition(b":")
+    try:
+        return (int(created), int(seq))
+    except ValueError:
+        return None
