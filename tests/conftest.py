@@ -1,0 +1,56 @@
+"""Shared fixtures: an in-process emulator and a ContainersClient wired to it.
+
+Every exchange of the ``api`` fixture passes through ``ValidatingTransport``
+and is checked against ``../shared/openai-containers.openapi.yaml`` at
+teardown, so neither the client nor the emulator can drift from the spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.emulator import Emulator, ManualClock
+from spec_validation import ValidatingTransport
+
+
+class NoSleep:
+    """A sleep that records instead of waiting, so retries cost no time."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+@pytest.fixture
+def emu(tmp_path: Path) -> Iterator[Emulator]:
+    with Emulator(data_dir=tmp_path / "emulator", clock=ManualClock()) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def validating(emu: Emulator) -> Iterator[ValidatingTransport]:
+    transport = ValidatingTransport(emu.transport())
+    yield transport
+    transport.assert_clean()
+
+
+@pytest.fixture
+def no_sleep() -> NoSleep:
+    return NoSleep()
+
+
+@pytest.fixture
+def api(validating: ValidatingTransport, no_sleep: NoSleep) -> Iterator[ContainersClient]:
+    with ContainersClient(
+        "sk-test-key",
+        base_url="http://emulator.test/v1",
+        transport=validating,
+        sleep=no_sleep,
+    ) as client:
+        yield client
