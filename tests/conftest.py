@@ -14,17 +14,8 @@ import pytest
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, ManualClock
+from helpers import NoSleep
 from spec_validation import ValidatingTransport
-
-
-class NoSleep:
-    """A sleep that records instead of waiting, so retries cost no time."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
 
 
 @pytest.fixture

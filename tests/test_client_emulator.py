@@ -16,7 +16,7 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
     ServerError,
 )
-from conftest import NoSleep
+from helpers import NoSleep
 from spec_validation import ValidatingTransport
 
 

@@ -230,6 +230,21 @@ def test_doomed_ids_are_deleted_when_listed_and_dropped_when_gone() -> None:
     assert p.dropped_doomed == ("vanished",)
 
 
+def test_uncertain_paths_are_never_taken_as_deleted() -> None:
+    index = {"locked/a": entry("locked/a", "f1"), "busy": entry("busy", "f2")}
+    listing = [remote("f1", "locked/a"), remote("f2", "busy"), remote("f3", "busy")]
+    held = {"busy"}
+    p = plan(
+        {},
+        index,
+        listing,
+        policy=Policy(delete_unknown=True),
+        uncertain=lambda r: r in held or r.startswith("locked/"),
+    )
+    assert p.is_noop and p.deletes == ()
+    assert p.unknown_kept == 0
+
+
 # -- brakes -----------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,6 +52,7 @@ class Upload:
 
     relpath: str
     size: int
+    mtime_ns: int  # the stat the hash belongs to: a different one at upload time means "changed"
     hash: str
     reason: UploadReason
     replaces: str | None = None
@@ -188,8 +189,14 @@ def plan(
     intents: Mapping[str, UploadIntent] | None = None,
     doomed: Sequence[DoomedFile] = (),
     policy: Policy | None = None,
+    uncertain: Callable[[str], bool] | None = None,
 ) -> Plan:
-    """Decide every action of one pass. ``remote`` must be a complete listing."""
+    """Decide every action of one pass. ``remote`` must be a complete listing.
+
+    ``uncertain(relpath)`` is true for paths the scan could not read (a file
+    being written, an unreadable directory): they are absent from ``local``
+    but must not be taken as deleted, so nothing about them changes.
+    """
     policy = policy or Policy()
     intents = intents or {}
     remote_by_id: dict[str, RemoteFile] = {}
@@ -212,6 +219,9 @@ def plan(
     by_name = _unindexed_uploads_by_name(remote_by_id.values(), indexed_ids | doomed_ids, policy)
 
     for relpath in sorted(local.keys() | index.keys() | intents.keys()):
+        if relpath not in local and uncertain is not None and uncertain(relpath):
+            _hold(relpath, index.get(relpath), by_name.get(upload_name(relpath), []), out)
+            continue
         _plan_relpath(
             relpath,
             local=local.get(relpath),
@@ -243,6 +253,15 @@ def plan(
         unknown_kept=unknown_kept,
         tracked=len(index),
     )
+
+
+def _hold(
+    relpath: str, entry: IndexEntry | None, same_name: list[RemoteFile], out: _Builder
+) -> None:
+    """Keep everything about an uncertain relpath as it is: its remote copies are ours."""
+    if entry is not None:
+        out.claimed.add(entry.remote_id)
+    out.claimed.update(r.id for r in same_name)
 
 
 def _unindexed_uploads_by_name(
@@ -314,7 +333,9 @@ def _plan_relpath(
         else:
             upload_reason = "changed"
         replaces = live.id if live is not None and policy.delete else None
-        out.uploads.append(Upload(relpath, local.size, local.hash, upload_reason, replaces))
+        out.uploads.append(
+            Upload(relpath, local.size, local.mtime_ns, local.hash, upload_reason, replaces)
+        )
         _drop_leftovers(relpath, intent, candidates, policy=policy, out=out, reason="stale-upload")
         return
 

@@ -1,0 +1,552 @@
+"""One reconcile pass: container -> scan -> list -> plan -> brakes -> execute -> record.
+
+The one-shot command runs one pass; the daemon runs the same pass again and
+again. Owns the order of steps and the rules that keep data safe: nothing is
+deleted unless the listing was complete and the brakes agree; the index is
+written after every finished action, on this (the calling) thread; an
+expired container is replaced and refilled.
+
+Must not: talk HTTP except through ``ContainersClient``, touch SQLite except
+through ``Index``, or decide what to do (``plan`` decides).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    CntrSyncError,
+    ContainerExpiredError,
+    LocalError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    SafetyBrakeError,
+)
+from cntr_sync.index import Index
+from cntr_sync.models import Container, DoomedFile, IndexEntry, RemoteFile, UploadIntent
+from cntr_sync.plan import (
+    Delete,
+    Plan,
+    Policy,
+    Upload,
+    check_brakes,
+    plan,
+    remote_names,
+    to_remote_file,
+    upload_name,
+)
+from cntr_sync.scan import IgnoreRules, MemoryHashCache, Snapshot, hash_file, scan
+
+log = structlog.get_logger("cntr_sync.engine")
+
+# How often one file may change under an upload before this pass gives up on it.
+MAX_REDOS = 3
+# Errors that end the whole pass: nothing else can succeed after them.
+_FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """What one pass needs to know about a (local root, container) pair."""
+
+    root: Path
+    container: str
+    expires_after_minutes: int = 20
+    memory_limit: str | None = None
+    delete: bool = True
+    delete_unknown: bool = False
+    max_delete_percent: float = 50.0
+    ignore: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+    container_id_file: Path | None = None
+
+
+class Progress(Protocol):
+    """Where a pass reports transfers as they happen (a progress bar, or nothing)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, files: int, transferred_bytes: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, files: int, transferred_bytes: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ActionFailure:
+    """One action that failed after retries; the next pass tries again."""
+
+    action: str
+    target: str
+    message: str
+
+
+@dataclass
+class PassResult:
+    container_id: str | None = None
+    container_created: bool = False
+    container_recreated: bool = False
+    uploaded: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    adopted: int = 0
+    bytes_uploaded: int = 0
+    unknown_kept: int = 0
+    local_files: int = 0
+    failures: list[ActionFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    requests: int = 0
+    requests_by_operation: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    dry_run: bool = False
+    plan: Plan | None = None
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.failures and not self.deferred
+
+
+@dataclass(frozen=True)
+class _UploadDone:
+    action: Upload
+    intent: UploadIntent
+    remote: RemoteFile
+    stat: os.stat_result | None
+    changed_meanwhile: bool
+
+
+class Engine:
+    """Runs reconcile passes for one pair. Not thread-safe: one pass at a time."""
+
+    def __init__(
+        self,
+        client: ContainersClient,
+        index: Index,
+        pair: PairSpec,
+        *,
+        concurrency: int = 8,
+        clock: Callable[[], float] = time.time,
+        progress: Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.index = index
+        self.pair = pair
+        self.concurrency = max(1, concurrency)
+        self._clock = clock
+        self._progress: Progress = progress or _NoProgress()
+
+    # -- the pass -----------------------------------------------------------------
+
+    def run_pass(self, *, dry_run: bool = False, force: bool = False) -> PassResult:
+        """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
+
+        A container that expires in the middle of the pass is replaced and the
+        pass run once more, so one call ends with a filled container.
+        """
+        started = time.monotonic()
+        requests_before = self.client.stats.by_operation()
+        result = PassResult(dry_run=dry_run)
+        try:
+            try:
+                self._run(result, dry_run=dry_run, force=force)
+            except ContainerExpiredError:
+                if dry_run or result.container_id is None:
+                    raise
+                log.warning("container expired during the pass; starting over")
+                gone = Container(id=result.container_id, name=self.index.container_name or "")
+                self._replace_container(result, gone)
+                retry = PassResult(dry_run=dry_run, container_created=result.container_created)
+                retry.container_recreated = True
+                self._run(retry, dry_run=dry_run, force=force)
+                result = retry
+        finally:
+            after = self.client.stats.by_operation()
+            result.requests_by_operation = {
+                op: n - requests_before.get(op, 0)
+                for op, n in after.items()
+                if n - requests_before.get(op, 0)
+            }
+            result.requests = sum(result.requests_by_operation.values())
+            result.seconds = time.monotonic() - started
+        return result
+
+    def _run(self, result: PassResult, *, dry_run: bool, force: bool) -> None:
+        self._check_root(force=force)
+        container = self._resolve_container(result, dry_run=dry_run)
+        snapshot = self._scan(dry_run=dry_run)
+        result.local_files = len(snapshot.files)
+        result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
+        result.deferred.extend(snapshot.unstable)
+
+        remote: list[RemoteFile] = []
+        if container is not None:
+            try:
+                remote = self._list(container.id)
+            except (ContainerExpiredError, NotFoundError):
+                if dry_run:
+                    # A real pass would start a new, empty container.
+                    container = None
+                    result.container_recreated = True
+                else:
+                    container = self._replace_container(result, container)
+                    remote = self._list(container.id)
+
+        policy = Policy(
+            delete=self.pair.delete,
+            delete_unknown=self.pair.delete_unknown,
+            max_delete_percent=self.pair.max_delete_percent,
+            names_kept=self.index.names_kept,
+            now=self._clock(),
+        )
+        entries = self.index.entries() if container is not None else {}
+        the_plan = plan(
+            snapshot.files,
+            entries,
+            remote,
+            intents=self.index.intents() if container is not None else {},
+            doomed=self.index.doomed() if container is not None else [],
+            policy=policy,
+            uncertain=snapshot.is_uncertain,
+        )
+        result.plan = the_plan
+        result.unknown_kept = the_plan.unknown_kept
+        brake = check_brakes(the_plan, local_count=len(snapshot.files), policy=policy, force=force)
+        if brake is not None:
+            raise SafetyBrakeError(brake.reason)
+        if dry_run or container is None:
+            return
+        self._record_bookkeeping(the_plan, result)
+        self._execute(container.id, the_plan, result)
+
+    # -- steps ----------------------------------------------------------------------
+
+    def _check_root(self, *, force: bool) -> None:
+        root = self.pair.root
+        if root.is_dir():
+            return
+        tracked = self.index.entry_count()
+        if tracked and not force:
+            raise SafetyBrakeError(
+                f"sync root {root} is missing but {tracked} files are tracked; "
+                "refusing to touch the container (is a disk unmounted?)"
+            )
+        raise LocalError(f"sync root {root} does not exist or is not a directory", path=str(root))
+
+    def _scan(self, *, dry_run: bool) -> Snapshot:
+        rules = IgnoreRules.load(self.pair.root, self.pair.ignore)
+        # A dry run reads the hash cache but writes nothing.
+        cache = _ReadThroughCache(self.index) if dry_run else self.index
+        return scan(
+            self.pair.root,
+            rules=rules,
+            hash_cache=cache,
+            follow_symlinks=self.pair.follow_symlinks,
+        )
+
+    def _list(self, container_id: str) -> list[RemoteFile]:
+        """The complete listing; any failure propagates, so nothing is planned from half."""
+        return [
+            to_remote_file(f.id, f.path, f.bytes, f.source, f.created_at)
+            for f in self.client.iter_files(container_id)
+        ]
+
+    def _resolve_container(self, result: PassResult, *, dry_run: bool) -> Container | None:
+        """The container of this pair: the indexed one, else found by id or name, else new.
+
+        A dry run creates nothing and records nothing; it returns None when a
+        real pass would create the container.
+        """
+        known = self.index.container_id
+        if known is not None:
+            container = Container(id=known, name=self.index.container_name or self.pair.container)
+        else:
+            found = self._find(self.pair.container)
+            if found is not None and not found.is_running:
+                # An expired container named by id: carry on under its name.
+                found = self._find_running(found.name) if found.name else None
+            if found is None:
+                if dry_run:
+                    return None
+                found = self._create(self._name_for_new())
+                result.container_created = True
+            container = found
+            if not dry_run:
+                self.index.set_container(container.id, container.name or self.pair.container)
+        result.container_id = container.id
+        if not dry_run:
+            self._publish_id(container.id)
+        return container
+
+    def _name_for_new(self) -> str:
+        return self.index.container_name or self.pair.container
+
+    def _find(self, spec: str) -> Container | None:
+        """By id first (any status), else the newest running container with that name."""
+        try:
+            return self.client.retrieve_container(spec)
+        except (NotFoundError, BadRequestError):
+            pass
+        return self._find_running(spec)
+
+    def _find_running(self, name: str, *, exclude: str | None = None) -> Container | None:
+        newest: Container | None = None
+        for candidate in self.client.iter_containers(name=name):
+            if not candidate.is_running or candidate.id == exclude:
+                continue
+            if newest is None or (candidate.created_at or 0) > (newest.created_at or 0):
+                newest = candidate
+        return newest
+
+    def _create(self, name: str) -> Container:
+        log.info("creating container", name=name)
+        return self.client.create_container(
+            name,
+            expires_after_minutes=self.pair.expires_after_minutes,
+            memory_limit=self.pair.memory_limit,
+        )
+
+    def _replace_container(self, result: PassResult, gone: Container) -> Container:
+        """The container expired or vanished: its files are gone. Use or make another."""
+        name = gone.name or self._name_for_new()
+        log.warning("container expired or gone; replacing it", container_id=gone.id)
+        replacement = self._find_running(name, exclude=gone.id)
+        if replacement is None:
+            replacement = self._create(name)
+            result.container_created = True
+        result.container_recreated = True
+        self.index.set_container(replacement.id, name)
+        result.container_id = replacement.id
+        self._publish_id(replacement.id)
+        return replacement
+
+    def _publish_id(self, container_id: str) -> None:
+        target = self.pair.container_id_file
+        if target is None:
+            return
+        try:
+            if target.exists() and target.read_text(encoding="utf-8").strip() == container_id:
+                return
+            tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+            tmp.write_text(container_id + "\n", encoding="utf-8")
+            tmp.replace(target)
+        except OSError as exc:
+            raise LocalError(
+                f"cannot write container id file {target}: {exc.strerror}", path=str(target)
+            ) from exc
+
+    def _record_bookkeeping(self, the_plan: Plan, result: PassResult) -> None:
+        for adopt in the_plan.adopts:
+            self.index.adopt(adopt.entry)
+        result.adopted = len(the_plan.adopts)
+        for refresh in the_plan.refreshes:
+            self.index.refresh_stat(refresh.relpath, refresh.size, refresh.mtime_ns)
+        for relpath in the_plan.forgets:
+            self.index.forget(relpath)
+        for relpath in the_plan.cleared_intents:
+            self.index.clear_intent(relpath)
+        for remote_id in the_plan.dropped_doomed:
+            self.index.record_delete(remote_id)
+
+    # -- execution --------------------------------------------------------------------
+
+    def _execute(self, container_id: str, the_plan: Plan, result: PassResult) -> None:
+        self._progress.start(the_plan.transfers, the_plan.upload_bytes)
+        redos: dict[str, int] = {}
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
+            running: dict[Future[object], Upload | Delete] = {}
+            queue: list[Upload | Delete] = [*the_plan.uploads, *the_plan.deletes]
+            queue.reverse()
+            try:
+                while queue or running:
+                    while queue and len(running) < self.concurrency:
+                        action = queue.pop()
+                        running[self._submit(pool, container_id, action)] = action
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        action = running.pop(future)
+                        queue.extend(self._finish(action, future, redos, result))
+            except _FATAL:
+                for future in running:
+                    future.cancel()
+                raise
+
+    def _submit(
+        self,
+        pool: ThreadPoolExecutor,
+        container_id: str,
+        action: Upload | Delete,
+    ) -> Future[object]:
+        if isinstance(action, Upload):
+            intent = UploadIntent(
+                relpath=action.relpath,
+                filename=upload_name(action.relpath),
+                size=action.size,
+                hash=action.hash,
+                started_at=self._clock(),
+            )
+            # Written before the request: if the answer is lost, the next
+            # listing can tell this upload from a stranger's.
+            self.index.add_intent(intent)
+            return pool.submit(self._upload, container_id, action, intent)
+        return pool.submit(self.client.delete_file, container_id, action.remote_id)
+
+    def _upload(
+        self,
+        container_id: str,
+        action: Upload,
+        intent: UploadIntent,
+    ) -> _UploadDone:
+        path = self.pair.root / action.relpath
+        created = self.client.create_file(container_id, path, filename=intent.filename)
+        try:
+            stat_after: os.stat_result | None = path.stat()
+        except FileNotFoundError:
+            stat_after = None
+        return _UploadDone(
+            action=action,
+            intent=intent,
+            remote=to_remote_file(
+                created.id, created.path, created.bytes, created.source, created.created_at
+            ),
+            stat=stat_after,
+            changed_meanwhile=stat_after is None
+            or (stat_after.st_size, stat_after.st_mtime_ns) != (action.size, action.mtime_ns),
+        )
+
+    def _finish(
+        self,
+        action: Upload | Delete,
+        future: Future[object],
+        redos: dict[str, int],
+        result: PassResult,
+    ) -> Iterator[Upload | Delete]:
+        """Record one finished action; yield follow-up actions (old ids, redos)."""
+        try:
+            outcome = future.result()
+        except _FATAL:
+            raise
+        except OutcomeUnknownError as exc:
+            # The intent stays: the next pass's listing adopts or removes the file.
+            result.failures.append(ActionFailure("upload", exc.filename, exc.message))
+            return
+        except FileNotFoundError:
+            # Deleted after the scan: the next pass plans its removal.
+            if isinstance(action, Upload):
+                self.index.clear_intent(action.relpath)
+                result.deferred.append(action.relpath)
+            return
+        except (CntrSyncError, OSError) as exc:
+            message = exc.message if isinstance(exc, CntrSyncError) else _os_message(exc)
+            target = (
+                action.relpath if isinstance(action, Upload) else (action.relpath or action.path)
+            )
+            kind = "upload" if isinstance(action, Upload) else "delete"
+            result.failures.append(ActionFailure(kind, target or "", message))
+            return
+
+        if isinstance(action, Delete):
+            self.index.record_delete(action.remote_id)
+            # The old id of a replaced file is part of its replace, not a deletion.
+            if action.reason != "replaced":
+                result.deleted += 1
+                self._progress.advance(1, 0)
+            return
+
+        assert isinstance(outcome, _UploadDone)
+        self._learn_names_kept(outcome)
+        if outcome.changed_meanwhile:
+            # What arrived may be a mix of old and new bytes: drop it, upload again.
+            self.index.add_doomed(DoomedFile(outcome.remote.id, action.relpath))
+            self.index.clear_intent(action.relpath)
+            yield Delete(outcome.remote.id, outcome.remote.path, "stale-upload", action.relpath)
+            redo = self._redo(action, redos)
+            if redo is None:
+                result.deferred.append(action.relpath)
+            else:
+                yield redo
+            return
+
+        assert outcome.stat is not None
+        entry = IndexEntry(
+            relpath=action.relpath,
+            remote_id=outcome.remote.id,
+            remote_path=outcome.remote.path,
+            size=outcome.stat.st_size,
+            mtime_ns=outcome.stat.st_mtime_ns,
+            hash=action.hash,
+            uploaded_at=self._clock(),
+        )
+        doomed = DoomedFile(action.replaces, action.relpath) if action.replaces else None
+        self.index.record_upload(entry, doomed=doomed)
+        result.bytes_uploaded += action.size
+        if action.replaces:
+            result.replaced += 1
+            yield Delete(action.replaces, "", "replaced", action.relpath)
+        else:
+            result.uploaded += 1
+        self._progress.advance(1, action.size)
+
+    def _redo(self, action: Upload, redos: dict[str, int]) -> Upload | None:
+        count = redos.get(action.relpath, 0) + 1
+        redos[action.relpath] = count
+        if count > MAX_REDOS:
+            return None
+        path = self.pair.root / action.relpath
+        try:
+            before = path.stat()
+            digest = hash_file(path)
+            after = path.stat()
+        except OSError:
+            return None
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+            return None
+        return Upload(
+            action.relpath, after.st_size, after.st_mtime_ns, digest, action.reason, action.replaces
+        )
+
+    def _learn_names_kept(self, done: _UploadDone) -> None:
+        kept = done.intent.filename in remote_names(done.remote.path)
+        if self.index.names_kept is not kept:
+            self.index.set_names_kept(kept)
+
+
+class _ReadThroughCache:
+    """The index's hash cache for reading, with writes kept in memory (dry runs)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._memory = MemoryHashCache()
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+        return self._memory.lookup(relpath, inode, size, mtime_ns) or self._index.lookup(
+            relpath, inode, size, mtime_ns
+        )
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
+        self._memory.store(relpath, inode, size, mtime_ns, digest)
+
+
+def _os_message(exc: OSError) -> str:
+    return f"{exc.filename or ''}: {exc.strerror or exc}".strip(": ")
+
+
+__all__ = ["ActionFailure", "ApiError", "Engine", "PairSpec", "PassResult", "Progress"]

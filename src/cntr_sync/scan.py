@@ -1,0 +1,555 @@
+"""Reading the local tree: walk, stat, ignore rules and content hashes -> ``Snapshot``.
+
+Owns: what cntr-sync believes is under the sync root right now. ``scan`` walks
+the tree with ``os.scandir`` (an explicit stack, no recursion), applies the
+ignore rules, stats every entry once, and hashes regular files with xxh3-128,
+asking a ``HashCache`` first so an unchanged tree is not read again.
+
+Must not: write, rename or delete anything under the root; open anything that
+is not a regular file (opening a FIFO blocks, opening a device may have side
+effects); raise for a single entry's problem. Single-entry problems become
+``ScanWarning``s; only a root that is missing or cannot be listed raises
+``LocalError``, because an empty snapshot from a broken root would read as
+"everything was deleted". Files and directories that exist but could not be
+read are reported (``unreadable``, ``unreadable_dirs``) so the caller treats
+them as unknown, never as deleted.
+
+Ignore rules come from built-in defaults, the ``.cntrignore`` file at the root
+(gitignore syntax) and configured patterns, in that order, so a later ``!``
+line can re-include a default. Only the root ``.cntrignore`` is read; nested
+``.cntrignore`` files are not (yet). ``.cntrsync/`` (our own state) is always
+ignored, whatever the patterns say.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import os
+import re
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import xxhash
+from pathspec import GitIgnoreSpec
+
+from cntr_sync.errors import ConfigError, LocalError
+from cntr_sync.models import LocalFile
+
+HASH_CHUNK = 1 << 20
+MAX_RELPATH_BYTES = 1024
+IGNORE_FILE = ".cntrignore"
+STATE_DIR_NAME = ".cntrsync"
+
+# A file rewritten within the file system's timestamp granularity after we
+# hashed it keeps its size and mtime, so a cached digest would hide the change
+# (git's "racily clean" problem). Digests of files this young are not cached;
+# the next scan hashes them again, by then they are old enough.
+RACY_WINDOW_NS = 2_000_000_000
+
+DEFAULT_PATTERNS: tuple[str, ...] = (
+    # ".git" without a slash also covers the gitlink *file* of submodules and worktrees.
+    ".git",
+    ".hg/",
+    ".svn/",
+    ".bzr/",
+    "_darcs/",
+    f"{STATE_DIR_NAME}/",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    ".#*",
+    r"\#*#",  # escaped: a leading '#' would make the line a comment
+    "4913",  # vim writes and removes this probe file to test a directory
+    ".~lock.*#",
+    "*.tmp",
+    "*.crdownload",
+    "*.part",
+    ".DS_Store",
+    "Thumbs.db",
+)
+
+# The API's multipart filename cannot carry these faithfully.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+
+Hasher = Callable[[Path], str]
+
+
+# -- hashing -----------------------------------------------------------------------
+
+
+def hash_file(path: Path) -> str:
+    """xxh3-128 hex digest of a regular file, read in 1 MiB chunks.
+
+    Raises ``OSError`` (``scan`` maps it); refuses anything that is not a
+    regular file once opened, so a path swapped for a FIFO cannot block us.
+    """
+    fd = _open_regular(path)
+    digest = xxhash.xxh3_128()
+    with open(fd, "rb", buffering=0) as stream:  # noqa: PTH123 (an fd, not a path)
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_regular(path: Path) -> int:
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class HashCache(Protocol):
+    """Remembers digests by (relpath, inode, size, mtime_ns); ``Index`` is the durable one."""
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None: ...
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None: ...
+
+
+class MemoryHashCache:
+    """A dict-backed ``HashCache`` for tests and one-shot runs."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[int, int, int, str]] = {}
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+        row = self._rows.get(relpath)
+        if row is None or row[:3] != (inode, size, mtime_ns):
+            return None
+        return row[3]
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
+        self._rows[relpath] = (inode, size, mtime_ns, digest)
+
+
+# -- ignore rules ------------------------------------------------------------------
+
+
+class IgnoreRules:
+    """Which relpaths the mirror leaves alone (gitignore semantics, via pathspec)."""
+
+    def __init__(self, spec: GitIgnoreSpec) -> None:
+        self._spec = spec
+
+    @classmethod
+    def load(cls, root: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
+        """Defaults, then ``root/.cntrignore`` if present, then ``patterns``.
+
+        A bad line in ``.cntrignore`` raises ``LocalError`` naming file and line;
+        a bad configured pattern raises ``ConfigError``.
+        """
+        ignore_file = root / IGNORE_FILE
+        file_lines = _read_ignore_file(ignore_file)
+        for lineno, line in enumerate(file_lines, start=1):
+            if not _valid_pattern(line):
+                raise LocalError(
+                    f"{ignore_file}:{lineno}: invalid ignore pattern {line!r}",
+                    path=str(ignore_file),
+                )
+        for pattern in patterns:
+            if not _valid_pattern(pattern):
+                raise ConfigError(f"invalid ignore pattern {pattern!r} in settings")
+        return cls(GitIgnoreSpec.from_lines([*DEFAULT_PATTERNS, *file_lines, *patterns]))
+
+    def ignored(self, relpath: str, is_dir: bool) -> bool:
+        """True when ``relpath`` (POSIX, relative to the root) is not mirrored."""
+        if is_dir and relpath.rpartition("/")[2] == STATE_DIR_NAME:
+            return True
+        return self._spec.match_file(f"{relpath}/" if is_dir else relpath)
+
+
+def _valid_pattern(line: str) -> bool:
+    try:
+        GitIgnoreSpec.from_lines([line])
+    except ValueError:
+        return False
+    return True
+
+
+def _read_ignore_file(path: Path) -> list[str]:
+    try:
+        fd = _open_regular(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}", path=str(path)) from None
+    try:
+        with open(fd, "rb") as stream:  # noqa: PTH123 (an fd, not a path)
+            data = stream.read()
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}", path=str(path)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        lineno = data[: exc.start].count(b"\n") + 1
+        raise LocalError(f"{path}:{lineno}: not valid UTF-8", path=str(path)) from None
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+# -- the snapshot ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScanWarning:
+    """One entry the scan skipped, and why. ``relpath`` is printable (bad bytes escaped)."""
+
+    relpath: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one scan saw.
+
+    ``files`` holds every regular file that was hashed with a stable stat.
+    ``unstable`` files changed while being hashed (defer them); ``unreadable``
+    files and the contents of ``unreadable_dirs`` exist but could not be read.
+    None of those three may be taken as deleted: see ``is_uncertain``.
+    ``ignored_count`` counts entries the ignore rules skipped (an ignored
+    directory once, its contents not at all); ``hashed_count`` the files read.
+    """
+
+    files: dict[str, LocalFile]
+    warnings: tuple[ScanWarning, ...] = ()
+    unstable: tuple[str, ...] = ()
+    unreadable: tuple[str, ...] = ()
+    unreadable_dirs: tuple[str, ...] = ()
+    ignored_count: int = 0
+    hashed_count: int = 0
+
+    @cached_property
+    def _uncertain_files(self) -> frozenset[str]:
+        return frozenset(self.unstable) | frozenset(self.unreadable)
+
+    @cached_property
+    def _uncertain_dirs(self) -> frozenset[str]:
+        return frozenset(self.unreadable_dirs)
+
+    def is_uncertain(self, relpath: str) -> bool:
+        """True when ``relpath`` may exist although it is not in ``files``."""
+        if relpath in self._uncertain_files:
+            return True
+        if not self._uncertain_dirs:
+            return False
+        parts = relpath.split("/")
+        return any(
+            "/".join(parts[:depth]) in self._uncertain_dirs for depth in range(1, len(parts))
+        )
+
+
+# -- the walk ----------------------------------------------------------------------
+
+
+def scan(
+    root: Path,
+    *,
+    rules: IgnoreRules,
+    hash_cache: HashCache,
+    follow_symlinks: bool = False,
+    hasher: Hasher = hash_file,
+) -> Snapshot:
+    """Walk ``root`` and return what is there; see the module docstring for the rules.
+
+    ``hasher`` exists so tests can change a file while it is being hashed.
+    Raises ``LocalError`` only when the root is missing, not a directory, or
+    cannot be listed.
+    """
+    root_stat = _stat_root(root)
+    walk = _Walk(root, rules, hash_cache, hasher, follow_symlinks)
+    walk.run(root_stat)
+    return walk.snapshot()
+
+
+def _stat_root(root: Path) -> os.stat_result:
+    try:
+        root_stat = root.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise LocalError(f"sync root {root} does not exist", path=str(root)) from None
+    except OSError as exc:
+        raise LocalError(
+            f"sync root {root} cannot be read: {exc.strerror}", path=str(root)
+        ) from None
+    if not stat.S_ISDIR(root_stat.st_mode):
+        raise LocalError(f"sync root {root} is not a directory", path=str(root))
+    return root_stat
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes and control characters escaped, for messages."""
+    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return decoded.translate(_CONTROL_ESCAPES)
+
+
+def _name_problem(name: str, relpath: str) -> str | None:
+    try:
+        encoded = relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    if _CONTROL_CHARS.search(name):
+        return "name contains a control character"
+    if len(encoded) > MAX_RELPATH_BYTES:
+        return f"path is longer than {MAX_RELPATH_BYTES} UTF-8 bytes"
+    return None
+
+
+def _entry_kind(entry: os.DirEntry[str], follow_symlinks: bool) -> tuple[bool, bool]:
+    """(is a symlink, is a directory); errors count as "no": the handlers stat again and report."""
+    try:
+        is_link = entry.is_symlink()
+    except OSError:
+        is_link = False
+    try:
+        is_dir = entry.is_dir(follow_symlinks=follow_symlinks)
+    except OSError:
+        is_dir = False
+    return is_link, is_dir
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+class _Walk:
+    """The mutable state of one scan; ``snapshot()`` freezes it.
+
+    Paths inside the walk are ``str`` (``DirEntry.path``), not ``Path``: a
+    ``Path`` per entry costs real time on a 100k-file tree (hence the PTH noqa).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        rules: IgnoreRules,
+        hash_cache: HashCache,
+        hasher: Hasher,
+        follow_symlinks: bool,
+    ) -> None:
+        self._root = str(root)
+        self._root_real = os.path.realpath(root)
+        self._rules = rules
+        self._cache = hash_cache
+        self._hasher = hasher
+        self._follow = follow_symlinks
+        self._files: dict[str, LocalFile] = {}
+        self._warnings: list[ScanWarning] = []
+        self._unstable: list[str] = []
+        self._unreadable: list[str] = []
+        self._unreadable_dirs: list[str] = []
+        self._ignored = 0
+        self._hashed = 0
+        # Real directories first (a stack), symlinked ones after all of them (a
+        # heap by relpath), so a directory reachable both ways is always synced
+        # at its real place, whatever order scandir returns names in.
+        self._dirs: list[tuple[str, str]] = []
+        self._linked_dirs: list[tuple[str, str]] = []
+        # (st_dev, st_ino) -> relpath: each directory is walked once, which also
+        # ends symlink cycles.
+        self._visited: dict[tuple[int, int], str] = {}
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            files=self._files,
+            warnings=tuple(self._warnings),
+            unstable=tuple(self._unstable),
+            unreadable=tuple(self._unreadable),
+            unreadable_dirs=tuple(self._unreadable_dirs),
+            ignored_count=self._ignored,
+            hashed_count=self._hashed,
+        )
+
+    def run(self, root_stat: os.stat_result) -> None:
+        self._visited[(root_stat.st_dev, root_stat.st_ino)] = "."
+        self._list_root()
+        while self._dirs or self._linked_dirs:
+            if self._dirs:
+                relpath, path = self._dirs.pop()
+                self._list_dir(relpath, path)
+            else:
+                relpath, path = heapq.heappop(self._linked_dirs)
+                self._enter_linked_dir(relpath, path)
+
+    # -- directories
+
+    def _list_root(self) -> None:
+        try:
+            with os.scandir(self._root) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            raise LocalError(
+                f"sync root {self._root} cannot be listed: {exc.strerror}", path=self._root
+            ) from None
+        for entry in entries:
+            self._visit("", entry)
+
+    def _list_dir(self, relpath: str, path: str) -> None:
+        try:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._unreadable_dir(relpath, exc)
+            return
+        for entry in entries:
+            self._visit(relpath, entry)
+
+    def _enter_linked_dir(self, relpath: str, path: str) -> None:
+        try:
+            dir_stat = os.stat(path)  # noqa: PTH116
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._unreadable_dir(relpath, exc)
+            return
+        key = (dir_stat.st_dev, dir_stat.st_ino)
+        if key in self._visited:
+            self._warn(relpath, f"symlink to a directory already synced as {self._visited[key]}")
+            return
+        self._visited[key] = relpath
+        self._list_dir(relpath, path)
+
+    def _visit_dir(self, relpath: str, entry: os.DirEntry[str]) -> None:
+        try:
+            dir_stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._unreadable_dir(relpath, exc)
+            return
+        key = (dir_stat.st_dev, dir_stat.st_ino)
+        if key in self._visited:
+            # Only a bind mount or a directory first reached through a symlink gets here.
+            self._warn(relpath, f"same directory as {self._visited[key]}, skipped")
+            return
+        self._visited[key] = relpath
+        self._dirs.append((relpath, entry.path))
+
+    # -- entries
+
+    def _visit(self, parent: str, entry: os.DirEntry[str]) -> None:
+        relpath = f"{parent}/{entry.name}" if parent else entry.name
+        is_link, is_dir = _entry_kind(entry, self._follow)
+        # Ignore rules come before name checks so users can silence a warning
+        # about a hostile name by ignoring it.
+        if self._rules.ignored(relpath, is_dir):
+            self._ignored += 1
+            return
+        problem = _name_problem(entry.name, relpath)
+        if problem is not None:
+            self._warn(relpath, problem)
+        elif is_link:
+            self._visit_link(relpath, entry.path)
+        elif is_dir:
+            self._visit_dir(relpath, entry)
+        else:
+            self._visit_file(relpath, entry)
+
+    def _visit_file(self, relpath: str, entry: os.DirEntry[str]) -> None:
+        try:
+            file_stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._unreadable_file(relpath, exc)
+            return
+        self._add_file(relpath, entry.path, file_stat)
+
+    def _visit_link(self, relpath: str, path: str) -> None:
+        if not self._follow:
+            self._warn(relpath, "symlink not followed")
+            return
+        try:
+            target_stat = os.stat(path)  # noqa: PTH116
+        except FileNotFoundError:
+            if os.path.lexists(path):
+                self._warn(relpath, "symlink target does not exist")
+            return
+        except OSError as exc:
+            reason = "symlink loop" if exc.errno == errno.ELOOP else exc.strerror
+            self._warn(relpath, f"symlink not followed: {reason}")
+            return
+        target = os.path.realpath(path)
+        if target != self._root_real and not target.startswith(self._root_real + os.sep):
+            self._warn(relpath, "symlink points outside the sync root")
+            return
+        is_dir = stat.S_ISDIR(target_stat.st_mode)
+        if self._target_ignored(os.path.relpath(target, self._root_real), is_dir):
+            self._warn(relpath, "symlink points to an ignored path")
+        elif is_dir:
+            heapq.heappush(self._linked_dirs, (relpath, path))
+        else:
+            self._add_file(relpath, path, target_stat)
+
+    def _target_ignored(self, target_relpath: str, is_dir: bool) -> bool:
+        if target_relpath == ".":
+            return False
+        parts = Path(target_relpath).parts
+        for depth in range(1, len(parts) + 1):
+            last = depth == len(parts)
+            if self._rules.ignored("/".join(parts[:depth]), is_dir or not last):
+                return True
+        return False
+
+    # -- files
+
+    def _add_file(self, relpath: str, path: str, file_stat: os.stat_result) -> None:
+        if not stat.S_ISREG(file_stat.st_mode):
+            self._warn(relpath, f"{_kind(file_stat.st_mode)} skipped")
+            return
+        inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
+        digest = self._cache.lookup(relpath, inode, size, mtime_ns)
+        if digest is None:
+            digest = self._hash(relpath, path, file_stat)
+            if digest is None:
+                return
+        self._files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest)
+
+    def _hash(self, relpath: str, path: str, before: os.stat_result) -> str | None:
+        try:
+            digest = self._hasher(Path(path))
+            after = os.stat(path)  # noqa: PTH116
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._unreadable_file(relpath, exc)
+            return None
+        self._hashed += 1
+        identity = (before.st_ino, before.st_size, before.st_mtime_ns)
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != identity:
+            self._unstable.append(relpath)
+            return None
+        if time.time_ns() - before.st_mtime_ns >= RACY_WINDOW_NS:
+            self._cache.store(relpath, *identity, digest)
+        return digest
+
+    # -- problems
+
+    def _warn(self, relpath: str, reason: str) -> None:
+        self._warnings.append(ScanWarning(printable(relpath), reason))
+
+    def _unreadable_file(self, relpath: str, exc: OSError) -> None:
+        self._unreadable.append(relpath)
+        self._warn(relpath, f"cannot be read: {exc.strerror or exc}")
+
+    def _unreadable_dir(self, relpath: str, exc: OSError) -> None:
+        self._unreadable_dirs.append(relpath)
+        self._warn(relpath, f"directory cannot be read: {exc.strerror or exc}")

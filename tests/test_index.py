@@ -1,0 +1,376 @@
+"""index: schema, persistence, the pair lock, transactions, the hash cache."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cntr_sync.errors import LocalError, LockedError
+from cntr_sync.index import SCHEMA_VERSION, Index
+from cntr_sync.models import DoomedFile, IndexEntry, UploadIntent
+from cntr_sync.scan import IgnoreRules, scan
+
+BASE_URL = "https://api.openai.com/v1"
+SPEC = "name:my-box"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "cntr-sync"
+
+
+def open_index(state_dir: Path, root: Path, spec: str = SPEC, base_url: str = BASE_URL) -> Index:
+    return Index.open(state_dir, base_url=base_url, root=root, container_spec=spec)
+
+
+def entry(relpath: str, remote_id: str, *, size: int = 3, digest: str = "h1") -> IndexEntry:
+    return IndexEntry(relpath, remote_id, f"/mnt/data/{relpath}", size, 1_000, digest, 1.5)
+
+
+def intent(relpath: str, digest: str = "h1") -> UploadIntent:
+    return UploadIntent(relpath, relpath.replace("/", "_"), 3, digest, 2.5)
+
+
+def lock_is_free(lock_path: Path) -> bool:
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+# -- files and schema ----------------------------------------------------------------
+
+
+def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        stem = hashlib.sha256(f"{BASE_URL}\0{root.resolve()}\0{SPEC}".encode()).hexdigest()[:24]
+        assert index.path == state_dir / f"{stem}.sqlite"
+        assert index.lock_path == state_dir / f"{stem}.lock"
+        assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+        assert index.lock_path.read_text().strip() == str(os.getpid())
+        db = sqlite3.connect(index.path)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            assert {"meta", "entries", "intents", "doomed", "hashes"} <= tables
+            assert "entries_by_remote_id" in tables
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            meta = db.execute("SELECT base_url, root, container_spec FROM meta").fetchall()
+            assert meta == [(BASE_URL, str(root.resolve()), SPEC)]
+        finally:
+            db.close()
+        assert index.container_id is None
+        assert index.container_name is None
+        assert index.names_kept is None
+        assert index.entries() == {}
+        assert index.entry_count() == 0
+
+
+def test_each_pair_has_its_own_file(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as one, open_index(state_dir, root, spec="other") as two:
+        assert one.path != two.path
+    with open_index(state_dir, root, base_url="http://localhost:4000/v1") as three:
+        assert three.path != one.path
+
+
+def test_credentials_in_the_base_url_are_neither_stored_nor_part_of_the_name(
+    state_dir: Path, root: Path
+) -> None:
+    with open_index(state_dir, root, base_url="https://user:s3cret@gw.example/v1") as index:
+        path = index.path
+    assert b"s3cret" not in path.read_bytes()
+    with open_index(state_dir, root, base_url="https://user:rotated@gw.example/v1") as index:
+        assert index.path == path
+
+
+def test_reopen_keeps_everything(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "my-box")
+        index.set_names_kept(False)
+        index.record_upload(entry("a.txt", "cfile_a"))
+        index.add_intent(intent("b.txt"))
+        index.add_doomed(DoomedFile("cfile_old", "c.txt"))
+        index.store("a.txt", 11, 3, 1_000, "h1")  # buffered until close
+
+    with open_index(state_dir, root) as index:
+        assert (index.container_id, index.container_name) == ("cntr_1", "my-box")
+        assert index.names_kept is False
+        assert index.entries() == {"a.txt": entry("a.txt", "cfile_a")}
+        assert index.intents() == {"b.txt": intent("b.txt")}
+        assert index.doomed() == [DoomedFile("cfile_old", "c.txt")]
+        assert index.lookup("a.txt", 11, 3, 1_000) == "h1"
+
+
+def test_newer_schema_is_refused_and_the_lock_released(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        path, lock_path = index.path, index.lock_path
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+
+    with pytest.raises(LocalError) as caught:
+        open_index(state_dir, root)
+
+    assert "newer cntr-sync" in caught.value.message
+    assert str(path) in caught.value.message
+    assert caught.value.path == str(path)
+    assert lock_is_free(lock_path)
+
+
+def test_garbage_file_is_refused_naming_it(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        path, lock_path = index.path, index.lock_path
+    for sidecar in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        sidecar.unlink(missing_ok=True)
+    path.write_bytes(b"this is not a database, just some text\n" * 100)
+
+    with pytest.raises(LocalError) as caught:
+        open_index(state_dir, root)
+
+    assert str(path) in caught.value.message
+    assert "delete it" in caught.value.message
+    assert lock_is_free(lock_path)
+
+
+# -- the lock ------------------------------------------------------------------------
+
+
+def test_second_open_in_the_same_process_is_locked_out(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        with pytest.raises(LockedError) as caught:
+            open_index(state_dir, root)
+        assert caught.value.pid == os.getpid()
+        assert caught.value.message == (
+            f"another cntr-sync (pid {os.getpid()}) is syncing {root} -> {SPEC};"
+            f" lock {index.lock_path}"
+        )
+    with open_index(state_dir, root):
+        pass  # released on close
+
+
+@pytest.mark.timeout(30)
+def test_lock_held_by_another_process_and_freed_when_it_is_killed(
+    state_dir: Path, root: Path
+) -> None:
+    holder_code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from cntr_sync.index import Index
+        index = Index.open(Path({str(state_dir)!r}), base_url={BASE_URL!r},
+                           root=Path({str(root)!r}), container_spec={SPEC!r})
+        print("locked", flush=True)
+        sys.stdin.read()
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError) as caught:
+            open_index(state_dir, root)
+        assert caught.value.pid == holder.pid
+    finally:
+        holder.kill()  # SIGKILL: no cleanup code runs in the holder
+        holder.communicate(timeout=10)
+    with open_index(state_dir, root) as index:
+        assert index.container_id is None
+
+
+# -- containers, entries, intents, doomed --------------------------------------------
+
+
+def test_switching_container_wipes_its_rows_but_keeps_hashes(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.record_upload(entry("a.txt", "cfile_a"))
+        index.add_intent(intent("b.txt"))
+        index.add_doomed(DoomedFile("cfile_x", "x.txt"))
+        index.store("a.txt", 1, 3, 1_000, "h1")
+        index.flush_hashes()
+
+        index.set_container("cntr_1", "box renamed")  # same container: nothing lost
+        assert index.container_name == "box renamed"
+        assert index.entry_count() == 1
+
+        index.set_container("cntr_2", "box")
+
+        assert index.container_id == "cntr_2"
+        assert index.entries() == {}
+        assert index.intents() == {}
+        assert index.doomed() == []
+        assert index.lookup("a.txt", 1, 3, 1_000) == "h1"
+        db = sqlite3.connect(index.path)
+        try:
+            for table in ("entries", "intents", "doomed"):
+                assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+        finally:
+            db.close()
+
+
+def test_record_upload_stores_entry_clears_intent_and_dooms(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.add_intent(intent("a.txt", "h2"))
+        index.record_upload(entry("a.txt", "cfile_new", digest="h2"), doomed=DoomedFile("z", "a"))
+        assert index.entries() == {"a.txt": entry("a.txt", "cfile_new", digest="h2")}
+        assert index.intents() == {}
+        assert index.doomed() == [DoomedFile("z", "a")]
+
+
+def test_record_upload_is_all_or_nothing(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.add_intent(intent("a.txt"))
+        broken = DoomedFile(None, "a.txt")  # type: ignore[arg-type]  # NOT NULL fails last
+        with pytest.raises(LocalError, match=str(index.path)):
+            index.record_upload(entry("a.txt", "cfile_a"), doomed=broken)
+        assert index.entries() == {}
+        assert index.intents() == {"a.txt": intent("a.txt")}
+        assert index.doomed() == []
+
+
+def test_replacing_an_entry_dooms_the_old_remote_file(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.record_upload(entry("a.txt", "cfile_v1"))
+        index.record_upload(entry("a.txt", "cfile_v1"))  # same id: nothing to doom
+        assert index.doomed() == []
+        index.record_upload(entry("a.txt", "cfile_v2", digest="h2"))
+        assert index.doomed() == [DoomedFile("cfile_v1", "a.txt")]
+        index.record_delete("cfile_v1")
+        assert index.doomed() == []
+        assert index.entries()["a.txt"].remote_id == "cfile_v2"
+
+
+def test_record_delete_removes_entry_and_doomed_row(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.record_upload(entry("a.txt", "cfile_a"))
+        index.record_upload(entry("b.txt", "cfile_b"))
+        index.add_doomed(DoomedFile("cfile_a", "a.txt"))
+        index.record_delete("cfile_a")
+        index.record_delete("cfile_unknown")
+        assert set(index.entries()) == {"b.txt"}
+        assert index.doomed() == []
+
+
+def test_adopt_refresh_and_forget(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.add_intent(intent("a.txt"))
+        index.adopt(entry("a.txt", "cfile_a"))
+        assert index.intents() == {}
+        index.refresh_stat("a.txt", 3, 2_000)
+        refreshed = index.entries()["a.txt"]
+        assert (refreshed.mtime_ns, refreshed.hash, refreshed.remote_id) == (2_000, "h1", "cfile_a")
+        index.forget("a.txt")
+        assert index.entries() == {}
+        index.forget("never-there")
+
+
+def test_intents_replace_per_relpath(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.add_intent(intent("a.txt", "h1"))
+        index.add_intent(intent("a.txt", "h2"))
+        index.add_intent(intent("b.txt"))
+        assert index.intents() == {"a.txt": intent("a.txt", "h2"), "b.txt": intent("b.txt")}
+        index.clear_intent("a.txt")
+        assert set(index.intents()) == {"b.txt"}
+
+
+def test_writes_that_need_a_container_refuse_without_one(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        with pytest.raises(RuntimeError, match="set_container"):
+            index.add_intent(intent("a.txt"))
+        assert index.intents() == {}
+
+
+# -- the hash cache ------------------------------------------------------------------
+
+
+def test_hash_cache_lookup_store_and_prune(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.store("a.txt", 1, 3, 1_000, "ha")
+        index.store("b.txt", 2, 3, 1_000, "hb")
+        index.store("c.txt", 3, 3, 1_000, "hc")
+        assert index.lookup("a.txt", 1, 3, 1_000) == "ha"
+        assert index.lookup("a.txt", 9, 3, 1_000) is None  # another inode
+        assert index.lookup("a.txt", 1, 4, 1_000) is None
+        assert index.lookup("a.txt", 1, 3, 1_001) is None
+        index.flush_hashes()
+        assert index.lookup("b.txt", 2, 3, 1_000) == "hb"
+
+        assert index.prune_hashes(iter(["a.txt", "c.txt", "not-cached"])) == 1
+        assert index.lookup("b.txt", 2, 3, 1_000) is None
+        assert index.lookup("c.txt", 3, 3, 1_000) == "hc"
+        assert index.prune_hashes([]) == 2
+
+
+def test_index_is_a_hash_cache_for_scan(state_dir: Path, root: Path) -> None:
+    old = 1_600_000_000 * 10**9
+    for name in ("a.txt", "b.txt"):
+        (root / name).write_text(name)
+        os.utime(root / name, ns=(old, old))
+    hashed: list[str] = []
+
+    def hasher(path: Path) -> str:
+        hashed.append(path.name)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    rules = IgnoreRules.load(root)
+    with open_index(state_dir, root) as index:
+        first = scan(root, rules=rules, hash_cache=index, hasher=hasher)
+    with open_index(state_dir, root) as index:
+        second = scan(root, rules=rules, hash_cache=index, hasher=hasher)
+    assert sorted(hashed) == ["a.txt", "b.txt"]
+    assert second.files == first.files
+
+
+# -- scale ---------------------------------------------------------------------------
+
+
+def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None:
+    count = 100_000
+    entries = [entry(f"dir{i % 100}/file {i}.txt", f"cfile_{i}", size=i) for i in range(count)]
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.adopt_many(entries)
+        for item in entries:
+            index.store(item.relpath, item.size, item.size, item.mtime_ns, item.hash)
+
+    with open_index(state_dir, root) as index:
+        loaded = index.entries()
+        assert index.entry_count() == count
+        assert loaded == {item.relpath: item for item in entries}
+        assert index.doomed() == []
+        keep = (item.relpath for item in entries[: count // 2])
+        assert index.prune_hashes(keep) == count - count // 2
+        assert index.lookup(entries[0].relpath, 0, 0, 1_000) == "h1"
+        assert index.lookup(entries[-1].relpath, count - 1, count - 1, 1_000) is None
