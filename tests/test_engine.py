@@ -1,0 +1,408 @@
+"""Reconcile passes against the in-process emulator, with real files in tmp_path."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
+from cntr_sync.engine import Engine, PairSpec, PassResult
+from cntr_sync.errors import SafetyBrakeError, ServerError
+from cntr_sync.index import Index
+from cntr_sync.plan import remote_names
+from helpers import NoSleep
+
+BASE_URL = "http://emulator.test/v1"
+
+
+@dataclass
+class Harness:
+    """One pair (root -> container) synced through a fresh engine for every pass."""
+
+    emu: Emulator
+    root: Path
+    state: Path
+    pair: PairSpec
+    transport: httpx.BaseTransport | None = None
+
+    def sync(self, *, force: bool = False, dry_run: bool = False, **pair: object) -> PassResult:
+        spec = replace(self.pair, **pair)  # type: ignore[arg-type]
+        with (
+            ContainersClient(
+                "sk-test",
+                base_url=BASE_URL,
+                transport=self.transport or self.emu.transport(),
+                sleep=NoSleep(),
+            ) as client,
+            Index.open(
+                self.state, base_url=BASE_URL, root=self.root, container_spec="box"
+            ) as index,
+        ):
+            return Engine(client, index, spec, concurrency=4).run_pass(force=force, dry_run=dry_run)
+
+    def remote(self, container_id: str) -> list[dict[str, object]]:
+        with ContainersClient("k", base_url=BASE_URL, transport=self.emu.transport()) as client:
+            return [f.model_dump() for f in client.iter_files(container_id)]
+
+    def remote_user_names(self, container_id: str) -> Counter[str]:
+        return Counter(
+            remote_names(str(f["path"]))[0]
+            for f in self.remote(container_id)
+            if f["source"] == "user"
+        )
+
+    def assert_exact_mirror(self, container_id: str) -> None:
+        local = {
+            p.relative_to(self.root).as_posix(): p.read_bytes()
+            for p in self.root.rglob("*")
+            if p.is_file()
+        }
+        names = self.remote_user_names(container_id)
+        assert names == Counter(local.keys()), "remote names differ from the local tree"
+        for item in self.remote(container_id):
+            if item["source"] != "user":
+                continue
+            blob = self.emu.blob_path(container_id, str(item["id"]))
+            assert blob is not None
+            assert blob.read_bytes() == local[remote_names(str(item["path"]))[0]]
+
+
+@pytest.fixture
+def emu(tmp_path: Path) -> Iterator[Emulator]:
+    # The real clock: adoption compares upload times with local mtimes.
+    with Emulator(data_dir=tmp_path / "emulator") as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def harness(emu: Emulator, tmp_path: Path) -> Harness:
+    root = tmp_path / "tree"
+    root.mkdir()
+    return Harness(emu, root, tmp_path / "state", PairSpec(root=root, container="box"))
+
+
+def write(root: Path, relpath: str, content: bytes | str) -> Path:
+    path = root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def make_tree(root: Path, count: int) -> None:
+    for n in range(count):
+        write(root, f"d{n % 7}/file {n}.txt", f"content {n}\n" * (n % 5))
+
+
+# -- exact mirror with the fewest requests ---------------------------------------------
+
+
+def test_nested_tree_then_edits_cost_only_the_minimal_requests(
+    harness: Harness, emu: Emulator
+) -> None:
+    write(harness.root, "README.md", "hello")
+    write(harness.root, "ünïcode dir/naïve café.txt", "é")
+    write(harness.root, "with space/a b.txt", "space")
+    write(harness.root, "empty.txt", b"")
+    write(harness.root, "deep/er/and/deeper/x.bin", os.urandom(3 * 1024 * 1024 + 7))
+    first = harness.sync()
+    assert first.in_sync and first.uploaded == 5 and first.container_created
+    cid = first.container_id
+    assert cid is not None
+    harness.assert_exact_mirror(cid)
+
+    emu.reset_counts()
+    write(harness.root, "README.md", "hello, world")  # modify
+    write(harness.root, "new.txt", "new")  # add
+    (harness.root / "empty.txt").unlink()  # delete
+    (harness.root / "with space/a b.txt").rename(harness.root / "renamed.txt")  # rename
+    second = harness.sync()
+    assert (second.uploaded, second.replaced, second.deleted) == (2, 1, 2)
+    counts = emu.counts()
+    # One listing; 3 uploads (modified, new, renamed); 3 deletes (old version, deleted, renamed).
+    assert counts["list_files"] == 1
+    assert counts["create_file"] == 3
+    assert counts["delete_file"] == 3
+    assert sum(counts.values()) == 7
+    harness.assert_exact_mirror(cid)
+
+
+def test_no_change_pass_costs_only_the_listing_pages(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 250)
+    assert harness.sync().uploaded == 250
+    emu.reset_counts()
+    again = harness.sync()
+    assert (again.uploaded, again.replaced, again.deleted) == (0, 0, 0)
+    assert sum(emu.counts().values()) <= math.ceil(250 / 100) + 2
+    assert emu.counts()["create_file"] == emu.counts()["delete_file"] == 0
+
+
+def test_touched_files_are_rehashed_but_not_uploaded(harness: Harness, emu: Emulator) -> None:
+    path = write(harness.root, "a.txt", "same")
+    harness.sync()
+    os.utime(path, ns=(1, 2_000_000_000_000_000_000))
+    emu.reset_counts()
+    result = harness.sync()
+    assert result.uploaded == result.replaced == 0
+    assert emu.counts()["create_file"] == 0
+
+
+def test_dry_run_changes_nothing(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 5)
+    result = harness.sync(dry_run=True)
+    assert result.plan is not None and len(result.plan.uploads) == 5
+    assert emu.counts()["create_container"] == emu.counts()["create_file"] == 0
+    assert harness.sync().uploaded == 5
+
+
+# -- faults ------------------------------------------------------------------------
+
+
+def test_faults_and_ambiguous_uploads_converge_without_duplicates(
+    harness: Harness, emu: Emulator
+) -> None:
+    make_tree(harness.root, 120)
+    emu.set_faults(FaultConfig(seed=7, error_rate=0.2, ambiguous_upload_rate=0.2, retry_value=0.0))
+    results = []
+    for _ in range(12):
+        results.append(harness.sync())
+        if results[-1].in_sync:
+            break
+    assert results[-1].in_sync, [len(r.failures) for r in results]
+    assert any(r.failures for r in results), "the faults should have bitten at least once"
+    emu.set_faults(FaultConfig())
+    cid = results[-1].container_id
+    assert cid is not None
+    harness.assert_exact_mirror(cid)
+    adopted = sum(r.adopted for r in results)
+    assert adopted >= 1, "ambiguous uploads are adopted, not uploaded twice"
+    final = harness.sync()
+    assert final.uploaded == final.deleted == 0
+
+
+def test_a_failed_listing_deletes_nothing(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 150)
+    cid = harness.sync().container_id
+    for path in list(harness.root.rglob("*.txt"))[:10]:
+        path.unlink()
+    emu.reset_counts()
+    emu.fail_next("list_files", 500, count=5)  # every attempt: 1 + 4 retries
+    with pytest.raises(ServerError):
+        harness.sync()
+    assert emu.counts()["delete_file"] == 0
+    assert cid is not None
+    assert len(harness.remote(cid)) == 150
+
+
+def test_a_listing_that_fails_on_page_two_deletes_nothing(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 150)
+    harness.sync()
+    for path in list(harness.root.rglob("*.txt"))[:10]:
+        path.unlink()
+    calls = {"n": 0}
+    inner = emu.transport()
+
+    class SecondPageFails(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/files") and request.method == "GET":
+                calls["n"] += 1
+                if calls["n"] >= 2:
+                    return httpx.Response(500, json={"error": {"message": "down", "type": "x"}})
+            return inner.handle_request(request)
+
+    harness.transport = SecondPageFails()
+    emu.reset_counts()
+    with pytest.raises(ServerError):
+        harness.sync()
+    assert emu.counts()["delete_file"] == 0
+
+
+# -- brakes --------------------------------------------------------------------------
+
+
+def test_missing_root_is_refused_and_nothing_deleted(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 10)
+    harness.sync()
+    harness.root.rename(harness.root.with_name("moved"))
+    emu.reset_counts()
+    with pytest.raises(SafetyBrakeError, match="missing"):
+        harness.sync()
+    assert sum(emu.counts().values()) == 0
+
+
+def test_emptied_root_is_refused_unless_forced(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 4)
+    cid = harness.sync().container_id
+    for path in harness.root.rglob("*.txt"):
+        path.unlink()
+    with pytest.raises(SafetyBrakeError, match="empty"):
+        harness.sync()
+    assert cid is not None and len(harness.remote(cid)) == 4
+    assert harness.sync(force=True).deleted == 4
+    assert harness.remote(cid) == []
+
+
+def test_mass_deletion_is_refused_at_max_delete(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 20)
+    cid = harness.sync().container_id
+    for path in sorted(harness.root.rglob("*.txt"))[:12]:
+        path.unlink()
+    emu.reset_counts()
+    with pytest.raises(SafetyBrakeError, match="12 of 20"):
+        harness.sync()
+    assert emu.counts()["delete_file"] == 0
+    assert harness.sync(max_delete_percent=70).deleted == 12
+    assert cid is not None and len(harness.remote(cid)) == 8
+
+
+# -- expiry and lost state --------------------------------------------------------------
+
+
+def test_expiry_between_passes_creates_and_fills_a_new_container(
+    harness: Harness, emu: Emulator, tmp_path: Path
+) -> None:
+    id_file = tmp_path / "container-id"
+    harness.pair = replace(harness.pair, container_id_file=id_file)
+    make_tree(harness.root, 12)
+    first = harness.sync()
+    assert id_file.read_text().strip() == first.container_id
+    emu.advance_clock(25 * 60)  # past the default 20-minute expiry
+    second = harness.sync()
+    assert second.container_recreated and second.container_id != first.container_id
+    assert second.uploaded == 12
+    assert id_file.read_text().strip() == second.container_id
+    assert second.container_id is not None
+    harness.assert_exact_mirror(second.container_id)
+
+
+def test_expiry_in_the_middle_of_a_pass_starts_over_in_a_new_container(
+    harness: Harness, emu: Emulator
+) -> None:
+    make_tree(harness.root, 6)
+    first = harness.sync()
+    assert first.container_id is not None
+    write(harness.root, "late.txt", "x")
+    inner = emu.transport()
+
+    class ExpireOnUpload(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and first.container_id in request.url.path:
+                emu.expire_container(str(first.container_id))
+            return inner.handle_request(request)
+
+    harness.transport = ExpireOnUpload()
+    second = harness.sync()
+    assert second.container_recreated and second.in_sync
+    assert second.container_id not in (None, first.container_id)
+    assert second.uploaded == 7
+    assert second.container_id is not None
+    harness.assert_exact_mirror(second.container_id)
+
+
+@pytest.mark.parametrize("path_style", ["hashed", "plain"])
+def test_lost_index_adopts_instead_of_uploading_again(
+    harness: Harness, emu: Emulator, tmp_path: Path, path_style: str
+) -> None:
+    emu.set_gateway(GatewayStyle(path_style=path_style))  # type: ignore[arg-type]
+    make_tree(harness.root, 30)
+    cid = harness.sync().container_id
+    write(harness.root, "changed later.txt", "v1")
+    harness.sync()
+    harness.state = tmp_path / "fresh-state"  # the index is gone
+    (harness.root / "changed later.txt").write_text("version two")
+    emu.reset_counts()
+    result = harness.sync()
+    assert result.container_id == cid
+    assert result.adopted == 30
+    assert (result.uploaded, result.replaced, result.deleted) == (1, 0, 1)
+    assert emu.counts()["create_file"] == 1
+    assert cid is not None
+    harness.assert_exact_mirror(cid)
+
+
+def test_lost_index_when_the_gateway_drops_names(
+    harness: Harness, emu: Emulator, tmp_path: Path
+) -> None:
+    # Bifrost stores every upload as "file": nothing can be matched by name, so a
+    # lost index means uploading again, and the old copies stay as unknown files.
+    emu.set_gateway(GatewayStyle(drop_filenames=True))
+    make_tree(harness.root, 5)
+    cid = harness.sync().container_id
+    assert cid is not None
+    harness.state = tmp_path / "fresh-state"
+    result = harness.sync()
+    assert (result.adopted, result.uploaded, result.unknown_kept) == (0, 5, 5)
+    assert len(harness.remote(cid)) == 10
+    assert harness.sync().uploaded == 0
+
+
+# -- strangers, hostile names, files that change -----------------------------------------
+
+
+def test_assistant_files_are_left_alone_unless_delete_unknown(
+    harness: Harness, emu: Emulator
+) -> None:
+    write(harness.root, "a.txt", "a")
+    cid = harness.sync().container_id
+    assert cid is not None
+    emu.add_assistant_file(cid, "/mnt/data/report.csv", b"1,2", bytes_null=True)
+    emu.add_assistant_file(cid, "/mnt/data/a.txt", b"model's own a.txt")
+    kept = harness.sync()
+    assert kept.unknown_kept == 2 and kept.deleted == 0
+    assert harness.sync(delete_unknown=True).deleted == 2
+    harness.assert_exact_mirror(cid)
+
+
+def test_hostile_local_names_are_synced_or_skipped_with_a_warning(harness: Harness) -> None:
+    write(harness.root, "Case.txt", "upper")
+    write(harness.root, "case.txt", "lower")
+    write(harness.root, "line\nbreak.txt", "nl")
+    write(harness.root, "tab\there.txt", "tab")
+    raw_root = os.fsencode(harness.root)
+    with open(os.path.join(raw_root, b"bad\xff\xfename.txt"), "wb") as handle:
+        handle.write(b"latin-1")
+    deep = "/".join(["d" * 200] * 6) + "/long.txt"
+    write(harness.root, deep, "long")
+    result = harness.sync()
+    assert result.uploaded == 2 and result.in_sync
+    warned = "\n".join(result.warnings)
+    for marker in ("break.txt", "here.txt", "name.txt", "long"):
+        assert marker in warned, marker
+    assert result.container_id is not None
+    names = harness.remote_user_names(result.container_id)
+    assert names == Counter({"Case.txt": 1, "case.txt": 1})
+
+
+def test_a_file_changing_during_its_upload_is_uploaded_again(
+    harness: Harness, emu: Emulator
+) -> None:
+    path = write(harness.root, "growing.log", "line 1\n")
+    inner = emu.transport()
+    grown = {"done": False}
+
+    class GrowDuringUpload(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if (
+                request.method == "POST"
+                and request.url.path.endswith("/files")
+                and not grown["done"]
+            ):
+                grown["done"] = True
+                with path.open("a") as handle:
+                    handle.write("line 2\n")
+                os.utime(path, ns=(1, path.stat().st_mtime_ns + 5_000_000_000))
+            return inner.handle_request(request)
+
+    harness.transport = GrowDuringUpload()
+    result = harness.sync()
+    assert result.in_sync and result.uploaded == 1
+    assert emu.counts()["create_file"] == 2
+    assert result.container_id is not None
+    harness.assert_exact_mirror(result.container_id)
