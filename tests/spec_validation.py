@@ -40,7 +40,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,15 +78,15 @@ _CONTAINERS_TAIL = re.compile(r"/containers(?:/.*)?$")
 _SPEC_URI = "urn:cntr-sync:openai-containers-openapi"
 
 
-def spec_path() -> Path:
+def spec_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where the contract is read from: ``$CNTR_SYNC_OPENAPI_SPEC`` or the shared default."""
-    override = os.environ.get(SPEC_ENV_VAR)
+    override = (os.environ if environ is None else environ).get(SPEC_ENV_VAR)
     return Path(override).expanduser() if override else _DEFAULT_SPEC
 
 
-def load_spec() -> OpenAPI:
+def load_spec(environ: Mapping[str, str] | None = None) -> OpenAPI:
     """The parsed contract (cached per path), or ``pytest.skip`` when the file is absent."""
-    path = spec_path().resolve()
+    path = spec_path(environ).resolve()
     if not path.is_file():
         pytest.skip(f"OpenAPI spec not found at {path}")
     return _load_spec(path)

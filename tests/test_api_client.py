@@ -140,23 +140,36 @@ def test_extra_headers_query_org_project_and_user_agent_arrive_on_every_call() -
         assert request.headers["user-agent"].startswith("cntr-sync/")
 
 
-def test_base_url_and_key_come_from_the_environment_like_the_sdk(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://env-gateway.test/openai/v1/")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-123456")
+def test_base_url_and_key_come_from_the_environment_like_the_sdk() -> None:
+    environ = {
+        "OPENAI_BASE_URL": "http://env-gateway.test/openai/v1/",
+        "OPENAI_API_KEY": "sk-from-env-123456",
+    }
     script = Script(httpx.Response(200, json=CONTAINER))
-    with ContainersClient(transport=httpx.MockTransport(script)) as client:
+    with ContainersClient(transport=httpx.MockTransport(script), environ=environ) as client:
         client.retrieve_container("cntr_1")
     request = script.requests[0]
     assert str(request.url) == "http://env-gateway.test/openai/v1/containers/cntr_1"
     assert request.headers["authorization"] == "Bearer sk-from-env-123456"
 
 
-def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+def test_explicit_arguments_win_over_the_environment() -> None:
+    environ = {"OPENAI_BASE_URL": "http://env.test/v1", "OPENAI_API_KEY": "sk-env-key-000000"}
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with ContainersClient(
+        "sk-arg-key-111111",
+        base_url="http://arg.test/v1",
+        transport=httpx.MockTransport(script),
+        environ=environ,
+    ) as client:
+        client.retrieve_container("cntr_1")
+    assert script.requests[0].url.host == "arg.test"
+    assert script.requests[0].headers["authorization"] == "Bearer sk-arg-key-111111"
+
+
+def test_missing_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no API key"):
-        ContainersClient(base_url="http://x.test")
+        ContainersClient(base_url="http://x.test", environ={})
 
 
 def test_opaque_ids_are_quoted_as_one_path_segment() -> None:

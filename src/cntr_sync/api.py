@@ -269,8 +269,11 @@ class ContainersClient:
         clock: Callable[[], float] = time.time,
         on_request: Callable[[RequestRecord], None] | None = None,
         rate_limiter: RateLimiter | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        # Like the official SDK: the environment fills in what the caller left out.
+        env = os.environ if environ is None else environ
+        key = api_key if api_key is not None else env.get("OPENAI_API_KEY")
         if not key:
             raise ConfigError(
                 "no API key: set OPENAI_API_KEY, api_key_file or api_key in the settings"
@@ -280,9 +283,7 @@ class ContainersClient:
         if max_retries < 0:
             raise ConfigError("max_retries must be 0 or more")
         self._key = key
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
+        self.base_url = (base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self._sleep = sleep
         self._clock = clock
         self._max_retries = max_retries
