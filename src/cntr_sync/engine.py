@@ -198,7 +198,8 @@ class Engine:
         result.deferred.extend(snapshot.unstable)
 
         remote: list[RemoteFile] = []
-        if container is not None:
+        # A container created a moment ago is empty: no need to list it.
+        if container is not None and not result.container_created:
             try:
                 remote = self._list(container.id)
             except (ContainerExpiredError, NotFoundError):
