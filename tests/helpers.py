@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from collections import Counter
+from pathlib import Path
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.plan import remote_names
+
 
 class NoSleep:
     """A sleep that records instead of waiting, so retries cost no time."""
@@ -11,3 +18,32 @@ class NoSleep:
 
     def __call__(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+
+
+def local_tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` by POSIX relpath, with its bytes."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def assert_exact_mirror(client: ContainersClient, container_id: str, root: Path) -> None:
+    """The container holds each local file exactly once, with the same bytes, and nothing else."""
+    local = local_tree(root)
+    remote = list(client.iter_files(container_id))
+    names = Counter(remote_names(item.path)[0] for item in remote)
+    duplicates = sorted(name for name, count in names.items() if count > 1)
+    assert not duplicates, f"duplicated in the container: {duplicates}"
+    missing = sorted(local.keys() - names.keys())
+    extra = sorted(names.keys() - local.keys())
+    assert not missing and not extra, f"missing remotely: {missing}; extra remotely: {extra}"
+    stale = []
+    for item in remote:
+        sink = io.BytesIO()
+        client.download_file(container_id, item.id, sink)
+        relpath = remote_names(item.path)[0]
+        if sink.getvalue() != local[relpath]:
+            stale.append(relpath)
+    assert not stale, f"remote content differs from local: {sorted(stale)}"

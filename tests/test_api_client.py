@@ -540,3 +540,9 @@ def test_rate_limiter_spaces_requests_beyond_the_burst() -> None:
 def test_rate_limiter_rejects_a_zero_rate() -> None:
     with pytest.raises(ConfigError, match="requests_per_second"):
         RateLimiter(0)
+
+
+def test_credentials_in_the_base_url_are_refused_not_silently_used() -> None:
+    with pytest.raises(ConfigError, match="must not contain a user or password") as caught:
+        ContainersClient("sk-key-123456", base_url="http://me:hunter2@gateway.test/v1")
+    assert "hunter2" not in caught.value.message

@@ -31,7 +31,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -284,6 +284,12 @@ class ContainersClient:
             raise ConfigError("max_retries must be 0 or more")
         self._key = key
         self.base_url = (base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if urlsplit(self.base_url).username is not None:
+            # httpx would turn user:password@ into Basic auth and drop the key.
+            raise ConfigError(
+                "base_url must not contain a user or password; "
+                "use auth_style = 'basic' with basic_username instead"
+            )
         self._sleep = sleep
         self._clock = clock
         self._max_retries = max_retries

@@ -36,6 +36,7 @@ from rich.table import Table
 from cntr_sync import __version__, logs
 from cntr_sync.api import ContainersClient, RateLimiter
 from cntr_sync.config import Settings
+from cntr_sync.daemon import Daemon
 from cntr_sync.emulator import serve
 from cntr_sync.engine import Engine, PairSpec, PassResult
 from cntr_sync.errors import (
@@ -540,6 +541,22 @@ def config_check(
         out_console.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
+@app.command(epilog=EXIT_CODES_HELP)
+def run(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="TOML settings file with [[pairs]].")
+    ],
+    verbose: VerboseOpt = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Keep every configured pair in sync until stopped (SIGTERM/SIGINT; SIGHUP reloads)."""
+    logs.configure(verbose=2 if debug else verbose, stream=sys.stdout)
+    with _reporting(debug=debug):
+        daemon = Daemon(config)
+        code = daemon.run()
+    raise typer.Exit(code)
+
+
 @app.command()
 def emulator(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
@@ -556,7 +573,25 @@ def emulator(
 
 
 def main() -> None:
-    app()
+    """The console script: click's usage errors become one line too."""
+    try:
+        result = app(standalone_mode=False)
+    except Exception as exc:
+        # typer bundles its own click privately; its exceptions keep click's
+        # public interface (exit_code, format_message, show), so match on that.
+        exit_code = getattr(exc, "exit_code", None)
+        format_message = getattr(exc, "format_message", None)
+        if not isinstance(exit_code, int) or not callable(format_message):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]
+        else:
+            command = getattr(getattr(exc, "ctx", None), "command_path", "cntr-sync")
+            err_console.print(
+                f"cntr-sync: error: {format_message()} (see '{command} --help')", markup=False
+            )
+        sys.exit(exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 __all__ = ["ApiError", "app", "exit_code_for", "main"]

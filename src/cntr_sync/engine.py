@@ -13,6 +13,7 @@ through ``Index``, or decide what to do (``plan`` decides).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -36,7 +37,14 @@ from cntr_sync.errors import (
     SafetyBrakeError,
 )
 from cntr_sync.index import Index
-from cntr_sync.models import Container, DoomedFile, IndexEntry, RemoteFile, UploadIntent
+from cntr_sync.models import (
+    Container,
+    DoomedFile,
+    IndexEntry,
+    LocalFile,
+    RemoteFile,
+    UploadIntent,
+)
 from cntr_sync.plan import (
     Delete,
     Plan,
@@ -72,6 +80,9 @@ class PairSpec:
     ignore: tuple[str, ...] = ()
     follow_symlinks: bool = False
     container_id_file: Path | None = None
+    # Files modified less than this long ago may still be being written: the
+    # daemon defers them to a later pass (the one-shot command uses 0).
+    settle_seconds: float = 0.0
 
 
 class Progress(Protocol):
@@ -118,11 +129,12 @@ class PassResult:
     requests_by_operation: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     dry_run: bool = False
+    cancelled: bool = False
     plan: Plan | None = None
 
     @property
     def in_sync(self) -> bool:
-        return not self.failures and not self.deferred
+        return not self.failures and not self.deferred and not self.cancelled
 
 
 @dataclass(frozen=True)
@@ -153,15 +165,24 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self._clock = clock
         self._progress: Progress = progress or _NoProgress()
+        self._cancel = threading.Event()
 
     # -- the pass -----------------------------------------------------------------
 
-    def run_pass(self, *, dry_run: bool = False, force: bool = False) -> PassResult:
+    def run_pass(
+        self,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> PassResult:
         """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
 
         A container that expires in the middle of the pass is replaced and the
-        pass run once more, so one call ends with a filled container.
+        pass run once more, so one call ends with a filled container. Setting
+        ``cancel`` stops it from starting further actions (in-flight ones finish).
         """
+        self._cancel = cancel or threading.Event()
         started = time.monotonic()
         requests_before = self.client.stats.by_operation()
         result = PassResult(dry_run=dry_run)
@@ -193,9 +214,11 @@ class Engine:
         self._check_root(force=force)
         container = self._resolve_container(result, dry_run=dry_run)
         snapshot = self._scan(dry_run=dry_run)
+        local, young = self._settled(snapshot)
         result.local_files = len(snapshot.files)
         result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
         result.deferred.extend(snapshot.unstable)
+        result.deferred.extend(sorted(young))
 
         remote: list[RemoteFile] = []
         # A container created a moment ago is empty: no need to list it.
@@ -220,13 +243,13 @@ class Engine:
         )
         entries = self.index.entries() if container is not None else {}
         the_plan = plan(
-            snapshot.files,
+            local,
             entries,
             remote,
             intents=self.index.intents() if container is not None else {},
             doomed=self.index.doomed() if container is not None else [],
             policy=policy,
-            uncertain=snapshot.is_uncertain,
+            uncertain=lambda relpath: relpath in young or snapshot.is_uncertain(relpath),
         )
         result.plan = the_plan
         result.unknown_kept = the_plan.unknown_kept
@@ -251,6 +274,37 @@ class Engine:
                 "refusing to touch the container (is a disk unmounted?)"
             )
         raise LocalError(f"sync root {root} does not exist or is not a directory", path=str(root))
+
+    def _settled(self, snapshot: Snapshot) -> tuple[dict[str, LocalFile], set[str]]:
+        """The files old enough to sync, and the ones modified too recently."""
+        if self.pair.settle_seconds <= 0:
+            return snapshot.files, set()
+        cutoff = time.time_ns() - int(self.pair.settle_seconds * 1e9)
+        young = {r for r, f in snapshot.files.items() if f.mtime_ns > cutoff}
+        if not young:
+            return snapshot.files, young
+        return {r: f for r, f in snapshot.files.items() if r not in young}, young
+
+    def has_local_changes(self) -> bool:
+        """Whether the tree differs from what the index recorded; no API calls.
+
+        The daemon's periodic rescan uses this to catch missed events without
+        touching (and so keeping alive) an idle container.
+        """
+        if not self.pair.root.is_dir():
+            return bool(self.index.entry_count())
+        snapshot = self._scan(dry_run=False)
+        entries = self.index.entries()
+        if snapshot.unstable or self.index.intents() or self.index.doomed():
+            return True
+        for relpath, local_file in snapshot.files.items():
+            entry = entries.get(relpath)
+            if entry is None or entry.hash != local_file.hash:
+                return True
+        return any(
+            relpath not in snapshot.files and not snapshot.is_uncertain(relpath)
+            for relpath in entries
+        )
 
     def _scan(self, *, dry_run: bool) -> Snapshot:
         rules = IgnoreRules.load(self.pair.root, self.pair.ignore)
@@ -378,9 +432,12 @@ class Engine:
             queue.reverse()
             try:
                 while queue or running:
-                    while queue and len(running) < self.concurrency:
+                    while queue and len(running) < self.concurrency and not self._cancel.is_set():
                         action = queue.pop()
                         running[self._submit(pool, container_id, action)] = action
+                    if not running:
+                        result.cancelled = True
+                        break
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         action = running.pop(future)
