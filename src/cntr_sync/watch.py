@@ -174,7 +174,7 @@ class Watcher:
             return
         if self.mode in ("auto", "native"):
             try:
-                self._observer = self._start(Observer())
+                self._observer = self._start(self._native_observer())
                 self.kind = "native"
                 return
             except OSError as exc:
@@ -185,6 +185,10 @@ class Watcher:
                 self._warn_limit(exc)
         self._observer = self._start(PollingObserver(timeout=self.poll_interval))
         self.kind = "poll"
+
+    def _native_observer(self) -> BaseObserver:
+        """The platform's native observer (inotify on Linux); a seam for tests."""
+        return Observer()
 
     def _start(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
