@@ -27,6 +27,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -190,23 +191,35 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[files]} files"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 class _RichProgress:
     """Files and bytes on a terminal; the engine calls it from one thread."""
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
-        self._files = progress.add_task("files", total=None, visible=False)
-        self._bytes = progress.add_task("syncing", total=None)
+        self._task = progress.add_task("syncing", total=None, files="0/0")
+        self._total_files = 0
+        self._done_files = 0
 
     def start(self, files: int, total_bytes: int) -> None:
-        self._progress.update(self._bytes, total=max(total_bytes, 1), files=f"0/{files}")
         self._total_files = files
         self._done_files = 0
+        self._progress.update(self._task, total=max(total_bytes, 1), files=f"0/{files}")
 
     def advance(self, files: int, transferred_bytes: int) -> None:
         self._done_files += files
         self._progress.update(
-            self._bytes,
+            self._task,
             advance=transferred_bytes,
             files=f"{self._done_files}/{self._total_files}",
         )
@@ -347,15 +360,7 @@ def _run_pass(
         return Engine(client, index, pair, concurrency=settings.concurrency).run_pass(
             dry_run=dry_run, force=force
         )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[files]} files"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with Progress(*progress_columns(), console=err_console, transient=True) as bar:
         progress = _RichProgress(bar)
         engine = Engine(client, index, pair, concurrency=settings.concurrency, progress=progress)
         return engine.run_pass(dry_run=dry_run, force=force)
