@@ -492,6 +492,14 @@ def test_status_reports_index_and_would_upload(cli: Cli, root: Path) -> None:
     assert cli.server.emulator.counts()["create_file"] == 0
 
 
+def test_status_works_while_a_sync_or_daemon_holds_the_pair(cli: Cli, root: Path) -> None:
+    assert cli.sync(root).returncode == 0
+    with hold_lock(cli, root):
+        proc = cli.run("status", root, "--container", NAME, "--state-dir", cli.state_dir, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["index"]["tracked_files"] == len(TREE)
+
+
 # -- container id file and expiry ------------------------------------------------------
 
 

@@ -499,7 +499,11 @@ def status(
         with (
             _client(settings) as client,
             Index.open(
-                settings.state_dir, base_url=client.base_url, root=root, container_spec=spec
+                settings.state_dir,
+                base_url=client.base_url,
+                root=root,
+                container_spec=spec,
+                lock=False,
             ) as index,
         ):
             known = {

@@ -113,16 +113,31 @@ def _strip_userinfo(url: str) -> str:
 class Index:
     """The index of one pair, locked for this process. Use ``Index.open``; close it."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, lock_path: Path, lock_fd: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, lock_path: Path, lock_fd: int | None
+    ) -> None:
         self._conn = conn
         self._path = path
         self._lock_path = lock_path
-        self._lock_fd: int | None = lock_fd
+        self._lock_fd = lock_fd
+        self._closed = False
         self._pending_hashes: dict[str, tuple[int, int, int, str]] = {}
 
     @classmethod
-    def open(cls, state_dir: Path, *, base_url: str, root: Path, container_spec: str) -> Index:
-        """Lock the pair, then open (creating or migrating) its database."""
+    def open(
+        cls,
+        state_dir: Path,
+        *,
+        base_url: str,
+        root: Path,
+        container_spec: str,
+        lock: bool = True,
+    ) -> Index:
+        """Lock the pair, then open (creating or migrating) its database.
+
+        ``lock=False`` is for readers that change nothing (``status``): they may
+        look while a daemon or another sync holds the pair; WAL keeps reads safe.
+        """
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -132,7 +147,7 @@ class Index:
         stem = pair_stem(base_url, root, container_spec)
         path = state_dir / f"{stem}.sqlite"
         lock_path = state_dir / f"{stem}.lock"
-        lock_fd = _acquire_lock(lock_path, root, container_spec)
+        lock_fd = _acquire_lock(lock_path, root, container_spec) if lock else None
         try:
             conn = _connect(path)
             try:
@@ -142,7 +157,8 @@ class Index:
                 conn.close()
                 raise
         except BaseException:
-            _release_lock(lock_fd)
+            if lock_fd is not None:
+                _release_lock(lock_fd)
             raise
         return cls(conn, path, lock_path, lock_fd)
 
@@ -159,14 +175,16 @@ class Index:
 
     def close(self) -> None:
         """Write buffered hashes, close the database and release the lock. Idempotent."""
-        if self._lock_fd is None:
+        if self._closed:
             return
+        self._closed = True
         try:
             self.flush_hashes()
         finally:
             self._conn.close()
-            _release_lock(self._lock_fd)
-            self._lock_fd = None
+            if self._lock_fd is not None:
+                _release_lock(self._lock_fd)
+                self._lock_fd = None
 
     # -- meta
 
