@@ -47,3 +47,18 @@ def assert_exact_mirror(client: ContainersClient, container_id: str, root: Path)
         if sink.getvalue() != local[relpath]:
             stale.append(relpath)
     assert not stale, f"remote content differs from local: {sorted(stale)}"
+
+
+def remote_name_counts(client: ContainersClient, container_id: str) -> Counter[str]:
+    """How many remote files carry each mirrored name (one listing, no downloads)."""
+    return Counter(remote_names(item.path)[0] for item in client.iter_files(container_id))
+
+
+def remote_bytes(client: ContainersClient, container_id: str, relpath: str) -> bytes | None:
+    """The content of the first remote file named ``relpath``, or None when there is none."""
+    for item in client.iter_files(container_id):
+        if remote_names(item.path)[0] == relpath:
+            sink = io.BytesIO()
+            client.download_file(container_id, item.id, sink)
+            return sink.getvalue()
+    return None

@@ -326,6 +326,9 @@ class PairWorker:
         )
 
     def _run_pass(self, reason: PassReason) -> PassResult | None:
+        # When the oldest pending change happened: a pass that defers or fails
+        # puts it back, so max_delay still counts from the first change.
+        pending_since = self.tracker.first_at
         taken_paths, taken_full = self.tracker.take()
         self.status.state = "syncing"
         started = self._clock()
@@ -333,16 +336,35 @@ class PairWorker:
             engine = self._engine(settle=reason not in ("overdue", "flush"))
             result = engine.run_pass(cancel=self.cancel)
         except CntrSyncError as exc:
-            self._failed(reason, exc.message, started, bool(taken_paths) or taken_full)
+            self._failed(
+                reason,
+                exc.message,
+                started,
+                dirty=bool(taken_paths) or taken_full,
+                pending_since=pending_since,
+            )
             return None
         except Exception as exc:  # a bug must not kill the pair thread
             log.exception("pass crashed", pair=self.pair.name)
-            self._failed(reason, f"unexpected {type(exc).__name__}: {exc}", started, True)
+            self._failed(
+                reason,
+                f"unexpected {type(exc).__name__}: {exc}",
+                started,
+                dirty=True,
+                pending_since=pending_since,
+            )
             return None
-        self._succeeded(reason, result, started)
+        self._succeeded(reason, result, started, pending_since=pending_since)
         return result
 
-    def _succeeded(self, reason: PassReason, result: PassResult, started: float) -> None:
+    def _succeeded(
+        self,
+        reason: PassReason,
+        result: PassResult,
+        started: float,
+        *,
+        pending_since: float | None,
+    ) -> None:
         status = self.status
         status.passes += 1
         status.first_attempt_done = True
@@ -354,7 +376,7 @@ class PairWorker:
         self._retry_at = 0.0
         if result.deferred or result.cancelled:
             # Files still being written, or a cut-short pass: try again after a quiet period.
-            self.tracker.mark_full()
+            self.tracker.mark_full(since=pending_since)
         moved = result.uploaded + result.replaced + result.deleted + result.adopted
         if moved:
             self._last_activity = self._clock()
@@ -408,7 +430,15 @@ class PairWorker:
             **status.last_summary,
         )
 
-    def _failed(self, reason: PassReason, message: str, started: float, dirty: bool) -> None:
+    def _failed(
+        self,
+        reason: PassReason,
+        message: str,
+        started: float,
+        *,
+        dirty: bool,
+        pending_since: float | None,
+    ) -> None:
         status = self.status
         status.passes += 1
         status.first_attempt_done = True
@@ -417,7 +447,7 @@ class PairWorker:
         status.last_error = message
         status.last_sync_at = time.time()
         if dirty:
-            self.tracker.mark_full()
+            self.tracker.mark_full(since=pending_since)
         self._metrics.record_pass(self.pair.name, "error", self._clock() - started)
         self._metrics.set_pair_up(self.pair.name, False)
         self._schedule_retry()

@@ -72,8 +72,14 @@ class ChangeTracker:
                 self._paths.add(path)
             self._cond.notify_all()
 
-    def mark_full(self) -> None:
+    def mark_full(self, *, since: float | None = None) -> None:
+        """Ask for a full rescan. ``since``: when the still-unsynced change first
+        happened, so that re-marking after a deferred pass keeps max_delay's clock."""
         self.mark(None)
+        if since is not None:
+            with self._cond:
+                if self.first_at is None or since < self.first_at:
+                    self.first_at = since
 
     @property
     def pending(self) -> int:

@@ -134,6 +134,42 @@ def test_only_operations_limits_faults(client: httpx.Client, emulator: Emulator)
     assert upload_response(client, container_id, "a.txt").status_code == 200
 
 
+def test_broken_container_names(client: httpx.Client, emulator: Emulator) -> None:
+    healthy_id = make_container(client, "fine")
+    broken_id = make_container(client, "broken")
+    healthy_file = upload_response(client, healthy_id, "a.txt").json()["id"]
+    emulator.reset_counts()
+    emulator.set_faults(FaultConfig(broken_container_names=frozenset({"broken"})))
+
+    refused = [
+        client.post("/containers", json={"name": "broken"}),
+        client.get("/containers", params={"name": "broken"}),
+        client.get(f"/containers/{broken_id}"),
+        client.get(f"/containers/{broken_id}/files"),
+        upload_response(client, broken_id, "b.txt"),
+        client.get(f"/containers/{broken_id}/files/cfile_x/content"),
+        client.delete(f"/containers/{broken_id}"),
+    ]
+    for response in refused:
+        assert response.status_code == 500, response.request.url
+        error = response.json()["error"]
+        assert error["type"] == "server_error"
+        assert error["message"].startswith("The server had an error")
+
+    assert client.get("/containers").status_code == 200
+    assert client.get("/containers", params={"name": "fine"}).status_code == 200
+    assert client.get(f"/containers/{healthy_id}/files/{healthy_file}").status_code == 200
+    assert upload_response(client, healthy_id, "b.txt").status_code == 200
+    assert client.post("/containers", json={"name": "another"}).status_code == 200
+    counts = emulator.counts()
+    assert (counts["create_container"], counts["list_containers"]) == (2, 3)
+    assert counts["retrieve_container"] == counts["delete_container"] == 1
+
+    emulator.set_faults(FaultConfig())
+    assert client.get(f"/containers/{broken_id}").json()["status"] == "running"
+    assert file_count(emulator, broken_id) == 0
+
+
 # scripted faults
 
 

@@ -186,6 +186,7 @@ class Emulator:
         if decision.error is not None:
             return decision.error.response()
         try:
+            self._refuse_broken_target(route, request)
             response = self._handlers[operation](route, request)
         except ApiError as exc:
             return exc.response()
@@ -194,6 +195,20 @@ class Emulator:
             response.discard()
             return dropped() if decision.ambiguous == "drop" else server_error().response()
         return response
+
+    def _refuse_broken_target(self, route: Route, request: EmuRequest) -> None:
+        """A 500 for a request that names a broken container by id or by list filter
+        (a create is checked by its handler, which has the name from the body)."""
+        with self._lock:
+            broken = self._faults.config.broken_container_names
+            if not broken:
+                return
+            if route.container_id:
+                record = self._store.containers.get(route.container_id)
+                if record is not None and record.name in broken:
+                    raise server_error()
+            elif route.operation == "list_containers" and request.query_value("name") in broken:
+                raise server_error()
 
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         if not self._api_keys:
@@ -242,6 +257,8 @@ class Emulator:
         if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
             raise bad_request("Invalid 'file_ids': expected an array of strings.", "file_ids")
         with self._lock:
+            if name in self._faults.config.broken_container_names:
+                raise server_error()
             sources = [self._registered_file(file_id) for file_id in file_ids]
         copies = [(source.filename, self._copy_blob(source.blob)) for source in sources]
         with self._lock:

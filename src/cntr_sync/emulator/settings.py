@@ -92,6 +92,10 @@ class FaultConfig(BaseModel):
     """Token bucket (burst = max(1, rate)); over it -> 429 with ``retry-after-ms``."""
     only_operations: frozenset[Operation] | None = None
     """When set, faults apply to these operations only."""
+    broken_container_names: frozenset[str] = frozenset()
+    """Containers with these names are broken: creating one, any request whose path
+    names one by id, and listing containers filtered by one of these names answer 500.
+    Not subject to ``only_operations``; the requests are counted as usual."""
 
     def applies_to(self, operation: str) -> bool:
         """Whether faults may hit a request for ``operation``."""

@@ -1,0 +1,919 @@
+"""daemon: ``cntr-sync run`` as a real subprocess against the emulator over real HTTP.
+
+The emulator (``EmulatorServer``) runs in the test process; the daemon runs as
+``cntr-sync run --config FILE`` with its JSON log lines read from stdout by a
+background thread, so the pipe never fills. Every wait is bounded by
+``wait_until``, and every daemon started is killed at teardown if still running.
+The observer-restart test runs the daemon in-process (``daemon.running``), since
+it has to reach into a pair's watcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.daemon import Daemon, running
+from cntr_sync.emulator import EmulatorServer, FaultConfig
+from helpers import assert_exact_mirror, local_tree, remote_bytes, remote_name_counts
+
+API_KEY = "sk-test"
+CLI = Path(sys.executable).with_name("cntr-sync")
+QUIET_PERIOD = 0.3
+FLUSH_TIMEOUT = 5.0
+START_TIMEOUT = 20.0  # process start, imports and the first "daemon started" line
+SYNC_TIMEOUT = 15.0  # a change reaching the container, on a loaded 2-core machine
+PAIR_DEFAULTS: dict[str, Any] = {
+    "quiet_period": QUIET_PERIOD,
+    "max_delay": 3.0,
+    "rescan_interval": 600.0,
+    "remote_poll_interval": 600.0,
+}
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "the condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {text}")
+        time.sleep(interval)
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def pair(name: str, local: Path, container: str | None = None, **settings: Any) -> dict[str, Any]:
+    """One [[pairs]] table: the test defaults, then ``settings``."""
+    return {
+        "name": name,
+        "local": local,
+        "container": container or name,
+        **PAIR_DEFAULTS,
+        **settings,
+    }
+
+
+def write_config(path: Path, pairs: Sequence[Mapping[str, Any]], **settings: Any) -> Path:
+    top: dict[str, Any] = {
+        "http_listen": "127.0.0.1:0",
+        "requests_per_second": 1000,
+        "state_dir": path.parent / "state",
+        "flush_timeout": FLUSH_TIMEOUT,
+        **settings,
+    }
+    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
+    for table in pairs:
+        lines += ["", "[[pairs]]"]
+        lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_tree(root: Path, files: Mapping[str, bytes | str]) -> Path:
+    for relpath, content in files.items():
+        target = root / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = content.encode() if isinstance(content, str) else content
+        target.write_bytes(data)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+# -- the daemon process ---------------------------------------------------------------------
+
+
+class DaemonProcess:
+    """``cntr-sync run`` with stdout (JSON events) and stderr read by background threads."""
+
+    def __init__(self, config: Path, env: Mapping[str, str], args: Sequence[str] = ()) -> None:
+        self.proc = subprocess.Popen(
+            [str(CLI), "run", "--config", str(config), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        self._lock = threading.Lock()
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._events: list[dict[str, Any]] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self._stdout), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self._stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.url = ""
+
+    def _read(self, stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            event: dict[str, Any] | None = None
+            if sink is self._stdout:
+                try:
+                    parsed = json.loads(line)
+                except ValueError:
+                    parsed = None
+                event = parsed if isinstance(parsed, dict) else None
+            with self._lock:
+                sink.append(line)
+                if event is not None:
+                    self._events.append(event)
+
+    # -- output ------------------------------------------------------------------------
+
+    @property
+    def stdout(self) -> str:
+        with self._lock:
+            return "".join(self._stdout)
+
+    @property
+    def stderr(self) -> str:
+        with self._lock:
+            return "".join(self._stderr)
+
+    def events(
+        self, name: str | None = None, since: int = 0, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """Log events from index ``since`` on, named ``name`` and carrying ``fields``."""
+        with self._lock:
+            events = self._events[since:]
+        return [
+            event
+            for event in events
+            if (name is None or event.get("event") == name)
+            and all(event.get(key) == value for key, value in fields.items())
+        ]
+
+    def mark(self) -> int:
+        """The index of the next event, for ``events(since=...)``."""
+        with self._lock:
+            return len(self._events)
+
+    def describe(self) -> str:
+        code = self.proc.poll()
+        state = "running" if code is None else f"exited with {code}"
+        tail = "".join(self._stdout[-15:]) + "".join(self._stderr[-15:])
+        return f"daemon {state}; last output:\n{tail}"
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        predicate: Callable[[], T],
+        what: str | Callable[[], str],
+        timeout: float = SYNC_TIMEOUT,
+    ) -> T:
+        """``wait_until`` that fails at once, with the output, when the daemon died."""
+
+        def text() -> str:
+            return what() if callable(what) else what
+
+        def checked() -> T:
+            value = predicate()
+            if not value and self.proc.poll() is not None:
+                pytest.fail(f"the daemon died while waiting for {text()}: {self.describe()}")
+            return value
+
+        return wait_until(checked, timeout, message=lambda: f"{text()}\n{self.describe()}")
+
+    def wait_for_event(
+        self, name: str, since: int = 0, timeout: float = SYNC_TIMEOUT, **fields: Any
+    ) -> dict[str, Any]:
+        found = self.wait_for(
+            lambda: self.events(name, since, **fields), f"log event {name!r} {fields}", timeout
+        )
+        return found[0]
+
+    def wait_started(self) -> None:
+        started = self.wait_for_event("daemon started", timeout=START_TIMEOUT)
+        self.url = str(started["http"]).rstrip("/")
+        assert self.url.startswith("http://127.0.0.1:")
+
+    # -- HTTP endpoint -----------------------------------------------------------------
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10.0)
+
+    def status(self) -> dict[str, Any]:
+        response = self.get("/status")
+        assert response.status_code == 200
+        body: dict[str, Any] = response.json()
+        return body
+
+    def pair_status(self, name: str) -> dict[str, Any]:
+        pairs: dict[str, Any] = self.status()["pairs"]
+        assert name in pairs, f"/status lists {sorted(pairs)}, not {name}"
+        return dict(pairs[name])
+
+    def wait_ready(self, timeout: float = SYNC_TIMEOUT) -> None:
+        self.wait_for(lambda: self.get("/readyz").status_code == 200, "/readyz 200", timeout)
+
+    def container_id(self, name: str) -> str:
+        found = self.wait_for(
+            lambda: self.pair_status(name)["container_id"], f"a container id for {name}"
+        )
+        return str(found)
+
+    def metrics(self) -> list[Sample]:
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        return [
+            sample
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        ]
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def send(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon did not exit within {timeout:.1f}s: {self.describe()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for reader in self._readers:
+            reader.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def metric_total(samples: Sequence[Sample], name: str, **labels: str) -> float:
+    """The sum of every sample ``name`` whose labels include ``labels``."""
+    return sum(
+        sample.value
+        for sample in samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def assert_no_key(*texts: str) -> None:
+    for text in texts:
+        assert API_KEY not in text, (
+            f"the API key leaked: ...{text[max(0, text.find(API_KEY) - 200) :][:400]}"
+        )
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmulatorServer]:
+    with EmulatorServer("127.0.0.1", 0, control=True, data_dir=tmp_path / "emulator") as served:
+        yield served
+
+
+@pytest.fixture
+def client(server: EmulatorServer) -> Iterator[ContainersClient]:
+    with ContainersClient(API_KEY, base_url=server.base_url) as api:
+        yield api
+
+
+@pytest.fixture
+def env(server: EmulatorServer, tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CNTR_SYNC_", "OPENAI_"))
+    }
+    return {
+        **inherited,
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "HOME": str(home),
+    }
+
+
+@pytest.fixture
+def start_daemon(env: dict[str, str]) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start ``cntr-sync run``, wait for "daemon started"; every one is killed at teardown."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, *args: str) -> DaemonProcess:
+        daemon = DaemonProcess(config, env, args)
+        started.append(daemon)
+        daemon.wait_started()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def wait_for_mirror(
+    daemon: DaemonProcess,
+    client: ContainersClient,
+    pair_name: str,
+    root: Path,
+    timeout: float = SYNC_TIMEOUT,
+) -> str:
+    """Wait until the pair's container is an exact mirror of ``root``; its id."""
+    last_problem = ["nothing checked yet"]
+
+    def mirrored() -> str | None:
+        container_id = daemon.pair_status(pair_name)["container_id"]
+        if not container_id:
+            last_problem[0] = "no container id yet"
+            return None
+        expected = Counter(local_tree(root).keys())
+        names = remote_name_counts(client, container_id)
+        if names != expected:
+            missing, extra = expected - names, names - expected
+            last_problem[0] = f"missing {sorted(missing)[:5]}, extra {sorted(extra)[:5]}"
+            return None
+        try:
+            assert_exact_mirror(client, container_id, root)
+        except AssertionError as exc:
+            last_problem[0] = str(exc)
+            return None
+        return str(container_id)
+
+    container_id = daemon.wait_for(
+        mirrored, lambda: f"an exact mirror of {root.name} ({last_problem[0]})", timeout=timeout
+    )
+    assert container_id is not None
+    return container_id
+
+
+def passes_since(daemon: DaemonProcess, mark: int, pair_name: str) -> list[dict[str, Any]]:
+    return daemon.events("sync pass", since=mark, pair=pair_name)
+
+
+# -- 1. start, readiness, first change ---------------------------------------------------------
+
+
+def test_readyz_waits_for_the_first_sync_then_changes_flow(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha", "sub/b.txt": "beta"})
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root)])
+    server.emulator.set_faults(FaultConfig(latency_ms=500))  # a slow first sync
+
+    daemon = start_daemon(config)
+    daemon.wait_for(lambda: "docs" in daemon.status()["pairs"], "the pair's worker")
+    assert daemon.get("/readyz").status_code == 503  # the first sync is under way
+    assert daemon.get("/livez").status_code == 200
+    assert daemon.pair_status("docs")["first_sync_done"] is False
+    server.emulator.set_faults(FaultConfig())
+
+    daemon.wait_ready()
+    assert daemon.get("/livez").status_code == 200
+    wait_for_mirror(daemon, client, "docs", root)
+    container_id = daemon.container_id("docs")
+
+    started = time.monotonic()
+    (root / "later.txt").write_text("written after the first sync")
+    daemon.wait_for(
+        lambda: remote_bytes(client, container_id, "later.txt") == b"written after the first sync",
+        "later.txt remotely",
+        timeout=10.0,
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed <= QUIET_PERIOD + 2.0, f"a new file took {elapsed:.2f}s to arrive"
+    assert_exact_mirror(client, container_id, root)
+
+
+# -- 2. editors, renames, slow writers, bursts ---------------------------------------------------
+
+
+def test_editor_atomic_save_uploads_the_new_content_once(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"notes.md": "version 1\n", "other.txt": "x"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_ready()
+    container_id = wait_for_mirror(daemon, client, "docs", root)
+    before = server.emulator.counts()
+
+    # What vim does: a swap file lives while editing; the save writes a temp file
+    # and renames it over the target.
+    swap = root / ".notes.md.swp"
+    swap.write_bytes(b"\x00swap")
+    temp = root / "notes.md.tmp"
+    with temp.open("wb") as handle:
+        handle.write(b"version 2, saved atomically\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, root / "notes.md")
+
+    daemon.wait_for(
+        lambda: remote_bytes(client, container_id, "notes.md") == b"version 2, saved atomically\n",
+        "the saved notes.md remotely",
+    )
+    time.sleep(QUIET_PERIOD + 0.5)  # a further pass, if one were coming, would have started
+    names = remote_name_counts(client, container_id)
+    assert names == Counter({"notes.md": 1, "other.txt": 1})
+    after = server.emulator.counts()
+    assert after["create_file"] - before["create_file"] == 1
+    assert after["delete_file"] - before["delete_file"] == 1
+    swap.unlink()
+    assert_exact_mirror(client, container_id, root)
+
+
+def test_directory_rename_leaves_no_old_names(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    files = {f"drafts/part-{number:02}.md": f"part {number}\n" for number in range(50)}
+    root = make_tree(tmp_path / "docs", {**files, "index.md": "index"})
+    # The rename deletes 50 of 51 tracked names: past the default max_delete brake,
+    # which is tested elsewhere; here the mirror must follow the rename.
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root, max_delete=100.0)])
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    wait_for_mirror(daemon, client, "docs", root)
+
+    (root / "drafts").rename(root / "chapters")
+    container_id = wait_for_mirror(daemon, client, "docs", root)
+    names = remote_name_counts(client, container_id)
+    assert not [name for name in names if name.startswith("drafts/")]
+    assert sum(1 for name in names if name.startswith("chapters/")) == 50
+
+
+def test_a_file_written_in_chunks_is_uploaded_once_whole(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "logs", {"seed.txt": "seed"})
+    # Chunks 0.3 s apart with a 1 s quiet period: the writer never goes quiet long
+    # enough for a "changes" pass, and max_delay (10 s) is longer than the whole
+    # write (3 s). The remote polls every second do run passes meanwhile: the
+    # settle window (= quiet_period) must defer the half-written file in each.
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair("logs", root, quiet_period=1.0, max_delay=10.0, remote_poll_interval=1.0)],
+    )
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    container_id = wait_for_mirror(daemon, client, "logs", root)
+    before = server.emulator.counts()["create_file"]
+    mark = daemon.mark()
+
+    chunks = [f"chunk {number:02} ".encode() * 500 + b"\n" for number in range(10)]
+    with (root / "growing.log").open("wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+            time.sleep(0.3)
+
+    whole = b"".join(chunks)
+    daemon.wait_for(
+        lambda: remote_bytes(client, container_id, "growing.log") == whole,
+        "the whole growing.log remotely",
+    )
+    time.sleep(1.5)  # past another quiet period: no second upload follows
+    assert server.emulator.counts()["create_file"] - before == 1
+    uploads = sum(
+        event["uploaded"] + event["replaced"] for event in passes_since(daemon, mark, "logs")
+    )
+    assert uploads == 1
+    assert [p for p in passes_since(daemon, mark, "logs") if p["deferred"]], "nothing deferred"
+    assert remote_name_counts(client, container_id)["growing.log"] == 1
+    assert_exact_mirror(client, container_id, root)
+
+
+def test_a_burst_of_500_files_is_coalesced_into_few_passes(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "data", {"seed.txt": "seed"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("data", root)]))
+    daemon.wait_ready()
+    wait_for_mirror(daemon, client, "data", root)
+    mark = daemon.mark()
+    passes_before = daemon.pair_status("data")["passes"]
+
+    for number in range(500):
+        (root / "burst" / f"{number // 100}").mkdir(parents=True, exist_ok=True)
+        (root / "burst" / f"{number // 100}" / f"f{number:03}.bin").write_bytes(
+            number.to_bytes(2, "big") * 8
+        )
+
+    wait_for_mirror(daemon, client, "data", root, timeout=30.0)
+    passes = passes_since(daemon, mark, "data")
+    assert 1 <= len(passes) <= 5, [(p["reason"], p["uploaded"], p["deferred"]) for p in passes]
+    assert sum(p["uploaded"] for p in passes) == 500
+    assert daemon.pair_status("data")["passes"] - passes_before <= 5
+
+
+@pytest.mark.parametrize(
+    "remote_poll_interval", [600.0, 0.5], ids=["no-polls", "polls-within-max-delay"]
+)
+def test_a_file_that_never_goes_quiet_is_sent_within_max_delay(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any, remote_poll_interval: float
+) -> None:
+    root = make_tree(tmp_path / "logs", {"seed.txt": "seed"})
+    max_delay = 2.0
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair("logs", root, max_delay=max_delay, remote_poll_interval=remote_poll_interval)],
+    )
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    container_id = wait_for_mirror(daemon, client, "logs", root)
+    mark = daemon.mark()
+
+    # A line every 0.1 s: never quiet for quiet_period (0.3 s), so only max_delay
+    # ("overdue") can send it while it is being written.
+    started = time.monotonic()
+    arrived_after: float | None = None
+    with (root / "app.log").open("ab") as log_file:
+        while arrived_after is None and time.monotonic() - started < max_delay + 4.0:
+            log_file.write(b"another line\n")
+            log_file.flush()
+            time.sleep(0.1)
+            if "app.log" in remote_name_counts(client, container_id):
+                arrived_after = time.monotonic() - started
+    passes = [
+        (p["reason"], p["uploaded"], p["deferred"]) for p in passes_since(daemon, mark, "logs")
+    ]
+    assert arrived_after is not None, f"never sent while written; passes: {passes}"
+    assert arrived_after <= max_delay + 1.5, f"sent after {arrived_after:.2f}s; passes: {passes}"
+
+
+# -- 3. polling and no watching ---------------------------------------------------------------
+
+
+def create_modify_delete(daemon: DaemonProcess, client: ContainersClient, root: Path) -> None:
+    container_id = wait_for_mirror(daemon, client, "docs", root)
+    (root / "created.txt").write_text("new file")
+    daemon.wait_for(
+        lambda: remote_bytes(client, container_id, "created.txt") == b"new file", "a create"
+    )
+    (root / "kept.txt").write_text("kept, and modified to a new size")
+    daemon.wait_for(
+        lambda: (
+            remote_bytes(client, container_id, "kept.txt") == b"kept, and modified to a new size"
+        ),
+        "a modification",
+    )
+    (root / "created.txt").unlink()
+    daemon.wait_for(
+        lambda: "created.txt" not in remote_name_counts(client, container_id), "a deletion"
+    )
+    assert_exact_mirror(client, container_id, root)
+
+
+def test_polling_mode_syncs_create_modify_delete(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"kept.txt": "kept", "other.txt": "other"})
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root, watch="poll")])
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    assert daemon.pair_status("docs")["watch"] == "poll"
+    create_modify_delete(daemon, client, root)
+    assert not daemon.events("sync pass", reason="rescan")
+
+
+def test_watch_off_converges_through_rescans(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"kept.txt": "kept", "other.txt": "other"})
+    config = write_config(
+        tmp_path / "daemon.toml", [pair("docs", root, watch="off", rescan_interval=1.0)]
+    )
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    assert daemon.pair_status("docs")["watch"] == "off"
+    create_modify_delete(daemon, client, root)
+    assert daemon.events("sync pass", reason="rescan")
+
+
+# -- 4. a dead observer is restarted (in-process) ------------------------------------------------
+
+
+def test_a_killed_observer_is_restarted_and_changes_still_sync(
+    tmp_path: Path, client: ContainersClient, env: dict[str, str]
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root, watch="native")])
+    daemon = Daemon(config, environ=env)
+    with running(daemon):
+        wait_until(
+            lambda: "docs" in daemon.workers and daemon.workers["docs"].status.first_sync_done,
+            SYNC_TIMEOUT,
+            message="the first sync of docs",
+        )
+        worker = daemon.workers["docs"]
+        observer = worker.watcher.observer
+        assert observer is not None
+        observer.stop()
+        observer.join(5.0)
+
+        wait_until(
+            lambda: worker.status.observer_restarts >= 1,
+            SYNC_TIMEOUT,
+            message="the observer to be restarted",
+        )
+        status = httpx.get(daemon.http.url.rstrip("/") + "/status", timeout=10.0).json()
+        assert status["pairs"]["docs"]["observer_restarts"] >= 1
+        assert status["pairs"]["docs"]["watch"] == "native"
+        assert worker.watcher.observer is not observer
+        assert worker.watcher.alive
+
+        container_id = worker.status.container_id
+        assert container_id
+        (root / "after.txt").write_text("seen by the new observer")
+        wait_until(
+            lambda: remote_bytes(client, container_id, "after.txt") == b"seen by the new observer",
+            SYNC_TIMEOUT,
+            message="after.txt remotely",
+        )
+        assert_exact_mirror(client, container_id, root)
+
+
+# -- 5. one broken pair does not stop the others --------------------------------------------------
+
+
+def test_a_broken_pair_is_isolated(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    server.emulator.set_faults(FaultConfig(broken_container_names=frozenset({"broken"})))
+    good = make_tree(tmp_path / "good", {"a.txt": "alpha"})
+    bad = make_tree(tmp_path / "bad", {"b.txt": "beta"})
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair("good", good), pair("bad", bad, container="broken")],
+        max_retries=1,
+    )
+    daemon = start_daemon(config)
+    daemon.wait_for(
+        lambda: daemon.pair_status("bad")["state"] == "error", "the broken pair in error"
+    )
+    container_id = wait_for_mirror(daemon, client, "good", good)
+
+    (good / "more.txt").write_text("still syncing")
+    daemon.wait_for(
+        lambda: remote_bytes(client, container_id, "more.txt") == b"still syncing",
+        "more.txt in the healthy pair",
+    )
+    daemon.wait_for(lambda: daemon.pair_status("good")["state"] == "idle", "the healthy pair idle")
+
+    status = daemon.status()
+    broken = status["pairs"]["bad"]
+    assert broken["state"] == "error"
+    assert broken["last_error"]
+    assert API_KEY not in broken["last_error"]
+    assert broken["first_sync_done"] is False
+    assert status["pairs"]["good"]["first_sync_done"] is True
+    assert status["ready"] is False
+    assert daemon.get("/readyz").status_code == 503
+    assert daemon.get("/livez").status_code == 200
+    assert not [c for c in client.iter_containers() if c.name == "broken"]
+
+
+# -- 6. the container expires while the daemon runs ---------------------------------------------
+
+
+def test_an_expired_container_is_recreated_and_refilled(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha", "deep/b.txt": "beta"})
+    id_file = tmp_path / "container-id"
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root, container_id_file=id_file)])
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    old_id = wait_for_mirror(daemon, client, "docs", root)
+    assert id_file.read_text().strip() == old_id
+
+    server.emulator.expire_container(old_id)
+    (root / "c.txt").write_text("written after the expiry")
+
+    new_id = daemon.wait_for(
+        lambda: (cid := daemon.pair_status("docs")["container_id"]) != old_id and cid,
+        "a new container id in /status",
+    )
+    assert wait_for_mirror(daemon, client, "docs", root) == new_id
+    assert client.retrieve_container(new_id).name == "docs"
+    assert client.retrieve_container(old_id).status == "expired"
+    daemon.wait_for(lambda: id_file.read_text().strip() == new_id, "the new id in the id file")
+    recreations = metric_total(
+        daemon.metrics(), "cntr_sync_container_recreations_total", pair="docs"
+    )
+    assert recreations == 1
+
+
+# -- 7. stopping ---------------------------------------------------------------------------------
+
+
+def test_sigterm_flushes_a_fresh_write_and_exits_0(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_ready()
+    container_id = wait_for_mirror(daemon, client, "docs", root)
+
+    (root / "last-words.txt").write_text("written just before the stop")
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit(FLUSH_TIMEOUT + 5.0) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed <= FLUSH_TIMEOUT + 2.0, f"stopping took {elapsed:.2f}s"
+    assert_exact_mirror(client, container_id, root)
+    assert daemon.events("daemon stopped")
+
+
+def test_a_second_sigterm_skips_a_slow_flush(
+    tmp_path: Path, server: EmulatorServer, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_ready()
+    mark = daemon.mark()
+
+    server.emulator.set_faults(FaultConfig(latency_ms=4000))
+    (root / "slow.txt").write_text("never mind")
+    daemon.send(signal.SIGTERM)
+    daemon.wait_for_event("flushing pending changes before stopping", since=mark)
+    time.sleep(0.2)  # well inside the flush's first (slow) request
+
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait_exit(10.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"the second SIGTERM took {elapsed:.2f}s to stop the daemon"
+    assert code != 0
+    server.emulator.set_faults(FaultConfig())
+
+
+# -- 8. SIGHUP -----------------------------------------------------------------------------------
+
+
+def test_sighup_adds_and_removes_pairs(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    first = make_tree(tmp_path / "first", {"one.txt": "one"})
+    second = make_tree(tmp_path / "second", {"two.txt": "two", "nested/three.txt": "three"})
+    config = tmp_path / "daemon.toml"
+    daemon = start_daemon(write_config(config, [pair("first", first)]))
+    daemon.wait_ready()
+    first_id = wait_for_mirror(daemon, client, "first", first)
+
+    mark = daemon.mark()
+    write_config(config, [pair("first", first), pair("second", second)])
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for_event("settings reloaded", since=mark)
+    wait_for_mirror(daemon, client, "second", second)
+    assert set(daemon.status()["pairs"]) == {"first", "second"}
+    assert not daemon.events("pair stopped", since=mark)  # an unchanged pair keeps running
+    daemon.wait_ready()
+
+    mark = daemon.mark()
+    write_config(config, [pair("second", second)])
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for_event("pair stopped", since=mark, pair="first")
+    daemon.wait_for(lambda: set(daemon.status()["pairs"]) == {"second"}, "only second listed")
+
+    # The removed pair no longer syncs; the remaining one does.
+    (first / "orphan.txt").write_text("not synced any more")
+    (second / "more.txt").write_text("still synced")
+    wait_for_mirror(daemon, client, "second", second)
+    time.sleep(QUIET_PERIOD + 0.5)
+    assert "orphan.txt" not in remote_name_counts(client, first_id)
+    metrics = daemon.metrics()
+    assert not [sample for sample in metrics if sample.labels.get("pair") == "first"]
+
+
+def test_an_invalid_config_on_sighup_keeps_the_running_pairs(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    config = tmp_path / "daemon.toml"
+    daemon = start_daemon(write_config(config, [pair("docs", root)]))
+    daemon.wait_ready()
+    wait_for_mirror(daemon, client, "docs", root)
+
+    mark = daemon.mark()
+    config.write_text(config.read_text() + "\nnot_a_setting = 1\n[[pairs\n", encoding="utf-8")
+    daemon.send(signal.SIGHUP)
+    failed = daemon.wait_for_event("reload failed; keeping the running settings", since=mark)
+    assert "daemon.toml" in failed["error"]
+    assert failed["level"] == "error"
+
+    assert set(daemon.status()["pairs"]) == {"docs"}
+    (root / "b.txt").write_text("after the failed reload")
+    wait_for_mirror(daemon, client, "docs", root)
+    assert daemon.proc.poll() is None
+    assert daemon.get("/readyz").status_code == 200
+
+
+# -- 9. metrics ----------------------------------------------------------------------------------
+
+
+def test_metrics_parse_and_counters_move(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_ready()
+    wait_for_mirror(daemon, client, "docs", root)
+    passes_before = daemon.pair_status("docs")["passes"]
+
+    first = daemon.metrics()
+    assert metric_total(first, "cntr_sync_build_info") == 1
+    assert metric_total(first, "cntr_sync_pair_up", pair="docs") == 1
+
+    (root / "b.txt").write_text("counted")
+    wait_for_mirror(daemon, client, "docs", root)
+    daemon.wait_for(
+        lambda: daemon.pair_status("docs")["passes"] > passes_before, "the pass to be recorded"
+    )
+    second = daemon.metrics()
+
+    def moved(name: str, **labels: str) -> float:
+        return metric_total(second, name, **labels) - metric_total(first, name, **labels)
+
+    assert moved("cntr_sync_passes_total", pair="docs") >= 1
+    assert moved("cntr_sync_passes_total", pair="docs", result="success") >= 1
+    assert moved("cntr_sync_files_transferred_total", pair="docs", action="upload") == 1
+    assert moved("cntr_sync_bytes_transferred_total", pair="docs", direction="upload") == len(
+        b"counted"
+    )
+    assert moved("cntr_sync_api_requests_total") >= 2  # at least a listing and an upload
+    assert moved("cntr_sync_api_requests_total", operation="create_file", status="200") == 1
+    assert metric_total(second, "cntr_sync_last_success_timestamp_seconds", pair="docs") > 0
+
+
+# -- 10. the key never shows -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [(), ("--debug",)], ids=["default", "debug"])
+def test_the_api_key_never_appears(
+    tmp_path: Path,
+    server: EmulatorServer,
+    client: ContainersClient,
+    start_daemon: Any,
+    flags: tuple[str, ...],
+) -> None:
+    server.emulator.set_faults(FaultConfig(broken_container_names=frozenset({"broken"})))
+    good = make_tree(tmp_path / "good", {"a.txt": "alpha"})
+    bad = make_tree(tmp_path / "bad", {"b.txt": "beta"})
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair("good", good), pair("bad", bad, container="broken")],
+        max_retries=1,
+    )
+    daemon = start_daemon(config, *flags)
+    wait_for_mirror(daemon, client, "good", good)
+    daemon.wait_for(lambda: daemon.pair_status("bad")["last_error"], "an error in the broken pair")
+    (good / "b.txt").write_text("one more")
+    wait_for_mirror(daemon, client, "good", good)
+
+    pages = [daemon.get(path).text for path in ("/", "/status", "/metrics", "/livez", "/readyz")]
+    daemon.send(signal.SIGTERM)
+    daemon.wait_exit(FLUSH_TIMEOUT + 5.0)
+    daemon.kill()  # joins the readers: all output is in
+    assert daemon.events("sync pass failed")
+    assert_no_key(daemon.stdout, daemon.stderr, *pages)

@@ -1,0 +1,403 @@
+"""watch: the change tracker's debounce bookkeeping, the event handler, and the
+supervised observers (native, polling, off, and the inotify-limit fallback)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+from watchdog.observers.api import BaseObserver, EventEmitter
+
+from cntr_sync.errors import LocalError
+from cntr_sync.watch import MAX_TRACKED_PATHS, ChangeTracker, Watcher, WatchMode, _Handler
+
+WAIT = 10.0  # generous bound for an observer to report a change on a loaded machine
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def saw_path(tracker: ChangeTracker, path: Path) -> Callable[[], bool]:
+    """A predicate that takes the pending set and remembers whether ``path`` was in it."""
+    seen: list[bool] = []
+
+    def check() -> bool:
+        paths, full = tracker.take()
+        if str(path) in paths or full:
+            seen.append(True)
+        return bool(seen)
+
+    return check
+
+
+@pytest.fixture
+def watchers() -> Iterator[list[Watcher]]:
+    """Watchers a test starts; all stopped at teardown."""
+    started: list[Watcher] = []
+    yield started
+    for watcher in started:
+        watcher.stop(timeout=5.0)
+
+
+# -- ChangeTracker --------------------------------------------------------------------
+
+
+def test_tracker_debounce_timestamps_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    tracker = ChangeTracker(clock)
+    assert (tracker.first_at, tracker.last_at, tracker.pending) == (None, None, 0)
+
+    tracker.mark("/r/a")
+    clock.now += 0.5
+    tracker.mark("/r/b")
+    clock.now += 0.25
+    tracker.mark("/r/a")  # duplicates collapse, but still push last_at
+    assert (tracker.first_at, tracker.last_at) == (1000.0, 1000.75)
+    assert tracker.pending == 2
+    assert tracker.events == 3
+
+    assert tracker.take() == (frozenset({"/r/a", "/r/b"}), False)
+    assert (tracker.first_at, tracker.last_at, tracker.pending) == (None, None, 0)
+    assert tracker.take() == (frozenset(), False)
+
+    clock.now += 10
+    tracker.mark_full()
+    assert (tracker.first_at, tracker.last_at) == (1010.75, 1010.75)
+    assert tracker.pending == 1
+    tracker.mark("/r/c")
+    assert tracker.pending == 2
+    assert tracker.take() == (frozenset({"/r/c"}), True)
+    assert tracker.pending == 0
+
+
+def test_re_marking_after_a_deferred_pass_keeps_the_first_change_time() -> None:
+    clock = FakeClock()
+    tracker = ChangeTracker(clock)
+    tracker.mark("a")
+    first = tracker.first_at
+    clock.now += 5
+    tracker.take()  # a pass starts, then defers the file
+    tracker.mark_full(since=first)
+    assert tracker.first_at == first  # max_delay still counts from the first change
+    assert tracker.last_at == clock.now
+    tracker.take()
+    tracker.mark_full(since=None)
+    assert tracker.first_at == clock.now
+
+
+def test_tracker_overflow_turns_into_a_full_rescan() -> None:
+    tracker = ChangeTracker(FakeClock())
+    for number in range(MAX_TRACKED_PATHS):
+        tracker.mark(f"/r/{number}")
+    assert tracker.pending == MAX_TRACKED_PATHS
+    tracker.mark("/r/one-too-many")
+    assert tracker.pending == MAX_TRACKED_PATHS + 1
+    paths, full = tracker.take()
+    assert full
+    assert len(paths) == MAX_TRACKED_PATHS
+    assert "/r/one-too-many" not in paths
+
+
+def waited_for(tracker: ChangeTracker, poke: Callable[[], None]) -> float:
+    """Seconds a ``wait(30)`` lasted while ``poke`` ran every 0.1 s."""
+    waited: list[float] = []
+
+    def waiter() -> None:
+        started = time.monotonic()
+        tracker.wait(30.0)
+        waited.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5.0
+    # Poked again and again: a poke before the waiter blocks would be lost.
+    while thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        poke()
+        thread.join(0.1)
+    assert not thread.is_alive(), "wait() did not wake up"
+    return waited[0]
+
+
+def test_tracker_wait_wakes_on_mark_and_on_wake() -> None:
+    tracker = ChangeTracker()
+    assert waited_for(tracker, lambda: tracker.mark("/r/x")) < 5.0
+    assert waited_for(tracker, tracker.wake) < 5.0
+    assert tracker.take() == (frozenset({"/r/x"}), False)
+
+
+def test_tracker_wait_times_out() -> None:
+    tracker = ChangeTracker()
+    started = time.monotonic()
+    tracker.wait(0.05)
+    tracker.wait(-1.0)  # a deadline in the past returns at once
+    assert time.monotonic() - started < 2.0
+
+
+# -- the event handler ----------------------------------------------------------------------
+
+
+def test_handler_marks_source_and_destination_and_skips_reads() -> None:
+    tracker = ChangeTracker(FakeClock())
+    handler = _Handler(tracker)
+    handler.dispatch(FileCreatedEvent("/r/new"))
+    handler.dispatch(FileModifiedEvent(b"/r/bytes"))
+    handler.dispatch(FileMovedEvent("/r/old", "/r/moved"))
+    handler.dispatch(DirMovedEvent("/r/dir", "/r/dir2"))
+    handler.dispatch(FileOpenedEvent("/r/read-only"))
+    handler.dispatch(FileClosedNoWriteEvent("/r/read-only"))
+    assert tracker.take() == (
+        frozenset({"/r/new", "/r/bytes", "/r/old", "/r/moved", "/r/dir", "/r/dir2"}),
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        object(),  # no attributes at all
+        SimpleNamespace(event_type="modified", src_path=None, dest_path=""),
+        SimpleNamespace(event_type="moved", src_path="/r/a", dest_path=12),
+        SimpleNamespace(event_type=None, src_path=3.5, dest_path=None),
+    ],
+)
+def test_handler_never_raises_and_asks_for_a_full_rescan(event: Any) -> None:
+    tracker = ChangeTracker(FakeClock())
+    _Handler(tracker).dispatch(event)
+    _paths, full = tracker.take()
+    assert full
+
+
+def test_inotify_overflow_log_marks_every_watched_pair_full(
+    tmp_path: Path, watchers: list[Watcher]
+) -> None:
+    tracker = ChangeTracker(FakeClock())
+    watcher = Watcher(tmp_path, tracker, "off")
+    watchers.append(watcher)
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
+    assert tracker.take() == (frozenset(), True)
+
+
+# -- Watcher -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["native", "poll", "auto"])
+def test_watcher_sees_a_created_file(
+    tmp_path: Path, watchers: list[Watcher], mode: WatchMode
+) -> None:
+    tracker = ChangeTracker()
+    watcher = Watcher(tmp_path, tracker, mode, poll_interval=0.1)
+    watchers.append(watcher)
+    watcher.start()
+    assert watcher.kind == ("poll" if mode == "poll" else "native")
+    assert watcher.alive
+    created = tmp_path / "sub" / "new.txt"
+    created.parent.mkdir()
+    created.write_text("hello")
+    wait_until(saw_path(tracker, created), WAIT, f"a {mode} event for {created}")
+
+
+def test_mode_off_starts_nothing(tmp_path: Path, watchers: list[Watcher]) -> None:
+    tracker = ChangeTracker()
+    watcher = Watcher(tmp_path, tracker, "off")
+    watchers.append(watcher)
+    watcher.start()
+    assert (watcher.kind, watcher.observer) == ("off", None)
+    assert watcher.alive
+    assert watcher.check() is False
+    (tmp_path / "unseen.txt").write_text("x")
+    time.sleep(0.2)
+    assert tracker.pending == 0
+    assert watcher.restarts == 0
+
+
+@pytest.mark.parametrize("mode", ["native", "poll"])
+def test_check_restarts_a_stopped_observer(
+    tmp_path: Path, watchers: list[Watcher], mode: WatchMode
+) -> None:
+    tracker = ChangeTracker()
+    watcher = Watcher(tmp_path, tracker, mode, poll_interval=0.1)
+    watchers.append(watcher)
+    watcher.start()
+    assert watcher.check() is False  # healthy: nothing to do
+
+    first = watcher.observer
+    assert first is not None
+    first.stop()
+    first.join(5.0)
+    assert not watcher.alive
+
+    assert watcher.check() is True
+    assert watcher.restarts == 1
+    assert tracker.take() == (frozenset(), True)  # events were lost: rescan everything
+    second = watcher.observer
+    assert second is not None and second is not first
+    assert watcher.alive and watcher.kind == mode
+    assert watcher.check() is False
+
+    created = tmp_path / "after-restart.txt"
+    created.write_text("still watched")
+    wait_until(saw_path(tracker, created), WAIT, "an event from the restarted observer")
+
+
+def test_stop_releases_the_observer(tmp_path: Path) -> None:
+    watcher = Watcher(tmp_path, ChangeTracker(), "native")
+    watcher.start()
+    observer = watcher.observer
+    assert observer is not None
+    watcher.stop()
+    assert watcher.observer is None
+    assert not observer.is_alive()
+    watcher.stop()  # twice is harmless
+
+
+# -- the inotify-limit fallback ----------------------------------------------------------------
+
+
+class _FailingEmitter(EventEmitter):
+    """Fails to start the way the inotify emitter does when a kernel limit is hit."""
+
+    error_number = errno.ENOSPC
+
+    def on_thread_start(self) -> None:
+        raise OSError(self.error_number, os.strerror(self.error_number))
+
+    def queue_events(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+
+def failing_observer(error_number: int) -> BaseObserver:
+    emitter_class = type("Emitter", (_FailingEmitter,), {"error_number": error_number})
+    return BaseObserver(emitter_class=emitter_class)
+
+
+class LimitedWatcher(Watcher):
+    """A Watcher whose native observer fails with ``error_number`` (through the
+    ``_native_observer`` factory) while ``failing`` is set."""
+
+    def __init__(self, *args: Any, error_number: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error_number = error_number
+        self.failing = True
+        self.native_attempts = 0
+
+    def _native_observer(self) -> BaseObserver:
+        self.native_attempts += 1
+        if self.failing:
+            return failing_observer(self.error_number)
+        return super()._native_observer()
+
+
+@pytest.mark.parametrize(
+    ("error_number", "sysctl"),
+    [
+        (errno.ENOSPC, "fs.inotify.max_user_watches"),
+        (errno.EMFILE, "fs.inotify.max_user_instances"),
+    ],
+)
+def test_inotify_limit_falls_back_to_polling_and_names_the_sysctl(
+    tmp_path: Path, watchers: list[Watcher], error_number: int, sysctl: str
+) -> None:
+    warnings: list[str] = []
+    tracker = ChangeTracker()
+    watcher = LimitedWatcher(
+        tmp_path,
+        tracker,
+        "auto",
+        poll_interval=0.1,
+        warn=warnings.append,
+        error_number=error_number,
+    )
+    watchers.append(watcher)
+    watcher.start()
+    assert watcher.kind == "poll"
+    assert watcher.alive
+    assert len(warnings) == 1
+    assert f"sysctl -w {sysctl}=" in warnings[0]
+    assert str(tmp_path) in warnings[0]
+
+    created = tmp_path / "polled.txt"
+    created.write_text("seen by polling")
+    wait_until(saw_path(tracker, created), WAIT, "an event from the polling fallback")
+
+    # A restart that hits the limit again falls back again, without repeating the warning.
+    observer = watcher.observer
+    assert observer is not None
+    observer.stop()
+    observer.join(5.0)
+    assert watcher.check() is True
+    assert watcher.kind == "poll"
+    assert watcher.native_attempts == 2
+    assert len(warnings) == 1
+
+
+def test_native_only_mode_refuses_to_fall_back(tmp_path: Path) -> None:
+    watcher = LimitedWatcher(tmp_path, ChangeTracker(), "native", error_number=errno.ENOSPC)
+    with pytest.raises(LocalError, match="cannot watch"):
+        watcher.start()
+    assert watcher.observer is None
+
+
+def test_other_errors_are_not_taken_for_a_limit(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    watcher = LimitedWatcher(
+        tmp_path, ChangeTracker(), "auto", warn=warnings.append, error_number=errno.EACCES
+    )
+    with pytest.raises(LocalError, match="cannot watch"):
+        watcher.start()
+    assert warnings == []
+
+
+def test_failed_restart_relies_on_rescans(tmp_path: Path, watchers: list[Watcher]) -> None:
+    warnings: list[str] = []
+    tracker = ChangeTracker()
+    watcher = LimitedWatcher(
+        tmp_path, tracker, "native", warn=warnings.append, error_number=errno.EACCES
+    )
+    watchers.append(watcher)
+    watcher.failing = False
+    watcher.start()
+    assert watcher.kind == "native"
+
+    watcher.failing = True
+    observer = watcher.observer
+    assert observer is not None
+    observer.stop()
+    observer.join(5.0)
+    assert watcher.check() is True
+    assert (watcher.kind, watcher.observer) == ("off", None)
+    assert tracker.take() == (frozenset(), True)
+    assert len(warnings) == 1
+    assert "relying on periodic rescans" in warnings[0]
+    assert watcher.check() is False  # "off" is not restarted again and again
