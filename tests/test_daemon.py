@@ -581,6 +581,30 @@ def test_a_file_that_never_goes_quiet_is_sent_within_max_delay(
     assert arrived_after <= max_delay + 1.5, f"sent after {arrived_after:.2f}s; passes: {passes}"
 
 
+def test_a_file_written_during_startup_does_not_make_the_first_pass_spin(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "logs", {"seed.txt": "seed"})
+    log_path = root / "app.log"
+    log_path.write_bytes(b"start\n")
+    config = write_config(
+        tmp_path / "daemon.toml", [pair("logs", root, quiet_period=1.0, max_delay=3.0)]
+    )
+    started = time.monotonic()
+    daemon = start_daemon(config)
+    # Written every 0.3 s: younger than quiet_period at every pass, so only
+    # max_delay sends it; the first pass must wait for that, not repeat at once.
+    with log_path.open("ab") as log_file:
+        while time.monotonic() - started < 5.0:
+            log_file.write(b"line\n")
+            log_file.flush()
+            time.sleep(0.3)
+    passes = [(p["reason"], p["uploaded"], p["deferred"]) for p in passes_since(daemon, 0, "logs")]
+    assert len(passes) <= 4, passes
+    daemon.wait_ready()
+    wait_for_mirror(daemon, client, "logs", root)
+
+
 # -- 3. polling and no watching ---------------------------------------------------------------
 
 

@@ -247,14 +247,18 @@ class PairWorker:
         now = self._clock()
         if now < self._retry_at:
             return None
-        if not self.status.first_sync_done:
-            return "initial"
         first, last = self.tracker.first_at, self.tracker.last_at
         if first is not None and last is not None:
             if now - first >= self.pair.max_delay:
                 return "overdue"
             if now - last >= self.pair.quiet_period:
                 return "changes"
+            # Changes are settling: everything else waits for them (max_delay bounds it).
+            return None
+        if not self.status.first_sync_done:
+            # First pass, or a retry of one that failed. One that deferred files
+            # re-marked the tracker, so it waits for quiet above instead of spinning.
+            return "initial"
         if now - self._last_rescan >= self.pair.rescan_interval:
             return "rescan"
         if now - self._last_poll >= self._poll_interval() and self._container_wanted(now):
