@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -415,3 +416,18 @@ def test_a_file_changing_during_its_upload_is_uploaded_again(
     assert emu.counts()["create_file"] == 2
     assert result.container_id is not None
     harness.assert_exact_mirror(result.container_id)
+
+
+def test_the_settle_window_defers_files_modified_a_moment_ago(
+    harness: Harness, emu: Emulator
+) -> None:
+    old = write(harness.root, "old.txt", "settled")
+    os.utime(old, ns=(1, time.time_ns() - 60_000_000_000))
+    write(harness.root, "fresh.txt", "still being written")
+    result = harness.sync(settle_seconds=30.0)
+    assert result.uploaded == 1 and result.deferred == ["fresh.txt"]
+    assert not result.in_sync
+    assert result.container_id is not None
+    assert harness.remote_user_names(result.container_id) == Counter({"old.txt": 1})
+    # Without the window (a one-shot sync, or an overdue pass) it goes.
+    assert harness.sync().uploaded == 1

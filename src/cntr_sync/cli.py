@@ -36,7 +36,7 @@ from rich.table import Table
 
 from cntr_sync import __version__, logs
 from cntr_sync.api import ContainersClient, RateLimiter
-from cntr_sync.config import Settings
+from cntr_sync.config import PairSettings, Settings
 from cntr_sync.daemon import Daemon
 from cntr_sync.emulator import serve
 from cntr_sync.engine import Engine, PairSpec, PassResult
@@ -167,19 +167,24 @@ def _container_spec(container: str | None, settings: Settings) -> str:
     return spec
 
 
-def _pair(root: Path, spec: str, settings: Settings) -> PairSpec:
-    return PairSpec(
-        root=root,
-        container=spec,
-        expires_after_minutes=settings.expires_after_minutes,
-        memory_limit=settings.memory_limit,
-        delete=settings.delete,
-        delete_unknown=settings.delete_unknown,
-        max_delete_percent=settings.max_delete,
-        ignore=tuple(settings.ignore),
-        follow_symlinks=settings.follow_symlinks,
-        container_id_file=settings.container_id_file,
-    )
+@contextmanager
+def _pair_session(
+    settings: Settings, directory: Path, spec: str, *, lock: bool = True
+) -> Iterator[tuple[ContainersClient, Index, PairSpec]]:
+    """The client, the pair's index and its spec, for one command."""
+    root = directory.expanduser().absolute()
+    pair = settings.pair_view(PairSettings(name="one-shot", local=root, container=spec))
+    with (
+        _client(settings) as client,
+        Index.open(
+            settings.state_dir,
+            base_url=client.base_url,
+            root=root,
+            container_spec=spec,
+            lock=lock,
+        ) as index,
+    ):
+        yield client, index, PairSpec.from_settings(pair)
 
 
 def _human(size: int) -> str:
@@ -324,17 +329,11 @@ def sync(
             container_id_file=container_id_file,
         )
         spec = _container_spec(container, settings)
-        root = directory.expanduser().absolute()
-        with (
-            _client(settings) as client,
-            Index.open(
-                settings.state_dir, base_url=client.base_url, root=root, container_spec=spec
-            ) as index,
-        ):
+        with _pair_session(settings, directory, spec) as (client, index, pair):
             result = _run_pass(
                 client,
                 index,
-                _pair(root, spec, settings),
+                pair,
                 settings,
                 dry_run=dry_run,
                 force=force,
@@ -495,19 +494,10 @@ def status(
     with _reporting(debug=debug, json_output=json_output):
         settings = _load_settings(config, state_dir=state_dir)
         spec = _container_spec(container, settings)
-        root = directory.expanduser().absolute()
-        with (
-            _client(settings) as client,
-            Index.open(
-                settings.state_dir,
-                base_url=client.base_url,
-                root=root,
-                container_spec=spec,
-                lock=False,
-            ) as index,
-        ):
+        # Reads only, so it works beside a running sync or daemon (no lock).
+        with _pair_session(settings, directory, spec, lock=False) as (client, index, pair):
             known = {
-                "root": str(root),
+                "root": str(pair.root),
                 "container": spec,
                 "container_id": index.container_id,
                 "tracked_files": index.entry_count(),
@@ -519,7 +509,7 @@ def status(
             result = _run_pass(
                 client,
                 index,
-                _pair(root, spec, settings),
+                pair,
                 settings,
                 dry_run=True,
                 force=False,

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -129,22 +129,6 @@ class ClientFactory:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-
-
-def pair_spec(pair: ResolvedPair) -> PairSpec:
-    return PairSpec(
-        root=pair.local,
-        container=pair.container,
-        expires_after_minutes=pair.expires_after_minutes,
-        memory_limit=pair.memory_limit,
-        delete=pair.delete,
-        delete_unknown=pair.delete_unknown,
-        max_delete_percent=pair.max_delete,
-        ignore=pair.ignore,
-        follow_symlinks=pair.follow_symlinks,
-        container_id_file=pair.container_id_file,
-        settle_seconds=pair.quiet_period,
-    )
 
 
 class PairWorker:
@@ -319,9 +303,7 @@ class PairWorker:
                 root=self.pair.local.absolute(),
                 container_spec=self.pair.container,
             )
-        spec = pair_spec(self.pair)
-        if not settle:
-            spec = replace(spec, settle_seconds=0.0)
+        spec = PairSpec.from_settings(self.pair, settle=settle)
         return Engine(
             client,
             self._index,

@@ -24,6 +24,7 @@ from typing import Protocol
 import structlog
 
 from cntr_sync.api import ContainersClient
+from cntr_sync.config import ResolvedPair
 from cntr_sync.errors import (
     ApiError,
     AuthenticationError,
@@ -83,6 +84,24 @@ class PairSpec:
     # Files modified less than this long ago may still be being written: the
     # daemon defers them to a later pass (the one-shot command uses 0).
     settle_seconds: float = 0.0
+
+    @classmethod
+    def from_settings(cls, pair: ResolvedPair, *, settle: bool = False) -> PairSpec:
+        """The spec of a configured pair; ``settle`` defers files younger than its
+        quiet period (the daemon's choice; a one-shot sync sends what it sees)."""
+        return cls(
+            root=pair.local,
+            container=pair.container,
+            expires_after_minutes=pair.expires_after_minutes,
+            memory_limit=pair.memory_limit,
+            delete=pair.delete,
+            delete_unknown=pair.delete_unknown,
+            max_delete_percent=pair.max_delete,
+            ignore=pair.ignore,
+            follow_symlinks=pair.follow_symlinks,
+            container_id_file=pair.container_id_file,
+            settle_seconds=pair.quiet_period if settle else 0.0,
+        )
 
 
 class Progress(Protocol):
