@@ -418,8 +418,12 @@ def test_pagination_over_250_items_in_both_cursor_styles(opaque: bool) -> None:
 
 
 def test_a_page_that_repeats_its_cursor_raises_instead_of_looping() -> None:
-    page = {"object": "list", "data": [FILE], "has_more": True, "after": "same"}
-    script = Script(httpx.Response(200, json=page))
+    # New items on each page, but the same cursor every time.
+    pages = [
+        {"object": "list", "data": [{**FILE, "id": f"f{n}"}], "has_more": True, "after": "same"}
+        for n in range(2)
+    ]
+    script = Script(*(httpx.Response(200, json=page) for page in pages))
     with make_client(script) as client, pytest.raises(ProtocolError, match="repeats cursor"):
         list(client.iter_files("cntr_1"))
     assert len(script.requests) == 2
@@ -546,3 +550,39 @@ def test_credentials_in_the_base_url_are_refused_not_silently_used() -> None:
     with pytest.raises(ConfigError, match="must not contain a user or password") as caught:
         ContainersClient("sk-key-123456", base_url="http://me:hunter2@gateway.test/v1")
     assert "hunter2" not in caught.value.message
+
+
+@pytest.mark.parametrize("bad_id", ["", ".", ".."])
+def test_dot_ids_are_refused_before_they_reach_a_url(bad_id: str) -> None:
+    script = Script(httpx.Response(200))
+    with make_client(script) as client, pytest.raises(ProtocolError, match="refusing"):
+        client.delete_file("cntr_1", bad_id)
+    assert script.requests == []
+
+
+@pytest.mark.parametrize(
+    ("message", "expired"),
+    [
+        ("Container is expired.", True),
+        ("litellm.BadRequestError: OpenAIException - Container is expired.", True),
+        ("The container cntr_1 has expired", True),
+        ("File 'expired_tokens.csv' is too large.", False),
+        ("Your API key expired", False),
+    ],
+)
+def test_only_a_container_expiry_counts_as_one(message: str, expired: bool) -> None:
+    error_class = ContainerExpiredError if expired else BadRequestError
+    with make_client(Script(error(400, message))) as client, pytest.raises(error_class):
+        client.retrieve_container("cntr_1")
+
+
+def test_a_gateway_that_ignores_the_cursor_is_caught_not_followed_forever() -> None:
+    pages = iter(range(1_000))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        # Always the first page, each time with a brand-new opaque cursor.
+        body = {"object": "list", "data": [FILE], "has_more": True, "after": f"c{next(pages)}"}
+        return httpx.Response(200, json=body)
+
+    with make_client(handler) as client, pytest.raises(ProtocolError, match="starts again"):
+        list(client.iter_files("cntr_1"))

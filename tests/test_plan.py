@@ -96,16 +96,37 @@ def test_removed_local_file_deletes_its_remote() -> None:
     assert [(d.remote_id, d.reason, d.relpath) for d in p.deletes] == [("f1", "removed", "a")]
 
 
-def test_no_delete_policy_keeps_remote_files() -> None:
-    policy = Policy(delete=False)
+def test_no_delete_keeps_files_deleted_locally_but_still_replaces_edits() -> None:
+    policy = Policy(delete=False, delete_unknown=True)
     p = plan(
         {"b": local("b", "v2")},
         {"a": entry("a", "f1"), "b": entry("b", "f2")},
-        [remote("f1", "a"), remote("f2", "b")],
+        [remote("f1", "a"), remote("f2", "b"), remote("x", "model.csv", source="assistant")],
         policy=policy,
     )
-    assert p.deletes == ()
-    assert [(u.relpath, u.replaces) for u in p.uploads] == [("b", None)]
+    assert p.deletes == ()  # neither the removed "a" nor the unknown file
+    # An edit is still a replace: the old version must not linger beside the new.
+    assert [(u.relpath, u.replaces) for u in p.uploads] == [("b", "f2")]
+
+
+def test_no_delete_still_removes_superseded_copies_of_ours() -> None:
+    p = plan(
+        {"a": local("a", "v2")},
+        {},
+        [remote("f9", "a")],
+        intents={"a": intent("a", "v1")},
+        doomed=[DoomedFile("old", "a")],
+        policy=Policy(delete=False),
+    )
+    assert sorted((d.remote_id, d.reason) for d in p.deletes) == [("f9", "stale-upload")]
+    p = plan(
+        {"a": local("a")},
+        {"a": entry("a", "f1")},
+        [remote("f1", "a"), remote("old", "a")],
+        doomed=[DoomedFile("old", "a")],
+        policy=Policy(delete=False),
+    )
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "doomed")]
 
 
 def test_index_entry_missing_from_listing_is_uploaded_again_or_forgotten() -> None:
@@ -269,6 +290,20 @@ def test_mass_deletion_trips_the_brake_at_the_configured_share() -> None:
     brake = check_brakes(p, local_count=4, policy=Policy(max_delete_percent=50))
     assert brake is not None and "6 of 10" in brake.reason
     assert check_brakes(p, local_count=4, policy=Policy(max_delete_percent=60)) is None
+
+
+def test_deleting_unknown_files_is_braked_too() -> None:
+    # A fresh index and an empty root (an unmounted disk) with delete_unknown:
+    # the model's files must not all go.
+    listing = [remote(f"m{i}", f"out{i}.csv", source="assistant") for i in range(50)]
+    policy = Policy(delete_unknown=True)
+    p = plan({}, {}, listing, policy=policy)
+    assert p.destructive == 50
+    brake = check_brakes(p, local_count=0, policy=policy)
+    assert brake is not None and "empty" in brake.reason
+    mostly_unknown = plan({"a": local("a")}, {}, listing, policy=policy)
+    brake = check_brakes(mostly_unknown, local_count=1, policy=policy)
+    assert brake is not None and "50 of 50" in brake.reason
 
 
 def test_small_deletions_do_not_trip_the_brake() -> None:

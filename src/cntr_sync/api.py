@@ -22,6 +22,7 @@ import email.utils
 import json
 import math
 import os
+import re
 import ssl
 import threading
 import time
@@ -602,7 +603,7 @@ class ContainersClient:
             response.close()
             raise _Retryable(status=status, message=message, headers=response.headers)
         error_class: type[ApiError]
-        if status == 400 and "expired" in message.lower():
+        if status == 400 and is_container_expired(message):
             error_class = ContainerExpiredError
         else:
             error_class = {
@@ -657,6 +658,9 @@ class ContainersClient:
         """
         cursor: str | None = None
         seen: set[str] = set()
+        # A gateway that ignores "after" but hands out fresh cursors would loop
+        # forever: a page starting with an item already seen is the same tell.
+        first_ids: set[str] = set()
         while True:
             query: dict[str, str | int] = {"limit": PAGE_LIMIT, "order": order, **params}
             if cursor is not None:
@@ -665,6 +669,11 @@ class ContainersClient:
             data = page.get("data")
             if not isinstance(data, list):
                 raise self._protocol(call, "list answer has no 'data' array")
+            head = data[0].get("id") if data and isinstance(data[0], dict) else None
+            if isinstance(head, str):
+                if head in first_ids:
+                    raise self._protocol(call, f"page starts again at {head!r}; stopping")
+                first_ids.add(head)
             for item in data:
                 if not isinstance(item, dict):
                     raise self._protocol(call, "list item is not an object")
@@ -744,5 +753,23 @@ def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:
 
 
 def _seg(identifier: str) -> str:
-    """Quote an opaque id for use as one URL path segment."""
+    """Quote an opaque id for use as one URL path segment.
+
+    Ids are opaque, but "." and ".." would be collapsed by URL normalisation
+    into another resource (deleting file ".." would delete the container).
+    """
+    if identifier in ("", ".", ".."):
+        raise ProtocolError(f"refusing to use {identifier!r} as an id in a URL")
     return quote(identifier, safe="")
+
+
+def is_container_expired(message: str) -> bool:
+    """Whether a 400's message says the container expired (not merely "expired").
+
+    The API answers "Container is expired."; gateways wrap it (LiteLLM:
+    "litellm.BadRequestError: OpenAIException - Container is expired.").
+    """
+    lowered = message.lower()
+    return "container is expired" in lowered or bool(
+        re.search(r"\bcontainer\b[^.]*\bexpired\b", lowered)
+    )

@@ -33,6 +33,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from cntr_sync import __version__, logs
 from cntr_sync.api import ContainersClient, RateLimiter
@@ -463,7 +464,8 @@ def ls(
         table.add_column("path", overflow="fold")
         table.add_column("id", no_wrap=True)
         for row in rows:
-            table.add_row(*row)
+            # Paths come from the model: never let rich read them as markup.
+            table.add_row(*(Text(cell) for cell in row))
         out_console.print(table)
 
 

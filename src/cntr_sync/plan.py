@@ -14,9 +14,12 @@ Ownership rules, in one place:
   id of a replaced file), or when it is a ``user`` upload whose name equals the
   upload name of a local relpath that this pass syncs (the mirror owns the
   names of the files it mirrors).
-- Ours and current: kept. Ours and not current: deleted (with ``delete``).
+- Ours and current: kept. Ours and superseded (the old version of a replaced
+  file, a duplicate, an ambiguous upload of older content): deleted, always,
+  since that is part of replacing the file.
+- Ours and its local file gone: deleted only with ``delete``.
 - Everything else (assistant files, user files with other names) is left
-  alone, unless ``delete_unknown``.
+  alone, unless ``delete`` and ``delete_unknown``.
 - Names are trusted only while the server keeps them: when a gateway replaces
   every upload name (``names_kept`` is False), nothing is matched by name.
 """
@@ -119,6 +122,16 @@ class Plan:
         return sum(1 for d in self.deletes if d.reason == "removed")
 
     @property
+    def destructive(self) -> int:
+        """Deletions that lose a file rather than replace one: what the brakes weigh."""
+        return sum(1 for d in self.deletes if d.reason in ("removed", "unknown"))
+
+    @property
+    def unknown_total(self) -> int:
+        """Remote files that are not ours, deleted or kept."""
+        return self.unknown_kept + sum(1 for d in self.deletes if d.reason == "unknown")
+
+    @property
     def upload_bytes(self) -> int:
         return sum(u.size for u in self.uploads)
 
@@ -209,10 +222,8 @@ def plan(
         target = remote_by_id.get(gone.remote_id)
         if target is None:
             out.dropped_doomed.append(gone.remote_id)
-        elif policy.delete:
-            out.delete(target, "doomed", gone.relpath)
         else:
-            out.claimed.add(target.id)
+            out.delete(target, "doomed", gone.relpath)
 
     indexed_ids = {entry.remote_id for entry in index.values()}
     out.claimed |= indexed_ids & remote_by_id.keys()
@@ -322,7 +333,7 @@ def _plan_relpath(
             )
             out.claimed.add(adopted.id)
             out.adopts.append(Adopt(_entry_for(relpath, local, adopted, policy), reason))
-            if live is not None and policy.delete:
+            if live is not None:
                 out.delete(live, "replaced", relpath)
 
     if current is None:
@@ -332,7 +343,7 @@ def _plan_relpath(
             upload_reason = "missing-remote"
         else:
             upload_reason = "changed"
-        replaces = live.id if live is not None and policy.delete else None
+        replaces = live.id if live is not None else None
         out.uploads.append(
             Upload(relpath, local.size, local.mtime_ns, local.hash, upload_reason, replaces)
         )
@@ -377,12 +388,8 @@ def _drop_leftovers(
 ) -> None:
     """Same-name uploads other than the current one are superseded copies of ours."""
     for candidate in candidates:
-        if candidate.id == keep:
-            continue
-        if policy.delete:
+        if candidate.id != keep:
             out.delete(candidate, reason, relpath)
-        else:
-            out.claimed.add(candidate.id)
     if intent is not None:
         out.cleared_intents.append(relpath)
 
@@ -419,20 +426,26 @@ class Brake:
 def check_brakes(
     plan_: Plan, *, local_count: int, policy: Policy, force: bool = False
 ) -> Brake | None:
-    """Refuse plans that look like a disaster rather than an edit, unless forced."""
+    """Refuse plans that look like a disaster rather than an edit, unless forced.
+
+    Both removals of tracked files and deletions of unknown files (with
+    ``delete_unknown``) count: an unmounted root must not empty the container
+    either way.
+    """
     if force:
         return None
-    if local_count == 0 and plan_.tracked > 0 and plan_.removals:
+    destructive = plan_.destructive
+    if local_count == 0 and destructive:
         return Brake(
-            f"the sync root is empty but {plan_.tracked} files are tracked; "
-            "refusing to delete them all (use --force if this is intended)"
+            f"the sync root is empty but this pass would delete {destructive} remote files; "
+            "refusing (use --force if this is intended)"
         )
-    removals = plan_.removals
-    if plan_.tracked and removals >= BRAKE_MIN_DELETES:
-        percent = 100.0 * removals / plan_.tracked
+    base = plan_.tracked + plan_.unknown_total
+    if base and destructive >= BRAKE_MIN_DELETES:
+        percent = 100.0 * destructive / base
         if percent > policy.max_delete_percent:
             return Brake(
-                f"this pass would delete {removals} of {plan_.tracked} tracked files "
+                f"this pass would delete {destructive} of {base} files "
                 f"({percent:.0f}% > max_delete {policy.max_delete_percent:g}%); "
                 "use --force if this is intended"
             )
