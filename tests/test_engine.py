@@ -431,3 +431,32 @@ def test_the_settle_window_defers_files_modified_a_moment_ago(
     assert harness.remote_user_names(result.container_id) == Counter({"old.txt": 1})
     # Without the window (a one-shot sync, or an overdue pass) it goes.
     assert harness.sync().uploaded == 1
+
+
+@pytest.mark.parametrize("follow_symlinks", [False, True])
+def test_a_file_swapped_for_a_link_after_the_scan_never_sends_the_link_target(
+    harness: Harness, emu: Emulator, tmp_path: Path, follow_symlinks: bool
+) -> None:
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN PRIVATE KEY----- secret")
+    write(harness.root, "other.txt", "x")
+    assert harness.sync().uploaded == 1  # the container exists, so the next pass lists
+    target = write(harness.root, "a.md", "notes")
+    inner = emu.transport()
+
+    class SwapAfterTheScan(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            # The listing comes after the scan and before any upload.
+            if request.method == "GET" and request.url.path.endswith("/files"):
+                target.unlink(missing_ok=True)
+                target.symlink_to(secret)
+            return inner.handle_request(request)
+
+    harness.transport = SwapAfterTheScan()
+    result = harness.sync(follow_symlinks=follow_symlinks)
+    assert result.uploaded == 0 and not result.in_sync
+    assert result.deferred == ["a.md"]
+    assert result.container_id is not None
+    for item in harness.remote(result.container_id):
+        blob = emu.blob_path(result.container_id, str(item["id"]))
+        assert blob is not None and b"PRIVATE KEY" not in blob.read_bytes()

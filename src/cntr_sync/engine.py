@@ -12,6 +12,7 @@ through ``Index``, or decide what to do (``plan`` decides).
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import structlog
 
@@ -57,7 +58,14 @@ from cntr_sync.plan import (
     to_remote_file,
     upload_name,
 )
-from cntr_sync.scan import IgnoreRules, MemoryHashCache, Snapshot, hash_file, scan
+from cntr_sync.scan import (
+    IgnoreRules,
+    MemoryHashCache,
+    Snapshot,
+    hash_fd,
+    open_regular,
+    scan,
+)
 
 log = structlog.get_logger("cntr_sync.engine")
 
@@ -163,6 +171,10 @@ class _UploadDone:
     remote: RemoteFile
     stat: os.stat_result | None
     changed_meanwhile: bool
+
+
+class _ChangedBeforeUpload(Exception):
+    """The file is not the one the scan saw (changed, replaced, gone): nothing sent."""
 
 
 class Engine:
@@ -492,22 +504,43 @@ class Engine:
         action: Upload,
         intent: UploadIntent,
     ) -> _UploadDone:
-        path = self.pair.root / action.relpath
-        created = self.client.create_file(container_id, path, filename=intent.filename)
+        """Upload the very file the scan saw, from one open descriptor.
+
+        The path is opened once (not following a symlink unless asked) and
+        checked against the scan's inode, size and mtime, then streamed from
+        that descriptor: a file swapped after the scan (for a link to
+        ~/.ssh/id_rsa, say) is never what gets sent.
+        """
         try:
-            stat_after: os.stat_result | None = path.stat()
-        except FileNotFoundError:
-            stat_after = None
+            handle, before = self._open_as_scanned(action)
+        except OSError as exc:
+            raise _ChangedBeforeUpload(action.relpath) from exc
+        with handle:
+            created = self.client.create_file(container_id, handle, filename=intent.filename)
+            after = os.fstat(handle.fileno())
         return _UploadDone(
             action=action,
             intent=intent,
             remote=to_remote_file(
                 created.id, created.path, created.bytes, created.source, created.created_at
             ),
-            stat=stat_after,
-            changed_meanwhile=stat_after is None
-            or (stat_after.st_size, stat_after.st_mtime_ns) != (action.size, action.mtime_ns),
+            stat=after,
+            changed_meanwhile=(after.st_size, after.st_mtime_ns)
+            != (before.st_size, before.st_mtime_ns),
         )
+
+    def _open_as_scanned(self, action: Upload) -> tuple[BinaryIO, os.stat_result]:
+        fd = open_regular(
+            self.pair.root / action.relpath, follow_symlinks=self.pair.follow_symlinks
+        )
+        handle = os.fdopen(fd, "rb")
+        seen = os.fstat(fd)
+        if (seen.st_size, seen.st_mtime_ns) != (action.size, action.mtime_ns) or (
+            action.inode and seen.st_ino != action.inode
+        ):
+            handle.close()
+            raise OSError(errno.ESTALE, "changed since the scan", action.relpath)
+        return handle, seen
 
     def _finish(
         self,
@@ -524,6 +557,16 @@ class Engine:
         except OutcomeUnknownError as exc:
             # The intent stays: the next pass's listing adopts or removes the file.
             result.failures.append(ActionFailure("upload", exc.filename, exc.message))
+            return
+        except _ChangedBeforeUpload:
+            # Nothing was sent: scan the file again (or leave it to the next pass).
+            assert isinstance(action, Upload)
+            self.index.clear_intent(action.relpath)
+            redo = self._redo(action, redos)
+            if redo is None:
+                result.deferred.append(action.relpath)
+            else:
+                yield redo
             return
         except FileNotFoundError:
             # Deleted after the scan: the next pass plans its removal.
@@ -583,21 +626,36 @@ class Engine:
         self._progress.advance(1, action.size)
 
     def _redo(self, action: Upload, redos: dict[str, int]) -> Upload | None:
+        """The file changed under its upload: hash it again, if it holds still."""
         count = redos.get(action.relpath, 0) + 1
         redos[action.relpath] = count
         if count > MAX_REDOS:
             return None
         path = self.pair.root / action.relpath
+        if self.pair.follow_symlinks and not _resolves_inside(path, self.pair.root):
+            return None  # a link now leads out of the root: the next scan decides
         try:
-            before = path.stat()
-            digest = hash_file(path)
-            after = path.stat()
+            fd = open_regular(path, follow_symlinks=self.pair.follow_symlinks)
         except OSError:
             return None
+        try:
+            before = os.fstat(fd)
+            digest = hash_fd(fd)
+            after = os.fstat(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             return None
         return Upload(
-            action.relpath, after.st_size, after.st_mtime_ns, digest, action.reason, action.replaces
+            action.relpath,
+            after.st_size,
+            after.st_mtime_ns,
+            digest,
+            action.reason,
+            action.replaces,
+            inode=after.st_ino,
         )
 
     def _learn_names_kept(self, done: _UploadDone) -> None:
@@ -620,6 +678,10 @@ class _ReadThroughCache:
 
     def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
         self._memory.store(relpath, inode, size, mtime_ns, digest)
+
+
+def _resolves_inside(path: Path, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
 def _os_message(exc: OSError) -> str:

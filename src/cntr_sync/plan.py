@@ -59,6 +59,7 @@ class Upload:
     hash: str
     reason: UploadReason
     replaces: str | None = None
+    inode: int = 0  # of the scanned file; 0: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +346,15 @@ def _plan_relpath(
             upload_reason = "changed"
         replaces = live.id if live is not None else None
         out.uploads.append(
-            Upload(relpath, local.size, local.mtime_ns, local.hash, upload_reason, replaces)
+            Upload(
+                relpath,
+                local.size,
+                local.mtime_ns,
+                local.hash,
+                upload_reason,
+                replaces,
+                inode=local.inode,
+            )
         )
         _drop_leftovers(relpath, intent, candidates, policy=policy, out=out, reason="stale-upload")
         return

@@ -91,17 +91,34 @@ def hash_file(path: Path) -> str:
     Raises ``OSError`` (``scan`` maps it); refuses anything that is not a
     regular file once opened, so a path swapped for a FIFO cannot block us.
     """
-    fd = _open_regular(path)
+    fd = open_regular(path)
+    try:
+        return hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_fd(fd: int) -> str:
+    """xxh3-128 hex digest of an open file from its start; the fd stays open."""
     digest = xxhash.xxh3_128()
-    with open(fd, "rb", buffering=0) as stream:  # noqa: PTH123 (an fd, not a path)
-        while chunk := stream.read(HASH_CHUNK):
-            digest.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, HASH_CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
     return digest.hexdigest()
 
 
-def _open_regular(path: Path) -> int:
+def open_regular(path: Path, *, follow_symlinks: bool = True) -> int:
+    """Open a regular file read-only; OSError for anything else.
+
+    ``follow_symlinks=False`` refuses a symlink in the last component (ELOOP),
+    so a file swapped for a link after the scan cannot smuggle its target in.
+    """
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
@@ -181,7 +198,7 @@ def _valid_pattern(line: str) -> bool:
 
 def _read_ignore_file(path: Path) -> list[str]:
     try:
-        fd = _open_regular(path)
+        fd = open_regular(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
