@@ -586,3 +586,11 @@ def test_a_gateway_that_ignores_the_cursor_is_caught_not_followed_forever() -> N
 
     with make_client(handler) as client, pytest.raises(ProtocolError, match="starts again"):
         list(client.iter_files("cntr_1"))
+
+
+def test_creating_a_container_is_not_retried_after_the_body_was_sent() -> None:
+    script = Script(error(502, "bad gateway"), httpx.Response(200, json=CONTAINER))
+    with make_client(script) as client, pytest.raises(OutcomeUnknownError) as caught:
+        client.create_container("docs")
+    assert len(script.requests) == 1
+    assert caught.value.operation == "create_container"

@@ -16,7 +16,7 @@ import pytest
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
 from cntr_sync.engine import Engine, PairSpec, PassResult
-from cntr_sync.errors import SafetyBrakeError, ServerError
+from cntr_sync.errors import NotFoundError, SafetyBrakeError, ServerError
 from cntr_sync.index import Index
 from cntr_sync.plan import remote_names
 from helpers import NoSleep
@@ -460,3 +460,28 @@ def test_a_file_swapped_for_a_link_after_the_scan_never_sends_the_link_target(
     for item in harness.remote(result.container_id):
         blob = emu.blob_path(result.container_id, str(item["id"]))
         assert blob is not None and b"PRIVATE KEY" not in blob.read_bytes()
+
+
+def test_a_container_create_whose_answer_was_lost_is_not_made_twice(
+    harness: Harness, emu: Emulator
+) -> None:
+    write(harness.root, "a.txt", "a")
+    emu.fail_next("create_container", "ambiguous")  # made, but answered 500
+    result = harness.sync()
+    assert result.in_sync and result.uploaded == 1
+    running = [c for c in emu.requests_log() if c.operation == "create_container"]
+    assert len(running) == 1
+    with ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client:
+        assert [c.id for c in client.iter_containers(name="box")] == [result.container_id]
+
+
+def test_a_404_from_a_gateway_does_not_abandon_a_running_container(
+    harness: Harness, emu: Emulator
+) -> None:
+    write(harness.root, "a.txt", "a")
+    first = harness.sync()
+    emu.fail_next("list_files", 404)
+    with pytest.raises(NotFoundError):
+        harness.sync()
+    again = harness.sync()
+    assert again.container_id == first.container_id and not again.container_recreated

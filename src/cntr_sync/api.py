@@ -362,8 +362,12 @@ class ContainersClient:
         if file_ids:
             body["file_ids"] = list(file_ids)
         body.update(extra_body or {})
-        call = _Call("create_container")
-        return self._parse(call, Container, self._request(call, "POST", "containers", json=body))
+        # Not idempotent either: a retry after the body was sent could make two.
+        call = _Call("create_container", filename=name)
+        response = self._request_with(
+            call, lambda: self._send("POST", "containers", json=body), upload=True
+        )
+        return self._parse(call, Container, response)
 
     def iter_containers(
         self, *, name: str | None = None, order: Literal["asc", "desc"] = "desc"
@@ -626,8 +630,9 @@ class ContainersClient:
         )
         if upload and exc.body_sent and exc.status != 429:
             return OutcomeUnknownError(
-                f"{where} (the server may have stored it; the next listing decides)",
+                f"{where} (the server may have done it; the next listing decides)",
                 filename=call.filename or "",
+                operation=call.operation,
                 container_id=call.container_id,
                 status=exc.status,
             )

@@ -71,6 +71,8 @@ log = structlog.get_logger("cntr_sync.engine")
 
 # How often one file may change under an upload before this pass gives up on it.
 MAX_REDOS = 3
+# Creates of a container whose answer was lost, each after a listing showed none.
+CREATE_ATTEMPTS = 3
 # Errors that end the whole pass: nothing else can succeed after them.
 _FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
 
@@ -221,7 +223,11 @@ class Engine:
             try:
                 self._run(result, dry_run=dry_run, force=force)
             except ContainerExpiredError:
-                if dry_run or result.container_id is None:
+                if (
+                    dry_run
+                    or result.container_id is None
+                    or not self._confirmed_gone(result.container_id)
+                ):
                     raise
                 log.warning("container expired during the pass; starting over")
                 gone = Container(id=result.container_id, name=self.index.container_name or "")
@@ -257,6 +263,8 @@ class Engine:
             try:
                 remote = self._list(container.id)
             except (ContainerExpiredError, NotFoundError):
+                if not self._confirmed_gone(container.id):
+                    raise
                 if dry_run:
                     # A real pass would start a new, empty container.
                     container = None
@@ -404,11 +412,32 @@ class Engine:
 
     def _create(self, name: str) -> Container:
         log.info("creating container", name=name)
-        return self.client.create_container(
-            name,
-            expires_after_minutes=self.pair.expires_after_minutes,
-            memory_limit=self.pair.memory_limit,
-        )
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                return self.client.create_container(
+                    name,
+                    expires_after_minutes=self.pair.expires_after_minutes,
+                    memory_limit=self.pair.memory_limit,
+                )
+            except OutcomeUnknownError:
+                # The server may have made it: use that one rather than a second;
+                # only when the listing shows none is another create safe.
+                made = self._find_running(name)
+                if made is not None:
+                    return made
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _confirmed_gone(self, container_id: str) -> bool:
+        """Before abandoning a container (and the index of it), make sure it is gone.
+
+        A gateway's 404 or an odd 400 must not cost the model its files.
+        """
+        try:
+            return not self.client.retrieve_container(container_id).is_running
+        except NotFoundError:
+            return True
 
     def _replace_container(self, result: PassResult, gone: Container) -> Container:
         """The container expired or vanished: its files are gone. Use or make another."""

@@ -147,10 +147,11 @@ class TransportError(ApiError):
 
 
 class OutcomeUnknownError(ApiError):
-    """An upload failed in a way where the server may have stored the file.
+    """A create (file upload or container) failed where the server may have done it.
 
-    Never answer this with a blind second upload: the next listing shows
-    whether the file exists, and the planner adopts or removes it.
+    Never answer this with a blind second create: a listing shows whether it
+    exists (the planner adopts or removes a file; the engine looks a
+    container up by name).
     """
 
     def __init__(
@@ -158,11 +159,12 @@ class OutcomeUnknownError(ApiError):
         message: str,
         *,
         filename: str,
+        operation: str = "create_file",
         container_id: str | None = None,
         status: int | None = None,
     ) -> None:
         self.filename = filename
-        super().__init__(message, operation="create_file", status=status, container_id=container_id)
+        super().__init__(message, operation=operation, status=status, container_id=container_id)
 
 
 class ProtocolError(ApiError):
