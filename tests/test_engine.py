@@ -16,7 +16,7 @@ import pytest
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
 from cntr_sync.engine import Engine, PairSpec, PassResult
-from cntr_sync.errors import NotFoundError, SafetyBrakeError, ServerError
+from cntr_sync.errors import LockedError, NotFoundError, SafetyBrakeError, ServerError
 from cntr_sync.index import Index
 from cntr_sync.plan import remote_names
 from helpers import NoSleep
@@ -485,3 +485,27 @@ def test_a_404_from_a_gateway_does_not_abandon_a_running_container(
         harness.sync()
     again = harness.sync()
     assert again.container_id == first.container_id and not again.container_recreated
+
+
+def test_two_pairs_naming_one_container_differently_cannot_sync_at_once(
+    harness: Harness, emu: Emulator, tmp_path: Path
+) -> None:
+    write(harness.root, "a.txt", "a")
+    cid = harness.sync().container_id
+    assert cid is not None
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    with (
+        ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(
+            harness.state, base_url=BASE_URL, root=harness.root, container_spec="box"
+        ) as held,
+        Index.open(harness.state, base_url=BASE_URL, root=other_root, container_spec=cid) as index,
+    ):
+        held.claim_container(BASE_URL, cid)
+        # The same container by its id, from another root: a different pair lock,
+        # but the container claim refuses it before anything is planned.
+        engine = Engine(client, index, PairSpec(root=other_root, container=cid))
+        with pytest.raises(LockedError, match="into container"):
+            engine.run_pass()
+    assert emu.counts()["delete_file"] == 0

@@ -387,6 +387,7 @@ class Engine:
                 self.index.set_container(container.id, container.name or self.pair.container)
         result.container_id = container.id
         if not dry_run:
+            self.index.claim_container(self.client.base_url, container.id)
             self._publish_id(container.id)
         return container
 
@@ -449,6 +450,7 @@ class Engine:
             result.container_created = True
         result.container_recreated = True
         self.index.set_container(replacement.id, name)
+        self.index.claim_container(self.client.base_url, replacement.id)
         result.container_id = replacement.id
         self._publish_id(replacement.id)
         return replacement

@@ -121,6 +121,8 @@ class Index:
         self._lock_path = lock_path
         self._lock_fd = lock_fd
         self._closed = False
+        self._claim_fd: int | None = None
+        self._claimed: str | None = None
         self._pending_hashes: dict[str, tuple[int, int, int, str]] = {}
 
     @classmethod
@@ -182,6 +184,7 @@ class Index:
             self.flush_hashes()
         finally:
             self._conn.close()
+            self._release_claim()
             if self._lock_fd is not None:
                 _release_lock(self._lock_fd)
                 self._lock_fd = None
@@ -211,6 +214,27 @@ class Index:
         """Whether the server keeps upload filenames; None until it was observed."""
         value: int | None = self._meta("names_kept")
         return None if value is None else bool(value)
+
+    def claim_container(self, base_url: str, container_id: str) -> None:
+        """Hold a lock on the container itself for as long as this index is open.
+
+        The pair lock is keyed by the container as the user named it; a second
+        pair naming the same container differently (its id, or another root)
+        would otherwise sync into it at the same time and each pass would
+        delete the other's uploads. Readers (``lock=False``) claim nothing.
+        """
+        if self._lock_fd is None or self._claimed == container_id:
+            return
+        key = f"{_strip_userinfo(base_url)}\0{container_id}"
+        stem = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        fd = _flock(self._path.parent / f"container-{stem}.lock", f"into container {container_id}")
+        self._release_claim()
+        self._claim_fd, self._claimed = fd, container_id
+
+    def _release_claim(self) -> None:
+        if self._claim_fd is not None:
+            _release_lock(self._claim_fd)
+        self._claim_fd, self._claimed = None, None
 
     def set_container(self, container_id: str, name: str) -> None:
         """Use this container from now on.
@@ -462,6 +486,10 @@ def _insert_doomed(db: sqlite3.Connection, container_id: str, doomed: DoomedFile
 
 
 def _acquire_lock(lock_path: Path, root: Path, container_spec: str) -> int:
+    return _flock(lock_path, f"{root} -> {container_spec}")
+
+
+def _flock(lock_path: Path, what: str) -> int:
     # flock is tied to the open file description and the kernel drops it when
     # the holder dies, even by SIGKILL: a leftover lock file with a dead PID
     # never blocks anyone, so there is no stale-PID logic. The PID is only
@@ -479,7 +507,7 @@ def _acquire_lock(lock_path: Path, root: Path, container_spec: str) -> int:
         os.close(fd)
         holder = f"pid {pid}" if pid is not None else "pid unknown"
         raise LockedError(
-            f"another cntr-sync ({holder}) is syncing {root} -> {container_spec}; lock {lock_path}",
+            f"another cntr-sync ({holder}) is syncing {what}; lock {lock_path}",
             pid=pid,
         ) from None
     except OSError as exc:
