@@ -690,8 +690,11 @@ class Engine:
         )
 
     def _learn_names_kept(self, done: _UploadDone) -> None:
+        """Whether the server keeps upload names; one that did not is enough to stop
+        trusting names for good (a server keeping only some, say the last path
+        segment, must not have its names matched)."""
         kept = done.intent.filename in remote_names(done.remote.path)
-        if self.index.names_kept is not kept:
+        if self.index.names_kept is None or (self.index.names_kept and not kept):
             self.index.set_names_kept(kept)
 
 
