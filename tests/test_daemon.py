@@ -467,9 +467,9 @@ def test_directory_rename_leaves_no_old_names(
 ) -> None:
     files = {f"drafts/part-{number:02}.md": f"part {number}\n" for number in range(50)}
     root = make_tree(tmp_path / "docs", {**files, "index.md": "index"})
-    # The rename deletes 50 of 51 tracked names: past the default max_delete brake,
-    # which is tested elsewhere; here the mirror must follow the rename.
-    config = write_config(tmp_path / "daemon.toml", [pair("docs", root, max_delete=100.0)])
+    # The rename deletes 50 of 51 tracked names, but the same content arrives
+    # under the new names: a move, which the default max_delete brake lets through.
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root)])
     daemon = start_daemon(config)
     daemon.wait_ready()
     wait_for_mirror(daemon, client, "docs", root)
@@ -479,6 +479,23 @@ def test_directory_rename_leaves_no_old_names(
     names = remote_name_counts(client, container_id)
     assert not [name for name in names if name.startswith("drafts/")]
     assert sum(1 for name in names if name.startswith("chapters/")) == 50
+
+
+def test_moves_in_and_out_of_the_root_end_in_an_exact_mirror(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "docs", {"stay.md": "stay", "leaving.md": "bye"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "arriving.md").write_text("hello")
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_ready()
+    wait_for_mirror(daemon, client, "docs", root)
+
+    (root / "leaving.md").rename(outside / "leaving.md")  # out of the root
+    (outside / "arriving.md").rename(root / "arriving.md")  # into the root
+    container_id = wait_for_mirror(daemon, client, "docs", root)
+    assert set(remote_name_counts(client, container_id)) == {"stay.md", "arriving.md"}
 
 
 def test_a_file_written_in_chunks_is_uploaded_once_whole(

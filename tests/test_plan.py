@@ -306,6 +306,20 @@ def test_deleting_unknown_files_is_braked_too() -> None:
     assert brake is not None and "50 of 50" in brake.reason
 
 
+def test_a_directory_rename_is_not_a_mass_deletion() -> None:
+    index = {f"old/f{i}": entry(f"old/f{i}", f"id{i}", f"c{i}") for i in range(10)}
+    listing = [remote(f"id{i}", f"old/f{i}") for i in range(10)]
+    renamed = {f"new/f{i}": local(f"new/f{i}", f"c{i}") for i in range(10)}
+    p = plan(renamed, index, listing)
+    assert p.removals == 10 and p.moves == 10 and p.destructive == 0
+    assert check_brakes(p, local_count=10, policy=Policy()) is None
+    # Moving in content nobody had before does not hide real losses.
+    swapped = {f"new/f{i}": local(f"new/f{i}", f"other{i}") for i in range(10)}
+    p = plan(swapped, index, listing)
+    assert p.moves == 0
+    assert check_brakes(p, local_count=10, policy=Policy()) is not None
+
+
 def test_small_deletions_do_not_trip_the_brake() -> None:
     index, listing = tracked(3)
     p = plan({"f0": local("f0")}, index, listing)

@@ -100,6 +100,9 @@ class Plan:
     dropped_doomed: tuple[str, ...] = ()
     unknown_kept: int = 0
     tracked: int = 0
+    # Removals whose content is uploaded again under another name in this pass:
+    # a rename or a move, not a loss.
+    moves: int = 0
 
     @property
     def transfers(self) -> int:
@@ -124,8 +127,9 @@ class Plan:
 
     @property
     def destructive(self) -> int:
-        """Deletions that lose a file rather than replace one: what the brakes weigh."""
-        return sum(1 for d in self.deletes if d.reason in ("removed", "unknown"))
+        """Deletions that lose a file rather than replace or move one: what the brakes weigh."""
+        lost = sum(1 for d in self.deletes if d.reason in ("removed", "unknown"))
+        return lost - self.moves
 
     @property
     def unknown_total(self) -> int:
@@ -264,7 +268,25 @@ def plan(
         dropped_doomed=tuple(out.dropped_doomed),
         unknown_kept=unknown_kept,
         tracked=len(index),
+        moves=_count_moves(out.deletes, out.uploads, index),
     )
+
+
+def _count_moves(
+    deletes: Iterable[Delete], uploads: Iterable[Upload], index: Mapping[str, IndexEntry]
+) -> int:
+    """Removals whose content reappears in this pass's new uploads, each matched once."""
+    arriving: dict[str, int] = defaultdict(int)
+    for upload in uploads:
+        if upload.reason == "new":
+            arriving[upload.hash] += 1
+    moves = 0
+    for delete in deletes:
+        entry = index.get(delete.relpath) if delete.relpath is not None else None
+        if delete.reason == "removed" and entry is not None and arriving[entry.hash] > 0:
+            arriving[entry.hash] -= 1
+            moves += 1
+    return moves
 
 
 def _hold(
