@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import pickle
+import select
+import shutil
+import signal
 import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import xxhash
@@ -28,6 +34,11 @@ from cntr_sync.scan import (
 
 IS_ROOT = os.geteuid() == 0
 OLD_NS = time.time_ns() - 3600 * 10**9
+# "nobody"/"nogroup" on most systems; used by number, so no passwd entry is needed.
+UNPRIVILEGED_ID = 65534
+UNPRIVILEGED_TIMEOUT = 60.0
+
+T = TypeVar("T")
 
 
 def write(path: Path, data: bytes | str = b"x", *, old: bool = True) -> Path:
@@ -58,6 +69,107 @@ def run_scan(
 
 def reasons(snapshot: Snapshot) -> dict[str, str]:
     return {warning.relpath: warning.reason for warning in snapshot.warnings}
+
+
+def _traversable_tmp() -> str:
+    """The temp directory if every ancestor is world-searchable, else /tmp."""
+    candidate = Path(tempfile.gettempdir()).resolve()
+    for directory in (candidate, *candidate.parents):
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            return "/tmp"
+    return str(candidate)
+
+
+@pytest.fixture
+def unprivileged_dir(tmp_path: Path) -> Iterator[Path]:
+    """A scratch directory ``run_unprivileged`` scenarios may write in.
+
+    Not root: pytest's tmp_path. Root: pytest's tmp_path (under a 0700
+    /tmp/pytest-of-root) is out of the unprivileged uid's reach, so a fresh
+    directory under a world-searchable temp dir, owned by that uid, removed after.
+    """
+    if not IS_ROOT:
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="cntr-sync-unprivileged-", dir=_traversable_tmp()))
+    try:
+        os.chown(path, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+    except OSError as error:
+        shutil.rmtree(path)
+        pytest.skip(f"cannot give a directory to uid {UNPRIVILEGED_ID}: {error}")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def run_unprivileged(scenario: Callable[[], T]) -> T:
+    """``scenario()``, run as an ordinary user; its result, or its exception re-raised.
+
+    Not root: called right here. Root reads and lists everything whatever its
+    mode, so as root it runs in a forked child that first drops to uid/gid 65534.
+    Forked, not exec'd: the interpreter and venv may live where that uid cannot
+    read (e.g. under a 0700 /root), and a fork needs neither. The child pickles its
+    outcome back through a pipe and always leaves with ``os._exit``.
+    """
+    if not IS_ROOT:
+        return scenario()
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # 3.12+ warns when forking with threads alive (e.g. another module's daemon
+        # readers); the child only runs the scenario and is killed after a timeout.
+        warnings.filterwarnings("ignore", message=".*fork", category=DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_fd)
+            outcome: tuple[str, object]
+            try:
+                os.setgroups([])
+                os.setgid(UNPRIVILEGED_ID)
+                os.setuid(UNPRIVILEGED_ID)
+            except OSError as error:
+                outcome = ("cannot-drop", str(error))
+            else:
+                try:
+                    outcome = ("returned", scenario())
+                except BaseException as error:
+                    outcome = ("raised", error)
+            try:
+                payload = pickle.dumps(outcome)
+            except Exception as error:
+                failure = RuntimeError(f"child outcome {outcome!r} cannot be pickled: {error}")
+                payload = pickle.dumps(("raised", failure))
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(payload)
+            status = 0
+        finally:
+            os._exit(status)
+
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + UNPRIVILEGED_TIMEOUT
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"unprivileged child timed out after {UNPRIVILEGED_TIMEOUT}s")
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0, "unprivileged child failed"
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "cannot-drop":
+        pytest.skip(f"cannot drop root privileges to uid {UNPRIVILEGED_ID}: {value}")
+    if kind == "raised":
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def digest(data: bytes) -> str:
@@ -372,18 +484,22 @@ def test_fifo_and_socket_are_skipped_without_blocking(tmp_path: Path) -> None:
     assert reasons(snapshot) == expected
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root reads files whatever their mode")
-def test_unreadable_file_and_dir_are_warnings_and_uncertain(tmp_path: Path) -> None:
-    locked_file = write(tmp_path / "secret.txt")
-    locked_dir = tmp_path / "private"
-    write(locked_dir / "inner.txt")
-    locked_file.chmod(0)
-    locked_dir.chmod(0)
-    try:
-        snapshot = run_scan(tmp_path)
-    finally:
-        locked_dir.chmod(stat.S_IRWXU)
-        locked_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
+def test_unreadable_file_and_dir_are_warnings_and_uncertain(unprivileged_dir: Path) -> None:
+    """As root, runs as uid 65534 in a child (see ``run_unprivileged``)."""
+
+    def scenario() -> Snapshot:
+        locked_file = write(unprivileged_dir / "secret.txt")
+        locked_dir = unprivileged_dir / "private"
+        write(locked_dir / "inner.txt")
+        locked_file.chmod(0)
+        locked_dir.chmod(0)
+        try:
+            return run_scan(unprivileged_dir)
+        finally:
+            locked_dir.chmod(stat.S_IRWXU)
+            locked_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+    snapshot = run_unprivileged(scenario)
     assert snapshot.files == {}
     assert snapshot.unreadable == ("secret.txt",)
     assert snapshot.unreadable_dirs == ("private",)
@@ -616,17 +732,21 @@ def test_root_that_is_a_file_raises(tmp_path: Path) -> None:
         run_scan(not_dir)
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root lists directories whatever their mode")
-def test_unlistable_root_raises(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    rules = IgnoreRules.load(root)
-    root.chmod(0)
-    try:
-        with pytest.raises(LocalError, match="cannot be listed"):
-            scan(root, rules=rules, hash_cache=MemoryHashCache())
-    finally:
-        root.chmod(stat.S_IRWXU)
+def test_unlistable_root_raises(unprivileged_dir: Path) -> None:
+    """As root, runs as uid 65534 in a child (see ``run_unprivileged``)."""
+
+    def scenario() -> Snapshot:
+        root = unprivileged_dir / "root"
+        root.mkdir()
+        rules = IgnoreRules.load(root)
+        root.chmod(0)
+        try:
+            return scan(root, rules=rules, hash_cache=MemoryHashCache())
+        finally:
+            root.chmod(stat.S_IRWXU)
+
+    with pytest.raises(LocalError, match="cannot be listed"):
+        run_unprivileged(scenario)
 
 
 def test_is_uncertain_looks_at_every_ancestor() -> None:
