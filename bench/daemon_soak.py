@@ -50,20 +50,22 @@ from typing import Any, TextIO
 
 import httpx
 
-from cntr_sync.api import ContainersClient
-from cntr_sync.plan import remote_names
-from daemon_latency import (
+from _support import (
     API_KEY,
     HTTP_TIMEOUT_S,
     Daemon,
     backdate,
-    daemon_process,
-    emulator_process,
+    emulator_and_daemon,
+    local_files,
     log_events,
+    mib,
     problem_lines,
-    sigterm_as_interrupt,
-    write_config,
+    proc_status,
+    random_dir_parts,
+    run_main,
+    user_files,
 )
+from cntr_sync.api import ContainersClient
 
 MIB_KIB = 1024
 SAMPLE_INTERVAL_S = 10.0
@@ -71,23 +73,10 @@ SETTLE_TIMEOUT_S = 180.0
 SLOPE_AFTER_S = 300.0
 SHORT_SLOPE_AFTER_S = 60.0
 MAX_FILE_BYTES = 4 * 1024
-DIR_NAMES = ("src", "docs", "data", "lib", "tests", "assets", "notes", "conf")
 OPERATIONS = ("create", "modify", "rename", "delete")
 
 
 # -- /proc readings ----------------------------------------------------------------
-
-
-def proc_status(pid: int, field_name: str) -> int | None:
-    """One numeric field of /proc/PID/status (VmRSS in kB, Threads), or None."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    return None
 
 
 def open_fds(pid: int) -> int | None:
@@ -98,15 +87,6 @@ def open_fds(pid: int) -> int | None:
 
 
 # -- the tree and the writer ------------------------------------------------------------
-
-
-def random_dir(rng: random.Random) -> str:
-    depth = rng.randint(0, 3)
-    return "/".join(f"{rng.choice(DIR_NAMES)}{rng.randrange(4)}" for _ in range(depth))
-
-
-def join(directory: str, name: str) -> str:
-    return f"{directory}/{name}" if directory else name
 
 
 class WorkingSet:
@@ -150,7 +130,7 @@ class Writer:
 
     def _new_name(self, prefix: str) -> str:
         self.serial += 1
-        return join(random_dir(self.rng), f"{prefix}{self.serial:06d}.bin")
+        return "/".join([*random_dir_parts(self.rng), f"{prefix}{self.serial:06d}.bin"])
 
     def build(self) -> None:
         for _ in range(self.target):
@@ -351,22 +331,13 @@ def wait_settled(
     return False, time.monotonic() - started, pair
 
 
-def local_sizes(root: Path) -> dict[str, int]:
-    return {
-        path.relative_to(root).as_posix(): path.stat().st_size
-        for path in root.rglob("*")
-        if path.is_file()
-    }
-
-
 def compare_mirror(base_url: str, container_id: str, root: Path) -> tuple[int, int, int, int]:
     """(differing names, duplicate remote names, remote files, local files)."""
     remote: dict[str, list[int | None]] = {}
     with ContainersClient(API_KEY, base_url=base_url, timeout=HTTP_TIMEOUT_S) as client:
-        for item in client.iter_files(container_id):
-            if item.is_user_upload:
-                remote.setdefault(remote_names(item.path)[0], []).append(item.bytes)
-    local = local_sizes(root)
+        for name, item in user_files(client, container_id):
+            remote.setdefault(name, []).append(item.bytes)
+    local = local_files(root)
     names = set(remote) | set(local)
     differing = sum(1 for name in names if remote.get(name) != [local.get(name)])
     duplicates = sum(1 for sizes in remote.values() if len(sizes) > 1)
@@ -389,10 +360,6 @@ def slope_mib_per_hour(samples: list[Sample], after_s: float) -> tuple[float, in
         return None
     slope_kib_per_s = sum((t - mean_t) * (r - mean_r) for t, r in points) / spread
     return slope_kib_per_s * 3600 / MIB_KIB, n
-
-
-def mib(kib: int | None) -> str:
-    return "n/a" if kib is None else f"{kib / MIB_KIB:.1f} MiB"
 
 
 def at_or_after(samples: list[Sample], elapsed_s: float) -> Sample | None:
@@ -489,74 +456,69 @@ def run(args: argparse.Namespace, work_dir: Path, csv_handle: TextIO | None) -> 
     writer = Writer(root, random.Random(args.seed), args.files)
     writer.build()
     backdate(root)
-    config = work_dir / "daemon.toml"
-    with emulator_process(work_dir) as emulator:
-        write_config(
-            config,
-            base_url=emulator.base_url,
-            state_dir=work_dir / "state",
-            root=root,
-            container="bench-daemon-soak",
-            requests_per_second=args.requests_per_second,
-            pair_options={
-                "quiet_period": 0.2,
-                "max_delay": 2.0,
-                "rescan_interval": 60.0,
-                "remote_poll_interval": 10.0,
-            },
+    with emulator_and_daemon(
+        work_dir,
+        root,
+        container="bench-daemon-soak",
+        requests_per_second=args.requests_per_second,
+        pair_options={
+            "quiet_period": 0.2,
+            "max_delay": 2.0,
+            "rescan_interval": 60.0,
+            "remote_poll_interval": 10.0,
+        },
+    ) as (emulator, daemon):
+        # The first pass uploads the whole tree, at the client-side rate limit.
+        ready_s = daemon.wait_ready(max(120.0, 3 * args.files / args.requests_per_second + 60))
+        container_id = daemon.pair()["container_id"]
+        print(
+            f"daemon pid {daemon.child.pid} ready {ready_s:.1f} s after start "
+            f"({args.files} files uploaded); emulator pid {emulator.child.pid}; "
+            f"churning for {args.minutes:g} min",
+            flush=True,
         )
-        with daemon_process(config, work_dir) as daemon:
-            # The first pass uploads the whole tree, at the client-side rate limit.
-            ready_s = daemon.wait_ready(max(120.0, 3 * args.files / args.requests_per_second + 60))
-            container_id = daemon.pair()["container_id"]
-            print(
-                f"daemon pid {daemon.child.pid} ready {ready_s:.1f} s after start "
-                f"({args.files} files uploaded); emulator pid {emulator.child.pid}; "
-                f"churning for {args.minutes:g} min",
-                flush=True,
-            )
-            sampler = Sampler(
-                daemon.child.pid,
-                emulator.child.pid,
-                daemon.http_url,
-                writer,
-                SAMPLE_INTERVAL_S,
-                csv_handle,
-            )
-            sampler.start()
-            try:
-                churn_started = time.monotonic()
-                deadline = churn_started + args.minutes * 60
-                next_report = churn_started + 60
+        sampler = Sampler(
+            daemon.child.pid,
+            emulator.child.pid,
+            daemon.http_url,
+            writer,
+            SAMPLE_INTERVAL_S,
+            csv_handle,
+        )
+        sampler.start()
+        try:
+            churn_started = time.monotonic()
+            deadline = churn_started + args.minutes * 60
+            next_report = churn_started + 60
+            last_change_wall = time.time()
+            while (now := time.monotonic()) < deadline:
+                time.sleep(min(writer.rng.uniform(0.2, 1.0), max(0.0, deadline - now)))
+                if time.monotonic() >= deadline:
+                    break
+                writer.step()
                 last_change_wall = time.time()
-                while (now := time.monotonic()) < deadline:
-                    time.sleep(min(writer.rng.uniform(0.2, 1.0), max(0.0, deadline - now)))
-                    if time.monotonic() >= deadline:
-                        break
-                    writer.step()
-                    last_change_wall = time.time()
-                    if time.monotonic() >= next_report:
-                        next_report += 60
-                        latest = sampler.samples[-1]
-                        print(
-                            f"... {(time.monotonic() - churn_started) / 60:.0f} min: "
-                            f"{sum(writer.counts.values())} changes, {len(writer.files)} files, "
-                            f"daemon RSS {mib(latest.rss_kib)}, fds {latest.fds}, "
-                            f"threads {latest.threads}, passes {latest.passes}",
-                            flush=True,
-                        )
-                churn_s = time.monotonic() - churn_started
-                settled, settle_s, pair = wait_settled(daemon, last_change_wall, SETTLE_TIMEOUT_S)
-            except BaseException:
-                sampler.stop()
-                raise
-            sampler.stop(final_sample=True)  # the end figures, taken once settled
-            differing, duplicates, remote_count, local_count = compare_mirror(
-                emulator.base_url, container_id, root
-            )
-            pair = daemon.pair()
-            exit_code, stop_s = daemon.child.stop()
-            lines = daemon.child.log_lines()
+                if time.monotonic() >= next_report:
+                    next_report += 60
+                    latest = sampler.samples[-1]
+                    print(
+                        f"... {(time.monotonic() - churn_started) / 60:.0f} min: "
+                        f"{sum(writer.counts.values())} changes, {len(writer.files)} files, "
+                        f"daemon RSS {mib(latest.rss_kib)}, fds {latest.fds}, "
+                        f"threads {latest.threads}, passes {latest.passes}",
+                        flush=True,
+                    )
+            churn_s = time.monotonic() - churn_started
+            settled, settle_s, pair = wait_settled(daemon, last_change_wall, SETTLE_TIMEOUT_S)
+        except BaseException:
+            sampler.stop()
+            raise
+        sampler.stop(final_sample=True)  # the end figures, taken once settled
+        differing, duplicates, remote_count, local_count = compare_mirror(
+            emulator.base_url, container_id, root
+        )
+        pair = daemon.pair()
+        exit_code, stop_s = daemon.child.stop()
+        lines = daemon.child.log_lines()
     reasons: Counter[str] = Counter()
     for line in lines:
         if '"event": "sync pass"' in line:
@@ -606,7 +568,6 @@ def main() -> int:
     if args.files < 10:
         parser.error("--files must be at least 10")
 
-    sigterm_as_interrupt()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.files} files, "
         f"{args.minutes:g} min of churn, seed {args.seed}; started "
@@ -633,8 +594,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped and temporary files removed", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

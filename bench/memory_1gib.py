@@ -24,48 +24,31 @@ by side: flat memory means the RSS growth is about the same for both.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import resource
-import selectors
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import xxhash
 
+from _support import API_KEY, emulator_process, mib, proc_status, run_main
 from cntr_sync.api import ContainersClient
 
 MIB = 1024 * 1024
 CHUNK = MIB
-STARTUP_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
-LISTENING = "cntr-sync emulator listening on "
+EMULATOR_STOP_TIMEOUT_S = 10.0
 
 _T = TypeVar("_T")
 
 
 # -- /proc readings ----------------------------------------------------------------
-
-
-def status_kib(pid: int | str, field: str) -> int | None:
-    """One ``kB`` field of /proc/PID/status (VmRSS, VmHWM), or None when unreadable."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return None
 
 
 def reset_peak_rss() -> bool:
@@ -94,8 +77,8 @@ class RssSampler:
         self.samples = 0
 
     def _sample(self) -> None:
-        mine = status_kib("self", "VmRSS")
-        theirs = status_kib(self._other_pid, "VmRSS")
+        mine = proc_status("self", "VmRSS")
+        theirs = proc_status(self._other_pid, "VmRSS")
         if mine is not None:
             self.self_peak_kib = max(self.self_peak_kib, mine)
         if theirs is not None:
@@ -115,77 +98,6 @@ class RssSampler:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sample()
-
-
-# -- the emulator process --------------------------------------------------------------
-
-
-@dataclass
-class EmulatorProcess:
-    process: subprocess.Popen[str]
-    base_url: str
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-def cntr_sync_command() -> list[str]:
-    script = Path(sys.executable).parent / "cntr-sync"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from cntr_sync.cli import main; main()"]
-
-
-@contextlib.contextmanager
-def emulator_process(data_dir: Path) -> Iterator[EmulatorProcess]:
-    """Start ``cntr-sync emulator`` on 127.0.0.1, wait (bounded) for its URL, stop it after."""
-    command = [
-        *cntr_sync_command(),
-        "emulator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--control",
-        "--data-dir",
-        str(data_dir),
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        yield EmulatorProcess(process, _read_base_url(process))
-    finally:
-        _stop(process)
-
-
-def _read_base_url(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not selector.select(timeout=left):
-                continue
-            line = process.stdout.readline()
-            if not line:
-                break
-            if line.startswith(LISTENING):
-                return line[len(LISTENING) :].strip()
-    raise RuntimeError(f"the emulator did not start within {STARTUP_TIMEOUT_S:.0f} s")
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 # -- one measurement -------------------------------------------------------------------
@@ -258,7 +170,7 @@ def run_phase(transfer: Callable[[], _T], emulator_pid: int, interval_s: float) 
         started = time.perf_counter()
         outcome = transfer()
         seconds = time.perf_counter() - started
-    hwm = (status_kib("self", "VmHWM") or 0) if peak_reset else 0
+    hwm = (proc_status("self", "VmHWM") or 0) if peak_reset else 0
     phase = Phase(
         seconds=seconds,
         client_peak_kib=max(sampler.self_peak_kib, hwm),
@@ -281,9 +193,9 @@ def measure(
     generate_s = time.perf_counter() - started
 
     with (
-        emulator_process(run_dir / "emulator-data") as emulator,
+        emulator_process(run_dir, stop_timeout_s=EMULATOR_STOP_TIMEOUT_S) as emulator,
         ContainersClient(
-            "bench-key", base_url=emulator.base_url, timeout=timeout_s, max_retries=0
+            API_KEY, base_url=emulator.base_url, timeout=timeout_s, max_retries=0
         ) as client,
     ):
         container = client.create_container("bench-memory")
@@ -292,8 +204,8 @@ def measure(
             # allocates once (connection pool, parsers) and the growth is per-byte cost.
             small = client.create_file(container.id, os.urandom(MIB), filename="warmup.bin")
             client.download_file(container.id, small.id, io.BytesIO())
-        client_before = status_kib("self", "VmRSS") or 0
-        emulator_before = status_kib(emulator.pid, "VmRSS") or 0
+        client_before = proc_status("self", "VmRSS") or 0
+        emulator_before = proc_status(emulator.pid, "VmRSS") or 0
 
         stored, upload = run_phase(
             lambda: client.create_file(container.id, source, filename="big.bin"),
@@ -306,7 +218,7 @@ def measure(
                 return client.download_file(container.id, stored.id, sink)
 
         written, download_phase = run_phase(download, emulator.pid, interval_s)
-        emulator_hwm = status_kib(emulator.pid, "VmHWM")
+        emulator_hwm = proc_status(emulator.pid, "VmHWM")
 
     matches = (
         stored.bytes == size_bytes
@@ -332,10 +244,6 @@ def measure(
 # -- report -------------------------------------------------------------------------------
 
 
-def _mib(kib: int | None) -> str:
-    return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
-
-
 def _rate(size_bytes: int, seconds: float) -> str:
     return f"{seconds:.2f} s ({size_bytes / MIB / seconds:.0f} MiB/s)" if seconds > 0 else "n/a"
 
@@ -351,17 +259,17 @@ def report(results: list[Result]) -> None:
         ("upload", [_rate(r.size_bytes, r.upload.seconds) for r in results]),
         ("download", [_rate(r.size_bytes, r.download.seconds) for r in results]),
         ("size + xxh3-128 match", ["yes" if r.hashes_match else "NO" for r in results]),
-        ("client RSS before", [_mib(r.client_before_kib) for r in results]),
-        ("client RSS peak, upload", [_mib(r.upload.client_peak_kib) for r in results]),
-        ("client RSS peak, download", [_mib(r.download.client_peak_kib) for r in results]),
-        ("client ru_maxrss (lifetime)", [_mib(r.client_ru_maxrss_kib) for r in results]),
-        ("client peak growth", [_mib(r.client_growth_kib) for r in results]),
+        ("client RSS before", [mib(r.client_before_kib) for r in results]),
+        ("client RSS peak, upload", [mib(r.upload.client_peak_kib) for r in results]),
+        ("client RSS peak, download", [mib(r.download.client_peak_kib) for r in results]),
+        ("client ru_maxrss (lifetime)", [mib(r.client_ru_maxrss_kib) for r in results]),
+        ("client peak growth", [mib(r.client_growth_kib) for r in results]),
         ("client growth / file size", [_ratio(r.client_growth_kib, r) for r in results]),
-        ("emulator RSS before", [_mib(r.emulator_before_kib) for r in results]),
-        ("emulator RSS peak, upload", [_mib(r.upload.emulator_peak_kib) for r in results]),
-        ("emulator RSS peak, download", [_mib(r.download.emulator_peak_kib) for r in results]),
-        ("emulator VmHWM (lifetime)", [_mib(r.emulator_hwm_kib) for r in results]),
-        ("emulator peak growth", [_mib(r.emulator_growth_kib) for r in results]),
+        ("emulator RSS before", [mib(r.emulator_before_kib) for r in results]),
+        ("emulator RSS peak, upload", [mib(r.upload.emulator_peak_kib) for r in results]),
+        ("emulator RSS peak, download", [mib(r.download.emulator_peak_kib) for r in results]),
+        ("emulator VmHWM (lifetime)", [mib(r.emulator_hwm_kib) for r in results]),
+        ("emulator peak growth", [mib(r.emulator_growth_kib) for r in results]),
         ("emulator growth / file size", [_ratio(r.emulator_growth_kib, r) for r in results]),
         (
             "RSS samples (upload/download)",
@@ -377,9 +285,9 @@ def report(results: list[Result]) -> None:
         first, last = results[0], results[-1]
         print(
             f"\nfile size x{last.size_bytes / first.size_bytes:.0f}: client growth "
-            f"{_mib(first.client_growth_kib)} -> {_mib(last.client_growth_kib)}, "
-            f"emulator growth {_mib(first.emulator_growth_kib)} -> "
-            f"{_mib(last.emulator_growth_kib)}"
+            f"{mib(first.client_growth_kib)} -> {mib(last.client_growth_kib)}, "
+            f"emulator growth {mib(first.emulator_growth_kib)} -> "
+            f"{mib(last.emulator_growth_kib)}"
         )
 
 
@@ -429,4 +337,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

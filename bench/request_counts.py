@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import subprocess
 import sys
@@ -38,14 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _support import (
+    API_KEY,
+    clean_env,
+    cntr_sync_command,
+    local_files,
+    random_dir_parts,
+    run_main,
+    user_files,
+)
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import EmulatorControl, EmulatorServer
-from cntr_sync.plan import remote_names
 
-API_KEY = "bench-key"
 CONTAINER = "bench-request-counts"
 MAX_FILE_BYTES = 8 * 1024
-DIR_NAMES = ("src", "docs", "data", "lib", "tests", "assets", "notes", "conf")
 OPERATIONS = (
     "list_containers",
     "create_container",
@@ -65,21 +70,10 @@ OPERATIONS = (
 def build_tree(root: Path, files: int, rng: random.Random) -> None:
     """``files`` files at depth 0..3 under ``root``, 0..8 KiB of seeded random bytes each."""
     for number in range(files):
-        depth = rng.randint(0, 3)
-        parts = [f"{rng.choice(DIR_NAMES)}{rng.randrange(4)}" for _ in range(depth)]
-        directory = root.joinpath(*parts)
+        directory = root.joinpath(*random_dir_parts(rng))
         directory.mkdir(parents=True, exist_ok=True)
         size = rng.randint(0, MAX_FILE_BYTES)
         (directory / f"file{number:05d}.bin").write_bytes(rng.randbytes(size))
-
-
-def local_files(root: Path) -> dict[str, int]:
-    """relpath -> size of every regular file under ``root``."""
-    return {
-        path.relative_to(root).as_posix(): path.stat().st_size
-        for path in root.rglob("*")
-        if path.is_file()
-    }
 
 
 @dataclass(frozen=True)
@@ -143,21 +137,8 @@ class PassFigures:
         return value if isinstance(value, int) else None
 
 
-def cli_command() -> list[str]:
-    script = Path(sys.executable).parent / "cntr-sync"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from cntr_sync.cli import main; main()"]
-
-
 def cli_env(base_url: str, requests_per_second: float | None) -> dict[str, str]:
-    # Unknown CNTR_SYNC_* variables are refused by the CLI, and a stray OPENAI_* one
-    # would point it elsewhere: start from a clean slate for both.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CNTR_SYNC_", "OPENAI_"))
-    }
+    env = clean_env()
     env["OPENAI_BASE_URL"] = base_url
     env["OPENAI_API_KEY"] = API_KEY
     if requests_per_second is not None:
@@ -175,7 +156,7 @@ def run_pass(
     timeout_s: float,
 ) -> PassFigures:
     command = [
-        *cli_command(),
+        *cntr_sync_command(),
         "sync",
         str(root),
         "--container",
@@ -261,11 +242,7 @@ def print_table(passes: list[PassFigures]) -> None:
 def check_mirror(base_url: str, container_id: str, root: Path) -> tuple[bool, int, int]:
     """Whether the container's user files are exactly the tree (names and sizes)."""
     with ContainersClient(API_KEY, base_url=base_url) as client:
-        remote = {
-            remote_names(item.path)[0]: item.bytes
-            for item in client.iter_files(container_id)
-            if item.is_user_upload
-        }
+        remote = {name: item.bytes for name, item in user_files(client, container_id)}
     local = local_files(root)
     return remote == local, len(remote), len(local)
 
@@ -366,4 +343,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
