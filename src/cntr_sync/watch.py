@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -140,6 +141,13 @@ class _OverflowListener(logging.Handler):
         except Exception:  # noqa: BLE001 - a logging handler must not raise
             self.handleError(record)
 
+
+# watchdog re-registers its callback when a watched directory path is reused
+# (a directory renamed away and another renamed in) and warns that it
+# "will be overwritten": expected under churn, and only noise in the logs.
+warnings.filterwarnings(
+    "ignore", message="Callback with id .* already exists", category=RuntimeWarning
+)
 
 _overflow = _OverflowListener()
 for _name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
