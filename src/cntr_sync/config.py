@@ -5,11 +5,11 @@ environment ``CNTR_SYNC_*`` < explicit overrides (CLI flags). ``OPENAI_API_KEY``
 and ``OPENAI_BASE_URL`` are honoured like the official SDK, as the last fallback.
 
 Owns: the ``Settings`` and ``PairSettings`` models, ``Settings.load`` (the one
-entry point), turning every validation failure into a one-line ``ConfigError``
-that names the layer (file, ``environment CNTR_SYNC_X`` or ``flag --x``) and the
-key, resolving the API key (re-read on every call, so rotated secrets work), the
-keyword arguments of ``ContainersClient``, per-pair views with inheritance
-resolved, and a dump with every secret redacted.
+entry point), resolving the API key (re-read on every call, so rotated secrets
+work), the keyword arguments of ``ContainersClient``, per-pair views with
+inheritance resolved, and a dump with every secret redacted. The loading
+machinery behind ``load`` (the file and environment sources, and the one-line
+``ConfigError`` naming the layer and key) lives in ``cntr_sync.config_sources``.
 
 Must not: log or print, put a secret into an error, repr or dump, or touch the
 network. Its only I/O is reading the config file and the API key file.
@@ -17,15 +17,12 @@ network. Its only I/O is reading the config file and the API key file.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -35,33 +32,38 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-    TomlConfigSettingsSource,
-)
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cntr_sync import config_sources
 from cntr_sync.api import DEFAULT_BASE_URL, AuthStyle
+from cntr_sync.config_sources import ENV_PREFIX, RESERVED_ENV_NAMES
 from cntr_sync.errors import ConfigError
 
-if TYPE_CHECKING:
-    from pydantic_settings.sources.types import Traversable
+__all__ = [
+    "ENV_PREFIX",
+    "REDACTED",
+    "RESERVED_ENV_NAMES",
+    "ApiKeySource",
+    "ConfigPath",
+    "Direction",
+    "ExpiryMinutes",
+    "MemoryLimit",
+    "NonEmpty",
+    "PairSettings",
+    "Percent",
+    "ResolvedPair",
+    "Seconds",
+    "Settings",
+    "WatchMode",
+    "default_state_dir",
+    "is_secret_name",
+    "parse_listen",
+]
 
-ENV_PREFIX = "CNTR_SYNC_"
-# CNTR_SYNC_* names that are not settings but belong to the CLI; every other
-# unknown CNTR_SYNC_* variable is a typo and is refused rather than ignored.
-RESERVED_ENV_NAMES = frozenset({"CNTR_SYNC_CONFIG"})
 REDACTED = "[redacted]"
 _T = TypeVar("_T")
 
@@ -78,10 +80,6 @@ _SECRET_HEADER_NAMES = frozenset(
 _SECRET_NAME_PARTS = ("key", "token", "secret", "auth", "cookie", "password")
 _PAIR_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 _UNSUPPORTED_DIRECTIONS = frozenset({"pull", "both"})
-# Path fields that a TOML file may give relative to its own directory.
-# api_key_file is not here: it looks in $CREDENTIALS_DIRECTORY first.
-_FILE_RELATIVE_PATHS = ("state_dir", "local", "ca_bundle", "container_id_file")
-_PAIR_FILE_RELATIVE_PATHS = ("local", "container_id_file")
 
 
 def _path_not_empty(value: object) -> object:
@@ -355,7 +353,7 @@ class Settings(BaseSettings):
         # which this classmethod cannot receive as arguments: load() hands its
         # sources over through a context variable. Outside load() only the
         # constructor's arguments count, never os.environ or a .env file.
-        return (init_settings, *_LOAD_SOURCES.get())
+        return (init_settings, *config_sources.load_sources())
 
     # -- loading -------------------------------------------------------------------
 
@@ -373,30 +371,15 @@ class Settings(BaseSettings):
         """
         environ: Mapping[str, str] = os.environ if env is None else env
         flags = {key: value for key, value in (overrides or {}).items() if value is not None}
-        for key in flags:
-            if key not in cls.model_fields:
-                raise ConfigError(f"flag {_flag_name(key)}: unknown setting{_suggest(key, cls)}")
-        _check_env_names(environ, cls)
+        config_sources.check_names(cls, flags, environ)
+        layers = config_sources.Layers(cls, flags, environ, config_file)
+        file_source = layers.file
+        defaults = {"state_dir": default_state_dir(environ)}
+        settings = config_sources.build(cls, PairSettings, layers, defaults)
 
-        file_source = _TomlFileSource(cls, config_file) if config_file is not None else None
-        env_source = _MappingEnvSource(cls, environ)
-        defaults = InitSettingsSource(cls, {"state_dir": default_state_dir(environ)})
-        layers = [env_source] if file_source is None else [env_source, file_source]
-        token = _LOAD_SOURCES.set((*layers, defaults))
-        try:
-            settings = cls(**flags)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, flags, env_source, file_source)) from None
-        except SettingsError as exc:
-            raise ConfigError(f"environment: {exc}") from None
-        finally:
-            _LOAD_SOURCES.reset(token)
-
-        api_key_origin = _origin_of("api_key", flags, env_source, file_source)
+        api_key_origin = layers.origin_of("api_key")
         if settings.api_key_file is not None:
-            key_file_from_file = (
-                _origin_of("api_key_file", flags, env_source, file_source) == "file"
-            )
+            key_file_from_file = layers.origin_of("api_key_file") == "file"
             key_file = _locate_key_file(
                 settings.api_key_file,
                 environ.get("CREDENTIALS_DIRECTORY") or None,
@@ -551,103 +534,7 @@ class Settings(BaseSettings):
                 yield name, value
 
 
-# -- sources ---------------------------------------------------------------------------
-
-_LOAD_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar(
-    "_LOAD_SOURCES", default=()
-)
-
-
-class _TomlFileSource(TomlConfigSettingsSource):
-    """The ``--config`` file: must exist, and relative paths in it mean "next to it"."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
-        self.path = Path(path).expanduser()
-        # Anchored once, so a later chdir of the daemon cannot move the paths.
-        self.directory = self.path.absolute().parent
-        # The parent source silently skips a missing file; a named file must exist.
-        if not self.path.exists():
-            raise ConfigError(f"config file not found: {self.path}")
-        if not self.path.is_file():
-            raise ConfigError(f"config file is not a regular file: {self.path}")
-        super().__init__(settings_cls, toml_file=self.path)
-
-    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
-        try:
-            with file_path.open(mode="rb") as handle:
-                data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{self.path}: {_toml_problem(exc)}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
-        return _anchor_paths(data, self.directory)
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.init_kwargs
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """The CNTR_SYNC_* layer, read from an injected mapping instead of os.environ.
-
-    The built-in source reads os.environ in ``_load_env_vars``; overriding that
-    one hook keeps its parsing (JSON for lists and dicts, ``__`` for dict keys)
-    while making the environment a plain argument of ``Settings.load``.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-        self.data = self()
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
-
-    def explode_env_vars(
-        self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]
-    ) -> dict[str, Any]:
-        exploded = super().explode_env_vars(field_name, field, env_vars)
-        if field_name == "extra_headers":
-            # Variable names cannot hold "-" and proxies drop headers with "_":
-            # CNTR_SYNC_EXTRA_HEADERS__X_BF_VK means the header x-bf-vk. The JSON
-            # form (CNTR_SYNC_EXTRA_HEADERS='{"X_Odd": "v"}') keeps names exactly.
-            return {name.replace("_", "-"): value for name, value in exploded.items()}
-        return exploded
-
-    def prepare_field_value(
-        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
-    ) -> Any:
-        try:
-            return super().prepare_field_value(field_name, field, value, value_is_complex)
-        except ValueError:
-            # The parent's error carries no variable name; the value must not be echoed.
-            raise ConfigError(
-                f"environment {_env_name(field_name)}: not valid JSON for a list or table"
-            ) from None
-
-
-def _anchor_paths(data: dict[str, Any], directory: Path) -> dict[str, Any]:
-    for key in _FILE_RELATIVE_PATHS:
-        if key in data:
-            data[key] = _anchor(data[key], directory)
-    pairs = data.get("pairs")
-    if isinstance(pairs, list):
-        for pair in pairs:
-            if isinstance(pair, dict):
-                for key in _PAIR_FILE_RELATIVE_PATHS:
-                    if key in pair:
-                        pair[key] = _anchor(pair[key], directory)
-    return data
-
-
-def _anchor(value: object, directory: Path) -> object:
-    # Non-strings and empty strings are left for validation to report.
-    if not isinstance(value, str) or not value.strip() or value.startswith("~"):
-        return value
-    path = Path(value)
-    return value if path.is_absolute() else str(directory / path)
+# -- the API key file ------------------------------------------------------------------
 
 
 def _locate_key_file(path: Path, credentials_dir: str | None, config_dir: Path | None) -> Path:
@@ -678,121 +565,6 @@ def _read_key_file(path: Path) -> str:
     if any(ch.isspace() for ch in key):
         raise ConfigError(f"api_key_file {path} must hold the key alone on one line")
     return key
-
-
-def _check_env_names(environ: Mapping[str, str], settings_cls: type[Settings]) -> None:
-    for name in environ:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV_NAMES:
-            continue
-        field = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
-        if field not in settings_cls.model_fields:
-            match = difflib.get_close_matches(field, settings_cls.model_fields, n=1)
-            hint = f"; did you mean {_env_name(match[0])}?" if match else ""
-            raise ConfigError(f"environment {name}: unknown setting{hint}")
-
-
-# -- error messages ----------------------------------------------------------------------
-
-
-def _env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
-def _flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _holds(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
-    """Whether this layer supplied the value at ``loc`` (dicts merge across layers)."""
-    if not loc or not isinstance(loc[0], str) or loc[0] not in data:
-        return False
-    value = data[loc[0]]
-    return len(loc) < 2 or not isinstance(value, dict) or loc[1] in value
-
-
-def _origin_of(
-    field: str,
-    flags: Mapping[str, Any],
-    env_source: _MappingEnvSource,
-    file_source: _TomlFileSource | None,
-) -> Literal["flag", "env", "file", "default"]:
-    if field in flags:
-        return "flag"
-    if field in env_source.data:
-        return "env"
-    if file_source is not None and field in file_source.data:
-        return "file"
-    return "default"
-
-
-def _describe(
-    exc: ValidationError,
-    flags: Mapping[str, Any],
-    env_source: _MappingEnvSource,
-    file_source: _TomlFileSource | None,
-) -> str:
-    """One line for the first error: where it came from, which key, what is wrong.
-
-    Built from ``loc`` and ``msg`` only: pydantic's ``input_value`` may be a secret.
-    """
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    first = errors[0]
-    loc = tuple(first["loc"])
-    path = _format_loc(loc)
-    field = str(loc[0]) if loc else ""
-    if _holds(flags, loc):
-        where, path_is_named = f"flag {_flag_name(field)}", len(loc) == 1
-    elif _holds(env_source.data, loc):
-        where, path_is_named = f"environment {_env_name(field)}", len(loc) == 1
-    elif file_source is not None and _holds(file_source.data, loc):
-        where, path_is_named = str(file_source.path), False
-    else:
-        where, path_is_named = "settings", False
-
-    if first["type"] == "extra_forbidden":
-        message = f"{where}: unknown key '{path}'{_suggest_for(loc)}"
-    elif path_is_named or not path:
-        message = f"{where}: {first['msg']}"
-    else:
-        message = f"{where}: {path}: {first['msg']}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
-    return message
-
-
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _suggest(key: str, model: type[BaseModel]) -> str:
-    match = difflib.get_close_matches(key, model.model_fields, n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
-
-
-def _suggest_for(loc: tuple[int | str, ...]) -> str:
-    key = str(loc[-1])
-    if len(loc) == 3 and loc[0] == "pairs":
-        if key in Settings.model_fields and key not in PairSettings.model_fields:
-            # TOML puts every key after a [[pairs]] header into that pair.
-            return "; top-level keys must come before the first [[pairs]] table"
-        return _suggest(key, PairSettings)
-    return _suggest(key, Settings) if len(loc) == 1 else ""
-
-
-def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
-    # Python 3.11's TOMLDecodeError has no lineno attribute; the position is in the text.
-    text = str(exc)
-    if text.endswith(" (at end of document)"):
-        return f"invalid TOML at end of document: {text.removesuffix(' (at end of document)')}"
-    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
-    if found is None:
-        return f"invalid TOML: {text}"
-    reason = text[: found.start()]
-    return f"invalid TOML at line {found.group(1)}: {reason} (column {found.group(2)})"
 
 
 def _inherit(own: _T | None, inherited: _T) -> _T:

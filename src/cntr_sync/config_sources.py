@@ -1,0 +1,330 @@
+"""How ``Settings.load`` reads its layers and explains what is wrong with them.
+
+Owns the loading machinery behind ``cntr_sync.config``: the pydantic-settings
+sources (the ``--config`` TOML file with its paths anchored next to it, the
+``CNTR_SYNC_*`` environment read from an injected mapping, and the context
+variable that hands both to ``Settings.settings_customise_sources``), the check
+for unknown flags and ``CNTR_SYNC_*`` names, and turning every validation
+failure into a one-line ``ConfigError`` that names the layer (file,
+``environment CNTR_SYNC_X`` or ``flag --x``) and the key, with a difflib
+suggestion for a misspelt key.
+
+Must not: import ``cntr_sync.config`` (the models come in as parameters, so
+there is no import cycle), log or print, put an input value (it may be a
+secret) into an error, or touch the network. Its only I/O is reading the
+config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from cntr_sync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic_settings.sources.types import Traversable
+
+ENV_PREFIX = "CNTR_SYNC_"
+# CNTR_SYNC_* names that are not settings but belong to the CLI; every other
+# unknown CNTR_SYNC_* variable is a typo and is refused rather than ignored.
+RESERVED_ENV_NAMES = frozenset({"CNTR_SYNC_CONFIG"})
+# Path fields that a TOML file may give relative to its own directory.
+# api_key_file is not here: it looks in $CREDENTIALS_DIRECTORY first.
+_FILE_RELATIVE_PATHS = ("state_dir", "local", "ca_bundle", "container_id_file")
+_PAIR_FILE_RELATIVE_PATHS = ("local", "container_id_file")
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+Origin = Literal["flag", "env", "file", "default"]
+
+# -- the hand-off to settings_customise_sources -----------------------------------------
+
+_LOAD_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar(
+    "_LOAD_SOURCES", default=()
+)
+
+
+def load_sources() -> tuple[PydanticBaseSettingsSource, ...]:
+    """The sources of the ``build`` in progress; empty outside it."""
+    return _LOAD_SOURCES.get()
+
+
+def check_names(
+    settings_cls: type[BaseModel], flags: Mapping[str, Any], environ: Mapping[str, str]
+) -> None:
+    """Refuse an unknown flag, then an unknown ``CNTR_SYNC_*`` variable."""
+    for key in flags:
+        if key not in settings_cls.model_fields:
+            raise ConfigError(
+                f"flag {_flag_name(key)}: unknown setting{_suggest(key, settings_cls)}"
+            )
+    _check_env_names(environ, settings_cls)
+
+
+class Layers:
+    """The per-call inputs of one load: flags, the environment, the config file.
+
+    Constructing it reads the file and the environment, raising ConfigError
+    when the file is missing or unreadable, or a variable is not valid JSON.
+    """
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        flags: Mapping[str, Any],
+        environ: Mapping[str, str],
+        config_file: Path | None,
+    ) -> None:
+        self.flags = flags
+        self.file = TomlFileSource(settings_cls, config_file) if config_file is not None else None
+        self.env = MappingEnvSource(settings_cls, environ)
+
+    def origin_of(self, field: str) -> Origin:
+        """The highest layer that gave ``field`` a value."""
+        if field in self.flags:
+            return "flag"
+        if field in self.env.data:
+            return "env"
+        if self.file is not None and field in self.file.data:
+            return "file"
+        return "default"
+
+
+def build(
+    settings_cls: type[_S],
+    pair_cls: type[BaseModel],
+    layers: Layers,
+    defaults: Mapping[str, Any],
+) -> _S:
+    """``settings_cls`` from the layers over ``defaults``; ConfigError when invalid.
+
+    ``pair_cls`` is the model of one ``[[pairs]]`` entry, for suggestions.
+    """
+    file_source, env_source = layers.file, layers.env
+    defaults_source = InitSettingsSource(settings_cls, dict(defaults))
+    sources = [env_source] if file_source is None else [env_source, file_source]
+    token = _LOAD_SOURCES.set((*sources, defaults_source))
+    try:
+        return settings_cls(**layers.flags)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, layers, settings_cls, pair_cls)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}") from None
+    finally:
+        _LOAD_SOURCES.reset(token)
+
+
+# -- sources ---------------------------------------------------------------------------
+
+
+class TomlFileSource(TomlConfigSettingsSource):
+    """The ``--config`` file: must exist, and relative paths in it mean "next to it"."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path = Path(path).expanduser()
+        # Anchored once, so a later chdir of the daemon cannot move the paths.
+        self.directory = self.path.absolute().parent
+        # The parent source silently skips a missing file; a named file must exist.
+        if not self.path.exists():
+            raise ConfigError(f"config file not found: {self.path}")
+        if not self.path.is_file():
+            raise ConfigError(f"config file is not a regular file: {self.path}")
+        super().__init__(settings_cls, toml_file=self.path)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            with file_path.open(mode="rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.path}: {_toml_problem(exc)}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
+        return _anchor_paths(data, self.directory)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.init_kwargs
+
+
+class MappingEnvSource(EnvSettingsSource):
+    """The CNTR_SYNC_* layer, read from an injected mapping instead of os.environ.
+
+    The built-in source reads os.environ in ``_load_env_vars``; overriding that
+    one hook keeps its parsing (JSON for lists and dicts, ``__`` for dict keys)
+    while making the environment a plain argument of ``Settings.load``.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+        self.data = self()
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+    def explode_env_vars(
+        self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        exploded = super().explode_env_vars(field_name, field, env_vars)
+        if field_name == "extra_headers":
+            # Variable names cannot hold "-" and proxies drop headers with "_":
+            # CNTR_SYNC_EXTRA_HEADERS__X_BF_VK means the header x-bf-vk. The JSON
+            # form (CNTR_SYNC_EXTRA_HEADERS='{"X_Odd": "v"}') keeps names exactly.
+            return {name.replace("_", "-"): value for name, value in exploded.items()}
+        return exploded
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError:
+            # The parent's error carries no variable name; the value must not be echoed.
+            raise ConfigError(
+                f"environment {_env_name(field_name)}: not valid JSON for a list or table"
+            ) from None
+
+
+def _anchor_paths(data: dict[str, Any], directory: Path) -> dict[str, Any]:
+    for key in _FILE_RELATIVE_PATHS:
+        if key in data:
+            data[key] = _anchor(data[key], directory)
+    pairs = data.get("pairs")
+    if isinstance(pairs, list):
+        for pair in pairs:
+            if isinstance(pair, dict):
+                for key in _PAIR_FILE_RELATIVE_PATHS:
+                    if key in pair:
+                        pair[key] = _anchor(pair[key], directory)
+    return data
+
+
+def _anchor(value: object, directory: Path) -> object:
+    # Non-strings and empty strings are left for validation to report.
+    if not isinstance(value, str) or not value.strip() or value.startswith("~"):
+        return value
+    path = Path(value)
+    return value if path.is_absolute() else str(directory / path)
+
+
+def _check_env_names(environ: Mapping[str, str], settings_cls: type[BaseModel]) -> None:
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV_NAMES:
+            continue
+        field = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if field not in settings_cls.model_fields:
+            match = difflib.get_close_matches(field, settings_cls.model_fields, n=1)
+            hint = f"; did you mean {_env_name(match[0])}?" if match else ""
+            raise ConfigError(f"environment {name}: unknown setting{hint}")
+
+
+# -- error messages ----------------------------------------------------------------------
+
+
+def _env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _holds(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Whether this layer supplied the value at ``loc`` (dicts merge across layers)."""
+    if not loc or not isinstance(loc[0], str) or loc[0] not in data:
+        return False
+    value = data[loc[0]]
+    return len(loc) < 2 or not isinstance(value, dict) or loc[1] in value
+
+
+def _describe(
+    exc: ValidationError,
+    layers: Layers,
+    settings_cls: type[BaseModel],
+    pair_cls: type[BaseModel],
+) -> str:
+    """One line for the first error: where it came from, which key, what is wrong.
+
+    Built from ``loc`` and ``msg`` only: pydantic's ``input_value`` may be a secret.
+    """
+    file_source = layers.file
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = _format_loc(loc)
+    field = str(loc[0]) if loc else ""
+    if _holds(layers.flags, loc):
+        where, path_is_named = f"flag {_flag_name(field)}", len(loc) == 1
+    elif _holds(layers.env.data, loc):
+        where, path_is_named = f"environment {_env_name(field)}", len(loc) == 1
+    elif file_source is not None and _holds(file_source.data, loc):
+        where, path_is_named = str(file_source.path), False
+    else:
+        where, path_is_named = "settings", False
+
+    if first["type"] == "extra_forbidden":
+        message = f"{where}: unknown key '{path}'{_suggest_for(loc, settings_cls, pair_cls)}"
+    elif path_is_named or not path:
+        message = f"{where}: {first['msg']}"
+    else:
+        message = f"{where}: {path}: {first['msg']}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return message
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _suggest(key: str, model: type[BaseModel]) -> str:
+    match = difflib.get_close_matches(key, model.model_fields, n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _suggest_for(
+    loc: tuple[int | str, ...], settings_cls: type[BaseModel], pair_cls: type[BaseModel]
+) -> str:
+    key = str(loc[-1])
+    if len(loc) == 3 and loc[0] == "pairs":
+        if key in settings_cls.model_fields and key not in pair_cls.model_fields:
+            # TOML puts every key after a [[pairs]] header into that pair.
+            return "; top-level keys must come before the first [[pairs]] table"
+        return _suggest(key, pair_cls)
+    return _suggest(key, settings_cls) if len(loc) == 1 else ""
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    # Python 3.11's TOMLDecodeError has no lineno attribute; the position is in the text.
+    text = str(exc)
+    if text.endswith(" (at end of document)"):
+        return f"invalid TOML at end of document: {text.removesuffix(' (at end of document)')}"
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
+    if found is None:
+        return f"invalid TOML: {text}"
+    reason = text[: found.start()]
+    return f"invalid TOML at line {found.group(1)}: {reason} (column {found.group(2)})"
