@@ -4,10 +4,12 @@ The one-shot command runs one pass; the daemon runs the same pass again and
 again. Owns the order of steps and the rules that keep data safe: nothing is
 deleted unless the listing was complete and the brakes agree; the index is
 written after every finished action, on this (the calling) thread; an
-expired container is replaced and refilled.
+expired container is replaced and refilled (``containers`` finds, creates
+and replaces it; this module decides when).
 
 Must not: talk HTTP except through ``ContainersClient``, touch SQLite except
-through ``Index``, or decide what to do (``plan`` decides).
+through ``Index``, decide what to do (``plan`` decides), or find, create or
+replace a container itself (``containers`` does).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import structlog
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.config import ResolvedPair
+from cntr_sync.containers import ContainerResolver
 from cntr_sync.errors import (
     ApiError,
     AuthenticationError,
-    BadRequestError,
     CntrSyncError,
     ContainerExpiredError,
     LocalError,
@@ -71,8 +73,6 @@ log = structlog.get_logger("cntr_sync.engine")
 
 # How often one file may change under an upload before this pass gives up on it.
 MAX_REDOS = 3
-# Creates of a container whose answer was lost, each after a listing showed none.
-CREATE_ATTEMPTS = 3
 # Errors that end the whole pass: nothing else can succeed after them.
 _FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
 
@@ -199,6 +199,7 @@ class Engine:
         self._clock = clock
         self._progress: Progress = progress or _NoProgress()
         self._cancel = threading.Event()
+        self._containers = ContainerResolver(client, index, pair)
 
     # -- the pass -----------------------------------------------------------------
 
@@ -226,12 +227,12 @@ class Engine:
                 if (
                     dry_run
                     or result.container_id is None
-                    or not self._confirmed_gone(result.container_id)
+                    or not self._containers.confirmed_gone(result.container_id)
                 ):
                     raise
                 log.warning("container expired during the pass; starting over")
                 gone = Container(id=result.container_id, name=self.index.container_name or "")
-                self._replace_container(result, gone)
+                self._containers.replace(result, gone)
                 retry = PassResult(dry_run=dry_run, container_created=result.container_created)
                 retry.container_recreated = True
                 self._run(retry, dry_run=dry_run, force=force)
@@ -249,7 +250,7 @@ class Engine:
 
     def _run(self, result: PassResult, *, dry_run: bool, force: bool) -> None:
         self._check_root(force=force)
-        container = self._resolve_container(result, dry_run=dry_run)
+        container = self._containers.resolve(result, dry_run=dry_run)
         snapshot = self._scan(dry_run=dry_run)
         local, young = self._settled(snapshot)
         result.local_files = len(snapshot.files)
@@ -263,14 +264,14 @@ class Engine:
             try:
                 remote = self._list(container.id)
             except (ContainerExpiredError, NotFoundError):
-                if not self._confirmed_gone(container.id):
+                if not self._containers.confirmed_gone(container.id):
                     raise
                 if dry_run:
                     # A real pass would start a new, empty container.
                     container = None
                     result.container_recreated = True
                 else:
-                    container = self._replace_container(result, container)
+                    container = self._containers.replace(result, container)
                     remote = self._list(container.id)
 
         policy = Policy(
@@ -362,113 +363,6 @@ class Engine:
             to_remote_file(f.id, f.path, f.bytes, f.source, f.created_at)
             for f in self.client.iter_files(container_id)
         ]
-
-    def _resolve_container(self, result: PassResult, *, dry_run: bool) -> Container | None:
-        """The container of this pair: the indexed one, else found by id or name, else new.
-
-        A dry run creates nothing and records nothing; it returns None when a
-        real pass would create the container.
-        """
-        known = self.index.container_id
-        if known is not None:
-            container = Container(id=known, name=self.index.container_name or self.pair.container)
-        else:
-            found = self._find(self.pair.container)
-            if found is not None and not found.is_running:
-                # An expired container named by id: carry on under its name.
-                found = self._find_running(found.name) if found.name else None
-            if found is None:
-                if dry_run:
-                    return None
-                found = self._create(self._name_for_new())
-                result.container_created = True
-            container = found
-            if not dry_run:
-                self.index.set_container(container.id, container.name or self.pair.container)
-        result.container_id = container.id
-        if not dry_run:
-            self.index.claim_container(self.client.base_url, container.id)
-            self._publish_id(container.id)
-        return container
-
-    def _name_for_new(self) -> str:
-        return self.index.container_name or self.pair.container
-
-    def _find(self, spec: str) -> Container | None:
-        """By id first (any status), else the newest running container with that name."""
-        try:
-            return self.client.retrieve_container(spec)
-        except (NotFoundError, BadRequestError):
-            pass
-        return self._find_running(spec)
-
-    def _find_running(self, name: str, *, exclude: str | None = None) -> Container | None:
-        newest: Container | None = None
-        for candidate in self.client.iter_containers(name=name):
-            if not candidate.is_running or candidate.id == exclude:
-                continue
-            if newest is None or (candidate.created_at or 0) > (newest.created_at or 0):
-                newest = candidate
-        return newest
-
-    def _create(self, name: str) -> Container:
-        log.info("creating container", name=name)
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                return self.client.create_container(
-                    name,
-                    expires_after_minutes=self.pair.expires_after_minutes,
-                    memory_limit=self.pair.memory_limit,
-                )
-            except OutcomeUnknownError:
-                # The server may have made it: use that one rather than a second;
-                # only when the listing shows none is another create safe.
-                made = self._find_running(name)
-                if made is not None:
-                    return made
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _confirmed_gone(self, container_id: str) -> bool:
-        """Before abandoning a container (and the index of it), make sure it is gone.
-
-        A gateway's 404 or an odd 400 must not cost the model its files.
-        """
-        try:
-            return not self.client.retrieve_container(container_id).is_running
-        except NotFoundError:
-            return True
-
-    def _replace_container(self, result: PassResult, gone: Container) -> Container:
-        """The container expired or vanished: its files are gone. Use or make another."""
-        name = gone.name or self._name_for_new()
-        log.warning("container expired or gone; replacing it", container_id=gone.id)
-        replacement = self._find_running(name, exclude=gone.id)
-        if replacement is None:
-            replacement = self._create(name)
-            result.container_created = True
-        result.container_recreated = True
-        self.index.set_container(replacement.id, name)
-        self.index.claim_container(self.client.base_url, replacement.id)
-        result.container_id = replacement.id
-        self._publish_id(replacement.id)
-        return replacement
-
-    def _publish_id(self, container_id: str) -> None:
-        target = self.pair.container_id_file
-        if target is None:
-            return
-        try:
-            if target.exists() and target.read_text(encoding="utf-8").strip() == container_id:
-                return
-            tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-            tmp.write_text(container_id + "\n", encoding="utf-8")
-            tmp.replace(target)
-        except OSError as exc:
-            raise LocalError(
-                f"cannot write container id file {target}: {exc.strerror}", path=str(target)
-            ) from exc
 
     def _record_bookkeeping(self, the_plan: Plan, result: PassResult) -> None:
         for adopt in the_plan.adopts:

@@ -1,0 +1,179 @@
+"""The container of one pair: find it, create it once, replace it, publish its id.
+
+Owns the container lifecycle of a pass: resolving the pair's container (the
+indexed id, else one found by id, else the newest running one by name, else a
+new one); creating without making a duplicate when a create's answer is lost;
+confirming a container is really gone before abandoning it (and the index of
+it); replacing an expired one; claiming it in the index; and publishing its
+id to the pair's id file, atomically.
+
+Must not: touch files in the container or the sync root, decide what to sync
+(``plan`` does), run a pass (``engine`` does), talk HTTP except through
+``ContainersClient``, or touch SQLite except through ``Index``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.errors import (
+    BadRequestError,
+    LocalError,
+    NotFoundError,
+    OutcomeUnknownError,
+)
+from cntr_sync.index import Index
+from cntr_sync.models import Container
+
+log = structlog.get_logger("cntr_sync.containers")
+
+# Creates of a container whose answer was lost, each after a listing showed none.
+CREATE_ATTEMPTS = 3
+
+
+class ContainerSpec(Protocol):
+    """What the lifecycle needs to know about a pair (``engine.PairSpec`` has it)."""
+
+    @property
+    def container(self) -> str: ...
+
+    @property
+    def expires_after_minutes(self) -> int: ...
+
+    @property
+    def memory_limit(self) -> str | None: ...
+
+    @property
+    def container_id_file(self) -> Path | None: ...
+
+
+class ContainerOutcome(Protocol):
+    """Where the lifecycle records what it did (``engine.PassResult`` is one)."""
+
+    container_id: str | None
+    container_created: bool
+    container_recreated: bool
+
+
+class ContainerResolver:
+    """The container lifecycle of one pair, for one pass at a time."""
+
+    def __init__(self, client: ContainersClient, index: Index, pair: ContainerSpec) -> None:
+        self.client = client
+        self.index = index
+        self.pair = pair
+
+    def resolve(self, result: ContainerOutcome, *, dry_run: bool) -> Container | None:
+        """The container of this pair: the indexed one, else found by id or name, else new.
+
+        A dry run creates nothing and records nothing; it returns None when a
+        real pass would create the container.
+        """
+        known = self.index.container_id
+        if known is not None:
+            container = Container(id=known, name=self.index.container_name or self.pair.container)
+        else:
+            found = self._find(self.pair.container)
+            if found is not None and not found.is_running:
+                # An expired container named by id: carry on under its name.
+                found = self._find_running(found.name) if found.name else None
+            if found is None:
+                if dry_run:
+                    return None
+                found = self._create(self._name_for_new())
+                result.container_created = True
+            container = found
+            if not dry_run:
+                self.index.set_container(container.id, container.name or self.pair.container)
+        result.container_id = container.id
+        if not dry_run:
+            self.index.claim_container(self.client.base_url, container.id)
+            self._publish_id(container.id)
+        return container
+
+    def confirmed_gone(self, container_id: str) -> bool:
+        """Before abandoning a container (and the index of it), make sure it is gone.
+
+        A gateway's 404 or an odd 400 must not cost the model its files.
+        """
+        try:
+            return not self.client.retrieve_container(container_id).is_running
+        except NotFoundError:
+            return True
+
+    def replace(self, result: ContainerOutcome, gone: Container) -> Container:
+        """The container expired or vanished: its files are gone. Use or make another."""
+        name = gone.name or self._name_for_new()
+        log.warning("container expired or gone; replacing it", container_id=gone.id)
+        replacement = self._find_running(name, exclude=gone.id)
+        if replacement is None:
+            replacement = self._create(name)
+            result.container_created = True
+        result.container_recreated = True
+        self.index.set_container(replacement.id, name)
+        self.index.claim_container(self.client.base_url, replacement.id)
+        result.container_id = replacement.id
+        self._publish_id(replacement.id)
+        return replacement
+
+    def _name_for_new(self) -> str:
+        return self.index.container_name or self.pair.container
+
+    def _find(self, spec: str) -> Container | None:
+        """By id first (any status), else the newest running container with that name."""
+        try:
+            return self.client.retrieve_container(spec)
+        except (NotFoundError, BadRequestError):
+            pass
+        return self._find_running(spec)
+
+    def _find_running(self, name: str, *, exclude: str | None = None) -> Container | None:
+        newest: Container | None = None
+        for candidate in self.client.iter_containers(name=name):
+            if not candidate.is_running or candidate.id == exclude:
+                continue
+            if newest is None or (candidate.created_at or 0) > (newest.created_at or 0):
+                newest = candidate
+        return newest
+
+    def _create(self, name: str) -> Container:
+        log.info("creating container", name=name)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                return self.client.create_container(
+                    name,
+                    expires_after_minutes=self.pair.expires_after_minutes,
+                    memory_limit=self.pair.memory_limit,
+                )
+            except OutcomeUnknownError:
+                # The server may have made it: use that one rather than a second;
+                # only when the listing shows none is another create safe.
+                made = self._find_running(name)
+                if made is not None:
+                    return made
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _publish_id(self, container_id: str) -> None:
+        target = self.pair.container_id_file
+        if target is None:
+            return
+        try:
+            if target.exists() and target.read_text(encoding="utf-8").strip() == container_id:
+                return
+            tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+            tmp.write_text(container_id + "\n", encoding="utf-8")
+            tmp.replace(target)
+        except OSError as exc:
+            raise LocalError(
+                f"cannot write container id file {target}: {exc.strerror}", path=str(target)
+            ) from exc
+
+
+__all__ = ["CREATE_ATTEMPTS", "ContainerOutcome", "ContainerResolver", "ContainerSpec"]
