@@ -1,0 +1,463 @@
+"""One pair kept in sync on its own thread: the per-pair half of the daemon.
+
+Owns: ``PairWorker`` (observers first, then a full reconcile, then passes on
+quiet periods, max delays, rescans and remote polls; backoff after failures;
+the bounded flush on stop), the ``PairStatus`` it reports, and the
+``ClientFactory`` all pairs share.
+
+Must not: decide what to sync (``engine`` and ``plan`` do), talk HTTP to the
+API itself, or touch process-level things (signals, systemd notifications,
+the health endpoint, other pairs; ``daemon`` owns those). Nothing a worker
+meets may stop the process. Each pass is the same ``Engine.run_pass`` as the
+one-shot command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from cntr_sync.api import ContainersClient, RateLimiter, RequestRecord
+from cntr_sync.config import ResolvedPair, Settings
+from cntr_sync.engine import Engine, PairSpec, PassResult
+from cntr_sync.errors import CntrSyncError
+from cntr_sync.index import Index
+from cntr_sync.metrics import Metrics
+from cntr_sync.watch import ChangeTracker, Watcher
+
+log = structlog.get_logger("cntr_sync.worker")
+
+PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
+# "overdue": changes kept coming past max_delay, so even files written a moment
+# ago are sent now (a log file that never goes quiet still gets mirrored).
+PassReason = Literal["initial", "changes", "overdue", "rescan", "poll", "flush"]
+
+BACKOFF_MIN = 1.0
+BACKOFF_MAX = 300.0
+# Stop polling an idle container this long before it would expire, so that,
+# without keepalive, an unused container is allowed to expire.
+EXPIRY_MARGIN = 120.0
+POLL_INTERVAL_FOR_WATCH_POLL = 1.0
+
+
+@dataclass
+class PairStatus:
+    """What /status and STATUS= say about one pair. Written by its worker only."""
+
+    name: str
+    local: str
+    container: str
+    container_id: str | None = None
+    state: PairState = "starting"
+    watch: str = "off"
+    first_sync_done: bool = False
+    first_attempt_done: bool = False
+    passes: int = 0
+    last_sync_at: float | None = None
+    last_success_at: float | None = None
+    last_result: str | None = None
+    last_error: str | None = None
+    last_summary: dict[str, Any] = field(default_factory=dict)
+    pending_changes: int = 0
+    observer_restarts: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "local": self.local,
+            "container": self.container,
+            "container_id": self.container_id,
+            "state": self.state,
+            "watch": self.watch,
+            "first_sync_done": self.first_sync_done,
+            "passes": self.passes,
+            "last_sync_at": self.last_sync_at,
+            "last_success_at": self.last_success_at,
+            "last_result": self.last_result,
+            "last_error": self.last_error,
+            "last_pass": self.last_summary,
+            "pending_changes": self.pending_changes,
+            "observer_restarts": self.observer_restarts,
+        }
+
+
+class ClientFactory:
+    """One ContainersClient for all pairs, rebuilt when the settings (or a rotated
+    key file) change; the rate limit is shared, since all pairs use one account."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._client: ContainersClient | None = None
+        self._kwargs: dict[str, Any] | None = None
+        self._limiter = RateLimiter(settings.requests_per_second)
+
+    def get(self) -> ContainersClient:
+        kwargs = self._settings.client_kwargs()  # re-reads api_key_file
+        with self._lock:
+            if self._client is None or kwargs != self._kwargs:
+                if self._client is not None:
+                    self._client.close()
+                self._client = ContainersClient(
+                    **kwargs,
+                    max_connections=self._settings.concurrency * 4,
+                    rate_limiter=self._limiter,
+                    on_request=self._observe,
+                )
+                self._kwargs = kwargs
+            return self._client
+
+    def _observe(self, record: RequestRecord) -> None:
+        self._metrics.record_request(record.operation, record.status)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class PairWorker:
+    """Keeps one pair in sync on its own thread. Nothing it meets stops the process."""
+
+    def __init__(
+        self,
+        pair: ResolvedPair,
+        settings: Settings,
+        clients: ClientFactory,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pair = pair
+        self.settings = settings
+        self._clients = clients
+        self._metrics = metrics
+        self._clock = clock
+        self.tracker = ChangeTracker(clock)
+        self.status = PairStatus(pair.name, str(pair.local), pair.container)
+        self.watcher = Watcher(
+            pair.local,
+            self.tracker,
+            pair.watch,
+            poll_interval=POLL_INTERVAL_FOR_WATCH_POLL,
+            warn=lambda message: log.warning(message, pair=pair.name),
+        )
+        self._stop = threading.Event()
+        self._flush_deadline: float | None = None
+        self.cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pair-{pair.name}", daemon=True)
+        self._index: Index | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_rescan = clock()
+        self._last_poll = clock()
+        self._last_activity = clock()
+        self.heartbeat = clock()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, flush_deadline: float) -> None:
+        """Ask the worker to flush pending changes until ``flush_deadline``, then end."""
+        self._flush_deadline = flush_deadline
+        self._stop.set()
+        self.tracker.wake()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        log.info("pair starting", pair=self.pair.name, local=str(self.pair.local))
+        # Observers first, then the full pass: no change between the two is missed.
+        self._start_watcher()
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = self._clock()
+                self._supervise()
+                reason = self._due()
+                if reason is None:
+                    self.tracker.wait(self._sleep_for())
+                    continue
+                self._pass(reason)
+            self._flush()
+        finally:
+            self.watcher.stop()
+            self._close_index()
+            self.status.state = "stopped"
+            log.info("pair stopped", pair=self.pair.name)
+
+    def _start_watcher(self) -> None:
+        try:
+            self.watcher.start()
+        except CntrSyncError as exc:
+            log.warning(
+                "watching failed; relying on rescans", pair=self.pair.name, error=exc.message
+            )
+        self.status.watch = self.watcher.kind
+
+    def _supervise(self) -> None:
+        if self.watcher.check():
+            self.status.observer_restarts = self.watcher.restarts
+            log.warning("observer died and was restarted", pair=self.pair.name)
+        self.status.watch = self.watcher.kind
+        self.status.pending_changes = self.tracker.pending
+        self._metrics.set_pending(self.pair.name, self.tracker.pending)
+
+    def _due(self) -> PassReason | None:
+        now = self._clock()
+        if now < self._retry_at:
+            return None
+        first, last = self.tracker.first_at, self.tracker.last_at
+        if first is not None and last is not None:
+            if now - first >= self.pair.max_delay:
+                return "overdue"
+            if now - last >= self.pair.quiet_period:
+                return "changes"
+            # Changes are settling: everything else waits for them (max_delay bounds it).
+            return None
+        if not self.status.first_sync_done:
+            # First pass, or a retry of one that failed. One that deferred files
+            # re-marked the tracker, so it waits for quiet above instead of spinning.
+            return "initial"
+        if now - self._last_rescan >= self.pair.rescan_interval:
+            return "rescan"
+        if now - self._last_poll >= self._poll_interval() and self._container_wanted(now):
+            return "poll"
+        return None
+
+    def _poll_interval(self) -> float:
+        interval = self.pair.remote_poll_interval
+        if self.pair.keepalive:
+            # A call well within the expiry window keeps the container alive.
+            interval = min(interval, self.pair.expires_after_minutes * 60 / 2)
+        return interval
+
+    def _container_wanted(self, now: float) -> bool:
+        """Without keepalive, stop touching a container nobody has used for a while,
+        so that it can expire (a later change recreates and refills it)."""
+        if self.pair.keepalive:
+            return True
+        idle_limit = self.pair.expires_after_minutes * 60 - EXPIRY_MARGIN
+        return now - self._last_activity < idle_limit
+
+    def _sleep_for(self) -> float:
+        now = self._clock()
+        deadlines = [self._retry_at, self._last_rescan + self.pair.rescan_interval]
+        if self._container_wanted(now):
+            deadlines.append(self._last_poll + self._poll_interval())
+        first, last = self.tracker.first_at, self.tracker.last_at
+        if first is not None and last is not None:
+            deadlines += [last + self.pair.quiet_period, first + self.pair.max_delay]
+        # Wake at least once a second for the heartbeat and observer supervision.
+        return min([1.0, *(d - now for d in deadlines if d > now)])
+
+    # -- passes --------------------------------------------------------------------------
+
+    def _pass(self, reason: PassReason) -> None:
+        now = self._clock()
+        if reason == "rescan":
+            self._last_rescan = now
+            if self.status.first_sync_done and not self._local_changes():
+                return
+        if reason == "poll":
+            self._last_poll = now
+        self._run_pass(reason)
+
+    def _local_changes(self) -> bool:
+        try:
+            return self._engine().has_local_changes()
+        except CntrSyncError as exc:
+            log.warning("rescan failed", pair=self.pair.name, error=exc.message)
+            return True
+
+    def _engine(self, *, settle: bool = True) -> Engine:
+        client = self._clients.get()
+        if self._index is None:
+            self._index = Index.open(
+                self.settings.state_dir,
+                base_url=client.base_url,
+                root=self.pair.local.absolute(),
+                container_spec=self.pair.container,
+            )
+        spec = PairSpec.from_settings(self.pair, settle=settle)
+        return Engine(
+            client,
+            self._index,
+            spec,
+            concurrency=self.settings.concurrency,
+        )
+
+    def _run_pass(self, reason: PassReason) -> PassResult | None:
+        # When the oldest pending change happened: a pass that defers or fails
+        # puts it back, so max_delay still counts from the first change.
+        pending_since = self.tracker.first_at
+        taken_paths, taken_full = self.tracker.take()
+        self.status.state = "syncing"
+        started = self._clock()
+        try:
+            engine = self._engine(settle=reason not in ("overdue", "flush"))
+            result = engine.run_pass(cancel=self.cancel)
+        except CntrSyncError as exc:
+            self._failed(
+                reason,
+                exc.message,
+                started,
+                dirty=bool(taken_paths) or taken_full,
+                pending_since=pending_since,
+            )
+            return None
+        except Exception as exc:  # a bug must not kill the pair thread
+            log.exception("pass crashed", pair=self.pair.name)
+            self._failed(
+                reason,
+                f"unexpected {type(exc).__name__}: {exc}",
+                started,
+                dirty=True,
+                pending_since=pending_since,
+            )
+            return None
+        self._succeeded(reason, result, started, pending_since=pending_since)
+        return result
+
+    def _succeeded(
+        self,
+        reason: PassReason,
+        result: PassResult,
+        started: float,
+        *,
+        pending_since: float | None,
+    ) -> None:
+        status = self.status
+        status.passes += 1
+        status.first_attempt_done = True
+        status.container_id = result.container_id
+        status.last_sync_at = time.time()
+        status.last_error = None
+        self._last_poll = self._clock()
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        if result.deferred or result.cancelled:
+            # Files still being written, or a cut-short pass: try again after a quiet period.
+            self.tracker.mark_full(since=pending_since)
+        moved = result.uploaded + result.replaced + result.deleted + result.adopted
+        if moved:
+            self._last_activity = self._clock()
+        label: Literal["success", "noop", "partial", "error"]
+        if result.failures:
+            label = "partial"
+            status.last_error = result.failures[0].message
+        elif moved:
+            label = "success"
+        else:
+            label = "noop"
+        if result.in_sync:
+            status.first_sync_done = True
+        if not result.failures:
+            status.last_success_at = status.last_sync_at
+            self._metrics.set_last_success(self.pair.name, status.last_sync_at)
+        status.last_result = label
+        status.state = "idle" if not result.failures else "error"
+        if result.failures:
+            self._schedule_retry()
+        status.last_summary = {
+            "reason": reason,
+            "uploaded": result.uploaded,
+            "replaced": result.replaced,
+            "deleted": result.deleted,
+            "adopted": result.adopted,
+            "failed": len(result.failures),
+            "deferred": len(result.deferred),
+            "bytes": result.bytes_uploaded,
+            "requests": result.requests,
+            "seconds": round(result.seconds, 3),
+        }
+        self._metrics.record_pass(
+            self.pair.name,
+            label,
+            self._clock() - started,
+            uploaded_files=result.uploaded + result.replaced,
+            deleted_files=result.deleted,
+            uploaded_bytes=result.bytes_uploaded,
+        )
+        self._metrics.set_pair_up(self.pair.name, not result.failures)
+        if result.container_recreated:
+            self._metrics.record_recreation(self.pair.name)
+        log.info(
+            "sync pass",
+            pair=self.pair.name,
+            result=label,
+            container_id=result.container_id,
+            recreated=result.container_recreated,
+            files=result.local_files,
+            **status.last_summary,
+        )
+
+    def _failed(
+        self,
+        reason: PassReason,
+        message: str,
+        started: float,
+        *,
+        dirty: bool,
+        pending_since: float | None,
+    ) -> None:
+        status = self.status
+        status.passes += 1
+        status.first_attempt_done = True
+        status.state = "error"
+        status.last_result = "error"
+        status.last_error = message
+        status.last_sync_at = time.time()
+        if dirty:
+            self.tracker.mark_full(since=pending_since)
+        self._metrics.record_pass(self.pair.name, "error", self._clock() - started)
+        self._metrics.set_pair_up(self.pair.name, False)
+        self._schedule_retry()
+        log.error(
+            "sync pass failed",
+            pair=self.pair.name,
+            reason=reason,
+            error=message,
+            retry_in=round(self._backoff, 1),
+        )
+        # A broken state (lock, schema, missing root) is retried with a fresh open.
+        self._close_index()
+
+    def _schedule_retry(self) -> None:
+        self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
+        self._retry_at = self._clock() + self._backoff * random.uniform(0.8, 1.2)
+
+    def _flush(self) -> None:
+        """On stop: one last pass for pending changes, if the flush bound allows."""
+        deadline = self._flush_deadline
+        if deadline is None or not self.status.first_attempt_done or self._clock() >= deadline:
+            return
+        # The last events may still be on their way: the scan decides, not the events.
+        if not self.tracker.pending and not self._local_changes():
+            return
+        log.info("flushing pending changes before stopping", pair=self.pair.name)
+        # Files written a moment ago are sent too: there is no later pass to wait for.
+        self._run_pass("flush")
+
+    def _close_index(self) -> None:
+        index, self._index = self._index, None
+        if index is not None:
+            with contextlib.suppress(Exception):
+                index.close()
