@@ -717,9 +717,9 @@ def test_a_killed_observer_is_restarted_and_changes_still_sync(
 # -- 5. one broken pair does not stop the others --------------------------------------------------
 
 
-def test_a_broken_pair_is_isolated(
-    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
-) -> None:
+def good_and_broken_pairs(tmp_path: Path, server: EmulatorServer) -> tuple[Path, Path]:
+    """A healthy pair "good" and a pair whose container the emulator refuses; the
+    good root and the config file."""
     server.emulator.set_faults(FaultConfig(broken_container_names=frozenset({"broken"})))
     good = make_tree(tmp_path / "good", {"a.txt": "alpha"})
     bad = make_tree(tmp_path / "bad", {"b.txt": "beta"})
@@ -728,6 +728,13 @@ def test_a_broken_pair_is_isolated(
         [pair("good", good), pair("bad", bad, container="broken")],
         max_retries=1,
     )
+    return good, config
+
+
+def test_a_broken_pair_is_isolated(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    good, config = good_and_broken_pairs(tmp_path, server)
     daemon = start_daemon(config)
     daemon.wait_for(
         lambda: daemon.pair_status("bad")["state"] == "error", "the broken pair in error"
@@ -938,14 +945,7 @@ def test_the_api_key_never_appears(
     start_daemon: Any,
     flags: tuple[str, ...],
 ) -> None:
-    server.emulator.set_faults(FaultConfig(broken_container_names=frozenset({"broken"})))
-    good = make_tree(tmp_path / "good", {"a.txt": "alpha"})
-    bad = make_tree(tmp_path / "bad", {"b.txt": "beta"})
-    config = write_config(
-        tmp_path / "daemon.toml",
-        [pair("good", good), pair("bad", bad, container="broken")],
-        max_retries=1,
-    )
+    good, config = good_and_broken_pairs(tmp_path, server)
     daemon = start_daemon(config, *flags)
     wait_for_mirror(daemon, client, "good", good)
     daemon.wait_for(lambda: daemon.pair_status("bad")["last_error"], "an error in the broken pair")

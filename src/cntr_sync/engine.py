@@ -272,7 +272,9 @@ class Engine:
                     result.container_recreated = True
                 else:
                     container = self._containers.replace(result, container)
-                    remote = self._list(container.id)
+                    # Same rule as above: a container created just now is empty.
+                    if not result.container_created:
+                        remote = self._list(container.id)
 
         policy = Policy(
             delete=self.pair.delete,
