@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from cntr_sync.api import ContainersClient
+from cntr_sync.errors import NotFoundError
 from cntr_sync.plan import remote_names
 
 
@@ -59,6 +60,11 @@ def remote_bytes(client: ContainersClient, container_id: str, relpath: str) -> b
     for item in client.iter_files(container_id):
         if remote_names(item.path)[0] == relpath:
             sink = io.BytesIO()
-            client.download_file(container_id, item.id, sink)
+            try:
+                client.download_file(container_id, item.id, sink)
+            except NotFoundError:
+                # Replaced by a running daemon between our listing and download:
+                # the caller's wait asks again.
+                return None
             return sink.getvalue()
     return None

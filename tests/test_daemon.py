@@ -30,6 +30,7 @@ from prometheus_client.samples import Sample
 from cntr_sync.api import ContainersClient
 from cntr_sync.daemon import Daemon, running
 from cntr_sync.emulator import EmulatorServer, FaultConfig
+from cntr_sync.errors import NotFoundError
 from helpers import assert_exact_mirror, local_tree, remote_bytes, remote_name_counts
 
 API_KEY = "sk-test"
@@ -375,7 +376,8 @@ def wait_for_mirror(
             return None
         try:
             assert_exact_mirror(client, container_id, root)
-        except AssertionError as exc:
+        except (AssertionError, NotFoundError) as exc:
+            # NotFoundError: a file replaced by the daemon between listing and download.
             last_problem[0] = str(exc)
             return None
         return str(container_id)
