@@ -1,7 +1,7 @@
 """Shared fixtures: an in-process emulator and a ContainersClient wired to it.
 
 Every exchange of the ``api`` fixture passes through ``ValidatingTransport``
-and is checked against ``../shared/openai-containers.openapi.yaml`` at
+and is checked against ``tests/data/openai-containers.openapi.yaml`` at
 teardown, so neither the client nor the emulator can drift from the spec.
 """
 

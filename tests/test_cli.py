@@ -228,6 +228,19 @@ def test_version(cli: Cli) -> None:
     assert proc.stdout.strip() == f"cntr-sync {__version__}"
 
 
+def test_python_dash_m_is_the_same_command(cli: Cli) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cntr_sync", "--version"],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"cntr-sync {__version__}"
+
+
 def test_sync_help_mentions_exit_codes(cli: Cli) -> None:
     proc = cli.run("sync", "--help")
     assert proc.returncode == 0

@@ -366,11 +366,16 @@ def test_assert_clean_lists_every_failure(exchange: Callable[..., ValidatingTran
     )
 
 
-def test_missing_spec_skips_naming_the_path(tmp_path: Any) -> None:
+def test_the_spec_ships_with_the_tests() -> None:
+    assert spec_path({}).is_file()
+    assert spec_path({}).parent.name == "data"
+
+
+def test_missing_spec_fails_naming_the_path(tmp_path: Any) -> None:
     missing = str(tmp_path / "nowhere" / "openapi.yaml")
     environ = {SPEC_ENV_VAR: missing}
     assert str(spec_path(environ)) == missing
-    with pytest.raises(pytest.skip.Exception, match=r"OpenAPI spec not found at .*nowhere"):
+    with pytest.raises(pytest.fail.Exception, match=r"OpenAPI spec not found at .*nowhere"):
         load_spec(environ)
 
 

@@ -1,0 +1,6 @@
+"""``python -m cntr_sync``: the same command line as ``cntr-sync``."""
+
+from cntr_sync.cli import main
+
+if __name__ == "__main__":
+    main()
