@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cntr_sync.api import ContainersClient, RateLimiter, parse_retry_after
+from cntr_sync.api import ContainersClient, RateLimiter
 from cntr_sync.errors import (
     AuthenticationError,
     BadRequestError,
@@ -26,6 +26,7 @@ from cntr_sync.errors import (
     ServerError,
     TransportError,
 )
+from cntr_sync.rest import parse_retry_after
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 FILE = {
@@ -140,36 +141,20 @@ def test_extra_headers_query_org_project_and_user_agent_arrive_on_every_call() -
         assert request.headers["user-agent"].startswith("cntr-sync/")
 
 
-def test_base_url_and_key_come_from_the_environment_like_the_sdk() -> None:
-    environ = {
-        "OPENAI_BASE_URL": "http://env-gateway.test/openai/v1/",
-        "OPENAI_API_KEY": "sk-from-env-123456",
-    }
+def test_the_client_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The settings layer alone reads OPENAI_*; the client uses what it is given.
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://env.test/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-key-000000")
     script = Script(httpx.Response(200, json=CONTAINER))
-    with ContainersClient(transport=httpx.MockTransport(script), environ=environ) as client:
+    with ContainersClient("sk-arg-key-111111", transport=httpx.MockTransport(script)) as client:
         client.retrieve_container("cntr_1")
-    request = script.requests[0]
-    assert str(request.url) == "http://env-gateway.test/openai/v1/containers/cntr_1"
-    assert request.headers["authorization"] == "Bearer sk-from-env-123456"
-
-
-def test_explicit_arguments_win_over_the_environment() -> None:
-    environ = {"OPENAI_BASE_URL": "http://env.test/v1", "OPENAI_API_KEY": "sk-env-key-000000"}
-    script = Script(httpx.Response(200, json=CONTAINER))
-    with ContainersClient(
-        "sk-arg-key-111111",
-        base_url="http://arg.test/v1",
-        transport=httpx.MockTransport(script),
-        environ=environ,
-    ) as client:
-        client.retrieve_container("cntr_1")
-    assert script.requests[0].url.host == "arg.test"
+    assert script.requests[0].url.host == "api.openai.com"
     assert script.requests[0].headers["authorization"] == "Bearer sk-arg-key-111111"
 
 
 def test_missing_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no API key"):
-        ContainersClient(base_url="http://x.test", environ={})
+        ContainersClient("", base_url="http://x.test")
 
 
 def test_opaque_ids_are_quoted_as_one_path_segment() -> None:

@@ -12,8 +12,9 @@ import certifi
 import pytest
 
 from cntr_sync.api import ContainersClient
-from cntr_sync.config import PairSettings, ResolvedPair, Settings, parse_listen
+from cntr_sync.config import PairSettings, Settings, parse_listen
 from cntr_sync.errors import ConfigError
+from cntr_sync.models import PAIR_DEFAULTS, Pair
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,7 +410,7 @@ def test_pair_inherits_unset_values_from_the_top_level(tmp_path: Path) -> None:
     settings = Settings.load(config, env={})
     first, second = settings.resolved_pairs()
 
-    assert isinstance(first, ResolvedPair)
+    assert isinstance(first, Pair)
     assert first.delete is False
     assert first.max_delete == 90
     assert first.ignore == ("*.tmp", "build/")
@@ -422,10 +423,34 @@ def test_pair_inherits_unset_values_from_the_top_level(tmp_path: Path) -> None:
 
 
 def test_one_shot_pair_needs_container_and_local() -> None:
-    with pytest.raises(ConfigError, match="no container"):
+    with pytest.raises(ConfigError, match="no container given"):
         Settings.load(env={}).one_shot_pair()
+    with pytest.raises(ConfigError, match="no directory given"):
+        Settings.load(overrides={"container": "c"}, env={}).one_shot_pair()
     pair = Settings.load(overrides={"container": "c", "local": "/d"}, env={}).one_shot_pair()
     assert (pair.container, pair.local, pair.delete) == ("c", Path("/d"), True)
+
+
+def test_one_shot_arguments_win_over_the_settings() -> None:
+    settings = Settings.load(overrides={"container": "c", "local": "/d"}, env={})
+    pair = settings.one_shot_pair(Path("/other"), "box")
+    assert (pair.container, pair.local) == ("box", Path("/other"))
+
+
+def test_pair_defaults_are_written_once() -> None:
+    # Settings and [[pairs]] tables take their defaults from the one Pair value.
+    top = Settings.load(env={})
+    table = PairSettings(name="a", local=Path("/a"), container="c")
+    pair = top.pair(table)
+    for name, default in PAIR_DEFAULTS.items():
+        if name == "ignore":
+            assert pair.ignore == ()
+            continue
+        assert getattr(pair, name) == default, name
+        if name in Settings.model_fields:
+            assert getattr(top, name) == default, name
+        if name in PairSettings.model_fields and getattr(table, name) is not None:
+            assert getattr(table, name) == default, name
 
 
 def test_settings_and_pairs_are_frozen() -> None:

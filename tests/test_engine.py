@@ -15,9 +15,10 @@ import pytest
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
-from cntr_sync.engine import Engine, PairSpec, PassResult
+from cntr_sync.engine import Engine, PassResult
 from cntr_sync.errors import LockedError, NotFoundError, SafetyBrakeError, ServerError
 from cntr_sync.index import Index
+from cntr_sync.models import Pair
 from cntr_sync.plan import remote_names
 from helpers import NoSleep
 from spec_validation import ValidatingTransport
@@ -32,11 +33,18 @@ class Harness:
     emu: Emulator
     root: Path
     state: Path
-    pair: PairSpec
+    pair: Pair
     transport: httpx.BaseTransport | None = None
     allow_null_bytes: bool = False  # only for tests that add assistant files with bytes: null
 
-    def sync(self, *, force: bool = False, dry_run: bool = False, **pair: object) -> PassResult:
+    def sync(
+        self,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        defer_unsettled: bool = False,
+        **pair: object,
+    ) -> PassResult:
         spec = replace(self.pair, **pair)  # type: ignore[arg-type]
         # Every exchange of the engine is checked against the OpenAPI contract too.
         validating = ValidatingTransport(
@@ -52,7 +60,9 @@ class Harness:
                 ) as index,
             ):
                 engine = Engine(client, index, spec, concurrency=4)
-                return engine.run_pass(force=force, dry_run=dry_run)
+                return engine.run_pass(
+                    force=force, dry_run=dry_run, defer_unsettled=defer_unsettled
+                )
         finally:
             validating.assert_clean()
 
@@ -94,7 +104,7 @@ def emu(tmp_path: Path) -> Iterator[Emulator]:
 def harness(emu: Emulator, tmp_path: Path) -> Harness:
     root = tmp_path / "tree"
     root.mkdir()
-    return Harness(emu, root, tmp_path / "state", PairSpec(root=root, container="box"))
+    return Harness(emu, root, tmp_path / "state", Pair(name="t", local=root, container="box"))
 
 
 def write(root: Path, relpath: str, content: bytes | str) -> Path:
@@ -267,7 +277,7 @@ def test_mass_deletion_is_refused_at_max_delete(harness: Harness, emu: Emulator)
     with pytest.raises(SafetyBrakeError, match="12 of 20"):
         harness.sync()
     assert emu.counts()["delete_file"] == 0
-    assert harness.sync(max_delete_percent=70).deleted == 12
+    assert harness.sync(max_delete=70).deleted == 12
     assert cid is not None and len(harness.remote(cid)) == 8
 
 
@@ -424,7 +434,7 @@ def test_the_settle_window_defers_files_modified_a_moment_ago(
     old = write(harness.root, "old.txt", "settled")
     os.utime(old, ns=(1, time.time_ns() - 60_000_000_000))
     write(harness.root, "fresh.txt", "still being written")
-    result = harness.sync(settle_seconds=30.0)
+    result = harness.sync(defer_unsettled=True, quiet_period=30.0)
     assert result.uploaded == 1 and result.deferred == ["fresh.txt"]
     assert not result.in_sync
     assert result.container_id is not None
@@ -505,7 +515,7 @@ def test_two_pairs_naming_one_container_differently_cannot_sync_at_once(
         held.claim_container(BASE_URL, cid)
         # The same container by its id, from another root: a different pair lock,
         # but the container claim refuses it before anything is planned.
-        engine = Engine(client, index, PairSpec(root=other_root, container=cid))
+        engine = Engine(client, index, Pair(name="other", local=other_root, container=cid))
         with pytest.raises(LockedError, match="into container"):
             engine.run_pass()
     assert emu.counts()["delete_file"] == 0

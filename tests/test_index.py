@@ -16,7 +16,7 @@ import pytest
 
 from cntr_sync.errors import LocalError, LockedError
 from cntr_sync.index import SCHEMA_VERSION, Index
-from cntr_sync.models import DoomedFile, IndexEntry, UploadIntent
+from cntr_sync.models import IndexEntry, PendingDelete, UploadIntent
 from cntr_sync.scan import IgnoreRules, scan
 
 BASE_URL = "https://api.openai.com/v1"
@@ -71,9 +71,9 @@ def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path)
         db = sqlite3.connect(index.path)
         try:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            assert {"meta", "entries", "intents", "doomed", "hashes"} <= tables
+            assert {"meta", "entries", "intents", "pending_deletes", "hashes"} <= tables
             assert "entries_by_remote_id" in tables
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             meta = db.execute("SELECT base_url, root, container_spec FROM meta").fetchall()
             assert meta == [(BASE_URL, str(root.resolve()), SPEC)]
@@ -81,7 +81,7 @@ def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path)
             db.close()
         assert index.container_id is None
         assert index.container_name is None
-        assert index.names_kept is None
+        assert index.server_keeps_names is None
         assert index.entries() == {}
         assert index.entry_count() == 0
 
@@ -106,19 +106,39 @@ def test_credentials_in_the_base_url_are_neither_stored_nor_part_of_the_name(
 def test_reopen_keeps_everything(state_dir: Path, root: Path) -> None:
     with open_index(state_dir, root) as index:
         index.set_container("cntr_1", "my-box")
-        index.set_names_kept(False)
+        index.set_server_keeps_names(False)
         index.record_upload(entry("a.txt", "cfile_a"))
         index.add_intent(intent("b.txt"))
-        index.add_doomed(DoomedFile("cfile_old", "c.txt"))
-        index.store("a.txt", 11, 3, 1_000, "h1")  # buffered until close
+        index.add_pending_delete(PendingDelete("cfile_old", "c.txt"))
+        index.hashes.store("a.txt", 11, 3, 1_000, "h1")  # buffered until close
 
     with open_index(state_dir, root) as index:
         assert (index.container_id, index.container_name) == ("cntr_1", "my-box")
-        assert index.names_kept is False
+        assert index.server_keeps_names is False
         assert index.entries() == {"a.txt": entry("a.txt", "cfile_a")}
         assert index.intents() == {"b.txt": intent("b.txt")}
-        assert index.doomed() == [DoomedFile("cfile_old", "c.txt")]
-        assert index.lookup("a.txt", 11, 3, 1_000) == "h1"
+        assert index.pending_deletes() == [PendingDelete("cfile_old", "c.txt")]
+        assert index.hashes.lookup("a.txt", 11, 3, 1_000) == "h1"
+
+
+def test_a_version_1_file_is_migrated_with_its_rows(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "my-box")
+        path = index.path
+    # Turn the file back into what version 1 wrote, rows included.
+    db = sqlite3.connect(path)
+    try:
+        db.execute("ALTER TABLE pending_deletes RENAME TO doomed")
+        db.execute("ALTER TABLE meta RENAME COLUMN server_keeps_names TO names_kept")
+        db.execute("UPDATE meta SET names_kept = 1")
+        db.execute("INSERT INTO doomed VALUES ('cfile_old', 'cntr_1', 'c.txt')")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    finally:
+        db.close()
+    with open_index(state_dir, root) as index:
+        assert index.server_keeps_names is True
+        assert index.pending_deletes() == [PendingDelete("cfile_old", "c.txt")]
 
 
 def test_newer_schema_is_refused_and_the_lock_released(state_dir: Path, root: Path) -> None:
@@ -210,9 +230,9 @@ def test_switching_container_wipes_its_rows_but_keeps_hashes(state_dir: Path, ro
         index.set_container("cntr_1", "box")
         index.record_upload(entry("a.txt", "cfile_a"))
         index.add_intent(intent("b.txt"))
-        index.add_doomed(DoomedFile("cfile_x", "x.txt"))
-        index.store("a.txt", 1, 3, 1_000, "h1")
-        index.flush_hashes()
+        index.add_pending_delete(PendingDelete("cfile_x", "x.txt"))
+        index.hashes.store("a.txt", 1, 3, 1_000, "h1")
+        index.hashes.flush()
 
         index.set_container("cntr_1", "box renamed")  # same container: nothing lost
         assert index.container_name == "box renamed"
@@ -223,36 +243,40 @@ def test_switching_container_wipes_its_rows_but_keeps_hashes(state_dir: Path, ro
         assert index.container_id == "cntr_2"
         assert index.entries() == {}
         assert index.intents() == {}
-        assert index.doomed() == []
-        assert index.lookup("a.txt", 1, 3, 1_000) == "h1"
+        assert index.pending_deletes() == []
+        assert index.hashes.lookup("a.txt", 1, 3, 1_000) == "h1"
         db = sqlite3.connect(index.path)
         try:
-            for table in ("entries", "intents", "doomed"):
+            for table in ("entries", "intents", "pending_deletes"):
                 assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
         finally:
             db.close()
 
 
-def test_record_upload_stores_entry_clears_intent_and_dooms(state_dir: Path, root: Path) -> None:
+def test_record_upload_stores_entry_clears_intent_and_queues_delete(
+    state_dir: Path, root: Path
+) -> None:
     with open_index(state_dir, root) as index:
         index.set_container("cntr_1", "box")
         index.add_intent(intent("a.txt", "h2"))
-        index.record_upload(entry("a.txt", "cfile_new", digest="h2"), doomed=DoomedFile("z", "a"))
+        index.record_upload(
+            entry("a.txt", "cfile_new", digest="h2"), pending_delete=PendingDelete("z", "a")
+        )
         assert index.entries() == {"a.txt": entry("a.txt", "cfile_new", digest="h2")}
         assert index.intents() == {}
-        assert index.doomed() == [DoomedFile("z", "a")]
+        assert index.pending_deletes() == [PendingDelete("z", "a")]
 
 
 def test_record_upload_is_all_or_nothing(state_dir: Path, root: Path) -> None:
     with open_index(state_dir, root) as index:
         index.set_container("cntr_1", "box")
         index.add_intent(intent("a.txt"))
-        broken = DoomedFile(None, "a.txt")  # type: ignore[arg-type]  # NOT NULL fails last
+        broken = PendingDelete(None, "a.txt")  # type: ignore[arg-type]  # NOT NULL fails last
         with pytest.raises(LocalError, match=str(index.path)):
-            index.record_upload(entry("a.txt", "cfile_a"), doomed=broken)
+            index.record_upload(entry("a.txt", "cfile_a"), pending_delete=broken)
         assert index.entries() == {}
         assert index.intents() == {"a.txt": intent("a.txt")}
-        assert index.doomed() == []
+        assert index.pending_deletes() == []
 
 
 def test_replacing_an_entry_dooms_the_old_remote_file(state_dir: Path, root: Path) -> None:
@@ -260,24 +284,24 @@ def test_replacing_an_entry_dooms_the_old_remote_file(state_dir: Path, root: Pat
         index.set_container("cntr_1", "box")
         index.record_upload(entry("a.txt", "cfile_v1"))
         index.record_upload(entry("a.txt", "cfile_v1"))  # same id: nothing to doom
-        assert index.doomed() == []
+        assert index.pending_deletes() == []
         index.record_upload(entry("a.txt", "cfile_v2", digest="h2"))
-        assert index.doomed() == [DoomedFile("cfile_v1", "a.txt")]
+        assert index.pending_deletes() == [PendingDelete("cfile_v1", "a.txt")]
         index.record_delete("cfile_v1")
-        assert index.doomed() == []
+        assert index.pending_deletes() == []
         assert index.entries()["a.txt"].remote_id == "cfile_v2"
 
 
-def test_record_delete_removes_entry_and_doomed_row(state_dir: Path, root: Path) -> None:
+def test_record_delete_removes_entry_and_pending_delete(state_dir: Path, root: Path) -> None:
     with open_index(state_dir, root) as index:
         index.set_container("cntr_1", "box")
         index.record_upload(entry("a.txt", "cfile_a"))
         index.record_upload(entry("b.txt", "cfile_b"))
-        index.add_doomed(DoomedFile("cfile_a", "a.txt"))
+        index.add_pending_delete(PendingDelete("cfile_a", "a.txt"))
         index.record_delete("cfile_a")
         index.record_delete("cfile_unknown")
         assert set(index.entries()) == {"b.txt"}
-        assert index.doomed() == []
+        assert index.pending_deletes() == []
 
 
 def test_adopt_refresh_and_forget(state_dir: Path, root: Path) -> None:
@@ -317,20 +341,20 @@ def test_writes_that_need_a_container_refuse_without_one(state_dir: Path, root: 
 
 def test_hash_cache_lookup_store_and_prune(state_dir: Path, root: Path) -> None:
     with open_index(state_dir, root) as index:
-        index.store("a.txt", 1, 3, 1_000, "ha")
-        index.store("b.txt", 2, 3, 1_000, "hb")
-        index.store("c.txt", 3, 3, 1_000, "hc")
-        assert index.lookup("a.txt", 1, 3, 1_000) == "ha"
-        assert index.lookup("a.txt", 9, 3, 1_000) is None  # another inode
-        assert index.lookup("a.txt", 1, 4, 1_000) is None
-        assert index.lookup("a.txt", 1, 3, 1_001) is None
-        index.flush_hashes()
-        assert index.lookup("b.txt", 2, 3, 1_000) == "hb"
+        index.hashes.store("a.txt", 1, 3, 1_000, "ha")
+        index.hashes.store("b.txt", 2, 3, 1_000, "hb")
+        index.hashes.store("c.txt", 3, 3, 1_000, "hc")
+        assert index.hashes.lookup("a.txt", 1, 3, 1_000) == "ha"
+        assert index.hashes.lookup("a.txt", 9, 3, 1_000) is None  # another inode
+        assert index.hashes.lookup("a.txt", 1, 4, 1_000) is None
+        assert index.hashes.lookup("a.txt", 1, 3, 1_001) is None
+        index.hashes.flush()
+        assert index.hashes.lookup("b.txt", 2, 3, 1_000) == "hb"
 
-        assert index.prune_hashes(iter(["a.txt", "c.txt", "not-cached"])) == 1
-        assert index.lookup("b.txt", 2, 3, 1_000) is None
-        assert index.lookup("c.txt", 3, 3, 1_000) == "hc"
-        assert index.prune_hashes([]) == 2
+        assert index.hashes.prune(iter(["a.txt", "c.txt", "not-cached"])) == 1
+        assert index.hashes.lookup("b.txt", 2, 3, 1_000) is None
+        assert index.hashes.lookup("c.txt", 3, 3, 1_000) == "hc"
+        assert index.hashes.prune([]) == 2
 
 
 def test_index_is_a_hash_cache_for_scan(state_dir: Path, root: Path) -> None:
@@ -346,9 +370,9 @@ def test_index_is_a_hash_cache_for_scan(state_dir: Path, root: Path) -> None:
 
     rules = IgnoreRules.load(root)
     with open_index(state_dir, root) as index:
-        first = scan(root, rules=rules, hash_cache=index, hasher=hasher)
+        first = scan(root, rules=rules, hash_cache=index.hashes, hasher=hasher)
     with open_index(state_dir, root) as index:
-        second = scan(root, rules=rules, hash_cache=index, hasher=hasher)
+        second = scan(root, rules=rules, hash_cache=index.hashes, hasher=hasher)
     assert sorted(hashed) == ["a.txt", "b.txt"]
     assert second.files == first.files
 
@@ -363,14 +387,14 @@ def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None
         index.set_container("cntr_1", "box")
         index.adopt_many(entries)
         for item in entries:
-            index.store(item.relpath, item.size, item.size, item.mtime_ns, item.hash)
+            index.hashes.store(item.relpath, item.size, item.size, item.mtime_ns, item.hash)
 
     with open_index(state_dir, root) as index:
         loaded = index.entries()
         assert index.entry_count() == count
         assert loaded == {item.relpath: item for item in entries}
-        assert index.doomed() == []
+        assert index.pending_deletes() == []
         keep = (item.relpath for item in entries[: count // 2])
-        assert index.prune_hashes(keep) == count - count // 2
-        assert index.lookup(entries[0].relpath, 0, 0, 1_000) == "h1"
-        assert index.lookup(entries[-1].relpath, count - 1, count - 1, 1_000) is None
+        assert index.hashes.prune(keep) == count - count // 2
+        assert index.hashes.lookup(entries[0].relpath, 0, 0, 1_000) == "h1"
+        assert index.hashes.lookup(entries[-1].relpath, count - 1, count - 1, 1_000) is None

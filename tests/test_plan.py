@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cntr_sync.models import DoomedFile, IndexEntry, LocalFile, RemoteFile, UploadIntent
+from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
 from cntr_sync.plan import (
     BRAKE_MIN_DELETES,
     Plan,
@@ -115,7 +115,7 @@ def test_no_delete_still_removes_superseded_copies_of_ours() -> None:
         {},
         [remote("f9", "a")],
         intents={"a": intent("a", "v1")},
-        doomed=[DoomedFile("old", "a")],
+        pending_deletes=[PendingDelete("old", "a")],
         policy=Policy(delete=False),
     )
     assert sorted((d.remote_id, d.reason) for d in p.deletes) == [("f9", "stale-upload")]
@@ -123,10 +123,10 @@ def test_no_delete_still_removes_superseded_copies_of_ours() -> None:
         {"a": local("a")},
         {"a": entry("a", "f1")},
         [remote("f1", "a"), remote("old", "a")],
-        doomed=[DoomedFile("old", "a")],
+        pending_deletes=[PendingDelete("old", "a")],
         policy=Policy(delete=False),
     )
-    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "doomed")]
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "pending")]
 
 
 def test_index_entry_missing_from_listing_is_uploaded_again_or_forgotten() -> None:
@@ -190,7 +190,7 @@ def test_lost_index_with_duplicates_adopts_the_newest_and_deletes_the_rest() -> 
 
 def test_when_the_gateway_drops_names_nothing_is_matched_by_name() -> None:
     listing = [remote("f1", "file"), remote("f2", "file")]
-    p = plan({"file": local("file")}, {}, listing, policy=Policy(names_kept=False))
+    p = plan({"file": local("file")}, {}, listing, policy=Policy(server_keeps_names=False))
     assert ids(p) == (["file"], [])
     assert p.unknown_kept == 2
 
@@ -239,16 +239,16 @@ def test_stale_intent_of_a_deleted_local_file_removes_its_upload() -> None:
     assert p.cleared_intents == ("a",)
 
 
-def test_doomed_ids_are_deleted_when_listed_and_dropped_when_gone() -> None:
-    doomed = [DoomedFile("old", "a"), DoomedFile("vanished", "b")]
+def test_pending_deletes_are_deleted_when_listed_and_dropped_when_gone() -> None:
+    pending = [PendingDelete("old", "a"), PendingDelete("vanished", "b")]
     p = plan(
         {"a": local("a")},
         {"a": entry("a", "f1")},
         [remote("f1", "a"), remote("old", "a")],
-        doomed=doomed,
+        pending_deletes=pending,
     )
-    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "doomed")]
-    assert p.dropped_doomed == ("vanished",)
+    assert [(d.remote_id, d.reason) for d in p.deletes] == [("old", "pending")]
+    assert p.obsolete_deletes == ("vanished",)
 
 
 def test_uncertain_paths_are_never_taken_as_deleted() -> None:

@@ -22,10 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cntr_sync.errors import ConfigError, LocalError
+from cntr_sync.hashcache import MemoryHashCache
 from cntr_sync.scan import (
     MAX_RELPATH_BYTES,
     IgnoreRules,
-    MemoryHashCache,
     Snapshot,
     hash_file,
     printable,

@@ -36,13 +36,10 @@ from rich.table import Table
 from rich.text import Text
 
 from cntr_sync import __version__, logs
-from cntr_sync.api import ContainersClient, RateLimiter
-from cntr_sync.config import PairSettings, Settings
-from cntr_sync.daemon import Daemon
-from cntr_sync.emulator import serve
-from cntr_sync.engine import Engine, PairSpec, PassResult
+from cntr_sync.config import Settings
+from cntr_sync.containers import find_container
+from cntr_sync.engine import PassResult
 from cntr_sync.errors import (
-    ApiError,
     AuthenticationError,
     CntrSyncError,
     ConfigError,
@@ -52,8 +49,7 @@ from cntr_sync.errors import (
     PermissionDeniedError,
     SafetyBrakeError,
 )
-from cntr_sync.index import Index
-from cntr_sync.models import Container
+from cntr_sync.session import PairSession, build_client
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -149,43 +145,6 @@ def _fail(message: str, code: int, *, debug: bool, json_output: bool) -> NoRetur
 
 def _load_settings(config: Path | None, **overrides: Any) -> Settings:
     return Settings.load(config, overrides=overrides, env=os.environ)
-
-
-def _client(settings: Settings) -> ContainersClient:
-    return ContainersClient(
-        **settings.client_kwargs(),
-        max_connections=settings.concurrency * 2,
-        rate_limiter=RateLimiter(settings.requests_per_second),
-    )
-
-
-def _container_spec(container: str | None, settings: Settings) -> str:
-    spec = container or settings.container
-    if not spec:
-        raise ConfigError(
-            "no container given: use --container NAME_OR_ID or 'container' in the settings"
-        )
-    return spec
-
-
-@contextmanager
-def _pair_session(
-    settings: Settings, directory: Path, spec: str, *, lock: bool = True
-) -> Iterator[tuple[ContainersClient, Index, PairSpec]]:
-    """The client, the pair's index and its spec, for one command."""
-    root = directory.expanduser().absolute()
-    pair = settings.pair_view(PairSettings(name="one-shot", local=root, container=spec))
-    with (
-        _client(settings) as client,
-        Index.open(
-            settings.state_dir,
-            base_url=client.base_url,
-            root=root,
-            container_spec=spec,
-            lock=lock,
-        ) as index,
-    ):
-        yield client, index, PairSpec.from_settings(pair)
 
 
 def _human(size: int) -> str:
@@ -291,7 +250,10 @@ def _print_plan(result: PassResult) -> None:
 
 @app.command(epilog=EXIT_CODES_HELP)
 def sync(
-    directory: Annotated[Path, typer.Argument(help="The local directory to mirror.")],
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="The local directory to mirror (default: 'local' in the settings)."),
+    ] = None,
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
@@ -329,40 +291,20 @@ def sync(
             concurrency=concurrency,
             container_id_file=container_id_file,
         )
-        spec = _container_spec(container, settings)
-        with _pair_session(settings, directory, spec) as (client, index, pair):
-            result = _run_pass(
-                client,
-                index,
-                pair,
-                settings,
-                dry_run=dry_run,
-                force=force,
-                json_output=json_output,
-            )
+        pair = settings.one_shot_pair(directory, container)
+        with PairSession(settings, pair) as session:
+            result = _run_pass(session, dry_run=dry_run, force=force, json_output=json_output)
         code = EXIT_OK if result.in_sync or dry_run else EXIT_PARTIAL
         _report(result, code, json_output=json_output)
         raise typer.Exit(code)
 
 
-def _run_pass(
-    client: ContainersClient,
-    index: Index,
-    pair: PairSpec,
-    settings: Settings,
-    *,
-    dry_run: bool,
-    force: bool,
-    json_output: bool,
-) -> PassResult:
+def _run_pass(session: PairSession, *, dry_run: bool, force: bool, json_output: bool) -> PassResult:
     interactive = sys.stderr.isatty() and not json_output and not dry_run
     if not interactive:
-        return Engine(client, index, pair, concurrency=settings.concurrency).run_pass(
-            dry_run=dry_run, force=force
-        )
+        return session.engine().run_pass(dry_run=dry_run, force=force)
     with Progress(*progress_columns(), console=err_console, transient=True) as bar:
-        progress = _RichProgress(bar)
-        engine = Engine(client, index, pair, concurrency=settings.concurrency, progress=progress)
+        engine = session.engine(progress=_RichProgress(bar))
         return engine.run_pass(dry_run=dry_run, force=force)
 
 
@@ -426,9 +368,18 @@ def ls(
     logs.configure(verbose=2 if debug else 0)
     with _reporting(debug=debug, json_output=json_output):
         settings = _load_settings(config)
-        spec = _container_spec(container, settings)
-        with _client(settings) as client:
-            found = _lookup_container(client, spec)
+        spec = container or settings.container
+        if not spec:
+            raise ConfigError(
+                "no container given: use --container NAME_OR_ID or 'container' in the settings"
+            )
+        with build_client(settings) as client:
+            found = find_container(client, spec)
+            if found is None:
+                raise NotFoundError(
+                    f"no running container with id or name {spec!r}",
+                    operation="list_containers",
+                )
             files = list(client.iter_files(found.id))
         if json_output:
             print(
@@ -469,22 +420,11 @@ def ls(
         out_console.print(table)
 
 
-def _lookup_container(client: ContainersClient, spec: str) -> Container:
-    try:
-        return client.retrieve_container(spec)
-    except NotFoundError:
-        pass
-    for candidate in client.iter_containers(name=spec):
-        if candidate.is_running:
-            return candidate
-    raise NotFoundError(
-        f"no running container with id or name {spec!r}", operation="list_containers"
-    )
-
-
 @app.command(epilog=EXIT_CODES_HELP)
 def status(
-    directory: Annotated[Path, typer.Argument(help="The local directory.")],
+    directory: Annotated[
+        Path | None, typer.Argument(help="The local directory (default: 'local' in the settings).")
+    ] = None,
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
@@ -495,28 +435,21 @@ def status(
     logs.configure(verbose=2 if debug else 0)
     with _reporting(debug=debug, json_output=json_output):
         settings = _load_settings(config, state_dir=state_dir)
-        spec = _container_spec(container, settings)
+        pair = settings.one_shot_pair(directory, container)
         # Reads only, so it works beside a running sync or daemon (no lock).
-        with _pair_session(settings, directory, spec, lock=False) as (client, index, pair):
+        with PairSession(settings, pair, lock=False) as session:
+            index = session.index
             known = {
-                "root": str(pair.root),
-                "container": spec,
+                "root": str(pair.local),
+                "container": pair.container,
                 "container_id": index.container_id,
                 "tracked_files": index.entry_count(),
                 "pending_uploads": len(index.intents()),
-                "pending_deletes": len(index.doomed()),
-                "names_kept": index.names_kept,
+                "pending_deletes": len(index.pending_deletes()),
+                "server_keeps_names": index.server_keeps_names,
                 "index_path": str(index.path),
             }
-            result = _run_pass(
-                client,
-                index,
-                pair,
-                settings,
-                dry_run=True,
-                force=False,
-                json_output=True,
-            )
+            result = _run_pass(session, dry_run=True, force=False, json_output=True)
         would = summary(result, EXIT_OK)["planned"]
         if json_output:
             print(json.dumps({"index": known, "would": would, "warnings": result.warnings}))
@@ -553,6 +486,8 @@ def run(
     """Keep every configured pair in sync until stopped (SIGTERM/SIGINT; SIGHUP reloads)."""
     logs.configure(verbose=2 if debug else verbose, stream=sys.stdout)
     with _reporting(debug=debug):
+        from cntr_sync.daemon import Daemon  # noqa: PLC0415 - only this command needs it
+
         daemon = Daemon(config)
         code = daemon.run()
     raise typer.Exit(code)
@@ -570,6 +505,8 @@ def emulator(
     ] = None,
 ) -> None:
     """Serve a local emulator of the Containers API (no API key needed)."""
+    from cntr_sync.emulator import serve  # noqa: PLC0415 - only this command needs it
+
     serve(host, port, control=control, data_dir=data_dir)
 
 
@@ -595,4 +532,4 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-__all__ = ["ApiError", "app", "exit_code_for", "main"]
+__all__ = ["app", "exit_code_for", "main"]

@@ -6,8 +6,10 @@ and ``OPENAI_BASE_URL`` are honoured like the official SDK, as the last fallback
 
 Owns: the ``Settings`` and ``PairSettings`` models, ``Settings.load`` (the one
 entry point), resolving the API key (re-read on every call, so rotated secrets
-work), the keyword arguments of ``ContainersClient``, per-pair views with
-inheritance resolved, and a dump with every secret redacted. The loading
+work), the keyword arguments of ``ContainersClient``, building each
+``models.Pair`` with inheritance resolved (the one pair value everything else
+uses), and a dump with every secret redacted. Defaults of pair settings come
+from ``models.PAIR_DEFAULTS``, so each is written once. The loading
 machinery behind ``load`` (the file and environment sources, and the one-line
 ``ConfigError`` naming the layer and key) lives in ``cntr_sync.config_sources``.
 
@@ -39,9 +41,17 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cntr_sync import config_sources
-from cntr_sync.api import DEFAULT_BASE_URL, AuthStyle
 from cntr_sync.config_sources import ENV_PREFIX, RESERVED_ENV_NAMES
 from cntr_sync.errors import ConfigError
+from cntr_sync.models import (
+    DEFAULT_BASE_URL,
+    PAIR_DEFAULTS,
+    AuthStyle,
+    Direction,
+    MemoryLimit,
+    Pair,
+    WatchMode,
+)
 
 __all__ = [
     "ENV_PREFIX",
@@ -49,16 +59,12 @@ __all__ = [
     "RESERVED_ENV_NAMES",
     "ApiKeySource",
     "ConfigPath",
-    "Direction",
     "ExpiryMinutes",
-    "MemoryLimit",
     "NonEmpty",
     "PairSettings",
     "Percent",
-    "ResolvedPair",
     "Seconds",
     "Settings",
-    "WatchMode",
     "default_state_dir",
     "is_secret_name",
     "parse_listen",
@@ -67,9 +73,6 @@ __all__ = [
 REDACTED = "[redacted]"
 _T = TypeVar("_T")
 
-MemoryLimit = Literal["1g", "4g", "16g", "64g"]
-WatchMode = Literal["auto", "native", "poll", "off"]
-Direction = Literal["push"]
 ApiKeySource = Literal[
     "api_key_file", "CNTR_SYNC_API_KEY", "OPENAI_API_KEY", "config", "flag", "none"
 ]
@@ -158,9 +161,9 @@ def _is_http_url(value: str) -> bool:
 
 
 class PairSettings(BaseModel):
-    """One local directory mirrored into one container by the daemon.
+    """One ``[[pairs]]`` table: a local directory mirrored into one container by the daemon.
 
-    ``None`` means "inherit the top-level value"; ``Settings.pair_view`` resolves it.
+    ``None`` means "inherit the top-level value"; ``Settings.pair`` resolves it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -168,7 +171,7 @@ class PairSettings(BaseModel):
     name: Annotated[str, Field(pattern=_PAIR_NAME_PATTERN)]
     local: ConfigPath
     container: NonEmpty
-    direction: Direction = "push"
+    direction: Direction = PAIR_DEFAULTS["direction"]
     delete: bool | None = None
     delete_unknown: bool | None = None
     max_delete: Percent | None = None
@@ -177,12 +180,12 @@ class PairSettings(BaseModel):
     expires_after_minutes: ExpiryMinutes | None = None
     memory_limit: MemoryLimit | None = None
     container_id_file: ConfigPath | None = None
-    quiet_period: Seconds = 1.0
-    max_delay: Seconds = 10.0
-    rescan_interval: Seconds = 600.0
-    remote_poll_interval: Seconds = 60.0
-    watch: WatchMode = "auto"
-    keepalive: bool = False
+    quiet_period: Seconds = PAIR_DEFAULTS["quiet_period"]
+    max_delay: Seconds = PAIR_DEFAULTS["max_delay"]
+    rescan_interval: Seconds = PAIR_DEFAULTS["rescan_interval"]
+    remote_poll_interval: Seconds = PAIR_DEFAULTS["remote_poll_interval"]
+    watch: WatchMode = PAIR_DEFAULTS["watch"]
+    keepalive: bool = PAIR_DEFAULTS["keepalive"]
 
     @field_validator("direction", mode="before")
     @classmethod
@@ -207,31 +210,6 @@ class PairSettings(BaseModel):
                 {"quiet_period": quiet_period},
             )
         return value
-
-
-class ResolvedPair(BaseModel):
-    """A pair with every inherited value filled in: what the engine and daemon use."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    local: Path
-    container: str
-    direction: Direction
-    delete: bool
-    delete_unknown: bool
-    max_delete: float
-    ignore: tuple[str, ...]
-    follow_symlinks: bool
-    expires_after_minutes: int
-    memory_limit: MemoryLimit | None
-    container_id_file: Path | None
-    quiet_period: float
-    max_delay: float
-    rescan_interval: float
-    remote_poll_interval: float
-    watch: WatchMode
-    keepalive: bool
 
 
 class Settings(BaseSettings):
@@ -275,14 +253,14 @@ class Settings(BaseSettings):
     # -- one-shot sync, and the defaults of every pair ------------------------------
     container: NonEmpty | None = None
     local: ConfigPath | None = None
-    expires_after_minutes: ExpiryMinutes = 20
-    memory_limit: MemoryLimit | None = None
-    delete: bool = True
-    delete_unknown: bool = False
-    max_delete: Percent = 50.0
+    expires_after_minutes: ExpiryMinutes = PAIR_DEFAULTS["expires_after_minutes"]
+    memory_limit: MemoryLimit | None = PAIR_DEFAULTS["memory_limit"]
+    delete: bool = PAIR_DEFAULTS["delete"]
+    delete_unknown: bool = PAIR_DEFAULTS["delete_unknown"]
+    max_delete: Percent = PAIR_DEFAULTS["max_delete"]
     ignore: list[str] = Field(default_factory=list)
-    follow_symlinks: bool = False
-    container_id_file: ConfigPath | None = None
+    follow_symlinks: bool = PAIR_DEFAULTS["follow_symlinks"]
+    container_id_file: ConfigPath | None = PAIR_DEFAULTS["container_id_file"]
 
     # -- daemon ------------------------------------------------------------------
     http_listen: str = "127.0.0.1:9464"
@@ -471,15 +449,15 @@ class Settings(BaseSettings):
             "max_retries": self.max_retries,
         }
 
-    def pair_view(self, pair: PairSettings) -> ResolvedPair:
-        """``pair`` with every None replaced by the top-level value.
+    def pair(self, pair: PairSettings) -> Pair:
+        """The ``Pair`` of one ``[[pairs]]`` table, every None replaced by the top-level value.
 
         ``ignore`` is additive: the top-level patterns apply to every pair, and a
         pair's own patterns come after them.
         """
-        return ResolvedPair(
+        return Pair(
             name=pair.name,
-            local=pair.local,
+            local=pair.local.absolute(),
             container=pair.container,
             direction=pair.direction,
             delete=_inherit(pair.delete, self.delete),
@@ -498,17 +476,27 @@ class Settings(BaseSettings):
             keepalive=pair.keepalive,
         )
 
-    def resolved_pairs(self) -> list[ResolvedPair]:
-        """Every configured pair, resolved, in file order."""
-        return [self.pair_view(pair) for pair in self.pairs]
+    def resolved_pairs(self) -> list[Pair]:
+        """Every configured ``[[pairs]]`` table as a ``Pair``, in file order."""
+        return [self.pair(pair) for pair in self.pairs]
 
-    def one_shot_pair(self, name: str = "one-shot") -> ResolvedPair:
-        """The top-level container and local as a pair, for a one-shot sync."""
-        if self.container is None:
-            raise ConfigError("no container: set container in the config file, or --container")
-        if self.local is None:
-            raise ConfigError("no local directory: set local in the config file, or --local")
-        return self.pair_view(PairSettings(name=name, local=self.local, container=self.container))
+    def one_shot_pair(
+        self, local: Path | None = None, container: str | None = None, *, name: str = "one-shot"
+    ) -> Pair:
+        """The pair of a one-shot command: ``local`` and ``container`` as given, else
+        the top-level ``local`` and ``container`` settings; every other value top-level."""
+        container = container or self.container
+        if not container:
+            raise ConfigError(
+                "no container given: use --container NAME_OR_ID or 'container' in the settings"
+            )
+        directory = local if local is not None else self.local
+        if directory is None:
+            raise ConfigError(
+                "no directory given: name it on the command line or set 'local' in the settings"
+            )
+        root = directory.expanduser().absolute()
+        return self.pair(PairSettings(name=name, local=root, container=container))
 
     def redacted_dump(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, every secret replaced by "[redacted]"."""
@@ -518,7 +506,7 @@ class Settings(BaseSettings):
         data["api_key_source"] = self.api_key_source()
         data["extra_headers"] = _redact_mapping(self.extra_headers)
         data["extra_query"] = _redact_mapping(self.extra_query)
-        data["pairs"] = [pair.model_dump(mode="json") for pair in self.resolved_pairs()]
+        data["pairs"] = [pair.as_json() for pair in self.resolved_pairs()]
         data["config_file"] = str(self._config_file) if self._config_file else None
         return data
 

@@ -1,8 +1,9 @@
 """The container of one pair: find it, create it once, replace it, publish its id.
 
-Owns the container lifecycle of a pass: resolving the pair's container (the
-indexed id, else one found by id, else the newest running one by name, else a
-new one); creating without making a duplicate when a create's answer is lost;
+Owns the container lifecycle of a pass and the one lookup rule every command
+uses (``find_container``: by id, else the newest running container with that
+name): resolving the pair's container (the indexed id, else found, else a new
+one); creating without making a duplicate when a create's answer is lost;
 confirming a container is really gone before abandoning it (and the index of
 it); replacing an expired one; claiming it in the index; and publishing its
 id to the pair's id file, atomically.
@@ -15,7 +16,6 @@ Must not: touch files in the container or the sync root, decide what to sync
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -28,28 +28,12 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
 )
 from cntr_sync.index import Index
-from cntr_sync.models import Container
+from cntr_sync.models import Container, Pair
 
 log = structlog.get_logger("cntr_sync.containers")
 
 # Creates of a container whose answer was lost, each after a listing showed none.
 CREATE_ATTEMPTS = 3
-
-
-class ContainerSpec(Protocol):
-    """What the lifecycle needs to know about a pair (``engine.PairSpec`` has it)."""
-
-    @property
-    def container(self) -> str: ...
-
-    @property
-    def expires_after_minutes(self) -> int: ...
-
-    @property
-    def memory_limit(self) -> str | None: ...
-
-    @property
-    def container_id_file(self) -> Path | None: ...
 
 
 class ContainerOutcome(Protocol):
@@ -63,7 +47,7 @@ class ContainerOutcome(Protocol):
 class ContainerResolver:
     """The container lifecycle of one pair, for one pass at a time."""
 
-    def __init__(self, client: ContainersClient, index: Index, pair: ContainerSpec) -> None:
+    def __init__(self, client: ContainersClient, index: Index, pair: Pair) -> None:
         self.client = client
         self.index = index
         self.pair = pair
@@ -78,10 +62,7 @@ class ContainerResolver:
         if known is not None:
             container = Container(id=known, name=self.index.container_name or self.pair.container)
         else:
-            found = self._find(self.pair.container)
-            if found is not None and not found.is_running:
-                # An expired container named by id: carry on under its name.
-                found = self._find_running(found.name) if found.name else None
+            found = find_container(self.client, self.pair.container)
             if found is None:
                 if dry_run:
                     return None
@@ -110,7 +91,7 @@ class ContainerResolver:
         """The container expired or vanished: its files are gone. Use or make another."""
         name = gone.name or self._name_for_new()
         log.warning("container expired or gone; replacing it", container_id=gone.id)
-        replacement = self._find_running(name, exclude=gone.id)
+        replacement = newest_running(self.client, name, exclude=gone.id)
         if replacement is None:
             replacement = self._create(name)
             result.container_created = True
@@ -124,23 +105,6 @@ class ContainerResolver:
     def _name_for_new(self) -> str:
         return self.index.container_name or self.pair.container
 
-    def _find(self, spec: str) -> Container | None:
-        """By id first (any status), else the newest running container with that name."""
-        try:
-            return self.client.retrieve_container(spec)
-        except (NotFoundError, BadRequestError):
-            pass
-        return self._find_running(spec)
-
-    def _find_running(self, name: str, *, exclude: str | None = None) -> Container | None:
-        newest: Container | None = None
-        for candidate in self.client.iter_containers(name=name):
-            if not candidate.is_running or candidate.id == exclude:
-                continue
-            if newest is None or (candidate.created_at or 0) > (newest.created_at or 0):
-                newest = candidate
-        return newest
-
     def _create(self, name: str) -> Container:
         log.info("creating container", name=name)
         for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -153,7 +117,7 @@ class ContainerResolver:
             except OutcomeUnknownError:
                 # The server may have made it: use that one rather than a second;
                 # only when the listing shows none is another create safe.
-                made = self._find_running(name)
+                made = newest_running(self.client, name)
                 if made is not None:
                     return made
                 if attempt == CREATE_ATTEMPTS:
@@ -176,4 +140,41 @@ class ContainerResolver:
             ) from exc
 
 
-__all__ = ["CREATE_ATTEMPTS", "ContainerOutcome", "ContainerResolver", "ContainerSpec"]
+def find_container(client: ContainersClient, spec: str) -> Container | None:
+    """The running container ``spec`` names: by id, else the newest running one by name.
+
+    A container found by id that is no longer running stands for its name: the
+    newest running container with that name is used instead (it replaced the
+    expired one), else None.
+    """
+    try:
+        found: Container | None = client.retrieve_container(spec)
+    except (NotFoundError, BadRequestError):
+        found = None
+    if found is None:
+        return newest_running(client, spec)
+    if found.is_running:
+        return found
+    return newest_running(client, found.name) if found.name else None
+
+
+def newest_running(
+    client: ContainersClient, name: str, *, exclude: str | None = None
+) -> Container | None:
+    """The newest running container called ``name`` (other than ``exclude``), if any."""
+    newest: Container | None = None
+    for candidate in client.iter_containers(name=name):
+        if not candidate.is_running or candidate.id == exclude:
+            continue
+        if newest is None or (candidate.created_at or 0) > (newest.created_at or 0):
+            newest = candidate
+    return newest
+
+
+__all__ = [
+    "CREATE_ATTEMPTS",
+    "ContainerOutcome",
+    "ContainerResolver",
+    "find_container",
+    "newest_running",
+]

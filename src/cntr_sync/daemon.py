@@ -1,9 +1,11 @@
 """The long-running sync: the process around the pair workers.
 
 Owns: the registry of pair workers (``worker.PairWorker``, one thread per
-pair; started, revived when dead, stopped with a bounded flush), the main
-loop's heartbeat, signals (stop with a bounded flush, reload on SIGHUP),
-systemd notifications and the status the HTTP endpoint serves.
+pair; started, revived when dead, stopped with a bounded flush), liveness
+(the main loop's heartbeat and every pair's progress, within ``stall_limit``),
+signals (stop with a bounded flush, reload on SIGHUP), systemd notifications,
+the rate limit all pairs share (one account) and the status the HTTP endpoint
+serves.
 
 Must not: decide what to sync (``engine`` and ``plan`` do), talk HTTP to the
 API itself, or schedule a pair's passes (its worker does).
@@ -24,18 +26,42 @@ from typing import Any
 import structlog
 
 from cntr_sync import __version__
-from cntr_sync.config import ResolvedPair, Settings
+from cntr_sync.config import Settings
 from cntr_sync.errors import CntrSyncError, ConfigError
 from cntr_sync.http import HealthServer
 from cntr_sync.metrics import Metrics
+from cntr_sync.models import Pair
+from cntr_sync.rest import MAX_RETRY_AFTER, RateLimiter
 from cntr_sync.sdnotify import Notifier
-from cntr_sync.worker import ClientFactory, PairStatus, PairWorker
+from cntr_sync.worker import PairWorker
 
-__all__ = ["HEARTBEAT_TIMEOUT", "ClientFactory", "Daemon", "PairStatus", "PairWorker", "running"]
+__all__ = ["HEARTBEAT_TIMEOUT", "STALL_MARGIN", "Daemon", "running", "stall_limit"]
 
 log = structlog.get_logger("cntr_sync.daemon")
 
+# The main loop beats every 0.5 s; this long without a beat means it is stuck.
 HEARTBEAT_TIMEOUT = 30.0
+# Added to the longest quiet moment a healthy pass can have.
+STALL_MARGIN = 30.0
+
+
+def stall_limit(settings: Settings) -> float:
+    """Seconds a pair may go without any sign of progress before it counts as hung.
+
+    A healthy pass is never quiet for longer than the longest of: a retry wait
+    the server asked for (capped at 120 s), one HTTP read or connect that gets
+    no bytes (``timeout``, ``connect_timeout``), or a turn at the shared rate
+    limit with every transfer slot waiting (``concurrency / requests_per_second``).
+    Every scanned entry, hashed MiB, request, transferred chunk, finished
+    action and idle loop turn counts as progress.
+    """
+    quiet = max(
+        MAX_RETRY_AFTER,
+        settings.timeout,
+        settings.connect_timeout,
+        settings.concurrency / settings.requests_per_second,
+    )
+    return quiet + STALL_MARGIN
 
 
 class Daemon:
@@ -53,7 +79,7 @@ class Daemon:
         self.settings = settings or self._load()
         self.metrics = Metrics()
         self.notifier = Notifier(self._environ)
-        self.clients = ClientFactory(self.settings, self.metrics)
+        self.rate_limiter = RateLimiter(self.settings.requests_per_second)
         self.workers: dict[str, PairWorker] = {}
         self.started_at = time.time()
         self.heartbeat = time.monotonic()
@@ -61,6 +87,7 @@ class Daemon:
         self._reload = threading.Event()
         self._signals = 0
         self._ready_sent = False
+        self._stalled: set[str] = set()
         host, port = self.settings.listen_address
         self.http = HealthServer(host, port, self, self.metrics)
 
@@ -74,7 +101,15 @@ class Daemon:
     # -- StatusProvider ---------------------------------------------------------------------
 
     def live(self) -> bool:
-        return time.monotonic() - self.heartbeat < HEARTBEAT_TIMEOUT
+        """The main loop beats, and no pair has gone ``stall_limit`` without progress."""
+        if time.monotonic() - self.heartbeat >= HEARTBEAT_TIMEOUT:
+            return False
+        limit = stall_limit(self.settings)
+        return all(w.stalled_for() < limit for w in list(self.workers.values()))
+
+    def stalled_pairs(self) -> list[str]:
+        limit = stall_limit(self.settings)
+        return [n for n, w in list(self.workers.items()) if w.stalled_for() >= limit]
 
     def ready(self) -> bool:
         return bool(self.workers) and all(w.status.first_sync_done for w in self.workers.values())
@@ -85,7 +120,14 @@ class Daemon:
             "started_at": self.started_at,
             "live": self.live(),
             "ready": self.ready(),
-            "pairs": {name: w.status.as_json() for name, w in self.workers.items()},
+            "stall_limit_seconds": stall_limit(self.settings),
+            "pairs": {
+                name: {
+                    **w.status.as_json(),
+                    "seconds_since_progress": round(w.stalled_for(), 1),
+                }
+                for name, w in list(self.workers.items())
+            },
         }
 
     def summary_line(self) -> str:
@@ -93,7 +135,9 @@ class Daemon:
         for name, worker in self.workers.items():
             s = worker.status
             text = f"{name} {s.state}"
-            if s.state == "error" and s.last_error:
+            if worker.stalled_for() >= stall_limit(self.settings):
+                text += " (no progress: hung?)"
+            elif s.state == "error" and s.last_error:
                 text += f" ({s.last_error[:80]})"
             parts.append(text)
         return f"{len(self.workers)} pairs: " + "; ".join(parts)
@@ -123,6 +167,7 @@ class Daemon:
                     self._reload.clear()
                     self.reload()
                 self._revive_dead_workers()
+                self._report_stalls()
                 if not self._ready_sent and all(
                     w.status.first_attempt_done for w in self.workers.values()
                 ):
@@ -147,10 +192,23 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def _start_worker(self, pair: ResolvedPair) -> None:
-        worker = PairWorker(pair, self.settings, self.clients, self.metrics)
+    def _start_worker(self, pair: Pair) -> None:
+        worker = PairWorker(pair, self.settings, self.rate_limiter, self.metrics)
         self.workers[pair.name] = worker
         worker.start()
+
+    def _report_stalls(self) -> None:
+        """Log once when a pair stops making progress, and once when it recovers."""
+        stalled = set(self.stalled_pairs())
+        for name in sorted(stalled - self._stalled):
+            log.error(
+                "pair made no progress; reporting not live",
+                pair=name,
+                stall_limit=stall_limit(self.settings),
+            )
+        for name in sorted(self._stalled - stalled):
+            log.info("pair is making progress again", pair=name)
+        self._stalled = stalled
 
     def _revive_dead_workers(self) -> None:
         for name, worker in list(self.workers.items()):
@@ -191,9 +249,8 @@ class Daemon:
         ]
         self.notifier.reloading()
         self._stop_workers([n for n in changed if n in self.workers], self.settings.flush_timeout)
-        if connection_changed:
-            self.clients.close()
-            self.clients = ClientFactory(new, self.metrics)
+        if new.requests_per_second != self.settings.requests_per_second:
+            self.rate_limiter = RateLimiter(new.requests_per_second)
         self.settings = new
         for name, pair in new_pairs.items():
             if name not in self.workers:
@@ -206,7 +263,6 @@ class Daemon:
         log.info("stopping: flushing pending changes", timeout=self.settings.flush_timeout)
         self._stop_workers(list(self.workers), self.settings.flush_timeout)
         self.http.stop()
-        self.clients.close()
         log.info("daemon stopped")
 
     # -- signals ------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
 """The durable truth of one mirror pair: an SQLite file per (base URL, root, container spec).
 
-Owns: which remote file holds which relpath (``entries``), uploads started but
-not yet recorded (``intents``), remote files of ours that must still go
-(``doomed``), the container in use and what the server does with filenames
-(``meta``), and the container-independent hash cache (``hashes``). Owns the
-pair's lock too: one process at a time per pair.
+Owns: the file's schema and migrations, which remote file holds which relpath
+(``entries``), uploads started but not yet recorded (``intents``), remote files
+of ours that must still go (``pending_deletes``), and the container in use and
+what the server does with filenames (``meta``). The same file holds the hash
+cache (``hashes``, run by ``hashcache.SqliteHashCache`` on this connection);
+the pair's lock is a ``locks.FileLock`` taken before the file is opened.
 
 Must not: talk to the API, read the sync tree, or hold anything secret. No
 method takes an API key, and the base URL is stored without user:password.
 
 Every write is one transaction, committed before the method returns, so a
-crash loses at most the work in flight. The one exception is the hash cache:
-``store`` is buffered and written in batches (a lost row only costs a re-hash),
-because a commit per file would dominate a first scan of 100k files.
+crash loses at most the work in flight (the hash cache alone writes in
+batches: a lost row only costs a re-hash).
 
 One thread only (sqlite3's default check enforces it). sqlite3 and OSError
 failures become ``LocalError`` naming the file; ``LockedError`` when another
@@ -22,9 +22,7 @@ process holds the pair.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -33,8 +31,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cntr_sync.errors import LocalError, LockedError
-from cntr_sync.models import DoomedFile, IndexEntry, UploadIntent
+from cntr_sync.errors import LocalError
+from cntr_sync.hashcache import SqliteHashCache
+from cntr_sync.locks import FileLock
+from cntr_sync.models import IndexEntry, PendingDelete, UploadIntent
 
 # Each migration is the list of statements that takes the schema from version
 # N to N + 1 (PRAGMA user_version). Append; never edit a released migration.
@@ -84,10 +84,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             hash     TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # Plainer words: remote files of ours that must still go, and whether
+        # the server keeps the filenames we upload.
+        "ALTER TABLE doomed RENAME TO pending_deletes",
+        "ALTER TABLE meta RENAME COLUMN names_kept TO server_keeps_names",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_HASH_BATCH = 1000
 # SQLite result codes that mean "this file is not (or no longer) a database".
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -114,16 +119,16 @@ class Index:
     """The index of one pair, locked for this process. Use ``Index.open``; close it."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, lock_path: Path, lock_fd: int | None
+        self, conn: sqlite3.Connection, path: Path, lock_path: Path, lock: FileLock | None
     ) -> None:
         self._conn = conn
         self._path = path
         self._lock_path = lock_path
-        self._lock_fd = lock_fd
+        self._lock = lock
         self._closed = False
-        self._claim_fd: int | None = None
+        self._claim: FileLock | None = None
         self._claimed: str | None = None
-        self._pending_hashes: dict[str, tuple[int, int, int, str]] = {}
+        self.hashes = SqliteHashCache(self)
 
     @classmethod
     def open(
@@ -149,7 +154,7 @@ class Index:
         stem = pair_stem(base_url, root, container_spec)
         path = state_dir / f"{stem}.sqlite"
         lock_path = state_dir / f"{stem}.lock"
-        lock_fd = _acquire_lock(lock_path, root, container_spec) if lock else None
+        pair_lock = FileLock.acquire(lock_path, f"{root} -> {container_spec}") if lock else None
         try:
             conn = _connect(path)
             try:
@@ -159,10 +164,10 @@ class Index:
                 conn.close()
                 raise
         except BaseException:
-            if lock_fd is not None:
-                _release_lock(lock_fd)
+            if pair_lock is not None:
+                pair_lock.release()
             raise
-        return cls(conn, path, lock_path, lock_fd)
+        return cls(conn, path, lock_path, pair_lock)
 
     def __enter__(self) -> Index:
         return self
@@ -176,18 +181,18 @@ class Index:
         self.close()
 
     def close(self) -> None:
-        """Write buffered hashes, close the database and release the lock. Idempotent."""
+        """Write buffered hashes, close the database and release the locks. Idempotent."""
         if self._closed:
             return
         self._closed = True
         try:
-            self.flush_hashes()
+            self.hashes.flush()
         finally:
             self._conn.close()
             self._release_claim()
-            if self._lock_fd is not None:
-                _release_lock(self._lock_fd)
-                self._lock_fd = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     # -- meta
 
@@ -210,9 +215,9 @@ class Index:
         return value
 
     @property
-    def names_kept(self) -> bool | None:
+    def server_keeps_names(self) -> bool | None:
         """Whether the server keeps upload filenames; None until it was observed."""
-        value: int | None = self._meta("names_kept")
+        value: int | None = self._meta("server_keeps_names")
         return None if value is None else bool(value)
 
     def claim_container(self, base_url: str, container_id: str) -> None:
@@ -223,68 +228,72 @@ class Index:
         would otherwise sync into it at the same time and each pass would
         delete the other's uploads. Readers (``lock=False``) claim nothing.
         """
-        if self._lock_fd is None or self._claimed == container_id:
+        if self._lock is None or self._claimed == container_id:
             return
         key = f"{_strip_userinfo(base_url)}\0{container_id}"
         stem = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-        fd = _flock(self._path.parent / f"container-{stem}.lock", f"into container {container_id}")
+        claim = FileLock.acquire(
+            self._path.parent / f"container-{stem}.lock", f"into container {container_id}"
+        )
         self._release_claim()
-        self._claim_fd, self._claimed = fd, container_id
+        self._claim, self._claimed = claim, container_id
 
     def _release_claim(self) -> None:
-        if self._claim_fd is not None:
-            _release_lock(self._claim_fd)
-        self._claim_fd, self._claimed = None, None
+        if self._claim is not None:
+            self._claim.release()
+        self._claim, self._claimed = None, None
 
     def set_container(self, container_id: str, name: str) -> None:
         """Use this container from now on.
 
         A different container than the stored one means the old one expired or
-        was replaced and its files are gone, so its entries, intents and doomed
-        rows go too. The hash cache stays: it describes the local tree.
+        was replaced and its files are gone, so its entries, intents and pending
+        deletes go too. The hash cache stays: it describes the local tree.
         """
-        with self._write() as db:
+        with self.write() as db:
             db.execute("DELETE FROM entries WHERE container_id <> ?", (container_id,))
             db.execute("DELETE FROM intents WHERE container_id <> ?", (container_id,))
-            db.execute("DELETE FROM doomed WHERE container_id <> ?", (container_id,))
+            db.execute("DELETE FROM pending_deletes WHERE container_id <> ?", (container_id,))
             db.execute(
                 "UPDATE meta SET container_id = ?, container_name = ? WHERE id = 1",
                 (container_id, name),
             )
 
-    def set_names_kept(self, value: bool) -> None:
-        with self._write() as db:
-            db.execute("UPDATE meta SET names_kept = ? WHERE id = 1", (int(value),))
+    def set_server_keeps_names(self, value: bool) -> None:
+        with self.write() as db:
+            db.execute("UPDATE meta SET server_keeps_names = ? WHERE id = 1", (int(value),))
 
     # -- entries
 
     def entries(self) -> dict[str, IndexEntry]:
         """Every entry of the current container, by relpath."""
-        rows = self._read(
+        rows = self.read(
             f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ?",  # noqa: S608
             (self.container_id,),
         )
         return {row[0]: IndexEntry(*row) for row in rows}
 
     def entry_count(self) -> int:
-        rows = self._read(
+        rows = self.read(
             "SELECT count(*) FROM entries WHERE container_id = ?", (self.container_id,)
         )
         count: int = rows[0][0]
         return count
 
-    def record_upload(self, entry: IndexEntry, *, doomed: DoomedFile | None = None) -> None:
-        """An upload succeeded: store the entry, drop its intent, doom ``doomed`` if given.
+    def record_upload(
+        self, entry: IndexEntry, *, pending_delete: PendingDelete | None = None
+    ) -> None:
+        """An upload succeeded: store the entry, drop its intent, record ``pending_delete``.
 
         If the entry replaces one with another remote id, that old remote file
-        is doomed as well, so it can never be orphaned.
+        becomes a pending delete as well, so it can never be orphaned.
         """
-        with self._write() as db:
+        with self.write() as db:
             container_id = self._require_container(db)
             _upsert_entry(db, container_id, entry)
             db.execute("DELETE FROM intents WHERE relpath = ?", (entry.relpath,))
-            if doomed is not None:
-                _insert_doomed(db, container_id, doomed)
+            if pending_delete is not None:
+                _insert_pending_delete(db, container_id, pending_delete)
 
     def adopt(self, entry: IndexEntry) -> None:
         """A remote file is ours after all (e.g. an ambiguous upload): index it."""
@@ -292,7 +301,7 @@ class Index:
 
     def adopt_many(self, entries: Iterable[IndexEntry]) -> None:
         """``adopt`` for many entries in one transaction (rebuilding a lost index)."""
-        with self._write() as db:
+        with self.write() as db:
             container_id = self._require_container(db)
             for entry in entries:
                 _upsert_entry(db, container_id, entry)
@@ -300,30 +309,30 @@ class Index:
 
     def refresh_stat(self, relpath: str, size: int, mtime_ns: int) -> None:
         """The file was touched but its content (hash) is unchanged."""
-        with self._write() as db:
+        with self.write() as db:
             db.execute(
                 "UPDATE entries SET size = ?, mtime_ns = ? WHERE container_id = ? AND relpath = ?",
                 (size, mtime_ns, self._require_container(db), relpath),
             )
 
     def forget(self, relpath: str) -> None:
-        with self._write() as db:
+        with self.write() as db:
             db.execute(
                 "DELETE FROM entries WHERE container_id = ? AND relpath = ?",
                 (self._require_container(db), relpath),
             )
 
     def record_delete(self, remote_id: str) -> None:
-        """The remote file is gone: drop its entry and its doomed row, if any."""
-        with self._write() as db:
+        """The remote file is gone: drop its entry and its pending delete, if any."""
+        with self.write() as db:
             db.execute("DELETE FROM entries WHERE remote_id = ?", (remote_id,))
-            db.execute("DELETE FROM doomed WHERE remote_id = ?", (remote_id,))
+            db.execute("DELETE FROM pending_deletes WHERE remote_id = ?", (remote_id,))
 
-    # -- intents and doomed files
+    # -- intents and pending deletes
 
     def add_intent(self, intent: UploadIntent) -> None:
         """Record an upload about to start; replaces an earlier intent for the relpath."""
-        with self._write() as db:
+        with self.write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO intents"
                 " (relpath, container_id, filename, size, hash, started_at)"
@@ -339,81 +348,48 @@ class Index:
             )
 
     def clear_intent(self, relpath: str) -> None:
-        with self._write() as db:
+        with self.write() as db:
             db.execute("DELETE FROM intents WHERE relpath = ?", (relpath,))
 
     def intents(self) -> dict[str, UploadIntent]:
-        rows = self._read(
+        rows = self.read(
             "SELECT relpath, filename, size, hash, started_at FROM intents WHERE container_id = ?",
             (self.container_id,),
         )
         return {row[0]: UploadIntent(*row) for row in rows}
 
-    def add_doomed(self, doomed: DoomedFile) -> None:
-        with self._write() as db:
-            _insert_doomed(db, self._require_container(db), doomed)
+    def add_pending_delete(self, pending: PendingDelete) -> None:
+        with self.write() as db:
+            _insert_pending_delete(db, self._require_container(db), pending)
 
-    def doomed(self) -> list[DoomedFile]:
-        rows = self._read(
-            "SELECT remote_id, relpath FROM doomed WHERE container_id = ? ORDER BY remote_id",
+    def pending_deletes(self) -> list[PendingDelete]:
+        rows = self.read(
+            "SELECT remote_id, relpath FROM pending_deletes WHERE container_id = ?"
+            " ORDER BY remote_id",
             (self.container_id,),
         )
-        return [DoomedFile(*row) for row in rows]
+        return [PendingDelete(*row) for row in rows]
 
-    # -- the hash cache (scan.HashCache)
+    # -- plumbing (also what ``SqliteHashCache`` runs on)
 
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
-        pending = self._pending_hashes.get(relpath)
-        if pending is not None:
-            return pending[3] if pending[:3] == (inode, size, mtime_ns) else None
-        rows = self._read(
-            "SELECT hash FROM hashes WHERE relpath = ? AND inode = ? AND size = ? AND mtime_ns = ?",
-            (relpath, inode, size, mtime_ns),
-        )
-        return str(rows[0][0]) if rows else None
+    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        """Rows of one query; SQLite failures become ``LocalError`` naming the file."""
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _db_error(self._path, exc) from exc
 
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
-        self._pending_hashes[relpath] = (inode, size, mtime_ns, digest)
-        if len(self._pending_hashes) >= _HASH_BATCH:
-            self.flush_hashes()
-
-    def flush_hashes(self) -> None:
-        """Write buffered ``store`` calls (``close`` does this too)."""
-        if not self._pending_hashes:
-            return
-        rows = [(relpath, *row) for relpath, row in self._pending_hashes.items()]
-        with self._write() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, hash)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-        self._pending_hashes.clear()
-
-    def prune_hashes(self, keep: Iterable[str]) -> int:
-        """Drop cached hashes of relpaths not in ``keep``; returns how many went."""
-        self.flush_hashes()
-        with self._write() as db:
-            # A temp table and one anti-join: 100k parameters in a NOT IN list
-            # would exceed SQLite's variable limit, and row-by-row is slow.
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS keep_paths"
-                " (relpath TEXT PRIMARY KEY) WITHOUT ROWID"
-            )
-            db.execute("DELETE FROM keep_paths")
-            db.executemany(
-                "INSERT OR IGNORE INTO keep_paths (relpath) VALUES (?)", ((p,) for p in keep)
-            )
-            removed = db.execute(
-                "DELETE FROM hashes WHERE relpath NOT IN (SELECT relpath FROM keep_paths)"
-            ).rowcount
-            db.execute("DELETE FROM keep_paths")
-        return removed
-
-    # -- plumbing
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed on exit; SQLite failures become ``LocalError``."""
+        try:
+            with _transaction(self._conn) as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise _db_error(self._path, exc) from exc
 
     def _meta(self, column: str) -> Any:
-        rows = self._read(f"SELECT {column} FROM meta WHERE id = 1", ())  # noqa: S608
+        rows = self.read(f"SELECT {column} FROM meta WHERE id = 1", ())  # noqa: S608
         return rows[0][0]
 
     def _require_container(self, db: sqlite3.Connection) -> str:
@@ -423,20 +399,6 @@ class Index:
             raise RuntimeError("the index has no container yet: call set_container first")
         container_id: str = row[0]
         return container_id
-
-    def _read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
-        try:
-            return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with _transaction(self._conn) as db:
-                yield db
-        except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
 
 
 @contextlib.contextmanager
@@ -458,7 +420,7 @@ def _upsert_entry(db: sqlite3.Connection, container_id: str, entry: IndexEntry) 
         (container_id, entry.relpath),
     ).fetchone()
     if old is not None and old[0] != entry.remote_id:
-        _insert_doomed(db, container_id, DoomedFile(old[0], entry.relpath))
+        _insert_pending_delete(db, container_id, PendingDelete(old[0], entry.relpath))
     db.execute(
         f"INSERT OR REPLACE INTO entries (container_id, {_ENTRY_COLUMNS})"  # noqa: S608
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -475,60 +437,17 @@ def _upsert_entry(db: sqlite3.Connection, container_id: str, entry: IndexEntry) 
     )
 
 
-def _insert_doomed(db: sqlite3.Connection, container_id: str, doomed: DoomedFile) -> None:
+def _insert_pending_delete(
+    db: sqlite3.Connection, container_id: str, pending: PendingDelete
+) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO doomed (remote_id, container_id, relpath) VALUES (?, ?, ?)",
-        (doomed.remote_id, container_id, doomed.relpath),
+        "INSERT OR REPLACE INTO pending_deletes (remote_id, container_id, relpath)"
+        " VALUES (?, ?, ?)",
+        (pending.remote_id, container_id, pending.relpath),
     )
 
 
 # -- opening -----------------------------------------------------------------------
-
-
-def _acquire_lock(lock_path: Path, root: Path, container_spec: str) -> int:
-    return _flock(lock_path, f"{root} -> {container_spec}")
-
-
-def _flock(lock_path: Path, what: str) -> int:
-    # flock is tied to the open file description and the kernel drops it when
-    # the holder dies, even by SIGKILL: a leftover lock file with a dead PID
-    # never blocks anyone, so there is no stale-PID logic. The PID is only
-    # there to name the holder in the error.
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise LocalError(
-            f"cannot open lock {lock_path}: {exc.strerror}", path=str(lock_path)
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = _read_pid(fd)
-        os.close(fd)
-        holder = f"pid {pid}" if pid is not None else "pid unknown"
-        raise LockedError(
-            f"another cntr-sync ({holder}) is syncing {what}; lock {lock_path}",
-            pid=pid,
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise LocalError(f"cannot lock {lock_path}: {exc.strerror}", path=str(lock_path)) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode("ascii").strip())
-    except (OSError, ValueError):
-        return None  # the holder may be between truncate and write
-
-
-def _release_lock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-    os.close(fd)  # closing the last descriptor releases the flock
 
 
 def _connect(path: Path) -> sqlite3.Connection:

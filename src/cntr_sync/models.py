@@ -1,4 +1,8 @@
-"""Frozen value types shared by the client, the planner and the engine.
+"""Frozen value types shared by the settings, the client, the planner and the engine.
+
+``Pair`` is the one description of a mirrored pair (a local directory and a
+container, with every setting a pass or the daemon needs): the settings layer
+builds it, the engine, the daemon's worker, the CLI and the library use it.
 
 The wire types (``Container``, ``ContainerFile``) are deliberately tolerant:
 real servers and gateways add fields, drop fields, send ``bytes: null`` and
@@ -8,9 +12,66 @@ default, and ids are opaque strings. Nothing here performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+AuthStyle = Literal["bearer", "api-key", "x-api-key", "x-bf-vk", "basic"]
+AUTH_STYLES: tuple[AuthStyle, ...] = ("bearer", "api-key", "x-api-key", "x-bf-vk", "basic")
+Direction = Literal["push", "pull", "both"]
+WatchMode = Literal["auto", "native", "poll", "off"]
+MemoryLimit = Literal["1g", "4g", "16g", "64g"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One local directory mirrored into one container, every inherited value filled in.
+
+    The defaults here are the product's defaults: the settings models take
+    theirs from ``PAIR_DEFAULTS``, so each is written once.
+    """
+
+    name: str
+    local: Path
+    container: str  # a name or an id, as the user gave it
+    direction: Direction = "push"
+    delete: bool = True
+    delete_unknown: bool = False
+    max_delete: float = 50.0  # percent of tracked files one pass may delete
+    ignore: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+    expires_after_minutes: int = 20
+    memory_limit: MemoryLimit | None = None
+    container_id_file: Path | None = None
+    quiet_period: float = 1.0  # seconds without changes before the daemon starts a pass
+    max_delay: float = 10.0  # ...or this long after the first pending change
+    rescan_interval: float = 600.0
+    remote_poll_interval: float = 60.0
+    watch: WatchMode = "auto"
+    keepalive: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The pair as JSON-able data (paths as strings, tuples as lists)."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[item.name] = value
+        return out
+
+
+PAIR_DEFAULTS: dict[str, Any] = {
+    item.name: item.default
+    for item in fields(Pair)
+    if item.name not in ("name", "local", "container")
+}
 
 
 class _Wire(BaseModel):
@@ -120,8 +181,12 @@ class UploadIntent:
 
 
 @dataclass(frozen=True, slots=True)
-class DoomedFile:
-    """A remote file of ours that must go (the old id of a replaced file)."""
+class PendingDelete:
+    """A remote file of ours that must still go (the old id of a replaced file).
+
+    Recorded in the index before the delete is attempted, so a crash or a
+    failed delete cannot leave it behind as an orphan.
+    """
 
     remote_id: str
     relpath: str

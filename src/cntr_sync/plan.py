@@ -1,6 +1,6 @@
 """The planner: a pure function from what we know to what must be done.
 
-``plan(local, index, remote, intents, doomed, policy)`` compares the local
+``plan(local, index, remote, intents, pending_deletes, policy)`` compares the local
 snapshot, the index (what this tool uploaded, per relpath) and one complete
 remote listing, and returns a ``Plan``: uploads, deletes, and index-only
 bookkeeping (adoptions, refreshed stats, forgotten entries). ``check_brakes``
@@ -10,8 +10,8 @@ Must not: import anything that performs I/O, read the clock, or depend on
 iteration order of its inputs. It is tested with plain values.
 
 Ownership rules, in one place:
-- A remote file is *ours* when the index names it, when it is doomed (the old
-  id of a replaced file), or when it is a ``user`` upload whose name equals the
+- A remote file is *ours* when the index names it, when it is a pending delete
+  (the old id of a replaced file), or when it is a ``user`` upload whose name equals the
   upload name of a local relpath that this pass syncs (the mirror owns the
   names of the files it mirrors).
 - Ours and current: kept. Ours and superseded (the old version of a replaced
@@ -21,7 +21,7 @@ Ownership rules, in one place:
 - Everything else (assistant files, user files with other names) is left
   alone, unless ``delete`` and ``delete_unknown``.
 - Names are trusted only while the server keeps them: when a gateway replaces
-  every upload name (``names_kept`` is False), nothing is matched by name.
+  upload names (``server_keeps_names`` is False), nothing is matched by name.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cntr_sync.models import DoomedFile, IndexEntry, LocalFile, RemoteFile, UploadIntent
+from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
 
 MOUNT_PREFIX = "/mnt/data/"
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
@@ -46,7 +46,7 @@ ADOPT_CLOCK_SLACK_S = 1
 BRAKE_MIN_DELETES = 3
 
 UploadReason = Literal["new", "changed", "missing-remote"]
-DeleteReason = Literal["removed", "replaced", "duplicate", "stale-upload", "doomed", "unknown"]
+DeleteReason = Literal["removed", "replaced", "duplicate", "stale-upload", "pending", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,8 @@ class Plan:
     refreshes: tuple[Refresh, ...] = ()
     forgets: tuple[str, ...] = ()
     cleared_intents: tuple[str, ...] = ()
-    dropped_doomed: tuple[str, ...] = ()
+    # Pending deletes whose remote file is no longer listed: nothing left to do.
+    obsolete_deletes: tuple[str, ...] = ()
     unknown_kept: int = 0
     tracked: int = 0
     # Removals whose content is uploaded again under another name in this pass:
@@ -117,7 +118,7 @@ class Plan:
             or self.refreshes
             or self.forgets
             or self.cleared_intents
-            or self.dropped_doomed
+            or self.obsolete_deletes
         )
 
     @property
@@ -146,7 +147,8 @@ class Policy:
     delete: bool = True
     delete_unknown: bool = False
     max_delete_percent: float = 50.0
-    names_kept: bool | None = None
+    # Whether the server keeps upload filenames; None until an upload showed it.
+    server_keeps_names: bool | None = None
     now: float = 0.0  # the caller's clock, for adopted entries' uploaded_at
 
 
@@ -187,7 +189,7 @@ class _Builder:
     refreshes: list[Refresh] = field(default_factory=list)
     forgets: list[str] = field(default_factory=list)
     cleared_intents: list[str] = field(default_factory=list)
-    dropped_doomed: list[str] = field(default_factory=list)
+    obsolete_deletes: list[str] = field(default_factory=list)
     # Remote ids that are accounted for (ours, or acted on): not "unknown".
     claimed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
@@ -205,7 +207,7 @@ def plan(
     remote: Iterable[RemoteFile],
     *,
     intents: Mapping[str, UploadIntent] | None = None,
-    doomed: Sequence[DoomedFile] = (),
+    pending_deletes: Sequence[PendingDelete] = (),
     policy: Policy | None = None,
     uncertain: Callable[[str], bool] | None = None,
 ) -> Plan:
@@ -222,17 +224,17 @@ def plan(
         remote_by_id.setdefault(item.id, item)
     out = _Builder()
 
-    doomed_ids = {d.remote_id for d in doomed}
-    for gone in doomed:
-        target = remote_by_id.get(gone.remote_id)
+    pending_ids = {d.remote_id for d in pending_deletes}
+    for pending in pending_deletes:
+        target = remote_by_id.get(pending.remote_id)
         if target is None:
-            out.dropped_doomed.append(gone.remote_id)
+            out.obsolete_deletes.append(pending.remote_id)
         else:
-            out.delete(target, "doomed", gone.relpath)
+            out.delete(target, "pending", pending.relpath)
 
     indexed_ids = {entry.remote_id for entry in index.values()}
     out.claimed |= indexed_ids & remote_by_id.keys()
-    by_name = _unindexed_uploads_by_name(remote_by_id.values(), indexed_ids | doomed_ids, policy)
+    by_name = _unindexed_uploads_by_name(remote_by_id.values(), indexed_ids | pending_ids, policy)
 
     for relpath in sorted(local.keys() | index.keys() | intents.keys()):
         if relpath not in local and uncertain is not None and uncertain(relpath):
@@ -265,7 +267,7 @@ def plan(
         refreshes=tuple(out.refreshes),
         forgets=tuple(out.forgets),
         cleared_intents=tuple(out.cleared_intents),
-        dropped_doomed=tuple(out.dropped_doomed),
+        obsolete_deletes=tuple(out.obsolete_deletes),
         unknown_kept=unknown_kept,
         tracked=len(index),
         moves=_count_moves(out.deletes, out.uploads, index),
@@ -303,7 +305,7 @@ def _unindexed_uploads_by_name(
 ) -> dict[str, list[RemoteFile]]:
     """User uploads nobody has claimed yet, grouped by every name they may carry."""
     by_name: dict[str, list[RemoteFile]] = defaultdict(list)
-    if policy.names_kept is False:
+    if policy.server_keeps_names is False:
         return by_name
     for item in remote:
         if item.source == "user" and item.id not in excluded:

@@ -3,7 +3,9 @@
 Owns: what cntr-sync believes is under the sync root right now. ``scan`` walks
 the tree with ``os.scandir`` (an explicit stack, no recursion), applies the
 ignore rules, stats every entry once, and hashes regular files with xxh3-128,
-asking a ``HashCache`` first so an unchanged tree is not read again.
+asking a ``hashcache.HashCache`` first so an unchanged tree is not read again.
+The wall clock (for the racy-clean rule below) and a progress tick (the
+daemon's liveness) are injected.
 
 Must not: write, rename or delete anything under the root; open anything that
 is not a regular file (opening a FIFO blocks, opening a device may have side
@@ -31,14 +33,14 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Protocol
 
 import xxhash
 from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
+from cntr_sync.hashcache import HashCache
 from cntr_sync.models import LocalFile
 
 HASH_CHUNK = 1 << 20
@@ -80,12 +82,17 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
 
 Hasher = Callable[[Path], str]
+Tick = Callable[[], None]
+
+
+def _no_tick() -> None:
+    pass
 
 
 # -- hashing -----------------------------------------------------------------------
 
 
-def hash_file(path: Path) -> str:
+def hash_file(path: Path, *, tick: Tick = _no_tick) -> str:
     """xxh3-128 hex digest of a regular file, read in 1 MiB chunks.
 
     Raises ``OSError`` (``scan`` maps it); refuses anything that is not a
@@ -93,18 +100,22 @@ def hash_file(path: Path) -> str:
     """
     fd = open_regular(path)
     try:
-        return hash_fd(fd)
+        return hash_fd(fd, tick=tick)
     finally:
         os.close(fd)
 
 
-def hash_fd(fd: int) -> str:
-    """xxh3-128 hex digest of an open file from its start; the fd stays open."""
+def hash_fd(fd: int, *, tick: Tick = _no_tick) -> str:
+    """xxh3-128 hex digest of an open file from its start; the fd stays open.
+
+    ``tick`` is called after every chunk: a large file is progress, not a hang.
+    """
     digest = xxhash.xxh3_128()
     offset = 0
     while chunk := os.pread(fd, HASH_CHUNK, offset):
         digest.update(chunk)
         offset += len(chunk)
+        tick()
     return digest.hexdigest()
 
 
@@ -126,30 +137,6 @@ def open_regular(path: Path, *, follow_symlinks: bool = True) -> int:
         os.close(fd)
         raise
     return fd
-
-
-class HashCache(Protocol):
-    """Remembers digests by (relpath, inode, size, mtime_ns); ``Index`` is the durable one."""
-
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None: ...
-
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None: ...
-
-
-class MemoryHashCache:
-    """A dict-backed ``HashCache`` for tests and one-shot runs."""
-
-    def __init__(self) -> None:
-        self._rows: dict[str, tuple[int, int, int, str]] = {}
-
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
-        row = self._rows.get(relpath)
-        if row is None or row[:3] != (inode, size, mtime_ns):
-            return None
-        return row[3]
-
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
-        self._rows[relpath] = (inode, size, mtime_ns, digest)
 
 
 # -- ignore rules ------------------------------------------------------------------
@@ -276,16 +263,20 @@ def scan(
     rules: IgnoreRules,
     hash_cache: HashCache,
     follow_symlinks: bool = False,
-    hasher: Hasher = hash_file,
+    hasher: Hasher | None = None,
+    now_ns: Callable[[], int] = time.time_ns,
+    tick: Tick = _no_tick,
 ) -> Snapshot:
     """Walk ``root`` and return what is there; see the module docstring for the rules.
 
     ``hasher`` exists so tests can change a file while it is being hashed.
-    Raises ``LocalError`` only when the root is missing, not a directory, or
-    cannot be listed.
+    ``now_ns`` is the wall clock in nanoseconds; ``tick`` is called for every
+    entry and every hashed chunk. Raises ``LocalError`` only when the root is
+    missing, not a directory, or cannot be listed.
     """
     root_stat = _stat_root(root)
-    walk = _Walk(root, rules, hash_cache, hasher, follow_symlinks)
+    hash_with = hasher if hasher is not None else partial(hash_file, tick=tick)
+    walk = _Walk(root, rules, hash_cache, hash_with, follow_symlinks, now_ns, tick)
     walk.run(root_stat)
     return walk.snapshot()
 
@@ -359,8 +350,12 @@ class _Walk:
         hash_cache: HashCache,
         hasher: Hasher,
         follow_symlinks: bool,
+        now_ns: Callable[[], int],
+        tick: Tick,
     ) -> None:
         self._root = str(root)
+        self._now_ns = now_ns
+        self._tick = tick
         self._root_real = os.path.realpath(root)
         self._rules = rules
         self._cache = hash_cache
@@ -463,6 +458,7 @@ class _Walk:
     # -- entries
 
     def _visit(self, parent: str, entry: os.DirEntry[str]) -> None:
+        self._tick()
         relpath = f"{parent}/{entry.name}" if parent else entry.name
         is_link, is_dir = _entry_kind(entry, self._follow)
         # Ignore rules come before name checks so users can silence a warning
@@ -554,7 +550,7 @@ class _Walk:
         if (after.st_ino, after.st_size, after.st_mtime_ns) != identity:
             self._unstable.append(relpath)
             return None
-        if time.time_ns() - before.st_mtime_ns >= RACY_WINDOW_NS:
+        if self._now_ns() - before.st_mtime_ns >= RACY_WINDOW_NS:
             self._cache.store(relpath, *identity, digest)
         return digest
 

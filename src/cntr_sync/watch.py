@@ -29,8 +29,10 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from cntr_sync.errors import LocalError
+from cntr_sync.models import WatchMode
 
-WatchMode = Literal["auto", "native", "poll", "off"]
+__all__ = ["MAX_TRACKED_PATHS", "ChangeTracker", "WatchKind", "WatchMode", "Watcher"]
+
 WatchKind = Literal["native", "poll", "off"]
 
 # A burst larger than this stops tracking single paths: the pass rescans anyway.

@@ -2,8 +2,10 @@
 
 Owns: ``PairWorker`` (observers first, then a full reconcile, then passes on
 quiet periods, max delays, rescans and remote polls; backoff after failures;
-the bounded flush on stop), the ``PairStatus`` it reports, and the
-``ClientFactory`` all pairs share.
+the bounded flush on stop), the ``PairStatus`` it reports, and its progress
+stamp (``progress_at``): every loop turn, scanned entry, request, transfer
+chunk and finished action moves it, so the daemon can tell a slow pair from a
+hung one.
 
 Must not: decide what to sync (``engine`` and ``plan`` do), talk HTTP to the
 API itself, or touch process-level things (signals, systemd notifications,
@@ -24,12 +26,13 @@ from typing import Any, Literal
 
 import structlog
 
-from cntr_sync.api import ContainersClient, RateLimiter, RequestRecord
-from cntr_sync.config import ResolvedPair, Settings
-from cntr_sync.engine import Engine, PairSpec, PassResult
+from cntr_sync.config import Settings
+from cntr_sync.engine import Engine, PassResult
 from cntr_sync.errors import CntrSyncError
-from cntr_sync.index import Index
 from cntr_sync.metrics import Metrics
+from cntr_sync.models import Pair
+from cntr_sync.rest import RateLimiter, RequestOutcome
+from cntr_sync.session import PairSession
 from cntr_sync.watch import ChangeTracker, Watcher
 
 log = structlog.get_logger("cntr_sync.worker")
@@ -87,58 +90,21 @@ class PairStatus:
         }
 
 
-class ClientFactory:
-    """One ContainersClient for all pairs, rebuilt when the settings (or a rotated
-    key file) change; the rate limit is shared, since all pairs use one account."""
-
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._lock = threading.Lock()
-        self._client: ContainersClient | None = None
-        self._kwargs: dict[str, Any] | None = None
-        self._limiter = RateLimiter(settings.requests_per_second)
-
-    def get(self) -> ContainersClient:
-        kwargs = self._settings.client_kwargs()  # re-reads api_key_file
-        with self._lock:
-            if self._client is None or kwargs != self._kwargs:
-                if self._client is not None:
-                    self._client.close()
-                self._client = ContainersClient(
-                    **kwargs,
-                    max_connections=self._settings.concurrency * 4,
-                    rate_limiter=self._limiter,
-                    on_request=self._observe,
-                )
-                self._kwargs = kwargs
-            return self._client
-
-    def _observe(self, record: RequestRecord) -> None:
-        self._metrics.record_request(record.operation, record.status)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-
 class PairWorker:
     """Keeps one pair in sync on its own thread. Nothing it meets stops the process."""
 
     def __init__(
         self,
-        pair: ResolvedPair,
+        pair: Pair,
         settings: Settings,
-        clients: ClientFactory,
+        rate_limiter: RateLimiter,
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pair = pair
         self.settings = settings
-        self._clients = clients
+        self._rate_limiter = rate_limiter
         self._metrics = metrics
         self._clock = clock
         self.tracker = ChangeTracker(clock)
@@ -154,13 +120,13 @@ class PairWorker:
         self._flush_deadline: float | None = None
         self.cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pair-{pair.name}", daemon=True)
-        self._index: Index | None = None
+        self._session: PairSession | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
         self._last_rescan = clock()
         self._last_poll = clock()
         self._last_activity = clock()
-        self.heartbeat = clock()
+        self.progress_at = clock()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -181,6 +147,16 @@ class PairWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def beat(self) -> None:
+        """A sign of progress (called from the pass's threads too): moves ``progress_at``."""
+        self.progress_at = self._clock()
+
+    def stalled_for(self) -> float:
+        """Seconds since the last sign of progress; 0 once the worker has stopped."""
+        if not self._thread.is_alive():
+            return 0.0
+        return max(0.0, self._clock() - self.progress_at)
+
     # -- the loop -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -189,7 +165,7 @@ class PairWorker:
         self._start_watcher()
         try:
             while not self._stop.is_set():
-                self.heartbeat = self._clock()
+                self.beat()
                 self._supervise()
                 reason = self._due()
                 if reason is None:
@@ -199,7 +175,7 @@ class PairWorker:
             self._flush()
         finally:
             self.watcher.stop()
-            self._close_index()
+            self._close_session()
             self.status.state = "stopped"
             log.info("pair stopped", pair=self.pair.name)
 
@@ -287,22 +263,21 @@ class PairWorker:
             log.warning("rescan failed", pair=self.pair.name, error=exc.message)
             return True
 
-    def _engine(self, *, settle: bool = True) -> Engine:
-        client = self._clients.get()
-        if self._index is None:
-            self._index = Index.open(
-                self.settings.state_dir,
-                base_url=client.base_url,
-                root=self.pair.local.absolute(),
-                container_spec=self.pair.container,
+    def _engine(self) -> Engine:
+        if self._session is None:
+            self._session = PairSession(
+                self.settings,
+                self.pair,
+                rate_limiter=self._rate_limiter,
+                on_request=self._observe,
+                tick=self.beat,
             )
-        spec = PairSpec.from_settings(self.pair, settle=settle)
-        return Engine(
-            client,
-            self._index,
-            spec,
-            concurrency=self.settings.concurrency,
-        )
+        else:
+            self._session.refresh_client()  # re-reads api_key_file
+        return self._session.engine()
+
+    def _observe(self, outcome: RequestOutcome) -> None:
+        self._metrics.record_request(outcome.operation, outcome.status)
 
     def _run_pass(self, reason: PassReason) -> PassResult | None:
         # When the oldest pending change happened: a pass that defers or fails
@@ -312,8 +287,10 @@ class PairWorker:
         self.status.state = "syncing"
         started = self._clock()
         try:
-            engine = self._engine(settle=reason not in ("overdue", "flush"))
-            result = engine.run_pass(cancel=self.cancel)
+            engine = self._engine()
+            result = engine.run_pass(
+                cancel=self.cancel, defer_unsettled=reason not in ("overdue", "flush")
+            )
         except CntrSyncError as exc:
             self._failed(
                 reason,
@@ -438,7 +415,7 @@ class PairWorker:
             retry_in=round(self._backoff, 1),
         )
         # A broken state (lock, schema, missing root) is retried with a fresh open.
-        self._close_index()
+        self._close_session()
 
     def _schedule_retry(self) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
@@ -456,8 +433,8 @@ class PairWorker:
         # Files written a moment ago are sent too: there is no later pass to wait for.
         self._run_pass("flush")
 
-    def _close_index(self) -> None:
-        index, self._index = self._index, None
-        if index is not None:
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
             with contextlib.suppress(Exception):
-                index.close()
+                session.close()

@@ -1,0 +1,130 @@
+"""The hash cache: content digests remembered by (relpath, inode, size, mtime_ns).
+
+Owns the ``HashCache`` protocol that ``scan`` asks before reading a file, and
+its three implementations: ``MemoryHashCache`` (tests, one-off scans),
+``SqliteHashCache`` (the durable one, a table in the pair's index file,
+written in batches) and ``ReadThroughCache`` (reads the durable cache, keeps
+its own writes in memory: what a dry run uses, so it changes nothing on disk).
+
+Must not: hash anything itself, or hold anything but digests of local files.
+It describes the local tree, so it outlives containers: a new container does
+not empty it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+# Rows buffered before one transaction writes them: a commit per file would
+# dominate a first scan of 100k files, and a lost row only costs a re-hash.
+HASH_BATCH = 1000
+
+
+class HashCache(Protocol):
+    """Remembers digests by (relpath, inode, size, mtime_ns)."""
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None: ...
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None: ...
+
+
+class MemoryHashCache:
+    """A dict-backed ``HashCache`` for tests and one-shot runs."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[int, int, int, str]] = {}
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+        row = self._rows.get(relpath)
+        if row is None or row[:3] != (inode, size, mtime_ns):
+            return None
+        return row[3]
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
+        self._rows[relpath] = (inode, size, mtime_ns, digest)
+
+
+class Database(Protocol):
+    """What the SQLite cache needs of its file (``index.Index`` provides it)."""
+
+    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]: ...
+
+    def write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
+class SqliteHashCache:
+    """The ``hashes`` table of an index file; ``store`` is buffered, ``flush`` writes.
+
+    It shares the index's connection, transactions and error messages.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: dict[str, tuple[int, int, int, str]] = {}
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+        pending = self._pending.get(relpath)
+        if pending is not None:
+            return pending[3] if pending[:3] == (inode, size, mtime_ns) else None
+        rows = self._db.read(
+            "SELECT hash FROM hashes WHERE relpath = ? AND inode = ? AND size = ? AND mtime_ns = ?",
+            (relpath, inode, size, mtime_ns),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
+        self._pending[relpath] = (inode, size, mtime_ns, digest)
+        if len(self._pending) >= HASH_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered ``store`` calls (closing the index does this too)."""
+        if not self._pending:
+            return
+        rows = [(relpath, *row) for relpath, row in self._pending.items()]
+        with self._db.write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, hash)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        self._pending.clear()
+
+    def prune(self, keep: Iterable[str]) -> int:
+        """Drop cached hashes of relpaths not in ``keep``; returns how many went."""
+        self.flush()
+        with self._db.write() as db:
+            # A temp table and one anti-join: 100k parameters in a NOT IN list
+            # would exceed SQLite's variable limit, and row-by-row is slow.
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS keep_paths"
+                " (relpath TEXT PRIMARY KEY) WITHOUT ROWID"
+            )
+            db.execute("DELETE FROM keep_paths")
+            db.executemany(
+                "INSERT OR IGNORE INTO keep_paths (relpath) VALUES (?)", ((p,) for p in keep)
+            )
+            removed = db.execute(
+                "DELETE FROM hashes WHERE relpath NOT IN (SELECT relpath FROM keep_paths)"
+            ).rowcount
+            db.execute("DELETE FROM keep_paths")
+        return int(removed)
+
+
+class ReadThroughCache:
+    """Reads ``backing``; keeps its own writes in memory (dry runs write nothing)."""
+
+    def __init__(self, backing: HashCache) -> None:
+        self._backing = backing
+        self._memory = MemoryHashCache()
+
+    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+        return self._memory.lookup(relpath, inode, size, mtime_ns) or self._backing.lookup(
+            relpath, inode, size, mtime_ns
+        )
+
+    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
+        self._memory.store(relpath, inode, size, mtime_ns, digest)

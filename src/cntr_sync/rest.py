@@ -1,0 +1,567 @@
+"""The request machinery under ``ContainersClient``: one exchange, done carefully.
+
+Owns: the client-side rate limit (``RateLimiter``), retries with server hints
+(``retry-after-ms``, ``Retry-After`` as seconds or a date, LiteLLM's
+``llm_provider-`` prefixes; else exponential backoff with jitter), request
+counts (``RequestStats``, ``RequestOutcome``), mapping every HTTP failure into
+the ``errors`` tree, pagination (a response's ``after`` cursor, else the last
+id, with loop detection), and parsing answers into the tolerant wire models.
+
+Must not: know the API's operations or paths (``api`` does), read a body into
+memory that the caller streams, retry a create after a failure where the
+server may have done it (that is ``OutcomeUnknownError``), or let the API key
+into an error message.
+
+This module and ``api`` are the only places that see httpx exceptions.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential_jitter
+
+from cntr_sync.errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ContainerExpiredError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+
+PAGE_LIMIT = 100
+MAX_RETRY_AFTER = 120.0
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+CHUNK_SIZE = 1024 * 1024
+
+# Retry hints, in the order they are trusted. LiteLLM forwards upstream hints
+# with an ``llm_provider-`` prefix.
+_MS_HINTS = ("retry-after-ms", "llm_provider-retry-after-ms")
+_S_HINTS = ("retry-after", "llm_provider-retry-after")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """How one HTTP exchange ended, for metrics and summaries (never headers or bodies)."""
+
+    operation: str
+    status: int | None  # None: no response (connection error)
+    seconds: float
+
+
+@dataclass
+class RequestStats:
+    """Thread-safe counts of requests by operation and status."""
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _by_operation: Counter[str] = field(default_factory=Counter)
+    _by_status: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def record(self, outcome: RequestOutcome) -> None:
+        status = str(outcome.status) if outcome.status is not None else "error"
+        with self._lock:
+            self._by_operation[outcome.operation] += 1
+            self._by_status[(outcome.operation, status)] += 1
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._by_operation.values())
+
+    def by_operation(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._by_operation)
+
+    def by_status(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._by_status)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one operation is about, for error messages and stats."""
+
+    operation: str
+    container_id: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.operation.replace("_", " ")]
+        if self.filename is not None:
+            parts.append(repr(self.filename))
+        if self.file_id:
+            parts.append(f"file {self.file_id}")
+        if self.container_id:
+            parts.append(f"in container {self.container_id}")
+        return " ".join(parts)
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying; carries what the final error needs."""
+
+    def __init__(
+        self,
+        *,
+        status: int | None,
+        message: str,
+        headers: httpx.Headers | None = None,
+        body_sent: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or httpx.Headers()
+        self.body_sent = body_sent
+
+
+def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds the server asks us to wait, or None when it gives no usable hint.
+
+    ``retry-after-ms`` first, then ``Retry-After`` as seconds or an HTTP date;
+    each also with LiteLLM's ``llm_provider-`` prefix. Capped at 120 s.
+    """
+    for name in _MS_HINTS:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return _cap(float(value) / 1000.0)
+            except ValueError:
+                continue
+    for name in _S_HINTS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return _cap(float(value))
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            continue
+        return _cap(when.timestamp() - now)
+    return None
+
+
+def _cap(seconds: float) -> float | None:
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The error message of an OpenAI-style error body, or a short raw excerpt."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        text = response.text.strip()
+        return text[:200] if text else response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    return json.dumps(body)[:200]
+
+
+def is_container_expired(message: str) -> bool:
+    """Whether a 400's message says the container expired (not merely "expired").
+
+    The API answers "Container is expired."; gateways wrap it (LiteLLM:
+    "litellm.BadRequestError: OpenAIException - Container is expired.").
+    """
+    lowered = message.lower()
+    return "container is expired" in lowered or bool(
+        re.search(r"\bcontainer\b[^.]*\bexpired\b", lowered)
+    )
+
+
+class RateLimiter:
+    """A token bucket shared by all threads: at most ``rate`` requests a second.
+
+    A few lines, so written here rather than adding a dependency; the clock
+    and sleep are injectable so tests need no real waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ConfigError("requests_per_second must be greater than 0")
+        self._rate = rate
+        self._capacity = burst if burst is not None else max(1.0, rate)
+        self._tokens = self._capacity
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last = monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
+class Requester:
+    """Sends requests on one ``httpx.Client``: throttled, counted, retried, mapped.
+
+    ``tick`` (optional) is called whenever a request makes progress: before a
+    throttle wait, after every attempt, around every retry wait and for every
+    downloaded chunk, so a watcher can tell a slow exchange from a hung one.
+    Thread-safe, like the ``httpx.Client`` it drives.
+    """
+
+    _backoff = wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5)
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        secret: str,
+        max_retries: int,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        on_request: Callable[[RequestOutcome], None] | None,
+        rate_limiter: RateLimiter | None,
+        tick: Callable[[], None] | None = None,
+    ) -> None:
+        self.http = http
+        self._secret = secret
+        self._max_retries = max_retries
+        self._tick = tick or _no_tick
+        self._sleep = sleep
+        self._clock = clock
+        self._on_request = on_request
+        self._rate_limiter = rate_limiter
+        self.stats = RequestStats()
+
+    # -- one request, retried
+
+    def request(
+        self,
+        call: Call,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        return self.request_with(
+            call, lambda: self.http.request(method, path, params=params, json=json)
+        )
+
+    def request_with(
+        self, call: Call, send: Callable[[], httpx.Response], *, upload: bool = False
+    ) -> httpx.Response:
+        """``send()`` with retries; ``upload`` marks a create that must not be repeated
+        once the server may have done it."""
+
+        def attempt() -> httpx.Response:
+            self._throttle()
+            started = time.monotonic()
+            try:
+                response = send()
+            except httpx.TransportError as exc:
+                self._record(call, None, started)
+                sent = not isinstance(
+                    exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                )
+                raise _Retryable(
+                    status=None, message=_transport_message(exc), body_sent=sent
+                ) from exc
+            self._record(call, response.status_code, started)
+            self._raise_for_status(call, response)
+            return response
+
+        def retry_allowed(exc: _Retryable) -> bool:
+            if not upload:
+                return True
+            # An upload may be repeated only when the server cannot have kept it.
+            return not exc.body_sent or exc.status == 429
+
+        return self._retrying(call, attempt, retry_allowed=retry_allowed, upload=upload)
+
+    def download(self, call: Call, path: str, sink: IO[bytes]) -> int:
+        """Stream ``path`` into ``sink``; returns the bytes written.
+
+        A failure mid-stream is retried only when ``sink`` can be rewound.
+        """
+        start = sink.tell() if sink.seekable() else None
+        progress = {"written": 0}
+
+        def attempt() -> int:
+            self._throttle()
+            if start is not None:
+                sink.seek(start)
+                sink.truncate()
+                progress["written"] = 0
+            started = time.monotonic()
+            try:
+                with self.http.stream("GET", path) as response:
+                    self._record(call, response.status_code, started)
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise_for_status(call, response)
+                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                        sink.write(chunk)
+                        progress["written"] += len(chunk)
+                        self._tick()
+            except httpx.TransportError as exc:
+                if progress["written"] == 0:
+                    self._record(call, None, started)
+                raise _Retryable(status=None, message=_transport_message(exc)) from exc
+            return progress["written"]
+
+        # Retrying is safe when nothing reached the sink yet, or it can be rewound.
+        return self._retrying(
+            call, attempt, retry_allowed=lambda _exc: start is not None or not progress["written"]
+        )
+
+    def _retrying(
+        self,
+        call: Call,
+        attempt: Callable[[], _T],
+        *,
+        retry_allowed: Callable[[_Retryable], bool],
+        upload: bool = False,
+    ) -> _T:
+        def should_retry(state: RetryCallState) -> bool:
+            outcome = state.outcome
+            if outcome is None or not outcome.failed:
+                return False
+            exc = outcome.exception()
+            return isinstance(exc, _Retryable) and retry_allowed(exc)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=self._wait,
+            retry=should_retry,
+            sleep=self._sleep_ticking,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Retryable as exc:
+            raise self._final_error(call, exc, upload=upload) from None
+
+    def _wait(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        if isinstance(exc, _Retryable):
+            hinted = parse_retry_after(exc.headers, self._clock())
+            if hinted is not None:
+                return hinted
+        return float(self._backoff(state))
+
+    def _sleep_ticking(self, seconds: float) -> None:
+        # A wait the server asked for is not a hang: tick on both sides of it.
+        self._tick()
+        self._sleep(seconds)
+        self._tick()
+
+    def _throttle(self) -> None:
+        if self._rate_limiter is not None:
+            self._tick()
+            self._rate_limiter.acquire()
+
+    def _record(self, call: Call, status: int | None, started: float) -> None:
+        self._tick()
+        outcome = RequestOutcome(call.operation, status, time.monotonic() - started)
+        self.stats.record(outcome)
+        if self._on_request is not None:
+            self._on_request(outcome)
+
+    # -- errors
+
+    def _raise_for_status(self, call: Call, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = self.scrub(_server_message(response))
+        if status in RETRYABLE_STATUSES or status >= 500:
+            response.close()
+            raise _Retryable(status=status, message=message, headers=response.headers)
+        error_class: type[ApiError]
+        if status == 400 and is_container_expired(message):
+            error_class = ContainerExpiredError
+        else:
+            error_class = {
+                401: AuthenticationError,
+                403: PermissionDeniedError,
+                404: NotFoundError,
+            }.get(status, BadRequestError)
+        raise error_class(
+            f"{call.describe()}: HTTP {status}: {message}",
+            operation=call.operation,
+            status=status,
+            container_id=call.container_id,
+            file_id=call.file_id,
+            request_id=response.headers.get("x-request-id"),
+        )
+
+    def _final_error(self, call: Call, exc: _Retryable, *, upload: bool) -> ApiError:
+        where = f"{call.describe()}: " + (
+            f"HTTP {exc.status}: {exc.message}" if exc.status is not None else exc.message
+        )
+        if upload and exc.body_sent and exc.status != 429:
+            return OutcomeUnknownError(
+                f"{where} (the server may have done it; the next listing decides)",
+                filename=call.filename or "",
+                operation=call.operation,
+                container_id=call.container_id,
+                status=exc.status,
+            )
+        kwargs: dict[str, Any] = {
+            "operation": call.operation,
+            "status": exc.status,
+            "container_id": call.container_id,
+            "file_id": call.file_id,
+        }
+        if exc.status == 429:
+            return RateLimitedError(f"{where} (rate limited after retries)", **kwargs)
+        if exc.status is None or exc.status == 408:
+            return TransportError(where, **kwargs)
+        if exc.status == 409:
+            return BadRequestError(where, **kwargs)
+        return ServerError(where, **kwargs)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the API key, should a server echo it."""
+        return text.replace(self._secret, "[redacted]") if self._secret else text
+
+    # -- lists and bodies
+
+    def paginate(
+        self, call: Call, path: str, order: str, params: Mapping[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        """Yield raw items of every page; follow ``after`` if given, else the last id.
+
+        A missing ``has_more`` means false. A cursor seen before, or an empty
+        page that claims more, raises ``ProtocolError`` instead of looping.
+        """
+        cursor: str | None = None
+        seen: set[str] = set()
+        # A gateway that ignores "after" but hands out fresh cursors would loop
+        # forever: a page starting with an item already seen is the same tell.
+        first_ids: set[str] = set()
+        while True:
+            query: dict[str, str | int] = {"limit": PAGE_LIMIT, "order": order, **params}
+            if cursor is not None:
+                query["after"] = cursor
+            page = self.json_object(call, self.request(call, "GET", path, params=query))
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise protocol_error(call, "list answer has no 'data' array")
+            head = data[0].get("id") if data and isinstance(data[0], dict) else None
+            if isinstance(head, str):
+                if head in first_ids:
+                    raise protocol_error(call, f"page starts again at {head!r}; stopping")
+                first_ids.add(head)
+            for item in data:
+                if not isinstance(item, dict):
+                    raise protocol_error(call, "list item is not an object")
+                yield item
+            if page.get("has_more") is not True:
+                return
+            cursor = _next_cursor(page, data)
+            if cursor is None:
+                raise protocol_error(call, "page claims more items but gives no cursor")
+            if cursor in seen:
+                raise protocol_error(call, f"page repeats cursor {cursor!r}; stopping")
+            seen.add(cursor)
+
+    def json_object(self, call: Call, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError):
+            raise protocol_error(call, "answer is not JSON") from None
+        if not isinstance(body, dict):
+            raise protocol_error(call, "answer is not a JSON object")
+        return body
+
+    def parse(self, call: Call, model: type[ModelT], response: httpx.Response) -> ModelT:
+        return parse_item(call, model, self.json_object(call, response))
+
+
+def _no_tick() -> None:
+    pass
+
+
+def parse_item(call: Call, model: type[ModelT], item: Mapping[str, Any]) -> ModelT:
+    """``item`` as ``model``; a shape the model cannot take is a ``ProtocolError``."""
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "object"
+        raise protocol_error(
+            call, f"unexpected {model.__name__} shape at {where}: {first['msg']}"
+        ) from None
+
+
+def protocol_error(call: Call, message: str) -> ProtocolError:
+    return ProtocolError(
+        f"{call.describe()}: {message}",
+        operation=call.operation,
+        container_id=call.container_id,
+        file_id=call.file_id,
+    )
+
+
+def _next_cursor(page: Mapping[str, Any], data: list[dict[str, Any]]) -> str | None:
+    opaque = page.get("after")
+    if isinstance(opaque, str) and opaque:
+        return opaque
+    if not data:
+        return None
+    last = data[-1].get("id")
+    return last if isinstance(last, str) and last else None
+
+
+def _transport_message(exc: httpx.TransportError) -> str:
+    kinds: tuple[tuple[type[httpx.TransportError], str], ...] = (
+        (httpx.ConnectTimeout, "connection timed out"),
+        (httpx.ConnectError, "cannot connect"),
+        (httpx.TimeoutException, "timed out"),
+        (httpx.RemoteProtocolError, "connection dropped by the server"),
+        (httpx.NetworkError, "network error"),
+    )
+    for kind, text in kinds:
+        if isinstance(exc, kind):
+            return text
+    return type(exc).__name__

@@ -1,0 +1,150 @@
+"""The one wiring: settings and a pair -> client, rate limiter, index and engine.
+
+Owns how the parts of a sync are put together, for every caller (the CLI, the
+daemon's worker, and the library): the connection pool size, the rate
+limiter, the pair's index and lock, and re-reading a rotated key. A
+``PairSession`` is opened once per command (or once per worker, for the
+daemon's life) and closed with everything it opened.
+
+Must not: decide anything about syncing, print, or read the environment (the
+settings did that).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.config import Settings
+from cntr_sync.engine import Engine, Progress
+from cntr_sync.index import Index
+from cntr_sync.models import Pair
+from cntr_sync.rest import RateLimiter, RequestOutcome
+
+# Requests a pass can have in flight beyond its transfers: a listing and a
+# container lookup.
+_EXTRA_CONNECTIONS = 2
+
+
+def pool_size(settings: Settings) -> int:
+    """Connections one pair's client keeps: one per transfer, plus a listing and a lookup."""
+    return settings.concurrency + _EXTRA_CONNECTIONS
+
+
+def build_client(
+    settings: Settings,
+    *,
+    rate_limiter: RateLimiter | None = None,
+    on_request: Callable[[RequestOutcome], None] | None = None,
+    tick: Callable[[], None] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ContainersClient:
+    """A client from the settings (the key is read now: a rotated key file counts)."""
+    return ContainersClient(
+        **settings.client_kwargs(),
+        max_connections=pool_size(settings),
+        rate_limiter=rate_limiter or RateLimiter(settings.requests_per_second),
+        on_request=on_request,
+        tick=tick,
+        transport=transport,
+        sleep=sleep,
+    )
+
+
+class PairSession:
+    """A pair's client and index, open together; ``engine()`` makes a pass runner.
+
+    ``lock=False`` opens the index for reading beside a running sync (``status``).
+    ``rate_limiter`` is shared by all pairs of a process (one account); the
+    hooks see every request (metrics) and every sign of progress (liveness).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pair: Pair,
+        *,
+        lock: bool = True,
+        rate_limiter: RateLimiter | None = None,
+        on_request: Callable[[RequestOutcome], None] | None = None,
+        tick: Callable[[], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.pair = pair
+        self._limiter = rate_limiter or RateLimiter(settings.requests_per_second)
+        self._hooks: dict[str, Any] = {
+            "on_request": on_request,
+            "tick": tick,
+            "transport": transport,
+            "sleep": sleep,
+        }
+        self._client_kwargs = settings.client_kwargs()
+        self.client = build_client(settings, rate_limiter=self._limiter, **self._hooks)
+        try:
+            self.index = Index.open(
+                settings.state_dir,
+                base_url=self.client.base_url,
+                root=pair.local,
+                container_spec=pair.container,
+                lock=lock,
+            )
+        except BaseException:
+            self.client.close()
+            raise
+
+    def engine(self, *, progress: Progress | None = None) -> Engine:
+        """A pass runner on this session's client and index."""
+        return Engine(
+            self.client,
+            self.index,
+            self.pair,
+            concurrency=self.settings.concurrency,
+            progress=progress,
+            tick=self._hooks["tick"] or _no_tick,
+        )
+
+    def refresh_client(self) -> None:
+        """Rebuild the client when the key (re-read now) or connection settings changed.
+
+        The index stays: it is keyed by the base URL, which a reload of
+        connection settings restarts the pair for anyway.
+        """
+        kwargs = self.settings.client_kwargs()
+        if kwargs == self._client_kwargs:
+            return
+        old = self.client
+        self.client = build_client(self.settings, rate_limiter=self._limiter, **self._hooks)
+        self._client_kwargs = kwargs
+        old.close()
+
+    def close(self) -> None:
+        try:
+            self.index.close()
+        finally:
+            self.client.close()
+
+    def __enter__(self) -> PairSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _no_tick() -> None:
+    pass
+
+
+__all__ = ["PairSession", "build_client", "pool_size"]
