@@ -157,6 +157,31 @@ def test_missing_key_is_a_config_error() -> None:
         ContainersClient("", base_url="http://x.test")
 
 
+def test_every_attempt_and_retry_wait_is_a_sign_of_progress() -> None:
+    # A daemon tells a slow exchange from a hung one by these ticks.
+    clock = FakeClock()
+    ticks: list[float] = []  # when each tick came, on the clock the sleeps move
+    script = Script(
+        error(429, "slow", {"retry-after-ms": "10"}), httpx.Response(200, json=CONTAINER)
+    )
+    with make_client(script, clock=clock, tick=lambda: ticks.append(clock.now)) as client:
+        client.retrieve_container("cntr_1")
+    start = 1_700_000_000.0
+    # attempt, just before the wait, just after it, attempt
+    assert clock.sleeps == [0.01]
+    assert ticks == [start, start, start + 0.01, start + 0.01]
+
+
+def test_a_download_ticks_for_every_chunk() -> None:
+    ticks: list[None] = []
+    body = b"x" * (3 * 1024 * 1024 + 1)
+    script = Script(httpx.Response(200, content=body))
+    with make_client(script, tick=lambda: ticks.append(None)) as client:
+        sink = io.BytesIO()
+        assert client.download_file("cntr_1", "cfile_1", sink) == len(body)
+    assert len(ticks) >= 4  # four 1 MiB chunks, and the attempt itself
+
+
 def test_opaque_ids_are_quoted_as_one_path_segment() -> None:
     long_id = "litellm_" + "A/b+c=" * 20
     script = Script(httpx.Response(200, json={**CONTAINER, "id": long_id}))

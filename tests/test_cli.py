@@ -222,6 +222,24 @@ def test_sync_small_tree_then_ls_lists_exactly_those_files(cli: Cli, root: Path)
     assert cli.server.emulator.counts()["create_file"] == 0
 
 
+def test_local_and_container_from_the_config_file(cli: Cli, root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "one-shot.toml"
+    config.write_text(f'local = "{root}"\ncontainer = "{NAME}"\n', encoding="utf-8")
+    proc = cli.run("sync", "--config", config, "--state-dir", cli.state_dir, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["uploaded"] == len(TREE)
+    assert cli.listing().names == sorted(TREE)
+    status = cli.run("status", "--config", config, "--state-dir", cli.state_dir, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["index"]["tracked_files"] == len(TREE)
+
+
+def test_no_directory_anywhere_is_a_usage_error(cli: Cli) -> None:
+    proc = cli.run("sync", "--container", NAME, "--state-dir", cli.state_dir)
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "no directory given")
+
+
 def test_version(cli: Cli) -> None:
     proc = cli.run("--version")
     assert proc.returncode == 0

@@ -36,8 +36,8 @@ SLOW = FaultConfig(latency_ms=20)
 KILL_DEADLINE_S = 20.0
 POLL_S = 0.005
 # Requests of a killed process may still be in the server (latency + handling):
-# let them finish before the rerun lists, or a late upload would look like a stranger's.
-SETTLE_S = 0.5
+# they must finish before the rerun lists, or a late upload would look like a stranger's.
+SETTLE_DEADLINE_S = 10.0
 UNICODE_NAMES = (
     "café/naïve résumé.txt",
     "日本語/ファイル.md",
@@ -130,7 +130,11 @@ class Rig:
                     proc.kill()
                 proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL, "the pass finished before the kill"
-        time.sleep(SETTLE_S)
+        deadline = time.monotonic() + SETTLE_DEADLINE_S
+        while self.server.open_connections:
+            if time.monotonic() > deadline:
+                pytest.fail("the killed pass's requests were still in the server")
+            time.sleep(POLL_S)
         self.server.emulator.set_faults(FaultConfig())
 
     def assert_mirror_and_quiet(self, container_id: str) -> None:

@@ -28,8 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from cntr_sync.api import ContainersClient
-from cntr_sync.daemon import Daemon, running
-from cntr_sync.emulator import EmulatorServer, FaultConfig
+from cntr_sync.daemon import STALL_MARGIN, Daemon, running, stall_limit
+from cntr_sync.emulator import EmulatorServer, FaultConfig, ManualClock
 from cntr_sync.errors import NotFoundError
 from helpers import assert_exact_mirror, local_tree, remote_bytes, remote_name_counts
 
@@ -249,6 +249,13 @@ class DaemonProcess:
         assert name in pairs, f"/status lists {sorted(pairs)}, not {name}"
         return dict(pairs[name])
 
+    def wait_idle(self, name: str) -> None:
+        """Until the pair has finished its pass and nothing is pending: no pass is coming."""
+        self.wait_for(
+            lambda: (s := self.pair_status(name))["state"] == "idle" and not s["pending_changes"],
+            f"{name} idle with nothing pending",
+        )
+
     def wait_ready(self, timeout: float = SYNC_TIMEOUT) -> None:
         self.wait_for(lambda: self.get("/readyz").status_code == 200, "/readyz 200", timeout)
 
@@ -454,7 +461,7 @@ def test_editor_atomic_save_uploads_the_new_content_once(
         lambda: remote_bytes(client, container_id, "notes.md") == b"version 2, saved atomically\n",
         "the saved notes.md remotely",
     )
-    time.sleep(QUIET_PERIOD + 0.5)  # a further pass, if one were coming, would have started
+    daemon.wait_idle("docs")  # the pass is done and nothing more is pending
     names = remote_name_counts(client, container_id)
     assert names == Counter({"notes.md": 1, "other.txt": 1})
     after = server.emulator.counts()
@@ -532,7 +539,7 @@ def test_a_file_written_in_chunks_is_uploaded_once_whole(
         lambda: remote_bytes(client, container_id, "growing.log") == whole,
         "the whole growing.log remotely",
     )
-    time.sleep(1.5)  # past another quiet period: no second upload follows
+    daemon.wait_idle("logs")  # the pass is done and nothing more is pending
     assert server.emulator.counts()["create_file"] - before == 1
     uploads = sum(
         event["uploaded"] + event["replaced"] for event in passes_since(daemon, mark, "logs")
@@ -716,6 +723,45 @@ def test_a_killed_observer_is_restarted_and_changes_still_sync(
         assert_exact_mirror(client, container_id, root)
 
 
+# -- 4b. a hung pair is not live --------------------------------------------------------------
+
+
+def test_a_pair_without_progress_makes_the_daemon_not_live(
+    tmp_path: Path, server: EmulatorServer, env: dict[str, str]
+) -> None:
+    clock = ManualClock(1000.0)
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    config = write_config(tmp_path / "daemon.toml", [pair("docs", root)], timeout=600.0)
+    # The first pass creates the container; that request now takes 4 s of real time,
+    # during which the pair shows no progress at all.
+    server.emulator.set_faults(
+        FaultConfig(latency_ms=4000, only_operations=frozenset({"create_container"}))
+    )
+    daemon = Daemon(config, environ=env, clock=clock)
+    limit = stall_limit(daemon.settings)
+    assert limit == 600.0 + STALL_MARGIN  # the HTTP timeout is the longest quiet moment
+    with running(daemon):
+        wait_until(
+            lambda: server.emulator.counts()["create_container"] >= 1,
+            SYNC_TIMEOUT,
+            message="the create request to be in flight",
+        )
+        assert daemon.live()
+        clock.advance(limit + 1)
+        # The main loop keeps beating on the advanced clock; the pair cannot.
+        wait_until(lambda: clock() - daemon.heartbeat < 1, 2.0, message="a main-loop beat")
+        assert daemon.stalled_pairs() == ["docs"]
+        assert not daemon.live()
+        livez = httpx.get(daemon.http.url + "/livez", timeout=5.0)
+        assert livez.status_code == 503
+        status = httpx.get(daemon.http.url + "/status", timeout=5.0).json()
+        assert status["pairs"]["docs"]["seconds_since_progress"] >= limit
+        # When the request answers, the pair moves again and the daemon is live.
+        wait_until(daemon.live, SYNC_TIMEOUT, message="the pair to make progress again")
+        assert daemon.stalled_pairs() == []
+        assert httpx.get(daemon.http.url + "/livez", timeout=5.0).status_code == 200
+
+
 # -- 5. one broken pair does not stop the others --------------------------------------------------
 
 
@@ -824,10 +870,15 @@ def test_a_second_sigterm_skips_a_slow_flush(
     mark = daemon.mark()
 
     server.emulator.set_faults(FaultConfig(latency_ms=4000))
+    requests_before = sum(server.emulator.counts().values())
     (root / "slow.txt").write_text("never mind")
     daemon.send(signal.SIGTERM)
     daemon.wait_for_event("flushing pending changes before stopping", since=mark)
-    time.sleep(0.2)  # well inside the flush's first (slow) request
+    # The flush's first request is in the server, where it takes 4 s.
+    daemon.wait_for(
+        lambda: sum(server.emulator.counts().values()) > requests_before,
+        "the flush's first request",
+    )
 
     started = time.monotonic()
     daemon.send(signal.SIGTERM)
@@ -864,13 +915,16 @@ def test_sighup_adds_and_removes_pairs(
     write_config(config, [pair("second", second)])
     daemon.send(signal.SIGHUP)
     daemon.wait_for_event("pair stopped", since=mark, pair="first")
+    stopped_at = daemon.mark()
     daemon.wait_for(lambda: set(daemon.status()["pairs"]) == {"second"}, "only second listed")
 
     # The removed pair no longer syncs; the remaining one does.
     (first / "orphan.txt").write_text("not synced any more")
     (second / "more.txt").write_text("still synced")
     wait_for_mirror(daemon, client, "second", second)
-    time.sleep(QUIET_PERIOD + 0.5)
+    daemon.wait_idle("second")
+    # No worker is left to see orphan.txt: none listed, none passing, nothing sent.
+    assert not daemon.events("sync pass", since=stopped_at, pair="first")
     assert "orphan.txt" not in remote_name_counts(client, first_id)
     metrics = daemon.metrics()
     assert not [sample for sample in metrics if sample.labels.get("pair") == "first"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -426,6 +427,34 @@ def test_a_file_changing_during_its_upload_is_uploaded_again(
     assert emu.counts()["create_file"] == 2
     assert result.container_id is not None
     harness.assert_exact_mirror(result.container_id)
+
+
+def test_a_pass_shows_progress_while_it_scans_lists_and_uploads(
+    harness: Harness, emu: Emulator
+) -> None:
+    # The daemon's liveness reads these ticks: a big upload must not look like a hang.
+    write(harness.root, "big.bin", os.urandom(4 * 1024 * 1024))
+    for n in range(3):
+        write(harness.root, f"small {n}.txt", str(n))
+    assert harness.sync().uploaded == 4
+    write(harness.root, "big.bin", os.urandom(4 * 1024 * 1024 + 1))
+    ticks: list[str] = []
+
+    def tick() -> None:
+        ticks.append(threading.current_thread().name)
+
+    with (
+        ContainersClient("sk-test", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(
+            harness.state, base_url=BASE_URL, root=harness.root, container_spec="box"
+        ) as index,
+    ):
+        result = Engine(client, index, harness.pair, tick=tick).run_pass()
+    assert result.replaced == 1
+    # Every scanned entry and listed file, every hashed MiB (5), and the upload as it
+    # streams from a worker thread (its reads), not only once it is done.
+    assert len(ticks) >= 4 + 4 + 5
+    assert any(name.startswith("cntr-sync") for name in ticks)
 
 
 def test_the_settle_window_defers_files_modified_a_moment_ago(

@@ -236,8 +236,15 @@ def test_mode_off_starts_nothing(tmp_path: Path, watchers: list[Watcher]) -> Non
     assert (watcher.kind, watcher.observer) == ("off", None)
     assert watcher.alive
     assert watcher.check() is False
-    (tmp_path / "unseen.txt").write_text("x")
-    time.sleep(0.2)
+    # A native watcher on the same tree is the control: once it has seen the
+    # change, an observer of the "off" watcher would have seen it too.
+    control = ChangeTracker()
+    control_watcher = Watcher(tmp_path, control, "native")
+    watchers.append(control_watcher)
+    control_watcher.start()
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("x")
+    wait_until(saw_path(control, unseen), WAIT, "the control watcher to see the change")
     assert tracker.pending == 0
     assert watcher.restarts == 0
 

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -73,8 +73,11 @@ class Daemon:
         *,
         environ: dict[str, str] | None = None,
         settings: Settings | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config_file = config_file
+        # Monotonic seconds, for heartbeats, progress and every pair's timers.
+        self.clock = clock
         self._environ = environ if environ is not None else dict(os.environ)
         self.settings = settings or self._load()
         self.metrics = Metrics()
@@ -82,7 +85,7 @@ class Daemon:
         self.rate_limiter = RateLimiter(self.settings.requests_per_second)
         self.workers: dict[str, PairWorker] = {}
         self.started_at = time.time()
-        self.heartbeat = time.monotonic()
+        self.heartbeat = clock()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._signals = 0
@@ -102,7 +105,7 @@ class Daemon:
 
     def live(self) -> bool:
         """The main loop beats, and no pair has gone ``stall_limit`` without progress."""
-        if time.monotonic() - self.heartbeat >= HEARTBEAT_TIMEOUT:
+        if self.clock() - self.heartbeat >= HEARTBEAT_TIMEOUT:
             return False
         limit = stall_limit(self.settings)
         return all(w.stalled_for() < limit for w in list(self.workers.values()))
@@ -162,7 +165,7 @@ class Daemon:
         last_status = ""
         try:
             while not self._stop.is_set():
-                self.heartbeat = time.monotonic()
+                self.heartbeat = self.clock()
                 if self._reload.is_set():
                     self._reload.clear()
                     self.reload()
@@ -193,7 +196,7 @@ class Daemon:
         self._stop.set()
 
     def _start_worker(self, pair: Pair) -> None:
-        worker = PairWorker(pair, self.settings, self.rate_limiter, self.metrics)
+        worker = PairWorker(pair, self.settings, self.rate_limiter, self.metrics, clock=self.clock)
         self.workers[pair.name] = worker
         worker.start()
 

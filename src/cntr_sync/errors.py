@@ -25,8 +25,13 @@ messages are built from status codes, server messages and ids, and
         └── ProtocolError              the answer is not the API: bad JSON, wrong
                                        shape, a page that repeats its cursor
 
-Only ``api`` maps httpx errors into this tree, and only ``scan``/``index`` map
-OSError; everything above them sees these classes alone.
+httpx exceptions are mapped into this tree in one place, ``rest`` (under
+``api``). ``OSError`` is mapped where a file is touched, always into
+``LocalError`` or ``ConfigError`` naming the path: ``scan`` (the tree),
+``index`` and ``locks`` (the state directory), ``transfer`` and ``engine`` (a
+file being uploaded), ``containers`` (the id file), ``config`` and
+``config_sources`` (settings and key files), ``watch`` (observers) and
+``http`` (the listen address). Everything above them sees these classes alone.
 """
 
 from __future__ import annotations

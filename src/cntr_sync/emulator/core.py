@@ -105,7 +105,8 @@ class Emulator:
         self._clock_offset = 0.0
         self._lock = threading.Lock()
         self._store = Store(self._blob_dir, self.now)
-        self._faults = FaultInjector()
+        # The rate limit refills on the emulated clock, so a test can advance it.
+        self._faults = FaultInjector(monotonic=self.now)
         self._initial_gateway = gateway or GatewayStyle()
         self._initial_faults = faults or FaultConfig()
         self._store.gateway = self._initial_gateway

@@ -121,6 +121,11 @@ class _Server(ThreadingHTTPServer):
             else:
                 self._connections.discard(connection)
 
+    @property
+    def open_connections(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
+
     def close_connections(self) -> None:
         """Cut idle keep-alive connections so their threads end with the server."""
         with self._connections_lock:
@@ -306,6 +311,15 @@ class EmulatorServer:
     def base_url(self) -> str:
         """The API base URL, as clients and the ``openai`` SDK take it."""
         return self.root_url + "/v1"
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections a handler thread is still serving (0 once all are done).
+
+        After a client is killed, its requests may still be running here; when
+        this reaches 0 they have all finished (tests wait on it, not on a sleep).
+        """
+        return self._httpd.open_connections
 
     def start(self) -> EmulatorServer:
         if self._thread is None:
