@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cntr_sync.cli import _human, _human_summary, _RichProgress, progress_columns, summary
-from cntr_sync.engine import ActionFailure, PassResult
+from cntr_sync.result import ActionFailure, PassResult
 
 
 def test_progress_bar_renders_files_and_bytes() -> None:

@@ -351,9 +351,12 @@ def test_bad_values_in_env_and_flags_name_the_variable_and_flag() -> None:
         ('http_listen = "0.0.0.0:70000"\n', "http_listen: must be HOST:PORT"),
         ('base_url = "api.openai.com/v1"\n', "base_url: must be an http:// or https:// URL"),
         (
-            PAIR + 'direction = "both"\n',
-            "pairs[0].direction: direction 'both' is not supported yet; only 'push'",
+            PAIR + 'direction = "sideways"\n',
+            "pairs[0].direction: Input should be 'push', 'pull' or 'both'",
         ),
+        ('remote_prefixes = ["mnt/data/"]\n', "remote_prefixes[0]: a remote prefix must start"),
+        ('outside_subdir = "../out"\n', "outside_subdir: must be a relative directory inside"),
+        ('conflict = "mine"\n', "conflict: Input should be 'keep-both', 'local-wins' or"),
         (
             PAIR + PAIR.replace('"c"', '"d"'),
             "pairs: pair name 'docs' is used by pairs[0] and pairs[1]",
@@ -437,6 +440,20 @@ def test_one_shot_arguments_win_over_the_settings() -> None:
     assert (pair.container, pair.local) == ("box", Path("/other"))
 
 
+def test_pull_settings_are_inherited_by_pairs(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        'direction = "both"\nconflict = "remote-wins"\nremote_prefixes = ["/mnt/data/", "/tmp/"]\n'
+        + PAIR
+        + 'direction = "pull"\noutside_prefix = "skip"\n',
+    )
+    (pair,) = Settings.load(config, env={}).resolved_pairs()
+    assert pair.direction == "pull"
+    assert pair.conflict == "remote-wins"
+    assert pair.remote_prefixes == ("/mnt/data/", "/tmp/")
+    assert (pair.outside_prefix, pair.outside_subdir) == ("skip", "_container")
+
+
 def test_pair_defaults_are_written_once() -> None:
     # Settings and [[pairs]] tables take their defaults from the one Pair value.
     top = Settings.load(env={})
@@ -448,7 +465,8 @@ def test_pair_defaults_are_written_once() -> None:
             continue
         assert getattr(pair, name) == default, name
         if name in Settings.model_fields:
-            assert getattr(top, name) == default, name
+            value = getattr(top, name)
+            assert (tuple(value) if isinstance(value, list) else value) == default, name
         if name in PairSettings.model_fields and getattr(table, name) is not None:
             assert getattr(table, name) == default, name
 

@@ -16,11 +16,12 @@ import pytest
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
-from cntr_sync.engine import Engine, PassResult
+from cntr_sync.engine import Engine
 from cntr_sync.errors import LockedError, NotFoundError, SafetyBrakeError, ServerError
 from cntr_sync.index import Index
 from cntr_sync.models import Pair
 from cntr_sync.plan import remote_names
+from cntr_sync.result import PassResult
 from helpers import NoSleep
 from spec_validation import ValidatingTransport
 

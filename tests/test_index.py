@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cntr_sync import index as index_module
 from cntr_sync.errors import LocalError, LockedError
 from cntr_sync.index import SCHEMA_VERSION, Index
 from cntr_sync.models import IndexEntry, PendingDelete, UploadIntent
@@ -73,7 +74,7 @@ def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path)
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
             assert {"meta", "entries", "intents", "pending_deletes", "hashes"} <= tables
             assert "entries_by_remote_id" in tables
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             meta = db.execute("SELECT base_url, root, container_spec FROM meta").fetchall()
             assert meta == [(BASE_URL, str(root.resolve()), SPEC)]
@@ -123,14 +124,21 @@ def test_reopen_keeps_everything(state_dir: Path, root: Path) -> None:
 
 def test_a_version_1_file_is_migrated_with_its_rows(state_dir: Path, root: Path) -> None:
     with open_index(state_dir, root) as index:
-        index.set_container("cntr_1", "my-box")
         path = index.path
-    # Turn the file back into what version 1 wrote, rows included.
+    path.unlink()
+    # Exactly what version 1 wrote: its schema and rows.
     db = sqlite3.connect(path)
     try:
-        db.execute("ALTER TABLE pending_deletes RENAME TO doomed")
-        db.execute("ALTER TABLE meta RENAME COLUMN server_keeps_names TO names_kept")
-        db.execute("UPDATE meta SET names_kept = 1")
+        for statement in index_module._MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO meta VALUES (1, ?, ?, ?, 'cntr_1', 'my-box', 1, 0)",
+            (BASE_URL, str(root.resolve()), SPEC),
+        )
+        db.execute(
+            "INSERT INTO entries VALUES"
+            " ('cntr_1', 'a.txt', 'cfile_a', '/mnt/data/a.txt', 3, 1000, 'h1', 1.5)"
+        )
         db.execute("INSERT INTO doomed VALUES ('cfile_old', 'cntr_1', 'c.txt')")
         db.execute("PRAGMA user_version = 1")
         db.commit()
@@ -139,6 +147,10 @@ def test_a_version_1_file_is_migrated_with_its_rows(state_dir: Path, root: Path)
     with open_index(state_dir, root) as index:
         assert index.server_keeps_names is True
         assert index.pending_deletes() == [PendingDelete("cfile_old", "c.txt")]
+        migrated = index.entries()["a.txt"]
+        assert migrated == entry("a.txt", "cfile_a")
+        assert (migrated.origin, migrated.remote_size, migrated.synced_at) == ("push", None, 1.5)
+        assert index.pull_failures() == {}
 
 
 def test_newer_schema_is_refused_and_the_lock_released(state_dir: Path, root: Path) -> None:

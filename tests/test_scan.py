@@ -23,12 +23,11 @@ from hypothesis import strategies as st
 
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashcache import MemoryHashCache
+from cntr_sync.remote_paths import MAX_RELPATH_BYTES, printable
 from cntr_sync.scan import (
-    MAX_RELPATH_BYTES,
     IgnoreRules,
     Snapshot,
     hash_file,
-    printable,
     scan,
 )
 

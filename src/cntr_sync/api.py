@@ -45,6 +45,7 @@ from cntr_sync.models import (
     ContainerFile,
 )
 from cntr_sync.rest import (
+    ByteSink,
     Call,
     RateLimiter,
     Requester,
@@ -283,7 +284,7 @@ class ContainersClient:
             raise
         return True
 
-    def download_file(self, container_id: str, file_id: str, sink: IO[bytes]) -> int:
+    def download_file(self, container_id: str, file_id: str, sink: ByteSink) -> int:
         """Stream a file's content into ``sink``; returns the bytes written.
 
         A failure mid-stream is retried only when ``sink`` can be rewound.

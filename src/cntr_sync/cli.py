@@ -38,7 +38,6 @@ from rich.text import Text
 from cntr_sync import __version__, logs
 from cntr_sync.config import Settings
 from cntr_sync.containers import find_container
-from cntr_sync.engine import PassResult
 from cntr_sync.errors import (
     AuthenticationError,
     CntrSyncError,
@@ -49,6 +48,7 @@ from cntr_sync.errors import (
     PermissionDeniedError,
     SafetyBrakeError,
 )
+from cntr_sync.result import PassResult
 from cntr_sync.session import PairSession, build_client
 
 EXIT_OK = 0

@@ -47,11 +47,15 @@ from cntr_sync.models import (
     DEFAULT_BASE_URL,
     PAIR_DEFAULTS,
     AuthStyle,
+    ConflictPolicy,
     Direction,
     MemoryLimit,
+    OutsidePrefix,
     Pair,
+    RemoteDeletePolicy,
     WatchMode,
 )
+from cntr_sync.remote_paths import relpath_problem
 
 __all__ = [
     "ENV_PREFIX",
@@ -82,7 +86,6 @@ _SECRET_HEADER_NAMES = frozenset(
 )
 _SECRET_NAME_PARTS = ("key", "token", "secret", "auth", "cookie", "password")
 _PAIR_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-_UNSUPPORTED_DIRECTIONS = frozenset({"pull", "both"})
 
 
 def _path_not_empty(value: object) -> object:
@@ -101,6 +104,29 @@ Seconds = Annotated[float, Field(gt=0)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 ExpiryMinutes = Annotated[int, Field(ge=1, le=10080)]
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _remote_prefix(value: object) -> object:
+    if isinstance(value, str) and not value.startswith("/"):
+        raise PydanticCustomError("prefix", "a remote prefix must start with '/'")
+    return value
+
+
+def _subdirectory(value: object) -> object:
+    if isinstance(value, str):
+        problem = relpath_problem(value.strip("/"))
+        if problem is not None:
+            raise PydanticCustomError(
+                "subdirectory", "must be a relative directory inside the root"
+            )
+        return value.strip("/")
+    return value
+
+
+RemotePrefixes = Annotated[
+    list[Annotated[str, BeforeValidator(_remote_prefix)]], Field(min_length=1)
+]
+Subdirectory = Annotated[str, BeforeValidator(_subdirectory)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -171,7 +197,12 @@ class PairSettings(BaseModel):
     name: Annotated[str, Field(pattern=_PAIR_NAME_PATTERN)]
     local: ConfigPath
     container: NonEmpty
-    direction: Direction = PAIR_DEFAULTS["direction"]
+    direction: Direction | None = None
+    conflict: ConflictPolicy | None = None
+    remote_delete: RemoteDeletePolicy | None = None
+    remote_prefixes: RemotePrefixes | None = None
+    outside_prefix: OutsidePrefix | None = None
+    outside_subdir: Subdirectory | None = None
     delete: bool | None = None
     delete_unknown: bool | None = None
     max_delete: Percent | None = None
@@ -186,18 +217,6 @@ class PairSettings(BaseModel):
     remote_poll_interval: Seconds = PAIR_DEFAULTS["remote_poll_interval"]
     watch: WatchMode = PAIR_DEFAULTS["watch"]
     keepalive: bool = PAIR_DEFAULTS["keepalive"]
-
-    @field_validator("direction", mode="before")
-    @classmethod
-    def _direction_supported(cls, value: object) -> object:
-        # Only known words are echoed back, so no stray input reaches a message.
-        if isinstance(value, str) and value in _UNSUPPORTED_DIRECTIONS:
-            raise PydanticCustomError(
-                "direction_unsupported",
-                "direction '{direction}' is not supported yet; only 'push'",
-                {"direction": value},
-            )
-        return value
 
     @field_validator("max_delay")
     @classmethod
@@ -253,6 +272,14 @@ class Settings(BaseSettings):
     # -- one-shot sync, and the defaults of every pair ------------------------------
     container: NonEmpty | None = None
     local: ConfigPath | None = None
+    direction: Direction = PAIR_DEFAULTS["direction"]
+    conflict: ConflictPolicy = PAIR_DEFAULTS["conflict"]
+    remote_delete: RemoteDeletePolicy = PAIR_DEFAULTS["remote_delete"]
+    remote_prefixes: RemotePrefixes = Field(
+        default_factory=lambda: list(PAIR_DEFAULTS["remote_prefixes"])
+    )
+    outside_prefix: OutsidePrefix = PAIR_DEFAULTS["outside_prefix"]
+    outside_subdir: Subdirectory = PAIR_DEFAULTS["outside_subdir"]
     expires_after_minutes: ExpiryMinutes = PAIR_DEFAULTS["expires_after_minutes"]
     memory_limit: MemoryLimit | None = PAIR_DEFAULTS["memory_limit"]
     delete: bool = PAIR_DEFAULTS["delete"]
@@ -459,7 +486,12 @@ class Settings(BaseSettings):
             name=pair.name,
             local=pair.local.absolute(),
             container=pair.container,
-            direction=pair.direction,
+            direction=_inherit(pair.direction, self.direction),
+            conflict=_inherit(pair.conflict, self.conflict),
+            remote_delete=_inherit(pair.remote_delete, self.remote_delete),
+            remote_prefixes=tuple(_inherit(pair.remote_prefixes, self.remote_prefixes)),
+            outside_prefix=_inherit(pair.outside_prefix, self.outside_prefix),
+            outside_subdir=_inherit(pair.outside_subdir, self.outside_subdir),
             delete=_inherit(pair.delete, self.delete),
             delete_unknown=_inherit(pair.delete_unknown, self.delete_unknown),
             max_delete=_inherit(pair.max_delete, self.max_delete),

@@ -1,89 +1,50 @@
-"""One reconcile pass: container -> scan -> list -> plan -> brakes -> execute -> record.
+"""One reconcile pass: container -> scan -> list -> plan -> brakes -> apply -> record.
 
 The one-shot command runs one pass; the daemon runs the same pass again and
-again. Owns the order of steps and the rules that keep data safe: nothing is
-deleted unless the listing was complete and the brakes agree; the index is
-written after every finished action, on this (the calling) thread; an
-expired container is replaced and refilled (``containers`` finds, creates
-and replaces it; this module decides when).
+again; push, pull and both are the same pass with another plan. Owns the order
+of steps and the rules that keep data safe: nothing is deleted, on either
+side, unless the listing was complete and the brakes agree; an expired
+container is replaced and refilled (``containers`` finds, creates and
+replaces it; this module decides when). ``apply`` carries the plan out and
+records each outcome in the index as it arrives.
 
 Must not: talk HTTP except through ``ContainersClient``, touch SQLite except
-through ``Index``, decide what to do (``plan`` decides), find, create or
-replace a container itself (``containers`` does), or open files for upload
-other than through ``transfer``. Clocks are injected: ``clock`` (wall time,
-seconds) for what is compared with file times and stored, ``monotonic`` for
-durations.
+through ``Index``, decide what to do (``plan`` and ``pull`` decide), find,
+create or replace a container itself (``containers`` does), or touch files
+other than through ``scan`` and ``transfer``. Clocks are injected: ``clock``
+(wall time, seconds) for what is compared with file times and stored,
+``monotonic`` for durations.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
 
 import structlog
 
+from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
+from cntr_sync.apply import Applier, Progress
 from cntr_sync.containers import ContainerResolver
 from cntr_sync.errors import (
-    AuthenticationError,
-    CntrSyncError,
     ContainerExpiredError,
     LocalError,
     NotFoundError,
-    OutcomeUnknownError,
-    PermissionDeniedError,
     SafetyBrakeError,
 )
 from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
-from cntr_sync.models import (
-    Container,
-    IndexEntry,
-    LocalFile,
-    Pair,
-    PendingDelete,
-    RemoteFile,
-    UploadIntent,
-)
-from cntr_sync.plan import (
-    Delete,
-    Plan,
-    Policy,
-    Upload,
-    check_brakes,
-    plan,
-    remote_names,
-    to_remote_file,
-    upload_name,
-)
+from cntr_sync.models import Container, LocalFile, Pair, RemoteFile
+from cntr_sync.plan import Policy, PullContext, check_brakes, plan, to_remote_file
+from cntr_sync.pull import PullPolicy
+from cntr_sync.remote_paths import FileSystemTraits, PathRules
+from cntr_sync.result import ActionFailure, PassResult
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
-from cntr_sync.transfer import (
-    ChangedSinceScan,
-    Expected,
-    Tick,
-    open_as_scanned,
-    rehash_if_still,
-)
+from cntr_sync.transfer import Tick, probe_traits, remove_partials
 
 log = structlog.get_logger("cntr_sync.engine")
-
-# How often one file may change under its upload before this pass leaves it to the next.
-MAX_CHANGED_RETRIES = 3
-# Errors that end the whole pass: nothing else can succeed after them.
-_FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
-
-
-class Progress(Protocol):
-    """Where a pass reports transfers as they happen (a progress bar, or nothing)."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def advance(self, files: int, transferred_bytes: int) -> None: ...
 
 
 class _NoProgress:
@@ -96,52 +57,6 @@ class _NoProgress:
 
 def _no_tick() -> None:
     pass
-
-
-@dataclass(frozen=True)
-class ActionFailure:
-    """One action that failed after retries; the next pass tries again."""
-
-    action: str
-    target: str
-    message: str
-
-
-@dataclass
-class PassResult:
-    container_id: str | None = None
-    container_created: bool = False
-    container_recreated: bool = False
-    uploaded: int = 0
-    replaced: int = 0
-    deleted: int = 0
-    adopted: int = 0
-    bytes_uploaded: int = 0
-    unknown_kept: int = 0
-    local_files: int = 0
-    failures: list[ActionFailure] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    deferred: list[str] = field(default_factory=list)
-    requests: int = 0
-    requests_by_operation: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    dry_run: bool = False
-    cancelled: bool = False
-    plan: Plan | None = None
-
-    @property
-    def in_sync(self) -> bool:
-        return not self.failures and not self.deferred and not self.cancelled
-
-
-@dataclass(frozen=True)
-class _Uploaded:
-    """What a finished upload returns to the main thread."""
-
-    action: Upload
-    remote: RemoteFile
-    stat: os.stat_result
-    changed_meanwhile: bool
 
 
 class Engine:
@@ -158,6 +73,7 @@ class Engine:
         monotonic: Callable[[], float] = time.monotonic,
         progress: Progress | None = None,
         tick: Tick = _no_tick,
+        fs_traits: FileSystemTraits | None = None,
     ) -> None:
         self.client = client
         self.index = index
@@ -169,6 +85,9 @@ class Engine:
         self._tick = tick
         self._cancel = threading.Event()
         self._containers = ContainerResolver(client, index, pair)
+        # How the root's file system compares names; probed on the first pull.
+        self._fs_traits = fs_traits
+        self._rules: IgnoreRules | None = None
 
     # -- the pass -----------------------------------------------------------------
 
@@ -251,6 +170,9 @@ class Engine:
                         remote = self._list(container.id)
 
         policy = Policy(
+            direction=self.pair.direction,
+            conflict=self.pair.conflict,
+            remote_delete=self.pair.remote_delete,
             delete=self.pair.delete,
             delete_unknown=self.pair.delete_unknown,
             max_delete_percent=self.pair.max_delete,
@@ -258,6 +180,7 @@ class Engine:
             now=self._clock(),
         )
         known = container is not None
+        pull_context = self._pull_context(known) if self.pair.direction != "push" else None
         pass_plan = plan(
             local,
             self.index.entries() if known else {},
@@ -266,16 +189,82 @@ class Engine:
             pending_deletes=self.index.pending_deletes() if known else [],
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
+            pull_context=pull_context,
         )
         result.plan = pass_plan
         result.unknown_kept = pass_plan.unknown_kept
+        result.conflicts = pass_plan.conflicts
+        result.warnings.extend(f"{path}: not pulled: {why}" for path, why in pass_plan.refused)
+        result.failures.extend(
+            ActionFailure("download", relpath, f"{error}; waiting to retry")
+            for relpath, error in pass_plan.waiting
+        )
         brake = check_brakes(pass_plan, local_count=len(snapshot.files), policy=policy, force=force)
         if brake is not None:
             raise SafetyBrakeError(brake.reason)
         if dry_run or container is None:
             return
+        if snapshot.partials:
+            remove_partials(self.pair.local, list(snapshot.partials), self._partial_tag)
         self._record_bookkeeping(pass_plan, result)
-        self._execute(container.id, pass_plan, result)
+        Applier(
+            self.client,
+            self.index,
+            self.pair,
+            container.id,
+            result,
+            concurrency=self.concurrency,
+            clock=self._clock,
+            progress=self._progress,
+            tick=self._tick,
+            cancel=self._cancel,
+            pull_policy=self._pull_policy(policy, pull_context),
+            partial_tag=self._partial_tag,
+            taken=self._taken_names(local),
+        ).run(pass_plan)
+
+    @property
+    def _partial_tag(self) -> str:
+        # Partial files carry the pair's index stem: a pass removes only its own leftovers.
+        return self.index.path.stem[:12]
+
+    def _pull_context(self, known: bool) -> PullContext:
+        if self._fs_traits is None:
+            self._fs_traits = probe_traits(self.pair.local)
+        rules = self._rules
+        return PullContext(
+            rules=PathRules(
+                prefixes=self.pair.remote_prefixes,
+                outside=self.pair.outside_prefix,
+                outside_subdir=self.pair.outside_subdir,
+            ),
+            traits=self._fs_traits,
+            failures=self.index.pull_failures() if known else {},
+            ignored=(lambda relpath: rules.ignored(relpath, is_dir=False))
+            if rules is not None
+            else (lambda _relpath: False),
+        )
+
+    @staticmethod
+    def _pull_policy(policy: Policy, context: PullContext | None) -> PullPolicy | None:
+        if context is None:
+            return None
+        return PullPolicy(
+            direction=policy.direction,
+            conflict=policy.conflict,
+            remote_delete=policy.remote_delete,
+            now=policy.now,
+            rules=context.rules,
+            traits=context.traits,
+        )
+
+    def _taken_names(self, local: dict[str, LocalFile]) -> set[str]:
+        traits = self._fs_traits or FileSystemTraits()
+        names = {traits.key(relpath) for relpath in (*local, *self.index.entries())}
+        for relpath in local:
+            parts = relpath.split("/")
+            names.update(traits.key("/".join(parts[:depth])) for depth in range(1, len(parts)))
+        return names
 
     # -- steps ----------------------------------------------------------------------
 
@@ -326,6 +315,7 @@ class Engine:
 
     def _scan(self, *, dry_run: bool) -> Snapshot:
         rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
+        self._rules = rules
         # A dry run reads the hash cache but writes nothing.
         cache: HashCache = ReadThroughCache(self.index.hashes) if dry_run else self.index.hashes
         return scan(
@@ -351,6 +341,8 @@ class Engine:
         for adopt in pass_plan.adopts:
             self.index.adopt(adopt.entry)
         result.adopted = len(pass_plan.adopts)
+        for entry in pass_plan.repoints:
+            self.index.adopt(entry)
         for refresh in pass_plan.refreshes:
             self.index.refresh_stat(refresh.relpath, refresh.size, refresh.mtime_ns)
         for relpath in pass_plan.forgets:
@@ -360,200 +352,5 @@ class Engine:
         for remote_id in pass_plan.obsolete_deletes:
             self.index.record_delete(remote_id)
 
-    # -- execution --------------------------------------------------------------------
 
-    def _execute(self, container_id: str, pass_plan: Plan, result: PassResult) -> None:
-        self._progress.start(pass_plan.transfers, pass_plan.upload_bytes)
-        retries: dict[str, int] = {}
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
-            running: dict[Future[object], Upload | Delete] = {}
-            queue: list[Upload | Delete] = [*pass_plan.uploads, *pass_plan.deletes]
-            queue.reverse()
-            try:
-                while queue or running:
-                    while queue and len(running) < self.concurrency and not self._cancel.is_set():
-                        action = queue.pop()
-                        running[self._submit(pool, container_id, action)] = action
-                    if not running:
-                        result.cancelled = True
-                        break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        action = running.pop(future)
-                        self._tick()
-                        queue.extend(self._finish(action, future, retries, result))
-            except _FATAL:
-                for future in running:
-                    future.cancel()
-                raise
-
-    def _submit(
-        self, pool: ThreadPoolExecutor, container_id: str, action: Upload | Delete
-    ) -> Future[object]:
-        if isinstance(action, Upload):
-            # Written before the request: if the answer is lost, the next
-            # listing can tell this upload from a stranger's.
-            self.index.add_intent(
-                UploadIntent(
-                    relpath=action.relpath,
-                    filename=upload_name(action.relpath),
-                    size=action.size,
-                    hash=action.hash,
-                    started_at=self._clock(),
-                )
-            )
-            return pool.submit(self._upload, container_id, action)
-        return pool.submit(self.client.delete_file, container_id, action.remote_id)
-
-    def _upload(self, container_id: str, action: Upload) -> _Uploaded:
-        """Upload the very file the scan saw, from one open descriptor (worker thread)."""
-        handle, before = open_as_scanned(
-            self.pair.local / action.relpath,
-            Expected(action.size, action.mtime_ns, action.inode),
-            follow_symlinks=self.pair.follow_symlinks,
-            tick=self._tick,
-        )
-        with handle:
-            created = self.client.create_file(
-                container_id, handle, filename=upload_name(action.relpath)
-            )
-            after = os.fstat(handle.fileno())
-        remote = to_remote_file(
-            created.id, created.path, created.bytes, created.source, created.created_at
-        )
-        changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
-        return _Uploaded(action, remote, after, changed_meanwhile=changed)
-
-    # -- outcomes: one handler each, all on the calling thread --------------------------
-
-    def _finish(
-        self,
-        action: Upload | Delete,
-        future: Future[object],
-        retries: dict[str, int],
-        result: PassResult,
-    ) -> Iterator[Upload | Delete]:
-        """Record one finished action; yield follow-up actions (old ids, retries)."""
-        try:
-            outcome = future.result()
-        except _FATAL:
-            raise
-        except OutcomeUnknownError as exc:
-            self._on_outcome_unknown(exc, result)
-        except ChangedSinceScan:
-            assert isinstance(action, Upload)
-            yield from self._on_changed_before_upload(action, retries, result)
-        except (CntrSyncError, OSError) as exc:
-            self._on_failed(action, exc, result)
-        else:
-            if isinstance(outcome, _Uploaded):
-                if outcome.changed_meanwhile:
-                    yield from self._on_changed_during_upload(outcome, retries, result)
-                else:
-                    yield from self._on_uploaded(outcome, result)
-            else:
-                assert isinstance(action, Delete)
-                self._on_deleted(action, result)
-
-    def _on_outcome_unknown(self, exc: OutcomeUnknownError, result: PassResult) -> None:
-        # The intent stays: the next pass's listing adopts or removes the file.
-        result.failures.append(ActionFailure("upload", exc.filename, exc.message))
-
-    def _on_changed_before_upload(
-        self, action: Upload, retries: dict[str, int], result: PassResult
-    ) -> Iterator[Upload]:
-        # Nothing was sent: hash the file again (or leave it to the next pass).
-        self.index.clear_intent(action.relpath)
-        yield from self._retry_changed(action, retries, result)
-
-    def _on_failed(self, action: Upload | Delete, exc: Exception, result: PassResult) -> None:
-        message = exc.message if isinstance(exc, CntrSyncError) else _os_message(exc)
-        if isinstance(action, Upload):
-            result.failures.append(ActionFailure("upload", action.relpath, message))
-        else:
-            target = action.relpath or action.path
-            result.failures.append(ActionFailure("delete", target or "", message))
-
-    def _on_deleted(self, action: Delete, result: PassResult) -> None:
-        self.index.record_delete(action.remote_id)
-        # The old id of a replaced file is part of its replace, not a deletion.
-        if action.reason != "replaced":
-            result.deleted += 1
-            self._progress.advance(1, 0)
-
-    def _on_changed_during_upload(
-        self, done: _Uploaded, retries: dict[str, int], result: PassResult
-    ) -> Iterator[Upload | Delete]:
-        # What arrived may be a mix of old and new bytes: drop it, upload again.
-        action = done.action
-        self._learn_whether_names_are_kept(action, done.remote)
-        self.index.add_pending_delete(PendingDelete(done.remote.id, action.relpath))
-        self.index.clear_intent(action.relpath)
-        yield Delete(done.remote.id, done.remote.path, "stale-upload", action.relpath)
-        yield from self._retry_changed(action, retries, result)
-
-    def _on_uploaded(self, done: _Uploaded, result: PassResult) -> Iterator[Delete]:
-        action = done.action
-        self._learn_whether_names_are_kept(action, done.remote)
-        entry = IndexEntry(
-            relpath=action.relpath,
-            remote_id=done.remote.id,
-            remote_path=done.remote.path,
-            size=done.stat.st_size,
-            mtime_ns=done.stat.st_mtime_ns,
-            hash=action.hash,
-            uploaded_at=self._clock(),
-        )
-        old = PendingDelete(action.replaces, action.relpath) if action.replaces else None
-        self.index.record_upload(entry, pending_delete=old)
-        result.bytes_uploaded += action.size
-        if action.replaces:
-            result.replaced += 1
-            yield Delete(action.replaces, "", "replaced", action.relpath)
-        else:
-            result.uploaded += 1
-        self._progress.advance(1, action.size)
-
-    def _retry_changed(
-        self, action: Upload, retries: dict[str, int], result: PassResult
-    ) -> Iterator[Upload]:
-        """The file changed under its upload: hash it again and retry, if it holds still."""
-        count = retries.get(action.relpath, 0) + 1
-        retries[action.relpath] = count
-        rehashed = None
-        if count <= MAX_CHANGED_RETRIES:
-            rehashed = rehash_if_still(
-                self.pair.local / action.relpath,
-                self.pair.local,
-                follow_symlinks=self.pair.follow_symlinks,
-            )
-        if rehashed is None:
-            result.deferred.append(action.relpath)
-            return
-        yield Upload(
-            action.relpath,
-            rehashed.size,
-            rehashed.mtime_ns,
-            rehashed.hash,
-            action.reason,
-            action.replaces,
-            inode=rehashed.inode,
-        )
-
-    def _learn_whether_names_are_kept(self, action: Upload, remote: RemoteFile) -> None:
-        """Whether the server keeps upload names; one that did not is enough to stop
-        trusting names for good (a server keeping only some, say the last path
-        segment, must not have its names matched)."""
-        kept = upload_name(action.relpath) in remote_names(remote.path)
-        known = self.index.server_keeps_names
-        if known is None or (known and not kept):
-            self.index.set_server_keeps_names(kept)
-
-
-def _os_message(exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return f"{exc.filename or ''}: {exc.strerror or exc}".strip(": ")
-    return str(exc)
-
-
-__all__ = ["ActionFailure", "Engine", "PassResult", "Progress"]
+__all__ = ["Engine"]

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 from cntr_sync.errors import LocalError
 from cntr_sync.hashcache import SqliteHashCache
 from cntr_sync.locks import FileLock
-from cntr_sync.models import IndexEntry, PendingDelete, UploadIntent
+from cntr_sync.models import IndexEntry, PendingDelete, PullFailure, UploadIntent
 
 # Each migration is the list of statements that takes the schema from version
 # N to N + 1 (PRAGMA user_version). Append; never edit a released migration.
@@ -90,6 +90,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE doomed RENAME TO pending_deletes",
         "ALTER TABLE meta RENAME COLUMN names_kept TO server_keeps_names",
     ),
+    (
+        # Two-way sync: an entry is the common ancestor of both sides, from either.
+        "ALTER TABLE entries RENAME COLUMN uploaded_at TO synced_at",
+        "ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT 'push'"
+        " CHECK (origin IN ('push', 'pull'))",
+        "ALTER TABLE entries ADD COLUMN remote_size INTEGER",
+        "ALTER TABLE entries ADD COLUMN remote_created_at INTEGER",
+        # Remote files whose download failed (no content, wrong size): retried
+        # after retry_at, with a backoff that grows with attempts.
+        """CREATE TABLE pull_failures (
+            remote_id    TEXT PRIMARY KEY,
+            container_id TEXT NOT NULL,
+            relpath      TEXT NOT NULL,
+            attempts     INTEGER NOT NULL CHECK (attempts >= 1),
+            retry_at     REAL NOT NULL,
+            error        TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -97,7 +115,10 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
-_ENTRY_COLUMNS = "relpath, remote_id, remote_path, size, mtime_ns, hash, uploaded_at"
+_ENTRY_COLUMNS = (
+    "relpath, remote_id, remote_path, size, mtime_ns, hash, synced_at,"
+    " origin, remote_size, remote_created_at"
+)
 
 
 def pair_stem(base_url: str, root: Path, container_spec: str) -> str:
@@ -254,6 +275,7 @@ class Index:
             db.execute("DELETE FROM entries WHERE container_id <> ?", (container_id,))
             db.execute("DELETE FROM intents WHERE container_id <> ?", (container_id,))
             db.execute("DELETE FROM pending_deletes WHERE container_id <> ?", (container_id,))
+            db.execute("DELETE FROM pull_failures WHERE container_id <> ?", (container_id,))
             db.execute(
                 "UPDATE meta SET container_id = ?, container_name = ? WHERE id = 1",
                 (container_id, name),
@@ -295,6 +317,12 @@ class Index:
             if pending_delete is not None:
                 _insert_pending_delete(db, container_id, pending_delete)
 
+    def record_download(self, entry: IndexEntry) -> None:
+        """A download (or a content match) made ``entry.relpath`` mirror a remote file."""
+        with self.write() as db:
+            _upsert_entry(db, self._require_container(db), entry)
+            db.execute("DELETE FROM pull_failures WHERE remote_id = ?", (entry.remote_id,))
+
     def adopt(self, entry: IndexEntry) -> None:
         """A remote file is ours after all (e.g. an ambiguous upload): index it."""
         self.adopt_many([entry])
@@ -327,6 +355,7 @@ class Index:
         with self.write() as db:
             db.execute("DELETE FROM entries WHERE remote_id = ?", (remote_id,))
             db.execute("DELETE FROM pending_deletes WHERE remote_id = ?", (remote_id,))
+            db.execute("DELETE FROM pull_failures WHERE remote_id = ?", (remote_id,))
 
     # -- intents and pending deletes
 
@@ -369,6 +398,37 @@ class Index:
             (self.container_id,),
         )
         return [PendingDelete(*row) for row in rows]
+
+    # -- downloads that failed
+
+    def record_pull_failure(self, failure: PullFailure) -> None:
+        with self.write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO pull_failures"
+                " (remote_id, container_id, relpath, attempts, retry_at, error)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    failure.remote_id,
+                    self._require_container(db),
+                    failure.relpath,
+                    failure.attempts,
+                    failure.retry_at,
+                    failure.error,
+                ),
+            )
+
+    def clear_pull_failure(self, remote_id: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM pull_failures WHERE remote_id = ?", (remote_id,))
+
+    def pull_failures(self) -> dict[str, PullFailure]:
+        """Failed downloads of the current container, by remote id."""
+        rows = self.read(
+            "SELECT remote_id, relpath, attempts, retry_at, error FROM pull_failures"
+            " WHERE container_id = ?",
+            (self.container_id,),
+        )
+        return {row[0]: PullFailure(*row) for row in rows}
 
     # -- plumbing (also what ``SqliteHashCache`` runs on)
 
@@ -423,7 +483,7 @@ def _upsert_entry(db: sqlite3.Connection, container_id: str, entry: IndexEntry) 
         _insert_pending_delete(db, container_id, PendingDelete(old[0], entry.relpath))
     db.execute(
         f"INSERT OR REPLACE INTO entries (container_id, {_ENTRY_COLUMNS})"  # noqa: S608
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             container_id,
             entry.relpath,
@@ -432,7 +492,10 @@ def _upsert_entry(db: sqlite3.Connection, container_id: str, entry: IndexEntry) 
             entry.size,
             entry.mtime_ns,
             entry.hash,
-            entry.uploaded_at,
+            entry.synced_at,
+            entry.origin,
+            entry.remote_size,
+            entry.remote_created_at,
         ),
     )
 

@@ -23,6 +23,10 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 AuthStyle = Literal["bearer", "api-key", "x-api-key", "x-bf-vk", "basic"]
 AUTH_STYLES: tuple[AuthStyle, ...] = ("bearer", "api-key", "x-api-key", "x-bf-vk", "basic")
 Direction = Literal["push", "pull", "both"]
+ConflictPolicy = Literal["keep-both", "local-wins", "remote-wins"]
+RemoteDeletePolicy = Literal["restore", "propagate"]
+OutsidePrefix = Literal["subdir", "skip"]
+Origin = Literal["push", "pull"]
 WatchMode = Literal["auto", "native", "poll", "off"]
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 
@@ -39,6 +43,15 @@ class Pair:
     local: Path
     container: str  # a name or an id, as the user gave it
     direction: Direction = "push"
+    # Pull and both: which version wins when both sides changed, and what a remote
+    # deletion of a synced file does locally.
+    conflict: ConflictPolicy = "keep-both"
+    remote_delete: RemoteDeletePolicy = "restore"
+    # Pull and both: remote paths under these prefixes map to the root; others go
+    # under outside_subdir ("subdir") or are left alone ("skip").
+    remote_prefixes: tuple[str, ...] = ("/mnt/data/",)
+    outside_prefix: OutsidePrefix = "subdir"
+    outside_subdir: str = "_container"
     delete: bool = True
     delete_unknown: bool = False
     max_delete: float = 50.0  # percent of tracked files one pass may delete
@@ -154,7 +167,15 @@ class RemoteFile:
 
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
-    """What this tool uploaded for one relpath, in one container."""
+    """One relpath in sync with one remote file: the common ancestor of both sides.
+
+    ``size``, ``mtime_ns`` and ``hash`` describe the local file as it was when
+    the two sides last agreed (``hash`` is their common content); ``remote_size``
+    and ``remote_created_at`` the remote file as it was listed then, so a remote
+    rewrite in place (same id, other ``bytes``) shows. ``origin`` says which side
+    the content came from: ``push`` (this tool uploaded it) or ``pull`` (the
+    model or another client wrote it and this tool downloaded it).
+    """
 
     relpath: str
     remote_id: str
@@ -162,7 +183,10 @@ class IndexEntry:
     size: int
     mtime_ns: int
     hash: str
-    uploaded_at: float
+    synced_at: float
+    origin: Origin = "push"
+    remote_size: int | None = None
+    remote_created_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +214,14 @@ class PendingDelete:
 
     remote_id: str
     relpath: str
+
+
+@dataclass(frozen=True, slots=True)
+class PullFailure:
+    """A remote file whose download failed; not tried again before ``retry_at``."""
+
+    remote_id: str
+    relpath: str
+    attempts: int
+    retry_at: float
+    error: str

@@ -1,10 +1,14 @@
 """The planner: a pure function from what we know to what must be done.
 
-``plan(local, index, remote, intents, pending_deletes, policy)`` compares the local
-snapshot, the index (what this tool uploaded, per relpath) and one complete
-remote listing, and returns a ``Plan``: uploads, deletes, and index-only
-bookkeeping (adoptions, refreshed stats, forgotten entries). ``check_brakes``
-says whether a plan must be refused.
+``plan(local, index, remote, intents, pending_deletes, policy, pull)`` compares
+the local snapshot, the index (the common ancestor of both sides, per relpath)
+and one complete remote listing, and returns a ``Plan`` (``actions``). This
+module decides the push side: uploads, remote deletes and index bookkeeping
+(adoptions, refreshed stats, forgotten entries). With ``direction`` pull or
+both, ``pull.plan_pull`` decides the remote side first (downloads, conflicts,
+local deletes) and tells this side which relpaths to leave alone; in pull mode
+no upload or remote delete survives. ``check_brakes`` says whether a plan must
+be refused.
 
 Must not: import anything that performs I/O, read the clock, or depend on
 iteration order of its inputs. It is tested with plain values.
@@ -17,7 +21,10 @@ Ownership rules, in one place:
 - Ours and current: kept. Ours and superseded (the old version of a replaced
   file, a duplicate, an ambiguous upload of older content): deleted, always,
   since that is part of replacing the file.
-- Ours and its local file gone: deleted only with ``delete``.
+- Ours and its local file gone: deleted only with ``delete`` (a file the pull
+  side brought in is deleted so only in ``both``; ``push`` leaves it).
+- A conflict copy (``remote_paths.is_conflict_copy``) with no entry is never
+  uploaded: it holds a remote version, not a local change.
 - Everything else (assistant files, user files with other names) is left
   alone, unless ``delete`` and ``delete_unknown``.
 - Names are trusted only while the server keeps them: when a gateway replaces
@@ -28,11 +35,32 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
+from cntr_sync import pull
+from cntr_sync.actions import (
+    Adopt,
+    Delete,
+    DeleteReason,
+    Plan,
+    Refresh,
+    Upload,
+    UploadReason,
+)
+from cntr_sync.models import (
+    ConflictPolicy,
+    Direction,
+    IndexEntry,
+    LocalFile,
+    PendingDelete,
+    PullFailure,
+    RemoteDeletePolicy,
+    RemoteFile,
+    UploadIntent,
+)
+from cntr_sync.remote_paths import FileSystemTraits, PathRules, is_conflict_copy
 
 MOUNT_PREFIX = "/mnt/data/"
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
@@ -45,111 +73,28 @@ ADOPT_CLOCK_SLACK_S = 1
 # of two tracked files is an edit, not a disaster.
 BRAKE_MIN_DELETES = 3
 
-UploadReason = Literal["new", "changed", "missing-remote"]
-DeleteReason = Literal["removed", "replaced", "duplicate", "stale-upload", "pending", "unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """Upload the local file; then delete ``replaces`` (the old id), if any."""
-
-    relpath: str
-    size: int
-    mtime_ns: int  # the stat the hash belongs to: a different one at upload time means "changed"
-    hash: str
-    reason: UploadReason
-    replaces: str | None = None
-    inode: int = 0  # of the scanned file; 0: unknown
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Delete a remote file. ``relpath`` is the local path it mirrored, if known."""
-
-    remote_id: str
-    path: str
-    reason: DeleteReason
-    relpath: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Adopt:
-    """Record an existing remote file as the mirror of ``entry.relpath`` (index only)."""
-
-    entry: IndexEntry
-    reason: Literal["lost-index", "ambiguous-upload"]
-
-
-@dataclass(frozen=True, slots=True)
-class Refresh:
-    """The file was touched but its content is unchanged: update the stat (index only)."""
-
-    relpath: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    uploads: tuple[Upload, ...] = ()
-    deletes: tuple[Delete, ...] = ()
-    adopts: tuple[Adopt, ...] = ()
-    refreshes: tuple[Refresh, ...] = ()
-    forgets: tuple[str, ...] = ()
-    cleared_intents: tuple[str, ...] = ()
-    # Pending deletes whose remote file is no longer listed: nothing left to do.
-    obsolete_deletes: tuple[str, ...] = ()
-    unknown_kept: int = 0
-    tracked: int = 0
-    # Removals whose content is uploaded again under another name in this pass:
-    # a rename or a move, not a loss.
-    moves: int = 0
-
-    @property
-    def transfers(self) -> int:
-        """Actions that cost API calls."""
-        return len(self.uploads) + len(self.deletes)
-
-    @property
-    def is_noop(self) -> bool:
-        return not (
-            self.transfers
-            or self.adopts
-            or self.refreshes
-            or self.forgets
-            or self.cleared_intents
-            or self.obsolete_deletes
-        )
-
-    @property
-    def removals(self) -> int:
-        """Deletions of tracked files because their local file is gone."""
-        return sum(1 for d in self.deletes if d.reason == "removed")
-
-    @property
-    def destructive(self) -> int:
-        """Deletions that lose a file rather than replace or move one: what the brakes weigh."""
-        lost = sum(1 for d in self.deletes if d.reason in ("removed", "unknown"))
-        return lost - self.moves
-
-    @property
-    def unknown_total(self) -> int:
-        """Remote files that are not ours, deleted or kept."""
-        return self.unknown_kept + sum(1 for d in self.deletes if d.reason == "unknown")
-
-    @property
-    def upload_bytes(self) -> int:
-        return sum(u.size for u in self.uploads)
-
 
 @dataclass(frozen=True)
 class Policy:
+    direction: Direction = "push"
+    conflict: ConflictPolicy = "keep-both"
+    remote_delete: RemoteDeletePolicy = "restore"
     delete: bool = True
     delete_unknown: bool = False
     max_delete_percent: float = 50.0
     # Whether the server keeps upload filenames; None until an upload showed it.
     server_keeps_names: bool | None = None
-    now: float = 0.0  # the caller's clock, for adopted entries' uploaded_at
+    now: float = 0.0  # the caller's clock, for adopted entries' synced_at
+
+
+@dataclass(frozen=True)
+class PullContext:
+    """What only the pull side needs: path rules, the file system, retries, ignores."""
+
+    rules: PathRules = field(default_factory=PathRules)
+    traits: FileSystemTraits = field(default_factory=FileSystemTraits)
+    failures: Mapping[str, PullFailure] = field(default_factory=dict)
+    ignored: Callable[[str], bool] = lambda _relpath: False
 
 
 def upload_name(relpath: str) -> str:
@@ -193,6 +138,7 @@ class _Builder:
     # Remote ids that are accounted for (ours, or acted on): not "unknown".
     claimed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
+    local_only: int = 0
 
     def delete(self, remote: RemoteFile, reason: DeleteReason, relpath: str | None) -> None:
         if remote.id not in self.deleted:
@@ -210,6 +156,7 @@ def plan(
     pending_deletes: Sequence[PendingDelete] = (),
     policy: Policy | None = None,
     uncertain: Callable[[str], bool] | None = None,
+    pull_context: PullContext | None = None,
 ) -> Plan:
     """Decide every action of one pass. ``remote`` must be a complete listing.
 
@@ -219,10 +166,94 @@ def plan(
     """
     policy = policy or Policy()
     intents = intents or {}
+    is_uncertain = uncertain or (lambda _relpath: False)
     remote_by_id: dict[str, RemoteFile] = {}
     for item in remote:
         remote_by_id.setdefault(item.id, item)
+    if policy.direction == "push":
+        return _plan_push(
+            local, index, remote_by_id, intents, pending_deletes, policy, is_uncertain
+        )
+
+    context = pull_context or PullContext()
+    owned = {entry.remote_id for entry in index.values()}
+    owned |= {pending.remote_id for pending in pending_deletes}
+    if policy.direction == "both":
+        # The mirror owns the names of the files it mirrors: same-name uploads
+        # are the push side's (adopted, or removed as stale copies).
+        by_name = _unindexed_uploads_by_name(remote_by_id.values(), owned, policy)
+        for relpath in local.keys() | index.keys() | intents.keys():
+            owned.update(r.id for r in by_name.get(upload_name(relpath), []))
+        push_policy = policy
+    else:
+        # Pull matches nothing by name: what is not indexed is the model's.
+        push_policy = replace(policy, server_keeps_names=False)
+    pulled = pull.plan_pull(
+        local,
+        index,
+        remote_by_id,
+        owned=owned,
+        uncertain=is_uncertain,
+        policy=pull.PullPolicy(
+            direction=policy.direction,
+            conflict=policy.conflict,
+            remote_delete=policy.remote_delete,
+            now=policy.now,
+            rules=context.rules,
+            traits=context.traits,
+        ),
+        failures=context.failures,
+        ignored=context.ignored,
+    )
+    pushed = _plan_push(
+        local,
+        index,
+        remote_by_id,
+        intents,
+        pending_deletes,
+        push_policy,
+        is_uncertain,
+        skip=pulled.push_skip,
+        claimed=pulled.claimed,
+    )
+    if policy.direction == "pull":
+        # Nothing is uploaded or deleted remotely; bookkeeping still holds.
+        pushed = replace(pushed, uploads=(), deletes=(), moves=0)
+        pulled = replace(pulled, uploads=(), deletes=())
+    return replace(
+        pushed,
+        uploads=(*pushed.uploads, *pulled.uploads),
+        deletes=(*pushed.deletes, *pulled.deletes),
+        downloads=pulled.downloads,
+        compares=pulled.compares,
+        local_deletes=pulled.local_deletes,
+        repoints=pulled.repoints,
+        forgets=tuple(sorted({*pushed.forgets, *pulled.forgets})),
+        conflicts=pulled.conflicts,
+        refused=pulled.refused,
+        waiting=pulled.waiting,
+    )
+
+
+def _plan_push(
+    local: Mapping[str, LocalFile],
+    index: Mapping[str, IndexEntry],
+    remote_by_id: Mapping[str, RemoteFile],
+    intents: Mapping[str, UploadIntent],
+    pending_deletes: Sequence[PendingDelete],
+    policy: Policy,
+    uncertain: Callable[[str], bool],
+    *,
+    skip: Collection[str] = frozenset(),
+    claimed: Collection[str] = frozenset(),
+) -> Plan:
+    """The push side: uploads, remote deletes and bookkeeping.
+
+    ``skip``: relpaths the pull side decided this pass; ``claimed``: remote ids
+    it accounts for (neither unknown nor deleted here).
+    """
     out = _Builder()
+    out.claimed |= set(claimed) & remote_by_id.keys()
 
     pending_ids = {d.remote_id for d in pending_deletes}
     for pending in pending_deletes:
@@ -234,18 +265,20 @@ def plan(
 
     indexed_ids = {entry.remote_id for entry in index.values()}
     out.claimed |= indexed_ids & remote_by_id.keys()
-    by_name = _unindexed_uploads_by_name(remote_by_id.values(), indexed_ids | pending_ids, policy)
+    excluded = indexed_ids | pending_ids | set(claimed)
+    by_name = _unindexed_uploads_by_name(remote_by_id.values(), excluded, policy)
 
     for relpath in sorted(local.keys() | index.keys() | intents.keys()):
-        if relpath not in local and uncertain is not None and uncertain(relpath):
-            _hold(relpath, index.get(relpath), by_name.get(upload_name(relpath), []), out)
+        same_name = by_name.get(upload_name(relpath), [])
+        if relpath in skip or (relpath not in local and uncertain(relpath)):
+            _hold(relpath, index.get(relpath), same_name, out)
             continue
         _plan_relpath(
             relpath,
             local=local.get(relpath),
             entry=index.get(relpath),
             intent=intents.get(relpath),
-            same_name=by_name.get(upload_name(relpath), []),
+            same_name=same_name,
             remote_by_id=remote_by_id,
             policy=policy,
             out=out,
@@ -271,6 +304,7 @@ def plan(
         unknown_kept=unknown_kept,
         tracked=len(index),
         moves=_count_moves(out.deletes, out.uploads, index),
+        local_only=out.local_only,
     )
 
 
@@ -330,6 +364,21 @@ def _plan_relpath(
 ) -> None:
     live = remote_by_id.get(entry.remote_id) if entry is not None else None
     candidates = [r for r in same_name if r.id not in out.claimed]
+
+    if (
+        local is None
+        and entry is not None
+        and entry.origin == "pull"
+        and policy.direction == "push"
+    ):
+        # Brought in by a pull and deleted here: a push leaves the model's file.
+        if live is not None:
+            out.claimed.add(live.id)
+        return
+    if entry is None and intent is None and local is not None and is_conflict_copy(relpath):
+        # A remote version saved beside the local one: never uploaded back.
+        out.local_only += 1
+        return
 
     if local is None:
         if live is not None and policy.delete:
@@ -445,7 +494,7 @@ def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Polic
         size=local.size,
         mtime_ns=local.mtime_ns,
         hash=local.hash,
-        uploaded_at=float(remote.created_at) if remote.created_at is not None else policy.now,
+        synced_at=float(remote.created_at) if remote.created_at is not None else policy.now,
     )
 
 

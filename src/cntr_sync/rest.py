@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -116,6 +116,24 @@ class Call:
         if self.container_id:
             parts.append(f"in container {self.container_id}")
         return " ".join(parts)
+
+
+class ByteSink(Protocol):
+    """Where a download streams (an open binary file is one).
+
+    Rewindable sinks (``seekable()``) let a download that broke mid-stream be
+    retried from the start.
+    """
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def seekable(self) -> bool: ...
+
+    def tell(self) -> int: ...
+
+    def seek(self, offset: int, /) -> object: ...
+
+    def truncate(self) -> object: ...
 
 
 class _Retryable(Exception):
@@ -316,7 +334,7 @@ class Requester:
 
         return self._retrying(call, attempt, retry_allowed=retry_allowed, upload=upload)
 
-    def download(self, call: Call, path: str, sink: IO[bytes]) -> int:
+    def download(self, call: Call, path: str, sink: ByteSink) -> int:
         """Stream ``path`` into ``sink``; returns the bytes written.
 
         A failure mid-stream is retried only when ``sink`` can be rewound.

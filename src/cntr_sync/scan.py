@@ -42,11 +42,10 @@ from pathspec import GitIgnoreSpec
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashcache import HashCache
 from cntr_sync.models import LocalFile
+from cntr_sync.remote_paths import MAX_RELPATH_BYTES, PARTIAL_PREFIX, STATE_DIR_NAME, printable
 
 HASH_CHUNK = 1 << 20
-MAX_RELPATH_BYTES = 1024
 IGNORE_FILE = ".cntrignore"
-STATE_DIR_NAME = ".cntrsync"
 
 # A file rewritten within the file system's timestamp granularity after we
 # hashed it keeps its size and mtime, so a cached digest would hide the change
@@ -79,7 +78,6 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 
 # The API's multipart filename cannot carry these faithfully.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
 
 Hasher = Callable[[Path], str]
 Tick = Callable[[], None]
@@ -233,6 +231,8 @@ class Snapshot:
     unreadable_dirs: tuple[str, ...] = ()
     ignored_count: int = 0
     hashed_count: int = 0
+    # Leftover temporary files of interrupted downloads (ours; never synced).
+    partials: tuple[str, ...] = ()
 
     @cached_property
     def _uncertain_files(self) -> frozenset[str]:
@@ -293,12 +293,6 @@ def _stat_root(root: Path) -> os.stat_result:
     if not stat.S_ISDIR(root_stat.st_mode):
         raise LocalError(f"sync root {root} is not a directory", path=str(root))
     return root_stat
-
-
-def printable(text: str) -> str:
-    """``text`` with undecodable bytes and control characters escaped, for messages."""
-    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return decoded.translate(_CONTROL_ESCAPES)
 
 
 def _name_problem(name: str, relpath: str) -> str | None:
@@ -368,6 +362,7 @@ class _Walk:
         self._unreadable_dirs: list[str] = []
         self._ignored = 0
         self._hashed = 0
+        self._partials: list[str] = []
         # Real directories first (a stack), symlinked ones after all of them (a
         # heap by relpath), so a directory reachable both ways is always synced
         # at its real place, whatever order scandir returns names in.
@@ -386,6 +381,7 @@ class _Walk:
             unreadable_dirs=tuple(self._unreadable_dirs),
             ignored_count=self._ignored,
             hashed_count=self._hashed,
+            partials=tuple(self._partials),
         )
 
     def run(self, root_stat: os.stat_result) -> None:
@@ -460,6 +456,10 @@ class _Walk:
     def _visit(self, parent: str, entry: os.DirEntry[str]) -> None:
         self._tick()
         relpath = f"{parent}/{entry.name}" if parent else entry.name
+        if entry.name.startswith(PARTIAL_PREFIX):
+            # A download in progress or interrupted: never a file of the tree.
+            self._partials.append(relpath)
+            return
         is_link, is_dir = _entry_kind(entry, self._follow)
         # Ignore rules come before name checks so users can silence a warning
         # about a hostile name by ignoring it.

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 
 from cntr_sync.api import ContainersClient
+from cntr_sync.apply import Progress
 from cntr_sync.config import Settings
-from cntr_sync.engine import Engine, Progress
+from cntr_sync.engine import Engine
 from cntr_sync.index import Index
 from cntr_sync.models import Pair
 from cntr_sync.rest import RateLimiter, RequestOutcome

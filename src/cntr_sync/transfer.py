@@ -1,23 +1,37 @@
-"""The file side of a transfer: opening exactly what the scan saw, and reading it again.
+"""The file side of a transfer: what is read for an upload and how a download lands.
 
 Owns: opening a file for upload so that only the very file the scan hashed is
 sent (same inode, size and mtime, never a symlink's target unless links are
 followed), a reader that reports progress as the upload streams, and hashing a
-file again when it changed under its upload.
+file again when it changed under its upload. For downloads: walking to the
+target directory one component at a time without following any symlink,
+streaming into a ``.cntrsync-partial-*`` file there (hashed and size-checked
+as it arrives), fsync, then an atomic placement that never overwrites a file
+other than the one the plan expected; moving a local version aside; deleting
+a local file only if it is the one the plan expected; and probing how this
+file system compares names.
 
-Must not: talk to the API, touch the index, or decide anything; the engine
-calls these from its worker threads.
+Must not: talk to the API (downloads get a ``fetch`` callable), touch the
+index, or decide anything; the engine calls these from its worker threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
-from collections.abc import Callable
+import secrets
+import stat
+import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
+from cntr_sync.actions import LocalState
+from cntr_sync.remote_paths import PARTIAL_PREFIX, FileSystemTraits
 from cntr_sync.scan import hash_fd, open_regular
 
 Tick = Callable[[], None]
@@ -103,3 +117,277 @@ def rehash_if_still(path: Path, root: Path, *, follow_symlinks: bool) -> Rehashe
 
 def _resolves_inside(path: Path, root: Path) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+# -- downloads ---------------------------------------------------------------------------
+
+
+class UnsafeTarget(Exception):
+    """Writing there would go through a symlink or over something that is not a directory."""
+
+
+class LocalChanged(Exception):
+    """The local file is not the one the plan expected (changed, appeared, gone): no write."""
+
+
+class DownloadProblem(Exception):
+    """The server's answer cannot be the file: wrong size, or an empty body of unknown size."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file as a download left it."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    hash: str
+
+
+class _HashingSink:
+    """Writes to a descriptor (or nowhere), hashing as it goes; refuses more than ``limit``.
+
+    Rewindable to the start (a download that broke mid-stream starts over).
+    """
+
+    def __init__(self, fd: int | None, limit: int | None, tick: Tick) -> None:
+        self._fd = fd
+        self._limit = limit
+        self._tick = tick
+        self._digest = xxhash.xxh3_128()
+        self.written = 0
+
+    def write(self, data: bytes, /) -> int:
+        if self._limit is not None and self.written + len(data) > self._limit:
+            raise DownloadProblem(f"the body is longer than the listed {self._limit} bytes")
+        if self._fd is not None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self._digest.update(data)
+        self.written += len(data)
+        self._tick()
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.written
+
+    def seek(self, offset: int, /) -> int:
+        if offset != 0:
+            raise io.UnsupportedOperation("only a rewind to the start")
+        if self._fd is not None:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+        self._digest.reset()
+        self.written = 0
+        return 0
+
+    def truncate(self) -> int:
+        if self._fd is not None:
+            os.ftruncate(self._fd, self.written)
+        return self.written
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+Fetch = Callable[[_HashingSink], int]
+
+
+@contextlib.contextmanager
+def _directory(root: Path, relpath: str, *, create: bool) -> Iterator[tuple[int, str]]:
+    """The directory of ``relpath`` as an open descriptor, and the last name.
+
+    Walks from the root one name at a time with O_NOFOLLOW: a symlink anywhere
+    on the way (even one pointing inside the root) raises ``UnsafeTarget``, so
+    nothing is ever written outside the root. Missing directories are created
+    when ``create``.
+    """
+    *parents, name = relpath.split("/")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for part in parents:
+            try:
+                child = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                child = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeTarget(
+                        f"{part!r} on the way to {relpath!r} is a symlink or a file"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = child
+        yield fd, name
+    finally:
+        os.close(fd)
+
+
+def _matches(directory: int, name: str, expect: LocalState) -> bool:
+    try:
+        seen = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(seen.st_mode) and (seen.st_size, seen.st_mtime_ns, seen.st_ino) == (
+        expect.size,
+        expect.mtime_ns,
+        expect.inode,
+    )
+
+
+def _place_new(directory: int, source: str, target: str) -> None:
+    """Give ``source`` the name ``target`` only if nothing has it (never an overwrite)."""
+    try:
+        os.link(source, target, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+    except FileExistsError:
+        raise LocalChanged(f"{target!r} appeared while it was being written") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A file system without hard links: check, then rename (a small race remains).
+        with contextlib.suppress(FileNotFoundError):
+            os.stat(target, dir_fd=directory, follow_symlinks=False)
+            raise LocalChanged(f"{target!r} appeared while it was being written") from None
+        os.rename(source, target, src_dir_fd=directory, dst_dir_fd=directory)
+        return
+    os.unlink(source, dir_fd=directory)
+
+
+def write_download(
+    root: Path,
+    relpath: str,
+    fetch: Fetch,
+    *,
+    expected_size: int | None,
+    expect: LocalState | None,
+    move_aside_to: str | None,
+    mtime: float | None,
+    partial_tag: str,
+    tick: Tick,
+) -> Written:
+    """Download into ``relpath``: a partial file, fsync, then an atomic placement.
+
+    ``expect``: the local file now at ``relpath`` (None: nothing may be there);
+    anything else there raises ``LocalChanged`` and nothing is written.
+    ``move_aside_to`` (same directory): that local file is first moved there.
+    A crash at any point leaves at most a ``.cntrsync-partial-*`` file.
+    """
+    with _directory(root, relpath, create=True) as (directory, name):
+        directory_name = relpath.rpartition("/")[0]
+        partial = f"{PARTIAL_PREFIX}{partial_tag}-{secrets.token_hex(6)}"
+        fd = os.open(
+            partial,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o666,
+            dir_fd=directory,
+        )
+        try:
+            try:
+                sink = _HashingSink(fd, expected_size, tick)
+                written = fetch(sink)
+                if expected_size is not None and written != expected_size:
+                    raise DownloadProblem(
+                        f"got {written} bytes where the listing says {expected_size}"
+                    )
+                if expected_size is None and written == 0:
+                    raise DownloadProblem("an empty body and no size in the listing")
+                os.fsync(fd)
+                if mtime is not None:
+                    os.utime(fd, ns=(int(mtime * 1e9), int(mtime * 1e9)))
+                final = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if move_aside_to is not None:
+                if expect is None or not _matches(directory, name, expect):
+                    raise LocalChanged(f"{relpath!r} changed since the scan")
+                aside_dir, _, aside_name = move_aside_to.rpartition("/")
+                if aside_dir != directory_name:
+                    raise UnsafeTarget("a conflict copy must stay in its file's directory")
+                _move_aside(directory, name, aside_name)
+                _place_new(directory, partial, name)
+            elif expect is None:
+                _place_new(directory, partial, name)
+            else:
+                if not _matches(directory, name, expect):
+                    raise LocalChanged(f"{relpath!r} changed since the scan")
+                os.rename(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
+            os.fsync(directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=directory)
+            raise
+    return Written(final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest())
+
+
+def _move_aside(directory: int, name: str, aside: str) -> None:
+    """Rename ``name`` to ``aside`` without overwriting anything at ``aside``."""
+    try:
+        os.link(name, aside, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+    except FileExistsError:
+        raise LocalChanged(f"{aside!r} exists") from None
+    os.unlink(name, dir_fd=directory)
+
+
+def hash_download(fetch: Fetch, *, expected_size: int | None, tick: Tick) -> str:
+    """The content hash of a remote file, streamed and thrown away (nothing is written)."""
+    sink = _HashingSink(None, expected_size, tick)
+    written = fetch(sink)
+    if expected_size is not None and written != expected_size:
+        raise DownloadProblem(f"got {written} bytes where the listing says {expected_size}")
+    return sink.hexdigest()
+
+
+def delete_local(root: Path, relpath: str, expect: LocalState) -> None:
+    """Delete ``relpath`` if it is still exactly the file the plan saw (else ``LocalChanged``)."""
+    try:
+        with _directory(root, relpath, create=False) as (directory, name):
+            if not _matches(directory, name, expect):
+                raise LocalChanged(f"{relpath!r} changed since the scan")
+            os.unlink(name, dir_fd=directory)
+    except FileNotFoundError:
+        return  # already gone: what was asked
+
+
+def remove_partials(root: Path, relpaths: list[str], partial_tag: str) -> int:
+    """Remove leftovers of this pair's interrupted downloads; returns how many went."""
+    removed = 0
+    for relpath in relpaths:
+        if not relpath.rpartition("/")[2].startswith(f"{PARTIAL_PREFIX}{partial_tag}-"):
+            continue  # another pair's, maybe in flight
+        with (
+            contextlib.suppress(OSError, UnsafeTarget),
+            _directory(root, relpath, create=False) as (directory, name),
+        ):
+            os.unlink(name, dir_fd=directory)
+            removed += 1
+    return removed
+
+
+def probe_traits(root: Path) -> FileSystemTraits:
+    """How this file system compares names: case- and normalisation-insensitive or not.
+
+    Creates one probe file in the root and looks it up under other spellings;
+    a root that cannot be written to answers "sensitive" (Linux's default).
+    """
+    name = f"{PARTIAL_PREFIX}probe-{secrets.token_hex(4)}-\u00e9a"
+    try:
+        fd = os.open(root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return FileSystemTraits()
+    os.close(fd)
+    try:
+        return FileSystemTraits(
+            case_insensitive=(root / name.upper()).exists(),
+            normalization_insensitive=(root / unicodedata.normalize("NFD", name)).exists(),
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            (root / name).unlink()

@@ -27,11 +27,12 @@ from typing import Any, Literal
 import structlog
 
 from cntr_sync.config import Settings
-from cntr_sync.engine import Engine, PassResult
+from cntr_sync.engine import Engine
 from cntr_sync.errors import CntrSyncError
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.rest import RateLimiter, RequestOutcome
+from cntr_sync.result import PassResult
 from cntr_sync.session import PairSession
 from cntr_sync.watch import ChangeTracker, Watcher
 

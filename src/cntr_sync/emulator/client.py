@@ -124,17 +124,26 @@ class EmulatorControl:
         *,
         bytes_null: bool = False,
         content_missing: bool = False,
+        announced_bytes: int | None = None,
     ) -> dict[str, Any]:
         payload = {
             "path": path,
             "content_b64": None if content is None else base64.b64encode(content).decode(),
             "bytes_null": bytes_null,
             "content_missing": content_missing,
+            "announced_bytes": announced_bytes,
         }
         return cast(
             dict[str, Any],
             self._call("POST", f"/containers/{_segment(container_id)}/assistant_files", payload),
         )
+
+    def rewrite_file(
+        self, container_id: str, file_id: str, content: bytes, *, bytes_null: bool = False
+    ) -> dict[str, Any]:
+        payload = {"content_b64": base64.b64encode(content).decode(), "bytes_null": bytes_null}
+        path = f"/containers/{_segment(container_id)}/files/{_segment(file_id)}/rewrite"
+        return cast(dict[str, Any], self._call("POST", path, payload))
 
     def add_openai_file(self, file_id: str, filename: str, content: bytes) -> None:
         payload = {

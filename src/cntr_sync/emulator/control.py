@@ -17,7 +17,10 @@ client is ``EmulatorControl`` in ``client``.
     POST /_emulator/containers        {name, minutes?} -> container
     POST /_emulator/containers/{id}/expire          -> {"ok": true}
     POST /_emulator/containers/{id}/assistant_files
-         {path, content_b64?: str|null, bytes_null?, content_missing?} -> container file
+         {path, content_b64?: str|null, bytes_null?, content_missing?, announced_bytes?}
+                                                    -> container file
+    POST /_emulator/containers/{id}/files/{file_id}/rewrite
+         {content_b64, bytes_null?}                 -> container file (same id, new bytes)
     POST /_emulator/openai_files      {file_id, filename, content_b64} -> {"ok": true}
 """
 
@@ -48,6 +51,12 @@ class AssistantFileBody(_Body):
     content_b64: str | None = ""
     bytes_null: bool = False
     content_missing: bool = False
+    announced_bytes: int | None = Field(default=None, ge=0)
+
+
+class RewriteBody(_Body):
+    content_b64: str
+    bytes_null: bool = False
 
 
 class OpenAIFileBody(_Body):
@@ -126,6 +135,15 @@ def _route(
             return json_response(200, OK)
         case ("containers", container_id, "assistant_files"), "POST":
             return json_response(200, _add_assistant_file(emulator, container_id, request))
+        case ("containers", container_id, "files", file_id, "rewrite"), "POST":
+            rewrite = RewriteBody.model_validate_json(_body(request))
+            content = base64.b64decode(rewrite.content_b64, validate=True)
+            return json_response(
+                200,
+                emulator.rewrite_file(
+                    container_id, file_id, content, bytes_null=rewrite.bytes_null
+                ),
+            )
         case ("openai_files",), "POST":
             registered = OpenAIFileBody.model_validate_json(_body(request))
             content = base64.b64decode(registered.content_b64, validate=True)
@@ -149,6 +167,7 @@ def _add_assistant_file(
         content,
         bytes_null=spec.bytes_null,
         content_missing=spec.content_missing,
+        announced_bytes=spec.announced_bytes,
     )
 
 

@@ -424,8 +424,10 @@ class Emulator:
         *,
         bytes_null: bool = False,
         content_missing: bool = False,
+        announced_bytes: int | None = None,
     ) -> dict[str, Any]:
-        """Add a file "the model wrote" (source ``assistant``); ``path`` is used verbatim."""
+        """Add a file "the model wrote" (source ``assistant``); ``path`` is used verbatim,
+        however hostile. ``announced_bytes`` makes the listing lie about its size."""
         blob = None if content_missing else self._write_blob(content or b"")
         try:
             with self._lock:
@@ -434,7 +436,7 @@ class Emulator:
                     record,
                     path=path,
                     source="assistant",
-                    size=len(content or b""),
+                    size=len(content or b"") if announced_bytes is None else announced_bytes,
                     blob=blob,
                     bytes_null=bytes_null,
                 )
@@ -444,6 +446,23 @@ class Emulator:
                 with suppress(FileNotFoundError):
                     blob.unlink()
             raise
+
+    def rewrite_file(
+        self, container_id: str, file_id: str, content: bytes, *, bytes_null: bool = False
+    ) -> dict[str, Any]:
+        """Give an existing file new content under the same id, as the model rewriting
+        it in place does (``bytes`` changes; ``created_at`` and ``path`` stay)."""
+        blob = self._write_blob(content)
+        with self._lock:
+            record = self._store.usable_container(container_id)
+            file = self._store.file(record, file_id)
+            old, file.blob = file.blob, blob
+            file.size, file.bytes_null = len(content), bytes_null
+            snapshot = file.to_json()
+        if old is not None:
+            with suppress(FileNotFoundError):
+                old.unlink()
+        return snapshot
 
     def add_openai_file(self, file_id: str, filename: str, content: bytes) -> None:
         """Register a Files-API file that JSON ``{"file_id": ...}`` creates can copy in."""

@@ -1,0 +1,484 @@
+"""Carrying out a plan: the actions of one pass, in a bounded pool, recorded one by one.
+
+Owns the order and the bookkeeping of execution. Local actions (downloads,
+compares, local deletes) run first and finish before any remote action
+starts, so an upload never replaces a remote version a conflict copy is still
+saving (and does not start at all when that copy failed). Then uploads and
+remote deletes run, with their follow-ups (an old id after a replace, a file
+that changed under its upload). Each outcome is recorded in the index on the
+calling thread as it arrives, by one handler per kind of outcome.
+
+Must not: decide what to do (the planners do; a ``Compare`` that finds
+different content asks ``pull.resolve_unrelated``), talk HTTP except through
+``ContainersClient``, touch files except through ``transfer``, or touch
+SQLite except through ``Index``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from cntr_sync.actions import (
+    Compare,
+    Delete,
+    DeleteLocal,
+    Download,
+    LocalAction,
+    Plan,
+    RemoteAction,
+    Upload,
+)
+from cntr_sync.api import ContainersClient
+from cntr_sync.errors import (
+    AuthenticationError,
+    CntrSyncError,
+    ContainerExpiredError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+)
+from cntr_sync.index import Index
+from cntr_sync.models import (
+    IndexEntry,
+    Pair,
+    PendingDelete,
+    PullFailure,
+    RemoteFile,
+    UploadIntent,
+)
+from cntr_sync.plan import remote_names, to_remote_file, upload_name
+from cntr_sync.pull import PullPolicy, resolve_unrelated
+from cntr_sync.remote_paths import printable
+from cntr_sync.rest import ByteSink
+from cntr_sync.result import ActionFailure, PassResult
+from cntr_sync.transfer import (
+    ChangedSinceScan,
+    DownloadProblem,
+    Expected,
+    LocalChanged,
+    Tick,
+    UnsafeTarget,
+    Written,
+    delete_local,
+    hash_download,
+    open_as_scanned,
+    rehash_if_still,
+    write_download,
+)
+
+# How often one file may change under its upload before this pass leaves it to the next.
+MAX_CHANGED_RETRIES = 3
+# A download that failed (no content, wrong size) waits this long, doubling per
+# attempt, up to an hour: retried on later passes, never in a tight loop.
+PULL_RETRY_BASE_S = 60.0
+PULL_RETRY_MAX_S = 3600.0
+# Errors that end the whole pass: nothing else can succeed after them.
+FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
+
+Action = LocalAction | RemoteAction
+
+
+class Progress(Protocol):
+    """Where a pass reports transfers as they happen (a progress bar, or nothing)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, files: int, transferred_bytes: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Uploaded:
+    action: Upload
+    remote: RemoteFile
+    stat: os.stat_result
+    changed_meanwhile: bool
+
+
+@dataclass(frozen=True)
+class _Compared:
+    action: Compare
+    remote_hash: str
+
+
+class Applier:
+    """Runs one plan for one pass; construct it per pass."""
+
+    def __init__(
+        self,
+        client: ContainersClient,
+        index: Index,
+        pair: Pair,
+        container_id: str,
+        result: PassResult,
+        *,
+        concurrency: int,
+        clock: Callable[[], float],
+        progress: Progress,
+        tick: Tick,
+        cancel: threading.Event,
+        pull_policy: PullPolicy | None,
+        partial_tag: str,
+        taken: set[str],
+    ) -> None:
+        self.client = client
+        self.index = index
+        self.pair = pair
+        self.container_id = container_id
+        self.result = result
+        self.concurrency = concurrency
+        self._clock = clock
+        self._progress = progress
+        self._tick = tick
+        self._cancel = cancel
+        self._pull_policy = pull_policy
+        self._partial_tag = partial_tag
+        # Keys of names in use, for conflict copies decided at run time.
+        self._taken = taken
+        self._retries: dict[str, int] = {}
+        # Relpaths not to upload this pass: a conflict copy of theirs failed.
+        self._blocked: set[str] = set()
+        self._remote_queue: list[RemoteAction] = []
+
+    @property
+    def _root(self) -> Path:
+        return self.pair.local
+
+    def run(self, plan: Plan) -> None:
+        self._progress.start(plan.transfers, plan.upload_bytes + plan.download_bytes)
+        self._remote_queue = [*plan.uploads, *plan.deletes]
+        self._run_phase(list(plan.local_actions))
+        if self.result.cancelled:
+            return
+        remote = [
+            action
+            for action in self._remote_queue
+            if not (isinstance(action, Upload) and action.relpath in self._blocked)
+        ]
+        self._run_phase(remote)
+
+    def _run_phase(self, actions: Sequence[Action]) -> None:
+        queue = list(reversed(actions))
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
+            running: dict[Future[object], Action] = {}
+            try:
+                while queue or running:
+                    while queue and len(running) < self.concurrency and not self._cancel.is_set():
+                        action = queue.pop()
+                        running[self._submit(pool, action)] = action
+                    if not running:
+                        self.result.cancelled = True
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        action = running.pop(future)
+                        self._tick()
+                        queue.extend(reversed(list(self._finish(action, future))))
+            except FATAL:
+                for future in running:
+                    future.cancel()
+                raise
+
+    # -- submitting (this thread) and working (pool threads) --------------------------------
+
+    def _submit(self, pool: ThreadPoolExecutor, action: Action) -> Future[object]:
+        if isinstance(action, Upload):
+            # Written before the request: if the answer is lost, the next
+            # listing can tell this upload from a stranger's.
+            self.index.add_intent(
+                UploadIntent(
+                    relpath=action.relpath,
+                    filename=upload_name(action.relpath),
+                    size=action.size,
+                    hash=action.hash,
+                    started_at=self._clock(),
+                )
+            )
+            return pool.submit(self._upload, action)
+        if isinstance(action, Delete):
+            return pool.submit(self.client.delete_file, self.container_id, action.remote_id)
+        if isinstance(action, Download):
+            return pool.submit(self._download, action)
+        if isinstance(action, Compare):
+            return pool.submit(self._compare, action)
+        return pool.submit(delete_local, self._root, action.relpath, action.expect)
+
+    def _upload(self, action: Upload) -> _Uploaded:
+        """Upload the very file the scan saw, from one open descriptor."""
+        handle, before = open_as_scanned(
+            self._root / action.relpath,
+            Expected(action.size, action.mtime_ns, action.inode),
+            follow_symlinks=self.pair.follow_symlinks,
+            tick=self._tick,
+        )
+        with handle:
+            created = self.client.create_file(
+                self.container_id, handle, filename=upload_name(action.relpath)
+            )
+            after = os.fstat(handle.fileno())
+        remote = to_remote_file(
+            created.id, created.path, created.bytes, created.source, created.created_at
+        )
+        changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+        return _Uploaded(action, remote, after, changed_meanwhile=changed)
+
+    def _fetch(self, remote_id: str) -> Callable[[ByteSink], int]:
+        def fetch(sink: ByteSink) -> int:
+            return self.client.download_file(self.container_id, remote_id, sink)
+
+        return fetch
+
+    def _download(self, action: Download) -> Written:
+        remote = action.remote
+        return write_download(
+            self._root,
+            action.relpath,
+            self._fetch(remote.id),
+            expected_size=remote.size,
+            expect=action.expect,
+            move_aside_to=action.move_aside_to,
+            mtime=float(remote.created_at) if remote.created_at is not None else None,
+            partial_tag=self._partial_tag,
+            tick=self._tick,
+        )
+
+    def _compare(self, action: Compare) -> _Compared:
+        digest = hash_download(
+            self._fetch(action.remote.id), expected_size=action.remote.size, tick=self._tick
+        )
+        return _Compared(action, digest)
+
+    # -- outcomes: one handler each, all on the calling thread --------------------------
+
+    def _finish(self, action: Action, future: Future[object]) -> Iterator[Action]:
+        """Record one finished action; yield follow-up actions."""
+        try:
+            outcome = future.result()
+        except FATAL:
+            raise
+        except OutcomeUnknownError as exc:
+            self._on_outcome_unknown(exc)
+        except ChangedSinceScan:
+            assert isinstance(action, Upload)
+            yield from self._on_changed_before_upload(action)
+        except (LocalChanged, UnsafeTarget, DownloadProblem) as exc:
+            self._on_local_problem(action, exc)
+        except (CntrSyncError, OSError) as exc:
+            self._on_failed(action, exc)
+        else:
+            if isinstance(outcome, _Uploaded):
+                if outcome.changed_meanwhile:
+                    yield from self._on_changed_during_upload(outcome)
+                else:
+                    yield from self._on_uploaded(outcome)
+            elif isinstance(outcome, Written):
+                assert isinstance(action, Download)
+                self._on_downloaded(action, outcome)
+            elif isinstance(outcome, _Compared):
+                yield from self._on_compared(outcome)
+            elif isinstance(action, DeleteLocal):
+                self._on_deleted_locally(action)
+            else:
+                assert isinstance(action, Delete)
+                self._on_deleted(action)
+
+    def _on_outcome_unknown(self, exc: OutcomeUnknownError) -> None:
+        # The intent stays: the next pass's listing adopts or removes the file.
+        self.result.failures.append(ActionFailure("upload", exc.filename, exc.message))
+
+    def _on_changed_before_upload(self, action: Upload) -> Iterator[Upload]:
+        # Nothing was sent: hash the file again (or leave it to the next pass).
+        self.index.clear_intent(action.relpath)
+        yield from self._retry_changed(action)
+
+    def _on_local_problem(self, action: Action, exc: Exception) -> None:
+        relpath = getattr(action, "relpath", "")
+        if isinstance(action, Download) and action.copy_of is not None:
+            self._blocked.add(action.copy_of)
+        if isinstance(exc, LocalChanged):
+            # Changed here meanwhile: the next pass sees both sides and decides.
+            self.result.deferred.append(relpath)
+        elif isinstance(exc, UnsafeTarget):
+            self.result.warnings.append(f"{printable(relpath)}: not written: {exc}")
+        else:
+            assert isinstance(action, Download | Compare)
+            self._pull_failed(action.remote, relpath, str(exc))
+
+    def _on_failed(self, action: Action, exc: Exception) -> None:
+        message = exc.message if isinstance(exc, CntrSyncError) else _os_message(exc)
+        if isinstance(action, Download | Compare):
+            if isinstance(action, Download) and action.copy_of is not None:
+                self._blocked.add(action.copy_of)
+            if isinstance(exc, NotFoundError):
+                self._pull_failed(action.remote, action.relpath, "the content answered 404")
+                return
+            self.result.failures.append(ActionFailure("download", action.relpath, message))
+        elif isinstance(action, DeleteLocal):
+            self.result.failures.append(ActionFailure("delete local", action.relpath, message))
+        elif isinstance(action, Upload):
+            self.result.failures.append(ActionFailure("upload", action.relpath, message))
+        else:
+            target = action.relpath or action.path
+            self.result.failures.append(ActionFailure("delete", target or "", message))
+
+    def _pull_failed(self, remote: RemoteFile, relpath: str, reason: str) -> None:
+        """A download the server cannot serve right now: retried on later passes, backing off."""
+        previous = self.index.pull_failures().get(remote.id)
+        attempts = previous.attempts + 1 if previous is not None else 1
+        delay = min(PULL_RETRY_MAX_S, PULL_RETRY_BASE_S * 2 ** (attempts - 1))
+        self.index.record_pull_failure(
+            PullFailure(remote.id, relpath, attempts, self._clock() + delay, reason)
+        )
+        self.result.failures.append(
+            ActionFailure(
+                "download",
+                relpath,
+                f"{reason} (file {remote.id}); retried in {delay:.0f} s",
+            )
+        )
+
+    def _on_deleted(self, action: Delete) -> None:
+        self.index.record_delete(action.remote_id)
+        # The old id of a replaced file is part of its replace, not a deletion.
+        if action.reason not in ("replaced", "conflict"):
+            self.result.deleted += 1
+            self._progress.advance(1, 0)
+
+    def _on_deleted_locally(self, action: DeleteLocal) -> None:
+        self.index.forget(action.relpath)
+        self.result.local_deleted += 1
+        self._progress.advance(1, 0)
+
+    def _on_downloaded(self, action: Download, written: Written) -> None:
+        remote = action.remote
+        if action.record:
+            self.index.record_download(
+                IndexEntry(
+                    relpath=action.relpath,
+                    remote_id=remote.id,
+                    remote_path=remote.path,
+                    size=written.size,
+                    mtime_ns=written.mtime_ns,
+                    hash=written.hash,
+                    synced_at=self._clock(),
+                    origin="pull",
+                    remote_size=remote.size,
+                    remote_created_at=remote.created_at,
+                )
+            )
+        else:
+            self.index.clear_pull_failure(remote.id)
+        if action.repoint is not None:
+            self.index.adopt(action.repoint)
+        self.index.hashes.store(
+            action.relpath, written.inode, written.size, written.mtime_ns, written.hash
+        )
+        self.result.downloaded += 1
+        self.result.bytes_downloaded += written.size
+        self._progress.advance(1, written.size)
+
+    def _on_compared(self, compared: _Compared) -> Iterator[Action]:
+        action = compared.action
+        remote, local = action.remote, action.local
+        if compared.remote_hash == local.hash:
+            # The same content on both sides: the local file mirrors the remote one.
+            self.index.record_download(
+                IndexEntry(
+                    relpath=action.relpath,
+                    remote_id=remote.id,
+                    remote_path=remote.path,
+                    size=local.size,
+                    mtime_ns=local.mtime_ns,
+                    hash=local.hash,
+                    synced_at=self._clock(),
+                    origin="pull",
+                    remote_size=remote.size,
+                    remote_created_at=remote.created_at,
+                )
+            )
+            self.result.adopted += 1
+            return
+        assert self._pull_policy is not None
+        self.result.conflicts += 1
+        resolution = resolve_unrelated(
+            remote, action.relpath, local, self._pull_policy, self._taken
+        )
+        for entry in resolution.repoints:
+            self.index.adopt(entry)
+        yield from resolution.downloads
+        self._remote_queue.extend(resolution.uploads)
+        self._remote_queue.extend(resolution.deletes)
+
+    def _on_changed_during_upload(self, done: _Uploaded) -> Iterator[Action]:
+        # What arrived may be a mix of old and new bytes: drop it, upload again.
+        action = done.action
+        self._learn_whether_names_are_kept(action, done.remote)
+        self.index.add_pending_delete(PendingDelete(done.remote.id, action.relpath))
+        self.index.clear_intent(action.relpath)
+        yield Delete(done.remote.id, done.remote.path, "stale-upload", action.relpath)
+        yield from self._retry_changed(action)
+
+    def _on_uploaded(self, done: _Uploaded) -> Iterator[Delete]:
+        action = done.action
+        self._learn_whether_names_are_kept(action, done.remote)
+        entry = IndexEntry(
+            relpath=action.relpath,
+            remote_id=done.remote.id,
+            remote_path=done.remote.path,
+            size=done.stat.st_size,
+            mtime_ns=done.stat.st_mtime_ns,
+            hash=action.hash,
+            synced_at=self._clock(),
+            origin="push",
+            remote_size=done.remote.size,
+            remote_created_at=done.remote.created_at,
+        )
+        old = PendingDelete(action.replaces, action.relpath) if action.replaces else None
+        self.index.record_upload(entry, pending_delete=old)
+        self.result.bytes_uploaded += action.size
+        if action.replaces:
+            self.result.replaced += 1
+            yield Delete(action.replaces, "", "replaced", action.relpath)
+        else:
+            self.result.uploaded += 1
+        self._progress.advance(1, action.size)
+
+    def _retry_changed(self, action: Upload) -> Iterator[Upload]:
+        """The file changed under its upload: hash it again and retry, if it holds still."""
+        count = self._retries.get(action.relpath, 0) + 1
+        self._retries[action.relpath] = count
+        rehashed = None
+        if count <= MAX_CHANGED_RETRIES:
+            rehashed = rehash_if_still(
+                self._root / action.relpath, self._root, follow_symlinks=self.pair.follow_symlinks
+            )
+        if rehashed is None:
+            self.result.deferred.append(action.relpath)
+            return
+        yield replace(
+            action,
+            size=rehashed.size,
+            mtime_ns=rehashed.mtime_ns,
+            hash=rehashed.hash,
+            inode=rehashed.inode,
+        )
+
+    def _learn_whether_names_are_kept(self, action: Upload, remote: RemoteFile) -> None:
+        """Whether the server keeps upload names; one that did not is enough to stop
+        trusting names for good (a server keeping only some, say the last path
+        segment, must not have its names matched)."""
+        kept = upload_name(action.relpath) in remote_names(remote.path)
+        known = self.index.server_keeps_names
+        if known is None or (known and not kept):
+            self.index.set_server_keeps_names(kept)
+
+
+def _os_message(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}".strip(": ")
+    return str(exc)

@@ -1,0 +1,171 @@
+"""PURE: where a remote file lands under the local root, and which remote paths are refused.
+
+A remote ``path`` is hostile input: the model (or anyone with the key) chooses
+it, and a gateway may mangle it. ``local_relpath`` turns it into a relpath that
+is relative, has no ``.``/``..``/empty segments, no NUL or control characters,
+no segment longer than the file system allows and nothing of ours
+(``.cntrsync``), or refuses it with a one-line reason. It cannot see symlinks;
+the writer (``transfer``) refuses to write through any.
+
+Also here: the names of conflict copies (never uploaded back), suffixed names
+for collisions, and the key two names share on a case- or
+normalisation-insensitive file system.
+
+Must not: import anything that does I/O, or read the clock.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+STATE_DIR_NAME = ".cntrsync"
+PARTIAL_PREFIX = ".cntrsync-partial-"
+MAX_RELPATH_BYTES = 1024
+NAME_MAX_BYTES = 255
+
+_HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+CONFLICT_MARK = re.compile(r" \((?:container|local) conflict \d{4}-\d{2}-\d{2} \d{6}(?: \d+)?\)")
+
+
+@dataclass(frozen=True)
+class PathRules:
+    """How remote paths map to local relpaths (from the pair's settings)."""
+
+    prefixes: tuple[str, ...] = ("/mnt/data/",)
+    outside: Literal["subdir", "skip"] = "subdir"
+    outside_subdir: str = "_container"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A remote path that is not written locally. ``quiet``: by choice, not a problem."""
+
+    reason: str
+    quiet: bool = False
+
+
+def local_relpath(path: str, source: str, rules: PathRules) -> str | Refused:
+    """The relpath a remote file at ``path`` lands at, or why it does not."""
+    if _CONTROL.search(path):
+        return Refused("the remote path contains a NUL or control character")
+    prefixes = tuple(p if p.endswith("/") else p + "/" for p in rules.prefixes)
+    prefix = max((p for p in prefixes if path.startswith(p)), key=len, default=None)
+    if prefix is None:
+        if rules.outside == "skip":
+            return Refused("outside the remote prefixes", quiet=True)
+        rest = f"{rules.outside_subdir.strip('/')}/{path.lstrip('/')}"
+    else:
+        rest = path[len(prefix) :]
+        if any(p in "/" + rest for p in prefixes):
+            return Refused("several paths run together in one remote path")
+        if source == "user":
+            # Uploads come back as <32 hex>-<name>; files the model writes do not.
+            rest = _HASH_PREFIX.sub("", rest, count=1)
+    problem = relpath_problem(rest)
+    return Refused(problem) if problem else rest
+
+
+def relpath_problem(relpath: str) -> str | None:
+    """Why ``relpath`` may not be written under the root, or None when it may."""
+    if not relpath:
+        return "the remote path names no file"
+    if relpath.startswith("/"):
+        return "the remote path is absolute"
+    try:
+        encoded = relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the remote path is not valid UTF-8"
+    if len(encoded) > MAX_RELPATH_BYTES:
+        return f"the remote path is longer than {MAX_RELPATH_BYTES} bytes"
+    if _CONTROL.search(relpath):
+        return "the remote path contains a NUL or control character"
+    segments = relpath.split("/")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            return f"the remote path has a {segment or 'empty'!r} segment"
+        if len(segment.encode("utf-8")) > NAME_MAX_BYTES:
+            return f"a name in the remote path is longer than {NAME_MAX_BYTES} bytes"
+        if segment == STATE_DIR_NAME or segment.startswith(PARTIAL_PREFIX):
+            return "the remote path names cntr-sync's own files"
+    return None
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes and control characters escaped, for messages."""
+    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return decoded.translate(_CONTROL_ESCAPES)
+
+
+def strip_hash_prefix(name: str) -> str:
+    return _HASH_PREFIX.sub("", name, count=1)
+
+
+# -- names that must not overwrite each other ------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSystemTraits:
+    """How the local file system compares names (probed by ``transfer``)."""
+
+    case_insensitive: bool = False
+    normalization_insensitive: bool = False
+
+    def key(self, relpath: str) -> str:
+        """Two relpaths with the same key are one file on this file system."""
+        if self.normalization_insensitive or self.case_insensitive:
+            relpath = unicodedata.normalize("NFC", relpath)
+        if self.case_insensitive:
+            relpath = relpath.casefold()
+        return relpath
+
+
+def split_name(relpath: str) -> tuple[str, str, str]:
+    """(directory with trailing slash or "", stem, extension with its dot or "")."""
+    directory, _, name = relpath.rpartition("/")
+    directory = f"{directory}/" if directory else ""
+    dot = name.rfind(".")
+    if dot <= 0:  # no extension, or a dotfile such as ".bashrc"
+        return directory, name, ""
+    return directory, name[:dot], name[dot:]
+
+
+def suffixed(relpath: str, taken: Collection[str], traits: FileSystemTraits) -> str:
+    """``relpath`` with " (2)", " (3)", ... before the extension: the first free one."""
+    directory, stem, extension = split_name(relpath)
+    number = 2
+    while True:
+        candidate = f"{directory}{stem} ({number}){extension}"
+        if traits.key(candidate) not in taken:
+            return candidate
+        number += 1
+
+
+def conflict_copy_name(
+    relpath: str,
+    side: Literal["container", "local"],
+    now: float,
+    taken: Collection[str],
+    traits: FileSystemTraits,
+) -> str:
+    """``NAME (container conflict YYYY-MM-DD HHMMSS).EXT`` (UTC), free on this file system."""
+    directory, stem, extension = split_name(relpath)
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.gmtime(now))
+    base = f"{directory}{stem} ({side} conflict {stamp}"
+    candidate = f"{base}){extension}"
+    number = 2
+    while traits.key(candidate) in taken:
+        candidate = f"{base} {number}){extension}"
+        number += 1
+    return candidate
+
+
+def is_conflict_copy(relpath: str) -> bool:
+    """Whether the file name is one cntr-sync gives conflict copies (never uploaded)."""
+    return bool(CONFLICT_MARK.search(relpath.rpartition("/")[2]))
