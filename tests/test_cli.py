@@ -645,3 +645,55 @@ def test_secret_never_printed_nor_stored(tmp_path: Path) -> None:
         with hold_lock(cli, root):
             for path, content in _state_bytes(cli.state_dir):
                 assert SECRET.encode() not in content, path
+
+
+# -- pull and both ------------------------------------------------------------------------------
+
+
+def test_pull_from_the_command_line_with_hostile_names(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "pulled"
+    empty.mkdir()
+    first = cli.sync_json(empty, "--direction", "pull")
+    container_id = first["container_id"]
+    emulator = cli.server.emulator
+    emulator.add_assistant_file(container_id, "/mnt/data/results/summary.md", b"# done\n")
+    hostile = ["/mnt/data/../../etc/cron.d/x", "/mnt/data/a\x00b", "/mnt/data/" + "n" * 300]
+    for path in hostile:
+        emulator.add_assistant_file(container_id, path, b"payload")
+
+    planned = cli.sync(empty, "--direction", "pull", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "download results/summary.md (7 B, new)" in planned.stdout
+    assert not (empty / "results").exists()
+
+    status = cli.run(
+        "status",
+        empty,
+        "--container",
+        NAME,
+        "--state-dir",
+        cli.state_dir,
+        "--direction",
+        "pull",
+        "--json",
+    )
+    assert json.loads(status.stdout)["would"]["download"] == 1
+
+    proc = cli.sync(empty, "--direction", "pull", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert (data["downloaded"], data["uploaded"], data["bytes_downloaded"]) == (1, 0, 7)
+    assert len(data["warnings"]) == len(hostile)
+    assert (empty / "results" / "summary.md").read_bytes() == b"# done\n"
+    assert "Traceback" not in proc.stderr
+    text = cli.sync(empty, "--direction", "pull")
+    warnings = [line for line in text.stderr.splitlines() if "not pulled" in line]
+    assert len(warnings) == len(hostile), text.stderr
+    assert all(line.startswith("cntr-sync: warning: ") for line in warnings)
+    assert not (tmp_path / "etc").exists()
+
+
+def test_a_bad_direction_is_a_usage_error(cli: Cli, root: Path) -> None:
+    proc = cli.sync(root, "--direction", "sideways")
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "flag --direction", "'push', 'pull' or 'both'")

@@ -252,3 +252,56 @@ def test_ambiguous_uploads_are_adopted_not_repeated(rig: Rig) -> None:
     assert rerun["uploaded"] == 0, rerun
     assert rig.count("create_file") == FILE_COUNT
     rig.assert_mirror_and_quiet(first["container_id"])
+
+
+def test_killed_mid_download_leaves_no_partial_file_under_the_real_name(
+    tmp_path: Path, rig: Rig
+) -> None:
+    pull_root = tmp_path / "pulled"
+    pull_root.mkdir()
+    args = [
+        str(CLI),
+        "sync",
+        str(pull_root),
+        "--container",
+        "crash",
+        "--state-dir",
+        str(rig.state_dir),
+        "--direction",
+        "pull",
+        "--json",
+    ]
+    made = subprocess.run(
+        args, env=rig.env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert made.returncode == 0, made.stderr
+    container_id = json.loads(made.stdout)["container_id"]
+    big = random.Random(5).randbytes(6 * 1024 * 1024)
+    rig.server.emulator.add_assistant_file(container_id, "/mnt/data/out/big.bin", big)
+    # 3 s for the whole body: the kill lands while it streams.
+    rig.server.emulator.set_faults(FaultConfig(download_bytes_per_s=2 * 1024 * 1024))
+    with (rig.logs / "killed-download.err").open("wb") as stderr:
+        proc = subprocess.Popen(args, env=rig.env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + KILL_DEADLINE_S
+            partial: list[Path] = []
+            while not partial or partial[0].stat().st_size < 512 * 1024:
+                partial = list((pull_root / "out").glob(".cntrsync-partial-*"))
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the download ended (or never began) before the kill")
+                time.sleep(POLL_S)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+    assert not (pull_root / "out" / "big.bin").exists()
+    rig.server.emulator.set_faults(FaultConfig())
+
+    rerun = subprocess.run(
+        args, env=rig.env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["downloaded"] == 1
+    assert (pull_root / "out" / "big.bin").read_bytes() == big
+    assert list(pull_root.rglob(".cntrsync-partial-*")) == []

@@ -762,6 +762,42 @@ def test_a_pair_without_progress_makes_the_daemon_not_live(
         assert httpx.get(daemon.http.url + "/livez", timeout=5.0).status_code == 200
 
 
+# -- 4c. two-way: what the model writes comes home -------------------------------------------
+
+
+def test_both_brings_a_model_written_file_home_within_the_poll_interval(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "work", {"input.csv": "a,b\n1,2\n"})
+    poll = 1.0
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair("work", root, direction="both", remote_poll_interval=poll)],
+    )
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    container_id = daemon.container_id("work")
+    daemon.wait_for(
+        lambda: remote_bytes(client, container_id, "input.csv") == b"a,b\n1,2\n",
+        "input.csv pushed",
+    )
+    written_at = time.monotonic()
+    server.emulator.add_assistant_file(container_id, "/mnt/data/charts/plot.png", b"\x89PNG...")
+    target = root / "charts" / "plot.png"
+    daemon.wait_for(target.exists, "plot.png on disk", timeout=poll + 2.0)
+    assert time.monotonic() - written_at <= poll + 2.0
+    assert target.read_bytes() == b"\x89PNG..."
+    downloads = metric_total(
+        daemon.metrics(), "cntr_sync_files_transferred_total", pair="work", action="download"
+    )
+    assert downloads == 1
+    # The pulled file is not pushed back: the container holds the model's copy only.
+    uploads = server.emulator.counts()["create_file"]
+    daemon.wait_idle("work")
+    assert remote_name_counts(client, container_id)["charts/plot.png"] == 1
+    assert server.emulator.counts()["create_file"] == uploads
+
+
 # -- 5. one broken pair does not stop the others --------------------------------------------------
 
 

@@ -94,6 +94,29 @@ def test_record_pass_counts_durations_and_transfers() -> None:
     assert max(PASS_DURATION_BUCKETS) == 600.0
 
 
+def test_downloads_local_deletes_and_conflicts_are_counted() -> None:
+    metrics = Metrics()
+    metrics.record_pass(
+        "docs",
+        "success",
+        0.1,
+        downloaded_files=4,
+        deleted_local_files=1,
+        downloaded_bytes=900,
+        conflicts=2,
+    )
+    samples = scrape(metrics)
+    files = "cntr_sync_files_transferred_total"
+    assert value(samples, files, pair="docs", action="download") == 4
+    assert value(samples, files, pair="docs", action="delete_local") == 1
+    assert value(samples, files, pair="docs", action="upload") == 0
+    assert (
+        value(samples, "cntr_sync_bytes_transferred_total", pair="docs", direction="download")
+        == 900
+    )
+    assert value(samples, "cntr_sync_conflicts_total", pair="docs") == 2
+
+
 def test_first_use_of_a_pair_starts_counters_at_zero() -> None:
     metrics = Metrics()
     metrics.set_pending("fresh", 4)

@@ -175,6 +175,9 @@ def test_handler_marks_source_and_destination_and_skips_reads() -> None:
     handler.dispatch(DirMovedEvent("/r/dir", "/r/dir2"))
     handler.dispatch(FileOpenedEvent("/r/read-only"))
     handler.dispatch(FileClosedNoWriteEvent("/r/read-only"))
+    # Our own partial downloads are not changes of the tree.
+    handler.dispatch(FileCreatedEvent("/r/sub/.cntrsync-partial-abc-123"))
+    handler.dispatch(FileModifiedEvent("/r/sub/.cntrsync-partial-abc-123"))
     assert tracker.take() == (
         frozenset({"/r/new", "/r/bytes", "/r/old", "/r/moved", "/r/dir", "/r/dir2"}),
         False,

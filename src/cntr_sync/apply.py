@@ -410,6 +410,8 @@ class Applier:
         )
         for entry in resolution.repoints:
             self.index.adopt(entry)
+        for download in resolution.downloads:
+            self._taken.add(self._pull_policy.traits.key(download.relpath))
         yield from resolution.downloads
         self._remote_queue.extend(resolution.uploads)
         self._remote_queue.extend(resolution.deletes)

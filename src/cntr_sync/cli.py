@@ -83,6 +83,25 @@ StateDirOpt = Annotated[
     Path | None, typer.Option("--state-dir", help="Where the index lives.", file_okay=False)
 ]
 ContainerOpt = Annotated[str | None, typer.Option("--container", help="Container name or id.")]
+DirectionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--direction",
+        help="push (the default), pull (bring home what the model writes) or both.",
+    ),
+]
+ConflictOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--conflict", help="pull/both, changed on both sides: keep-both, local-wins, remote-wins."
+    ),
+]
+RemoteDeleteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--remote-delete", help="pull/both, deleted in the container: restore or propagate."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Debug logs and tracebacks.")]
@@ -202,14 +221,23 @@ def summary(result: PassResult, exit_code: int) -> dict[str, Any]:
         "replaced": result.replaced,
         "deleted": result.deleted,
         "adopted": result.adopted,
+        "downloaded": result.downloaded,
+        "local_deleted": result.local_deleted,
+        "conflicts": result.conflicts,
         "bytes_uploaded": result.bytes_uploaded,
+        "bytes_downloaded": result.bytes_downloaded,
         "unknown_kept": result.unknown_kept,
         "planned": {
             "upload": sum(1 for u in planned.uploads if u.replaces is None) if planned else 0,
             "replace": sum(1 for u in planned.uploads if u.replaces) if planned else 0,
             "delete": len(planned.deletes) if planned else 0,
             "adopt": len(planned.adopts) if planned else 0,
+            "download": len(planned.downloads) if planned else 0,
+            "compare": len(planned.compares) if planned else 0,
+            "delete_local": len(planned.local_deletes) if planned else 0,
+            "conflict": planned.conflicts if planned else 0,
             "bytes": planned.upload_bytes if planned else 0,
+            "bytes_download": planned.download_bytes if planned else 0,
         },
         "requests": result.requests,
         "requests_by_operation": result.requests_by_operation,
@@ -241,8 +269,23 @@ def _print_plan(result: PassResult) -> None:
         )
     for adopt in planned.adopts:
         out_console.print(f"adopt   {adopt.entry.relpath} ({adopt.reason})", markup=False)
+    for download in planned.downloads:
+        size = "size unknown" if download.remote.size is None else _human(download.remote.size)
+        aside = (
+            f", local version kept as {download.move_aside_to}" if download.move_aside_to else ""
+        )
+        out_console.print(
+            f"download {download.relpath} ({size}, {download.reason}{aside})", markup=False
+        )
+    for compare in planned.compares:
+        out_console.print(
+            f"compare {compare.relpath} (a remote file of the same name; same content is adopted)",
+            markup=False,
+        )
+    for removal in planned.local_deletes:
+        out_console.print(f"delete local {removal.relpath} (deleted remotely)", markup=False)
     if not planned.transfers and not planned.adopts:
-        out_console.print("nothing to do: the container mirrors the directory", markup=False)
+        out_console.print("nothing to do: both sides are in sync", markup=False)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -257,6 +300,9 @@ def sync(
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
+    direction: DirectionOpt = None,
+    conflict: ConflictOpt = None,
+    remote_delete: RemoteDeleteOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
@@ -286,6 +332,9 @@ def sync(
         settings = _load_settings(
             config,
             state_dir=state_dir,
+            direction=direction,
+            conflict=conflict,
+            remote_delete=remote_delete,
             delete=delete,
             max_delete=max_delete,
             concurrency=concurrency,
@@ -315,6 +364,8 @@ def _report(result: PassResult, code: int, *, json_output: bool) -> None:
         return
     if result.dry_run:
         _print_plan(result)
+        for warning in result.warnings:
+            err_console.print(f"cntr-sync: warning: {warning}", markup=False)
         return
     for failure in result.failures:
         err_console.print(
@@ -344,15 +395,19 @@ def _human_summary(result: PassResult) -> str:
             ("replaced", result.replaced),
             ("deleted", result.deleted),
             ("adopted", result.adopted),
+            ("downloaded", result.downloaded),
+            ("deleted locally", result.local_deleted),
+            ("conflicts", result.conflicts),
             ("failed", len(result.failures)),
         )
         if count
     ]
     state = "in sync" if result.in_sync else "NOT in sync"
     created = " (new container)" if result.container_created else ""
+    received = f", {_human(result.bytes_downloaded)} received" if result.bytes_downloaded else ""
     return (
         f"{state}: {result.local_files} files -> {result.container_id}{created}; "
-        f"{', '.join(done) or 'nothing to do'}; {_human(result.bytes_uploaded)} sent "
+        f"{', '.join(done) or 'nothing to do'}; {_human(result.bytes_uploaded)} sent{received} "
         f"in {result.requests} requests, {result.seconds:.1f} s"
     )
 
@@ -428,13 +483,14 @@ def status(
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
+    direction: DirectionOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """What the index knows, and what a sync would do (nothing is uploaded)."""
+    """What the index knows, and what a sync would do (nothing is transferred)."""
     logs.configure(verbose=2 if debug else 0)
     with _reporting(debug=debug, json_output=json_output):
-        settings = _load_settings(config, state_dir=state_dir)
+        settings = _load_settings(config, state_dir=state_dir, direction=direction)
         pair = settings.one_shot_pair(directory, container)
         # Reads only, so it works beside a running sync or daemon (no lock).
         with PairSession(settings, pair, lock=False) as session:
@@ -458,8 +514,9 @@ def status(
             out_console.print(f"{key}: {value}", markup=False)
         out_console.print(
             "a sync would: "
-            + ", ".join(f"{n} {what}" for what, n in would.items() if what != "bytes")
-            + f" ({_human(would['bytes'])} to upload)",
+            + ", ".join(f"{n} {what}" for what, n in would.items() if not what.startswith("bytes"))
+            + f" ({_human(would['bytes'])} to upload, "
+            + f"{_human(would['bytes_download'])} to download)",
             markup=False,
         )
 

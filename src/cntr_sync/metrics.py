@@ -15,8 +15,9 @@ Series (all per ``pair`` unless noted):
     cntr_sync_api_requests_total{operation,status}         status "error" = no answer
     cntr_sync_passes_total{pair,result}                    success|noop|partial|error
     cntr_sync_pass_duration_seconds{pair}                  histogram, 10 ms .. 10 min
-    cntr_sync_files_transferred_total{pair,action}         upload|delete
-    cntr_sync_bytes_transferred_total{pair,direction}      upload
+    cntr_sync_files_transferred_total{pair,action}         upload|delete|download|delete_local
+    cntr_sync_bytes_transferred_total{pair,direction}      upload|download
+    cntr_sync_conflicts_total{pair}                        files changed on both sides
     cntr_sync_pending_changes{pair}                        gauge
     cntr_sync_last_success_timestamp_seconds{pair}         gauge, unix time
     cntr_sync_container_recreations_total{pair}            counter
@@ -45,8 +46,8 @@ PASS_DURATION_BUCKETS = (
     *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
 )
 
-_FILE_ACTIONS = ("upload", "delete")
-_DIRECTIONS = ("upload",)
+_FILE_ACTIONS = ("upload", "delete", "download", "delete_local")
+_DIRECTIONS = ("upload", "download")
 
 _Child = tuple[MetricWrapperBase, tuple[str, ...]]
 _M = TypeVar("_M", bound=MetricWrapperBase)
@@ -113,6 +114,12 @@ class Metrics:
             ["pair"],
             registry=registry,
         )
+        self._conflicts = Counter(
+            "cntr_sync_conflicts",
+            "Files changed on both sides since they last agreed (pull and both).",
+            ["pair"],
+            registry=registry,
+        )
         self._recreations = Counter(
             "cntr_sync_container_recreations",
             "Containers created again because the previous one expired or vanished.",
@@ -139,6 +146,10 @@ class Metrics:
         uploaded_files: int = 0,
         deleted_files: int = 0,
         uploaded_bytes: int = 0,
+        downloaded_files: int = 0,
+        deleted_local_files: int = 0,
+        downloaded_bytes: int = 0,
+        conflicts: int = 0,
     ) -> None:
         """Count one finished pass with its duration and what it transferred."""
         self._ensure_pair(pair)
@@ -150,6 +161,14 @@ class Metrics:
             self._child(self._files, pair, "delete").inc(deleted_files)
         if uploaded_bytes > 0:
             self._child(self._bytes, pair, "upload").inc(uploaded_bytes)
+        if downloaded_files > 0:
+            self._child(self._files, pair, "download").inc(downloaded_files)
+        if deleted_local_files > 0:
+            self._child(self._files, pair, "delete_local").inc(deleted_local_files)
+        if downloaded_bytes > 0:
+            self._child(self._bytes, pair, "download").inc(downloaded_bytes)
+        if conflicts > 0:
+            self._child(self._conflicts, pair).inc(conflicts)
 
     def set_pending(self, pair: str, count: int) -> None:
         """Set how many local changes wait for the next pass."""
@@ -197,6 +216,7 @@ class Metrics:
         for direction in _DIRECTIONS:
             self._child(self._bytes, pair, direction)
         self._child(self._recreations, pair)
+        self._child(self._conflicts, pair)
         self._child(self._pass_duration, pair)
 
     def _child(self, metric: _M, pair: str, *rest: str) -> _M:

@@ -371,12 +371,28 @@ def remove_partials(root: Path, relpaths: list[str], partial_tag: str) -> int:
     return removed
 
 
+# Probed once per file system per process: the probe file is a change a
+# watcher would see, and the answer does not change.
+_TRAITS: dict[int, FileSystemTraits] = {}
+
+
 def probe_traits(root: Path) -> FileSystemTraits:
     """How this file system compares names: case- and normalisation-insensitive or not.
 
     Creates one probe file in the root and looks it up under other spellings;
     a root that cannot be written to answers "sensitive" (Linux's default).
     """
+    try:
+        device = root.stat().st_dev
+    except OSError:
+        return FileSystemTraits()
+    known = _TRAITS.get(device)
+    if known is None:
+        known = _TRAITS[device] = _probe(root)
+    return known
+
+
+def _probe(root: Path) -> FileSystemTraits:
     name = f"{PARTIAL_PREFIX}probe-{secrets.token_hex(4)}-\u00e9a"
     try:
         fd = os.open(root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -30,6 +30,7 @@ from watchdog.observers.polling import PollingObserver
 
 from cntr_sync.errors import LocalError
 from cntr_sync.models import WatchMode
+from cntr_sync.remote_paths import PARTIAL_PREFIX
 
 __all__ = ["MAX_TRACKED_PATHS", "ChangeTracker", "WatchKind", "WatchMode", "Watcher"]
 
@@ -120,9 +121,12 @@ class _Handler(FileSystemEventHandler):
         try:
             if event.event_type in _IGNORED_EVENTS:
                 return
-            self._tracker.mark(os.fsdecode(event.src_path))
-            if event.dest_path:
-                self._tracker.mark(os.fsdecode(event.dest_path))
+            raws = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+            for raw in raws:
+                path = os.fsdecode(raw)
+                # Our own partial downloads and probes are not changes of the tree.
+                if not path.rpartition("/")[2].startswith(PARTIAL_PREFIX):
+                    self._tracker.mark(path)
         except Exception:  # noqa: BLE001 - see the class docstring
             self._tracker.mark_full()
 

@@ -334,7 +334,7 @@ class PairWorker:
         if result.deferred or result.cancelled:
             # Files still being written, or a cut-short pass: try again after a quiet period.
             self.tracker.mark_full(since=pending_since)
-        moved = result.uploaded + result.replaced + result.deleted + result.adopted
+        moved = result.changed_anything
         if moved:
             self._last_activity = self._clock()
         label: Literal["success", "noop", "partial", "error"]
@@ -360,6 +360,9 @@ class PairWorker:
             "replaced": result.replaced,
             "deleted": result.deleted,
             "adopted": result.adopted,
+            "downloaded": result.downloaded,
+            "deleted_locally": result.local_deleted,
+            "conflicts": result.conflicts,
             "failed": len(result.failures),
             "deferred": len(result.deferred),
             "bytes": result.bytes_uploaded,
@@ -373,6 +376,10 @@ class PairWorker:
             uploaded_files=result.uploaded + result.replaced,
             deleted_files=result.deleted,
             uploaded_bytes=result.bytes_uploaded,
+            downloaded_files=result.downloaded,
+            deleted_local_files=result.local_deleted,
+            downloaded_bytes=result.bytes_downloaded,
+            conflicts=result.conflicts,
         )
         self._metrics.set_pair_up(self.pair.name, not result.failures)
         if result.container_recreated:

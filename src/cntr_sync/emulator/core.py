@@ -91,6 +91,7 @@ class Emulator:
         gateway: GatewayStyle | None = None,
         faults: FaultConfig | None = None,
         log_size: int = 1000,
+        seed: int | None = None,
     ) -> None:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -104,7 +105,7 @@ class Emulator:
         self._clock = clock or time.time
         self._clock_offset = 0.0
         self._lock = threading.Lock()
-        self._store = Store(self._blob_dir, self.now)
+        self._store = Store(self._blob_dir, self.now, seed)
         # The rate limit refills on the emulated clock, so a test can advance it.
         self._faults = FaultInjector(monotonic=self.now)
         self._initial_gateway = gateway or GatewayStyle()
@@ -386,7 +387,7 @@ class Emulator:
         return EmuResponse(
             status=200,
             headers=(("content-type", "application/octet-stream"),),
-            file=FileBody(handle, length),
+            file=FileBody(handle, length, self.faults.download_bytes_per_s),
         )
 
     # blobs

@@ -249,7 +249,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
-            if response.file is not None:
+            if response.file is not None and response.file.bytes_per_s is not None:
+                for chunk in response.file.chunks():
+                    self.wfile.write(chunk)
+            elif response.file is not None:
                 self.connection.sendfile(response.file.file, 0, response.file.length)
             elif response.content:
                 self.wfile.write(response.content)

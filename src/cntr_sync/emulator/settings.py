@@ -88,6 +88,8 @@ class FaultConfig(BaseModel):
     """How an ambiguous upload is answered: alternate 500/drop, random, always 500, always drop."""
     latency_ms: float = Field(default=0.0, ge=0.0)
     """Added before every answer."""
+    download_bytes_per_s: float | None = Field(default=None, gt=0.0)
+    """File content is sent no faster than this (not subject to ``only_operations``)."""
     rate_limit_per_s: float | None = Field(default=None, gt=0.0)
     """Token bucket (burst = max(1, rate)); over it -> 429 with ``retry-after-ms``."""
     only_operations: frozenset[Operation] | None = None

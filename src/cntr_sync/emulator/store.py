@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -140,7 +141,9 @@ def parse_list_params(request: EmuRequest) -> ListParams:
 class Store:
     """Containers and files in memory, file bodies as blobs in ``blob_dir``."""
 
-    def __init__(self, blob_dir: Path, now: Callable[[], float]) -> None:
+    def __init__(self, blob_dir: Path, now: Callable[[], float], seed: int | None = None) -> None:
+        # A seed makes ids and hashed paths repeat from run to run (property tests).
+        self._random = random.Random(seed) if seed is not None else None
         self.blob_dir = blob_dir
         self.now = now
         self.gateway = GatewayStyle()
@@ -157,15 +160,20 @@ class Store:
 
     def _new_id(self, prefix: str, created_at: int, random_hex: int) -> str:
         if self.gateway.long_ids:
-            return prefix[0] + "-" + secrets.token_urlsafe(48)
+            return prefix[0] + "-" + self._token(36)
         # Real ids start with the creation time in hex; keep that shape.
-        return f"{prefix}_{created_at & 0xFFFFFFFF:08x}{secrets.token_hex(random_hex // 2)}"
+        return f"{prefix}_{created_at & 0xFFFFFFFF:08x}{self._token(random_hex // 2)}"
 
     def file_path_for(self, filename: str) -> str:
         name = "file" if self.gateway.drop_filenames else filename
         if self.gateway.path_style == "hashed":
-            return f"/mnt/data/{secrets.token_hex(16)}-{name}"
+            return f"/mnt/data/{self._token(16)}-{name}"
         return f"/mnt/data/{name}"
+
+    def _token(self, nbytes: int) -> str:
+        if self._random is None:
+            return secrets.token_hex(nbytes)
+        return self._random.randbytes(nbytes).hex()
 
     def new_blob_path(self) -> Path:
         return self.blob_dir / f"blob-{secrets.token_hex(12)}"

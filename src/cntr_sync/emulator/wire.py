@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 CHUNK_SIZE = 256 * 1024
+_PACED_CHUNK = 64 * 1024
 """Bytes per read or write when streaming bodies: large enough for throughput, small
 enough that no upload or download is ever held in memory."""
 
@@ -28,20 +30,27 @@ CONTROL = "control"
 
 
 class FileBody:
-    """An open spooled file streamed as a response body; the receiver must ``close`` it."""
+    """An open spooled file streamed as a response body; the receiver must ``close`` it.
 
-    def __init__(self, file: BinaryIO, length: int) -> None:
+    ``bytes_per_s`` (a fault) paces the body, so a test can stop a client mid-download.
+    """
+
+    def __init__(self, file: BinaryIO, length: int, bytes_per_s: float | None = None) -> None:
         self.file = file
         self.length = length
+        self.bytes_per_s = bytes_per_s
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield the body in ``CHUNK_SIZE`` pieces, stopping at ``length``."""
+        """Yield the body in ``CHUNK_SIZE`` pieces (paced if asked), stopping at ``length``."""
         remaining = self.length
+        size = CHUNK_SIZE if self.bytes_per_s is None else _PACED_CHUNK
         while remaining > 0:
-            chunk = self.file.read(min(CHUNK_SIZE, remaining))
+            chunk = self.file.read(min(size, remaining))
             if not chunk:
                 return
             remaining -= len(chunk)
+            if self.bytes_per_s is not None:
+                time.sleep(len(chunk) / self.bytes_per_s)
             yield chunk
 
     def close(self) -> None:

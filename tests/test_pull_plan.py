@@ -1,0 +1,192 @@
+"""The two-way planner with plain values: no file system, no server.
+
+Each case is one row of the decision table: what each side did since the
+index entry (the common ancestor), and what a pass must do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from cntr_sync.actions import Plan
+from cntr_sync.models import IndexEntry, LocalFile, RemoteFile
+from cntr_sync.plan import Policy, plan
+
+NOW = 1_800_000_000.0
+
+
+def local(relpath: str, content: str = "base") -> LocalFile:
+    return LocalFile(relpath, len(content), 1_000, 7, f"h:{content}")
+
+
+def remote(
+    file_id: str, relpath: str, content: str = "base", source: str = "assistant"
+) -> RemoteFile:
+    path = f"/mnt/data/{relpath}"
+    return RemoteFile(file_id, path, relpath, len(content), source, 100)
+
+
+def entry(relpath: str, file_id: str, content: str = "base", origin: str = "pull") -> IndexEntry:
+    return IndexEntry(
+        relpath,
+        file_id,
+        f"/mnt/data/{relpath}",
+        len(content),
+        1_000,
+        f"h:{content}",
+        1.0,
+        origin,  # type: ignore[arg-type]
+        len(content),
+        100,
+    )
+
+
+def run(
+    locals_: list[LocalFile],
+    index: list[IndexEntry],
+    remotes: list[RemoteFile],
+    direction: str = "both",
+    **policy: object,
+) -> Plan:
+    by_path: Mapping[str, LocalFile] = {f.relpath: f for f in locals_}
+    return plan(
+        by_path,
+        {e.relpath: e for e in index},
+        remotes,
+        policy=Policy(direction=direction, now=NOW, **policy),  # type: ignore[arg-type]
+    )
+
+
+def test_in_sync_does_nothing() -> None:
+    p = run([local("a")], [entry("a", "r1")], [remote("r1", "a")])
+    assert p.is_noop
+
+
+def test_a_remote_change_with_the_local_file_unchanged_comes_home() -> None:
+    p = run([local("a")], [entry("a", "r1")], [remote("r1", "a", "longer base")])
+    (download,) = p.downloads
+    assert (download.relpath, download.reason, download.expect) == ("a", "changed", download.expect)
+    assert download.expect is not None and download.expect.hash == "h:base"
+    assert not p.uploads and not p.deletes
+
+
+def test_a_rewrite_under_a_new_id_comes_home_too() -> None:
+    p = run([local("a")], [entry("a", "r1")], [remote("r2", "a", "new")])
+    assert [(d.remote.id, d.relpath) for d in p.downloads] == [("r2", "a")]
+    assert not p.uploads
+
+
+def test_a_local_change_goes_up_in_both_and_stays_in_pull() -> None:
+    both = run([local("a", "edited")], [entry("a", "r1")], [remote("r1", "a")])
+    assert [(u.relpath, u.replaces) for u in both.uploads] == [("a", "r1")]
+    pulled = run([local("a", "edited")], [entry("a", "r1")], [remote("r1", "a")], "pull")
+    assert pulled.is_noop
+
+
+@pytest.mark.parametrize(
+    ("policy", "downloads", "uploads"),
+    [
+        ("keep-both", ["a (container conflict 2027-01-15 080000).txt"], ["a.txt"]),
+        ("local-wins", [], ["a.txt"]),
+        ("remote-wins", ["a.txt"], []),
+    ],
+)
+def test_a_change_on_both_sides_is_a_conflict(
+    policy: str, downloads: list[str], uploads: list[str]
+) -> None:
+    p = run(
+        [local("a.txt", "mine")],
+        [entry("a.txt", "r1")],
+        [remote("r1", "a.txt", "theirs!")],
+        conflict=policy,
+    )
+    assert p.conflicts == 1
+    assert [d.relpath for d in p.downloads] == downloads
+    assert [u.relpath for u in p.uploads] == uploads
+    if policy == "remote-wins":
+        assert p.downloads[0].move_aside_to == "a (local conflict 2027-01-15 080000).txt"
+
+
+@pytest.mark.parametrize("direction", ["both", "pull"])
+def test_a_remote_deletion_restores_or_propagates(direction: str) -> None:
+    restore = run([local("a")], [entry("a", "r1")], [], direction)
+    propagate = run([local("a")], [entry("a", "r1")], [], direction, remote_delete="propagate")
+    changed = run(
+        [local("a", "edited")], [entry("a", "r1")], [], direction, remote_delete="propagate"
+    )
+    assert [d.relpath for d in propagate.local_deletes] == ["a"]
+    assert propagate.destructive == 1  # weighed by the brakes
+    assert not changed.local_deletes
+    if direction == "both":
+        assert [u.reason for u in restore.uploads] == ["missing-remote"]
+        assert [u.relpath for u in changed.uploads] == ["a"]
+    else:
+        assert not restore.uploads and restore.forgets == ("a",)
+
+
+def test_a_local_deletion_of_a_pulled_file() -> None:
+    both = run([], [entry("a", "r1")], [remote("r1", "a")])
+    assert [(d.remote_id, d.reason) for d in both.deletes] == [("r1", "removed")]
+    pulled = run([], [entry("a", "r1")], [remote("r1", "a")], "pull")
+    assert pulled.is_noop  # kept in the index: not pulled again while unchanged
+    pushed = run([], [entry("a", "r1")], [remote("r1", "a")], "push")
+    assert not pushed.deletes and not pushed.forgets
+
+
+def test_a_local_deletion_against_a_remote_change_restores_the_change() -> None:
+    p = run([], [entry("a", "r1")], [remote("r1", "a", "changed there")])
+    assert [(d.relpath, d.reason) for d in p.downloads] == [("a", "restore")]
+    assert not p.deletes
+
+
+def test_new_remote_files_come_home_and_collisions_get_suffixes() -> None:
+    p = run(
+        [local("taken.txt")],
+        [],
+        [remote("r1", "new.txt"), remote("r2", "taken.txt", "other"), remote("r3", "new.txt")],
+    )
+    # Same name, no history, different size: a conflict, the remote version kept beside.
+    assert sorted(d.relpath for d in p.downloads) == [
+        "new (2).txt",
+        "new.txt",
+        "taken (container conflict 2027-01-15 080000).txt",
+    ]
+    assert p.conflicts == 1
+    assert [u.relpath for u in p.uploads] == ["taken.txt"]  # both: the local version goes up
+
+
+def test_same_name_same_size_without_history_is_compared_not_copied() -> None:
+    p = run([local("a")], [], [remote("r1", "a")], "pull")
+    assert [c.relpath for c in p.compares] == ["a"]
+    assert not p.downloads and not p.uploads
+
+
+def test_pull_mode_never_uploads_or_deletes() -> None:
+    p = run(
+        [local("new"), local("edited", "x")],
+        [entry("edited", "r1"), entry("gone", "r2", origin="push")],
+        [remote("r1", "edited"), remote("r2", "gone")],
+        "pull",
+        delete_unknown=True,
+    )
+    assert not p.uploads and not p.deletes
+
+
+def test_conflict_copies_are_never_uploaded() -> None:
+    copy = "a (container conflict 2027-01-15 080000).txt"
+    for direction in ("push", "both"):
+        p = run([local(copy, "theirs")], [], [], direction)
+        assert not p.uploads and p.local_only == 1
+
+
+def test_uncertain_files_are_held() -> None:
+    p = plan(
+        {},
+        {"a": entry("a", "r1")},
+        [remote("r1", "a", "changed there")],
+        policy=Policy(direction="both", now=NOW),
+        uncertain=lambda relpath: relpath == "a",
+    )
+    assert p.is_noop
