@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quick-start demo: start the emulator, mirror examples/sample into a
-# container, change the tree, and sync again, showing what each pass did.
+# container, change the tree, and sync again, showing what each pass did; then
+# play the model writing a file in the container and bring it home.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${VENV:-.venv}/bin
@@ -12,7 +13,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/cntr-sync" emulator --port 0 >"$work/emulator.log" 2>&1 &
+"$bin/cntr-sync" emulator --port 0 --control >"$work/emulator.log" 2>&1 &
 emulator_pid=$!
 url=""
 for _ in $(seq 100); do  # up to 10 s
@@ -41,4 +42,20 @@ step "cntr-sync sync   (only the changes travel)"
 sync
 step "cntr-sync sync --json   (nothing changed: one listing request)"
 sync --json
+step "the model writes results/summary.md in the container; cntr-sync sync --direction both"
+"$bin/python" - "$url" <<'PY'
+import sys
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.emulator import EmulatorControl
+
+with ContainersClient("sk-demo-not-a-real-key", base_url=sys.argv[1]) as client:
+    (container,) = client.iter_containers(name="demo")
+EmulatorControl(sys.argv[1]).add_assistant_file(
+    container.id, "/mnt/data/results/summary.md", b"# Summary\n42 rows\n"
+)
+PY
+sync --direction both
+echo "--- $work/sample/results/summary.md:"
+cat "$work/sample/results/summary.md"
 step "done: exit code $?"

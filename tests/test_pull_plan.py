@@ -190,3 +190,12 @@ def test_uncertain_files_are_held() -> None:
         uncertain=lambda relpath: relpath == "a",
     )
     assert p.is_noop
+
+
+def test_on_a_server_that_renames_uploads_only_the_models_files_are_pulled() -> None:
+    # Our own upload whose answer was lost comes back as "file": never pulled.
+    stray = RemoteFile("r1", "/mnt/data/file", "file", 4, "user", 100)
+    model = remote("r2", "plot.png")
+    p = run([], [], [stray, model], "pull", server_keeps_names=False)
+    assert [d.relpath for d in p.downloads] == ["plot.png"]
+    assert p.unknown_kept == 1

@@ -178,6 +178,10 @@ def plan(
     context = pull_context or PullContext()
     owned = {entry.remote_id for entry in index.values()}
     owned |= {pending.remote_id for pending in pending_deletes}
+    if policy.server_keeps_names is False:
+        # A server that renames uploads (Bifrost: every one is "file") hides
+        # our own stray uploads among other uploads: pull only the model's files.
+        owned |= {item.id for item in remote_by_id.values() if item.source == "user"}
     if policy.direction == "both":
         # The mirror owns the names of the files it mirrors: same-name uploads
         # are the push side's (adopted, or removed as stale copies).
