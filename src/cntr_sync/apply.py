@@ -30,6 +30,7 @@ from cntr_sync.actions import (
     DeleteLocal,
     Download,
     LocalAction,
+    LocalState,
     Plan,
     RemoteAction,
     Upload,
@@ -53,7 +54,7 @@ from cntr_sync.models import (
     UploadIntent,
 )
 from cntr_sync.plan import remote_names, to_remote_file, upload_name
-from cntr_sync.pull import PullPolicy, resolve_unrelated
+from cntr_sync.pull import PullPolicy, pulled_entry, resolve_unrelated
 from cntr_sync.remote_paths import printable
 from cntr_sync.rest import ByteSink
 from cntr_sync.result import ActionFailure, PassResult
@@ -64,7 +65,6 @@ from cntr_sync.transfer import (
     LocalChanged,
     Tick,
     UnsafeTarget,
-    Written,
     delete_local,
     hash_download,
     open_as_scanned,
@@ -233,7 +233,7 @@ class Applier:
 
         return fetch
 
-    def _download(self, action: Download) -> Written:
+    def _download(self, action: Download) -> LocalState:
         remote = action.remote
         return write_download(
             self._root,
@@ -276,7 +276,7 @@ class Applier:
                     yield from self._on_changed_during_upload(outcome)
                 else:
                     yield from self._on_uploaded(outcome)
-            elif isinstance(outcome, Written):
+            elif isinstance(outcome, LocalState):
                 assert isinstance(action, Download)
                 self._on_downloaded(action, outcome)
             elif isinstance(outcome, _Compared):
@@ -354,23 +354,10 @@ class Applier:
         self.result.local_deleted += 1
         self._progress.advance(1, 0)
 
-    def _on_downloaded(self, action: Download, written: Written) -> None:
+    def _on_downloaded(self, action: Download, written: LocalState) -> None:
         remote = action.remote
         if action.record:
-            self.index.record_download(
-                IndexEntry(
-                    relpath=action.relpath,
-                    remote_id=remote.id,
-                    remote_path=remote.path,
-                    size=written.size,
-                    mtime_ns=written.mtime_ns,
-                    hash=written.hash,
-                    synced_at=self._clock(),
-                    origin="pull",
-                    remote_size=remote.size,
-                    remote_created_at=remote.created_at,
-                )
-            )
+            self.index.record_download(pulled_entry(action.relpath, remote, written, self._clock()))
         else:
             self.index.clear_pull_failure(remote.id)
         if action.repoint is not None:
@@ -387,20 +374,7 @@ class Applier:
         remote, local = action.remote, action.local
         if compared.remote_hash == local.hash:
             # The same content on both sides: the local file mirrors the remote one.
-            self.index.record_download(
-                IndexEntry(
-                    relpath=action.relpath,
-                    remote_id=remote.id,
-                    remote_path=remote.path,
-                    size=local.size,
-                    mtime_ns=local.mtime_ns,
-                    hash=local.hash,
-                    synced_at=self._clock(),
-                    origin="pull",
-                    remote_size=remote.size,
-                    remote_created_at=remote.created_at,
-                )
-            )
+            self.index.record_download(pulled_entry(action.relpath, remote, local, self._clock()))
             self.result.adopted += 1
             return
         assert self._pull_policy is not None

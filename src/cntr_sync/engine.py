@@ -38,7 +38,6 @@ from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
 from cntr_sync.models import Container, LocalFile, Pair, RemoteFile
 from cntr_sync.plan import Policy, PullContext, check_brakes, plan, to_remote_file
-from cntr_sync.pull import PullPolicy
 from cntr_sync.remote_paths import FileSystemTraits, PathRules
 from cntr_sync.result import ActionFailure, PassResult
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
@@ -218,7 +217,7 @@ class Engine:
             progress=self._progress,
             tick=self._tick,
             cancel=self._cancel,
-            pull_policy=self._pull_policy(policy, pull_context),
+            pull_policy=pull_context.pull_policy(policy) if pull_context else None,
             partial_tag=self._partial_tag,
             taken=self._taken_names(local),
         ).run(pass_plan)
@@ -243,19 +242,6 @@ class Engine:
             ignored=(lambda relpath: rules.ignored(relpath, is_dir=False))
             if rules is not None
             else (lambda _relpath: False),
-        )
-
-    @staticmethod
-    def _pull_policy(policy: Policy, context: PullContext | None) -> PullPolicy | None:
-        if context is None:
-            return None
-        return PullPolicy(
-            direction=policy.direction,
-            conflict=policy.conflict,
-            remote_delete=policy.remote_delete,
-            now=policy.now,
-            rules=context.rules,
-            traits=context.traits,
         )
 
     def _taken_names(self, local: dict[str, LocalFile]) -> set[str]:

@@ -96,6 +96,16 @@ class PullContext:
     failures: Mapping[str, PullFailure] = field(default_factory=dict)
     ignored: Callable[[str], bool] = lambda _relpath: False
 
+    def pull_policy(self, policy: Policy) -> pull.PullPolicy:
+        return pull.PullPolicy(
+            direction=policy.direction,
+            conflict=policy.conflict,
+            remote_delete=policy.remote_delete,
+            now=policy.now,
+            rules=self.rules,
+            traits=self.traits,
+        )
+
 
 def upload_name(relpath: str) -> str:
     """The multipart filename we send for ``relpath``: the relpath itself."""
@@ -198,14 +208,7 @@ def plan(
         remote_by_id,
         owned=owned,
         uncertain=is_uncertain,
-        policy=pull.PullPolicy(
-            direction=policy.direction,
-            conflict=policy.conflict,
-            remote_delete=policy.remote_delete,
-            now=policy.now,
-            rules=context.rules,
-            traits=context.traits,
-        ),
+        policy=context.pull_policy(policy),
         failures=context.failures,
         ignored=context.ignored,
     )

@@ -92,6 +92,22 @@ def local_state(file: LocalFile) -> LocalState:
     return LocalState(file.size, file.mtime_ns, file.inode, file.hash)
 
 
+def pulled_entry(relpath: str, remote: RemoteFile, local: LocalState, now: float) -> IndexEntry:
+    """The entry of ``relpath`` mirroring ``remote``, the local side as ``local``."""
+    return IndexEntry(
+        relpath=relpath,
+        remote_id=remote.id,
+        remote_path=remote.path,
+        size=local.size,
+        mtime_ns=local.mtime_ns,
+        hash=local.hash,
+        synced_at=now,
+        origin="pull",
+        remote_size=remote.size,
+        remote_created_at=remote.created_at,
+    )
+
+
 @dataclass
 class _Builder:
     policy: PullPolicy
@@ -437,20 +453,7 @@ def resolve_unrelated(
             resolution.uploads.append(_upload_local(relpath, local))
             resolution.deletes.append(Delete(remote.id, remote.path, "conflict", relpath))
         else:
-            resolution.repoints.append(
-                IndexEntry(
-                    relpath=relpath,
-                    remote_id=remote.id,
-                    remote_path=remote.path,
-                    size=local.size,
-                    mtime_ns=local.mtime_ns,
-                    hash=local.hash,
-                    synced_at=policy.now,
-                    origin="pull",
-                    remote_size=remote.size,
-                    remote_created_at=remote.created_at,
-                )
-            )
+            resolution.repoints.append(pulled_entry(relpath, remote, local, policy.now))
     else:
         aside = builder.copy_name(relpath, "local")
         resolution.downloads.append(

@@ -134,16 +134,6 @@ class DownloadProblem(Exception):
     """The server's answer cannot be the file: wrong size, or an empty body of unknown size."""
 
 
-@dataclass(frozen=True)
-class Written:
-    """A file as a download left it."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-    hash: str
-
-
 class _HashingSink:
     """Writes to a descriptor (or nowhere), hashing as it goes; refuses more than ``limit``.
 
@@ -272,7 +262,7 @@ def write_download(
     mtime: float | None,
     partial_tag: str,
     tick: Tick,
-) -> Written:
+) -> LocalState:
     """Download into ``relpath``: a partial file, fsync, then an atomic placement.
 
     ``expect``: the local file now at ``relpath`` (None: nothing may be there);
@@ -324,7 +314,7 @@ def write_download(
             with contextlib.suppress(OSError):
                 os.unlink(partial, dir_fd=directory)
             raise
-    return Written(final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest())
+    return LocalState(final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest())
 
 
 def _move_aside(directory: int, name: str, aside: str) -> None:
