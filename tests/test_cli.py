@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from cntr_sync import __version__
-from cntr_sync.emulator import EmulatorServer
+from cntr_sync._version import __version__
+from cntr_sync.emulator import EmulatorServer, FaultConfig
 from cntr_sync.index import Index
 from cntr_sync.plan import remote_names
 
@@ -519,7 +522,10 @@ def test_status_reports_index_and_would_upload(cli: Cli, root: Path) -> None:
 
     text = cli.run("status", root, "--container", NAME, "--state-dir", cli.state_dir)
     assert text.returncode == 0, text.stderr
-    assert f"tracked_files: {len(TREE)}" in text.stdout
+    assert f"files in sync: {len(TREE)}" in text.stdout
+    assert "server keeps upload names: yes" in text.stdout
+    assert "a sync would: 1 upload (4 B to upload" in text.stdout
+    assert "names_kept" not in text.stdout
     assert cli.server.emulator.counts()["create_file"] == 0
 
 
@@ -697,3 +703,143 @@ def test_a_bad_direction_is_a_usage_error(cli: Cli, root: Path) -> None:
     proc = cli.sync(root, "--direction", "sideways")
     assert proc.returncode == 2
     assert_one_error_line(proc, "flag --direction", "'push', 'pull' or 'both'")
+
+
+# -- habits from rclone and aws s3 sync -------------------------------------------------------
+
+
+def test_verbose_lists_each_transfer_and_quiet_prints_nothing(cli: Cli, root: Path) -> None:
+    proc = cli.sync(root, "-v")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "uploaded top.txt (10 B)" in lines
+    assert "uploaded nested/sibling.bin (256 B)" in lines
+    assert lines[-1].startswith("in sync: 6 files -> ")  # the summary, last, without a terminal
+    (root / "top.txt").write_bytes(b"changed top\n")
+    (root / "nested" / "deep" / "inner.md").unlink()
+    quiet = cli.sync(root, "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    (root / "top.txt").write_bytes(b"changed again\n")
+    again = cli.sync(root, "-v")
+    assert "replaced top.txt (14 B)" in again.stderr.splitlines()
+
+
+def test_the_summary_is_a_readable_line_on_stderr_without_a_terminal(cli: Cli, root: Path) -> None:
+    proc = cli.sync(root)
+    assert proc.returncode == 0
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("in sync: 6 files -> cntr_") and "6 uploaded" in line
+
+
+def test_log_format_json_gives_json_lines(cli: Cli, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "a.txt").write_text("a")
+    proc = cli.run(
+        "sync",
+        fresh,
+        "--container",
+        "json-box",
+        "--state-dir",
+        cli.state_dir,
+        "-v",
+        "--log-format",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    created = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert {"event": "creating container", "name": "json-box"}.items() <= created[0].items()
+    assert created[0]["level"] == "info"
+
+
+def test_exclude_and_include(cli: Cli, root: Path) -> None:
+    (root / "build").mkdir()
+    (root / "build" / "out.o").write_bytes(b"obj")
+    (root / "build" / "keep.o").write_bytes(b"keep")
+    (root / "nested" / ".cntrignore").write_text("*.bin\n")
+    data = cli.sync_json(root, "--exclude", "build/", "--exclude", "*.md", "--include", "*.md")
+    listing = cli.listing()
+    assert "build/out.o" not in listing.names
+    assert "nested/deep/inner.md" in listing.names  # --include wins over --exclude
+    assert "nested/sibling.bin" not in listing.names  # a nested .cntrignore
+    assert data["uploaded"] == len(listing.names)
+
+
+def test_dry_run_json_lists_every_action(cli: Cli, root: Path) -> None:
+    data = cli.sync_json(root, "--dry-run")
+    actions = {(a["action"], a["path"]): a for a in data["actions"]}
+    assert set(actions) == {("upload", relpath) for relpath in TREE}
+    assert actions[("upload", "nested/sibling.bin")]["bytes"] == 256
+    assert actions[("upload", "top.txt")]["reason"] == "new"
+    cli.sync(root)
+    (root / "top.txt").unlink()
+    later = cli.sync_json(root, "--dry-run")
+    assert later["actions"] == [
+        {"action": "delete", "path": "top.txt", "bytes": None, "reason": "removed"}
+    ]
+
+
+def test_max_delete_reads_percent_and_count(cli: Cli, root: Path) -> None:
+    assert cli.sync(root).returncode == 0
+    for relpath in list(TREE)[:3]:
+        (root / relpath).unlink()
+    by_count = cli.sync(root, "--max-delete", "2")
+    assert by_count.returncode == 3
+    assert_one_error_line(by_count, "would delete 3 files (> max_delete 2)")
+    by_percent = cli.sync(root, "--max-delete", "40%")
+    assert by_percent.returncode == 3
+    assert_one_error_line(by_percent, "3 of 6 files (50% > max_delete 40%)")
+    assert cli.sync(root, "--max-delete", "3").returncode == 0
+    bad = cli.sync(root, "--max-delete", "lots")
+    assert bad.returncode == 2
+    assert_one_error_line(bad, "flag --max-delete: write a percentage such as '50%'")
+
+
+def test_an_unreachable_api_has_its_own_line_and_exit_code(cli: Cli, root: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    started = time.monotonic()
+    proc = cli.sync(
+        root,
+        env={"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "CNTR_SYNC_MAX_RETRIES": "1"},
+    )
+    assert time.monotonic() - started < 30
+    assert proc.returncode == 4, proc.stderr
+    assert_one_error_line(proc, f"cannot reach the API at http://127.0.0.1:{port}/v1")
+    assert KEY not in proc.stderr
+
+
+def test_interrupt_exits_130(cli: Cli, root: Path) -> None:
+    cli.server.emulator.set_faults(FaultConfig(latency_ms=3000))
+    proc = subprocess.Popen(
+        [CNTR_SYNC, "sync", str(root), "--container", NAME, "--state-dir", str(cli.state_dir)],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not sum(cli.server.emulator.counts().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    cli.server.emulator.set_faults(FaultConfig())
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "cntr-sync: error: interrupted"
+
+
+def test_emulator_help_documents_its_knobs(cli: Cli) -> None:
+    proc = cli.run("emulator", "--help")
+    assert proc.returncode == 0
+    flat = " ".join(proc.stdout.split())
+    for knob in (
+        "--latency-ms",
+        "--error-rate",
+        "--path-style",
+        "--cursor-style",
+        "--drop-filenames",
+        "--control",
+        "the model wrote",
+    ):
+        assert knob in flat, knob

@@ -14,7 +14,7 @@ import pytest
 from cntr_sync.api import ContainersClient
 from cntr_sync.config import PairSettings, Settings, parse_listen
 from cntr_sync.errors import ConfigError
-from cntr_sync.models import PAIR_DEFAULTS, Pair
+from cntr_sync.models import PAIR_DEFAULTS, DeleteLimit, Pair
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,8 +328,11 @@ def test_bad_values_in_env_and_flags_name_the_variable_and_flag() -> None:
     assert load_error(env={"CNTR_SYNC_TIMEOUT": "-1"}) == (
         "environment CNTR_SYNC_TIMEOUT: Input should be greater than 0"
     )
-    assert load_error(overrides={"max_delete": 101}) == (
-        "flag --max-delete: Input should be less than or equal to 100"
+    assert load_error(overrides={"max_delete": "101%"}) == (
+        "flag --max-delete: a percentage must be between 0% and 100%"
+    )
+    assert load_error(overrides={"max_delete": 12.5}) == (
+        "flag --max-delete: write a percentage such as '50%' or a count of files such as 10"
     )
     assert load_error(env={"CNTR_SYNC_IGNORE": "*.tmp"}) == (
         "environment CNTR_SYNC_IGNORE: not valid JSON for a list or table"
@@ -404,7 +407,7 @@ def test_listen_addresses() -> None:
 def test_pair_inherits_unset_values_from_the_top_level(tmp_path: Path) -> None:
     config = write(
         tmp_path,
-        'delete = false\nmax_delete = 10\nignore = ["*.tmp"]\nmemory_limit = "4g"\n'
+        'delete = false\nmax_delete = "10%"\nignore = ["*.tmp"]\nmemory_limit = "4g"\n'
         "expires_after_minutes = 60\n"
         + PAIR
         + 'max_delete = 90\nignore = ["build/"]\nquiet_period = 2\n'
@@ -415,14 +418,15 @@ def test_pair_inherits_unset_values_from_the_top_level(tmp_path: Path) -> None:
 
     assert isinstance(first, Pair)
     assert first.delete is False
-    assert first.max_delete == 90
+    assert first.max_delete == DeleteLimit(count=90)
     assert first.ignore == ("*.tmp", "build/")
     assert first.memory_limit == "4g"
     assert first.expires_after_minutes == 60
     assert first.quiet_period == 2
-    assert second.max_delete == 10
+    assert second.max_delete == DeleteLimit(percent=10)
     assert second.ignore == ("*.tmp",)
-    assert settings.redacted_dump()["pairs"][0]["max_delete"] == 90
+    assert settings.redacted_dump()["pairs"][0]["max_delete"] == "90"
+    assert settings.redacted_dump()["max_delete"] == "10%"
 
 
 def test_one_shot_pair_needs_container_and_local() -> None:
@@ -502,3 +506,18 @@ def test_example_file_documents_every_key() -> None:
     # Commented-out values must be valid TOML too, so uncommenting one works.
     for line in re.findall(r"^# ([a-z_]+ = .*)$", text, re.MULTILINE):
         tomllib.loads(line)
+
+
+def test_with_overrides_validates_and_keeps_what_load_learnt(tmp_path: Path) -> None:
+    config = write(tmp_path, 'container = "box"\nignore = ["*.log"]\n')
+    settings = Settings.load(config, env={"OPENAI_API_KEY": "sk-from-env-0001"})
+    changed = settings.with_overrides(ignore=[*settings.ignore, "build/"], concurrency=2)
+    assert changed.ignore == ["*.log", "build/"] and changed.concurrency == 2
+    assert changed.container == "box"
+    assert changed.config_file == config
+    assert changed.resolve_api_key() == "sk-from-env-0001"
+    assert settings.with_overrides() is settings
+    with pytest.raises(ConfigError, match="setting concurrency: Input should be less than"):
+        settings.with_overrides(concurrency=1000)
+    with pytest.raises(ConfigError, match="did you mean 'concurrency'"):
+        settings.with_overrides(concurency=2)

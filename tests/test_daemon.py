@@ -125,9 +125,12 @@ def make_tree(root: Path, files: Mapping[str, bytes | str]) -> Path:
 class DaemonProcess:
     """``cntr-sync run`` with stdout (JSON events) and stderr read by background threads."""
 
-    def __init__(self, config: Path, env: Mapping[str, str], args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, config: Path | None, env: Mapping[str, str], args: Sequence[str] = ()
+    ) -> None:
+        where = ["--config", str(config)] if config is not None else []
         self.proc = subprocess.Popen(
-            [str(CLI), "run", "--config", str(config), *args],
+            [str(CLI), "run", *where, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -349,7 +352,7 @@ def start_daemon(env: dict[str, str]) -> Iterator[Callable[..., DaemonProcess]]:
     """Start ``cntr-sync run``, wait for "daemon started"; every one is killed at teardown."""
     started: list[DaemonProcess] = []
 
-    def start(config: Path, *args: str) -> DaemonProcess:
+    def start(config: Path | None, *args: str) -> DaemonProcess:
         daemon = DaemonProcess(config, env, args)
         started.append(daemon)
         daemon.wait_started()

@@ -19,7 +19,7 @@ from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
 from cntr_sync.engine import Engine
 from cntr_sync.errors import LockedError, NotFoundError, SafetyBrakeError, ServerError
 from cntr_sync.index import Index
-from cntr_sync.models import Pair
+from cntr_sync.models import DeleteLimit, Pair
 from cntr_sync.plan import remote_names
 from cntr_sync.result import PassResult
 from helpers import NoSleep
@@ -279,7 +279,9 @@ def test_mass_deletion_is_refused_at_max_delete(harness: Harness, emu: Emulator)
     with pytest.raises(SafetyBrakeError, match="12 of 20"):
         harness.sync()
     assert emu.counts()["delete_file"] == 0
-    assert harness.sync(max_delete=70).deleted == 12
+    with pytest.raises(SafetyBrakeError, match=r"12 files \(> max_delete 11\)"):
+        harness.sync(max_delete=DeleteLimit(count=11))
+    assert harness.sync(max_delete=DeleteLimit(percent=70)).deleted == 12
     assert cid is not None and len(harness.remote(cid)) == 8
 
 

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from cntr_sync import __version__
+from cntr_sync._version import __version__
 from cntr_sync.metrics import PASS_DURATION_BUCKETS, PASS_RESULTS, Metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
+from cntr_sync.models import (
+    DeleteLimit,
+    IndexEntry,
+    LocalFile,
+    PendingDelete,
+    RemoteFile,
+    UploadIntent,
+)
 from cntr_sync.plan import (
     BRAKE_MIN_DELETES,
     Plan,
@@ -287,9 +294,9 @@ def test_mass_deletion_trips_the_brake_at_the_configured_share() -> None:
     keep = {f"f{i}": local(f"f{i}") for i in range(4)}
     p = plan(keep, index, listing)
     assert p.removals == 6
-    brake = check_brakes(p, local_count=4, policy=Policy(max_delete_percent=50))
+    brake = check_brakes(p, local_count=4, policy=Policy(max_delete=DeleteLimit(percent=50)))
     assert brake is not None and "6 of 10" in brake.reason
-    assert check_brakes(p, local_count=4, policy=Policy(max_delete_percent=60)) is None
+    assert check_brakes(p, local_count=4, policy=Policy(max_delete=DeleteLimit(percent=60))) is None
 
 
 def test_deleting_unknown_files_is_braked_too() -> None:

@@ -21,7 +21,7 @@ from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
-from cntr_sync.models import IndexEntry, Pair
+from cntr_sync.models import DeleteLimit, IndexEntry, Pair
 from cntr_sync.remote_paths import FileSystemTraits, is_conflict_copy
 from cntr_sync.result import PassResult
 from helpers import NoSleep, local_tree
@@ -453,7 +453,7 @@ def test_a_local_deletion_in_both_deletes_remotely_within_the_brake(
     for number in (1, 2, 3):
         (rig.root / f"f{number}.txt").unlink()
     with pytest.raises(Exception, match="max_delete"):
-        rig.sync(max_delete=50.0)
+        rig.sync(max_delete=DeleteLimit(percent=50))
 
 
 @pytest.mark.parametrize("direction", ["both", "pull"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import select
 import shutil
 import signal
@@ -344,6 +345,43 @@ def test_config_patterns_apply_after_the_file(tmp_path: Path) -> None:
     write(tmp_path / "cache" / "blob")
     snapshot = run_scan(tmp_path, patterns=("*.csv", "!important.csv", "cache/"))
     assert set(snapshot.files) == {".cntrignore", "important.csv"}
+
+
+def test_nested_cntrignore_files_apply_below_their_directory(tmp_path: Path) -> None:
+    write(tmp_path / ".cntrignore", "*.log\n")
+    write(tmp_path / "app" / ".cntrignore", "!keep.log\nbuild/\n/local-only.txt\n")
+    write(tmp_path / "app" / "deeper" / ".cntrignore", "*.csv\n")
+    for relpath in (
+        "top.log",
+        "app/keep.log",
+        "app/other.log",
+        "app/build/out.o",
+        "app/local-only.txt",
+        "app/sub/local-only.txt",
+        "app/deeper/data.csv",
+        "data.csv",
+        "other/build/x.o",
+    ):
+        write(tmp_path / relpath)
+    files = set(run_scan(tmp_path).files)
+    assert files == {
+        ".cntrignore",
+        "app/.cntrignore",
+        "app/deeper/.cntrignore",
+        "app/keep.log",
+        "app/sub/local-only.txt",  # "/local-only.txt" is anchored to app/
+        "data.csv",
+        "other/build/x.o",
+    }
+    # The configured patterns come first, whatever the files say.
+    files = set(run_scan(tmp_path, patterns=("keep.log", "!app/deeper/data.csv")).files)
+    assert "app/keep.log" not in files and "app/deeper/data.csv" in files
+
+
+def test_a_malformed_nested_cntrignore_names_its_file(tmp_path: Path) -> None:
+    bad = write(tmp_path / "sub" / ".cntrignore", "ok.txt\n!\n")
+    with pytest.raises(LocalError, match=rf"{re.escape(str(bad))}:2: invalid ignore pattern"):
+        run_scan(tmp_path)
 
 
 def test_ignored_answers_for_dirs_and_files(tmp_path: Path) -> None:

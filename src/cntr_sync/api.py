@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from cntr_sync import __version__
+from cntr_sync._version import __version__
 from cntr_sync.errors import (
     ConfigError,
     ContainerExpiredError,

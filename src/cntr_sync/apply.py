@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
 
 from cntr_sync.actions import (
     Compare,
@@ -57,7 +56,7 @@ from cntr_sync.plan import remote_names, to_remote_file, upload_name
 from cntr_sync.pull import PullPolicy, pulled_entry, resolve_unrelated
 from cntr_sync.remote_paths import printable
 from cntr_sync.rest import ByteSink
-from cntr_sync.result import ActionFailure, PassResult
+from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.transfer import (
     ChangedSinceScan,
     DownloadProblem,
@@ -82,14 +81,6 @@ PULL_RETRY_MAX_S = 3600.0
 FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
 
 Action = LocalAction | RemoteAction
-
-
-class Progress(Protocol):
-    """Where a pass reports transfers as they happen (a progress bar, or nothing)."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def advance(self, files: int, transferred_bytes: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -347,12 +338,12 @@ class Applier:
         # The old id of a replaced file is part of its replace, not a deletion.
         if action.reason not in ("replaced", "conflict"):
             self.result.deleted += 1
-            self._progress.advance(1, 0)
+            self._progress.advance(TransferEvent("deleted", action.relpath or action.path))
 
     def _on_deleted_locally(self, action: DeleteLocal) -> None:
         self.index.forget(action.relpath)
         self.result.local_deleted += 1
-        self._progress.advance(1, 0)
+        self._progress.advance(TransferEvent("deleted locally", action.relpath))
 
     def _on_downloaded(self, action: Download, written: LocalState) -> None:
         remote = action.remote
@@ -367,7 +358,7 @@ class Applier:
         )
         self.result.downloaded += 1
         self.result.bytes_downloaded += written.size
-        self._progress.advance(1, written.size)
+        self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
 
     def _on_compared(self, compared: _Compared) -> Iterator[Action]:
         action = compared.action
@@ -419,10 +410,11 @@ class Applier:
         self.result.bytes_uploaded += action.size
         if action.replaces:
             self.result.replaced += 1
+            self._progress.advance(TransferEvent("replaced", action.relpath, action.size))
             yield Delete(action.replaces, "", "replaced", action.relpath)
         else:
             self.result.uploaded += 1
-        self._progress.advance(1, action.size)
+            self._progress.advance(TransferEvent("uploaded", action.relpath, action.size))
 
     def _retry_changed(self, action: Upload) -> Iterator[Upload]:
         """The file changed under its upload: hash it again and retry, if it holds still."""

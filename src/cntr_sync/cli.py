@@ -1,12 +1,16 @@
 """The ``cntr-sync`` command line: parses, calls, prints. Nothing else.
 
 Exit codes (also in README and ``--help``):
-  0  in sync (or, for --dry-run, the plan was computed)
-  1  partial: some actions failed after retries; the next run retries them
-  2  usage, configuration or authentication error
-  3  a safety brake stopped it (missing or emptied root, mass deletion, lock held)
+  0    in sync (or, for --dry-run, the plan was computed)
+  1    partial: some actions failed after retries; the next run retries them
+  2    usage, configuration or authentication error
+  3    a safety brake stopped it (missing or emptied root, mass deletion, lock held)
+  4    the API cannot be reached (connection refused, DNS, timeouts after retries)
+  130  interrupted (Ctrl-C)
 
-Errors print as one line on stderr; ``--debug`` adds the traceback.
+Errors print as one line on stderr; ``--debug`` adds the traceback. What a pass
+printed is ``cli_output``'s business; settings come from ``config``; passes run
+through ``session`` (the same wiring as the library and the daemon).
 """
 
 from __future__ import annotations
@@ -18,25 +22,18 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TextIO
 
-import structlog
 import typer
+from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
-from cntr_sync import __version__, logs
-from cntr_sync.config import Settings
+from cntr_sync import logs
+from cntr_sync._version import __version__
+from cntr_sync.cli_output import OutputMode, Reporter, human_size, summary
+from cntr_sync.config import PairSettings, Settings
 from cntr_sync.containers import find_container
 from cntr_sync.errors import (
     AuthenticationError,
@@ -44,27 +41,32 @@ from cntr_sync.errors import (
     ConfigError,
     LocalError,
     LockedError,
-    NotFoundError,
     PermissionDeniedError,
     SafetyBrakeError,
+    TransportError,
 )
-from cntr_sync.result import PassResult
-from cntr_sync.session import PairSession, build_client
+from cntr_sync.remote_paths import printable
+from cntr_sync.result import SyncResult
+from cntr_sync.session import PairSession, build_client, run_pass
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_BRAKE = 3
+EXIT_UNREACHABLE = 4
+EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 in sync; 1 some actions failed after retries (partial); "
     "2 usage, configuration or authentication error; "
-    "3 a safety brake stopped it (missing or emptied root, mass deletion, lock held)."
+    "3 a safety brake stopped it (missing or emptied root, mass deletion, lock held); "
+    "4 the API cannot be reached; 130 interrupted."
 )
 
 app = typer.Typer(
     name="cntr-sync",
-    help="Mirror a local directory into an OpenAI container.\n\n" + EXIT_CODES_HELP,
+    help="Mirror a local directory into an OpenAI container, and bring back what the model "
+    "writes.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -76,6 +78,8 @@ app.add_typer(config_app, name="config")
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
 
+# -- options shared by the commands ------------------------------------------------------
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file.", dir_okay=False)
 ]
@@ -86,24 +90,73 @@ ContainerOpt = Annotated[str | None, typer.Option("--container", help="Container
 DirectionOpt = Annotated[
     str | None,
     typer.Option(
-        "--direction",
-        help="push (the default), pull (bring home what the model writes) or both.",
+        "--direction", help="push (default), pull (bring home what the model writes), both."
     ),
 ]
 ConflictOpt = Annotated[
     str | None,
-    typer.Option(
-        "--conflict", help="pull/both, changed on both sides: keep-both, local-wins, remote-wins."
-    ),
+    typer.Option("--conflict", help="Changed on both sides: keep-both, local-wins, remote-wins."),
 ]
 RemoteDeleteOpt = Annotated[
     str | None,
+    typer.Option("--remote-delete", help="Deleted in the container: restore or propagate."),
+]
+DeleteOpt = Annotated[
+    bool | None,
+    typer.Option("--delete/--no-delete", help="Delete remote files whose local file is gone."),
+]
+MaxDeleteOpt = Annotated[
+    str | None,
     typer.Option(
-        "--remote-delete", help="pull/both, deleted in the container: restore or propagate."
+        "--max-delete", help="Refuse passes deleting more: '10%' of tracked files, or 10 files."
     ),
 ]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", help="Leave out paths matching this gitignore pattern (repeat)."),
+]
+IncludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--include", help="Mirror paths matching this pattern even if excluded (repeat)."),
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option("--concurrency", help="Parallel transfers (default 8).")
+]
+RateOpt = Annotated[
+    float | None, typer.Option("--requests-per-second", help="Client-side request rate limit.")
+]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="API root (default $OPENAI_BASE_URL or OpenAI).")
+]
+AuthStyleOpt = Annotated[
+    str | None,
+    typer.Option("--auth-style", help="bearer, api-key (Azure), x-api-key, x-bf-vk or basic."),
+]
+KeyFileOpt = Annotated[
+    Path | None, typer.Option("--api-key-file", help="File holding the API key (re-read).")
+]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Seconds to wait for a response.")
+]
+IdFileOpt = Annotated[
+    Path | None,
+    typer.Option("--container-id-file", help="Write the container id in use to this file."),
+]
+FollowOpt = Annotated[
+    bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symlinks.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")]
+VerboseOpt = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="List each transfer; -vv debug logs.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress", help="A progress bar (default: on a terminal)."),
+]
+LogFormatOpt = Annotated[
+    str | None, typer.Option("--log-format", help="Log lines: auto, console or json.")
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Debug logs and tracebacks.")]
 
 
@@ -122,7 +175,7 @@ def _root(
     """Mirror a local directory into an OpenAI container."""
 
 
-# -- helpers ----------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------------
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -130,35 +183,47 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_BRAKE
     if isinstance(error, ConfigError | AuthenticationError | PermissionDeniedError | LocalError):
         return EXIT_USAGE
+    if isinstance(error, TransportError) and error.status is None:
+        return EXIT_UNREACHABLE
     return EXIT_PARTIAL
 
 
+class _Context:
+    """What an error line needs to know about the command that failed."""
+
+    base_url: str | None = None
+
+
 @contextmanager
-def _reporting(*, debug: bool, json_output: bool = False) -> Iterator[None]:
+def _reporting(
+    reporter: Reporter, *, debug: bool, context: _Context | None = None
+) -> Iterator[None]:
     """Turn any error into one stderr line and its exit code."""
     try:
         yield
     except typer.Exit:
         raise
     except CntrSyncError as exc:
-        _fail(exc.message, exit_code_for(exc), debug=debug, json_output=json_output)
+        message = exc.message
+        code = exit_code_for(exc)
+        if code == EXIT_UNREACHABLE and context is not None and context.base_url:
+            message = f"cannot reach the API at {context.base_url}: {message}"
+        _fail(reporter, message, code, debug=debug)
     except KeyboardInterrupt:
-        _fail("interrupted", 130, debug=debug, json_output=json_output)
+        _fail(reporter, "interrupted", EXIT_INTERRUPTED, debug=debug)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         _fail(
+            reporter,
             f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
             EXIT_PARTIAL,
             debug=debug,
-            json_output=json_output,
         )
 
 
-def _fail(message: str, code: int, *, debug: bool, json_output: bool) -> NoReturn:
+def _fail(reporter: Reporter, message: str, code: int, *, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
-    if json_output:
-        print(json.dumps({"exit_code": code, "error": message}))
-    err_console.print(f"cntr-sync: error: {message}", markup=False)
+    reporter.error(message, code)
     raise typer.Exit(code)
 
 
@@ -166,129 +231,37 @@ def _load_settings(config: Path | None, **overrides: Any) -> Settings:
     return Settings.load(config, overrides=overrides, env=os.environ)
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+def _with_patterns(
+    settings: Settings, exclude: list[str] | None, include: list[str] | None
+) -> Settings:
+    """``--exclude`` and ``--include`` added after the ``ignore`` setting (includes last)."""
+    extra = [*(exclude or []), *(f"!{pattern}" for pattern in include or [])]
+    if not extra:
+        return settings
+    return settings.with_overrides(ignore=[*settings.ignore, *extra])
 
 
-def progress_columns() -> tuple[ProgressColumn, ...]:
-    return (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[files]} files"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
+def _configure_logs(
+    settings: Settings | None,
+    *,
+    verbose: int,
+    quiet: bool,
+    debug: bool,
+    log_format: str | None,
+    stream: TextIO | None = None,
+) -> None:
+    chosen = log_format or (settings.log_format if settings is not None else "auto")
+    if chosen not in ("auto", "console", "json"):
+        raise ConfigError(f"flag --log-format: {chosen!r} is not one of auto, console, json")
+    logs.configure(
+        verbose=2 if debug else verbose,
+        quiet=quiet,
+        log_format=chosen,  # type: ignore[arg-type]
+        stream=stream,
     )
 
 
-class _RichProgress:
-    """Files and bytes on a terminal; the engine calls it from one thread."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task = progress.add_task("syncing", total=None, files="0/0")
-        self._total_files = 0
-        self._done_files = 0
-
-    def start(self, files: int, total_bytes: int) -> None:
-        self._total_files = files
-        self._done_files = 0
-        self._progress.update(self._task, total=max(total_bytes, 1), files=f"0/{files}")
-
-    def advance(self, files: int, transferred_bytes: int) -> None:
-        self._done_files += files
-        self._progress.update(
-            self._task,
-            advance=transferred_bytes,
-            files=f"{self._done_files}/{self._total_files}",
-        )
-
-
-def summary(result: PassResult, exit_code: int) -> dict[str, Any]:
-    planned = result.plan
-    return {
-        "container_id": result.container_id,
-        "container_created": result.container_created,
-        "container_recreated": result.container_recreated,
-        "dry_run": result.dry_run,
-        "local_files": result.local_files,
-        "uploaded": result.uploaded,
-        "replaced": result.replaced,
-        "deleted": result.deleted,
-        "adopted": result.adopted,
-        "downloaded": result.downloaded,
-        "local_deleted": result.local_deleted,
-        "conflicts": result.conflicts,
-        "bytes_uploaded": result.bytes_uploaded,
-        "bytes_downloaded": result.bytes_downloaded,
-        "unknown_kept": result.unknown_kept,
-        "planned": {
-            "upload": sum(1 for u in planned.uploads if u.replaces is None) if planned else 0,
-            "replace": sum(1 for u in planned.uploads if u.replaces) if planned else 0,
-            "delete": len(planned.deletes) if planned else 0,
-            "adopt": len(planned.adopts) if planned else 0,
-            "download": len(planned.downloads) if planned else 0,
-            "compare": len(planned.compares) if planned else 0,
-            "delete_local": len(planned.local_deletes) if planned else 0,
-            "conflict": planned.conflicts if planned else 0,
-            "bytes": planned.upload_bytes if planned else 0,
-            "bytes_download": planned.download_bytes if planned else 0,
-        },
-        "requests": result.requests,
-        "requests_by_operation": result.requests_by_operation,
-        "seconds": round(result.seconds, 3),
-        "errors": [
-            {"action": f.action, "target": f.target, "message": f.message} for f in result.failures
-        ],
-        "deferred": result.deferred,
-        "warnings": result.warnings,
-        "exit_code": exit_code,
-    }
-
-
-def _print_plan(result: PassResult) -> None:
-    planned = result.plan
-    if planned is None:
-        return
-    if result.container_id is None or result.container_recreated:
-        out_console.print("create container (none running with this name)", markup=False)
-    for upload in planned.uploads:
-        verb = "replace" if upload.replaces else "upload "
-        out_console.print(
-            f"{verb} {upload.relpath} ({_human(upload.size)}, {upload.reason})", markup=False
-        )
-    for delete in planned.deletes:
-        out_console.print(
-            f"delete  {delete.relpath or delete.path} ({delete.reason}, id {delete.remote_id})",
-            markup=False,
-        )
-    for adopt in planned.adopts:
-        out_console.print(f"adopt   {adopt.entry.relpath} ({adopt.reason})", markup=False)
-    for download in planned.downloads:
-        size = "size unknown" if download.remote.size is None else _human(download.remote.size)
-        aside = (
-            f", local version kept as {download.move_aside_to}" if download.move_aside_to else ""
-        )
-        out_console.print(
-            f"download {download.relpath} ({size}, {download.reason}{aside})", markup=False
-        )
-    for compare in planned.compares:
-        out_console.print(
-            f"compare {compare.relpath} (a remote file of the same name; same content is adopted)",
-            markup=False,
-        )
-    for removal in planned.local_deletes:
-        out_console.print(f"delete local {removal.relpath} (deleted remotely)", markup=False)
-    if not planned.transfers and not planned.adopts:
-        out_console.print("nothing to do: both sides are in sync", markup=False)
-
-
-# -- commands -----------------------------------------------------------------------
+# -- commands -----------------------------------------------------------------------------
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -307,28 +280,31 @@ def sync(
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
     json_output: JsonOpt = False,
-    delete: Annotated[
-        bool | None,
-        typer.Option("--delete/--no-delete", help="Delete remote files whose local file is gone."),
-    ] = None,
-    max_delete: Annotated[
-        float | None,
-        typer.Option("--max-delete", help="Refuse to delete more than this % of tracked files."),
-    ] = None,
+    delete: DeleteOpt = None,
+    max_delete: MaxDeleteOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Override the safety brakes.")] = False,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Parallel transfers (default 8).")
-    ] = None,
-    container_id_file: Annotated[
-        Path | None,
-        typer.Option("--container-id-file", help="Write the container id in use to this file."),
-    ] = None,
+    exclude: ExcludeOpt = None,
+    include: IncludeOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    requests_per_second: RateOpt = None,
+    base_url: BaseUrlOpt = None,
+    auth_style: AuthStyleOpt = None,
+    api_key_file: KeyFileOpt = None,
+    timeout: TimeoutOpt = None,
+    follow_symlinks: FollowOpt = None,
+    container_id_file: IdFileOpt = None,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    progress: ProgressOpt = None,
+    log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Make the container an exact mirror of DIRECTORY, then exit."""
-    logs.configure(verbose=2 if debug else verbose)
-    with _reporting(debug=debug, json_output=json_output):
+    """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
+    reporter = Reporter(
+        OutputMode(verbose=verbose, quiet=quiet, progress=progress, json=json_output)
+    )
+    context = _Context()
+    with _reporting(reporter, debug=debug, context=context):
         settings = _load_settings(
             config,
             state_dir=state_dir,
@@ -338,78 +314,23 @@ def sync(
             delete=delete,
             max_delete=max_delete,
             concurrency=concurrency,
+            requests_per_second=requests_per_second,
+            base_url=base_url,
+            auth_style=auth_style,
+            api_key_file=api_key_file,
+            timeout=timeout,
+            follow_symlinks=follow_symlinks,
             container_id_file=container_id_file,
         )
+        _configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
+        settings = _with_patterns(settings, exclude, include)
+        context.base_url = settings.redacted_dump()["base_url"]
         pair = settings.one_shot_pair(directory, container)
-        with PairSession(settings, pair) as session:
-            result = _run_pass(session, dry_run=dry_run, force=force, json_output=json_output)
+        with reporter:
+            result = run_pass(settings, pair, progress=reporter, dry_run=dry_run, force=force)
         code = EXIT_OK if result.in_sync or dry_run else EXIT_PARTIAL
-        _report(result, code, json_output=json_output)
+        reporter.report(result, code)
         raise typer.Exit(code)
-
-
-def _run_pass(session: PairSession, *, dry_run: bool, force: bool, json_output: bool) -> PassResult:
-    interactive = sys.stderr.isatty() and not json_output and not dry_run
-    if not interactive:
-        return session.engine().run_pass(dry_run=dry_run, force=force)
-    with Progress(*progress_columns(), console=err_console, transient=True) as bar:
-        engine = session.engine(progress=_RichProgress(bar))
-        return engine.run_pass(dry_run=dry_run, force=force)
-
-
-def _report(result: PassResult, code: int, *, json_output: bool) -> None:
-    data = summary(result, code)
-    if json_output:
-        print(json.dumps(data))
-        return
-    if result.dry_run:
-        _print_plan(result)
-        for warning in result.warnings:
-            err_console.print(f"cntr-sync: warning: {warning}", markup=False)
-        return
-    for failure in result.failures:
-        err_console.print(
-            f"cntr-sync: {failure.action} {failure.target}: {failure.message}", markup=False
-        )
-    for warning in result.warnings:
-        err_console.print(f"cntr-sync: warning: {warning}", markup=False)
-    if result.deferred:
-        err_console.print(
-            f"cntr-sync: {len(result.deferred)} files changed during the sync; run again",
-            markup=False,
-        )
-    if err_console.is_terminal:
-        err_console.print(_human_summary(result), markup=False)
-        return
-    listed = ("errors", "warnings", "deferred", "planned")
-    event = {k: v for k, v in data.items() if k not in listed}
-    event["errors"] = len(result.failures)
-    structlog.get_logger("cntr_sync").info("sync pass", **event)
-
-
-def _human_summary(result: PassResult) -> str:
-    done = [
-        f"{count} {what}"
-        for what, count in (
-            ("uploaded", result.uploaded),
-            ("replaced", result.replaced),
-            ("deleted", result.deleted),
-            ("adopted", result.adopted),
-            ("downloaded", result.downloaded),
-            ("deleted locally", result.local_deleted),
-            ("conflicts", result.conflicts),
-            ("failed", len(result.failures)),
-        )
-        if count
-    ]
-    state = "in sync" if result.in_sync else "NOT in sync"
-    created = " (new container)" if result.container_created else ""
-    received = f", {_human(result.bytes_downloaded)} received" if result.bytes_downloaded else ""
-    return (
-        f"{state}: {result.local_files} files -> {result.container_id}{created}; "
-        f"{', '.join(done) or 'nothing to do'}; {_human(result.bytes_uploaded)} sent{received} "
-        f"in {result.requests} requests, {result.seconds:.1f} s"
-    )
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -419,10 +340,13 @@ def ls(
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List the files in a container: source, bytes, path."""
-    logs.configure(verbose=2 if debug else 0)
-    with _reporting(debug=debug, json_output=json_output):
+    """List the files in a container: source, bytes, path (names escaped)."""
+    reporter = Reporter(OutputMode(json=json_output))
+    context = _Context()
+    with _reporting(reporter, debug=debug, context=context):
         settings = _load_settings(config)
+        _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
+        context.base_url = settings.redacted_dump()["base_url"]
         spec = container or settings.container
         if not spec:
             raise ConfigError(
@@ -431,40 +355,31 @@ def ls(
         with build_client(settings) as client:
             found = find_container(client, spec)
             if found is None:
-                raise NotFoundError(
-                    f"no running container with id or name {spec!r}",
-                    operation="list_containers",
-                )
+                raise ConfigError(f"no running container with id or name {spec!r}")
             files = list(client.iter_files(found.id))
         if json_output:
-            print(
-                json.dumps(
-                    {
-                        "container_id": found.id,
-                        "files": [
-                            {
-                                "id": f.id,
-                                "source": f.source,
-                                "bytes": f.bytes,
-                                "path": f.path,
-                                "created_at": f.created_at,
-                            }
-                            for f in files
-                        ],
-                    }
-                )
-            )
+            listing = [
+                {
+                    "id": f.id,
+                    "source": f.source,
+                    "bytes": f.bytes,
+                    "path": f.path,
+                    "created_at": f.created_at,
+                }
+                for f in files
+            ]
+            print(json.dumps({"container_id": found.id, "files": listing}))
             return
         rows = [
-            (f.source, "-" if f.bytes is None else str(f.bytes), f.path, f.id)
+            (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
             for f in sorted(files, key=lambda f: f.path)
         ]
         if not out_console.is_terminal:
-            # Pipes get whole, tab-separated lines: easy to cut and grep.
+            # Pipes get whole, tab-separated lines (paths escaped): easy to cut and grep.
             for row in rows:
                 print("\t".join(row))
             return
-        table = Table(box=None, title=f"{found.name} ({found.id}): {len(rows)} files")
+        table = Table(box=None, title=f"{printable(found.name)} ({found.id}): {len(rows)} files")
         table.add_column("source")
         table.add_column("bytes", justify="right")
         table.add_column("path", overflow="fold")
@@ -488,37 +403,61 @@ def status(
     debug: DebugOpt = False,
 ) -> None:
     """What the index knows, and what a sync would do (nothing is transferred)."""
-    logs.configure(verbose=2 if debug else 0)
-    with _reporting(debug=debug, json_output=json_output):
+    reporter = Reporter(OutputMode(json=json_output))
+    context = _Context()
+    with _reporting(reporter, debug=debug, context=context):
         settings = _load_settings(config, state_dir=state_dir, direction=direction)
+        _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
+        context.base_url = settings.redacted_dump()["base_url"]
         pair = settings.one_shot_pair(directory, container)
         # Reads only, so it works beside a running sync or daemon (no lock).
         with PairSession(settings, pair, lock=False) as session:
             index = session.index
+            keeps = index.server_keeps_names
             known = {
                 "root": str(pair.local),
                 "container": pair.container,
+                "direction": pair.direction,
                 "container_id": index.container_id,
                 "tracked_files": index.entry_count(),
                 "pending_uploads": len(index.intents()),
                 "pending_deletes": len(index.pending_deletes()),
-                "server_keeps_names": index.server_keeps_names,
+                "failed_downloads": len(index.pull_failures()),
+                "server_keeps_names": keeps,
                 "index_path": str(index.path),
             }
-            result = _run_pass(session, dry_run=True, force=False, json_output=True)
-        would = summary(result, EXIT_OK)["planned"]
+            result = session.engine().run_pass(dry_run=True)
+        would = summary(SyncResult.from_pass(result), EXIT_OK)["planned"]
         if json_output:
             print(json.dumps({"index": known, "would": would, "warnings": result.warnings}))
             return
-        for key, value in known.items():
-            out_console.print(f"{key}: {value}", markup=False)
+        names = {True: "yes", False: "no (matched by content)", None: "not known yet"}
+        lines = [
+            ("directory", known["root"]),
+            ("container", f"{pair.container} ({known['container_id'] or 'not created yet'})"),
+            ("direction", pair.direction),
+            ("files in sync", known["tracked_files"]),
+            ("uploads whose answer was lost", known["pending_uploads"]),
+            ("old remote versions still to delete", known["pending_deletes"]),
+            ("downloads waiting to be retried", known["failed_downloads"]),
+            ("server keeps upload names", names[keeps]),
+            ("index", known["index_path"]),
+        ]
+        for label, value in lines:
+            out_console.print(f"{label}: {value}", markup=False)
+        counted = ", ".join(
+            f"{count} {what.replace('_', ' ')}"
+            for what, count in would.items()
+            if count and not what.startswith("bytes")
+        )
         out_console.print(
-            "a sync would: "
-            + ", ".join(f"{n} {what}" for what, n in would.items() if not what.startswith("bytes"))
-            + f" ({_human(would['bytes'])} to upload, "
-            + f"{_human(would['bytes_download'])} to download)",
+            f"a sync would: {counted or 'do nothing'} "
+            f"({human_size(would['bytes'])} to upload, "
+            f"{human_size(would['bytes_download'])} to download)",
             markup=False,
         )
+        for warning in result.warnings:
+            reporter.line(f"warning: {warning}")
 
 
 @config_app.command("check")
@@ -527,25 +466,135 @@ def config_check(
     debug: DebugOpt = False,
 ) -> None:
     """Validate FILE and print the effective settings, secrets redacted."""
-    with _reporting(debug=debug):
+    reporter = Reporter(OutputMode())
+    with _reporting(reporter, debug=debug):
         settings = _load_settings(file)
         out_console.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def run(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Run one pair for this directory, without a config file."),
+    ] = None,
+    container: ContainerOpt = None,
     config: Annotated[
-        Path, typer.Option("--config", "-c", help="TOML settings file with [[pairs]].")
-    ],
+        Path | None, typer.Option("--config", "-c", help="TOML settings file with [[pairs]].")
+    ] = None,
+    name: Annotated[
+        str, typer.Option("--name", help="The pair's name (one-pair mode).")
+    ] = "default",
+    state_dir: StateDirOpt = None,
+    direction: DirectionOpt = None,
+    conflict: ConflictOpt = None,
+    remote_delete: RemoteDeleteOpt = None,
+    delete: DeleteOpt = None,
+    max_delete: MaxDeleteOpt = None,
+    exclude: ExcludeOpt = None,
+    include: IncludeOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    requests_per_second: RateOpt = None,
+    base_url: BaseUrlOpt = None,
+    auth_style: AuthStyleOpt = None,
+    api_key_file: KeyFileOpt = None,
+    timeout: TimeoutOpt = None,
+    follow_symlinks: FollowOpt = None,
+    container_id_file: IdFileOpt = None,
+    quiet_period: Annotated[
+        float | None, typer.Option("--quiet-period", help="Seconds without changes before a pass.")
+    ] = None,
+    max_delay: Annotated[
+        float | None, typer.Option("--max-delay", help="Longest wait while changes keep coming.")
+    ] = None,
+    rescan_interval: Annotated[
+        float | None, typer.Option("--rescan-interval", help="Seconds between full rescans.")
+    ] = None,
+    remote_poll_interval: Annotated[
+        float | None,
+        typer.Option("--remote-poll-interval", help="Seconds between container listings."),
+    ] = None,
+    watch: Annotated[str | None, typer.Option("--watch", help="auto, native, poll or off.")] = None,
+    keepalive: Annotated[
+        bool | None, typer.Option("--keepalive/--no-keepalive", help="Keep the container alive.")
+    ] = None,
+    http_listen: Annotated[
+        str | None, typer.Option("--http-listen", help="HOST:PORT of /livez /readyz /metrics.")
+    ] = None,
+    flush_timeout: Annotated[
+        float | None, typer.Option("--flush-timeout", help="Seconds to flush on stop.")
+    ] = None,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Keep every configured pair in sync until stopped (SIGTERM/SIGINT; SIGHUP reloads)."""
-    logs.configure(verbose=2 if debug else verbose, stream=sys.stdout)
-    with _reporting(debug=debug):
+    """Keep pairs in sync until stopped (SIGTERM/SIGINT; SIGHUP reloads).
+
+    With --config, every [[pairs]] table of the file; with DIRECTORY and
+    --container, one pair configured by flags and environment alone.
+    """
+    reporter = Reporter(OutputMode(quiet=quiet))
+    with _reporting(reporter, debug=debug):
+        if directory is None and config is None:
+            raise ConfigError("give --config FILE, or a DIRECTORY and --container")
+        top = {
+            "state_dir": state_dir,
+            "direction": direction,
+            "conflict": conflict,
+            "remote_delete": remote_delete,
+            "delete": delete,
+            "max_delete": max_delete,
+            "concurrency": concurrency,
+            "requests_per_second": requests_per_second,
+            "base_url": base_url,
+            "auth_style": auth_style,
+            "api_key_file": api_key_file,
+            "timeout": timeout,
+            "follow_symlinks": follow_symlinks,
+            "container_id_file": container_id_file,
+            "http_listen": http_listen,
+            "flush_timeout": flush_timeout,
+        }
+        pair_flags = {
+            "quiet_period": quiet_period,
+            "max_delay": max_delay,
+            "rescan_interval": rescan_interval,
+            "remote_poll_interval": remote_poll_interval,
+            "watch": watch,
+            "keepalive": keepalive,
+        }
+
+        def load() -> Settings:
+            settings = _with_patterns(_load_settings(config, **top), exclude, include)
+            if directory is None:
+                return settings
+            spec = container or settings.container
+            if not spec:
+                raise ConfigError("no container given: use --container NAME_OR_ID")
+            table = PairSettings.model_validate(
+                {
+                    "name": name,
+                    "local": str(directory.expanduser().absolute()),
+                    "container": spec,
+                    **{k: v for k, v in pair_flags.items() if v is not None},
+                }
+            )
+            return settings.with_overrides(pairs=[table])
+
+        settings = load()
+        # The daemon logs one line per pass on stdout: info by default, JSON off a terminal.
+        _configure_logs(
+            settings,
+            verbose=max(1, verbose),
+            quiet=quiet,
+            debug=debug,
+            log_format=log_format,
+            stream=sys.stdout,
+        )
         from cntr_sync.daemon import Daemon  # noqa: PLC0415 - only this command needs it
 
-        daemon = Daemon(config)
+        daemon = Daemon(config, settings=settings, load=load)
         code = daemon.run()
     raise typer.Exit(code)
 
@@ -555,16 +604,67 @@ def emulator(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8000,
     control: Annotated[
-        bool, typer.Option("--control", help="Enable the /_emulator/ control surface.")
+        bool,
+        typer.Option(
+            "--control",
+            help="Enable the /_emulator/ control surface: model-written files, faults, "
+            "gateway styles, clock, counts (see README).",
+        ),
     ] = False,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where uploads are spooled (default: temp).")
     ] = None,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="Added before every answer.")
+    ] = 0.0,
+    error_rate: Annotated[
+        float, typer.Option("--error-rate", help="Share of requests answered 500/502/503.")
+    ] = 0.0,
+    rate_limit: Annotated[
+        float | None, typer.Option("--rate-limit", help="Requests a second before 429s.")
+    ] = None,
+    path_style: Annotated[
+        str, typer.Option("--path-style", help="hashed (/mnt/data/<32 hex>-name) or plain.")
+    ] = "hashed",
+    cursor_style: Annotated[
+        str, typer.Option("--cursor-style", help="id, or opaque (Bifrost's cursors).")
+    ] = "id",
+    drop_filenames: Annotated[
+        bool, typer.Option("--drop-filenames", help="Store every upload as 'file' (Bifrost).")
+    ] = False,
 ) -> None:
-    """Serve a local emulator of the Containers API (no API key needed)."""
-    from cntr_sync.emulator import serve  # noqa: PLC0415 - only this command needs it
+    """Serve a local emulator of the Containers API (no API key needed).
 
-    serve(host, port, control=control, data_dir=data_dir)
+    Point a client at the printed URL (OPENAI_BASE_URL); any key works. With
+    --control, tests and demos drive it over HTTP under /_emulator/ (or with
+    cntr_sync.emulator.EmulatorControl): add files "the model wrote" at any
+    path, rewrite or break them, inject faults, expire containers, move the
+    clock, read request counts.
+    """
+    reporter = Reporter(OutputMode())
+    with _reporting(reporter, debug=False):
+        from cntr_sync.emulator import (  # noqa: PLC0415 - only this command needs it
+            FaultConfig,
+            GatewayStyle,
+            serve,
+        )
+
+        try:
+            faults = FaultConfig(
+                latency_ms=latency_ms, error_rate=error_rate, rate_limit_per_s=rate_limit
+            )
+            gateway = GatewayStyle.model_validate(
+                {
+                    "path_style": path_style,
+                    "cursor_style": cursor_style,
+                    "drop_filenames": drop_filenames,
+                }
+            )
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            flag = "--" + str(first["loc"][0]).replace("_", "-")
+            raise ConfigError(f"flag {flag}: {first['msg']}") from None
+        serve(host, port, control=control, data_dir=data_dir, faults=faults, gateway=gateway)
 
 
 def main() -> None:

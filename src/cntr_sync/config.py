@@ -32,8 +32,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     SecretStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -48,6 +50,7 @@ from cntr_sync.models import (
     PAIR_DEFAULTS,
     AuthStyle,
     ConflictPolicy,
+    DeleteLimit,
     Direction,
     MemoryLimit,
     OutsidePrefix,
@@ -122,6 +125,17 @@ def _subdirectory(value: object) -> object:
         return value.strip("/")
     return value
 
+
+def _delete_limit(value: object) -> DeleteLimit:
+    try:
+        return DeleteLimit.parse(value)
+    except ValueError as exc:
+        raise PydanticCustomError("max_delete", str(exc)) from None
+
+
+MaxDelete = Annotated[
+    DeleteLimit, BeforeValidator(_delete_limit), PlainSerializer(str, return_type=str)
+]
 
 RemotePrefixes = Annotated[
     list[Annotated[str, BeforeValidator(_remote_prefix)]], Field(min_length=1)
@@ -205,7 +219,7 @@ class PairSettings(BaseModel):
     outside_subdir: Subdirectory | None = None
     delete: bool | None = None
     delete_unknown: bool | None = None
-    max_delete: Percent | None = None
+    max_delete: MaxDelete | None = None
     ignore: list[str] = Field(default_factory=list)
     follow_symlinks: bool | None = None
     expires_after_minutes: ExpiryMinutes | None = None
@@ -284,7 +298,7 @@ class Settings(BaseSettings):
     memory_limit: MemoryLimit | None = PAIR_DEFAULTS["memory_limit"]
     delete: bool = PAIR_DEFAULTS["delete"]
     delete_unknown: bool = PAIR_DEFAULTS["delete_unknown"]
-    max_delete: Percent = PAIR_DEFAULTS["max_delete"]
+    max_delete: MaxDelete = PAIR_DEFAULTS["max_delete"]
     ignore: list[str] = Field(default_factory=list)
     follow_symlinks: bool = PAIR_DEFAULTS["follow_symlinks"]
     container_id_file: ConfigPath | None = PAIR_DEFAULTS["container_id_file"]
@@ -292,6 +306,9 @@ class Settings(BaseSettings):
     # -- daemon ------------------------------------------------------------------
     http_listen: str = "127.0.0.1:9464"
     flush_timeout: Annotated[float, Field(ge=0)] = 10.0
+
+    # -- output --------------------------------------------------------------------
+    log_format: Literal["auto", "console", "json"] = "auto"
     pairs: list[PairSettings] = Field(default_factory=list)
 
     # Where values came from, set by load(); never part of repr or dumps.
@@ -529,6 +546,29 @@ class Settings(BaseSettings):
             )
         root = directory.expanduser().absolute()
         return self.pair(PairSettings(name=name, local=root, container=container))
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """These settings with ``overrides`` applied and validated (None: unchanged).
+
+        What ``load`` learnt besides the fields (the config file, where the key
+        came from, ``OPENAI_*``) carries over.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if not given:
+            return self
+        for key in given:
+            if key not in type(self).model_fields:
+                raise ConfigError(f"unknown setting {key!r}{config_sources.suggest(key, Settings)}")
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        try:
+            copy = type(self).model_validate({**data, **given})
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"setting {where}: {first['msg']}") from None
+        for private in ("_config_file", "_api_key_origin", "_openai_api_key", "_openai_base_url"):
+            setattr(copy, private, getattr(self, private))
+        return copy
 
     def redacted_dump(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, every secret replaced by "[redacted]"."""

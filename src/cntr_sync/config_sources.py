@@ -301,6 +301,11 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return text
 
 
+def suggest(key: str, model: type[BaseModel]) -> str:
+    """ "; did you mean 'x'?" for a misspelt key, or nothing."""
+    return _suggest(key, model)
+
+
 def _suggest(key: str, model: type[BaseModel]) -> str:
     match = difflib.get_close_matches(key, model.model_fields, n=1)
     return f"; did you mean '{match[0]}'?" if match else ""

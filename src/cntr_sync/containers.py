@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-import structlog
-
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
     BadRequestError,
@@ -28,9 +26,10 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
 )
 from cntr_sync.index import Index
+from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, Pair
 
-log = structlog.get_logger("cntr_sync.containers")
+log = get_logger("cntr_sync.containers")
 
 # Creates of a container whose answer was lost, each after a listing showed none.
 CREATE_ATTEMPTS = 3

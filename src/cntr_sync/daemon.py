@@ -23,12 +23,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import structlog
-
-from cntr_sync import __version__
+from cntr_sync._version import __version__
 from cntr_sync.config import Settings
 from cntr_sync.errors import CntrSyncError, ConfigError
 from cntr_sync.http import HealthServer
+from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.rest import MAX_RETRY_AFTER, RateLimiter
@@ -37,7 +36,7 @@ from cntr_sync.worker import PairWorker
 
 __all__ = ["HEARTBEAT_TIMEOUT", "STALL_MARGIN", "Daemon", "running", "stall_limit"]
 
-log = structlog.get_logger("cntr_sync.daemon")
+log = get_logger("cntr_sync.daemon")
 
 # The main loop beats every 0.5 s; this long without a beat means it is stuck.
 HEARTBEAT_TIMEOUT = 30.0
@@ -74,8 +73,13 @@ class Daemon:
         environ: dict[str, str] | None = None,
         settings: Settings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        load: Callable[[], Settings] | None = None,
     ) -> None:
+        """``load`` makes the settings (at start and on SIGHUP); by default from
+        ``config_file`` and the environment. ``cntr-sync run DIR`` passes one that
+        builds its single pair from flags."""
         self.config_file = config_file
+        self._loader = load
         # Monotonic seconds, for heartbeats, progress and every pair's timers.
         self.clock = clock
         self._environ = environ if environ is not None else dict(os.environ)
@@ -95,7 +99,10 @@ class Daemon:
         self.http = HealthServer(host, port, self, self.metrics)
 
     def _load(self) -> Settings:
-        settings = Settings.load(self.config_file, env=self._environ)
+        if self._loader is not None:
+            settings = self._loader()
+        else:
+            settings = Settings.load(self.config_file, env=self._environ)
         if not settings.pairs:
             where = self.config_file or "the settings"
             raise ConfigError(f"{where}: no [[pairs]] to sync")

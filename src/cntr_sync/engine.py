@@ -22,11 +22,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
-
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
-from cntr_sync.apply import Applier, Progress
+from cntr_sync.apply import Applier
 from cntr_sync.containers import ContainerResolver
 from cntr_sync.errors import (
     ContainerExpiredError,
@@ -36,21 +34,22 @@ from cntr_sync.errors import (
 )
 from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
+from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, LocalFile, Pair, RemoteFile
 from cntr_sync.plan import Policy, PullContext, check_brakes, plan, to_remote_file
 from cntr_sync.remote_paths import FileSystemTraits, PathRules
-from cntr_sync.result import ActionFailure, PassResult
+from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
 
-log = structlog.get_logger("cntr_sync.engine")
+log = get_logger("cntr_sync.engine")
 
 
 class _NoProgress:
     def start(self, files: int, total_bytes: int) -> None:
         pass
 
-    def advance(self, files: int, transferred_bytes: int) -> None:
+    def advance(self, event: TransferEvent) -> None:
         pass
 
 
@@ -174,7 +173,7 @@ class Engine:
             remote_delete=self.pair.remote_delete,
             delete=self.pair.delete,
             delete_unknown=self.pair.delete_unknown,
-            max_delete_percent=self.pair.max_delete,
+            max_delete=self.pair.max_delete,
             server_keeps_names=self.index.server_keeps_names,
             now=self._clock(),
         )

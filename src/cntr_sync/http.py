@@ -30,12 +30,11 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import structlog
-
 from cntr_sync.errors import ConfigError
+from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 
-log = structlog.get_logger(__name__)
+log = get_logger("cntr_sync.http")
 
 _TEXT = "text/plain; charset=utf-8"
 _INDEX = (

@@ -1,20 +1,37 @@
-"""Logging setup: structlog, JSON when stderr is not a terminal, secrets never logged.
+"""Logging: the library logs through stdlib ``logging``; only the CLI and the daemon render.
 
-Owns the process-wide logging configuration and nothing else. Every log
-event goes through ``_scrub``, which removes anything that looks like a
-credential, as a last line of defence behind the error tree's redaction.
+``get_logger(name)`` gives modules a structlog logger (key-value events) that
+hands each event to ``logging.getLogger(name)``, under ``cntr_sync``, without
+touching structlog's global configuration: code that embeds cntr-sync keeps
+its own logging, and sees nothing unless it adds a handler (``cntr_sync``
+carries a ``NullHandler``). Each record's message is the event with its fields
+(``creating container name=box``), and the fields ride along as
+``record.cntr_sync`` for renderers that want them.
+
+``configure`` is for the CLI and the daemon only: one handler that renders
+every record as a JSON line or a console line, by ``log_format`` ("auto":
+JSON when the stream is not a terminal). Every event is scrubbed of anything
+that looks like a credential, as a last line of defence behind the error
+tree's redaction.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any, TextIO
+from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
 
 import structlog
 
 from cntr_sync.errors import redact
+
+LOGGER_NAME = "cntr_sync"
+LogFormat = Literal["auto", "console", "json"]
+# The key fields ride under on a LogRecord (its own attributes must not be overwritten).
+RECORD_FIELD = "cntr_sync"
 
 
 def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -24,34 +41,80 @@ def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure(
-    *, verbose: int = 0, json_logs: bool | None = None, stream: TextIO | None = None
-) -> None:
-    """Set up structlog and the stdlib root logger once per process.
+def _to_stdlib(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a stdlib logging call for one event."""
+    fields = dict(event)
+    exc_info = fields.pop("exc_info", None)
+    message = str(fields.get("event", ""))
+    extras = " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
+    kwargs: dict[str, Any] = {
+        "msg": f"{message} {extras}" if extras else message,
+        "extra": {RECORD_FIELD: fields},
+    }
+    if exc_info:
+        kwargs["exc_info"] = exc_info
+    return kwargs
 
-    ``verbose``: 0 warnings and summaries (info), 1 info, 2+ debug.
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A key-value logger for module ``name`` (under ``cntr_sync``); no global setup."""
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[_scrub, _to_stdlib],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    return logger
+
+
+class _Formatter(logging.Formatter):
+    """Renders a record as one JSON line or one console line."""
+
+    def __init__(self, *, json_lines: bool, colors: bool) -> None:
+        super().__init__()
+        self._json = json_lines
+        self._console = structlog.dev.ConsoleRenderer(colors=colors)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: Mapping[str, Any] | None = getattr(record, RECORD_FIELD, None)
+        event: dict[str, Any] = (
+            dict(fields) if fields is not None else {"event": record.getMessage()}
+        )
+        event["level"] = record.levelname.lower()
+        event["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat()
+        if not record.name.startswith(LOGGER_NAME):
+            event["logger"] = record.name
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        event = {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+        if self._json:
+            return json.dumps(event, default=str, ensure_ascii=False)
+        return str(self._console(None, "", event))
+
+
+def configure(
+    *,
+    verbose: int = 0,
+    quiet: bool = False,
+    log_format: LogFormat = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Route every log record of this process to ``stream`` (the CLI's and daemon's setup).
+
+    ``verbose``: 0 warnings, 1 info, 2+ debug; ``quiet``: errors only.
     """
     stream = stream or sys.stderr
-    level = logging.DEBUG if verbose >= 2 else logging.INFO
-    if json_logs is None:
-        json_logs = not stream.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _scrub,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
-    )
+    json_lines = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_Formatter(json_lines=json_lines, colors=stream.isatty()))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    if not quiet and verbose == 0:
+        level = logging.WARNING
+    logging.getLogger(LOGGER_NAME).setLevel(level)
     # httpx logs every request at INFO, with URLs: far too chatty for a sync loop.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

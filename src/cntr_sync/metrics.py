@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from cntr_sync import __version__
+from cntr_sync._version import __version__
 
 PassResult = Literal["success", "noop", "partial", "error"]
 PASS_RESULTS: tuple[PassResult, ...] = get_args(PassResult)

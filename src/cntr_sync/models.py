@@ -32,6 +32,42 @@ MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteLimit:
+    """How much one pass may delete: a percentage of tracked files, or a count of files.
+
+    Written as ``"50%"`` (a percentage) or ``10`` (a count), as rclone users expect.
+    """
+
+    percent: float | None = None
+    count: int | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> DeleteLimit:
+        """``"10%"`` -> 10 percent; ``10`` or ``"10"`` -> 10 files; ValueError otherwise."""
+        if isinstance(value, DeleteLimit):
+            return value
+        if isinstance(value, bool):
+            raise ValueError("write a percentage such as '50%' or a count of files such as 10")
+        if isinstance(value, int):
+            count = value
+        elif isinstance(value, str) and value.strip().endswith("%"):
+            percent = float(value.strip()[:-1])
+            if not 0 <= percent <= 100:
+                raise ValueError("a percentage must be between 0% and 100%")
+            return cls(percent=percent)
+        elif isinstance(value, str) and value.strip().isdigit():
+            count = int(value.strip())
+        else:
+            raise ValueError("write a percentage such as '50%' or a count of files such as 10")
+        if count < 0:
+            raise ValueError("a count of files must be 0 or more")
+        return cls(count=count)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+
+
+@dataclass(frozen=True, slots=True)
 class Pair:
     """One local directory mirrored into one container, every inherited value filled in.
 
@@ -54,7 +90,7 @@ class Pair:
     outside_subdir: str = "_container"
     delete: bool = True
     delete_unknown: bool = False
-    max_delete: float = 50.0  # percent of tracked files one pass may delete
+    max_delete: DeleteLimit = DeleteLimit(percent=50.0)
     ignore: tuple[str, ...] = ()
     follow_symlinks: bool = False
     expires_after_minutes: int = 20
@@ -72,7 +108,7 @@ class Pair:
         out: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if isinstance(value, Path):
+            if isinstance(value, Path | DeleteLimit):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)

@@ -51,6 +51,7 @@ from cntr_sync.actions import (
 )
 from cntr_sync.models import (
     ConflictPolicy,
+    DeleteLimit,
     Direction,
     IndexEntry,
     LocalFile,
@@ -81,7 +82,7 @@ class Policy:
     remote_delete: RemoteDeletePolicy = "restore"
     delete: bool = True
     delete_unknown: bool = False
-    max_delete_percent: float = 50.0
+    max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(percent=50.0))
     # Whether the server keeps upload filenames; None until an upload showed it.
     server_keeps_names: bool | None = None
     now: float = 0.0  # the caller's clock, for adopted entries' synced_at
@@ -530,12 +531,19 @@ def check_brakes(
             "refusing (use --force if this is intended)"
         )
     base = plan_.tracked + plan_.unknown_total
-    if base and destructive >= BRAKE_MIN_DELETES:
+    limit = policy.max_delete
+    if limit.count is not None:
+        if destructive > limit.count:
+            return Brake(
+                f"this pass would delete {destructive} files (> max_delete {limit.count}); "
+                "use --force if this is intended"
+            )
+        return None
+    if base and destructive >= BRAKE_MIN_DELETES and limit.percent is not None:
         percent = 100.0 * destructive / base
-        if percent > policy.max_delete_percent:
+        if percent > limit.percent:
             return Brake(
                 f"this pass would delete {destructive} of {base} files "
-                f"({percent:.0f}% > max_delete {policy.max_delete_percent:g}%); "
-                "use --force if this is intended"
+                f"({percent:.0f}% > max_delete {limit}); use --force if this is intended"
             )
     return None

@@ -1,15 +1,37 @@
-"""What one pass did: ``PassResult``, filled in by the engine as actions finish.
+"""What one pass did and does: ``PassResult``, ``SyncResult``, ``TransferEvent``.
 
-Owns the counts, failures, warnings and deferrals of a pass, and what makes a
-pass "in sync". The CLI prints it, the daemon reports it, the library returns
-it. No I/O.
+Owns the counts, failures, warnings and deferrals of a pass, what makes a pass
+"in sync", the list of planned actions a dry run shows, and the events a pass
+reports as each transfer finishes (``Progress``). The engine fills a mutable
+``PassResult``; the library and the CLI's ``--json`` give out the frozen
+``SyncResult`` made from it. No I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
 
 from cntr_sync.actions import Plan
+
+TransferKind = Literal["uploaded", "replaced", "deleted", "downloaded", "deleted locally"]
+
+
+@dataclass(frozen=True)
+class TransferEvent:
+    """One finished transfer: what happened to which path, and how many bytes moved."""
+
+    action: TransferKind
+    path: str
+    bytes: int = 0
+
+
+class Progress(Protocol):
+    """Where a pass reports transfers as they happen (a progress bar, ``-v`` lines, a callback)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, event: TransferEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,4 +86,121 @@ class PassResult:
         )
 
 
-__all__ = ["ActionFailure", "PassResult"]
+PlannedKind = Literal["upload", "replace", "delete", "adopt", "download", "compare", "delete-local"]
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One action a pass planned: its kind, the local path (or remote path), size, reason."""
+
+    action: PlannedKind
+    path: str
+    bytes: int | None
+    reason: str
+
+
+def planned_actions(plan: Plan) -> tuple[PlannedAction, ...]:
+    """Every action of ``plan``, in the order a pass runs them (local side first)."""
+    actions: list[PlannedAction] = []
+    for download in plan.downloads:
+        reason: str = download.reason
+        if download.move_aside_to:
+            reason = f"{reason}; the local version is kept as {download.move_aside_to}"
+        actions.append(PlannedAction("download", download.relpath, download.remote.size, reason))
+    for compare in plan.compares:
+        actions.append(
+            PlannedAction("compare", compare.relpath, compare.remote.size, "same name, no history")
+        )
+    for removal in plan.local_deletes:
+        actions.append(
+            PlannedAction("delete-local", removal.relpath, removal.expect.size, "deleted remotely")
+        )
+    for upload in plan.uploads:
+        kind: PlannedKind = "replace" if upload.replaces else "upload"
+        actions.append(PlannedAction(kind, upload.relpath, upload.size, upload.reason))
+    for delete in plan.deletes:
+        actions.append(PlannedAction("delete", delete.relpath or delete.path, None, delete.reason))
+    for adopt in plan.adopts:
+        actions.append(PlannedAction("adopt", adopt.entry.relpath, adopt.entry.size, adopt.reason))
+    return tuple(actions)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync pass did (or, for a dry run, would do); returned by ``cntr_sync.sync``.
+
+    ``in_sync`` is True when nothing failed, nothing was deferred and the pass
+    was not cut short; ``planned`` lists every action the pass planned, with paths.
+    """
+
+    container_id: str | None
+    in_sync: bool
+    dry_run: bool
+    container_created: bool
+    container_recreated: bool
+    local_files: int
+    uploaded: int
+    replaced: int
+    deleted: int
+    adopted: int
+    downloaded: int
+    local_deleted: int
+    conflicts: int
+    bytes_uploaded: int
+    bytes_downloaded: int
+    unknown_kept: int
+    requests: int
+    requests_by_operation: dict[str, int]
+    seconds: float
+    planned: tuple[PlannedAction, ...]
+    failures: tuple[ActionFailure, ...]
+    warnings: tuple[str, ...]
+    deferred: tuple[str, ...]
+
+    @classmethod
+    def from_pass(cls, result: PassResult) -> SyncResult:
+        return cls(
+            container_id=result.container_id,
+            in_sync=result.in_sync,
+            dry_run=result.dry_run,
+            container_created=result.container_created,
+            container_recreated=result.container_recreated,
+            local_files=result.local_files,
+            uploaded=result.uploaded,
+            replaced=result.replaced,
+            deleted=result.deleted,
+            adopted=result.adopted,
+            downloaded=result.downloaded,
+            local_deleted=result.local_deleted,
+            conflicts=result.conflicts,
+            bytes_uploaded=result.bytes_uploaded,
+            bytes_downloaded=result.bytes_downloaded,
+            unknown_kept=result.unknown_kept,
+            requests=result.requests,
+            requests_by_operation=dict(result.requests_by_operation),
+            seconds=result.seconds,
+            planned=planned_actions(result.plan) if result.plan is not None else (),
+            failures=tuple(result.failures),
+            warnings=tuple(result.warnings),
+            deferred=tuple(result.deferred),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able data (the CLI's ``--json`` summary is built from it)."""
+        data = asdict(self)
+        data["planned"] = [asdict(action) for action in self.planned]
+        data["failures"] = [asdict(failure) for failure in self.failures]
+        data["warnings"] = list(self.warnings)
+        data["deferred"] = list(self.deferred)
+        return data
+
+
+__all__ = [
+    "ActionFailure",
+    "PassResult",
+    "PlannedAction",
+    "Progress",
+    "SyncResult",
+    "TransferEvent",
+    "planned_actions",
+]

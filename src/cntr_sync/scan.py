@@ -141,36 +141,70 @@ def open_regular(path: Path, *, follow_symlinks: bool = True) -> int:
 
 
 class IgnoreRules:
-    """Which relpaths the mirror leaves alone (gitignore semantics, via pathspec)."""
+    """Which relpaths the mirror leaves alone (gitignore semantics, via pathspec).
 
-    def __init__(self, spec: GitIgnoreSpec) -> None:
-        self._spec = spec
+    Precedence, highest first: the configured patterns (the ``ignore`` setting,
+    ``--exclude``/``--include``), then ``.cntrignore`` files from the deepest
+    directory up to the root, then the built-in defaults. The first layer with
+    a matching line decides, and within a layer the last matching line, as in
+    git; so ``!pattern`` in any layer re-includes what a lower layer ignores.
+    """
+
+    def __init__(self, base: GitIgnoreSpec, configured: GitIgnoreSpec) -> None:
+        self._base = base
+        self._configured = configured
+        self._nested: dict[str, GitIgnoreSpec] = {}
 
     @classmethod
     def load(cls, root: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
         """Defaults, then ``root/.cntrignore`` if present, then ``patterns``.
 
         A bad line in ``.cntrignore`` raises ``LocalError`` naming file and line;
-        a bad configured pattern raises ``ConfigError``.
+        a bad configured pattern raises ``ConfigError``. Nested ``.cntrignore``
+        files are read by the scan as it enters their directories.
         """
-        ignore_file = root / IGNORE_FILE
-        file_lines = _read_ignore_file(ignore_file)
-        for lineno, line in enumerate(file_lines, start=1):
-            if not _valid_pattern(line):
-                raise LocalError(
-                    f"{ignore_file}:{lineno}: invalid ignore pattern {line!r}",
-                    path=str(ignore_file),
-                )
+        file_lines = _checked_ignore_lines(root / IGNORE_FILE)
         for pattern in patterns:
             if not _valid_pattern(pattern):
                 raise ConfigError(f"invalid ignore pattern {pattern!r} in settings")
-        return cls(GitIgnoreSpec.from_lines([*DEFAULT_PATTERNS, *file_lines, *patterns]))
+        return cls(
+            GitIgnoreSpec.from_lines([*DEFAULT_PATTERNS, *file_lines]),
+            GitIgnoreSpec.from_lines(patterns),
+        )
+
+    def add_directory_file(self, directory: str, path: Path) -> None:
+        """Read ``.cntrignore`` of ``directory`` (a relpath); its patterns are relative to it."""
+        lines = _checked_ignore_lines(path)
+        if any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+            self._nested[directory] = GitIgnoreSpec.from_lines(lines)
 
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         """True when ``relpath`` (POSIX, relative to the root) is not mirrored."""
         if is_dir and relpath.rpartition("/")[2] == STATE_DIR_NAME:
             return True
-        return self._spec.match_file(f"{relpath}/" if is_dir else relpath)
+        candidate = f"{relpath}/" if is_dir else relpath
+        decided = self._configured.check_file(candidate).include
+        if decided is not None:
+            return decided
+        if self._nested:
+            parts = relpath.split("/")
+            for depth in range(len(parts) - 1, 0, -1):
+                directory = "/".join(parts[:depth])
+                spec = self._nested.get(directory)
+                if spec is None:
+                    continue
+                decided = spec.check_file(candidate[len(directory) + 1 :]).include
+                if decided is not None:
+                    return decided
+        return self._base.match_file(candidate)
+
+
+def _checked_ignore_lines(path: Path) -> list[str]:
+    lines = _read_ignore_file(path)
+    for lineno, line in enumerate(lines, start=1):
+        if not _valid_pattern(line):
+            raise LocalError(f"{path}:{lineno}: invalid ignore pattern {line!r}", path=str(path))
+    return lines
 
 
 def _valid_pattern(line: str) -> bool:
@@ -417,6 +451,10 @@ class _Walk:
         except OSError as exc:
             self._unreadable_dir(relpath, exc)
             return
+        for entry in entries:
+            if entry.name == IGNORE_FILE and entry.is_file(follow_symlinks=False):
+                # Its patterns apply to this directory's entries: read it first.
+                self._rules.add_directory_file(relpath, Path(entry.path))
         for entry in entries:
             self._visit(relpath, entry)
 

@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 
 from cntr_sync.api import ContainersClient
-from cntr_sync.apply import Progress
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
 from cntr_sync.models import Pair
 from cntr_sync.rest import RateLimiter, RequestOutcome
+from cntr_sync.result import PassResult, Progress
 
 # Requests a pass can have in flight beyond its transfers: a listing and a
 # container lookup.
@@ -77,7 +77,9 @@ class PairSession:
         tick: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        client: ContainersClient | None = None,
     ) -> None:
+        """``client``: use this one (the caller keeps and closes it) instead of building one."""
         self.settings = settings
         self.pair = pair
         self._limiter = rate_limiter or RateLimiter(settings.requests_per_second)
@@ -87,8 +89,11 @@ class PairSession:
             "transport": transport,
             "sleep": sleep,
         }
-        self._client_kwargs = settings.client_kwargs()
-        self.client = build_client(settings, rate_limiter=self._limiter, **self._hooks)
+        self._owns_client = client is None
+        if client is None:
+            self._client_kwargs = settings.client_kwargs()
+            client = build_client(settings, rate_limiter=self._limiter, **self._hooks)
+        self.client = client
         try:
             self.index = Index.open(
                 settings.state_dir,
@@ -98,7 +103,8 @@ class PairSession:
                 lock=lock,
             )
         except BaseException:
-            self.client.close()
+            if self._owns_client:
+                self.client.close()
             raise
 
     def engine(self, *, progress: Progress | None = None) -> Engine:
@@ -118,6 +124,8 @@ class PairSession:
         The index stays: it is keyed by the base URL, which a reload of
         connection settings restarts the pair for anyway.
         """
+        if not self._owns_client:
+            return
         kwargs = self.settings.client_kwargs()
         if kwargs == self._client_kwargs:
             return
@@ -130,7 +138,8 @@ class PairSession:
         try:
             self.index.close()
         finally:
-            self.client.close()
+            if self._owns_client:
+                self.client.close()
 
     def __enter__(self) -> PairSession:
         return self
@@ -144,8 +153,23 @@ class PairSession:
         self.close()
 
 
+def run_pass(
+    settings: Settings,
+    pair: Pair,
+    *,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    client: ContainersClient | None = None,
+    lock: bool = True,
+) -> PassResult:
+    """One pass of ``pair``: what ``cntr-sync sync`` and ``cntr_sync.sync`` run."""
+    with PairSession(settings, pair, client=client, lock=lock) as session:
+        return session.engine(progress=progress).run_pass(dry_run=dry_run, force=force)
+
+
 def _no_tick() -> None:
     pass
 
 
-__all__ = ["PairSession", "build_client", "pool_size"]
+__all__ = ["PairSession", "build_client", "pool_size", "run_pass"]

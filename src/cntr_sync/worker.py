@@ -24,11 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import structlog
-
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.errors import CntrSyncError
+from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.rest import RateLimiter, RequestOutcome
@@ -36,7 +35,7 @@ from cntr_sync.result import PassResult
 from cntr_sync.session import PairSession
 from cntr_sync.watch import ChangeTracker, Watcher
 
-log = structlog.get_logger("cntr_sync.worker")
+log = get_logger("cntr_sync.worker")
 
 PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
 # "overdue": changes kept coming past max_delay, so even files written a moment

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from .core import Emulator
+from .settings import FaultConfig, GatewayStyle
 from .wire import CHUNK_SIZE, EmuRequest, EmuResponse, bad_request, server_error
 
 _MAX_LINE = 64 * 1024
@@ -366,8 +367,13 @@ def serve(
     data_dir: Path | None = None,
     api_keys: set[str] | None = None,
     verbose: bool = False,
+    faults: FaultConfig | None = None,
+    gateway: GatewayStyle | None = None,
 ) -> None:
-    """Serve the emulator until SIGINT or SIGTERM; prints the base URL once on start."""
+    """Serve the emulator until SIGINT or SIGTERM; prints the base URL once on start.
+
+    ``faults`` and ``gateway`` are where it starts (the control surface can change them).
+    """
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -379,9 +385,10 @@ def serve(
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             previous[stop_signal] = signal.signal(stop_signal, on_signal)
     try:
-        with EmulatorServer(
-            host, port, control=control, data_dir=data_dir, api_keys=api_keys, verbose=verbose
-        ) as server:
+        emulator = Emulator(
+            data_dir=data_dir, control=control, api_keys=api_keys, faults=faults, gateway=gateway
+        )
+        with emulator, EmulatorServer(host, port, emulator=emulator, verbose=verbose) as server:
             sys.stdout.write(f"cntr-sync emulator listening on {server.base_url}\n")
             sys.stdout.flush()
             with suppress(KeyboardInterrupt):

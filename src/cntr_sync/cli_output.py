@@ -1,0 +1,215 @@
+"""What the command line prints: progress, transfer lines, plans, summaries.
+
+Owns every line the CLI writes about a pass: the progress bar (on a terminal,
+or when asked), one line per transfer with ``-v``, the dry-run plan, warnings
+and failures on stderr, the one-line human summary (always on stderr, terminal
+or not: CI logs are read by people), and the ``--json`` document on stdout.
+``-q`` leaves only errors.
+
+Must not: run passes, load settings or decide exit codes (``cli`` does); every
+name that came from a remote server is printed escaped (``printable``), never
+as markup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from cntr_sync.remote_paths import printable
+from cntr_sync.result import PassResult, SyncResult, TransferEvent
+
+PREFIX = "cntr-sync"
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[files]} files"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+@dataclass(frozen=True)
+class OutputMode:
+    """How much to print: ``verbose`` lists transfers, ``quiet`` only errors."""
+
+    verbose: int = 0
+    quiet: bool = False
+    progress: bool | None = None  # None: a bar on a terminal only
+    json: bool = False
+
+
+class Reporter:
+    """Prints one command's output; also the ``Progress`` a pass reports to."""
+
+    def __init__(self, mode: OutputMode, *, stderr: TextIO | None = None) -> None:
+        self.mode = mode
+        self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True)
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._files_total = 0
+        self._files_done = 0
+
+    # -- the Progress protocol ------------------------------------------------------
+
+    @property
+    def wants_bar(self) -> bool:
+        if self.mode.quiet or self.mode.json:
+            return False
+        return self.err.is_terminal if self.mode.progress is None else self.mode.progress
+
+    def __enter__(self) -> Reporter:
+        if self.wants_bar:
+            self._bar = Progress(*progress_columns(), console=self.err, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("syncing", total=None, files="0/0")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self._files_total, self._files_done = files, 0
+        if self._bar is not None:
+            self._bar.update(self._task, total=max(total_bytes, 1), files=f"0/{files}")
+
+    def advance(self, event: TransferEvent) -> None:
+        self._files_done += 1
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                advance=event.bytes,
+                files=f"{self._files_done}/{self._files_total}",
+            )
+        if self.mode.verbose and not self.mode.quiet and not self.mode.json:
+            self.err.print(transfer_line(event), markup=False)
+
+    # -- after the pass ---------------------------------------------------------------
+
+    def report(self, result: PassResult, exit_code: int) -> None:
+        synced = SyncResult.from_pass(result)
+        if self.mode.json:
+            print(json.dumps(summary(synced, exit_code)))
+            return
+        if result.dry_run and not self.mode.quiet:
+            print_plan(self.out, synced, result)
+        for failure in synced.failures:
+            self.line(f"{failure.action} {printable(failure.target)}: {failure.message}")
+        if self.mode.quiet:
+            return
+        for warning in synced.warnings:
+            self.line(f"warning: {warning}")
+        if synced.deferred and not synced.dry_run:
+            self.line(f"{len(synced.deferred)} files changed during the sync; run again")
+        if not synced.dry_run:
+            self.err.print(human_summary(synced), markup=False)
+
+    def line(self, text: str) -> None:
+        self.err.print(f"{PREFIX}: {text}", markup=False)
+
+    def error(self, message: str, exit_code: int) -> None:
+        if self.mode.json:
+            print(json.dumps({"exit_code": exit_code, "error": message}))
+        self.line(f"error: {message}")
+
+
+def transfer_line(event: TransferEvent) -> str:
+    """``uploaded notes/a.md (4.2 KiB)``: one finished transfer, for ``-v``."""
+    size = f" ({human_size(event.bytes)})" if event.action in _SIZED else ""
+    return f"{event.action} {printable(event.path)}{size}"
+
+
+_SIZED = frozenset({"uploaded", "replaced", "downloaded"})
+
+
+def human_summary(result: SyncResult) -> str:
+    done = [
+        f"{count} {what}"
+        for what, count in (
+            ("uploaded", result.uploaded),
+            ("replaced", result.replaced),
+            ("deleted", result.deleted),
+            ("adopted", result.adopted),
+            ("downloaded", result.downloaded),
+            ("deleted locally", result.local_deleted),
+            ("conflicts", result.conflicts),
+            ("failed", len(result.failures)),
+        )
+        if count
+    ]
+    state = "in sync" if result.in_sync else "NOT in sync"
+    created = " (new container)" if result.container_created else ""
+    received = (
+        f", {human_size(result.bytes_downloaded)} received" if result.bytes_downloaded else ""
+    )
+    return (
+        f"{state}: {result.local_files} files -> {result.container_id}{created}; "
+        f"{', '.join(done) or 'nothing to do'}; {human_size(result.bytes_uploaded)} sent"
+        f"{received} in {result.requests} requests, {result.seconds:.1f} s"
+    )
+
+
+def summary(result: SyncResult, exit_code: int) -> dict[str, Any]:
+    """The ``--json`` document: counts, bytes, requests, every planned action, errors."""
+    data = result.to_json()
+    planned = result.planned
+    data["planned"] = {
+        "upload": sum(1 for a in planned if a.action == "upload"),
+        "replace": sum(1 for a in planned if a.action == "replace"),
+        "delete": sum(1 for a in planned if a.action == "delete"),
+        "adopt": sum(1 for a in planned if a.action == "adopt"),
+        "download": sum(1 for a in planned if a.action == "download"),
+        "compare": sum(1 for a in planned if a.action == "compare"),
+        "delete_local": sum(1 for a in planned if a.action == "delete-local"),
+        "bytes": sum(a.bytes or 0 for a in planned if a.action in ("upload", "replace")),
+        "bytes_download": sum(a.bytes or 0 for a in planned if a.action in ("download", "compare")),
+    }
+    data["actions"] = [
+        {"action": a.action, "path": a.path, "bytes": a.bytes, "reason": a.reason} for a in planned
+    ]
+    data["errors"] = data.pop("failures")
+    data["exit_code"] = exit_code
+    return data
+
+
+def print_plan(console: Console, synced: SyncResult, result: PassResult) -> None:
+    if result.container_id is None or result.container_recreated:
+        console.print("create container (none running with this name)", markup=False)
+    labels = {"delete-local": "delete local", "replace": "replace", "upload": "upload "}
+    for action in synced.planned:
+        label = labels.get(action.action, action.action)
+        size = "" if action.bytes is None else f"{human_size(action.bytes)}, "
+        if action.action == "download" and action.bytes is None:
+            size = "size unknown, "
+        console.print(f"{label} {printable(action.path)} ({size}{action.reason})", markup=False)
+    if not synced.planned:
+        console.print("nothing to do: both sides are in sync", markup=False)

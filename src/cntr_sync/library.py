@@ -1,0 +1,292 @@
+"""The Python API: ``sync``, ``Mirror`` and their async flavours, for code around agents.
+
+Owns turning keyword arguments (and an optional ``openai.OpenAI`` client) into
+settings and a pair, running passes through the same wiring as the command
+line (``session.run_pass``: same engine, same brakes, same index), and giving
+back a frozen ``SyncResult``. The async flavours run the same code in a worker
+thread, so the event loop is never blocked.
+
+Must not: print, configure logging (the ``cntr_sync`` logger has a
+``NullHandler``; the application decides), or import ``openai`` (a client is
+read by duck typing, so the package stays optional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cntr_sync.api import ContainersClient
+from cntr_sync.config import PairSettings, Settings
+from cntr_sync.errors import ConfigError
+from cntr_sync.logs import get_logger
+from cntr_sync.models import Direction, Pair
+from cntr_sync.result import SyncResult, TransferEvent
+from cntr_sync.session import run_pass
+
+OnProgress = Callable[[TransferEvent], None]
+
+log = get_logger("cntr_sync.library")
+
+
+class _Callback:
+    """A ``Progress`` that hands each finished transfer to ``on_progress``."""
+
+    def __init__(self, on_progress: OnProgress) -> None:
+        self._on_progress = on_progress
+
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, event: TransferEvent) -> None:
+        self._on_progress(event)
+
+
+def settings_from_openai_client(client: Any) -> dict[str, Any]:
+    """Connection settings read from an ``openai.OpenAI`` (or ``AsyncOpenAI``) instance.
+
+    Takes its base URL, key, organization, project and the default headers
+    and query it was built with, so nothing is configured twice. Azure
+    clients authenticate with the ``api-key`` header.
+    """
+    api_key = getattr(client, "api_key", None)
+    base_url = getattr(client, "base_url", None)
+    if not api_key or base_url is None:
+        raise ConfigError("client= must be an openai.OpenAI client with an api_key and base_url")
+    headers = dict(getattr(client, "_custom_headers", None) or {})
+    query = dict(getattr(client, "_custom_query", None) or {})
+    settings: dict[str, Any] = {
+        "api_key": str(api_key),
+        "base_url": str(base_url).rstrip("/"),
+        "organization": getattr(client, "organization", None) or None,
+        "project": getattr(client, "project", None) or None,
+        "extra_headers": {str(k): str(v) for k, v in headers.items() if v is not None},
+        "extra_query": {str(k): str(v) for k, v in query.items() if v is not None},
+    }
+    if type(client).__name__.startswith(("AzureOpenAI", "AsyncAzureOpenAI")):
+        settings["auth_style"] = "api-key"
+    return settings
+
+
+def _prepare(
+    local: str | os.PathLike[str],
+    container: str,
+    *,
+    direction: Direction,
+    client: Any,
+    settings: Settings | None,
+    overrides: Mapping[str, Any],
+) -> tuple[Settings, Pair, ContainersClient | None]:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    given["direction"] = direction
+    own_client = client if isinstance(client, ContainersClient) else None
+    if client is not None and own_client is None:
+        given = {**settings_from_openai_client(client), **given}
+    if settings is None:
+        settings = Settings.load(overrides=given, env=os.environ)
+    else:
+        settings = settings.with_overrides(**given)
+    root = Path(local).expanduser().absolute()
+    pair = settings.pair(PairSettings(name="library", local=root, container=container))
+    return settings, pair, own_client
+
+
+def sync(
+    local: str | os.PathLike[str],
+    container: str,
+    *,
+    direction: Direction = "push",
+    delete: bool = True,
+    dry_run: bool = False,
+    force: bool = False,
+    client: Any = None,
+    settings: Settings | None = None,
+    on_progress: OnProgress | None = None,
+    **overrides: Any,
+) -> SyncResult:
+    """One sync pass of ``local`` with ``container`` (a name or an id); the same
+    engine and guarantees as ``cntr-sync sync``.
+
+    ``direction``: ``"push"`` (the container mirrors the directory), ``"pull"``
+    (bring home what the model wrote) or ``"both"``. ``client``: an
+    ``openai.OpenAI``/``AsyncOpenAI`` whose base URL, key and headers are used,
+    or a ``cntr_sync.api.ContainersClient``. ``settings``: a ``Settings`` to
+    start from (else the environment: ``OPENAI_API_KEY``, ``CNTR_SYNC_*``).
+    ``overrides``: any other setting by name (``conflict="remote-wins"``,
+    ``max_delete="10%"``, ``ignore=["*.log"]``, ``state_dir=...``).
+    ``on_progress`` is called with a ``TransferEvent`` after each transfer.
+
+    Raises the ``cntr_sync`` errors: ``SafetyBrakeError`` when a brake refused
+    the pass, ``ConfigError``, ``AuthenticationError``, ... A pass where some
+    actions failed returns a result with ``in_sync`` False and ``failures``.
+    """
+    resolved, pair, own_client = _prepare(
+        local,
+        container,
+        direction=direction,
+        client=client,
+        settings=settings,
+        overrides={"delete": delete, **overrides},
+    )
+    progress = _Callback(on_progress) if on_progress is not None else None
+    result = run_pass(
+        resolved, pair, progress=progress, dry_run=dry_run, force=force, client=own_client
+    )
+    return SyncResult.from_pass(result)
+
+
+class Mirror:
+    """A container kept in step with a directory for one agent run.
+
+    On enter: a pass (creating the container if needed); pass ``.container_id``
+    to the code interpreter tool. ``.sync()`` runs a pass at any time. On exit:
+    a final pass that brings home what the model wrote (``direction="both"``
+    by default). Errors of a pass are raised (as ``cntr_sync`` errors), except
+    on exit when the block itself is raising: its exception is not replaced.
+
+        with cntr_sync.Mirror("work", "analysis", client=openai_client) as mirror:
+            response = openai_client.responses.create(
+                model="gpt-4.1",
+                tools=[{"type": "code_interpreter", "container": mirror.container_id}],
+                input="Plot data.csv into plot.png",
+            )
+        # work/plot.png is on disk now
+    """
+
+    def __init__(
+        self,
+        local: str | os.PathLike[str],
+        container: str,
+        *,
+        direction: Direction = "both",
+        client: Any = None,
+        settings: Settings | None = None,
+        on_progress: OnProgress | None = None,
+        **overrides: Any,
+    ) -> None:
+        self._settings, self._pair, self._client = _prepare(
+            local,
+            container,
+            direction=direction,
+            client=client,
+            settings=settings,
+            overrides=overrides,
+        )
+        self._progress = _Callback(on_progress) if on_progress is not None else None
+        self.last_result: SyncResult | None = None
+
+    @property
+    def container_id(self) -> str:
+        """The id of the container in use (after the first pass)."""
+        if self.last_result is None or self.last_result.container_id is None:
+            raise RuntimeError("the mirror has not synced yet: use it in a with block")
+        return self.last_result.container_id
+
+    def sync(self, *, force: bool = False) -> SyncResult:
+        """One pass now; returns what it did."""
+        result = run_pass(
+            self._settings, self._pair, progress=self._progress, force=force, client=self._client
+        )
+        self.last_result = SyncResult.from_pass(result)
+        return self.last_result
+
+    def __enter__(self) -> Mirror:
+        self.sync()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.sync()
+            return
+        try:
+            self.sync()
+        except Exception as error:  # noqa: BLE001 - the block's own exception is the one to see
+            log.warning("the final sync after a failing block failed too", error=str(error))
+
+
+async def async_sync(
+    local: str | os.PathLike[str],
+    container: str,
+    *,
+    direction: Direction = "push",
+    delete: bool = True,
+    dry_run: bool = False,
+    force: bool = False,
+    client: Any = None,
+    settings: Settings | None = None,
+    on_progress: OnProgress | None = None,
+    **overrides: Any,
+) -> SyncResult:
+    """``sync`` without blocking the event loop (the pass runs in a worker thread)."""
+    return await asyncio.to_thread(
+        sync,
+        local,
+        container,
+        direction=direction,
+        delete=delete,
+        dry_run=dry_run,
+        force=force,
+        client=client,
+        settings=settings,
+        on_progress=on_progress,
+        **overrides,
+    )
+
+
+class AsyncMirror:
+    """``Mirror`` for ``async with``: every pass runs in a worker thread."""
+
+    def __init__(
+        self,
+        local: str | os.PathLike[str],
+        container: str,
+        *,
+        direction: Direction = "both",
+        client: Any = None,
+        settings: Settings | None = None,
+        on_progress: OnProgress | None = None,
+        **overrides: Any,
+    ) -> None:
+        self._mirror = Mirror(
+            local,
+            container,
+            direction=direction,
+            client=client,
+            settings=settings,
+            on_progress=on_progress,
+            **overrides,
+        )
+
+    @property
+    def container_id(self) -> str:
+        """The id of the container in use (after the first pass)."""
+        return self._mirror.container_id
+
+    @property
+    def last_result(self) -> SyncResult | None:
+        return self._mirror.last_result
+
+    async def sync(self, *, force: bool = False) -> SyncResult:
+        """One pass now, in a worker thread; returns what it did."""
+        return await asyncio.to_thread(self._mirror.sync, force=force)
+
+    async def __aenter__(self) -> AsyncMirror:
+        await self.sync()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self._mirror.__exit__, exc_type, exc, traceback)

@@ -1,0 +1,218 @@
+"""The Python API: sync, Mirror, their async flavours, client=, and the output contract."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+import cntr_sync
+from cntr_sync.api import ContainersClient
+from cntr_sync.emulator import Emulator, EmulatorServer, FaultConfig
+from cntr_sync.result import TransferEvent
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "sk-library-test-0001"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmulatorServer]:
+    with EmulatorServer("127.0.0.1", 0, control=True, data_dir=tmp_path / "emu") as running:
+        yield running
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, server: EmulatorServer, tmp_path: Path) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    root = tmp_path / "work"
+    (root / "sub").mkdir(parents=True)
+    (root / "data.csv").write_text("a,b\n1,2\n")
+    (root / "sub" / "notes.md").write_text("# notes\n")
+    return root
+
+
+def test_sync_is_one_pass_with_a_typed_result(
+    env: None, server: EmulatorServer, work: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    events: list[TransferEvent] = []
+    result = cntr_sync.sync(work, "lib-box", on_progress=events.append)
+    assert isinstance(result, cntr_sync.SyncResult)
+    assert result.in_sync and result.uploaded == 2 and result.container_id
+    assert sorted(e.path for e in events) == ["data.csv", "sub/notes.md"]
+    assert {e.action for e in events} == {"uploaded"}
+    assert result.requests == sum(server.emulator.counts().values())
+    again = cntr_sync.sync(work, "lib-box", dry_run=True)
+    assert again.planned == () and again.uploaded == 0
+    (work / "data.csv").write_text("changed")
+    planned = cntr_sync.sync(work, "lib-box", dry_run=True)
+    assert [(a.action, a.path, a.bytes) for a in planned.planned] == [("replace", "data.csv", 7)]
+    # The library never prints: not a progress bar, not a log line.
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_errors_are_the_exported_tree(env: None, work: Path, tmp_path: Path) -> None:
+    assert cntr_sync.sync(work, "lib-box").uploaded == 2
+    for path in work.rglob("*"):
+        if path.is_file():
+            path.unlink()
+    with pytest.raises(cntr_sync.SafetyBrakeError, match="sync root is empty"):
+        cntr_sync.sync(work, "lib-box")
+    with pytest.raises(cntr_sync.ConfigError, match="'push', 'pull' or 'both'"):
+        cntr_sync.sync(work, "lib-box", direction="sideways")  # type: ignore[arg-type]
+    assert issubclass(cntr_sync.SafetyBrakeError, cntr_sync.CntrSyncError)
+
+
+def test_mirror_brings_home_what_the_model_wrote(
+    env: None, server: EmulatorServer, work: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with cntr_sync.Mirror(work, "agent-run") as mirror:
+        container_id = mirror.container_id
+        assert sorted(f.path.rsplit("-", 1)[-1] for f in _files(server, container_id)) == [
+            "data.csv",
+            "sub/notes.md",
+        ]
+        server.emulator.add_assistant_file(container_id, "/mnt/data/out/plot.png", b"PNG")
+        mid = mirror.sync()
+        assert mid.downloaded == 1
+        server.emulator.add_assistant_file(container_id, "/mnt/data/summary.md", b"# done")
+    assert (work / "summary.md").read_bytes() == b"# done"
+    assert (work / "out" / "plot.png").read_bytes() == b"PNG"
+    assert mirror.last_result is not None and mirror.last_result.downloaded == 1
+    assert capfd.readouterr().out == ""
+
+
+def test_mirror_does_not_hide_the_blocks_own_error(env: None, work: Path) -> None:
+    with pytest.raises(ZeroDivisionError), cntr_sync.Mirror(work, "agent-run") as mirror:
+        for path in work.rglob("*"):
+            if path.is_file():
+                path.unlink()  # the final pass will hit the empty-root brake...
+        assert mirror.container_id
+        _ = 1 / 0  # ...but this is the error the caller sees
+
+
+def test_mirror_raises_a_failing_final_pass(env: None, work: Path) -> None:
+    with (
+        pytest.raises(cntr_sync.SafetyBrakeError),
+        cntr_sync.Mirror(work, "agent-run", direction="push"),
+    ):
+        for path in work.rglob("*"):
+            if path.is_file():
+                path.unlink()
+
+
+def test_client_from_an_openai_sdk_client(
+    monkeypatch: pytest.MonkeyPatch, server: EmulatorServer, work: Path, tmp_path: Path
+) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    sdk = openai.OpenAI(
+        api_key=KEY,
+        base_url=server.base_url,
+        organization="org-lib",
+        default_headers={"X-Team": "data"},
+        default_query={"provider": "openai"},
+    )
+    result = cntr_sync.sync(work, "sdk-box", client=sdk, state_dir=tmp_path / "state")
+    assert result.uploaded == 2
+    request = server.emulator.requests_log()[-1]
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["openai-organization"] == "org-lib"
+    assert request.headers["x-team"] == "data"
+    assert dict(request.query)["provider"] == "openai"
+    # And the SDK sees what cntr-sync put there.
+    listed = sdk.containers.files.list(result.container_id or "")
+    assert len(listed.data) == 2
+    async_sdk = openai.AsyncOpenAI(api_key=KEY, base_url=server.base_url)
+    again = cntr_sync.sync(work, "sdk-box", client=async_sdk, state_dir=tmp_path / "state")
+    assert again.in_sync and again.uploaded == 0
+
+
+def test_client_can_be_our_own_client_with_any_transport(tmp_path: Path, work: Path) -> None:
+    with (
+        Emulator(data_dir=tmp_path / "emu") as emulator,
+        ContainersClient(KEY, base_url="http://emu.test/v1", transport=emulator.transport()) as api,
+    ):
+        result = cntr_sync.sync(work, "in-process", client=api, state_dir=tmp_path / "state")
+        assert result.uploaded == 2
+        assert emulator.counts()["create_file"] == 2
+
+
+def test_the_async_flavour_does_not_block_the_loop(
+    env: None, server: EmulatorServer, work: Path
+) -> None:
+    async def main() -> tuple[int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        server.emulator.set_faults(FaultConfig(latency_ms=150))
+        result = await cntr_sync.async_sync(work, "async-box")
+        async with cntr_sync.AsyncMirror(work, "async-box") as mirror:
+            server.emulator.add_assistant_file(mirror.container_id, "/mnt/data/a.txt", b"a")
+        task.cancel()
+        return result.uploaded, ticks
+
+    uploaded, ticks = asyncio.run(main())
+    assert uploaded == 2
+    assert ticks > 10  # the loop ran while passes waited on the (slow) server
+    assert (work / "a.txt").read_bytes() == b"a"
+
+
+def test_logging_contract(
+    env: None, work: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    handlers = logging.getLogger("cntr_sync").handlers
+    assert [type(h).__name__ for h in handlers] == ["NullHandler"]
+    with caplog.at_level(logging.INFO, logger="cntr_sync"):
+        cntr_sync.sync(work, "logged-box")
+    created = [r for r in caplog.records if r.name == "cntr_sync.containers"]
+    assert created and created[0].getMessage() == "creating container name=logged-box"
+    assert created[0].cntr_sync == {"event": "creating container", "name": "logged-box"}
+    assert capfd.readouterr().err == ""
+
+
+def test_public_names_are_documented() -> None:
+    for name in cntr_sync.__all__:
+        value = getattr(cntr_sync, name)
+        if name != "__version__":
+            assert value.__doc__, f"{name} has no docstring"
+    assert (Path(cntr_sync.__file__).parent / "py.typed").is_file()
+
+
+def test_the_example_script_runs_against_the_emulator(server: EmulatorServer) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "mirror_agent.py")],
+        env={"PATH": "/usr/bin:/bin", "OPENAI_BASE_URL": server.base_url, "HOME": "/tmp"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "summary.md holds '# Visitors\\n8 in all\\n'" in proc.stdout
+    assert proc.stderr == ""
+
+
+def _files(server: EmulatorServer, container_id: str) -> list[object]:
+    with ContainersClient(KEY, base_url=server.base_url) as client:
+        return list(client.iter_files(container_id))
