@@ -801,6 +801,41 @@ def test_both_brings_a_model_written_file_home_within_the_poll_interval(
     assert server.emulator.counts()["create_file"] == uploads
 
 
+# -- 4d. one pair from flags, no config file (the sidecar habit) -----------------------------
+
+
+def test_run_directory_with_flags_and_no_config_file(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "work", {"a.txt": "alpha"})
+    daemon = start_daemon(
+        None,
+        str(root),
+        "--container",
+        "sidecar",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--direction",
+        "both",
+        "--quiet-period",
+        "0.3",
+        "--remote-poll-interval",
+        "1",
+        "--requests-per-second",
+        "1000",
+    )
+    daemon.wait_ready()
+    assert daemon.pair_status("default")["local"] == str(root)
+    container_id = daemon.container_id("default")
+    assert client.retrieve_container(container_id).name == "sidecar"
+    (root / "b.txt").write_text("beta")
+    daemon.wait_for(lambda: remote_bytes(client, container_id, "b.txt") == b"beta", "b.txt up")
+    server.emulator.add_assistant_file(container_id, "/mnt/data/c.txt", b"gamma")
+    daemon.wait_for(lambda: (root / "c.txt").exists(), "c.txt home")
+
+
 # -- 5. one broken pair does not stop the others --------------------------------------------------
 
 
