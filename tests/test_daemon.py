@@ -833,7 +833,7 @@ def test_run_directory_with_flags_and_no_config_file(
     (root / "b.txt").write_text("beta")
     daemon.wait_for(lambda: remote_bytes(client, container_id, "b.txt") == b"beta", "b.txt up")
     server.emulator.add_assistant_file(container_id, "/mnt/data/c.txt", b"gamma")
-    daemon.wait_for(lambda: (root / "c.txt").exists(), "c.txt home")
+    daemon.wait_for((root / "c.txt").exists, "c.txt home")
 
 
 # -- 5. one broken pair does not stop the others --------------------------------------------------

@@ -551,3 +551,25 @@ def test_two_pairs_naming_one_container_differently_cannot_sync_at_once(
         with pytest.raises(LockedError, match="into container"):
             engine.run_pass()
     assert emu.counts()["delete_file"] == 0
+
+
+def test_the_state_dir_and_id_file_inside_the_root_are_never_synced(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    # Syncing $HOME with the default state dir (~/.local/state/cntr-sync) inside it.
+    home = tmp_path / "home"
+    state = home / ".local" / "state" / "cntr-sync"
+    write(home, "notes.txt", "mine")
+    harness = Harness(
+        emu,
+        home,
+        state,
+        Pair(name="t", local=home, container="box", container_id_file=home / "box.id"),
+    )
+    first = harness.sync()
+    assert first.in_sync and first.uploaded == 1, first
+    second = harness.sync()
+    assert second.in_sync and second.uploaded == 0 and not second.deferred
+    assert second.container_id is not None
+    assert harness.remote_user_names(second.container_id) == Counter({"notes.txt": 1})
+    assert (home / "box.id").read_text().strip() == second.container_id

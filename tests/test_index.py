@@ -410,3 +410,35 @@ def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None
         assert index.hashes.prune(keep) == count - count // 2
         assert index.hashes.lookup(entries[0].relpath, 0, 0, 1_000) == "h1"
         assert index.hashes.lookup(entries[-1].relpath, count - 1, count - 1, 1_000) is None
+
+
+def test_a_lock_that_cannot_be_written_is_released(tmp_path: Path) -> None:
+    # A full disk, for real: a file size limit of 0 makes the PID write fail
+    # (EFBIG) after the flock was taken. The lock must not stay held.
+    script = """
+import resource, signal, sys
+from pathlib import Path
+from cntr_sync.errors import LocalError
+from cntr_sync.locks import FileLock
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+path = Path(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+try:
+    FileLock.acquire(path, "test")
+except LocalError as exc:
+    print("refused:", exc.message)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+lock = FileLock.acquire(path, "test")
+print("held:", lock.held)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pair.lock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("refused: cannot write lock ")
+    assert lines[1] == "held: True"

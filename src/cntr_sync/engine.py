@@ -18,9 +18,11 @@ other than through ``scan`` and ``transfer``. Clocks are injected: ``clock``
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
@@ -221,6 +223,19 @@ class Engine:
             taken=self._taken_names(local),
         ).run(pass_plan)
 
+    def _own_paths(self) -> list[str]:
+        """Our state directory and container-id file, where they sit inside the root."""
+        root = Path(os.path.realpath(self.pair.local))
+        own = [self.index.path.parent]
+        if self.pair.container_id_file is not None:
+            own.append(self.pair.container_id_file)
+        inside = []
+        for path in own:
+            resolved = Path(os.path.realpath(path))
+            if resolved != root and resolved.is_relative_to(root):
+                inside.append(resolved.relative_to(root).as_posix())
+        return inside
+
     @property
     def _partial_tag(self) -> str:
         # Partial files carry the pair's index stem: a pass removes only its own leftovers.
@@ -300,6 +315,7 @@ class Engine:
 
     def _scan(self, *, dry_run: bool) -> Snapshot:
         rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
+        rules.always_ignore(self._own_paths())
         self._rules = rules
         # A dry run reads the hash cache but writes nothing.
         cache: HashCache = ReadThroughCache(self.index.hashes) if dry_run else self.index.hashes

@@ -45,8 +45,13 @@ class FileLock:
         except OSError as exc:
             os.close(fd)
             raise LocalError(f"cannot lock {path}: {exc.strerror}", path=str(path)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            # A full disk must not leave the lock held by a descriptor nobody owns.
+            os.close(fd)
+            raise LocalError(f"cannot write lock {path}: {exc.strerror}", path=str(path)) from None
         return cls(path, fd)
 
     @property

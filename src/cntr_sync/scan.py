@@ -31,7 +31,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -154,6 +154,12 @@ class IgnoreRules:
         self._base = base
         self._configured = configured
         self._nested: dict[str, GitIgnoreSpec] = {}
+        self._always: frozenset[str] = frozenset()
+
+    def always_ignore(self, relpaths: Iterable[str]) -> None:
+        """Never mirror these relpaths (and what is under them), whatever any pattern says:
+        cntr-sync's own state directory and container-id file when they sit in the tree."""
+        self._always = frozenset(relpaths)
 
     @classmethod
     def load(cls, root: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
@@ -181,6 +187,10 @@ class IgnoreRules:
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         """True when ``relpath`` (POSIX, relative to the root) is not mirrored."""
         if is_dir and relpath.rpartition("/")[2] == STATE_DIR_NAME:
+            return True
+        if self._always and (
+            relpath in self._always or any(relpath.startswith(f"{own}/") for own in self._always)
+        ):
             return True
         candidate = f"{relpath}/" if is_dir else relpath
         decided = self._configured.check_file(candidate).include
