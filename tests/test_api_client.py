@@ -456,6 +456,22 @@ def test_missing_has_more_means_the_last_page() -> None:
     assert len(script.requests) == 1
 
 
+@pytest.mark.parametrize("flag", ["missing", "true", 1, None])
+def test_a_full_page_without_a_boolean_has_more_is_not_the_end(flag: object) -> None:
+    inner = pager(250, opaque=False)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = inner(request).json()
+        del body["has_more"]
+        if flag != "missing":
+            body["has_more"] = flag
+        return httpx.Response(200, json=body)
+
+    with make_client(handler) as client:
+        ids = [f.id for f in client.iter_files("cntr_1")]
+    assert ids == [f"cfile_{n:04d}" for n in range(250)]
+
+
 def test_container_name_filter_is_applied_client_side_too() -> None:
     # LiteLLM drops the name filter: every container comes back.
     page = {

@@ -38,6 +38,7 @@ class Harness:
     pair: Pair
     transport: httpx.BaseTransport | None = None
     allow_null_bytes: bool = False  # only for tests that add assistant files with bytes: null
+    validate: bool = True  # off only for servers that break the contract on purpose
 
     def sync(
         self,
@@ -49,13 +50,15 @@ class Harness:
     ) -> PassResult:
         spec = replace(self.pair, **pair)  # type: ignore[arg-type]
         # Every exchange of the engine is checked against the OpenAPI contract too.
-        validating = ValidatingTransport(
-            self.transport or self.emu.transport(), allow_null_bytes=self.allow_null_bytes
-        )
+        inner = self.transport or self.emu.transport()
+        validating = ValidatingTransport(inner, allow_null_bytes=self.allow_null_bytes)
         try:
             with (
                 ContainersClient(
-                    "sk-test", base_url=BASE_URL, transport=validating, sleep=NoSleep()
+                    "sk-test",
+                    base_url=BASE_URL,
+                    transport=validating if self.validate else inner,
+                    sleep=NoSleep(),
                 ) as client,
                 Index.open(
                     self.state, base_url=BASE_URL, root=self.root, container_spec="box"
@@ -573,3 +576,17 @@ def test_the_state_dir_and_id_file_inside_the_root_are_never_synced(
     assert second.container_id is not None
     assert harness.remote_user_names(second.container_id) == Counter({"notes.txt": 1})
     assert (home / "box.id").read_text().strip() == second.container_id
+
+
+@pytest.mark.parametrize("has_more", ["omitted", "string"])
+def test_pages_without_a_boolean_has_more_still_list_everything(
+    harness: Harness, emu: Emulator, has_more: str
+) -> None:
+    emu.set_gateway(GatewayStyle(has_more=has_more))  # type: ignore[arg-type]
+    harness.validate = False  # the spec says boolean; this server does not
+    make_tree(harness.root, 250)
+    assert harness.sync().uploaded == 250
+    again = harness.sync()
+    # Trusting only has_more=True would stop after page one and upload 150 again.
+    assert (again.uploaded, again.deleted) == (0, 0)
+    assert again.requests_by_operation["list_files"] == 3

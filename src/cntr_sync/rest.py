@@ -489,8 +489,11 @@ class Requester:
     ) -> Iterator[dict[str, Any]]:
         """Yield raw items of every page; follow ``after`` if given, else the last id.
 
-        A missing ``has_more`` means false. A cursor seen before, or an empty
-        page that claims more, raises ``ProtocolError`` instead of looping.
+        ``has_more`` missing or not a boolean (``"true"``) ends the listing only on
+        a short page: after a full page the next page is asked for, since
+        planning from half a listing would re-upload the rest. A cursor seen
+        before, or an empty page that claims more, raises ``ProtocolError``
+        instead of looping.
         """
         cursor: str | None = None
         seen: set[str] = set()
@@ -514,8 +517,12 @@ class Requester:
                 if not isinstance(item, dict):
                     raise protocol_error(call, "list item is not an object")
                 yield item
-            if page.get("has_more") is not True:
+            has_more = page.get("has_more")
+            if has_more is False:
                 return
+            if has_more is not True and len(data) < PAGE_LIMIT:
+                return  # no flag (Bifrost leaves it out when false) on a short page: the end
+            # True, or no usable flag on a full page: the next page decides.
             cursor = _next_cursor(page, data)
             if cursor is None:
                 raise protocol_error(call, "page claims more items but gives no cursor")

@@ -58,6 +58,9 @@ class GatewayStyle(BaseModel):
     """Percent-decode the whole multipart filename (RFC 7578 §4.2). Off by default, where
     only the HTML5 form escapes ``%22``, ``%0D`` and ``%0A`` are undone, so a name
     holding a literal ``%41`` round-trips through httpx unchanged."""
+    has_more: Literal["boolean", "omitted", "string"] = "boolean"
+    """How list pages say there is more: a boolean, not at all, or ``"true"``/``"false"``
+    strings (servers that do either make a client that trusts only ``True`` stop early)."""
     json_file_id: bool = True
     """Accept ``{"file_id": ...}`` JSON creates; Bifrost and LiteLLM refuse them."""
 

@@ -312,9 +312,13 @@ class Store:
             "last_id": page[-1].id if page else None,
             "has_more": has_more,
         }
+        if self.gateway.has_more == "omitted":
+            del body["has_more"]
+        elif self.gateway.has_more == "string":
+            body["has_more"] = "true" if has_more else "false"
         if self.gateway.cursor_style == "opaque":
             if not has_more:
-                del body["has_more"]
+                body.pop("has_more", None)
             if page:
                 body["after"] = _encode_cursor(page[-1].key)
         return body
