@@ -610,6 +610,34 @@ def test_a_file_that_never_goes_quiet_is_sent_within_max_delay(
     assert arrived_after <= max_delay + 1.5, f"sent after {arrived_after:.2f}s; passes: {passes}"
 
 
+def test_a_log_appended_every_5_ms_is_mirrored_without_a_pass_storm(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    root = make_tree(tmp_path / "logs", {"seed.txt": "seed"})
+    max_delay = 2.0
+    config = write_config(tmp_path / "daemon.toml", [pair("logs", root, max_delay=max_delay)])
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    container_id = wait_for_mirror(daemon, client, "logs", root)
+    mark = daemon.mark()
+    started = time.monotonic()
+    arrived = False
+    with (root / "busy.log").open("ab") as log_file:
+        while time.monotonic() - started < 8.0:
+            log_file.write(b"x" * 200 + b"\n")
+            log_file.flush()
+            time.sleep(0.005)
+            arrived = arrived or "busy.log" in remote_name_counts(client, container_id)
+    passes = passes_since(daemon, mark, "logs")
+    # One pass per max_delay or per minimum gap, not one per deferral (hundreds).
+    summary = [(p["reason"], p["uploaded"] + p["replaced"], p["deferred"]) for p in passes]
+    # Overdue passes send the log as it is at that moment: nothing deferred, no retries.
+    assert all(p["deferred"] == 0 for p in passes if p["reason"] == "overdue"), summary
+    assert len(passes) <= 12, [(p["reason"], p["uploaded"], p["deferred"]) for p in passes]
+    assert arrived, [(p["reason"], p["uploaded"], p["deferred"]) for p in passes]
+    wait_for_mirror(daemon, client, "logs", root)
+
+
 def test_a_file_written_during_startup_does_not_make_the_first_pass_spin(
     tmp_path: Path, client: ContainersClient, start_daemon: Any
 ) -> None:

@@ -384,6 +384,35 @@ def test_a_malformed_nested_cntrignore_names_its_file(tmp_path: Path) -> None:
         run_scan(tmp_path)
 
 
+def test_a_file_appended_to_while_hashed_is_taken_as_it_was_when_growth_is_accepted(
+    tmp_path: Path,
+) -> None:
+    log = write(tmp_path / "app.log", b"first\n" * 100)
+
+    def appending(path: Path) -> str:
+        digest = hash_file(path)
+        with path.open("ab") as handle:
+            handle.write(b"more\n")
+        return digest
+
+    unstable = scan(
+        tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=MemoryHashCache(), hasher=appending
+    )
+    assert unstable.unstable == ("app.log",) and "app.log" not in unstable.files
+    log.write_bytes(b"first\n" * 100)
+    taken = scan(
+        tmp_path,
+        rules=IgnoreRules.load(tmp_path),
+        hash_cache=MemoryHashCache(),
+        hasher=appending,
+        accept_growth=True,
+    )
+    assert taken.unstable == ()
+    assert taken.files["app.log"].size == 600
+    assert taken.files["app.log"].hash == hash_file(log, limit=600)
+    assert log.stat().st_size == 605
+
+
 def test_ignored_answers_for_dirs_and_files(tmp_path: Path) -> None:
     rules = IgnoreRules.load(tmp_path, ["build/"])
     assert rules.ignored(".git", is_dir=True)

@@ -36,6 +36,7 @@ from cntr_sync.actions import (
 )
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
+    ApiError,
     AuthenticationError,
     CntrSyncError,
     ContainerExpiredError,
@@ -87,8 +88,14 @@ Action = LocalAction | RemoteAction
 class _Uploaded:
     action: Upload
     remote: RemoteFile
-    stat: os.stat_result
+    before: os.stat_result  # the file when the upload opened it (what was sent)
+    stat: os.stat_result  # the file when the upload ended
     changed_meanwhile: bool
+
+    @property
+    def only_grew(self) -> bool:
+        """Appended to meanwhile: what was sent is the file as the scan saw it."""
+        return self.stat.st_ino == self.before.st_ino and self.stat.st_size > self.action.size
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,11 @@ class Applier:
         pull_policy: PullPolicy | None,
         partial_tag: str,
         taken: set[str],
+        keep_grown_uploads: bool = False,
     ) -> None:
+        """``keep_grown_uploads``: a file appended to while it was sent keeps the upload
+        (the file as it was when opened) instead of being sent again; the daemon's
+        overdue passes use it, so a file that never stops growing is still mirrored."""
         self.client = client
         self.index = index
         self.pair = pair
@@ -135,6 +146,7 @@ class Applier:
         # Relpaths not to upload this pass: a conflict copy of theirs failed.
         self._blocked: set[str] = set()
         self._remote_queue: list[RemoteAction] = []
+        self._keep_grown = keep_grown_uploads
 
     @property
     def _root(self) -> Path:
@@ -206,17 +218,25 @@ class Applier:
             Expected(action.size, action.mtime_ns, action.inode),
             follow_symlinks=self.pair.follow_symlinks,
             tick=self._tick,
+            allow_growth=self._keep_grown,
         )
         with handle:
-            created = self.client.create_file(
-                self.container_id, handle, filename=upload_name(action.relpath)
-            )
+            try:
+                created = self.client.create_file(
+                    self.container_id, handle, filename=upload_name(action.relpath)
+                )
+            except ApiError as exc:
+                if handle.truncated:
+                    # Cut shorter while it was sent: the body ended before its
+                    # declared length, so nothing was stored. Read it again.
+                    raise ChangedSinceScan(action.relpath) from exc
+                raise
             after = os.fstat(handle.fileno())
         remote = to_remote_file(
             created.id, created.path, created.bytes, created.source, created.created_at
         )
         changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
-        return _Uploaded(action, remote, after, changed_meanwhile=changed)
+        return _Uploaded(action, remote, before, after, changed_meanwhile=changed)
 
     def _fetch(self, remote_id: str) -> Callable[[ByteSink], int]:
         def fetch(sink: ByteSink) -> int:
@@ -263,7 +283,9 @@ class Applier:
             self._on_failed(action, exc)
         else:
             if isinstance(outcome, _Uploaded):
-                if outcome.changed_meanwhile:
+                if outcome.changed_meanwhile and self._keep_grown and outcome.only_grew:
+                    yield from self._on_uploaded(outcome, as_sent=True)
+                elif outcome.changed_meanwhile:
                     yield from self._on_changed_during_upload(outcome)
                 else:
                     yield from self._on_uploaded(outcome)
@@ -390,15 +412,22 @@ class Applier:
         yield Delete(done.remote.id, done.remote.path, "stale-upload", action.relpath)
         yield from self._retry_changed(action)
 
-    def _on_uploaded(self, done: _Uploaded) -> Iterator[Delete]:
+    def _on_uploaded(self, done: _Uploaded, *, as_sent: bool = False) -> Iterator[Delete]:
+        """Record a finished upload. ``as_sent``: the file grew meanwhile; the entry
+        describes the file as it was sent, so the next pass sees the growth."""
         action = done.action
         self._learn_whether_names_are_kept(action, done.remote)
+        size, mtime_ns = (
+            (action.size, action.mtime_ns)
+            if as_sent
+            else (done.stat.st_size, done.stat.st_mtime_ns)
+        )
         entry = IndexEntry(
             relpath=action.relpath,
             remote_id=done.remote.id,
             remote_path=done.remote.path,
-            size=done.stat.st_size,
-            mtime_ns=done.stat.st_mtime_ns,
+            size=size,
+            mtime_ns=mtime_ns,
             hash=action.hash,
             synced_at=self._clock(),
             origin="push",

@@ -97,12 +97,15 @@ class Engine:
         dry_run: bool = False,
         force: bool = False,
         defer_unsettled: bool = False,
+        keep_grown_uploads: bool = False,
         cancel: threading.Event | None = None,
     ) -> PassResult:
         """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
 
         ``defer_unsettled`` leaves files modified within the pair's quiet period
         to a later pass (the daemon's choice; a one-shot sync sends what it sees).
+        ``keep_grown_uploads`` keeps an upload of a file appended to meanwhile (the
+        file as it was when opened) rather than sending it again (overdue passes).
         A container that expires in the middle of the pass is replaced and the
         pass run once more, so one call ends with a filled container. Setting
         ``cancel`` stops it from starting further actions (in-flight ones finish).
@@ -113,7 +116,13 @@ class Engine:
         result = PassResult(dry_run=dry_run)
         try:
             try:
-                self._run(result, dry_run=dry_run, force=force, defer_unsettled=defer_unsettled)
+                self._run(
+                    result,
+                    dry_run=dry_run,
+                    force=force,
+                    defer_unsettled=defer_unsettled,
+                    keep_grown=keep_grown_uploads,
+                )
             except ContainerExpiredError:
                 if (
                     dry_run
@@ -126,7 +135,13 @@ class Engine:
                 self._containers.replace(result, gone)
                 retry = PassResult(dry_run=dry_run, container_created=result.container_created)
                 retry.container_recreated = True
-                self._run(retry, dry_run=dry_run, force=force, defer_unsettled=defer_unsettled)
+                self._run(
+                    retry,
+                    dry_run=dry_run,
+                    force=force,
+                    defer_unsettled=defer_unsettled,
+                    keep_grown=keep_grown_uploads,
+                )
                 result = retry
         finally:
             after = self.client.stats.by_operation()
@@ -140,11 +155,17 @@ class Engine:
         return result
 
     def _run(
-        self, result: PassResult, *, dry_run: bool, force: bool, defer_unsettled: bool
+        self,
+        result: PassResult,
+        *,
+        dry_run: bool,
+        force: bool,
+        defer_unsettled: bool,
+        keep_grown: bool,
     ) -> None:
         self._check_root(force=force)
         container = self._containers.resolve(result, dry_run=dry_run)
-        snapshot = self._scan(dry_run=dry_run)
+        snapshot = self._scan(dry_run=dry_run, accept_growth=keep_grown)
         local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
         result.local_files = len(snapshot.files)
         result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
@@ -221,6 +242,7 @@ class Engine:
             pull_policy=pull_context.pull_policy(policy) if pull_context else None,
             partial_tag=self._partial_tag,
             taken=self._taken_names(local),
+            keep_grown_uploads=keep_grown,
         ).run(pass_plan)
 
     def _own_paths(self) -> list[str]:
@@ -313,7 +335,7 @@ class Engine:
             for relpath in entries
         )
 
-    def _scan(self, *, dry_run: bool) -> Snapshot:
+    def _scan(self, *, dry_run: bool, accept_growth: bool = False) -> Snapshot:
         rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
         rules.always_ignore(self._own_paths())
         self._rules = rules
@@ -326,6 +348,7 @@ class Engine:
             follow_symlinks=self.pair.follow_symlinks,
             now_ns=lambda: int(self._clock() * 1e9),
             tick=self._tick,
+            accept_growth=accept_growth,
         )
 
     def _list(self, container_id: str) -> list[RemoteFile]:

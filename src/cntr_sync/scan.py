@@ -90,7 +90,7 @@ def _no_tick() -> None:
 # -- hashing -----------------------------------------------------------------------
 
 
-def hash_file(path: Path, *, tick: Tick = _no_tick) -> str:
+def hash_file(path: Path, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
     """xxh3-128 hex digest of a regular file, read in 1 MiB chunks.
 
     Raises ``OSError`` (``scan`` maps it); refuses anything that is not a
@@ -98,19 +98,26 @@ def hash_file(path: Path, *, tick: Tick = _no_tick) -> str:
     """
     fd = open_regular(path)
     try:
-        return hash_fd(fd, tick=tick)
+        return hash_fd(fd, tick=tick, limit=limit)
     finally:
         os.close(fd)
 
 
-def hash_fd(fd: int, *, tick: Tick = _no_tick) -> str:
-    """xxh3-128 hex digest of an open file from its start; the fd stays open.
+def hash_fd(fd: int, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
+    """xxh3-128 hex digest of an open file from its start (its first ``limit`` bytes,
+    if given); the fd stays open.
 
     ``tick`` is called after every chunk: a large file is progress, not a hang.
     """
     digest = xxhash.xxh3_128()
     offset = 0
-    while chunk := os.pread(fd, HASH_CHUNK, offset):
+    while True:
+        want = HASH_CHUNK if limit is None else min(HASH_CHUNK, limit - offset)
+        if want <= 0:
+            break
+        chunk = os.pread(fd, want, offset)
+        if not chunk:
+            break
         digest.update(chunk)
         offset += len(chunk)
         tick()
@@ -310,17 +317,21 @@ def scan(
     hasher: Hasher | None = None,
     now_ns: Callable[[], int] = time.time_ns,
     tick: Tick = _no_tick,
+    accept_growth: bool = False,
 ) -> Snapshot:
     """Walk ``root`` and return what is there; see the module docstring for the rules.
 
     ``hasher`` exists so tests can change a file while it is being hashed.
     ``now_ns`` is the wall clock in nanoseconds; ``tick`` is called for every
-    entry and every hashed chunk. Raises ``LocalError`` only when the root is
-    missing, not a directory, or cannot be listed.
+    entry and every hashed chunk. ``accept_growth``: a file appended to while it
+    is hashed is taken as it was when first stat'ed (its first bytes), not as
+    unstable (the daemon's overdue passes: a log that never stops growing).
+    Raises ``LocalError`` only when the root is missing, not a directory, or
+    cannot be listed.
     """
     root_stat = _stat_root(root)
     hash_with = hasher if hasher is not None else partial(hash_file, tick=tick)
-    walk = _Walk(root, rules, hash_cache, hash_with, follow_symlinks, now_ns, tick)
+    walk = _Walk(root, rules, hash_cache, hash_with, follow_symlinks, now_ns, tick, accept_growth)
     walk.run(root_stat)
     return walk.snapshot()
 
@@ -364,6 +375,10 @@ def _entry_kind(entry: os.DirEntry[str], follow_symlinks: bool) -> tuple[bool, b
     return is_link, is_dir
 
 
+def _only_grew(before: os.stat_result, after: os.stat_result) -> bool:
+    return after.st_ino == before.st_ino and after.st_size > before.st_size
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "FIFO"
@@ -390,10 +405,12 @@ class _Walk:
         follow_symlinks: bool,
         now_ns: Callable[[], int],
         tick: Tick,
+        accept_growth: bool,
     ) -> None:
         self._root = str(root)
         self._now_ns = now_ns
         self._tick = tick
+        self._accept_growth = accept_growth
         self._root_real = os.path.realpath(root)
         self._rules = rules
         self._cache = hash_cache
@@ -596,11 +613,26 @@ class _Walk:
         self._hashed += 1
         identity = (before.st_ino, before.st_size, before.st_mtime_ns)
         if (after.st_ino, after.st_size, after.st_mtime_ns) != identity:
+            if self._accept_growth and _only_grew(before, after):
+                return self._hash_as_it_was(relpath, path, before)
             self._unstable.append(relpath)
             return None
         if self._now_ns() - before.st_mtime_ns >= RACY_WINDOW_NS:
             self._cache.store(relpath, *identity, digest)
         return digest
+
+    def _hash_as_it_was(self, relpath: str, path: str, before: os.stat_result) -> str | None:
+        """A file being appended to, as it was at ``before``: its first bytes, hashed."""
+        try:
+            digest = hash_file(Path(path), tick=self._tick, limit=before.st_size)
+            after = os.stat(path)  # noqa: PTH116
+        except OSError:
+            self._unstable.append(relpath)
+            return None
+        if not _only_grew(before, after) and after.st_size != before.st_size:
+            self._unstable.append(relpath)
+            return None
+        return digest  # never cached: the file on disk is no longer this
 
     # -- problems
 

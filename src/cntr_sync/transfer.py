@@ -42,15 +42,30 @@ class ChangedSinceScan(Exception):
 
 
 class TickingReader(io.BufferedReader):
-    """A buffered file that calls ``tick`` on every read: a long upload is progress."""
+    """The file as an upload reads it: never past the size it had when opened.
 
-    def __init__(self, raw: io.FileIO, tick: Tick) -> None:
+    The request declared that size as its Content-Length, so bytes appended
+    meanwhile are not sent (the upload is the file as it was at that moment),
+    and a file cut shorter meanwhile shows as ``truncated``. Every read calls
+    ``tick``: a long upload is progress.
+    """
+
+    def __init__(self, raw: io.FileIO, tick: Tick, limit: int) -> None:
         super().__init__(raw)
         self._tick = tick
+        self._remaining = limit
+        self.truncated = False
 
     def read(self, size: int | None = -1, /) -> bytes:
         self._tick()
-        return super().read(size)
+        wanted = self._remaining if size is None or size < 0 else min(size, self._remaining)
+        if wanted <= 0:
+            return b""
+        data = super().read(wanted)
+        self._remaining -= len(data)
+        if not data and self._remaining > 0:
+            self.truncated = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -63,22 +78,29 @@ class Expected:
 
 
 def open_as_scanned(
-    path: Path, expected: Expected, *, follow_symlinks: bool, tick: Tick
+    path: Path,
+    expected: Expected,
+    *,
+    follow_symlinks: bool,
+    tick: Tick,
+    allow_growth: bool = False,
 ) -> tuple[TickingReader, os.stat_result]:
     """Open ``path`` once and check it against the scan; ``ChangedSinceScan`` if it differs.
 
     The descriptor is what gets streamed, so a file swapped after the scan
-    (for a link to ~/.ssh/id_rsa, say) is never what is sent.
+    (for a link to ~/.ssh/id_rsa, say) is never what is sent. ``allow_growth``:
+    the same file grown since (appended to) is fine; its first ``expected.size``
+    bytes, what the scan hashed, are sent.
     """
     try:
         fd = open_regular(path, follow_symlinks=follow_symlinks)
     except OSError as exc:
         raise ChangedSinceScan(str(path)) from exc
-    handle = TickingReader(io.FileIO(fd, "rb", closefd=True), tick)
     seen = os.fstat(fd)
-    if (seen.st_size, seen.st_mtime_ns) != (expected.size, expected.mtime_ns) or (
-        expected.inode and seen.st_ino != expected.inode
-    ):
+    handle = TickingReader(io.FileIO(fd, "rb", closefd=True), tick, expected.size)
+    same = (seen.st_size, seen.st_mtime_ns) == (expected.size, expected.mtime_ns)
+    grown = allow_growth and seen.st_size > expected.size
+    if not (same or grown) or (expected.inode and seen.st_ino != expected.inode):
         handle.close()
         raise ChangedSinceScan(str(path)) from OSError(errno.ESTALE, "changed since the scan")
     return handle, seen

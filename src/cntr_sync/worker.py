@@ -48,6 +48,8 @@ BACKOFF_MAX = 300.0
 # without keepalive, an unused container is allowed to expire.
 EXPIRY_MARGIN = 120.0
 POLL_INTERVAL_FOR_WATCH_POLL = 1.0
+# The least time between a pass that deferred files and the next one.
+MIN_PASS_GAP = 1.0
 
 
 @dataclass
@@ -288,8 +290,12 @@ class PairWorker:
         started = self._clock()
         try:
             engine = self._engine()
+            # Overdue and flush passes send what they see, as it is at that moment.
+            now_or_never = reason in ("overdue", "flush")
             result = engine.run_pass(
-                cancel=self.cancel, defer_unsettled=reason not in ("overdue", "flush")
+                cancel=self.cancel,
+                defer_unsettled=not now_or_never,
+                keep_grown_uploads=now_or_never,
             )
         except CntrSyncError as exc:
             self._failed(
@@ -331,8 +337,12 @@ class PairWorker:
         self._backoff = 0.0
         self._retry_at = 0.0
         if result.deferred or result.cancelled:
-            # Files still being written, or a cut-short pass: try again after a quiet period.
-            self.tracker.mark_full(since=pending_since)
+            # Files still being written, or a cut-short pass: try again after a
+            # quiet period. After an overdue pass, max_delay counts afresh (else
+            # every later pass would be overdue at once and spin), and no pass
+            # comes sooner than MIN_PASS_GAP after one that deferred.
+            self.tracker.mark_full(since=None if reason == "overdue" else pending_since)
+            self._retry_at = self._clock() + max(MIN_PASS_GAP, self.pair.quiet_period)
         moved = result.changed_anything
         if moved:
             self._last_activity = self._clock()
