@@ -152,6 +152,13 @@ def test_the_client_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert script.requests[0].headers["authorization"] == "Bearer sk-arg-key-111111"
 
 
+@pytest.mark.parametrize("key", ["sk-ünïcode-key", "sk-key\nInjected: yes", "sk key", "sk-\x00"])
+def test_a_key_that_cannot_be_sent_is_a_config_error_without_the_key(key: str) -> None:
+    with pytest.raises(ConfigError, match="cannot be sent in an HTTP header") as caught:
+        ContainersClient(key)
+    assert key not in str(caught.value)
+
+
 def test_missing_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no API key"):
         ContainersClient("", base_url="http://x.test")

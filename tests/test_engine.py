@@ -17,7 +17,13 @@ import pytest
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
 from cntr_sync.engine import Engine
-from cntr_sync.errors import LockedError, NotFoundError, SafetyBrakeError, ServerError
+from cntr_sync.errors import (
+    ConfigError,
+    LockedError,
+    NotFoundError,
+    SafetyBrakeError,
+    ServerError,
+)
 from cntr_sync.index import Index
 from cntr_sync.models import DeleteLimit, Pair
 from cntr_sync.plan import remote_names
@@ -653,3 +659,27 @@ def test_a_file_that_keeps_growing_is_sent_as_it_was_when_opened_on_overdue_pass
         if str(item["path"]).endswith("app.log")
     )
     assert blob is not None and blob.read_bytes() == as_opened
+
+
+def test_an_id_that_does_not_exist_is_an_error_not_a_new_container_name(
+    harness: Harness, emu: Emulator
+) -> None:
+    write(harness.root, "a.txt", "a")
+    typo = "cntr_6b0c7d828d66de4b8adce9daa6c872b6"
+    with pytest.raises(ConfigError, match="no container with id 'cntr_6b0c"):
+        harness.sync(container=typo)
+    assert emu.counts()["create_container"] == 0
+
+
+def test_the_hash_cache_forgets_files_that_are_gone(harness: Harness, emu: Emulator) -> None:
+    make_tree(harness.root, 60)
+    for path in harness.root.rglob("*.txt"):
+        os.utime(path, ns=(1, time.time_ns() - 60_000_000_000))  # old enough to cache
+    harness.sync()
+    for path in sorted(harness.root.rglob("*.txt"))[10:]:
+        path.unlink()
+    harness.sync(force=True)
+    with Index.open(
+        harness.state, base_url=BASE_URL, root=harness.root, container_spec="box", lock=False
+    ) as index:
+        assert index.hashes.count() == 10

@@ -36,8 +36,10 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state" / "cntr-sync"
 
 
-def open_index(state_dir: Path, root: Path, spec: str = SPEC, base_url: str = BASE_URL) -> Index:
-    return Index.open(state_dir, base_url=base_url, root=root, container_spec=spec)
+def open_index(
+    state_dir: Path, root: Path, spec: str = SPEC, base_url: str = BASE_URL, *, lock: bool = True
+) -> Index:
+    return Index.open(state_dir, base_url=base_url, root=root, container_spec=spec, lock=lock)
 
 
 def entry(relpath: str, remote_id: str, *, size: int = 3, digest: str = "h1") -> IndexEntry:
@@ -74,7 +76,7 @@ def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path)
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
             assert {"meta", "entries", "intents", "pending_deletes", "hashes"} <= tables
             assert "entries_by_remote_id" in tables
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             meta = db.execute("SELECT base_url, root, container_spec FROM meta").fetchall()
             assert meta == [(BASE_URL, str(root.resolve()), SPEC)]
@@ -111,7 +113,7 @@ def test_reopen_keeps_everything(state_dir: Path, root: Path) -> None:
         index.record_upload(entry("a.txt", "cfile_a"))
         index.add_intent(intent("b.txt"))
         index.add_pending_delete(PendingDelete("cfile_old", "c.txt"))
-        index.hashes.store("a.txt", 11, 3, 1_000, "h1")  # buffered until close
+        index.hashes.store("a.txt", 11, 3, 1_000, 5, "h1")  # buffered until close
 
     with open_index(state_dir, root) as index:
         assert (index.container_id, index.container_name) == ("cntr_1", "my-box")
@@ -119,7 +121,7 @@ def test_reopen_keeps_everything(state_dir: Path, root: Path) -> None:
         assert index.entries() == {"a.txt": entry("a.txt", "cfile_a")}
         assert index.intents() == {"b.txt": intent("b.txt")}
         assert index.pending_deletes() == [PendingDelete("cfile_old", "c.txt")]
-        assert index.hashes.lookup("a.txt", 11, 3, 1_000) == "h1"
+        assert index.hashes.lookup("a.txt", 11, 3, 1_000, 5) == "h1"
 
 
 def test_a_version_1_file_is_migrated_with_its_rows(state_dir: Path, root: Path) -> None:
@@ -243,7 +245,7 @@ def test_switching_container_wipes_its_rows_but_keeps_hashes(state_dir: Path, ro
         index.record_upload(entry("a.txt", "cfile_a"))
         index.add_intent(intent("b.txt"))
         index.add_pending_delete(PendingDelete("cfile_x", "x.txt"))
-        index.hashes.store("a.txt", 1, 3, 1_000, "h1")
+        index.hashes.store("a.txt", 1, 3, 1_000, 5, "h1")
         index.hashes.flush()
 
         index.set_container("cntr_1", "box renamed")  # same container: nothing lost
@@ -256,7 +258,7 @@ def test_switching_container_wipes_its_rows_but_keeps_hashes(state_dir: Path, ro
         assert index.entries() == {}
         assert index.intents() == {}
         assert index.pending_deletes() == []
-        assert index.hashes.lookup("a.txt", 1, 3, 1_000) == "h1"
+        assert index.hashes.lookup("a.txt", 1, 3, 1_000, 5) == "h1"
         db = sqlite3.connect(index.path)
         try:
             for table in ("entries", "intents", "pending_deletes"):
@@ -353,19 +355,20 @@ def test_writes_that_need_a_container_refuse_without_one(state_dir: Path, root: 
 
 def test_hash_cache_lookup_store_and_prune(state_dir: Path, root: Path) -> None:
     with open_index(state_dir, root) as index:
-        index.hashes.store("a.txt", 1, 3, 1_000, "ha")
-        index.hashes.store("b.txt", 2, 3, 1_000, "hb")
-        index.hashes.store("c.txt", 3, 3, 1_000, "hc")
-        assert index.hashes.lookup("a.txt", 1, 3, 1_000) == "ha"
-        assert index.hashes.lookup("a.txt", 9, 3, 1_000) is None  # another inode
-        assert index.hashes.lookup("a.txt", 1, 4, 1_000) is None
-        assert index.hashes.lookup("a.txt", 1, 3, 1_001) is None
+        index.hashes.store("a.txt", 1, 3, 1_000, 5, "ha")
+        index.hashes.store("b.txt", 2, 3, 1_000, 5, "hb")
+        index.hashes.store("c.txt", 3, 3, 1_000, 5, "hc")
+        assert index.hashes.lookup("a.txt", 1, 3, 1_000, 5) == "ha"
+        assert index.hashes.lookup("a.txt", 9, 3, 1_000, 5) is None  # another inode
+        assert index.hashes.lookup("a.txt", 1, 4, 1_000, 5) is None
+        assert index.hashes.lookup("a.txt", 1, 3, 1_001, 5) is None
+        assert index.hashes.lookup("a.txt", 1, 3, 1_000, 6) is None  # another change time
         index.hashes.flush()
-        assert index.hashes.lookup("b.txt", 2, 3, 1_000) == "hb"
+        assert index.hashes.lookup("b.txt", 2, 3, 1_000, 5) == "hb"
 
         assert index.hashes.prune(iter(["a.txt", "c.txt", "not-cached"])) == 1
-        assert index.hashes.lookup("b.txt", 2, 3, 1_000) is None
-        assert index.hashes.lookup("c.txt", 3, 3, 1_000) == "hc"
+        assert index.hashes.lookup("b.txt", 2, 3, 1_000, 5) is None
+        assert index.hashes.lookup("c.txt", 3, 3, 1_000, 5) == "hc"
         assert index.hashes.prune([]) == 2
 
 
@@ -399,7 +402,7 @@ def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None
         index.set_container("cntr_1", "box")
         index.adopt_many(entries)
         for item in entries:
-            index.hashes.store(item.relpath, item.size, item.size, item.mtime_ns, item.hash)
+            index.hashes.store(item.relpath, item.size, item.size, item.mtime_ns, 5, item.hash)
 
     with open_index(state_dir, root) as index:
         loaded = index.entries()
@@ -408,8 +411,8 @@ def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None
         assert index.pending_deletes() == []
         keep = (item.relpath for item in entries[: count // 2])
         assert index.hashes.prune(keep) == count - count // 2
-        assert index.hashes.lookup(entries[0].relpath, 0, 0, 1_000) == "h1"
-        assert index.hashes.lookup(entries[-1].relpath, count - 1, count - 1, 1_000) is None
+        assert index.hashes.lookup(entries[0].relpath, 0, 0, 1_000, 5) == "h1"
+        assert index.hashes.lookup(entries[-1].relpath, count - 1, count - 1, 1_000, 5) is None
 
 
 def test_a_lock_that_cannot_be_written_is_released(tmp_path: Path) -> None:
@@ -442,3 +445,59 @@ print("held:", lock.held)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("refused: cannot write lock ")
     assert lines[1] == "held: True"
+
+
+def _state_files(state_dir: Path) -> dict[str, tuple[int, int, int]]:
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode))
+        for p in state_dir.iterdir()
+    }
+
+
+def test_a_reader_writes_nothing_not_even_to_an_old_schema(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        path = index.path
+    for leftover in state_dir.glob(f"{path.name}*"):
+        leftover.unlink()
+    # A file exactly as version 2 left it.
+    db = sqlite3.connect(path)
+    for statements in index_module._MIGRATIONS[:2]:
+        for statement in statements:
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO meta VALUES (1, ?, ?, ?, 'cntr_1', 'box', 1, 0)",
+        (BASE_URL, str(root.resolve()), SPEC),
+    )
+    db.execute(
+        "INSERT INTO entries VALUES"
+        " ('cntr_1', 'a.txt', 'cfile_a', '/mnt/data/a.txt', 3, 1000, 'h1', 1.5)"
+    )
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    before = _state_files(state_dir)
+    with open_index(state_dir, root, lock=False) as reader:
+        assert set(reader.entries()) == {"a.txt"}
+        assert reader.pull_failures() == {}  # migrated, in memory
+        reader.hashes.store("a.txt", 1, 3, 1_000, 5, "h")
+    assert _state_files(state_dir) == before
+    again = sqlite3.connect(path)
+    try:
+        assert again.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        again.close()
+
+
+def test_a_reader_of_a_pair_never_synced_creates_nothing(tmp_path: Path, root: Path) -> None:
+    missing = tmp_path / "never"
+    with open_index(missing, root, lock=False) as reader:
+        assert reader.entries() == {} and reader.container_id is None
+    assert not missing.exists()
+
+
+def test_state_files_are_private(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.record_upload(entry("a.txt", "cfile_a"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state_dir.iterdir()}
+    assert modes and all(mode == 0o600 for mode in modes.values()), modes

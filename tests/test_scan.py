@@ -183,17 +183,21 @@ class CountingCache(MemoryHashCache):
         self.misses = 0
         self.stores: list[str] = []
 
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
-        found = super().lookup(relpath, inode, size, mtime_ns)
+    def lookup(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
+    ) -> str | None:
+        found = super().lookup(relpath, inode, size, mtime_ns, ctime_ns)
         if found is None:
             self.misses += 1
         else:
             self.hits += 1
         return found
 
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
+    def store(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
         self.stores.append(relpath)
-        super().store(relpath, inode, size, mtime_ns, digest)
+        super().store(relpath, inode, size, mtime_ns, ctime_ns, digest)
 
 
 class CountingHasher:
@@ -411,6 +415,20 @@ def test_a_file_appended_to_while_hashed_is_taken_as_it_was_when_growth_is_accep
     assert taken.files["app.log"].size == 600
     assert taken.files["app.log"].hash == hash_file(log, limit=600)
     assert log.stat().st_size == 605
+
+
+def test_a_same_size_edit_with_the_old_mtime_put_back_is_seen(tmp_path: Path) -> None:
+    # touch -r, some editors and archivers: same size, same mtime, new content.
+    path = write(tmp_path / "config.ini", b"debug = 0\n")
+    cache = MemoryHashCache()
+    first = run_scan(tmp_path, cache=cache).files["config.ini"]
+    before = path.stat()
+    time.sleep(0.01)  # a later change time
+    path.write_bytes(b"debug = 1\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = run_scan(tmp_path, cache=cache).files["config.ini"]
+    assert (again.size, again.mtime_ns) == (first.size, first.mtime_ns)
+    assert again.hash != first.hash
 
 
 def test_ignored_answers_for_dirs_and_files(tmp_path: Path) -> None:

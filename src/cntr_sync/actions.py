@@ -69,6 +69,7 @@ class LocalState:
     mtime_ns: int
     inode: int
     hash: str
+    ctime_ns: int = 0  # known for a file a download just wrote; 0 for a scanned one
 
 
 @dataclass(frozen=True, slots=True)

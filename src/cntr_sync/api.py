@@ -90,6 +90,12 @@ class ContainersClient:
             raise ConfigError(
                 "no API key: set OPENAI_API_KEY, api_key_file or api_key in the settings"
             )
+        if not _sendable(api_key) or not _sendable(basic_username):
+            # Never echo it: a mistyped key is still a secret.
+            raise ConfigError(
+                "the API key contains characters that cannot be sent in an HTTP header "
+                "(only printable ASCII; no spaces or line breaks)"
+            )
         if auth_style not in AUTH_STYLES:
             raise ConfigError(f"auth_style {auth_style!r} is not one of: {', '.join(AUTH_STYLES)}")
         if max_retries < 0:
@@ -292,6 +298,10 @@ class ContainersClient:
         call = Call("file_content", container_id=container_id, file_id=file_id)
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}/content"
         return self._rest.download(call, path, sink)
+
+
+def _sendable(value: str) -> bool:
+    return value.isascii() and all(0x21 <= ord(ch) < 0x7F for ch in value)
 
 
 def _auth_headers(key: str, style: AuthStyle, basic_username: str) -> dict[str, str]:

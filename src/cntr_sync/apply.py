@@ -376,7 +376,12 @@ class Applier:
         if action.repoint is not None:
             self.index.adopt(action.repoint)
         self.index.hashes.store(
-            action.relpath, written.inode, written.size, written.mtime_ns, written.hash
+            action.relpath,
+            written.inode,
+            written.size,
+            written.mtime_ns,
+            written.ctime_ns,
+            written.hash,
         )
         self.result.downloaded += 1
         self.result.bytes_downloaded += written.size

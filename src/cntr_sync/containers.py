@@ -16,11 +16,13 @@ Must not: touch files in the container or the sync root, decide what to sync
 from __future__ import annotations
 
 import os
+import re
 from typing import Protocol
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
     BadRequestError,
+    ConfigError,
     LocalError,
     NotFoundError,
     OutcomeUnknownError,
@@ -63,6 +65,12 @@ class ContainerResolver:
         else:
             found = find_container(self.client, self.pair.container)
             if found is None:
+                if looks_like_an_id(self.pair.container):
+                    # A typo'd or deleted id must not become a container named like it.
+                    raise ConfigError(
+                        f"no container with id {self.pair.container!r}; "
+                        "a value shaped like an id is never used as a name"
+                    )
                 if dry_run:
                     return None
                 found = self._create(self._name_for_new())
@@ -137,6 +145,14 @@ class ContainerResolver:
             raise LocalError(
                 f"cannot write container id file {target}: {exc.strerror}", path=str(target)
             ) from exc
+
+
+_ID_SHAPE = re.compile(r"^cntr_[0-9A-Za-z]{16,}$")
+
+
+def looks_like_an_id(spec: str) -> bool:
+    """Whether ``spec`` has the shape of an OpenAI container id (``cntr_`` and 16+ characters)."""
+    return bool(_ID_SHAPE.fullmatch(spec))
 
 
 def find_container(client: ContainersClient, spec: str) -> Container | None:

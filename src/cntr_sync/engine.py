@@ -46,6 +46,9 @@ from cntr_sync.transfer import Tick, probe_traits, remove_partials
 
 log = get_logger("cntr_sync.engine")
 
+# Hash-cache rows of gone files tolerated before a pass prunes them.
+PRUNE_SLACK = 16
+
 
 class _NoProgress:
     def start(self, files: int, total_bytes: int) -> None:
@@ -166,6 +169,8 @@ class Engine:
         self._check_root(force=force)
         container = self._containers.resolve(result, dry_run=dry_run)
         snapshot = self._scan(dry_run=dry_run, accept_growth=keep_grown)
+        if not dry_run:
+            self._prune_hash_cache(snapshot)
         local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
         result.local_files = len(snapshot.files)
         result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
@@ -244,6 +249,13 @@ class Engine:
             taken=self._taken_names(local),
             keep_grown_uploads=keep_grown,
         ).run(pass_plan)
+
+    def _prune_hash_cache(self, snapshot: Snapshot) -> None:
+        """Forget digests of files that are gone, once they are a tenth of the cache."""
+        self.index.hashes.flush()
+        present = [*snapshot.files, *snapshot.unstable, *snapshot.unreadable]
+        if self.index.hashes.count() > len(present) * 1.1 + PRUNE_SLACK:
+            self.index.hashes.prune(present)
 
     def _own_paths(self) -> list[str]:
         """Our state directory and container-id file, where they sit inside the root."""

@@ -1,4 +1,9 @@
-"""The hash cache: content digests remembered by (relpath, inode, size, mtime_ns).
+"""The hash cache: content digests remembered by (relpath, inode, size, mtime_ns, ctime_ns).
+
+The change time is in the key because an edit that keeps the size and puts
+the old mtime back (``touch -r``, some editors and archivers) changes nothing
+else a stat shows; the kernel sets ctime on every change and nobody can set
+it back.
 
 Owns the ``HashCache`` protocol that ``scan`` asks before reading a file, and
 its three implementations: ``MemoryHashCache`` (tests, one-off scans),
@@ -24,27 +29,35 @@ HASH_BATCH = 1000
 
 
 class HashCache(Protocol):
-    """Remembers digests by (relpath, inode, size, mtime_ns)."""
+    """Remembers digests by (relpath, inode, size, mtime_ns, ctime_ns)."""
 
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None: ...
+    def lookup(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
+    ) -> str | None: ...
 
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None: ...
+    def store(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None: ...
 
 
 class MemoryHashCache:
     """A dict-backed ``HashCache`` for tests and one-shot runs."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[int, int, int, str]] = {}
+        self._rows: dict[str, tuple[int, int, int, int, str]] = {}
 
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+    def lookup(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
+    ) -> str | None:
         row = self._rows.get(relpath)
-        if row is None or row[:3] != (inode, size, mtime_ns):
+        if row is None or row[:4] != (inode, size, mtime_ns, ctime_ns):
             return None
-        return row[3]
+        return row[4]
 
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
-        self._rows[relpath] = (inode, size, mtime_ns, digest)
+    def store(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
+        self._rows[relpath] = (inode, size, mtime_ns, ctime_ns, digest)
 
 
 class Database(Protocol):
@@ -63,20 +76,25 @@ class SqliteHashCache:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: dict[str, tuple[int, int, int, str]] = {}
+        self._pending: dict[str, tuple[int, int, int, int, str]] = {}
 
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
+    def lookup(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
+    ) -> str | None:
         pending = self._pending.get(relpath)
         if pending is not None:
-            return pending[3] if pending[:3] == (inode, size, mtime_ns) else None
+            return pending[4] if pending[:4] == (inode, size, mtime_ns, ctime_ns) else None
         rows = self._db.read(
-            "SELECT hash FROM hashes WHERE relpath = ? AND inode = ? AND size = ? AND mtime_ns = ?",
-            (relpath, inode, size, mtime_ns),
+            "SELECT hash FROM hashes WHERE relpath = ? AND inode = ? AND size = ?"
+            " AND mtime_ns = ? AND ctime_ns = ?",
+            (relpath, inode, size, mtime_ns, ctime_ns),
         )
         return str(rows[0][0]) if rows else None
 
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
-        self._pending[relpath] = (inode, size, mtime_ns, digest)
+    def store(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
+        self._pending[relpath] = (inode, size, mtime_ns, ctime_ns, digest)
         if len(self._pending) >= HASH_BATCH:
             self.flush()
 
@@ -87,11 +105,16 @@ class SqliteHashCache:
         rows = [(relpath, *row) for relpath, row in self._pending.items()]
         with self._db.write() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, hash)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, ctime_ns, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
         self._pending.clear()
+
+    def count(self) -> int:
+        """Rows cached on disk (buffered ones not yet written are not counted)."""
+        rows = self._db.read("SELECT count(*) FROM hashes", ())
+        return int(rows[0][0])
 
     def prune(self, keep: Iterable[str]) -> int:
         """Drop cached hashes of relpaths not in ``keep``; returns how many went."""
@@ -121,10 +144,13 @@ class ReadThroughCache:
         self._backing = backing
         self._memory = MemoryHashCache()
 
-    def lookup(self, relpath: str, inode: int, size: int, mtime_ns: int) -> str | None:
-        return self._memory.lookup(relpath, inode, size, mtime_ns) or self._backing.lookup(
-            relpath, inode, size, mtime_ns
-        )
+    def lookup(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
+    ) -> str | None:
+        key = (relpath, inode, size, mtime_ns, ctime_ns)
+        return self._memory.lookup(*key) or self._backing.lookup(*key)
 
-    def store(self, relpath: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
-        self._memory.store(relpath, inode, size, mtime_ns, digest)
+    def store(
+        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
+        self._memory.store(relpath, inode, size, mtime_ns, ctime_ns, digest)

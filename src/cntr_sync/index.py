@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from cntr_sync.errors import LocalError
 from cntr_sync.hashcache import SqliteHashCache
@@ -108,6 +109,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             error        TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # The change time joins the hash cache's key (a cache: dropped, not migrated).
+        "DROP TABLE hashes",
+        """CREATE TABLE hashes (
+            relpath  TEXT PRIMARY KEY,
+            inode    INTEGER NOT NULL,
+            size     INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            ctime_ns INTEGER NOT NULL,
+            hash     TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -164,19 +177,32 @@ class Index:
         """Lock the pair, then open (creating or migrating) its database.
 
         ``lock=False`` is for readers that change nothing (``status``): they may
-        look while a daemon or another sync holds the pair; WAL keeps reads safe.
+        look while a daemon or another sync holds the pair, and never write, not
+        even to a read-only state directory: they work on a copy in memory
+        (migrated there if the file is older; empty if there is no file yet).
+        State files are created 0600 in a 0700 directory: they name your files.
         """
+        stem = pair_stem(base_url, root, container_spec)
+        path = state_dir / f"{stem}.sqlite"
+        lock_path = state_dir / f"{stem}.lock"
+        if not lock:
+            conn = _copy_for_reading(path)
+            try:
+                _migrate(conn, path)
+                _init_meta(conn, path, _strip_userinfo(base_url), root, container_spec)
+            except BaseException:
+                conn.close()
+                raise
+            return cls(conn, path, lock_path, None)
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError(
                 f"cannot create state directory {state_dir}: {exc.strerror}", path=str(state_dir)
             ) from None
-        stem = pair_stem(base_url, root, container_spec)
-        path = state_dir / f"{stem}.sqlite"
-        lock_path = state_dir / f"{stem}.lock"
-        pair_lock = FileLock.acquire(lock_path, f"{root} -> {container_spec}") if lock else None
+        pair_lock = FileLock.acquire(lock_path, f"{root} -> {container_spec}")
         try:
+            _create_private(path)
             conn = _connect(path)
             try:
                 _migrate(conn, path)
@@ -511,6 +537,41 @@ def _insert_pending_delete(
 
 
 # -- opening -----------------------------------------------------------------------
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would use the umask);
+    SQLite gives its -wal and -shm files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise LocalError(f"cannot create index {path}: {exc.strerror}", path=str(path)) from None
+
+
+def _copy_for_reading(path: Path) -> sqlite3.Connection:
+    """The index as an in-memory copy, read without writing anything on disk."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    if not path.exists():
+        return memory
+    source = None
+    for mode in ("ro", "ro&immutable=1"):
+        # A WAL database in a read-only directory cannot be opened "ro" (no
+        # -shm file can be made); "immutable" reads the file as it is.
+        try:
+            source = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}", uri=True)
+            source.backup(memory)
+            break
+        except sqlite3.Error as exc:
+            if source is not None:
+                source.close()
+                source = None
+            if mode != "ro":
+                memory.close()
+                raise _db_error(path, exc) from exc
+        finally:
+            if source is not None:
+                source.close()
+    return memory
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -594,7 +594,7 @@ class _Walk:
             self._warn(relpath, f"{_kind(file_stat.st_mode)} skipped")
             return
         inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
-        digest = self._cache.lookup(relpath, inode, size, mtime_ns)
+        digest = self._cache.lookup(relpath, inode, size, mtime_ns, file_stat.st_ctime_ns)
         if digest is None:
             digest = self._hash(relpath, path, file_stat)
             if digest is None:
@@ -618,7 +618,7 @@ class _Walk:
             self._unstable.append(relpath)
             return None
         if self._now_ns() - before.st_mtime_ns >= RACY_WINDOW_NS:
-            self._cache.store(relpath, *identity, digest)
+            self._cache.store(relpath, *identity, before.st_ctime_ns, digest)
         return digest
 
     def _hash_as_it_was(self, relpath: str, path: str, before: os.stat_result) -> str | None:

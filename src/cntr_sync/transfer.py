@@ -336,7 +336,9 @@ def write_download(
             with contextlib.suppress(OSError):
                 os.unlink(partial, dir_fd=directory)
             raise
-    return LocalState(final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest())
+    return LocalState(
+        final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest(), final.st_ctime_ns
+    )
 
 
 def _move_aside(directory: int, name: str, aside: str) -> None:
