@@ -29,7 +29,7 @@ import httpx
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.models import ContainerFile
-from cntr_sync.plan import remote_names
+from cntr_sync.names import remote_names
 
 API_KEY = "bench-key"
 LISTENING = "cntr-sync emulator listening on "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import NotFoundError
-from cntr_sync.plan import remote_names
+from cntr_sync.names import remote_names
 
 
 class NoSleep:

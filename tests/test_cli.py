@@ -26,7 +26,7 @@ import pytest
 from cntr_sync._version import __version__
 from cntr_sync.emulator import EmulatorServer, FaultConfig
 from cntr_sync.index import Index
-from cntr_sync.plan import remote_names
+from cntr_sync.names import remote_names
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-test-key-for-the-cli-0001"

@@ -26,7 +26,7 @@ from cntr_sync.errors import (
 )
 from cntr_sync.index import Index
 from cntr_sync.models import DeleteLimit, Pair
-from cntr_sync.plan import remote_names
+from cntr_sync.names import remote_names
 from cntr_sync.result import PassResult
 from helpers import NoSleep
 from spec_validation import ValidatingTransport
@@ -362,16 +362,18 @@ def test_lost_index_adopts_instead_of_uploading_again(
 def test_lost_index_when_the_gateway_drops_names(
     harness: Harness, emu: Emulator, tmp_path: Path
 ) -> None:
-    # Bifrost stores every upload as "file": nothing can be matched by name, so a
-    # lost index means uploading again, and the old copies stay as unknown files.
+    # Bifrost stores every upload as "file": nothing can be matched by name, so
+    # after a lost index the uploads are matched by size, then by content.
     emu.set_gateway(GatewayStyle(drop_filenames=True))
     make_tree(harness.root, 5)
     cid = harness.sync().container_id
     assert cid is not None
     harness.state = tmp_path / "fresh-state"
+    emu.reset_counts()
     result = harness.sync()
-    assert (result.adopted, result.uploaded, result.unknown_kept) == (0, 5, 5)
-    assert len(harness.remote(cid)) == 10
+    assert (result.adopted, result.uploaded, result.unknown_kept) == (5, 0, 0)
+    assert len(harness.remote(cid)) == 5
+    assert emu.counts()["file_content"] == 4  # the empty file needs no download
     assert harness.sync().uploaded == 0
 
 
@@ -683,3 +685,86 @@ def test_the_hash_cache_forgets_files_that_are_gone(harness: Harness, emu: Emula
         harness.state, base_url=BASE_URL, root=harness.root, container_spec="box", lock=False
     ) as index:
         assert index.hashes.count() == 10
+
+
+# -- lost index, odd names: recovery is exact (issue: reliability 1, 2, 4) ----------------
+
+
+def lose_the_index(harness: Harness, tmp_path: Path, name: str = "fresh-state") -> None:
+    harness.state = tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [
+        GatewayStyle(base_name_only=True),
+        GatewayStyle(base_name_only=True, path_style="plain"),
+        GatewayStyle(drop_filenames=True, path_style="plain"),
+        GatewayStyle(path_style="plain"),
+    ],
+    ids=["base-name-hashed", "base-name-plain", "no-names", "plain"],
+)
+def test_a_lost_index_is_recovered_exactly_under_every_path_style(
+    harness: Harness, emu: Emulator, tmp_path: Path, gateway: GatewayStyle
+) -> None:
+    emu.set_gateway(gateway)
+    for n in range(80):
+        write(harness.root, f"dir{n % 4}/sub/file-{n:02}.txt", f"content {n}\n" * (n % 7 + 1))
+    cid = harness.sync().container_id
+    assert cid is not None
+    lose_the_index(harness, tmp_path)
+    result = harness.sync()
+    assert (result.uploaded, result.adopted) == (0, 80), result
+    assert len(harness.remote(cid)) == 80
+    again = harness.sync()
+    assert (again.uploaded, again.adopted, again.deleted) == (0, 0, 0)
+
+
+def test_a_hex_prefixed_sibling_is_never_adopted_as_the_wrong_file(
+    harness: Harness, emu: Emulator, tmp_path: Path
+) -> None:
+    emu.set_gateway(GatewayStyle(path_style="plain"))
+    write(harness.root, "README.md", "the readme")
+    write(harness.root, "a3f1b2c3d4e5f60718293a4b5c6d7e8f-README.md", "the sibling")
+    cid = harness.sync().container_id
+    assert cid is not None
+    lose_the_index(harness, tmp_path)
+    result = harness.sync()
+    assert (result.uploaded, result.deleted, result.adopted) == (0, 0, 2), result
+    with Index.open(
+        harness.state, base_url=BASE_URL, root=harness.root, container_spec="box"
+    ) as index:
+        entries = index.entries()
+    for relpath, entry in entries.items():
+        blob = emu.blob_path(cid, entry.remote_id)
+        assert blob is not None and blob.read_bytes() == (harness.root / relpath).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [GatewayStyle(keep_form_escapes=True), GatewayStyle(normalize_filenames="NFD")],
+    ids=["quotes-kept-as-%22", "names-in-NFD"],
+)
+def test_an_odd_name_neither_breaks_matching_nor_makes_the_pair_distrust_names(
+    harness: Harness, emu: Emulator, tmp_path: Path, gateway: GatewayStyle
+) -> None:
+    emu.set_gateway(gateway)
+    write(harness.root, 'say "hi".txt', "quoted")
+    write(harness.root, "café.txt", "accent")
+    write(harness.root, "plain.txt", "plain")
+    cid = harness.sync().container_id
+    assert cid is not None
+    with Index.open(
+        harness.state, base_url=BASE_URL, root=harness.root, container_spec="box"
+    ) as index:
+        assert index.server_keeps_names is True
+    # An ambiguous upload of another odd name is adopted by name, not duplicated.
+    write(harness.root, 'more "quotes" é.txt', "more")
+    emu.fail_next("create_file", "ambiguous")
+    assert not harness.sync().in_sync
+    again = harness.sync()
+    assert (again.uploaded, again.adopted) == (0, 1)
+    lose_the_index(harness, tmp_path)
+    recovered = harness.sync()
+    assert (recovered.uploaded, recovered.adopted) == (0, 4)
+    assert len(harness.remote(cid)) == 4

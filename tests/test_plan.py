@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cntr_sync.actions import Plan
 from cntr_sync.models import (
     DeleteLimit,
     IndexEntry,
@@ -16,15 +17,8 @@ from cntr_sync.models import (
     RemoteFile,
     UploadIntent,
 )
-from cntr_sync.plan import (
-    BRAKE_MIN_DELETES,
-    Plan,
-    Policy,
-    check_brakes,
-    plan,
-    remote_names,
-    to_remote_file,
-)
+from cntr_sync.names import remote_names, to_remote_file
+from cntr_sync.plan import BRAKE_MIN_DELETES, Policy, check_brakes, plan
 
 NOW_S = 1_800_000_000
 
@@ -196,10 +190,14 @@ def test_lost_index_with_duplicates_adopts_the_newest_and_deletes_the_rest() -> 
 
 
 def test_when_the_gateway_drops_names_nothing_is_matched_by_name() -> None:
-    listing = [remote("f1", "file"), remote("f2", "file")]
-    p = plan({"file": local("file")}, {}, listing, policy=Policy(server_keeps_names=False))
-    assert ids(p) == (["file"], [])
-    assert p.unknown_kept == 2
+    # Only content can tell: the same-size candidates are downloaded and compared.
+    listing = [remote("f1", "file"), remote("f2", "file"), remote("f3", "file", "longer")]
+    p = plan({"a.txt": local("a.txt")}, {}, listing, policy=Policy(server_keeps_names=False))
+    assert ids(p) == ([], [])
+    (verify,) = p.verifies
+    assert verify.relpath == "a.txt" and verify.upload.relpath == "a.txt"
+    assert sorted(c.id for c in verify.candidates) == ["f1", "f2"]
+    assert p.unknown_kept == 1  # f3: another size, left alone
 
 
 # -- ambiguous uploads and crashes -------------------------------------------------------------

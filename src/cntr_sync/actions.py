@@ -112,6 +112,19 @@ class Compare:
 
 
 @dataclass(frozen=True, slots=True)
+class Verify:
+    """A local file with no history may already be in the container under another
+    name (a lost index on a server that drops directories or whole names):
+    download the candidates and adopt the one with the same content; else ``upload``.
+    """
+
+    relpath: str
+    local: LocalState
+    candidates: tuple[RemoteFile, ...]
+    upload: Upload
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteLocal:
     """Delete a local file whose remote file was deleted (``remote_delete = propagate``)."""
 
@@ -119,7 +132,7 @@ class DeleteLocal:
     expect: LocalState
 
 
-LocalAction = Download | Compare | DeleteLocal
+LocalAction = Download | Compare | Verify | DeleteLocal
 RemoteAction = Upload | Delete
 
 
@@ -129,6 +142,7 @@ class Plan:
     deletes: tuple[Delete, ...] = ()
     downloads: tuple[Download, ...] = ()
     compares: tuple[Compare, ...] = ()
+    verifies: tuple[Verify, ...] = ()
     local_deletes: tuple[DeleteLocal, ...] = ()
     adopts: tuple[Adopt, ...] = ()
     refreshes: tuple[Refresh, ...] = ()
@@ -158,12 +172,13 @@ class Plan:
             + len(self.deletes)
             + len(self.downloads)
             + len(self.compares)
+            + len(self.verifies)
             + len(self.local_deletes)
         )
 
     @property
     def local_actions(self) -> tuple[LocalAction, ...]:
-        return (*self.downloads, *self.compares, *self.local_deletes)
+        return (*self.downloads, *self.compares, *self.verifies, *self.local_deletes)
 
     @property
     def is_noop(self) -> bool:

@@ -33,6 +33,7 @@ from cntr_sync.actions import (
     Plan,
     RemoteAction,
     Upload,
+    Verify,
 )
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
@@ -53,7 +54,7 @@ from cntr_sync.models import (
     RemoteFile,
     UploadIntent,
 )
-from cntr_sync.plan import remote_names, to_remote_file, upload_name
+from cntr_sync.names import learn, to_remote_file, upload_name
 from cntr_sync.pull import PullPolicy, pulled_entry, resolve_unrelated
 from cntr_sync.remote_paths import printable
 from cntr_sync.rest import ByteSink
@@ -104,6 +105,12 @@ class _Compared:
     remote_hash: str
 
 
+@dataclass(frozen=True)
+class _Verified:
+    action: Verify
+    hashes: tuple[tuple[RemoteFile, str | None], ...]  # None: could not be read
+
+
 class Applier:
     """Runs one plan for one pass; construct it per pass."""
 
@@ -147,6 +154,11 @@ class Applier:
         self._blocked: set[str] = set()
         self._remote_queue: list[RemoteAction] = []
         self._keep_grown = keep_grown_uploads
+        # Content hashes of remote files downloaded to verify a match, once a pass.
+        self._lock = threading.Lock()
+        self._remote_hashes: dict[str, str] = {}
+        self._hash_locks: dict[str, threading.Lock] = {}
+        self._verified_ids: set[str] = set()
 
     @property
     def _root(self) -> Path:
@@ -209,6 +221,8 @@ class Applier:
             return pool.submit(self._download, action)
         if isinstance(action, Compare):
             return pool.submit(self._compare, action)
+        if isinstance(action, Verify):
+            return pool.submit(self._verify, action)
         return pool.submit(delete_local, self._root, action.relpath, action.expect)
 
     def _upload(self, action: Upload) -> _Uploaded:
@@ -264,6 +278,32 @@ class Applier:
         )
         return _Compared(action, digest)
 
+    def _verify(self, action: Verify) -> _Verified:
+        """Hash each candidate (each at most once a pass) until one matches the local file."""
+        hashes: list[tuple[RemoteFile, str | None]] = []
+        for candidate in action.candidates:
+            with self._lock:
+                if candidate.id in self._verified_ids:
+                    continue  # already the copy of another file
+                guard = self._hash_locks.setdefault(candidate.id, threading.Lock())
+            with guard:  # one download per remote file, whoever asks first
+                digest = self._remote_hashes.get(candidate.id)
+                if digest is None:
+                    try:
+                        digest = hash_download(
+                            self._fetch(candidate.id),
+                            expected_size=candidate.size,
+                            tick=self._tick,
+                        )
+                    except (CntrSyncError, DownloadProblem):
+                        hashes.append((candidate, None))
+                        continue
+                    self._remote_hashes[candidate.id] = digest
+            hashes.append((candidate, digest))
+            if digest == action.local.hash:
+                break
+        return _Verified(action, tuple(hashes))
+
     # -- outcomes: one handler each, all on the calling thread --------------------------
 
     def _finish(self, action: Action, future: Future[object]) -> Iterator[Action]:
@@ -294,6 +334,8 @@ class Applier:
                 self._on_downloaded(action, outcome)
             elif isinstance(outcome, _Compared):
                 yield from self._on_compared(outcome)
+            elif isinstance(outcome, _Verified):
+                self._on_verified(outcome)
             elif isinstance(action, DeleteLocal):
                 self._on_deleted_locally(action)
             else:
@@ -333,7 +375,7 @@ class Applier:
             self.result.failures.append(ActionFailure("download", action.relpath, message))
         elif isinstance(action, DeleteLocal):
             self.result.failures.append(ActionFailure("delete local", action.relpath, message))
-        elif isinstance(action, Upload):
+        elif isinstance(action, Upload | Verify):
             self.result.failures.append(ActionFailure("upload", action.relpath, message))
         else:
             target = action.relpath or action.path
@@ -408,6 +450,20 @@ class Applier:
         self._remote_queue.extend(resolution.uploads)
         self._remote_queue.extend(resolution.deletes)
 
+    def _on_verified(self, verified: _Verified) -> None:
+        action = verified.action
+        for candidate, digest in verified.hashes:
+            if digest == action.local.hash and candidate.id not in self._verified_ids:
+                with self._lock:
+                    self._verified_ids.add(candidate.id)
+                self.index.adopt(
+                    _found_entry(action.relpath, action.local, candidate, self._clock())
+                )
+                self.result.adopted += 1
+                return
+        # Not in the container after all: upload it (after the local actions, as planned).
+        self._remote_queue.append(action.upload)
+
     def _on_changed_during_upload(self, done: _Uploaded) -> Iterator[Action]:
         # What arrived may be a mix of old and new bytes: drop it, upload again.
         action = done.action
@@ -471,13 +527,34 @@ class Applier:
         )
 
     def _learn_whether_names_are_kept(self, action: Upload, remote: RemoteFile) -> None:
-        """Whether the server keeps upload names; one that did not is enough to stop
-        trusting names for good (a server keeping only some, say the last path
-        segment, must not have its names matched)."""
-        kept = upload_name(action.relpath) in remote_names(remote.path)
+        """What this upload's answer tells about the server's names (``names.learn``).
+
+        A plain name that came back renamed is enough to stop trusting names
+        for good (a server keeping only some, say the last path segment, must
+        not have its names matched); an odd one proves nothing either way.
+        """
+        learnt = learn(action.relpath, remote.path)
         known = self.index.server_keeps_names
-        if known is None or (known and not kept):
-            self.index.set_server_keeps_names(kept)
+        if learnt.keeps_names is not None and (known is None or (known and not learnt.keeps_names)):
+            self.index.set_server_keeps_names(learnt.keeps_names)
+        if learnt.adds_prefix is not None and self.index.server_adds_prefix is None:
+            self.index.set_server_adds_prefix(learnt.adds_prefix)
+
+
+def _found_entry(relpath: str, local: LocalState, remote: RemoteFile, now: float) -> IndexEntry:
+    """The entry of a local file whose content turned out to be uploaded already."""
+    return IndexEntry(
+        relpath=relpath,
+        remote_id=remote.id,
+        remote_path=remote.path,
+        size=local.size,
+        mtime_ns=local.mtime_ns,
+        hash=local.hash,
+        synced_at=now,
+        origin="push",
+        remote_size=remote.size,
+        remote_created_at=remote.created_at,
+    )
 
 
 def _os_message(exc: Exception) -> str:

@@ -219,6 +219,7 @@ class PairSettings(BaseModel):
     outside_subdir: Subdirectory | None = None
     delete: bool | None = None
     delete_unknown: bool | None = None
+    adopt_verify_max_bytes: Annotated[int, Field(ge=0)] | None = None
     max_delete: MaxDelete | None = None
     ignore: list[str] = Field(default_factory=list)
     follow_symlinks: bool | None = None
@@ -298,6 +299,7 @@ class Settings(BaseSettings):
     memory_limit: MemoryLimit | None = PAIR_DEFAULTS["memory_limit"]
     delete: bool = PAIR_DEFAULTS["delete"]
     delete_unknown: bool = PAIR_DEFAULTS["delete_unknown"]
+    adopt_verify_max_bytes: Annotated[int, Field(ge=0)] = PAIR_DEFAULTS["adopt_verify_max_bytes"]
     max_delete: MaxDelete = PAIR_DEFAULTS["max_delete"]
     ignore: list[str] = Field(default_factory=list)
     follow_symlinks: bool = PAIR_DEFAULTS["follow_symlinks"]
@@ -511,6 +513,9 @@ class Settings(BaseSettings):
             outside_subdir=_inherit(pair.outside_subdir, self.outside_subdir),
             delete=_inherit(pair.delete, self.delete),
             delete_unknown=_inherit(pair.delete_unknown, self.delete_unknown),
+            adopt_verify_max_bytes=_inherit(
+                pair.adopt_verify_max_bytes, self.adopt_verify_max_bytes
+            ),
             max_delete=_inherit(pair.max_delete, self.max_delete),
             ignore=(*self.ignore, *pair.ignore),
             follow_symlinks=_inherit(pair.follow_symlinks, self.follow_symlinks),

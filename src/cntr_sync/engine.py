@@ -38,7 +38,8 @@ from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, LocalFile, Pair, RemoteFile
-from cntr_sync.plan import Policy, PullContext, check_brakes, plan, to_remote_file
+from cntr_sync.names import to_remote_file
+from cntr_sync.plan import Policy, PullContext, check_brakes, plan
 from cntr_sync.remote_paths import FileSystemTraits, PathRules
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
@@ -203,6 +204,8 @@ class Engine:
             delete_unknown=self.pair.delete_unknown,
             max_delete=self.pair.max_delete,
             server_keeps_names=self.index.server_keeps_names,
+            server_adds_prefix=self.index.server_adds_prefix,
+            adopt_verify_max_bytes=self.pair.adopt_verify_max_bytes,
             now=self._clock(),
         )
         known = container is not None

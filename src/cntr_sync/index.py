@@ -121,6 +121,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             hash     TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # Whether the server prefixes upload names with 32 hex digits.
+        "ALTER TABLE meta ADD COLUMN server_adds_prefix INTEGER"
+        " CHECK (server_adds_prefix IN (0, 1))",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -306,6 +311,16 @@ class Index:
                 "UPDATE meta SET container_id = ?, container_name = ? WHERE id = 1",
                 (container_id, name),
             )
+
+    @property
+    def server_adds_prefix(self) -> bool | None:
+        """Whether the server prefixes upload names with 32 hex digits; None until seen."""
+        value: int | None = self._meta("server_adds_prefix")
+        return None if value is None else bool(value)
+
+    def set_server_adds_prefix(self, value: bool) -> None:
+        with self.write() as db:
+            db.execute("UPDATE meta SET server_adds_prefix = ? WHERE id = 1", (int(value),))
 
     def set_server_keeps_names(self, value: bool) -> None:
         with self.write() as db:

@@ -90,6 +90,9 @@ class Pair:
     outside_subdir: str = "_container"
     delete: bool = True
     delete_unknown: bool = False
+    # After a lost index: the largest remote file downloaded to check by content
+    # whether it already holds a local file (a server that drops names or dirs).
+    adopt_verify_max_bytes: int = 256 * 1024 * 1024
     max_delete: DeleteLimit = DeleteLimit(percent=50.0)
     ignore: tuple[str, ...] = ()
     follow_symlinks: bool = False

@@ -33,7 +33,6 @@ Ownership rules, in one place:
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,10 +43,12 @@ from cntr_sync.actions import (
     Adopt,
     Delete,
     DeleteReason,
+    LocalState,
     Plan,
     Refresh,
     Upload,
     UploadReason,
+    Verify,
 )
 from cntr_sync.models import (
     ConflictPolicy,
@@ -61,10 +62,17 @@ from cntr_sync.models import (
     RemoteFile,
     UploadIntent,
 )
+from cntr_sync.names import (
+    MOUNT_PREFIX,
+    basename,
+    canonical,
+    infer_prefix,
+    names_dropped,
+    remote_names,
+    upload_name,
+)
 from cntr_sync.remote_paths import FileSystemTraits, PathRules, is_conflict_copy
 
-MOUNT_PREFIX = "/mnt/data/"
-_HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
 # A remote file adopted without an index must not predate the local file's
 # last change (else the local file changed after that upload). ``created_at``
 # has whole seconds, hence one second of slack; a larger slack would adopt
@@ -85,6 +93,10 @@ class Policy:
     max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(percent=50.0))
     # Whether the server keeps upload filenames; None until an upload showed it.
     server_keeps_names: bool | None = None
+    # Whether it prefixes them with 32 hex digits; None: not seen (the listing tells).
+    server_adds_prefix: bool | None = None
+    # Largest remote file downloaded to check a match by content (lost index).
+    adopt_verify_max_bytes: int = 256 * 1024 * 1024
     now: float = 0.0  # the caller's clock, for adopted entries' synced_at
 
 
@@ -108,35 +120,6 @@ class PullContext:
         )
 
 
-def upload_name(relpath: str) -> str:
-    """The multipart filename we send for ``relpath``: the relpath itself."""
-    return relpath
-
-
-def remote_names(path: str) -> tuple[str, ...]:
-    """Names a remote ``path`` may stand for, most likely first.
-
-    Servers answer ``/mnt/data/<name>`` or ``/mnt/data/<32 hex>-<name>``;
-    a plain name that merely starts with 32 hex digits stays a candidate too.
-    """
-    name = path.removeprefix(MOUNT_PREFIX)
-    stripped = _HASH_PREFIX.sub("", name, count=1)
-    return (stripped, name) if stripped != name else (name,)
-
-
-def to_remote_file(
-    file_id: str, path: str, size: int | None, source: str, created_at: int | None
-) -> RemoteFile:
-    return RemoteFile(
-        id=file_id,
-        path=path,
-        name=remote_names(path)[0],
-        size=size,
-        source=source,
-        created_at=created_at,
-    )
-
-
 @dataclass
 class _Builder:
     uploads: list[Upload] = field(default_factory=list)
@@ -150,6 +133,7 @@ class _Builder:
     claimed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
     local_only: int = 0
+    verifies: list[Verify] = field(default_factory=list)
 
     def delete(self, remote: RemoteFile, reason: DeleteReason, relpath: str | None) -> None:
         if remote.id not in self.deleted:
@@ -196,9 +180,14 @@ def plan(
     if policy.direction == "both":
         # The mirror owns the names of the files it mirrors: same-name uploads
         # are the push side's (adopted, or removed as stale copies).
-        by_name = _unindexed_uploads_by_name(remote_by_id.values(), owned, policy)
+        prefix = policy.server_adds_prefix
+        if prefix is None:
+            prefix = infer_prefix(
+                r.path for r in remote_by_id.values() if r.source == "user" and r.id not in owned
+            )
+        by_name = _unindexed_uploads_by_name(remote_by_id.values(), owned, policy, prefix)
         for relpath in local.keys() | index.keys() | intents.keys():
-            owned.update(r.id for r in by_name.get(upload_name(relpath), []))
+            owned.update(r.id for r in by_name.get(canonical(upload_name(relpath)), []))
         push_policy = policy
     else:
         # Pull matches nothing by name: what is not indexed is the model's.
@@ -226,7 +215,7 @@ def plan(
     )
     if policy.direction == "pull":
         # Nothing is uploaded or deleted remotely; bookkeeping still holds.
-        pushed = replace(pushed, uploads=(), deletes=(), moves=0)
+        pushed = replace(pushed, uploads=(), deletes=(), verifies=(), moves=0)
         pulled = replace(pulled, uploads=(), deletes=())
     return replace(
         pushed,
@@ -274,10 +263,16 @@ def _plan_push(
     indexed_ids = {entry.remote_id for entry in index.values()}
     out.claimed |= indexed_ids & remote_by_id.keys()
     excluded = indexed_ids | pending_ids | set(claimed)
-    by_name = _unindexed_uploads_by_name(remote_by_id.values(), excluded, policy)
+    user_paths = [
+        r.path for r in remote_by_id.values() if r.source == "user" and r.id not in excluded
+    ]
+    prefix = policy.server_adds_prefix
+    if prefix is None:
+        prefix = infer_prefix(user_paths)
+    by_name = _unindexed_uploads_by_name(remote_by_id.values(), excluded, policy, prefix)
 
     for relpath in sorted(local.keys() | index.keys() | intents.keys()):
-        same_name = by_name.get(upload_name(relpath), [])
+        same_name = by_name.get(canonical(upload_name(relpath)), [])
         if relpath in skip or (relpath not in local and uncertain(relpath)):
             _hold(relpath, index.get(relpath), same_name, out)
             continue
@@ -292,6 +287,14 @@ def _plan_push(
             out=out,
         )
 
+    _verify_unmatched_uploads(
+        remote_by_id,
+        intents,
+        policy,
+        prefix,
+        dropped=policy.server_keeps_names is False or names_dropped(user_paths),
+        out=out,
+    )
     unknown_kept = 0
     for item in remote_by_id.values():
         if item.id in out.claimed:
@@ -304,6 +307,7 @@ def _plan_push(
     return Plan(
         uploads=tuple(out.uploads),
         deletes=tuple(out.deletes),
+        verifies=tuple(out.verifies),
         adopts=tuple(out.adopts),
         refreshes=tuple(out.refreshes),
         forgets=tuple(out.forgets),
@@ -343,20 +347,94 @@ def _hold(
 
 
 def _unindexed_uploads_by_name(
-    remote: Iterable[RemoteFile], excluded: set[str], policy: Policy
+    remote: Iterable[RemoteFile], excluded: set[str], policy: Policy, prefix: bool | None
 ) -> dict[str, list[RemoteFile]]:
-    """User uploads nobody has claimed yet, grouped by every name they may carry."""
-    by_name: dict[str, list[RemoteFile]] = defaultdict(list)
+    """User uploads nobody has claimed yet, by every canonical name they may carry.
+
+    Each name's list holds its best candidates only: a file whose whole name is
+    the relpath outranks one that matches only once a hash prefix is stripped
+    (``a3f1...-README.md`` beside ``README.md`` on a server that adds none).
+    """
+    ranked: dict[str, list[tuple[int, RemoteFile]]] = defaultdict(list)
     if policy.server_keeps_names is False:
-        return by_name
+        return {}
     for item in remote:
-        if item.source == "user" and item.id not in excluded:
-            for name in remote_names(item.path):
-                by_name[name].append(item)
-    for candidates in by_name.values():
+        if item.source != "user" or item.id in excluded:
+            continue
+        whole = item.path.removeprefix(MOUNT_PREFIX)
+        for name in remote_names(item.path, prefix):
+            ranked[canonical(name)].append((0 if name == whole else 1, item))
+    by_name: dict[str, list[RemoteFile]] = {}
+    for name, candidates in ranked.items():
+        best = min(rank for rank, _item in candidates)
+        kept = [item for rank, item in candidates if rank == best]
         # Newest first, so adoption keeps the latest upload; ids break ties.
-        candidates.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
+        kept.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
+        by_name[name] = kept
     return by_name
+
+
+# Candidates compared at most, per local file, to find a match by content. A
+# remote file is downloaded at most once a pass, however many files it is offered to.
+MAX_VERIFY_CANDIDATES = 64
+
+
+def _verify_unmatched_uploads(
+    remote_by_id: Mapping[str, RemoteFile],
+    intents: Mapping[str, UploadIntent],
+    policy: Policy,
+    prefix: bool | None,
+    *,
+    dropped: bool,
+    out: _Builder,
+) -> None:
+    """New uploads that an unclaimed upload may already hold under another name.
+
+    After a lost index, a server that kept only the base name (``x.txt`` for
+    ``dir/x.txt``) or no name at all (``file``) leaves nothing to match by
+    name: candidates of the same size (and base name, where names are kept)
+    are downloaded and compared by content instead of uploading a duplicate.
+    """
+    pool = [
+        r
+        for r in remote_by_id.values()
+        if r.source == "user" and r.id not in out.claimed and r.size is not None
+    ]
+    if not pool:
+        return
+    kept_uploads: list[Upload] = []
+    offered: set[str] = set()
+    for upload in out.uploads:
+        if upload.reason != "new" or upload.relpath in intents:
+            kept_uploads.append(upload)
+            continue
+        base = canonical(basename(upload_name(upload.relpath)))
+        candidates = [
+            r
+            for r in pool
+            if r.id not in out.claimed
+            and r.size == upload.size
+            and r.size <= policy.adopt_verify_max_bytes
+            and (dropped or base in {canonical(basename(n)) for n in remote_names(r.path, prefix)})
+        ]
+        if not candidates:
+            kept_uploads.append(upload)
+            continue
+        candidates.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
+        chosen = tuple(candidates[:MAX_VERIFY_CANDIDATES])
+        state = LocalState(upload.size, upload.mtime_ns, upload.inode, upload.hash)
+        if upload.size == 0:
+            # Two empty files are the same content: no download needed.
+            out.claimed.add(chosen[0].id)
+            entry = _entry_for_state(upload.relpath, state, chosen[0], policy)
+            out.adopts.append(Adopt(entry, "lost-index"))
+            continue
+        # Offered, not taken: files of the same size share candidates, and the
+        # pass gives each remote file to the first local file it matches.
+        offered.update(r.id for r in chosen)
+        out.verifies.append(Verify(upload.relpath, state, chosen, upload))
+    out.claimed |= offered
+    out.uploads[:] = kept_uploads
 
 
 def _plan_relpath(
@@ -494,7 +572,10 @@ def _not_older_than(remote: RemoteFile, local: LocalFile) -> bool:
     return remote.created_at + ADOPT_CLOCK_SLACK_S >= local.mtime_ns // 1_000_000_000
 
 
-def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy) -> IndexEntry:
+def _entry_for_state(
+    relpath: str, local: LocalState, remote: RemoteFile, policy: Policy
+) -> IndexEntry:
+    """The entry of a local file found already uploaded as ``remote``."""
     return IndexEntry(
         relpath=relpath,
         remote_id=remote.id,
@@ -503,7 +584,15 @@ def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Polic
         mtime_ns=local.mtime_ns,
         hash=local.hash,
         synced_at=float(remote.created_at) if remote.created_at is not None else policy.now,
+        origin="push",
+        remote_size=remote.size,
+        remote_created_at=remote.created_at,
     )
+
+
+def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy) -> IndexEntry:
+    state = LocalState(local.size, local.mtime_ns, local.inode, local.hash)
+    return _entry_for_state(relpath, state, remote, policy)
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,7 @@ class Emulator:
             boundary,
             self._blob_dir,
             percent_decode=gateway.percent_decode_filenames,
+            keep_escapes=gateway.keep_form_escapes,
         )
         if upload.spool_path is None or upload.filename is None:
             file_id = upload.fields.get("file_id")

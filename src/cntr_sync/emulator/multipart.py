@@ -57,7 +57,12 @@ def multipart_boundary(content_type: str) -> bytes | None:
 
 
 def spool_multipart(
-    body: Iterable[bytes], boundary: bytes, spool_dir: Path, *, percent_decode: bool = False
+    body: Iterable[bytes],
+    boundary: bytes,
+    spool_dir: Path,
+    *,
+    percent_decode: bool = False,
+    keep_escapes: bool = False,
 ) -> SpooledUpload:
     """Parse ``body`` and spool its first ``file`` part into a new file in ``spool_dir``.
 
@@ -66,7 +71,7 @@ def spool_multipart(
     """
     if not boundary:
         raise bad_request("Missing multipart boundary in Content-Type.")
-    reader = _PartReader(spool_dir, percent_decode)
+    reader = _PartReader(spool_dir, percent_decode, keep_escapes)
     try:
         parser = MultipartParser(boundary, reader.callbacks())
         for chunk in body:
@@ -93,7 +98,8 @@ def spool_multipart(
 class _PartReader:
     """Parser callbacks: route each part to the spool file, a small field, or nowhere."""
 
-    def __init__(self, spool_dir: Path, percent_decode: bool) -> None:
+    def __init__(self, spool_dir: Path, percent_decode: bool, keep_escapes: bool) -> None:
+        self._keep_escapes = keep_escapes
         self._spool_dir = spool_dir
         self._percent_decode = percent_decode
         self._header_name = bytearray()
@@ -140,7 +146,9 @@ class _PartReader:
 
     def _on_headers_finished(self) -> None:
         name, filename = parse_content_disposition(
-            self._part_headers.get(b"content-disposition", b""), self._percent_decode
+            self._part_headers.get(b"content-disposition", b""),
+            self._percent_decode,
+            self._keep_escapes,
         )
         if name == "file" and filename and self.spool_path is None:
             fd, path = tempfile.mkstemp(prefix="upload-", dir=self._spool_dir)
@@ -183,7 +191,7 @@ class _PartReader:
 
 
 def parse_content_disposition(
-    raw: bytes, percent_decode: bool = False
+    raw: bytes, percent_decode: bool = False, keep_escapes: bool = False
 ) -> tuple[str | None, str | None]:
     """Return ``(name, filename)`` from a part's Content-Disposition header value.
 
@@ -200,7 +208,12 @@ def parse_content_disposition(
         filename = _decode_extended(extended)
     if filename is None and "filename" in params:
         plain = params["filename"]
-        filename = unquote(plain) if percent_decode else _undo_form_escapes(plain)
+        if percent_decode:
+            filename = unquote(plain)
+        elif keep_escapes:
+            filename = plain
+        else:
+            filename = _undo_form_escapes(plain)
     return name, filename
 
 

@@ -61,6 +61,13 @@ class GatewayStyle(BaseModel):
     has_more: Literal["boolean", "omitted", "string"] = "boolean"
     """How list pages say there is more: a boolean, not at all, or ``"true"``/``"false"``
     strings (servers that do either make a client that trusts only ``True`` stop early)."""
+    keep_form_escapes: bool = False
+    """Keep ``%22`` (and ``%0D``, ``%0A``) in multipart filenames as sent, as many
+    multipart parsers do: a name with a ``"`` comes back as ``say %22hi%22.txt``."""
+    normalize_filenames: Literal["none", "NFC", "NFD"] = "none"
+    """Store upload names in this Unicode normalisation (macOS tools send NFD)."""
+    base_name_only: bool = False
+    """Keep only the last path segment of an upload's name (``dir/x.txt`` -> ``x.txt``)."""
     json_file_id: bool = True
     """Accept ``{"file_id": ...}`` JSON creates; Bifrost and LiteLLM refuse them."""
 

@@ -12,6 +12,7 @@ import base64
 import binascii
 import random
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -166,6 +167,10 @@ class Store:
 
     def file_path_for(self, filename: str) -> str:
         name = "file" if self.gateway.drop_filenames else filename
+        if self.gateway.base_name_only:
+            name = name.rpartition("/")[2]
+        if self.gateway.normalize_filenames != "none":
+            name = unicodedata.normalize(self.gateway.normalize_filenames, name)
         if self.gateway.path_style == "hashed":
             return f"/mnt/data/{self._token(16)}-{name}"
         return f"/mnt/data/{name}"
