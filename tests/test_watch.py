@@ -23,6 +23,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 from watchdog.observers.api import BaseObserver, EventEmitter
+from watchdog.observers.inotify import InotifyObserver
 
 from cntr_sync.errors import LocalError
 from cntr_sync.watch import MAX_TRACKED_PATHS, ChangeTracker, Watcher, WatchMode, _Handler
@@ -411,3 +412,56 @@ def test_failed_restart_relies_on_rescans(tmp_path: Path, watchers: list[Watcher
     assert len(warnings) == 1
     assert "relying on periodic rescans" in warnings[0]
     assert watcher.check() is False  # "off" is not restarted again and again
+
+
+@pytest.mark.parametrize("mode", ["native", "poll"])
+def test_a_root_moved_away_and_made_again_is_watched_again(
+    tmp_path: Path, watchers: list[Watcher], mode: WatchMode
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    tracker = ChangeTracker()
+    watcher = Watcher(root, tracker, mode, poll_interval=0.1)
+    watchers.append(watcher)
+    watcher.start()
+    root.rename(tmp_path / "moved-away")
+    root.mkdir()
+    assert watcher.root_replaced
+    assert watcher.check() is True
+    assert tracker.take()[1]  # a full rescan: events were lost
+    assert not watcher.root_replaced and watcher.check() is False
+    created = root / "after.txt"
+    created.write_text("seen")
+    wait_until(saw_path(tracker, created), WAIT, "an event in the new root")
+
+
+class _TopOnlyObserver(InotifyObserver):
+    """Watches the root alone, as watchdog ends up when the kernel refuses watches
+    for subdirectories (it skips their ENOSPC without a word)."""
+
+    def schedule(self, event_handler: Any, path: str, *, recursive: bool = False, **kw: Any) -> Any:
+        return super().schedule(event_handler, path, recursive=False, **kw)
+
+
+class _TopOnlyWatcher(Watcher):
+    def _native_observer(self) -> BaseObserver:
+        return _TopOnlyObserver()
+
+
+def test_a_native_watch_missing_subdirectories_falls_back_to_polling(
+    tmp_path: Path, watchers: list[Watcher]
+) -> None:
+    for sub in ("a", "a/b", "c"):
+        (tmp_path / sub).mkdir()
+    warnings: list[str] = []
+    watcher = _TopOnlyWatcher(tmp_path, ChangeTracker(), "auto", warn=warnings.append)
+    watchers.append(watcher)
+    watcher.start()
+    assert watcher.kind == "poll"
+    assert len(warnings) == 1 and "fs.inotify.max_user_watches" in warnings[0]
+    assert "3 directories could not be watched" in warnings[0]
+    # A complete native watch stays native.
+    healthy = Watcher(tmp_path, ChangeTracker(), "auto")
+    watchers.append(healthy)
+    healthy.start()
+    assert healthy.kind == "native"

@@ -185,16 +185,27 @@ class Watcher:
         self.kind: WatchKind = "off"
         self.restarts = 0
         self._limit_warned = False
+        self._root_identity: tuple[int, int] | None = None
         _overflow.trackers.add(tracker)
 
     def start(self) -> None:
         """Start watching. Raises LocalError when a native-only watch cannot start."""
+        self._root_identity = _identity(self.root)
         if self.mode == "off":
             self.kind = "off"
             return
         if self.mode in ("auto", "native"):
             try:
-                self._observer = self._start(self._native_observer())
+                with _NATIVE_START:
+                    before = _inotify_fds()
+                    observer = self._start(self._native_observer())
+                    missing = _unwatched_directories(self.root, _inotify_fds() - before)
+                if missing and self.mode == "auto":
+                    # watchdog skips subdirectories it could not watch (ENOSPC)
+                    # without a word: most of the tree would go unseen.
+                    _stop_quietly(observer)
+                    raise OSError(errno.ENOSPC, f"{missing} directories could not be watched")
+                self._observer = observer
                 self.kind = "native"
                 return
             except OSError as exc:
@@ -237,9 +248,20 @@ class Watcher:
             return self.kind == "off"
         return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
+    @property
+    def root_replaced(self) -> bool:
+        """The root is not the directory the observer was started on (moved away and
+        made again, or a mount appeared over it): the observer watches the old one."""
+        now = _identity(self.root)
+        return now is not None and now != self._root_identity
+
     def check(self) -> bool:
-        """Restart a dead observer; True when it had to (a full rescan is then pending)."""
-        if self.kind == "off" or self.alive:
+        """Restart a dead observer, or one watching a root that was replaced; True
+        when it had to (a full rescan is then pending)."""
+        if self.kind == "off":
+            self._root_identity = _identity(self.root)
+            return False
+        if self.alive and not self.root_replaced:
             return False
         self.restarts += 1
         old, self._observer = self._observer, None
@@ -263,6 +285,61 @@ class Watcher:
     def observer(self) -> BaseObserver | None:
         """The running observer, if any (tests stop it to exercise ``check``)."""
         return self._observer
+
+
+# Native observers start one at a time, so the inotify descriptor a start
+# opened can be told apart from another pair's.
+_NATIVE_START = threading.Lock()
+_PROC_FD = Path("/proc/self/fd")
+
+
+def _inotify_fds() -> set[int]:
+    """This process's inotify descriptors (empty where /proc cannot tell)."""
+    fds: set[int] = set()
+    try:
+        entries = list(_PROC_FD.iterdir())
+    except OSError:
+        return fds
+    for entry in entries:
+        try:
+            if str(entry.readlink()) == "anon_inode:inotify":
+                fds.add(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return fds
+
+
+def _watch_count(fd: int) -> int | None:
+    try:
+        text = Path(f"/proc/self/fdinfo/{fd}").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return sum(1 for line in text.splitlines() if line.startswith("inotify wd:"))
+
+
+def _unwatched_directories(root: Path, new_fds: set[int]) -> int:
+    """How many directories under ``root`` a freshly started native observer misses.
+
+    Counts the kernel's watches on the observer's inotify descriptor (Linux's
+    /proc/self/fdinfo) against the directories of the tree; 0 when it cannot tell.
+    """
+    counts = [count for fd in new_fds if (count := _watch_count(fd)) is not None]
+    if len(counts) != 1:
+        return 0
+    directories = 1
+    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
+        # watchdog does not watch through symlinks; neither does this count.
+        directories += sum(1 for d in dirnames if not (Path(dirpath) / d).is_symlink())
+    return max(0, directories - counts[0])
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """(device, inode) of the root directory, or None while it is missing."""
+    try:
+        found = root.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _stop_quietly(observer: BaseObserver, timeout: float = 5.0) -> None:
