@@ -6,7 +6,8 @@ import base64
 import email.utils
 import io
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -627,3 +628,44 @@ def test_creating_a_container_is_not_retried_after_the_body_was_sent() -> None:
         client.create_container("docs")
     assert len(script.requests) == 1
     assert caught.value.operation == "create_container"
+
+
+class _Dribble(httpx.SyncByteStream):
+    """A body that arrives a little at a time, each piece well within any read timeout."""
+
+    def __init__(self, pieces: int, pause: float) -> None:
+        self.pieces, self.pause = pieces, pause
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(self.pieces):
+            time.sleep(self.pause)
+            yield b" "
+        yield json.dumps(CONTAINER).encode()
+
+
+def test_an_answer_dribbled_past_the_request_deadline_is_given_up() -> None:
+    attempts: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        return httpx.Response(200, stream=_Dribble(pieces=20, pause=0.02))
+
+    with (
+        make_client(handler, request_deadline=0.1, max_retries=1) as client,
+        pytest.raises(TransportError, match="request_deadline"),
+    ):
+        client.retrieve_container("cntr_1")
+    assert len(attempts) == 2
+    with make_client(handler, request_deadline=30.0) as patient:
+        assert patient.retrieve_container("cntr_1").id == "cntr_1"
+
+
+def test_a_download_dribbled_past_the_request_deadline_is_given_up() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Dribble(pieces=20, pause=0.02))
+
+    with (
+        make_client(handler, request_deadline=0.1, max_retries=0) as client,
+        pytest.raises(TransportError, match="request_deadline"),
+    ):
+        client.download_file("cntr_1", "cfile_1", io.BytesIO())

@@ -210,6 +210,7 @@ def test_client_kwargs_match_the_client_constructor(tmp_path: Path) -> None:
         "connect_timeout": 10.0,
         "verify": str(bundle),
         "max_retries": 4,
+        "request_deadline": 1800.0,
     }
     ContainersClient(**kwargs).close()
 

@@ -768,3 +768,47 @@ def test_an_odd_name_neither_breaks_matching_nor_makes_the_pair_distrust_names(
     recovered = harness.sync()
     assert (recovered.uploaded, recovered.adopted) == (0, 4)
     assert len(harness.remote(cid)) == 4
+
+
+def test_a_pass_past_its_deadline_starts_nothing_more_and_the_next_goes_on(
+    harness: Harness, emu: Emulator
+) -> None:
+    make_tree(harness.root, 20)
+    with (
+        ContainersClient("sk", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(
+            harness.state, base_url=BASE_URL, root=harness.root, container_spec="box"
+        ) as index,
+    ):
+        cut = Engine(client, index, harness.pair).run_pass(deadline=0.0)
+    assert cut.cancelled and not cut.in_sync and cut.uploaded == 0
+    assert harness.sync().uploaded == 20
+
+
+def test_an_upload_the_server_takes_too_long_to_read_is_given_up(
+    harness: Harness, emu: Emulator
+) -> None:
+    write(harness.root, "slow.bin", os.urandom(300_000))
+    # The server waits 0.6 s before it reads the body; the deadline is 0.3 s.
+    emu.set_faults(FaultConfig(latency_ms=600, only_operations=frozenset({"create_file"})))
+    with (
+        ContainersClient(
+            "sk",
+            base_url=BASE_URL,
+            transport=emu.transport(),
+            request_deadline=0.3,
+            sleep=NoSleep(),
+        ) as client,
+        Index.open(
+            harness.state, base_url=BASE_URL, root=harness.root, container_spec="box"
+        ) as index,
+    ):
+        result = Engine(client, index, harness.pair).run_pass()
+    assert [f.target for f in result.failures] == ["slow.bin"]
+    assert "request_deadline" in result.failures[0].message
+    assert emu.counts()["create_file"] == 1  # begun, then abandoned: not stored
+    emu.set_faults(FaultConfig())
+    again = harness.sync()
+    assert again.uploaded == 1 and again.in_sync
+    assert again.container_id is not None
+    harness.assert_exact_mirror(again.container_id)

@@ -20,12 +20,13 @@ retries without real waiting.
 from __future__ import annotations
 
 import base64
+import io
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -54,7 +55,7 @@ from cntr_sync.rest import (
     parse_item,
 )
 
-UploadSource = Path | bytes | IO[bytes]
+UploadSource = Path | bytes | IO[bytes] | io.RawIOBase
 
 
 class ContainersClient:
@@ -85,6 +86,7 @@ class ContainersClient:
         on_request: Callable[[RequestOutcome], None] | None = None,
         rate_limiter: RateLimiter | None = None,
         tick: Callable[[], None] | None = None,
+        request_deadline: float | None = 1800.0,
     ) -> None:
         if not api_key:
             raise ConfigError(
@@ -138,7 +140,13 @@ class ContainersClient:
             on_request=on_request,
             rate_limiter=rate_limiter,
             tick=tick,
+            request_deadline=request_deadline,
         )
+
+    @property
+    def request_deadline(self) -> float | None:
+        """Seconds one request may take in all, however steadily bytes trickle in."""
+        return self._rest.request_deadline
 
     @property
     def stats(self) -> RequestStats:
@@ -236,7 +244,7 @@ class ContainersClient:
 
         def send() -> httpx.Response:
             with ExitStack() as stack:
-                stream: bytes | IO[bytes]
+                stream: bytes | IO[bytes] | io.RawIOBase
                 if isinstance(source, Path):
                     stream = stack.enter_context(source.open("rb"))
                 elif isinstance(source, bytes):
@@ -244,7 +252,10 @@ class ContainersClient:
                 else:
                     source.seek(0)
                     stream = source
-                return http.request("POST", path, files={"file": (filename, stream, content_type)})
+                # httpx reads any object with read() (and measures it with seek);
+                # its annotation names IO[bytes] only.
+                part = (filename, cast(IO[bytes], stream), content_type)
+                return http.request("POST", path, files={"file": part})
 
         response = self._rest.request_with(call, send, upload=True)
         return self._rest.parse(call, ContainerFile, response)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -131,6 +132,7 @@ class Applier:
         partial_tag: str,
         taken: set[str],
         keep_grown_uploads: bool = False,
+        deadline: float | None = None,
     ) -> None:
         """``keep_grown_uploads``: a file appended to while it was sent keeps the upload
         (the file as it was when opened) instead of being sent again; the daemon's
@@ -154,6 +156,8 @@ class Applier:
         self._blocked: set[str] = set()
         self._remote_queue: list[RemoteAction] = []
         self._keep_grown = keep_grown_uploads
+        # Monotonic time after which no new action starts (the daemon's pass deadline).
+        self._deadline = deadline
         # Content hashes of remote files downloaded to verify a match, once a pass.
         self._lock = threading.Lock()
         self._remote_hashes: dict[str, str] = {}
@@ -183,7 +187,7 @@ class Applier:
             running: dict[Future[object], Action] = {}
             try:
                 while queue or running:
-                    while queue and len(running) < self.concurrency and not self._cancel.is_set():
+                    while queue and len(running) < self.concurrency and not self._stopping():
                         action = queue.pop()
                         running[self._submit(pool, action)] = action
                     if not running:
@@ -198,6 +202,11 @@ class Applier:
                 for future in running:
                     future.cancel()
                 raise
+
+    def _stopping(self) -> bool:
+        if self._cancel.is_set():
+            return True
+        return self._deadline is not None and time.monotonic() > self._deadline
 
     # -- submitting (this thread) and working (pool threads) --------------------------------
 
@@ -233,6 +242,7 @@ class Applier:
             follow_symlinks=self.pair.follow_symlinks,
             tick=self._tick,
             allow_growth=self._keep_grown,
+            deadline=_deadline_after(self.client.request_deadline),
         )
         with handle:
             try:
@@ -245,7 +255,7 @@ class Applier:
                     # declared length, so nothing was stored. Read it again.
                     raise ChangedSinceScan(action.relpath) from exc
                 raise
-            after = os.fstat(handle.fileno())
+            after = handle.stat()
         remote = to_remote_file(
             created.id, created.path, created.bytes, created.source, created.created_at
         )
@@ -539,6 +549,10 @@ class Applier:
             self.index.set_server_keeps_names(learnt.keeps_names)
         if learnt.adds_prefix is not None and self.index.server_adds_prefix is None:
             self.index.set_server_adds_prefix(learnt.adds_prefix)
+
+
+def _deadline_after(seconds: float | None) -> float | None:
+    return None if seconds is None else time.monotonic() + seconds
 
 
 def _found_entry(relpath: str, local: LocalState, remote: RemoteFile, now: float) -> IndexEntry:

@@ -280,6 +280,8 @@ class Settings(BaseSettings):
     max_retries: Annotated[int, Field(ge=0, le=20)] = 4
     requests_per_second: Annotated[float, Field(gt=0)] = 20.0
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # One request may take this long in all, however steadily bytes trickle in.
+    request_deadline: Seconds = 1800.0
 
     # -- state -------------------------------------------------------------------
     state_dir: ConfigPath = Field(default_factory=lambda: default_state_dir(os.environ))
@@ -308,6 +310,8 @@ class Settings(BaseSettings):
     # -- daemon ------------------------------------------------------------------
     http_listen: str = "127.0.0.1:9464"
     flush_timeout: Annotated[float, Field(ge=0)] = 10.0
+    # The daemon starts no new transfer in a pass older than this; the next pass goes on.
+    pass_deadline: Seconds = 3600.0
 
     # -- output --------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"
@@ -493,6 +497,7 @@ class Settings(BaseSettings):
             "connect_timeout": self.connect_timeout,
             "verify": verify,
             "max_retries": self.max_retries,
+            "request_deadline": self.request_deadline,
         }
 
     def pair(self, pair: PairSettings) -> Pair:

@@ -92,6 +92,7 @@ class Engine:
         # How the root's file system compares names; probed on the first pull.
         self._fs_traits = fs_traits
         self._rules: IgnoreRules | None = None
+        self._deadline: float | None = None
 
     # -- the pass -----------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Engine:
         force: bool = False,
         defer_unsettled: bool = False,
         keep_grown_uploads: bool = False,
+        deadline: float | None = None,
         cancel: threading.Event | None = None,
     ) -> PassResult:
         """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
@@ -110,12 +112,15 @@ class Engine:
         to a later pass (the daemon's choice; a one-shot sync sends what it sees).
         ``keep_grown_uploads`` keeps an upload of a file appended to meanwhile (the
         file as it was when opened) rather than sending it again (overdue passes).
+        ``deadline`` (seconds from now): no new action starts after it; the pass
+        ends cut short (``cancelled``) and the next one carries on.
         A container that expires in the middle of the pass is replaced and the
         pass run once more, so one call ends with a filled container. Setting
         ``cancel`` stops it from starting further actions (in-flight ones finish).
         """
         self._cancel = cancel or threading.Event()
         started = self._monotonic()
+        self._deadline = None if deadline is None else time.monotonic() + deadline
         requests_before = self.client.stats.by_operation()
         result = PassResult(dry_run=dry_run)
         try:
@@ -251,6 +256,7 @@ class Engine:
             partial_tag=self._partial_tag,
             taken=self._taken_names(local),
             keep_grown_uploads=keep_grown,
+            deadline=self._deadline,
         ).run(pass_plan)
 
     def _prune_hash_cache(self, snapshot: Snapshot) -> None:

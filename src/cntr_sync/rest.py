@@ -136,6 +136,10 @@ class ByteSink(Protocol):
     def truncate(self) -> object: ...
 
 
+class DeadlineExceeded(httpx.ReadTimeout):
+    """An answer kept coming, but past ``request_deadline``: given up like a timeout."""
+
+
 class _Retryable(Exception):
     """An attempt failed in a way worth retrying; carries what the final error needs."""
 
@@ -277,8 +281,10 @@ class Requester:
         on_request: Callable[[RequestOutcome], None] | None,
         rate_limiter: RateLimiter | None,
         tick: Callable[[], None] | None = None,
+        request_deadline: float | None = None,
     ) -> None:
         self.http = http
+        self.request_deadline = request_deadline
         self._secret = secret
         self._max_retries = max_retries
         self._tick = tick or _no_tick
@@ -299,9 +305,43 @@ class Requester:
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
     ) -> httpx.Response:
-        return self.request_with(
-            call, lambda: self.http.request(method, path, params=params, json=json)
+        def send() -> httpx.Response:
+            request = self.http.build_request(method, path, params=params, json=json)
+            response = self.http.send(request, stream=True)
+            try:
+                return self._read_within_deadline(response)
+            finally:
+                response.close()
+
+        return self.request_with(call, send)
+
+    def _read_within_deadline(self, response: httpx.Response) -> httpx.Response:
+        """The response with its body read, giving up after ``request_deadline``.
+
+        httpx's timeouts are per read: a server that dribbles a byte a minute
+        would hold a request (and the pass) for as long as it liked.
+        """
+        deadline = self._deadline()
+        chunks = []
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            self._check_deadline(deadline)
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-encoding"]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=response.request,
         )
+
+    def _deadline(self) -> float | None:
+        return None if self.request_deadline is None else time.monotonic() + self.request_deadline
+
+    def _check_deadline(self, deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded(
+                f"the answer took longer than request_deadline ({self.request_deadline:g} s)"
+            )
 
     def request_with(
         self, call: Call, send: Callable[[], httpx.Response], *, upload: bool = False
@@ -349,6 +389,7 @@ class Requester:
                 sink.truncate()
                 progress["written"] = 0
             started = time.monotonic()
+            deadline = self._deadline()
             try:
                 with self.http.stream("GET", path) as response:
                     self._record(call, response.status_code, started)
@@ -359,6 +400,7 @@ class Requester:
                         sink.write(chunk)
                         progress["written"] += len(chunk)
                         self._tick()
+                        self._check_deadline(deadline)
             except httpx.TransportError as exc:
                 if progress["written"] == 0:
                     self._record(call, None, started)
@@ -579,6 +621,8 @@ def _next_cursor(page: Mapping[str, Any], data: list[dict[str, Any]]) -> str | N
 
 
 def _transport_message(exc: httpx.TransportError) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc)
     kinds: tuple[tuple[type[httpx.TransportError], str], ...] = (
         (httpx.ConnectTimeout, "connection timed out"),
         (httpx.ConnectError, "cannot connect"),

@@ -23,10 +23,12 @@ import io
 import os
 import secrets
 import stat
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -41,31 +43,65 @@ class ChangedSinceScan(Exception):
     """The file is not the one the scan saw (changed, replaced, gone): nothing was sent."""
 
 
-class TickingReader(io.BufferedReader):
-    """The file as an upload reads it: never past the size it had when opened.
+class TickingReader(io.RawIOBase):
+    """The file as an upload reads it: its first ``limit`` bytes, from one descriptor.
 
-    The request declared that size as its Content-Length, so bytes appended
-    meanwhile are not sent (the upload is the file as it was at that moment),
-    and a file cut shorter meanwhile shows as ``truncated``. Every read calls
-    ``tick``: a long upload is progress.
+    ``limit`` is the size the scan saw; it is also the length httpx declares
+    (it measures with ``seek``, never ``fstat``: no ``fileno``), so bytes
+    appended meanwhile are never sent, and a file cut shorter shows as
+    ``truncated``. Every read calls ``tick`` (a long upload is progress), and
+    past ``deadline`` (monotonic seconds) a read raises ``TimeoutError``: a
+    server that takes the body a byte at a time cannot hold a pass forever.
     """
 
-    def __init__(self, raw: io.FileIO, tick: Tick, limit: int) -> None:
-        super().__init__(raw)
+    def __init__(self, fd: int, tick: Tick, limit: int, deadline: float | None = None) -> None:
+        super().__init__()
+        self.fd = fd
         self._tick = tick
-        self._remaining = limit
+        self._limit = limit
+        self._deadline = deadline
+        self._position = 0
         self.truncated = False
 
-    def read(self, size: int | None = -1, /) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("the length is the scanned size, not the file's")
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._limit}[whence]
+        self._position = max(0, min(self._limit, base + offset))
+        return self._position
+
+    def readinto(self, buffer: Any, /) -> int:
         self._tick()
-        wanted = self._remaining if size is None or size < 0 else min(size, self._remaining)
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TimeoutError(errno.ETIMEDOUT, "the upload took longer than request_deadline")
+        wanted = min(len(buffer), self._limit - self._position)
         if wanted <= 0:
-            return b""
-        data = super().read(wanted)
-        self._remaining -= len(data)
-        if not data and self._remaining > 0:
+            return 0
+        data = os.pread(self.fd, wanted, self._position)
+        if not data:
             self.truncated = True
-        return data
+            return 0
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def stat(self) -> os.stat_result:
+        return os.fstat(self.fd)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,7 @@ def open_as_scanned(
     follow_symlinks: bool,
     tick: Tick,
     allow_growth: bool = False,
+    deadline: float | None = None,
 ) -> tuple[TickingReader, os.stat_result]:
     """Open ``path`` once and check it against the scan; ``ChangedSinceScan`` if it differs.
 
@@ -97,7 +134,7 @@ def open_as_scanned(
     except OSError as exc:
         raise ChangedSinceScan(str(path)) from exc
     seen = os.fstat(fd)
-    handle = TickingReader(io.FileIO(fd, "rb", closefd=True), tick, expected.size)
+    handle = TickingReader(fd, tick, expected.size, deadline)
     same = (seen.st_size, seen.st_mtime_ns) == (expected.size, expected.mtime_ns)
     grown = allow_growth and seen.st_size > expected.size
     if not (same or grown) or (expected.inode and seen.st_ino != expected.inode):

@@ -296,6 +296,7 @@ class PairWorker:
                 cancel=self.cancel,
                 defer_unsettled=not now_or_never,
                 keep_grown_uploads=now_or_never,
+                deadline=self.settings.pass_deadline,
             )
         except CntrSyncError as exc:
             self._failed(
