@@ -843,3 +843,29 @@ def test_emulator_help_documents_its_knobs(cli: Cli) -> None:
         "the model wrote",
     ):
         assert knob in flat, knob
+
+
+def test_ls_escapes_names_from_the_model_and_an_unknown_container_is_exit_2(
+    cli: Cli, root: Path
+) -> None:
+    data = cli.sync_json(root)
+    cli.server.emulator.add_assistant_file(
+        data["container_id"], "/mnt/data/evil\x1b[2J\nforged\trow.txt", b"x"
+    )
+    proc = cli.run("ls", "--container", NAME)
+    assert proc.returncode == 0
+    evil = [line for line in proc.stdout.splitlines() if "evil" in line]
+    assert evil == [
+        f"assistant\t1\t/mnt/data/evil\\x1b[2J\\x0aforged\\x09row.txt\t{evil[0].split()[-1]}"
+    ]
+    assert "\x1b" not in proc.stdout
+    missing = cli.run("ls", "--container", "no-such-box")
+    assert missing.returncode == 2
+    assert_one_error_line(missing, "no running container with id or name 'no-such-box'")
+
+
+def test_a_key_that_cannot_be_sent_is_exit_2_without_the_key(cli: Cli, root: Path) -> None:
+    proc = cli.sync(root, key="sk-bad-ké-key\n")
+    assert proc.returncode == 2
+    assert_one_error_line(proc, "the API key contains characters that cannot be sent")
+    assert "ké" not in proc.stderr
