@@ -17,12 +17,13 @@ tree's redaction.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
@@ -91,6 +92,20 @@ class _Formatter(logging.Formatter):
         return str(self._console(None, "", event))
 
 
+class _CurrentStderr(io.TextIOBase):
+    """Whatever ``sys.stderr`` is at the time of each write: a progress bar that
+    redirects it shows log lines above the bar instead of through it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     *,
     verbose: int = 0,
@@ -102,10 +117,10 @@ def configure(
 
     ``verbose``: 0 warnings, 1 info, 2+ debug; ``quiet``: errors only.
     """
-    stream = stream or sys.stderr
-    json_lines = log_format == "json" or (log_format == "auto" and not stream.isatty())
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(_Formatter(json_lines=json_lines, colors=stream.isatty()))
+    target: TextIO = stream or cast(TextIO, _CurrentStderr())
+    json_lines = log_format == "json" or (log_format == "auto" and not target.isatty())
+    handler = logging.StreamHandler(target)
+    handler.setFormatter(_Formatter(json_lines=json_lines, colors=target.isatty()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
