@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from cntr_sync.models import ConflictPolicy, IndexEntry, RemoteFile
+from cntr_sync.models import ConflictPolicy, IndexEntry, Origin, RemoteFile
 
 UploadReason = Literal["new", "changed", "missing-remote", "conflict"]
 DeleteReason = Literal[
@@ -70,6 +70,24 @@ class LocalState:
     inode: int
     hash: str
     ctime_ns: int = 0  # known for a file a download just wrote; 0 for a scanned one
+
+
+def mirror_entry(
+    relpath: str, local: LocalState, remote: RemoteFile, *, origin: Origin, synced_at: float
+) -> IndexEntry:
+    """The index entry saying ``relpath`` (as ``local``) and ``remote`` hold the same content."""
+    return IndexEntry(
+        relpath=relpath,
+        remote_id=remote.id,
+        remote_path=remote.path,
+        size=local.size,
+        mtime_ns=local.mtime_ns,
+        hash=local.hash,
+        synced_at=synced_at,
+        origin=origin,
+        remote_size=remote.size,
+        remote_created_at=remote.created_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)

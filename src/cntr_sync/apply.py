@@ -35,6 +35,7 @@ from cntr_sync.actions import (
     RemoteAction,
     Upload,
     Verify,
+    mirror_entry,
 )
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
@@ -467,7 +468,13 @@ class Applier:
                 with self._lock:
                     self._verified_ids.add(candidate.id)
                 self.index.adopt(
-                    _found_entry(action.relpath, action.local, candidate, self._clock())
+                    mirror_entry(
+                        action.relpath,
+                        action.local,
+                        candidate,
+                        origin="push",
+                        synced_at=self._clock(),
+                    )
                 )
                 self.result.adopted += 1
                 return
@@ -553,22 +560,6 @@ class Applier:
 
 def _deadline_after(seconds: float | None) -> float | None:
     return None if seconds is None else time.monotonic() + seconds
-
-
-def _found_entry(relpath: str, local: LocalState, remote: RemoteFile, now: float) -> IndexEntry:
-    """The entry of a local file whose content turned out to be uploaded already."""
-    return IndexEntry(
-        relpath=relpath,
-        remote_id=remote.id,
-        remote_path=remote.path,
-        size=local.size,
-        mtime_ns=local.mtime_ns,
-        hash=local.hash,
-        synced_at=now,
-        origin="push",
-        remote_size=remote.size,
-        remote_created_at=remote.created_at,
-    )
 
 
 def _os_message(exc: Exception) -> str:

@@ -49,6 +49,7 @@ from cntr_sync.actions import (
     Upload,
     UploadReason,
     Verify,
+    mirror_entry,
 )
 from cntr_sync.models import (
     ConflictPolicy,
@@ -576,18 +577,8 @@ def _entry_for_state(
     relpath: str, local: LocalState, remote: RemoteFile, policy: Policy
 ) -> IndexEntry:
     """The entry of a local file found already uploaded as ``remote``."""
-    return IndexEntry(
-        relpath=relpath,
-        remote_id=remote.id,
-        remote_path=remote.path,
-        size=local.size,
-        mtime_ns=local.mtime_ns,
-        hash=local.hash,
-        synced_at=float(remote.created_at) if remote.created_at is not None else policy.now,
-        origin="push",
-        remote_size=remote.size,
-        remote_created_at=remote.created_at,
-    )
+    synced_at = float(remote.created_at) if remote.created_at is not None else policy.now
+    return mirror_entry(relpath, local, remote, origin="push", synced_at=synced_at)
 
 
 def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy) -> IndexEntry:

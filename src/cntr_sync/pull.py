@@ -41,6 +41,7 @@ from cntr_sync.actions import (
     DownloadReason,
     LocalState,
     Upload,
+    mirror_entry,
 )
 from cntr_sync.models import (
     ConflictPolicy,
@@ -94,18 +95,7 @@ def local_state(file: LocalFile) -> LocalState:
 
 def pulled_entry(relpath: str, remote: RemoteFile, local: LocalState, now: float) -> IndexEntry:
     """The entry of ``relpath`` mirroring ``remote``, the local side as ``local``."""
-    return IndexEntry(
-        relpath=relpath,
-        remote_id=remote.id,
-        remote_path=remote.path,
-        size=local.size,
-        mtime_ns=local.mtime_ns,
-        hash=local.hash,
-        synced_at=now,
-        origin="pull",
-        remote_size=remote.size,
-        remote_created_at=remote.created_at,
-    )
+    return mirror_entry(relpath, local, remote, origin="pull", synced_at=now)
 
 
 @dataclass
