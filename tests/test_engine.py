@@ -812,3 +812,39 @@ def test_an_upload_the_server_takes_too_long_to_read_is_given_up(
     assert again.uploaded == 1 and again.in_sync
     assert again.container_id is not None
     harness.assert_exact_mirror(again.container_id)
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [GatewayStyle(drop_filenames=True), GatewayStyle(base_name_only=True), GatewayStyle()],
+    ids=["no-names", "base-names", "openai"],
+)
+def test_a_lost_answer_on_a_renaming_server_leaves_no_duplicate(
+    harness: Harness, emu: Emulator, gateway: GatewayStyle
+) -> None:
+    emu.set_gateway(gateway)
+    write(harness.root, "dir/a.txt", "alpha")
+    cid = harness.sync().container_id
+    assert cid is not None
+    write(harness.root, "dir/b.txt", "bravo!")
+    emu.fail_next("create_file", "ambiguous")  # stored, but answered 500
+    assert not harness.sync().in_sync
+    again = harness.sync()
+    assert (again.adopted, again.uploaded) == (1, 0)
+    assert len(harness.remote(cid)) == 2
+    if gateway == GatewayStyle():
+        harness.assert_exact_mirror(cid)
+
+
+def test_files_with_the_same_content_each_find_their_own_copy(
+    harness: Harness, emu: Emulator, tmp_path: Path
+) -> None:
+    emu.set_gateway(GatewayStyle(drop_filenames=True))
+    for n in range(6):
+        write(harness.root, f"d{n}/f.txt", "same content")
+    cid = harness.sync().container_id
+    assert cid is not None
+    lose_the_index(harness, tmp_path)
+    result = harness.sync()
+    assert (result.adopted, result.uploaded) == (6, 0)
+    assert len(harness.remote(cid)) == 6

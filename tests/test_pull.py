@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cntr_sync.api import ContainersClient
-from cntr_sync.emulator import Emulator
+from cntr_sync.emulator import Emulator, GatewayStyle
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
 from cntr_sync.models import DeleteLimit, IndexEntry, Pair
@@ -547,3 +548,141 @@ def test_a_transport_failure_on_content_is_a_failure_not_a_crash(
     assert local_tree(rig.root) == {}
     assert rig.sync().downloaded == 1
     assert local_tree(rig.root) == {"a.txt": b"a"}
+
+
+# -- found in review: each of these failed before its fix --------------------------------------
+
+
+def test_the_model_cannot_re_include_git_through_a_pulled_cntrignore(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    rig = make_rig(emu, tmp_path, "both")
+    write(rig.root, ".git/config", "[core]\n\tbare = false\n")
+    rig.model_writes("/mnt/data/.cntrignore", b"!.git\n!.git/**\n")
+    rig.model_writes("/mnt/data/sub/.cntrignore", b"!*\n")
+    rig.model_writes("/mnt/data/.git/hooks/pre-commit", b"#!/bin/sh\necho pwned\n")
+    for _ in range(3):
+        result = rig.sync()
+    assert not (rig.root / ".cntrignore").exists() and not (rig.root / "sub").exists()
+    assert not (rig.root / ".git" / "hooks").exists()
+    assert ".git/config" not in rig.entries()
+    assert sum("cntrignore" in w for w in result.warnings) == 2
+    assert not [p for p in rig.remote() if p.endswith(".git/config")]
+
+
+def test_keep_both_saves_one_copy_while_the_upload_keeps_failing(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    rig = make_rig(emu, tmp_path, "both")
+    both_changed(rig, emu)
+    for _ in range(3):
+        emu.fail_next("create_file", 400)
+        assert not rig.sync().in_sync
+    copies = [name for name in local_tree(rig.root) if is_conflict_copy(name)]
+    assert len(copies) == 1
+    done = rig.sync()
+    assert done.in_sync and done.replaced == 1 and done.conflicts == 0
+    assert sorted(rig.remote().values()) == [b"local edit"]
+
+
+@pytest.mark.parametrize("blocker", ["symlink", "fifo", "directory"])
+def test_a_target_taken_by_something_the_scan_skips_is_not_downloaded_every_pass(
+    emu: Emulator, tmp_path: Path, blocker: str
+) -> None:
+    rig = make_rig(emu, tmp_path, "pull")
+    write(rig.root, "real.txt", "mine")
+    target = rig.root / "out.txt"
+    if blocker == "symlink":
+        target.symlink_to("real.txt")
+    elif blocker == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    rig.model_writes("/mnt/data/out.txt", b"x" * 100_000)
+    emu.reset_counts()
+    for _ in range(3):
+        result = rig.sync()
+    assert emu.counts()["file_content"] == 0
+    assert (rig.root / "real.txt").read_bytes() == b"mine"
+    assert any("symlink, directory or special file" in w for w in result.warnings)
+
+
+def test_in_both_a_colleagues_same_name_upload_is_a_conflict_not_deleted(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    rig = make_rig(emu, tmp_path, "both")
+    with ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client:
+        client.create_file(rig.container_id, b"colleague's version, longer", filename="notes.md")
+    write(rig.root, "notes.md", "my version")
+    result = rig.sync()
+    assert result.conflicts == 1 and result.deleted == 0
+    tree = local_tree(rig.root)
+    assert tree["notes.md"] == b"my version"
+    assert b"colleague's version, longer" in tree.values()
+    assert b"colleague's version, longer" in rig.remote().values()
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [GatewayStyle(drop_filenames=True), GatewayStyle(base_name_only=True)],
+    ids=["no-names", "base-names"],
+)
+def test_a_lost_index_in_both_never_pulls_our_own_uploads_back(
+    emu: Emulator, tmp_path: Path, gateway: GatewayStyle
+) -> None:
+    emu.set_gateway(gateway)
+    rig = make_rig(emu, tmp_path, "both")
+    write(rig.root, "dir/a.txt", "alpha")
+    write(rig.root, "dir/b.txt", "bravo")
+    rig.sync()
+    rig.state = tmp_path / "fresh-state"
+    result = rig.sync()
+    assert sorted(local_tree(rig.root)) == ["dir/a.txt", "dir/b.txt"]
+    assert (result.uploaded, result.downloaded, result.adopted) == (0, 0, 2)
+    assert len(rig.remote()) == 2
+
+
+def test_a_rescan_in_pull_mode_finds_nothing_to_do(emu: Emulator, tmp_path: Path) -> None:
+    rig = make_rig(emu, tmp_path, "pull")
+    write(rig.root, "my-own-notes.txt", "never uploaded in pull mode")
+    rig.sync()
+    with (
+        ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
+    ):
+        assert not Engine(client, index, rig.pair).has_local_changes()
+        both = Engine(client, index, replace(rig.pair, direction="both"))
+        write(rig.root, "x (container conflict 2026-01-01 000000).txt", "a copy")
+        assert both.has_local_changes()  # my-own-notes.txt would go up in both
+        (rig.root / "my-own-notes.txt").unlink()
+        assert not both.has_local_changes()  # a conflict copy alone is never uploaded
+
+
+def test_content_that_cannot_be_decoded_is_a_failure_with_backoff_not_a_crash(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    rig = make_rig(emu, tmp_path, "pull")
+    rig.model_writes("/mnt/data/a.txt", b"a")
+    rig.model_writes("/mnt/data/b.txt", b"b")
+    inner = emu.transport()
+
+    class LyingEncoding(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = inner.handle_request(request)
+            if request.url.path.endswith("/content"):
+                response.read()
+                return httpx.Response(
+                    200, headers={"content-encoding": "gzip"}, content=b"not gzip at all"
+                )
+            return response
+
+    with (
+        ContainersClient(
+            "k", base_url=BASE_URL, transport=LyingEncoding(), sleep=NoSleep()
+        ) as client,
+        Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
+    ):
+        result = Engine(client, index, rig.pair).run_pass()
+    assert sorted(f.target for f in result.failures) == ["a.txt", "b.txt"]
+    assert all("cannot be decoded" in f.message for f in result.failures)
+    assert "retried in 60 s" in result.failures[0].message

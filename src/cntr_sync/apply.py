@@ -46,6 +46,7 @@ from cntr_sync.errors import (
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
+    ProtocolError,
 )
 from cntr_sync.index import Index
 from cntr_sync.models import (
@@ -346,7 +347,7 @@ class Applier:
             elif isinstance(outcome, _Compared):
                 yield from self._on_compared(outcome)
             elif isinstance(outcome, _Verified):
-                self._on_verified(outcome)
+                yield from self._on_verified(outcome)
             elif isinstance(action, DeleteLocal):
                 self._on_deleted_locally(action)
             else:
@@ -380,8 +381,11 @@ class Applier:
         if isinstance(action, Download | Compare):
             if isinstance(action, Download) and action.copy_of is not None:
                 self._blocked.add(action.copy_of)
-            if isinstance(exc, NotFoundError):
-                self._pull_failed(action.remote, action.relpath, "the content answered 404")
+            if isinstance(exc, NotFoundError | ProtocolError):
+                # The content itself is the problem: retried on later passes with a
+                # backoff, never in a tight loop. (A network failure is retried at once.)
+                reason = "the content answered 404" if isinstance(exc, NotFoundError) else message
+                self._pull_failed(action.remote, action.relpath, reason)
                 return
             self.result.failures.append(ActionFailure("download", action.relpath, message))
         elif isinstance(action, DeleteLocal):
@@ -461,7 +465,7 @@ class Applier:
         self._remote_queue.extend(resolution.uploads)
         self._remote_queue.extend(resolution.deletes)
 
-    def _on_verified(self, verified: _Verified) -> None:
+    def _on_verified(self, verified: _Verified) -> Iterator[Action]:
         action = verified.action
         for candidate, digest in verified.hashes:
             if digest == action.local.hash and candidate.id not in self._verified_ids:
@@ -478,6 +482,12 @@ class Applier:
                 )
                 self.result.adopted += 1
                 return
+        looked_at = {candidate.id for candidate, _digest in verified.hashes}
+        rest = tuple(c for c in action.candidates if c.id not in looked_at)
+        if rest:
+            # The match it found went to a file with the same content: look on.
+            yield replace(action, candidates=rest)
+            return
         # Not in the container after all: upload it (after the local actions, as planned).
         self._remote_queue.append(action.upload)
 

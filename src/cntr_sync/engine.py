@@ -40,7 +40,7 @@ from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, LocalFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import Policy, PullContext, check_brakes, plan
-from cntr_sync.remote_paths import FileSystemTraits, PathRules
+from cntr_sync.remote_paths import FileSystemTraits, PathRules, is_conflict_copy
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
@@ -296,9 +296,7 @@ class Engine:
             ),
             traits=self._fs_traits,
             failures=self.index.pull_failures() if known else {},
-            ignored=(lambda relpath: rules.ignored(relpath, is_dir=False))
-            if rules is not None
-            else (lambda _relpath: False),
+            ignored=rules.ignored_path if rules is not None else (lambda _relpath: False),
         )
 
     def _taken_names(self, local: dict[str, LocalFile]) -> set[str]:
@@ -341,6 +339,8 @@ class Engine:
         The daemon's periodic rescan uses this to catch missed events without
         touching (and so keeping alive) an idle container.
         """
+        if self.pair.direction == "pull":
+            return False  # local changes change nothing remotely; remote polls pull
         if not self.pair.local.is_dir():
             return bool(self.index.entry_count())
         snapshot = self._scan(dry_run=False)
@@ -349,11 +349,16 @@ class Engine:
             return True
         for relpath, local_file in snapshot.files.items():
             entry = entries.get(relpath)
+            if entry is None and is_conflict_copy(relpath):
+                continue  # never uploaded
             if entry is None or entry.hash != local_file.hash:
                 return True
         return any(
-            relpath not in snapshot.files and not snapshot.is_uncertain(relpath)
-            for relpath in entries
+            relpath not in snapshot.files
+            and not snapshot.is_uncertain(relpath)
+            # A pulled file deleted here stays as it is in push.
+            and not (entry.origin == "pull" and self.pair.direction == "push")
+            for relpath, entry in entries.items()
         )
 
     def _scan(self, *, dry_run: bool, accept_growth: bool = False) -> Snapshot:

@@ -179,16 +179,7 @@ def plan(
         # our own stray uploads among other uploads: pull only the model's files.
         owned |= {item.id for item in remote_by_id.values() if item.source == "user"}
     if policy.direction == "both":
-        # The mirror owns the names of the files it mirrors: same-name uploads
-        # are the push side's (adopted, or removed as stale copies).
-        prefix = policy.server_adds_prefix
-        if prefix is None:
-            prefix = infer_prefix(
-                r.path for r in remote_by_id.values() if r.source == "user" and r.id not in owned
-            )
-        by_name = _unindexed_uploads_by_name(remote_by_id.values(), owned, policy, prefix)
-        for relpath in local.keys() | index.keys() | intents.keys():
-            owned.update(r.id for r in by_name.get(canonical(upload_name(relpath)), []))
+        owned |= _ours_by_name(local, index, intents, remote_by_id, owned, policy)
         push_policy = policy
     else:
         # Pull matches nothing by name: what is not indexed is the model's.
@@ -231,6 +222,45 @@ def plan(
         refused=pulled.refused,
         waiting=pulled.waiting,
     )
+
+
+def _ours_by_name(
+    local: Mapping[str, LocalFile],
+    index: Mapping[str, IndexEntry],
+    intents: Mapping[str, UploadIntent],
+    remote_by_id: Mapping[str, RemoteFile],
+    owned: set[str],
+    policy: Policy,
+) -> set[str]:
+    """Uploads the push side accounts for in ``both``: never pulled as the model's files.
+
+    Same-name uploads of relpaths with a history here (an entry or an intent);
+    on a server that drops names, every upload; and, after a lost index on a
+    server that keeps only base names, uploads named like a nested local
+    file's base name with its size (checked by content, not pulled as junk at
+    the top). A local file with no history and a same-name upload of another
+    client's is the pull side's: compared by content, or a conflict.
+    """
+    user = [r for r in remote_by_id.values() if r.source == "user" and r.id not in owned]
+    if names_dropped(r.path for r in user):
+        return {r.id for r in user}
+    prefix = policy.server_adds_prefix
+    if prefix is None:
+        prefix = infer_prefix(r.path for r in user)
+    ours: set[str] = set()
+    by_name = _unindexed_uploads_by_name(user, owned, policy, prefix)
+    for relpath in index.keys() | intents.keys():
+        ours.update(r.id for r in by_name.get(canonical(upload_name(relpath)), []))
+    nested = {
+        (canonical(basename(relpath)), file.size)
+        for relpath, file in local.items()
+        if "/" in relpath and relpath not in index
+    }
+    for item in user:
+        name = canonical(basename(remote_names(item.path, prefix)[0]))
+        if (name, item.size) in nested:
+            ours.add(item.id)
+    return ours
 
 
 def _plan_push(
@@ -406,7 +436,11 @@ def _verify_unmatched_uploads(
     kept_uploads: list[Upload] = []
     offered: set[str] = set()
     for upload in out.uploads:
-        if upload.reason != "new" or upload.relpath in intents:
+        intent = intents.get(upload.relpath)
+        # A new file, or one whose upload's answer was lost (the intent is for
+        # this very content): it may be in the container under another name.
+        lost_answer = intent is not None and intent.hash == upload.hash
+        if not (upload.reason == "new" and intent is None) and not lost_answer:
             kept_uploads.append(upload)
             continue
         base = canonical(basename(upload_name(upload.relpath)))
@@ -424,7 +458,7 @@ def _verify_unmatched_uploads(
         candidates.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
         chosen = tuple(candidates[:MAX_VERIFY_CANDIDATES])
         state = LocalState(upload.size, upload.mtime_ns, upload.inode, upload.hash)
-        if upload.size == 0:
+        if upload.size == 0 and upload.replaces is None:
             # Two empty files are the same content: no download needed.
             out.claimed.add(chosen[0].id)
             entry = _entry_for_state(upload.relpath, state, chosen[0], policy)

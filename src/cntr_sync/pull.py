@@ -314,8 +314,17 @@ def _tracked_conflict(
         else:
             # The push side uploads the local version (replacing ``live``); a
             # rewrite under a new id stays in the container, mirrored by the copy.
+            # Saved, the remote version is no longer news: the original's entry
+            # moves to it, so a failed upload is retried, not copied again.
             out.downloads.append(
-                Download(remote_now, copy, "conflict-copy", record=live is None, copy_of=relpath)
+                Download(
+                    remote_now,
+                    copy,
+                    "conflict-copy",
+                    record=live is None,
+                    repoint=repointed if live is not None else None,
+                    copy_of=relpath,
+                )
             )
         return
     if policy.conflict == "local-wins":

@@ -25,6 +25,7 @@ from typing import Literal
 
 STATE_DIR_NAME = ".cntrsync"
 PARTIAL_PREFIX = ".cntrsync-partial-"
+IGNORE_FILE = ".cntrignore"
 MAX_RELPATH_BYTES = 1024
 NAME_MAX_BYTES = 255
 
@@ -94,6 +95,9 @@ def relpath_problem(relpath: str) -> str | None:
             return f"a name in the remote path is longer than {NAME_MAX_BYTES} bytes"
         if segment == STATE_DIR_NAME or segment.startswith(PARTIAL_PREFIX):
             return "the remote path names cntr-sync's own files"
+        if segment == IGNORE_FILE:
+            # Ignore rules are the user's: a pulled one could re-include .git.
+            return f"the remote path is a {IGNORE_FILE} (ignore rules come from you only)"
     return None
 
 

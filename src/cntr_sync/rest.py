@@ -354,6 +354,8 @@ class Requester:
             started = time.monotonic()
             try:
                 response = send()
+            except httpx.DecodingError as exc:
+                raise protocol_error(call, f"the answer cannot be decoded ({exc})") from None
             except httpx.TransportError as exc:
                 self._record(call, None, started)
                 sent = not isinstance(
@@ -401,6 +403,8 @@ class Requester:
                         progress["written"] += len(chunk)
                         self._tick()
                         self._check_deadline(deadline)
+            except httpx.DecodingError as exc:
+                raise protocol_error(call, f"the content cannot be decoded ({exc})") from None
             except httpx.TransportError as exc:
                 if progress["written"] == 0:
                     self._record(call, None, started)

@@ -42,10 +42,15 @@ from pathspec import GitIgnoreSpec
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashcache import HashCache
 from cntr_sync.models import LocalFile
-from cntr_sync.remote_paths import MAX_RELPATH_BYTES, PARTIAL_PREFIX, STATE_DIR_NAME, printable
+from cntr_sync.remote_paths import (
+    IGNORE_FILE,
+    MAX_RELPATH_BYTES,
+    PARTIAL_PREFIX,
+    STATE_DIR_NAME,
+    printable,
+)
 
 HASH_CHUNK = 1 << 20
-IGNORE_FILE = ".cntrignore"
 
 # A file rewritten within the file system's timestamp granularity after we
 # hashed it keeps its size and mtime, so a cached digest would hide the change
@@ -190,6 +195,14 @@ class IgnoreRules:
         lines = _checked_ignore_lines(path)
         if any(line.strip() and not line.lstrip().startswith("#") for line in lines):
             self._nested[directory] = GitIgnoreSpec.from_lines(lines)
+
+    def ignored_path(self, relpath: str) -> bool:
+        """Whether a file at ``relpath`` would be left alone, a parent directory included
+        (what a download is checked against: nothing is written under ``.git/``)."""
+        parts = relpath.split("/")
+        return any(
+            self.ignored("/".join(parts[:depth]), is_dir=True) for depth in range(1, len(parts))
+        ) or self.ignored(relpath, is_dir=False)
 
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         """True when ``relpath`` (POSIX, relative to the root) is not mirrored."""

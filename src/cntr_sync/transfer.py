@@ -292,6 +292,23 @@ def _matches(directory: int, name: str, expect: LocalState) -> bool:
     )
 
 
+def _check_target(directory: int, name: str, relpath: str, expect: LocalState | None) -> None:
+    """Refuse a download whose target is taken by what no scan lists (a symlink, a
+    FIFO, a directory), or no longer the file the plan saw."""
+    try:
+        found = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        if expect is not None:
+            raise LocalChanged(f"{relpath!r} is gone since the scan") from None
+        return
+    if not stat.S_ISREG(found.st_mode):
+        raise UnsafeTarget(f"{relpath!r} is a symlink, directory or special file here")
+    if expect is None:
+        raise LocalChanged(f"{relpath!r} appeared since the scan")
+    if not _matches(directory, name, expect):
+        raise LocalChanged(f"{relpath!r} changed since the scan")
+
+
 def _place_new(directory: int, source: str, target: str) -> None:
     """Give ``source`` the name ``target`` only if nothing has it (never an overwrite)."""
     try:
@@ -331,6 +348,7 @@ def write_download(
     """
     with _directory(root, relpath, create=True) as (directory, name):
         directory_name = relpath.rpartition("/")[0]
+        _check_target(directory, name, relpath, expect)  # before a byte is fetched
         partial = f"{PARTIAL_PREFIX}{partial_tag}-{secrets.token_hex(6)}"
         fd = os.open(
             partial,
