@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from cntr_sync import cli_flags
 from cntr_sync._version import __version__
+from cntr_sync.config import PairSettings, Settings
 from cntr_sync.emulator import EmulatorServer, FaultConfig
 from cntr_sync.index import Index
 from cntr_sync.names import remote_names
@@ -752,6 +756,13 @@ def test_log_format_json_gives_json_lines(cli: Cli, tmp_path: Path) -> None:
     assert created[0]["level"] == "info"
 
 
+def test_sync_logs_console_lines_by_default_even_without_a_terminal(cli: Cli, root: Path) -> None:
+    proc = cli.sync(root, "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\[info *\] creating container +name=cli-box", proc.stderr)
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("{")]
+
+
 def test_exclude_and_include(cli: Cli, root: Path) -> None:
     (root / "build").mkdir()
     (root / "build" / "out.o").write_bytes(b"obj")
@@ -869,3 +880,140 @@ def test_a_key_that_cannot_be_sent_is_exit_2_without_the_key(cli: Cli, root: Pat
     assert proc.returncode == 2
     assert_one_error_line(proc, "the API key contains characters that cannot be sent")
     assert "ké" not in proc.stderr
+
+
+# -- every setting that makes sense on the command line has a flag ---------------------------
+
+#: Settings with no flag, and why (cli_flags' docstring says the same).
+NOT_FLAGS = {
+    "api_key": "a secret in argv is visible in ps",
+    "ignore": "--exclude and --include add to it",
+    "pairs": "a config file's job",
+    "log_format": "its own --log-format flag",
+    "container": "its own --container flag",
+    "local": "the DIRECTORY argument",
+}
+
+
+def test_every_setting_has_a_flag_named_after_it_and_readme_lists_it() -> None:
+    settings_fields = set(Settings.model_fields)
+    pair_fields = set(PairSettings.model_fields)
+    assert settings_fields - set(cli_flags.FLAGS) == set(NOT_FLAGS)
+    groups = [
+        *cli_flags.CONNECTION,
+        *cli_flags.SYNC,
+        *cli_flags.DAEMON,
+        *cli_flags.DAEMON_PAIR,
+    ]
+    assert sorted(groups) == sorted(cli_flags.FLAGS)  # each flag in exactly one group
+    assert set(cli_flags.DAEMON_PAIR) <= pair_fields
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in cli_flags.FLAGS:
+        flag = "--" + name.replace("_", "-")
+        assert name in settings_fields | pair_fields
+        assert f"`{flag}" in readme, f"README does not mention {flag}"
+
+
+@pytest.mark.parametrize(
+    ("command", "groups"),
+    [
+        ("sync", (cli_flags.CONNECTION, cli_flags.SYNC)),
+        ("status", (cli_flags.CONNECTION, cli_flags.SYNC)),
+        ("ls", (cli_flags.CONNECTION,)),
+        (
+            "run",
+            (cli_flags.CONNECTION, cli_flags.SYNC, cli_flags.DAEMON, cli_flags.DAEMON_PAIR),
+        ),
+    ],
+)
+def test_help_shows_the_flags_of_each_command(
+    cli: Cli, command: str, groups: tuple[tuple[str, ...], ...]
+) -> None:
+    proc = cli.run(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    for name in (name for group in groups for name in group):
+        assert "--" + name.replace("_", "-") in proc.stdout, (command, name)
+    assert "list[str]" not in proc.stdout  # metavars say what to type
+
+
+def test_connection_flags_reach_every_request(cli: Cli, root: Path) -> None:
+    proc = cli.sync(
+        root,
+        "--organization",
+        "org-flag",
+        "--project",
+        "proj-flag",
+        "--extra-headers",
+        "X-Trace=abc=1",
+        "--extra-query",
+        "provider=openai",
+        "--max-retries",
+        "0",
+        "--connect-timeout",
+        "5",
+        "--request-deadline",
+        "120",
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = cli.server.emulator.requests_log()
+    assert seen
+    for request in seen:
+        assert request.headers.get("openai-organization") == "org-flag"
+        assert request.headers.get("openai-project") == "proj-flag"
+        assert request.headers.get("x-trace") == "abc=1"  # split at the first '='
+        assert ("provider", "openai") in request.query
+
+
+def test_new_container_flags_shape_the_container(cli: Cli, root: Path) -> None:
+    proc = cli.sync(root, "--expires-after-minutes", "7", "--memory-limit", "4g", "--json")
+    assert proc.returncode == 0, proc.stderr
+    container_id = json.loads(proc.stdout)["container_id"]
+    answer = httpx.get(
+        f"{cli.server.base_url}/containers/{container_id}",
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    made = answer.json()
+    assert (made["expires_after"]["minutes"], made["memory_limit"]) == (7, "4g")
+
+
+def test_layout_and_delete_unknown_flags(cli: Cli, root: Path) -> None:
+    assert cli.sync(root).returncode == 0
+    box = cli.listing().container_id
+    emulator = cli.server.emulator
+    emulator.add_assistant_file(box, "/mnt/data/model.txt", b"from the model")
+    emulator.add_assistant_file(box, "/mnt/user/outside.txt", b"outside")
+    kept = cli.sync(root, "--direction", "pull", "--outside-prefix", "skip")
+    assert kept.returncode == 0, kept.stderr
+    assert (root / "model.txt").read_bytes() == b"from the model"
+    assert not (root / "_container").exists()
+    moved = cli.sync(root, "--direction", "pull", "--outside-subdir", "from-box")
+    assert moved.returncode == 0, moved.stderr
+    assert (root / "from-box" / "mnt" / "user" / "outside.txt").read_bytes() == b"outside"
+    (root / "model.txt").unlink()
+    (root / "from-box" / "mnt" / "user" / "outside.txt").unlink()
+    emulator.add_assistant_file(box, "/mnt/data/stray.txt", b"never pulled")
+    before = cli.listing().names
+    assert "stray.txt" in before
+    pushed = cli.sync(root, "--delete-unknown", "--max-delete", "100%")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "stray.txt" not in cli.listing().names
+
+
+def test_bad_flag_values_are_one_line_naming_the_flag(cli: Cli, root: Path, tmp_path: Path) -> None:
+    cases = [
+        (("--extra-headers", "no-equals-sign"), "flag --extra-headers: 'no-equals-sign' is not"),
+        (("--memory-limit", "3g"), "flag --memory-limit"),
+        (("--ca-bundle", tmp_path / "missing.pem"), "flag --ca-bundle: no such file"),
+        (("--expires-after-minutes", "0"), "flag --expires-after-minutes"),
+        (("--outside-prefix", "elsewhere"), "flag --outside-prefix"),
+    ]
+    for args, fragment in cases:
+        proc = cli.sync(root, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert_one_error_line(proc, fragment)
+    config = tmp_path / "pairs.toml"
+    config.write_text('[[pairs]]\nname = "a"\nlocal = "."\ncontainer = "c"\n')
+    per_pair = cli.run("run", "--config", config, "--quiet-period", "2")
+    assert per_pair.returncode == 2
+    assert_one_error_line(per_pair, "flag --quiet-period: set per pair")

@@ -60,6 +60,11 @@ def test_summary_line_and_json_tell_partial_from_in_sync() -> None:
     )
     assert human_summary(ok).startswith("in sync: 2 files -> cntr_1")
     assert "2 uploaded" in human_summary(ok)
+    one = SyncResult.from_pass(
+        PassResult(container_id="cntr_1", uploaded=1, local_files=1, requests=1, conflicts=1)
+    )
+    assert human_summary(one).startswith("in sync: 1 file -> cntr_1; 1 uploaded, 1 conflict;")
+    assert " in 1 request, " in human_summary(one)
     failed = SyncResult.from_pass(
         PassResult(container_id="cntr_1", failures=[ActionFailure("upload", "a", "boom")])
     )

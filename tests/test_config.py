@@ -215,11 +215,23 @@ def test_client_kwargs_match_the_client_constructor(tmp_path: Path) -> None:
     ContainersClient(**kwargs).close()
 
 
-def test_verify_tls_false_wins_over_ca_bundle() -> None:
+def test_verify_tls_false_wins_over_ca_bundle(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     settings = Settings.load(
-        overrides={"verify_tls": False, "ca_bundle": "/ca.pem", "api_key": "k"}, env={}
+        overrides={"verify_tls": False, "ca_bundle": str(bundle), "api_key": "k"}, env={}
     )
     assert settings.client_kwargs()["verify"] is False
+
+
+def test_a_missing_ca_bundle_names_the_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('ca_bundle = "certs/gateway.pem"\n')
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(config, env={})
+    message = str(caught.value)
+    assert str(config) in message and "ca_bundle" in message
+    assert f"no such file: {tmp_path / 'certs' / 'gateway.pem'}" in message
 
 
 def test_client_kwargs_without_a_key_is_a_config_error() -> None:

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO
@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cntr_sync import logs
+from cntr_sync import cli_flags, logs
 from cntr_sync._version import __version__
 from cntr_sync.cli_output import OutputMode, Reporter, human_size, summary
 from cntr_sync.config import PairSettings, Settings
@@ -83,67 +83,22 @@ out_console = Console(highlight=False, soft_wrap=True)
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file.", dir_okay=False)
 ]
-StateDirOpt = Annotated[
-    Path | None, typer.Option("--state-dir", help="Where the index lives.", file_okay=False)
-]
 ContainerOpt = Annotated[str | None, typer.Option("--container", help="Container name or id.")]
-DirectionOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--direction", help="push (default), pull (bring home what the model writes), both."
-    ),
-]
-ConflictOpt = Annotated[
-    str | None,
-    typer.Option("--conflict", help="Changed on both sides: keep-both, local-wins, remote-wins."),
-]
-RemoteDeleteOpt = Annotated[
-    str | None,
-    typer.Option("--remote-delete", help="Deleted in the container: restore or propagate."),
-]
-DeleteOpt = Annotated[
-    bool | None,
-    typer.Option("--delete/--no-delete", help="Delete remote files whose local file is gone."),
-]
-MaxDeleteOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--max-delete", help="Refuse passes deleting more: '10%' of tracked files, or 10 files."
-    ),
-]
 ExcludeOpt = Annotated[
     list[str] | None,
-    typer.Option("--exclude", help="Leave out paths matching this gitignore pattern (repeat)."),
+    typer.Option(
+        "--exclude",
+        metavar="PATTERN",
+        help="Leave out paths matching this gitignore pattern (repeat).",
+    ),
 ]
 IncludeOpt = Annotated[
     list[str] | None,
-    typer.Option("--include", help="Mirror paths matching this pattern even if excluded (repeat)."),
-]
-ConcurrencyOpt = Annotated[
-    int | None, typer.Option("--concurrency", help="Parallel transfers (default 8).")
-]
-RateOpt = Annotated[
-    float | None, typer.Option("--requests-per-second", help="Client-side request rate limit.")
-]
-BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="API root (default $OPENAI_BASE_URL or OpenAI).")
-]
-AuthStyleOpt = Annotated[
-    str | None,
-    typer.Option("--auth-style", help="bearer, api-key (Azure), x-api-key, x-bf-vk or basic."),
-]
-KeyFileOpt = Annotated[
-    Path | None, typer.Option("--api-key-file", help="File holding the API key (re-read).")
-]
-TimeoutOpt = Annotated[
-    float | None, typer.Option("--timeout", help="Seconds to wait for a response.")
-]
-IdFileOpt = Annotated[
-    Path | None,
-    typer.Option("--container-id-file", help="Write the container id in use to this file."),
-]
-FollowOpt = Annotated[
-    bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symlinks.")
+    typer.Option(
+        "--include",
+        metavar="PATTERN",
+        help="Mirror paths matching this pattern even if excluded (repeat).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
 VerboseOpt = Annotated[
@@ -227,8 +182,8 @@ def _fail(reporter: Reporter, message: str, code: int, *, debug: bool) -> NoRetu
     raise typer.Exit(code)
 
 
-def _load_settings(config: Path | None, **overrides: Any) -> Settings:
-    return Settings.load(config, overrides=overrides, env=os.environ)
+def _load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
+    return Settings.load(config, overrides=cli_flags.overrides(flags or {}), env=os.environ)
 
 
 def _with_patterns(
@@ -249,10 +204,18 @@ def _configure_logs(
     debug: bool,
     log_format: str | None,
     stream: TextIO | None = None,
+    daemon: bool = False,
 ) -> None:
+    """Route logs; "auto" means JSON lines for a daemon off a terminal, console lines otherwise.
+
+    A one-shot command's log lines sit among its human output (a CI log is read by
+    people), so only the daemon, whose stdout goes to a log collector, picks JSON.
+    """
     chosen = log_format or (settings.log_format if settings is not None else "auto")
     if chosen not in ("auto", "console", "json"):
         raise ConfigError(f"flag --log-format: {chosen!r} is not one of auto, console, json")
+    if chosen == "auto" and not daemon:
+        chosen = "console"
     logs.configure(
         verbose=2 if debug else verbose,
         quiet=quiet,
@@ -265,6 +228,7 @@ def _configure_logs(
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def sync(
     directory: Annotated[
         Path | None,
@@ -272,32 +236,20 @@ def sync(
     ] = None,
     container: ContainerOpt = None,
     config: ConfigOpt = None,
-    state_dir: StateDirOpt = None,
-    direction: DirectionOpt = None,
-    conflict: ConflictOpt = None,
-    remote_delete: RemoteDeleteOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
     json_output: JsonOpt = False,
-    delete: DeleteOpt = None,
-    max_delete: MaxDeleteOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Override the safety brakes.")] = False,
     exclude: ExcludeOpt = None,
     include: IncludeOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    requests_per_second: RateOpt = None,
-    base_url: BaseUrlOpt = None,
-    auth_style: AuthStyleOpt = None,
-    api_key_file: KeyFileOpt = None,
-    timeout: TimeoutOpt = None,
-    follow_symlinks: FollowOpt = None,
-    container_id_file: IdFileOpt = None,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
     log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
     reporter = Reporter(
@@ -305,23 +257,7 @@ def sync(
     )
     context = _Context()
     with _reporting(reporter, debug=debug, context=context):
-        settings = _load_settings(
-            config,
-            state_dir=state_dir,
-            direction=direction,
-            conflict=conflict,
-            remote_delete=remote_delete,
-            delete=delete,
-            max_delete=max_delete,
-            concurrency=concurrency,
-            requests_per_second=requests_per_second,
-            base_url=base_url,
-            auth_style=auth_style,
-            api_key_file=api_key_file,
-            timeout=timeout,
-            follow_symlinks=follow_symlinks,
-            container_id_file=container_id_file,
-        )
+        settings = _load_settings(config, flags)
         _configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
         settings = _with_patterns(settings, exclude, include)
         context.base_url = settings.redacted_dump()["base_url"]
@@ -334,17 +270,20 @@ def sync(
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(cli_flags.CONNECTION)
 def ls(
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """List the files in a container: source, bytes, path (names escaped)."""
     reporter = Reporter(OutputMode(json=json_output))
     context = _Context()
     with _reporting(reporter, debug=debug, context=context):
-        settings = _load_settings(config)
+        settings = _load_settings(config, flags)
         _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
         context.base_url = settings.redacted_dump()["base_url"]
         spec = container or settings.container
@@ -391,23 +330,27 @@ def ls(
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def status(
     directory: Annotated[
         Path | None, typer.Argument(help="The local directory (default: 'local' in the settings).")
     ] = None,
     container: ContainerOpt = None,
     config: ConfigOpt = None,
-    state_dir: StateDirOpt = None,
-    direction: DirectionOpt = None,
+    exclude: ExcludeOpt = None,
+    include: IncludeOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """What the index knows, and what a sync would do (nothing is transferred)."""
     reporter = Reporter(OutputMode(json=json_output))
     context = _Context()
     with _reporting(reporter, debug=debug, context=context):
-        settings = _load_settings(config, state_dir=state_dir, direction=direction)
+        settings = _load_settings(config, flags)
         _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
+        settings = _with_patterns(settings, exclude, include)
         context.base_url = settings.redacted_dump()["base_url"]
         pair = settings.one_shot_pair(directory, container)
         # Reads only, so it works beside a running sync or daemon (no lock).
@@ -473,6 +416,9 @@ def config_check(
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(
+    cli_flags.CONNECTION, cli_flags.SYNC, cli_flags.DAEMON, cli_flags.DAEMON_PAIR
+)
 def run(
     directory: Annotated[
         Path | None,
@@ -485,49 +431,14 @@ def run(
     name: Annotated[
         str, typer.Option("--name", help="The pair's name (one-pair mode).")
     ] = "default",
-    state_dir: StateDirOpt = None,
-    direction: DirectionOpt = None,
-    conflict: ConflictOpt = None,
-    remote_delete: RemoteDeleteOpt = None,
-    delete: DeleteOpt = None,
-    max_delete: MaxDeleteOpt = None,
     exclude: ExcludeOpt = None,
     include: IncludeOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    requests_per_second: RateOpt = None,
-    base_url: BaseUrlOpt = None,
-    auth_style: AuthStyleOpt = None,
-    api_key_file: KeyFileOpt = None,
-    timeout: TimeoutOpt = None,
-    follow_symlinks: FollowOpt = None,
-    container_id_file: IdFileOpt = None,
-    quiet_period: Annotated[
-        float | None, typer.Option("--quiet-period", help="Seconds without changes before a pass.")
-    ] = None,
-    max_delay: Annotated[
-        float | None, typer.Option("--max-delay", help="Longest wait while changes keep coming.")
-    ] = None,
-    rescan_interval: Annotated[
-        float | None, typer.Option("--rescan-interval", help="Seconds between full rescans.")
-    ] = None,
-    remote_poll_interval: Annotated[
-        float | None,
-        typer.Option("--remote-poll-interval", help="Seconds between container listings."),
-    ] = None,
-    watch: Annotated[str | None, typer.Option("--watch", help="auto, native, poll or off.")] = None,
-    keepalive: Annotated[
-        bool | None, typer.Option("--keepalive/--no-keepalive", help="Keep the container alive.")
-    ] = None,
-    http_listen: Annotated[
-        str | None, typer.Option("--http-listen", help="HOST:PORT of /livez /readyz /metrics.")
-    ] = None,
-    flush_timeout: Annotated[
-        float | None, typer.Option("--flush-timeout", help="Seconds to flush on stop.")
-    ] = None,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Keep pairs in sync until stopped (SIGTERM/SIGINT; SIGHUP reloads).
 
@@ -538,35 +449,16 @@ def run(
     with _reporting(reporter, debug=debug):
         if directory is None and config is None:
             raise ConfigError("give --config FILE, or a DIRECTORY and --container")
-        top = {
-            "state_dir": state_dir,
-            "direction": direction,
-            "conflict": conflict,
-            "remote_delete": remote_delete,
-            "delete": delete,
-            "max_delete": max_delete,
-            "concurrency": concurrency,
-            "requests_per_second": requests_per_second,
-            "base_url": base_url,
-            "auth_style": auth_style,
-            "api_key_file": api_key_file,
-            "timeout": timeout,
-            "follow_symlinks": follow_symlinks,
-            "container_id_file": container_id_file,
-            "http_listen": http_listen,
-            "flush_timeout": flush_timeout,
-        }
-        pair_flags = {
-            "quiet_period": quiet_period,
-            "max_delay": max_delay,
-            "rescan_interval": rescan_interval,
-            "remote_poll_interval": remote_poll_interval,
-            "watch": watch,
-            "keepalive": keepalive,
-        }
+        top = {k: v for k, v in flags.items() if k not in cli_flags.DAEMON_PAIR}
+        pair_flags = cli_flags.overrides(
+            {k: v for k, v in flags.items() if k in cli_flags.DAEMON_PAIR}
+        )
+        if directory is None and pair_flags:
+            given = ", ".join("--" + k.replace("_", "-") for k in pair_flags)
+            raise ConfigError(f"flag {given}: set per pair in the config file's [[pairs]] tables")
 
         def load() -> Settings:
-            settings = _with_patterns(_load_settings(config, **top), exclude, include)
+            settings = _with_patterns(_load_settings(config, top), exclude, include)
             if directory is None:
                 return settings
             spec = container or settings.container
@@ -577,7 +469,7 @@ def run(
                     "name": name,
                     "local": str(directory.expanduser().absolute()),
                     "container": spec,
-                    **{k: v for k, v in pair_flags.items() if v is not None},
+                    **pair_flags,
                 }
             )
             return settings.with_overrides(pairs=[table])
@@ -591,6 +483,7 @@ def run(
             debug=debug,
             log_format=log_format,
             stream=sys.stdout,
+            daemon=True,
         )
         from cntr_sync.daemon import Daemon  # noqa: PLC0415 - only this command needs it
 

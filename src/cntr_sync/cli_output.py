@@ -129,7 +129,8 @@ class Reporter:
         for warning in synced.warnings:
             self.line(f"warning: {warning}")
         if synced.deferred and not synced.dry_run:
-            self.line(f"{len(synced.deferred)} files changed during the sync; run again")
+            changed = plural(len(synced.deferred), "file")
+            self.line(f"{changed} changed during the sync; run again")
         if not synced.dry_run:
             self.err.print(human_summary(synced), markup=False)
 
@@ -140,6 +141,11 @@ class Reporter:
         if self.mode.json:
             print(json.dumps({"exit_code": exit_code, "error": message}))
         self.line(f"error: {message}")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def transfer_line(event: TransferEvent) -> str:
@@ -161,7 +167,7 @@ def human_summary(result: SyncResult) -> str:
             ("adopted", result.adopted),
             ("downloaded", result.downloaded),
             ("deleted locally", result.local_deleted),
-            ("conflicts", result.conflicts),
+            ("conflict" if result.conflicts == 1 else "conflicts", result.conflicts),
             ("failed", len(result.failures)),
         )
         if count
@@ -172,9 +178,9 @@ def human_summary(result: SyncResult) -> str:
         f", {human_size(result.bytes_downloaded)} received" if result.bytes_downloaded else ""
     )
     return (
-        f"{state}: {result.local_files} files -> {result.container_id}{created}; "
+        f"{state}: {plural(result.local_files, 'file')} -> {result.container_id}{created}; "
         f"{', '.join(done) or 'nothing to do'}; {human_size(result.bytes_uploaded)} sent"
-        f"{received} in {result.requests} requests, {result.seconds:.1f} s"
+        f"{received} in {plural(result.requests, 'request')}, {result.seconds:.1f} s"
     )
 
 

@@ -330,6 +330,14 @@ class Settings(BaseSettings):
             raise PydanticCustomError("url", "must be an http:// or https:// URL")
         return value
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_is_a_file(cls, value: Path | None) -> Path | None:
+        # Checked now, not when the first request fails with a bare FileNotFoundError.
+        if value is not None and not value.is_file():
+            raise PydanticCustomError("ca_bundle", "no such file: {path}", {"path": str(value)})
+        return value
+
     @field_validator("http_listen")
     @classmethod
     def _listen_address(cls, value: str) -> str:
