@@ -464,7 +464,7 @@ def test_missing_has_more_means_the_last_page() -> None:
     assert len(script.requests) == 1
 
 
-@pytest.mark.parametrize("flag", ["missing", "true", 1, None])
+@pytest.mark.parametrize("flag", ["missing", "yes", 1, None])
 def test_a_full_page_without_a_boolean_has_more_is_not_the_end(flag: object) -> None:
     inner = pager(250, opaque=False)
 
@@ -478,6 +478,22 @@ def test_a_full_page_without_a_boolean_has_more_is_not_the_end(flag: object) -> 
     with make_client(handler) as client:
         ids = [f.id for f in client.iter_files("cntr_1")]
     assert ids == [f"cfile_{n:04d}" for n in range(250)]
+
+
+def test_has_more_as_a_string_is_read_even_on_a_page_the_server_cut_short() -> None:
+    # A server that caps pages at 3 items and sends has_more as "true"/"false".
+    ids = [f"cfile_{n:04d}" for n in range(7)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        after = request.url.params.get("after")
+        start = ids.index(after) + 1 if after else 0
+        chunk = ids[start : start + 3]
+        more = "true" if start + 3 < len(ids) else "False"
+        body = {"object": "list", "data": [{**FILE, "id": i} for i in chunk], "has_more": more}
+        return httpx.Response(200, json=body)
+
+    with make_client(handler) as client:
+        assert [f.id for f in client.iter_files("cntr_1")] == ids
 
 
 def test_container_name_filter_is_applied_client_side_too() -> None:

@@ -57,6 +57,10 @@ def test_paths_that_map(path: str, source: str, expected: str) -> None:
         ("/mnt/data/a.png /mnt/data/b.png", "several paths"),
         ("/mnt/data/.cntrsync/index.sqlite", "cntr-sync's own files"),
         ("/mnt/data/x/.cntrsync-partial-abc", "cntr-sync's own files"),
+        # Case-insensitive file systems: .GIT/config is .git/config there.
+        ("/mnt/data/.GIT/config", "version-control directory (.GIT)"),
+        ("/mnt/data/sub/.git/hooks/pre-commit", "version-control directory (.git)"),
+        ("/mnt/data/.Hg/hgrc", "version-control directory"),
         ("/mnt/data/\udcff.txt", "not valid UTF-8"),
     ],
 )

@@ -99,7 +99,12 @@ def _path_not_empty(value: object) -> object:
 
 
 def _expand_user(value: object) -> object:
-    return Path(value).expanduser() if isinstance(value, str | Path) else value
+    if not isinstance(value, str | Path):
+        return value
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # "~someone" with no such user, or no home directory
+        raise PydanticCustomError("path_home", "'~' names no known home directory") from None
 
 
 ConfigPath = Annotated[Path, BeforeValidator(_expand_user), BeforeValidator(_path_not_empty)]
@@ -334,7 +339,11 @@ class Settings(BaseSettings):
     @classmethod
     def _ca_bundle_is_a_file(cls, value: Path | None) -> Path | None:
         # Checked now, not when the first request fails with a bare FileNotFoundError.
-        if value is not None and not value.is_file():
+        try:
+            found = value is None or value.is_file()
+        except OSError:  # a name too long for the file system, say
+            found = False
+        if not found:
             raise PydanticCustomError("ca_bundle", "no such file: {path}", {"path": str(value)})
         return value
 

@@ -139,24 +139,41 @@ class TomlFileSource(TomlConfigSettingsSource):
     """The ``--config`` file: must exist, and relative paths in it mean "next to it"."""
 
     def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
-        self.path = Path(path).expanduser()
+        try:
+            self.path = Path(path).expanduser()
+        except RuntimeError:  # "~someone/..." with no such user
+            raise ConfigError(f"config file not found: {path}") from None
         # Anchored once, so a later chdir of the daemon cannot move the paths.
         self.directory = self.path.absolute().parent
         # The parent source silently skips a missing file; a named file must exist.
-        if not self.path.exists():
+        try:
+            exists, is_file = self.path.exists(), self.path.is_file()
+        except OSError as exc:  # a name too long for the file system, say
+            raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
+        if not exists:
             raise ConfigError(f"config file not found: {self.path}")
-        if not self.path.is_file():
+        if not is_file:
             raise ConfigError(f"config file is not a regular file: {self.path}")
         super().__init__(settings_cls, toml_file=self.path)
 
     def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:
             with file_path.open(mode="rb") as handle:
-                data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{self.path}: {_toml_problem(exc)}") from None
+                raw = handle.read()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(f"{self.path}: not UTF-8 text at line {line}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.path}: {_toml_problem(exc)}") from None
+        except (ValueError, RecursionError):
+            # tomllib's limits: an integer of over 4300 digits, arrays nested too deeply.
+            raise ConfigError(
+                f"{self.path}: invalid TOML: a value is too long or nested too deeply"
+            ) from None
         return _anchor_paths(data, self.directory)
 
     @property
@@ -198,7 +215,7 @@ class MappingEnvSource(EnvSettingsSource):
     ) -> Any:
         try:
             return super().prepare_field_value(field_name, field, value, value_is_complex)
-        except ValueError:
+        except (ValueError, RecursionError):
             # The parent's error carries no variable name; the value must not be echoed.
             raise ConfigError(
                 f"environment {_env_name(field_name)}: not valid JSON for a list or table"

@@ -26,6 +26,9 @@ from typing import Literal
 STATE_DIR_NAME = ".cntrsync"
 PARTIAL_PREFIX = ".cntrsync-partial-"
 IGNORE_FILE = ".cntrignore"
+#: Version-control directories: a file written there can run code (``.git/config``,
+#: hooks). Compared case-folded, since ``.GIT`` is ``.git`` on macOS and Windows.
+VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs"})
 MAX_RELPATH_BYTES = 1024
 NAME_MAX_BYTES = 255
 
@@ -93,9 +96,13 @@ def relpath_problem(relpath: str) -> str | None:
             return f"the remote path has a {segment or 'empty'!r} segment"
         if len(segment.encode("utf-8")) > NAME_MAX_BYTES:
             return f"a name in the remote path is longer than {NAME_MAX_BYTES} bytes"
-        if segment == STATE_DIR_NAME or segment.startswith(PARTIAL_PREFIX):
+        # Case-folded: on a case-insensitive file system .CNTRIGNORE is .cntrignore.
+        folded = segment.casefold()
+        if folded == STATE_DIR_NAME or folded.startswith(PARTIAL_PREFIX):
             return "the remote path names cntr-sync's own files"
-        if segment == IGNORE_FILE:
+        if folded in VCS_DIRS:
+            return f"the remote path is inside a version-control directory ({segment})"
+        if folded == IGNORE_FILE:
             # Ignore rules are the user's: a pulled one could re-include .git.
             return f"the remote path is a {IGNORE_FILE} (ignore rules come from you only)"
     return None
@@ -103,7 +110,10 @@ def relpath_problem(relpath: str) -> str | None:
 
 def printable(text: str) -> str:
     """``text`` with undecodable bytes and control characters escaped, for messages."""
-    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        decoded = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return decoded.translate(_CONTROL_ESCAPES)
 
 

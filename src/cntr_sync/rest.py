@@ -197,7 +197,7 @@ def _server_message(response: httpx.Response) -> str:
     """The error message of an OpenAI-style error body, or a short raw excerpt."""
     try:
         body = response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         text = response.text.strip()
         return text[:200] if text else response.reason_phrase
     if isinstance(body, dict):
@@ -535,9 +535,11 @@ class Requester:
     ) -> Iterator[dict[str, Any]]:
         """Yield raw items of every page; follow ``after`` if given, else the last id.
 
-        ``has_more`` missing or not a boolean (``"true"``) ends the listing only on
-        a short page: after a full page the next page is asked for, since
-        planning from half a listing would re-upload the rest. A cursor seen
+        ``has_more`` may be a boolean or the string ``"true"``/``"false"`` (some
+        servers send strings; a page cut short by the server says "true"). Missing
+        or anything else ends the listing only on a short page: after a full page
+        the next page is asked for, since planning from half a listing would
+        re-upload the rest. A cursor seen
         before, or an empty page that claims more, raises ``ProtocolError``
         instead of looping.
         """
@@ -563,7 +565,7 @@ class Requester:
                 if not isinstance(item, dict):
                     raise protocol_error(call, "list item is not an object")
                 yield item
-            has_more = page.get("has_more")
+            has_more = _flag(page.get("has_more"))
             if has_more is False:
                 return
             if has_more is not True and len(data) < PAGE_LIMIT:
@@ -581,6 +583,8 @@ class Requester:
             body = response.json()
         except (ValueError, UnicodeDecodeError):
             raise protocol_error(call, "answer is not JSON") from None
+        except RecursionError:
+            raise protocol_error(call, "answer is JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise protocol_error(call, "answer is not a JSON object")
         return body
@@ -612,6 +616,15 @@ def protocol_error(call: Call, message: str) -> ProtocolError:
         container_id=call.container_id,
         file_id=call.file_id,
     )
+
+
+def _flag(value: object) -> bool | None:
+    """A boolean field as servers send it: ``true``, or ``"true"``; None when unusable."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
 
 
 def _next_cursor(page: Mapping[str, Any], data: list[dict[str, Any]]) -> str | None:
