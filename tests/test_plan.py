@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -180,6 +180,14 @@ def test_lost_index_does_not_adopt_an_upload_older_than_the_local_change() -> No
     fresh_edit = local("a", mtime_s=NOW_S + 3600)
     p = plan({"a": fresh_edit}, {}, [remote("f1", "a", created_at=NOW_S)])
     assert ids(p) == (["a"], ["f1"])
+
+
+def test_lost_index_does_not_adopt_when_an_edit_put_the_mtime_back() -> None:
+    # Same name, same size, an old mtime: only the ctime shows the file changed since.
+    restored = replace(local("a", "v2"), ctime_ns=(NOW_S + 3600) * 1_000_000_000)
+    p = plan({"a": restored}, {}, [remote("f1", "a", created_at=NOW_S)])
+    assert ids(p) == (["a"], ["f1"])
+    assert p.adopts == ()
 
 
 def test_lost_index_with_duplicates_adopts_the_newest_and_deletes_the_rest() -> None:

@@ -186,6 +186,8 @@ class LocalFile:
     mtime_ns: int
     inode: int
     hash: str
+    ctime_ns: int = 0
+    """When the inode last changed: an edit moves it even when the mtime is put back."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -602,9 +602,15 @@ def _size_matches(remote: RemoteFile, size: int) -> bool:
 
 
 def _not_older_than(remote: RemoteFile, local: LocalFile) -> bool:
+    """Whether ``remote`` was uploaded after the local file last changed.
+
+    The ctime counts too: an edit that puts the mtime back (``cp -p``, ``touch -r``,
+    some editors) still moves it, so a same-size edit is never taken for the old file.
+    """
     if remote.created_at is None:
         return True
-    return remote.created_at + ADOPT_CLOCK_SLACK_S >= local.mtime_ns // 1_000_000_000
+    changed_ns = max(local.mtime_ns, local.ctime_ns)
+    return remote.created_at + ADOPT_CLOCK_SLACK_S >= changed_ns // 1_000_000_000
 
 
 def _entry_for_state(

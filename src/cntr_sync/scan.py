@@ -612,7 +612,9 @@ class _Walk:
             digest = self._hash(relpath, path, file_stat)
             if digest is None:
                 return
-        self._files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest)
+        self._files[relpath] = LocalFile(
+            relpath, size, mtime_ns, inode, digest, file_stat.st_ctime_ns
+        )
 
     def _hash(self, relpath: str, path: str, before: os.stat_result) -> str | None:
         try:

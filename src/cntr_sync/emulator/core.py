@@ -518,6 +518,11 @@ class Emulator:
         with self._lock:
             self._faults.fail_next(operation, status, count, headers)
 
+    def clear_faults(self) -> None:
+        """No faults from now on: the configuration back to none, scripted faults dropped."""
+        with self._lock:
+            self._faults.clear()
+
     @property
     def gateway(self) -> GatewayStyle:
         return self._store.gateway

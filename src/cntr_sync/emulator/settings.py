@@ -68,6 +68,9 @@ class GatewayStyle(BaseModel):
     """Store upload names in this Unicode normalisation (macOS tools send NFD)."""
     base_name_only: bool = False
     """Keep only the last path segment of an upload's name (``dir/x.txt`` -> ``x.txt``)."""
+    max_page_size: int | None = Field(default=None, ge=1)
+    """Answer at most this many items a page, whatever ``limit`` asks (the spec allows
+    fewer): small trees then page too, and a client that stops early is caught."""
     json_file_id: bool = True
     """Accept ``{"file_id": ...}`` JSON creates; Bifrost and LiteLLM refuse them."""
 

@@ -308,8 +308,9 @@ class Store:
                 ordered = [item for item in ordered if item.key > cursor]
             else:
                 ordered = [item for item in ordered if item.key < cursor]
-        page = ordered[: params.limit]
-        has_more = len(ordered) > params.limit
+        limit = min(params.limit, self.gateway.max_page_size or params.limit)
+        page = ordered[:limit]
+        has_more = len(ordered) > limit
         body: dict[str, Any] = {
             "object": "list",
             "data": [item.to_json() for item in page],
