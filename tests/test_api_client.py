@@ -523,6 +523,12 @@ def test_models_tolerate_unknown_fields_null_bytes_and_missing_optionals() -> No
     assert not file.is_user_upload
 
 
+def test_a_negative_size_in_a_listing_is_read_as_unknown() -> None:
+    page = {"object": "list", "data": [{"id": "f", "bytes": -5}, {"id": "g", "bytes": 0}]}
+    with make_client(Script(httpx.Response(200, json=page))) as client:
+        assert [file.bytes for file in client.iter_files("cntr_1")] == [None, 0]
+
+
 @pytest.mark.parametrize(
     "answer",
     [

@@ -1050,7 +1050,8 @@ def test_any_remote_path_is_refused_or_lands_inside_the_root(
 @given(st.text(alphabet=st.characters(exclude_categories=()), max_size=30))
 def test_any_text_is_printable_in_a_warning(text: str) -> None:
     shown = printable(text)
-    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in shown)
+    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in shown)
+    assert not any(ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069" for ch in shown)
     shown.encode("utf-8")  # a warning can always be written out
 
 

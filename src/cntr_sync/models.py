@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -162,6 +162,12 @@ class ContainerFile(_Wire):
     container_id: str | None = None
     path: str = ""
     source: str = "unknown"
+
+    @field_validator("bytes")
+    @classmethod
+    def _no_negative_size(cls, value: int | None) -> int | None:
+        """A negative size is a server's garbage: treated as unknown, like ``null``."""
+        return None if value is not None and value < 0 else value
 
     @property
     def is_user_upload(self) -> bool:

@@ -2,7 +2,7 @@
 
 A remote ``path`` is hostile input: the model (or anyone with the key) chooses
 it, and a gateway may mangle it. ``local_relpath`` turns it into a relpath that
-is relative, has no ``.``/``..``/empty segments, no NUL or control characters,
+is relative, has no ``.``/``..``/empty segments, no NUL, control or bidi characters,
 no segment longer than the file system allows and nothing of ours
 (``.cntrsync``), or refuses it with a one-line reason. It cannot see symlinks;
 the writer (``transfer``) refuses to write through any.
@@ -33,8 +33,21 @@ MAX_RELPATH_BYTES = 1024
 NAME_MAX_BYTES = 255
 
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+#: C0 and C1 controls, DEL, and the bidirectional marks, overrides and isolates that make
+#: a name display as another (``evil\u202egnp.exe`` shows as ``evilexe.png``).
+_CONTROL_CODES = [
+    *range(0x20),
+    *range(0x7F, 0xA0),
+    0x061C,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
+_CONTROL = re.compile("[" + "".join(re.escape(chr(code)) for code in _CONTROL_CODES) + "]")
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROL_CODES
+}
 CONFLICT_MARK = re.compile(r" \((?:container|local) conflict \d{4}-\d{2}-\d{2} \d{6}(?: \d+)?\)")
 
 
@@ -58,7 +71,7 @@ class Refused:
 def local_relpath(path: str, source: str, rules: PathRules) -> str | Refused:
     """The relpath a remote file at ``path`` lands at, or why it does not."""
     if _CONTROL.search(path):
-        return Refused("the remote path contains a NUL or control character")
+        return Refused("the remote path contains a NUL, control or bidi character")
     prefixes = tuple(p if p.endswith("/") else p + "/" for p in rules.prefixes)
     prefix = max((p for p in prefixes if path.startswith(p)), key=len, default=None)
     if prefix is None:
@@ -89,7 +102,7 @@ def relpath_problem(relpath: str) -> str | None:
     if len(encoded) > MAX_RELPATH_BYTES:
         return f"the remote path is longer than {MAX_RELPATH_BYTES} bytes"
     if _CONTROL.search(relpath):
-        return "the remote path contains a NUL or control character"
+        return "the remote path contains a NUL, control or bidi character"
     segments = relpath.split("/")
     for segment in segments:
         if segment in ("", ".", ".."):
