@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -322,6 +325,94 @@ def test_unknown_environment_variable_and_flag() -> None:
     )
     # Reserved for the CLI, not a setting.
     Settings.load(env={"CNTR_SYNC_CONFIG": "/etc/cntr-sync.toml"})
+
+
+# What the kubelet injects for a Service named cntr-sync (ports 9464 "http" and 8080,
+# dual-stack cluster IPs) and for one named cntr-sync-metrics.
+KUBERNETES_SERVICE_ENV = {
+    "CNTR_SYNC_SERVICE_HOST": "10.96.12.34",
+    "CNTR_SYNC_SERVICE_PORT": "9464",
+    "CNTR_SYNC_SERVICE_PORT_HTTP": "9464",
+    "CNTR_SYNC_PORT": "tcp://10.96.12.34:9464",
+    "CNTR_SYNC_PORT_9464_TCP": "tcp://10.96.12.34:9464",
+    "CNTR_SYNC_PORT_9464_TCP_PROTO": "tcp",
+    "CNTR_SYNC_PORT_9464_TCP_PORT": "9464",
+    "CNTR_SYNC_PORT_9464_TCP_ADDR": "10.96.12.34",
+    "CNTR_SYNC_PORT_8080_UDP": "udp://[fd00::12:34]:8080",
+    "CNTR_SYNC_PORT_8080_UDP_ADDR": "fd00::12:34",
+    "CNTR_SYNC_METRICS_SERVICE_HOST": "10.96.0.9",
+    "CNTR_SYNC_METRICS_PORT_9464_SCTP_PROTO": "sctp",
+}
+
+
+def test_kubernetes_service_variables_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="cntr_sync")
+    settings = Settings.load(env={**KUBERNETES_SERVICE_ENV, "CNTR_SYNC_CONCURRENCY": "3"})
+    assert settings.concurrency == 3
+    ignored = [r for r in caplog.records if r.getMessage().startswith("ignoring a Kubernetes")]
+    assert sorted(r.getMessage().split("variable=")[1] for r in ignored) == sorted(
+        KUBERNETES_SERVICE_ENV
+    )
+    assert all(r.levelname == "DEBUG" for r in ignored)
+    # Names only: no address or port reaches the log.
+    assert not any("10.96" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # The shape of a service variable with a value Kubernetes never writes: a guess.
+        ("CNTR_SYNC_HTTP_PORT", "9464"),
+        ("CNTR_SYNC_PORT", "9464"),
+        ("CNTR_SYNC_SERVICE_HOST", "cntr-sync.default.svc"),
+        ("CNTR_SYNC_SERVICE_PORT", "http"),
+        ("CNTR_SYNC_PORT_9464_TCP_PROTO", "http"),
+        ("CNTR_SYNC_PORT_9464_TCP", "http://10.96.12.34:9464"),
+        ("CNTR_SYNC_PORT_9464_TCP_PORT", "99999"),
+        # Not the shape at all.
+        ("CNTR_SYNC_HOST", "10.96.12.34"),
+        ("CNTR_SYNC_PORT_9464", "tcp://10.96.12.34:9464"),
+        ("CNTR_SYNC_PORT_9464_HTTP", "tcp://10.96.12.34:9464"),
+    ],
+)
+def test_lookalikes_of_service_variables_are_refused(name: str, value: str) -> None:
+    assert load_error(env={name: value}).startswith(f"environment {name}: unknown setting")
+
+
+def test_a_typo_next_to_service_variables_still_suggests_the_setting(tmp_path: Path) -> None:
+    env = {**KUBERNETES_SERVICE_ENV, "CNTR_SYNC_CONCURENCY": "4"}
+    assert load_error(env=env) == (
+        "environment CNTR_SYNC_CONCURENCY: unknown setting; did you mean CNTR_SYNC_CONCURRENCY?"
+    )
+
+
+def test_the_cli_starts_beside_a_service_named_cntr_sync(tmp_path: Path) -> None:
+    """The sidecar's case end to end: `config check` exits 0, and a typo still exits 2."""
+    config = write(tmp_path, PAIR)
+    cli = shutil.which("cntr-sync", path=str(Path(sys.executable).parent))
+    assert cli is not None
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    ok = subprocess.run(
+        [cli, "config", "check", str(config)],
+        env={**base, **KUBERNETES_SERVICE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    typo = subprocess.run(
+        [cli, "config", "check", str(config)],
+        env={**base, **KUBERNETES_SERVICE_ENV, "CNTR_SYNC_CONCURENCY": "4"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert typo.returncode == 2
+    assert "CNTR_SYNC_CONCURENCY: unknown setting; did you mean CNTR_SYNC_CONCURRENCY?" in (
+        typo.stderr
+    )
 
 
 def test_wrong_type_names_file_and_key(tmp_path: Path) -> None:

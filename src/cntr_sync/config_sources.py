@@ -10,14 +10,16 @@ failure into a one-line ``ConfigError`` that names the layer (file,
 suggestion for a misspelt key.
 
 Must not: import ``cntr_sync.config`` (the models come in as parameters, so
-there is no import cycle), log or print, put an input value (it may be a
-secret) into an error, or touch the network. Its only I/O is reading the
-config file.
+there is no import cycle), print, log anything but the name of an ignored
+Kubernetes service variable (at debug), put an input value (it may be a
+secret) into an error or a log line, or touch the network. Its only I/O is
+reading the config file.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -38,6 +40,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from cntr_sync.errors import ConfigError
+from cntr_sync.logs import get_logger
 
 if TYPE_CHECKING:
     from pydantic_settings.sources.types import Traversable
@@ -46,6 +49,28 @@ ENV_PREFIX = "CNTR_SYNC_"
 # CNTR_SYNC_* names that are not settings but belong to the CLI; every other
 # unknown CNTR_SYNC_* variable is a typo and is refused rather than ignored.
 RESERVED_ENV_NAMES = frozenset({"CNTR_SYNC_CONFIG"})
+# What the kubelet injects for every Service in the namespace (Docker links had
+# the same shapes): a Service named "cntr-sync" gives CNTR_SYNC_SERVICE_HOST,
+# CNTR_SYNC_SERVICE_PORT[_<PORT NAME>], CNTR_SYNC_PORT and
+# CNTR_SYNC_PORT_<N>_<PROTO>[_PROTO|_PORT|_ADDR]; "cntr-sync-x" gives the same
+# after CNTR_SYNC_X_. Each shape of the part after the prefix, with the kind of
+# value it carries; a name may fit several shapes, and one that fits is enough.
+_SERVICE = r"(?:[A-Z0-9_]+_)?"
+_LINK = _SERVICE + r"PORT_[0-9]+_(?:TCP|UDP|SCTP)"
+_SERVICE_VARIABLES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(_SERVICE + "SERVICE_HOST"), "ip"),
+    (re.compile(_SERVICE + "SERVICE_PORT(?:_[A-Z0-9_]+)?"), "port"),
+    (re.compile(_SERVICE + "PORT"), "url"),
+    (re.compile(_LINK), "url"),
+    (re.compile(_LINK + "_PROTO"), "protocol"),
+    (re.compile(_LINK + "_PORT"), "port"),
+    (re.compile(_LINK + "_ADDR"), "ip"),
+)
+_SERVICE_URL = re.compile(
+    r"(?:tcp|udp|sctp)://(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<ipv4>[0-9.]+)):(?P<port>[0-9]+)"
+)
+
+log = get_logger("cntr_sync.config")
 # Path fields that a TOML file may give relative to its own directory.
 # api_key_file is not here: it looks in $CREDENTIALS_DIRECTORY first.
 _FILE_RELATIVE_PATHS = ("state_dir", "local", "ca_bundle", "container_id_file")
@@ -245,15 +270,60 @@ def _anchor(value: object, directory: Path) -> object:
 
 
 def _check_env_names(environ: Mapping[str, str], settings_cls: type[BaseModel]) -> None:
-    for name in environ:
+    for name, value in environ.items():
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV_NAMES:
             continue
         field = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
-        if field not in settings_cls.model_fields:
-            match = difflib.get_close_matches(field, settings_cls.model_fields, n=1)
-            hint = f"; did you mean {_env_name(match[0])}?" if match else ""
-            raise ConfigError(f"environment {name}: unknown setting{hint}")
+        if field in settings_cls.model_fields:
+            continue
+        if is_kubernetes_service_variable(name, value):
+            # Not ours: Kubernetes sets these for a Service named cntr-sync(-*).
+            # The name only: a value is never logged.
+            log.debug("ignoring a Kubernetes service variable", variable=name)
+            continue
+        match = difflib.get_close_matches(field, settings_cls.model_fields, n=1)
+        hint = f"; did you mean {_env_name(match[0])}?" if match else ""
+        raise ConfigError(f"environment {name}: unknown setting{hint}")
+
+
+def is_kubernetes_service_variable(name: str, value: str) -> bool:
+    """Whether ``name=value`` has the exact shape of a variable Kubernetes injects
+    for a Service (``CNTR_SYNC_PORT=tcp://10.0.0.7:9464``, ``..._SERVICE_HOST=10.0.0.7``).
+
+    Both must fit: a name of that shape with another kind of value
+    (``CNTR_SYNC_HTTP_PORT=9464``) is someone's guess at a setting, and is refused.
+    """
+    if not name.startswith(ENV_PREFIX):
+        return False
+    rest = name[len(ENV_PREFIX) :]
+    return any(
+        pattern.fullmatch(rest) and _is_value_of(kind, value)
+        for pattern, kind in _SERVICE_VARIABLES
+    )
+
+
+def _is_value_of(kind: str, value: str) -> bool:
+    if kind == "ip":
+        return _is_ip(value)
+    if kind == "port":
+        return _is_port(value)
+    if kind == "protocol":
+        return value in ("tcp", "udp", "sctp")
+    url = _SERVICE_URL.fullmatch(value)
+    return url is not None and _is_ip(url["ipv6"] or url["ipv4"]) and _is_port(url["port"])
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
 
 
 # -- error messages ----------------------------------------------------------------------
