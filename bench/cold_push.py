@@ -1,0 +1,146 @@
+"""Target 1: a cold push with default settings against the naive SDK script and the ideal.
+
+Builds N files of 4 KiB in nested directories (2,000; ``--quick`` 100), serves the
+emulator on 127.0.0.1 with 25 ms added to every answer, and in the same run pushes
+the tree twice into two new containers:
+
+- ``cntr-sync sync DIR --json`` with every setting at its default (a clean
+  environment: only ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``);
+- ``bench/naive_sdk.py``: a sequential loop over the official ``openai`` SDK.
+
+Both are timed as whole processes (Python start-up included). The ideal is
+N x latency / concurrency (the product's default concurrency). Targets: naive /
+cntr-sync >= 6, cntr-sync / ideal <= 1.3.
+
+Run: ``.venv/bin/python bench/cold_push.py [--quick] [--json] [--files N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from _emulated import (
+    LATENCY_MS,
+    build_tree,
+    check,
+    cli_env,
+    emulator_server,
+    latency,
+    run_cli,
+    run_command,
+    script_main,
+    target_record,
+)
+from _support import run_main
+from cntr_sync.config import Settings
+
+FILE_BYTES = 4096
+TIMEOUT_S = 900.0
+
+
+def default_concurrency() -> int:
+    return int(Settings.model_fields["concurrency"].default)
+
+
+def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[str, Any]:
+    count = files or (100 if quick else 2000)
+    command = ".venv/bin/python bench/cold_push.py" + (" --quick" if quick else "")
+    root = work_dir / "tree"
+    build_tree(root, count, FILE_BYTES)
+    concurrency = default_concurrency()
+    ideal_s = count * (LATENCY_MS / 1000) / concurrency
+    details: dict[str, Any] = {
+        "files": count,
+        "file_bytes": FILE_BYTES,
+        "latency_ms": LATENCY_MS,
+        "default_concurrency": concurrency,
+        "default_requests_per_second": Settings.model_fields["requests_per_second"].default,
+        "ideal_s": round(ideal_s, 3),
+    }
+    with emulator_server(work_dir / "emulator", latency()) as (server, emulator):
+        env = cli_env(server.base_url)
+        cli = run_cli(
+            [
+                "sync",
+                str(root),
+                "--container",
+                "bench-cold-push",
+                "--state-dir",
+                str(work_dir / "state"),
+                "--json",
+            ],
+            env,
+            TIMEOUT_S,
+        )
+        details["cntr_sync"] = {
+            "exit_code": cli.exit_code,
+            "wall_s": round(cli.wall_s, 3),
+            "cli_seconds": cli.summary.get("seconds"),
+            "uploaded": cli.summary.get("uploaded"),
+            "requests": emulator.total(),
+            "requests_by_operation": emulator.by_operation(),
+            "refused_429": emulator.refused(),
+        }
+        emulator.reset_answers()
+        naive = run_command(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("naive_sdk.py")),
+                str(root),
+                "--base-url",
+                server.base_url,
+                "--container",
+                "bench-naive",
+            ],
+            env,
+            TIMEOUT_S,
+        )
+        details["naive_sdk"] = {
+            "exit_code": naive.exit_code,
+            "wall_s": round(naive.wall_s, 3),
+            "loop_seconds": naive.summary.get("seconds"),
+            "uploaded": naive.summary.get("files"),
+            "requests": emulator.total(),
+        }
+    problems = []
+    if cli.failure() or cli.summary.get("uploaded") != count:
+        problems.append(cli.failure() or f"cntr-sync uploaded {cli.summary.get('uploaded')}")
+    if naive.exit_code != 0 or naive.summary.get("files") != count:
+        tail = naive.stderr.strip().splitlines()[-1:] or ["?"]
+        problems.append(f"naive_sdk.py exited {naive.exit_code}: {tail[0][:300]}")
+    if problems:
+        return target_record("1", "cold push", command, [], details, reason="; ".join(problems))
+    speedup = naive.wall_s / cli.wall_s
+    over_ideal = cli.wall_s / ideal_s
+    checks = [
+        check(
+            f"{count} x 4 KiB, naive SDK / cntr-sync",
+            measured=cli.wall_s,
+            reference=naive.wall_s,
+            reference_name="naive SDK",
+            ratio=speedup,
+            target=">= 6x faster",
+            passed=speedup >= 6,
+        ),
+        check(
+            f"{count} x 4 KiB, cntr-sync / ideal",
+            measured=cli.wall_s,
+            reference=ideal_s,
+            reference_name=f"N x {LATENCY_MS:g} ms / {concurrency}",
+            ratio=over_ideal,
+            target="<= 1.3x ideal",
+            passed=over_ideal <= 1.3,
+        ),
+    ]
+    return target_record("1", "cold push", command, checks, details)
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files", type=int, default=None, help="files (2000; --quick 100)")
+
+
+if __name__ == "__main__":
+    run_main(lambda: script_main(measure, __doc__.splitlines()[0], options))
