@@ -536,11 +536,19 @@ def emulator(
     """
     reporter = Reporter(OutputMode())
     with _reporting(reporter, debug=False):
-        from cntr_sync.emulator import (  # noqa: PLC0415 - only this command needs it
-            FaultConfig,
-            GatewayStyle,
-            serve,
-        )
+        try:
+            from cntr_sync.emulator import (  # noqa: PLC0415 - only this command needs it
+                FaultConfig,
+                GatewayStyle,
+                serve,
+            )
+        except ModuleNotFoundError as exc:
+            if exc.name != "python_multipart":
+                raise
+            raise ConfigError(
+                "the emulator needs the 'emulator' extra: "
+                "pip install 'cntr-sync[emulator]' (pipx install '.[emulator]' from a checkout)"
+            ) from None
 
         try:
             faults = FaultConfig(
