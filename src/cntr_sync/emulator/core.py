@@ -233,12 +233,11 @@ class Emulator:
         with self._lock:
             for record in self._store.containers.values():
                 self._store.check_expiry(record)
-            items = [
-                record
-                for record in self._store.containers.values()
-                if name is None or record.name == name
-            ]
-            page = self._store.list_page(items, params, self._store.containers)
+            containers = self._store.containers
+            if name is None:
+                page = self._store.list_page(containers, params)
+            else:
+                page = self._store.list_page(containers, params, lambda c: c.name == name)
         return json_response(200, page)
 
     def _create_container(self, route: Route, request: EmuRequest) -> EmuResponse:
@@ -359,7 +358,7 @@ class Emulator:
         params = parse_list_params(request)
         with self._lock:
             record = self._store.usable_container(route.container_id)
-            page = self._store.list_page(list(record.files.values()), params, record.files)
+            page = self._store.list_page(record.files, params)
         return json_response(200, page)
 
     def _retrieve_file(self, route: Route, request: EmuRequest) -> EmuResponse:

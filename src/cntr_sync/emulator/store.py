@@ -1,9 +1,11 @@
 """The emulated server's data: containers, their files, ids, listing and expiry.
 
 Owns the records, the spooled blobs on disk they point to, id minting, cursor
-pagination and the expiry rule. It is not thread-safe on its own: the ``Emulator``
-calls every method with its lock held, and does the slow parts (streaming bodies
-in and out) outside it. Errors are raised as the API's ``ApiError``.
+pagination and the expiry rule. Containers and each container's files are kept in
+``OrderedRecords``: by id, and in listing order at once, so a page costs
+O(log n + page) however many files a container holds. It is not thread-safe on its
+own: the ``Emulator`` calls every method with its lock held, and does the slow parts
+(streaming bodies in and out) outside it. Errors are raised as the API's ``ApiError``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import binascii
 import random
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, ItemsView, Iterable, Iterator, MutableMapping, ValuesView
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from .settings import GatewayStyle
 from .wire import ApiError, EmuRequest, bad_request
@@ -28,6 +31,110 @@ EXPIRED_MESSAGE = "Container is expired."
 _CURSOR_MAGIC = b"emu-cursor:"
 
 SortKey = tuple[int, int]
+
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def key(self) -> SortKey: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+ListedT = TypeVar("ListedT", bound=_Listed)
+
+
+class OrderedRecords(MutableMapping[str, ListedT]):
+    """Records by id that also keep listing order: ascending ``key`` (created_at, seq).
+
+    Keys are unique (``seq`` is) and never change once a record is stored. A dict finds
+    a record by id; two parallel lists, sorted by key, find a cursor's position by
+    bisection. New records carry the highest key in practice, so adding one appends;
+    removing one shifts the lists (a memmove, microseconds at 100,000 files). The
+    standard library is enough here: ``sortedcontainers`` would make a removal
+    O(log n) instead of a memmove, for a runtime dependency the product does not need.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ListedT] = {}
+        self._keys: list[SortKey] = []
+        self._ordered: list[ListedT] = []
+
+    def __getitem__(self, record_id: str) -> ListedT:
+        return self._by_id[record_id]
+
+    def __setitem__(self, record_id: str, record: ListedT) -> None:
+        if record_id != record.id:
+            raise ValueError(f"record {record.id!r} stored under id {record_id!r}")
+        if record_id in self._by_id:
+            del self[record_id]
+        self._by_id[record_id] = record
+        key = record.key
+        if not self._keys or key > self._keys[-1]:
+            self._keys.append(key)
+            self._ordered.append(record)
+            return
+        position = bisect_left(self._keys, key)
+        self._keys.insert(position, key)
+        self._ordered.insert(position, record)
+
+    def __delitem__(self, record_id: str) -> None:
+        record = self._by_id.pop(record_id)
+        position = bisect_left(self._keys, record.key)
+        del self._keys[position]
+        del self._ordered[position]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self._by_id
+
+    def values(self) -> ValuesView[ListedT]:
+        return self._by_id.values()
+
+    def items(self) -> ItemsView[str, ListedT]:
+        return self._by_id.items()
+
+    def clear(self) -> None:
+        self._by_id.clear()
+        self._keys.clear()
+        self._ordered.clear()
+
+    def in_order(self) -> list[ListedT]:
+        """Every record, oldest first."""
+        return list(self._ordered)
+
+    def page(
+        self,
+        after: SortKey | None,
+        descending: bool,
+        count: int,
+        accept: Callable[[ListedT], bool] | None = None,
+    ) -> list[ListedT]:
+        """Up to ``count`` accepted records that come after the key ``after`` (which
+        need not be stored) in ascending or descending order, in that order."""
+        found: list[ListedT] = []
+        if count <= 0:
+            return found
+        if descending:
+            end = len(self._keys) if after is None else bisect_left(self._keys, after)
+            positions: Iterable[int] = range(end - 1, -1, -1)
+        else:
+            start = 0 if after is None else bisect_right(self._keys, after)
+            positions = range(start, len(self._keys))
+        for position in positions:
+            record = self._ordered[position]
+            if accept is None or accept(record):
+                found.append(record)
+                if len(found) == count:
+                    break
+        return found
 
 
 @dataclass
@@ -72,7 +179,7 @@ class ContainerRecord:
     memory_limit: str
     last_active_at: float
     status: Literal["running", "expired"] = "running"
-    files: dict[str, FileRecord] = field(default_factory=dict)
+    files: OrderedRecords[FileRecord] = field(default_factory=OrderedRecords)
 
     @property
     def key(self) -> SortKey:
@@ -107,16 +214,6 @@ class ListParams:
     after: str | None
 
 
-class _Listed(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def key(self) -> SortKey: ...
-
-    def to_json(self) -> dict[str, Any]: ...
-
-
 def parse_list_params(request: EmuRequest) -> ListParams:
     """Read and check ``limit`` (1..100, default 20), ``order`` and ``after``."""
     raw_limit = request.query_value("limit")
@@ -148,7 +245,7 @@ class Store:
         self.blob_dir = blob_dir
         self.now = now
         self.gateway = GatewayStyle()
-        self.containers: dict[str, ContainerRecord] = {}
+        self.containers: OrderedRecords[ContainerRecord] = OrderedRecords()
         self.openai_files: dict[str, OpenAIFile] = {}
         self._tombstones: dict[str, SortKey] = {}
         self._seq = 0
@@ -295,22 +392,21 @@ class Store:
     # listing
 
     def list_page(
-        self, items: Sequence[_Listed], params: ListParams, known: Mapping[str, _Listed]
+        self,
+        records: OrderedRecords[ListedT],
+        params: ListParams,
+        accept: Callable[[ListedT], bool] | None = None,
     ) -> dict[str, Any]:
-        """One page of ``items`` in the API's list shape, in the gateway's cursor style.
-
-        ``known`` is every live object an ``after`` id may name, filtered out or not.
+        """One page of ``records`` (those ``accept`` takes, if given) in the API's list
+        shape, in the gateway's cursor style. An ``after`` id may name any of
+        ``records``, accepted or not, or one deleted since (its tombstone keeps its place).
         """
-        ordered = sorted(items, key=lambda item: item.key, reverse=params.order == "desc")
-        if params.after is not None:
-            cursor = self._cursor_key(params.after, known)
-            if params.order == "asc":
-                ordered = [item for item in ordered if item.key > cursor]
-            else:
-                ordered = [item for item in ordered if item.key < cursor]
+        cursor = None if params.after is None else self._cursor_key(params.after, records)
         limit = min(params.limit, self.gateway.max_page_size or params.limit)
-        page = ordered[:limit]
-        has_more = len(ordered) > limit
+        # One more than the page: whether it exists is has_more.
+        found = records.page(cursor, params.order == "desc", limit + 1, accept)
+        page = found[:limit]
+        has_more = len(found) > limit
         body: dict[str, Any] = {
             "object": "list",
             "data": [item.to_json() for item in page],
@@ -329,7 +425,7 @@ class Store:
                 body["after"] = _encode_cursor(page[-1].key)
         return body
 
-    def _cursor_key(self, after: str, known: Mapping[str, _Listed]) -> SortKey:
+    def _cursor_key(self, after: str, known: OrderedRecords[ListedT]) -> SortKey:
         if self.gateway.cursor_style == "opaque":
             key = _decode_cursor(after)
             if key is None:
