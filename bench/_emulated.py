@@ -281,7 +281,7 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.1f} MiB"
     if unit in ("requests", "files"):
         return f"{value:g} {unit}"
-    return f"{value:g} {unit}".strip()
+    return f"{value:.4g} {unit}".strip()
 
 
 def table_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
