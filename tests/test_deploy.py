@@ -10,6 +10,7 @@ Python first (``pip install`` puts them in the venv), then on PATH.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -95,3 +96,118 @@ def test_the_syncer_imports_without_the_emulator_extra() -> None:
     proc = run(sys.executable, "-c", script)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+# -- systemd ---------------------------------------------------------------------------------
+
+SYSTEM_UNIT = SYSTEMD / "cntr-sync@.service"
+USER_UNIT = SYSTEMD / "user" / "cntr-sync@.service"
+INSTALLED_COMMAND = "/usr/local/bin/cntr-sync"
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of a unit file, by key, in order (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def seconds(value: str) -> float:
+    """A systemd time span of the forms used in the units (``60s``, ``95min``)."""
+    for suffix, factor in (("min", 60), ("s", 1), ("h", 3600)):
+        if value.endswith(suffix) and value[: -len(suffix)].isdigit():
+            return float(value[: -len(suffix)]) * factor
+    raise AssertionError(f"unexpected time span {value!r}")
+
+
+def analyze_output(proc: subprocess.CompletedProcess[str]) -> str:
+    return (proc.stdout + proc.stderr).strip()
+
+
+def test_the_system_unit_verifies(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze", "apt-get install systemd")
+    # verify needs ExecStart's command to exist: the same unit, pointing at this venv's.
+    text = SYSTEM_UNIT.read_text(encoding="utf-8")
+    assert text.count(INSTALLED_COMMAND) == 1
+    command = Path(sys.executable).with_name("cntr-sync")
+    (tmp_path / SYSTEM_UNIT.name).write_text(
+        text.replace(INSTALLED_COMMAND, str(command)), encoding="utf-8"
+    )
+    proc = run(analyze, "verify", tmp_path / "cntr-sync@docs.service")
+    # verify exits 0 on unknown keys and bad values too, and only warns: none allowed.
+    assert proc.returncode == 0 and not analyze_output(proc), analyze_output(proc)
+
+
+def test_the_user_unit_verifies(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze", "apt-get install systemd")
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "cntr-sync").symlink_to(Path(sys.executable).with_name("cntr-sync"))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    units = tmp_path / "units"
+    units.mkdir()
+    shutil.copy(USER_UNIT, units / USER_UNIT.name)
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    proc = run(analyze, "--user", "verify", units / "cntr-sync@notes.service", env=env)
+    assert proc.returncode == 0 and not analyze_output(proc), analyze_output(proc)
+
+
+def test_a_broken_unit_does_fail_the_check(tmp_path: Path) -> None:
+    """The two checks above would catch a mistake: verify's warnings are not silent."""
+    analyze = tool("systemd-analyze", "apt-get install systemd")
+    command = Path(sys.executable).with_name("cntr-sync")
+    text = SYSTEM_UNIT.read_text(encoding="utf-8").replace(INSTALLED_COMMAND, str(command))
+    (tmp_path / SYSTEM_UNIT.name).write_text(
+        text.replace("WatchdogSec=", "WatchdogSecs="), encoding="utf-8"
+    )
+    proc = run(analyze, "verify", tmp_path / "cntr-sync@docs.service")
+    assert "Unknown key 'WatchdogSecs'" in analyze_output(proc)
+
+
+def test_the_system_unit_is_rated_ok_or_better(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze", "apt-get install systemd")
+    shutil.copy(SYSTEM_UNIT, tmp_path / SYSTEM_UNIT.name)
+    proc = run(analyze, "security", "--offline=yes", tmp_path / "cntr-sync@docs.service")
+    assert proc.returncode == 0, analyze_output(proc)
+    found = re.search(
+        r"Overall exposure level for cntr-sync@docs\.service: (\d+\.\d) (\w+)", proc.stdout
+    )
+    assert found is not None, proc.stdout[-2000:]
+    score, rating = float(found.group(1)), found.group(2)
+    print(f"systemd-analyze security: {score} {rating}")
+    assert score <= 4.9 and rating in ("PERFECT", "SAFE", "OK"), (score, rating)
+
+
+def test_the_units_numbers_follow_the_daemon() -> None:
+    """Watchdog, timeouts and exit codes are derived from the code's own constants."""
+    from cntr_sync.cli import EXIT_BRAKE, EXIT_USAGE  # noqa: PLC0415
+    from cntr_sync.config import Settings  # noqa: PLC0415
+    from cntr_sync.daemon import HEARTBEAT_TIMEOUT  # noqa: PLC0415
+
+    defaults = Settings.model_fields
+    for path in (SYSTEM_UNIT, USER_UNIT):
+        unit = unit_settings(path)
+        assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+        # Pings come every WatchdogSec/2: a main loop gets the heartbeat's allowance.
+        assert seconds(unit["WatchdogSec"][0]) / 2 == HEARTBEAT_TIMEOUT
+        assert seconds(unit["TimeoutStopSec"][0]) > defaults["flush_timeout"].default
+        assert seconds(unit["TimeoutStartSec"][0]) > (
+            defaults["pass_deadline"].default + defaults["request_deadline"].default
+        )
+        assert unit["Restart"] == ["on-failure"]
+        assert sorted(int(code) for code in unit["RestartPreventExitStatus"][0].split()) == [
+            EXIT_USAGE,
+            EXIT_BRAKE,
+        ]
+        assert unit["Environment"][-1] == "CNTR_SYNC_STATE_DIR=%S/cntr-sync/%i"
+    system = unit_settings(SYSTEM_UNIT)
+    assert system["StateDirectory"] == ["cntr-sync/%i"]
+    assert "CNTR_SYNC_API_KEY_FILE=openai-api-key" in system["Environment"]
+    assert system["LoadCredential"] == ["openai-api-key:/etc/cntr-sync/%i.key"]
+    assert system["CapabilityBoundingSet"] == [""]
