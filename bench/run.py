@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started_at.isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
         "quick": args.quick,
+        "only": chosen if args.only else None,
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "machine": machine(),
