@@ -21,11 +21,14 @@ import pytest
 import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashcache import MemoryHashCache
+from cntr_sync.ignore import Layer
 from cntr_sync.remote_paths import MAX_RELPATH_BYTES, printable
 from cntr_sync.scan import (
+    DEFAULT_PATTERNS,
     IgnoreRules,
     Snapshot,
     hash_file,
@@ -838,3 +841,194 @@ def test_is_uncertain_looks_at_every_ancestor() -> None:
     assert snapshot.is_uncertain("a/b/c/d.txt")
     assert not snapshot.is_uncertain("a/bc/d.txt")
     assert not snapshot.is_uncertain("a/b")
+
+
+# -- the compiled matcher against pathspec ----------------------------------------------
+#
+# IgnoreRules asks pathspec only when a cheap necessary condition holds (ignore.Layer,
+# ignore.Screen). These tests hold it to pathspec's own answers, pattern by pattern and
+# layer by layer, over generated patterns and paths, and the walk to the same answers.
+
+_PATTERN_TOKENS = (
+    "a", "b", "ab", "x.tmp", ".git", "*", "**", "?", "[ab]", "[!a]", "[a-c]", "[/]",
+    ".tmp", "~", "\\#", "#", ".", "\\!", "\\ ", " ", "\\*", "a\\", ".#", "4913",
+)  # fmt: skip
+_PATH_NAMES = (
+    "a", "b", "ab", "ba", "x.tmp", ".git", ".github", "a~", "#a#", ".#x", "c", "4913",
+    "Thumbs.db", "[ab]", "*", "a b", "a\nb", "x.tmp\n", ".", "!a", "#", ".cntrsync",
+)  # fmt: skip
+
+
+@st.composite
+def _patterns(draw: st.DrawFn) -> str:
+    segments = draw(
+        st.lists(
+            st.lists(st.sampled_from(_PATTERN_TOKENS), min_size=1, max_size=3).map("".join),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    negate = "!" if draw(st.booleans()) else ""
+    anchor = "/" if draw(st.booleans()) else ""
+    trailing = "/" if draw(st.booleans()) else ""
+    return f"{negate}{anchor}{'/'.join(segments)}{trailing}"
+
+
+def _valid(lines: list[str]) -> bool:
+    try:
+        GitIgnoreSpec.from_lines(lines)
+    except ValueError:
+        return False
+    return True
+
+
+_PATTERN_LISTS = st.lists(_patterns(), max_size=6).filter(_valid)
+_RELPATHS = st.lists(st.sampled_from(_PATH_NAMES), min_size=1, max_size=4).map("/".join)
+
+
+def reference_ignored(
+    base: list[str],
+    configured: list[str],
+    nested: dict[str, list[str]],
+    relpath: str,
+    is_dir: bool,
+) -> bool:
+    """IgnoreRules.ignored as it was before the matcher: pathspec asked for every path."""
+    if is_dir and relpath.rpartition("/")[2] == ".cntrsync":
+        return True
+    candidate = f"{relpath}/" if is_dir else relpath
+    decided = GitIgnoreSpec.from_lines(configured).check_file(candidate).include
+    if decided is not None:
+        return decided
+    parts = relpath.split("/")
+    for depth in range(len(parts) - 1, 0, -1):
+        directory = "/".join(parts[:depth])
+        if directory in nested:
+            spec = GitIgnoreSpec.from_lines(nested[directory])
+            decided = spec.check_file(candidate[len(directory) + 1 :]).include
+            if decided is not None:
+                return decided
+    return GitIgnoreSpec.from_lines(base).match_file(candidate)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=_PATTERN_LISTS,
+    candidates=st.lists(
+        st.one_of(_RELPATHS, _RELPATHS.map(lambda p: f"{p}/"), _RELPATHS.map(lambda p: f"/{p}")),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_a_layer_answers_as_pathspec_does(lines: list[str], candidates: list[str]) -> None:
+    spec = GitIgnoreSpec.from_lines(lines)
+    layer = Layer(spec)
+    for candidate in [*candidates, "./a", "a/./b", ""]:
+        assert layer.decide(candidate) == spec.check_file(candidate).include, (lines, candidate)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=_PATTERN_LISTS,
+    with_defaults=st.booleans(),
+    configured=_PATTERN_LISTS,
+    nested=st.dictionaries(_RELPATHS, _PATTERN_LISTS, max_size=3),
+    relpaths=st.lists(_RELPATHS, min_size=1, max_size=15),
+)
+def test_ignore_rules_answer_as_pathspec_does(
+    base: list[str],
+    with_defaults: bool,
+    configured: list[str],
+    nested: dict[str, list[str]],
+    relpaths: list[str],
+) -> None:
+    base_lines = [*DEFAULT_PATTERNS, *base] if with_defaults else base
+    rules = IgnoreRules(GitIgnoreSpec.from_lines(base_lines), GitIgnoreSpec.from_lines(configured))
+    for directory, lines in nested.items():
+        rules._nested[directory] = Layer(GitIgnoreSpec.from_lines(lines))
+    for relpath in relpaths:
+        for is_dir in (False, True):
+            expected = reference_ignored(base_lines, configured, nested, relpath, is_dir)
+            assert rules.ignored(relpath, is_dir) == expected, (relpath, is_dir)
+            # The walk's question: each directory above was entered, so it was not ignored.
+            parts = relpath.split("/")
+            if not any(
+                reference_ignored(base_lines, configured, nested, "/".join(parts[:d]), True)
+                for d in range(1, len(parts))
+            ):
+                assert _walk_answer(rules, relpath, is_dir) == expected, (relpath, is_dir)
+
+
+def _walk_answer(rules: IgnoreRules, relpath: str, is_dir: bool) -> bool:
+    """What the walk decides for ``relpath``: screens and clean flags down from the root."""
+    parts = relpath.split("/")
+    clean = True
+    for depth in range(1, len(parts) + 1):
+        path = "/".join(parts[:depth])
+        last = depth == len(parts)
+        entry_is_dir = is_dir or not last
+        screen = rules.screen("/".join(parts[: depth - 1])) if clean else None
+        if screen is not None and screen.passes(path, parts[depth - 1], entry_is_dir):
+            ignored, clean = False, True
+        else:
+            ignored, clean = rules.entry_ignored(path, parts[depth - 1], entry_is_dir, clean)
+        if last:
+            return ignored
+        assert not ignored  # the caller checked the directories above
+    raise AssertionError("unreachable")
+
+
+_TREE_NAMES = ("a", "b", "ab", "x.tmp", ".github", "a~", "#a#", "c", "[ab]", "a b", "!a")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    files=st.lists(
+        st.lists(st.sampled_from(_TREE_NAMES), min_size=1, max_size=4).map("/".join),
+        min_size=1,
+        max_size=12,
+    ),
+    root_lines=_PATTERN_LISTS,
+    configured=_PATTERN_LISTS,
+    nested=st.dictionaries(
+        st.lists(st.sampled_from(_TREE_NAMES), min_size=1, max_size=2).map("/".join),
+        _PATTERN_LISTS,
+        max_size=2,
+    ),
+)
+def test_the_walk_keeps_what_pathspec_keeps(
+    files: list[str],
+    root_lines: list[str],
+    configured: list[str],
+    nested: dict[str, list[str]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # A name cannot be both a file and a directory: keep the first use of each.
+        made: list[str] = []
+        for relpath in files:
+            try:
+                write(root / relpath, relpath)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                continue
+            made.append(relpath)
+        (root / ".cntrignore").write_text("\n".join(root_lines))
+        read_nested = {}
+        for directory, lines in nested.items():
+            if (root / directory).is_dir():
+                write(root / directory / ".cntrignore", "\n".join(lines))
+                made.append(f"{directory}/.cntrignore")
+                read_nested[directory] = lines
+        snapshot = run_scan(root, patterns=tuple(configured))
+
+        base = [*DEFAULT_PATTERNS, *root_lines]
+
+        def kept(relpath: str) -> bool:
+            parts = relpath.split("/")
+            return not any(
+                reference_ignored(base, configured, read_nested, "/".join(parts[:d]), True)
+                for d in range(1, len(parts))
+            ) and not reference_ignored(base, configured, read_nested, relpath, False)
+
+        expected = {relpath for relpath in [*made, ".cntrignore"] if kept(relpath)}
+        assert set(snapshot.files) == expected

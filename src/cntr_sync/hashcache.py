@@ -11,6 +11,12 @@ its three implementations: ``MemoryHashCache`` (tests, one-off scans),
 written in batches) and ``ReadThroughCache`` (reads the durable cache, keeps
 its own writes in memory: what a dry run uses, so it changes nothing on disk).
 
+A whole-tree scan asks about every file, so it runs inside ``scanning()``:
+the SQLite cache then reads its table once into a dict (one ``SELECT``, not
+one per file: 1.0 s of a 100k-file scan) and drops the dict when the scan
+ends, so a long-running daemon does not hold it between passes. Lookups
+outside ``scanning()`` still read one row each (a scan of a few paths).
+
 Must not: hash anything itself, or hold anything but digests of local files.
 It describes the local tree, so it outlives containers: a new container does
 not empty it.
@@ -19,13 +25,16 @@ not empty it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 
 # Rows buffered before one transaction writes them: a commit per file would
 # dominate a first scan of 100k files, and a lost row only costs a re-hash.
 HASH_BATCH = 1000
+
+# One cached digest: (inode, size, mtime_ns, ctime_ns, digest).
+Row = tuple[int, int, int, int, str]
 
 
 class HashCache(Protocol):
@@ -39,12 +48,16 @@ class HashCache(Protocol):
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None: ...
 
+    def scanning(self) -> AbstractContextManager[None]:
+        """Around one whole-tree scan: the cache may prepare for a lookup of every file."""
+        ...
+
 
 class MemoryHashCache:
     """A dict-backed ``HashCache`` for tests and one-shot runs."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[int, int, int, int, str]] = {}
+        self._rows: dict[str, Row] = {}
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
@@ -58,6 +71,9 @@ class MemoryHashCache:
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None:
         self._rows[relpath] = (inode, size, mtime_ns, ctime_ns, digest)
+
+    def scanning(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class Database(Protocol):
@@ -76,11 +92,47 @@ class SqliteHashCache:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: dict[str, tuple[int, int, int, int, str]] = {}
+        self._pending: dict[str, Row] = {}
+        # While a scan runs (``scanning``): the table's rows as selected,
+        # (relpath, inode, size, mtime_ns, ctime_ns, hash), with the buffered
+        # ones laid over them, by relpath; None otherwise.
+        self._loaded: dict[str, tuple[Any, ...]] | None = None
+
+    @contextmanager
+    def _scanning(self) -> Iterator[None]:
+        rows = self._db.read(
+            "SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes", ()
+        )
+        # The rows themselves, not slices of them: a tuple less per file.
+        loaded = {row[0]: row for row in rows}
+        del rows
+        for relpath, row in self._pending.items():
+            loaded[relpath] = (relpath, *row)
+        self._loaded = loaded
+        try:
+            yield
+        finally:
+            self._loaded = None
+
+    def scanning(self) -> AbstractContextManager[None]:
+        """Load every row once for the scan's lookups; drop them when it ends."""
+        return self._scanning()
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
     ) -> str | None:
+        loaded = self._loaded
+        if loaded is not None:
+            row = loaded.get(relpath)
+            if (
+                row is not None
+                and row[1] == inode
+                and row[2] == size
+                and row[3] == mtime_ns
+                and row[4] == ctime_ns
+            ):
+                return str(row[5])
+            return None
         pending = self._pending.get(relpath)
         if pending is not None:
             return pending[4] if pending[:4] == (inode, size, mtime_ns, ctime_ns) else None
@@ -95,6 +147,8 @@ class SqliteHashCache:
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None:
         self._pending[relpath] = (inode, size, mtime_ns, ctime_ns, digest)
+        if self._loaded is not None:
+            self._loaded[relpath] = (relpath, inode, size, mtime_ns, ctime_ns, digest)
         if len(self._pending) >= HASH_BATCH:
             self.flush()
 
@@ -143,6 +197,9 @@ class ReadThroughCache:
     def __init__(self, backing: HashCache) -> None:
         self._backing = backing
         self._memory = MemoryHashCache()
+
+    def scanning(self) -> AbstractContextManager[None]:
+        return self._backing.scanning()
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int

@@ -33,7 +33,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import xxhash
@@ -41,6 +41,7 @@ from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashcache import HashCache
+from cntr_sync.ignore import Layer, Screen
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import (
     IGNORE_FILE,
@@ -85,6 +86,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 Hasher = Callable[[Path], str]
+StrPath = str | os.PathLike[str]
 Tick = Callable[[], None]
 
 
@@ -95,7 +97,7 @@ def _no_tick() -> None:
 # -- hashing -----------------------------------------------------------------------
 
 
-def hash_file(path: Path, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
+def hash_file(path: StrPath, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
     """xxh3-128 hex digest of a regular file, read in 1 MiB chunks.
 
     Raises ``OSError`` (``scan`` maps it); refuses anything that is not a
@@ -129,7 +131,7 @@ def hash_fd(fd: int, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def open_regular(path: Path, *, follow_symlinks: bool = True) -> int:
+def open_regular(path: StrPath, *, follow_symlinks: bool = True) -> int:
     """Open a regular file read-only; OSError for anything else.
 
     ``follow_symlinks=False`` refuses a symlink in the last component (ELOOP),
@@ -163,15 +165,20 @@ class IgnoreRules:
     """
 
     def __init__(self, base: GitIgnoreSpec, configured: GitIgnoreSpec) -> None:
-        self._base = base
-        self._configured = configured
-        self._nested: dict[str, GitIgnoreSpec] = {}
+        # Each spec is compiled once into a Layer that asks pathspec only for the
+        # few paths a pattern may match (ignore.py): the same answers, far cheaper.
+        self._base = Layer(base)
+        self._configured = Layer(configured)
+        self._nested: dict[str, Layer] = {}
         self._always: frozenset[str] = frozenset()
+        # Screens by the nested files that apply (most directories share one).
+        self._screens: dict[tuple[str, ...], Screen | None] = {}
 
     def always_ignore(self, relpaths: Iterable[str]) -> None:
         """Never mirror these relpaths (and what is under them), whatever any pattern says:
         cntr-sync's own state directory and container-id file when they sit in the tree."""
         self._always = frozenset(relpaths)
+        self._screens.clear()
 
     @classmethod
     def load(cls, root: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
@@ -194,7 +201,7 @@ class IgnoreRules:
         """Read ``.cntrignore`` of ``directory`` (a relpath); its patterns are relative to it."""
         lines = _checked_ignore_lines(path)
         if any(line.strip() and not line.lstrip().startswith("#") for line in lines):
-            self._nested[directory] = GitIgnoreSpec.from_lines(lines)
+            self._nested[directory] = Layer(GitIgnoreSpec.from_lines(lines))
 
     def ignored_path(self, relpath: str) -> bool:
         """Whether a file at ``relpath`` would be left alone, a parent directory included
@@ -206,27 +213,76 @@ class IgnoreRules:
 
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         """True when ``relpath`` (POSIX, relative to the root) is not mirrored."""
-        if is_dir and relpath.rpartition("/")[2] == STATE_DIR_NAME:
-            return True
+        return self._check(relpath, relpath.rpartition("/")[2], is_dir, every_name=True)[0]
+
+    def entry_ignored(
+        self, relpath: str, name: str, is_dir: bool, parent_clean: bool
+    ) -> tuple[bool, bool]:
+        """``ignored`` for the walk, which enters a directory only when it is not ignored.
+
+        ``parent_clean``: no component above ``name`` can match a pattern without
+        a slash in any layer (the walk's answer for the parent directory), so
+        only ``name`` is checked against those. Returns (ignored, clean), clean
+        being the same promise for this entry's own path, for its children.
+        """
+        return self._check(relpath, name, is_dir, every_name=not parent_clean)
+
+    def screen(self, directory: str) -> Screen | None:
+        """What the walk asks first of each entry of ``directory`` (a relpath, "" for the
+        root) whose ancestors are all clean: when it passes, the entry is not ignored
+        and clean, and ``entry_ignored`` need not be asked. None: ask it every time."""
+        applying = []
+        while directory:
+            if directory in self._nested:
+                applying.append(directory)
+            directory = directory.rpartition("/")[0]
+        key = tuple(applying)
+        if key not in self._screens:
+            layers = [self._configured, *(self._nested[d] for d in key), self._base]
+            # Our own names are never decided by a pattern: they must fail the screen.
+            own = (STATE_DIR_NAME, *(relpath.rpartition("/")[2] for relpath in self._always))
+            self._screens[key] = Screen(layers, own) if Screen.possible(layers) else None
+        return self._screens[key]
+
+    def _check(self, relpath: str, name: str, is_dir: bool, every_name: bool) -> tuple[bool, bool]:
+        if is_dir and name == STATE_DIR_NAME:
+            return True, False
         if self._always and (
             relpath in self._always or any(relpath.startswith(f"{own}/") for own in self._always)
         ):
-            return True
+            return True, False
         candidate = f"{relpath}/" if is_dir else relpath
-        decided = self._configured.check_file(candidate).include
-        if decided is not None:
-            return decided
+        clean = not every_name
+        # Precedence: configured patterns, nested files deepest first, then the base.
+        layer = self._configured
+        if not layer.empty:
+            decided, clean = _layer_check(layer, candidate, name, every_name, clean)
+            if decided is not None:
+                return decided, False
         if self._nested:
-            parts = relpath.split("/")
-            for depth in range(len(parts) - 1, 0, -1):
-                directory = "/".join(parts[:depth])
-                spec = self._nested.get(directory)
-                if spec is None:
+            end = len(relpath)
+            while (end := relpath.rfind("/", 0, end)) > 0:
+                nested = self._nested.get(relpath[:end])
+                if nested is None:
                     continue
-                decided = spec.check_file(candidate[len(directory) + 1 :]).include
+                decided, clean = _layer_check(nested, candidate[end + 1 :], name, every_name, clean)
                 if decided is not None:
-                    return decided
-        return self._base.match_file(candidate)
+                    return decided, False
+        decided, clean = _layer_check(self._base, candidate, name, every_name, clean)
+        return bool(decided), clean
+
+
+def _layer_check(
+    layer: Layer, candidate: str, name: str, every_name: bool, clean: bool
+) -> tuple[bool | None, bool]:
+    """(the layer's decision, still clean): pathspec is asked only if a pattern may match."""
+    if every_name:
+        return layer.decide(candidate), False
+    if layer.name_may_match(name) or "\n" in name:
+        return layer.exact(candidate), False
+    if layer.path_may_match(candidate):
+        return layer.exact(candidate), clean
+    return None, clean
 
 
 def _checked_ignore_lines(path: Path) -> list[str]:
@@ -331,8 +387,14 @@ def scan(
     now_ns: Callable[[], int] = time.time_ns,
     tick: Tick = _no_tick,
     accept_growth: bool = False,
+    only: Iterable[str] | None = None,
 ) -> Snapshot:
     """Walk ``root`` and return what is there; see the module docstring for the rules.
+
+    ``only``: relpaths to look at instead of the whole tree (the daemon's
+    incremental passes); a directory among them is walked whole. Their parent
+    directories must be real directories (the caller checks), and ``rules``
+    must hold the ignore files a full scan read.
 
     ``hasher`` exists so tests can change a file while it is being hashed.
     ``now_ns`` is the wall clock in nanoseconds; ``tick`` is called for every
@@ -343,9 +405,12 @@ def scan(
     cannot be listed.
     """
     root_stat = _stat_root(root)
-    hash_with = hasher if hasher is not None else partial(hash_file, tick=tick)
-    walk = _Walk(root, rules, hash_cache, hash_with, follow_symlinks, now_ns, tick, accept_growth)
-    walk.run(root_stat)
+    walk = _Walk(root, rules, hash_cache, hasher, follow_symlinks, now_ns, tick, accept_growth)
+    if only is not None:
+        walk.run_only(root_stat, only)
+        return walk.snapshot()
+    with hash_cache.scanning():
+        walk.run(root_stat)
     return walk.snapshot()
 
 
@@ -364,6 +429,12 @@ def _stat_root(root: Path) -> os.stat_result:
 
 
 def _name_problem(name: str, relpath: str) -> str | None:
+    if relpath.isascii() and name.isprintable():
+        # The common case, without encoding: ASCII is valid UTF-8 of the same length,
+        # and printable ASCII has no control character.
+        if len(relpath) > MAX_RELPATH_BYTES:
+            return f"path is longer than {MAX_RELPATH_BYTES} UTF-8 bytes"
+        return None
     try:
         encoded = relpath.encode("utf-8")
     except UnicodeEncodeError:
@@ -373,19 +444,6 @@ def _name_problem(name: str, relpath: str) -> str | None:
     if len(encoded) > MAX_RELPATH_BYTES:
         return f"path is longer than {MAX_RELPATH_BYTES} UTF-8 bytes"
     return None
-
-
-def _entry_kind(entry: os.DirEntry[str], follow_symlinks: bool) -> tuple[bool, bool]:
-    """(is a symlink, is a directory); errors count as "no": the handlers stat again and report."""
-    try:
-        is_link = entry.is_symlink()
-    except OSError:
-        is_link = False
-    try:
-        is_dir = entry.is_dir(follow_symlinks=follow_symlinks)
-    except OSError:
-        is_dir = False
-    return is_link, is_dir
 
 
 def _only_grew(before: os.stat_result, after: os.stat_result) -> bool:
@@ -414,7 +472,7 @@ class _Walk:
         root: Path,
         rules: IgnoreRules,
         hash_cache: HashCache,
-        hasher: Hasher,
+        hasher: Hasher | None,
         follow_symlinks: bool,
         now_ns: Callable[[], int],
         tick: Tick,
@@ -440,7 +498,8 @@ class _Walk:
         # Real directories first (a stack), symlinked ones after all of them (a
         # heap by relpath), so a directory reachable both ways is always synced
         # at its real place, whatever order scandir returns names in.
-        self._dirs: list[tuple[str, str]] = []
+        # Each real directory carries its "clean" flag (IgnoreRules.entry_ignored).
+        self._dirs: list[tuple[str, str, bool]] = []
         self._linked_dirs: list[tuple[str, str]] = []
         # (st_dev, st_ino) -> relpath: each directory is walked once, which also
         # ends symlink cycles.
@@ -463,8 +522,38 @@ class _Walk:
         self._list_root()
         while self._dirs or self._linked_dirs:
             if self._dirs:
-                relpath, path = self._dirs.pop()
-                self._list_dir(relpath, path)
+                relpath, path, clean = self._dirs.pop()
+                self._list_dir(relpath, path, clean)
+            else:
+                relpath, path = heapq.heappop(self._linked_dirs)
+                self._enter_linked_dir(relpath, path)
+
+    def run_only(self, root_stat: os.stat_result, relpaths: Iterable[str]) -> None:
+        """Visit each of ``relpaths`` (and all below a directory) as the full walk would."""
+        self._visited[(root_stat.st_dev, root_stat.st_ino)] = "."
+        chosen: list[str] = []
+        for relpath in sorted(set(relpaths)):
+            if chosen and relpath.startswith(chosen[-1] + "/"):
+                continue  # below a directory already named
+            chosen.append(relpath)
+        for relpath in chosen:
+            parent, _, name = relpath.rpartition("/")
+            if not name or any(
+                self._rules.ignored(ancestor, is_dir=True) for ancestor in _ancestors(parent)
+            ):
+                continue
+            try:
+                entry = _NamedEntry(f"{self._root}/{relpath}", name)
+            except FileNotFoundError:
+                continue  # gone: absent from the snapshot, as a deletion should be
+            except OSError as exc:
+                self._unreadable_file(relpath, exc)
+                continue
+            self._visit_all(parent, [entry], parent_clean=False)  # type: ignore[list-item]
+        while self._dirs or self._linked_dirs:
+            if self._dirs:
+                relpath, path, clean = self._dirs.pop()
+                self._list_dir(relpath, path, clean)
             else:
                 relpath, path = heapq.heappop(self._linked_dirs)
                 self._enter_linked_dir(relpath, path)
@@ -479,10 +568,9 @@ class _Walk:
             raise LocalError(
                 f"sync root {self._root} cannot be listed: {exc.strerror}", path=self._root
             ) from None
-        for entry in entries:
-            self._visit("", entry)
+        self._visit_all("", entries, parent_clean=True)
 
-    def _list_dir(self, relpath: str, path: str) -> None:
+    def _list_dir(self, relpath: str, path: str, clean: bool) -> None:
         try:
             with os.scandir(path) as listing:
                 entries = list(listing)
@@ -495,8 +583,7 @@ class _Walk:
             if entry.name == IGNORE_FILE and entry.is_file(follow_symlinks=False):
                 # Its patterns apply to this directory's entries: read it first.
                 self._rules.add_directory_file(relpath, Path(entry.path))
-        for entry in entries:
-            self._visit(relpath, entry)
+        self._visit_all(relpath, entries, parent_clean=clean)
 
     def _enter_linked_dir(self, relpath: str, path: str) -> None:
         try:
@@ -511,9 +598,10 @@ class _Walk:
             self._warn(relpath, f"symlink to a directory already synced as {self._visited[key]}")
             return
         self._visited[key] = relpath
-        self._list_dir(relpath, path)
+        # Reached through a link: its path is checked whole below, not name by name.
+        self._list_dir(relpath, path, clean=False)
 
-    def _visit_dir(self, relpath: str, entry: os.DirEntry[str]) -> None:
+    def _visit_dir(self, relpath: str, entry: os.DirEntry[str], clean: bool) -> None:
         try:
             dir_stat = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
@@ -527,42 +615,62 @@ class _Walk:
             self._warn(relpath, f"same directory as {self._visited[key]}, skipped")
             return
         self._visited[key] = relpath
-        self._dirs.append((relpath, entry.path))
+        self._dirs.append((relpath, entry.path, clean))
 
     # -- entries
 
-    def _visit(self, parent: str, entry: os.DirEntry[str]) -> None:
-        self._tick()
-        relpath = f"{parent}/{entry.name}" if parent else entry.name
-        if entry.name.startswith(PARTIAL_PREFIX):
-            # A download in progress or interrupted: never a file of the tree.
-            self._partials.append(relpath)
-            return
-        is_link, is_dir = _entry_kind(entry, self._follow)
-        # Ignore rules come before name checks so users can silence a warning
-        # about a hostile name by ignoring it.
-        if self._rules.ignored(relpath, is_dir):
-            self._ignored += 1
-            return
-        problem = _name_problem(entry.name, relpath)
-        if problem is not None:
-            self._warn(relpath, problem)
-        elif is_link:
-            self._visit_link(relpath, entry.path)
-        elif is_dir:
-            self._visit_dir(relpath, entry)
-        else:
-            self._visit_file(relpath, entry)
-
-    def _visit_file(self, relpath: str, entry: os.DirEntry[str]) -> None:
-        try:
-            file_stat = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            self._unreadable_file(relpath, exc)
-            return
-        self._add_file(relpath, entry.path, file_stat)
+    def _visit_all(
+        self, parent: str, entries: list[os.DirEntry[str]], *, parent_clean: bool
+    ) -> None:
+        """Every entry of one directory: the scan's hot loop, so lookups are hoisted."""
+        tick = self._tick
+        entry_ignored = self._rules.entry_ignored
+        screen = self._rules.screen(parent) if parent_clean else None
+        passes = screen.passes if screen is not None else None
+        follow = self._follow
+        prefix = f"{parent}/" if parent else ""
+        for entry in entries:
+            tick()
+            name = entry.name
+            relpath = prefix + name
+            if name.startswith(PARTIAL_PREFIX):
+                # A download in progress or interrupted: never a file of the tree.
+                self._partials.append(relpath)
+                continue
+            # Errors count as "no": the handlers stat again and report.
+            try:
+                is_link = entry.is_symlink()
+            except OSError:
+                is_link = False
+            try:
+                is_dir = entry.is_dir(follow_symlinks=follow)
+            except OSError:
+                is_dir = False
+            # Ignore rules come before name checks so users can silence a warning
+            # about a hostile name by ignoring it.
+            if passes is not None and passes(relpath, name, is_dir):
+                clean = True  # no pattern can match: the common case, without pathspec
+            else:
+                ignored, clean = entry_ignored(relpath, name, is_dir, parent_clean)
+                if ignored:
+                    self._ignored += 1
+                    continue
+            problem = _name_problem(name, relpath)
+            if problem is not None:
+                self._warn(relpath, problem)
+            elif is_link:
+                self._visit_link(relpath, entry.path)
+            elif is_dir:
+                self._visit_dir(relpath, entry, clean)
+            else:
+                try:
+                    file_stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    self._unreadable_file(relpath, exc)
+                    continue
+                self._add_file(relpath, entry.path, file_stat)
 
     def _visit_link(self, relpath: str, path: str) -> None:
         if not self._follow:
@@ -607,18 +715,22 @@ class _Walk:
             self._warn(relpath, f"{_kind(file_stat.st_mode)} skipped")
             return
         inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
-        digest = self._cache.lookup(relpath, inode, size, mtime_ns, file_stat.st_ctime_ns)
+        ctime_ns = file_stat.st_ctime_ns
+        digest = self._cache.lookup(relpath, inode, size, mtime_ns, ctime_ns)
         if digest is None:
             digest = self._hash(relpath, path, file_stat)
             if digest is None:
                 return
-        self._files[relpath] = LocalFile(
-            relpath, size, mtime_ns, inode, digest, file_stat.st_ctime_ns
-        )
+        self._files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
 
     def _hash(self, relpath: str, path: str, before: os.stat_result) -> str | None:
         try:
-            digest = self._hasher(Path(path))
+            if self._hasher is None:
+                # Reading the size the stat saw is enough: a file that grew, shrank
+                # or changed fails the identity check below (and saves a read call).
+                digest = hash_file(path, tick=self._tick, limit=before.st_size)
+            else:
+                digest = self._hasher(Path(path))
             after = os.stat(path)  # noqa: PTH116
         except FileNotFoundError:
             return None
@@ -639,7 +751,7 @@ class _Walk:
     def _hash_as_it_was(self, relpath: str, path: str, before: os.stat_result) -> str | None:
         """A file being appended to, as it was at ``before``: its first bytes, hashed."""
         try:
-            digest = hash_file(Path(path), tick=self._tick, limit=before.st_size)
+            digest = hash_file(path, tick=self._tick, limit=before.st_size)
             after = os.stat(path)  # noqa: PTH116
         except OSError:
             self._unstable.append(relpath)
@@ -661,3 +773,41 @@ class _Walk:
     def _unreadable_dir(self, relpath: str, exc: OSError) -> None:
         self._unreadable_dirs.append(relpath)
         self._warn(relpath, f"directory cannot be read: {exc.strerror or exc}")
+
+def _ancestors(parent: str) -> list[str]:
+    """``a``, ``a/b``, ``a/b/c`` for ``a/b/c``; nothing for the root."""
+    if not parent:
+        return []
+    parts = parent.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+
+
+class _NamedEntry:
+    """What the walk reads of an ``os.DirEntry``, for one path named by an event."""
+
+    __slots__ = ("_lstat", "name", "path")
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path = path
+        self.name = name
+        self._lstat = os.lstat(path)
+
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self._lstat.st_mode)
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        if follow_symlinks and self.is_symlink():
+            return os.stat(self.path)  # noqa: PTH116
+        return self._lstat
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        try:
+            return stat.S_ISDIR(self.stat(follow_symlinks=follow_symlinks).st_mode)
+        except OSError:
+            return False
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        try:
+            return stat.S_ISREG(self.stat(follow_symlinks=follow_symlinks).st_mode)
+        except OSError:
+            return False
