@@ -292,6 +292,8 @@ def table_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         label = f"{record['target']}. {record['name']}"
         if not record["checks"]:
             reason = record.get("reason") or "no figure"
+            if len(reason) > 90:
+                reason = reason[:87] + "..."  # the whole reason is in the JSON
             rows.append((label, "-", "-", "-", "-", "not measured: " + reason, record["command"]))
             continue
         for item in record["checks"]:

@@ -177,7 +177,8 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
         for name, run in runs.items()
     }
     details["raw"] = {"upload_s": float(raw_up_s), "download_s": float(raw_down_s)}
-    failures = [f"{name}: {run.failure()}" for name, run in runs.items() if run.failure()]
+    failed = [name for name, run in runs.items() if run.failure()]
+    failures = [f"{', '.join(failed)}: {runs[failed[0]].failure()}"] if failed else []
     downloaded = work_dir / "down" / NAME
     if not failures and not (downloaded.exists() and file_hash(downloaded) == file_hash(source)):
         failures.append("the pulled file is missing or differs from the original")
