@@ -238,6 +238,26 @@ def emulator_listing_checks(parsed: Any) -> list[dict[str, Any]]:
     return checks
 
 
+def startup_checks(parsed: Any) -> list[dict[str, Any]]:
+    """Target 8 from ``startup.py --json``: ``target_s`` and ``figures`` (name, wall_s,
+    cpu_s, wall_over_python_s), the first being ``python -c pass``."""
+    target_s = float(parsed["target_s"])
+    floor, *commands = parsed["figures"]
+    return [
+        check(
+            f"{item['name']}: wall minus python -c pass"
+            f" (cpu {float(item['cpu_s']) - float(floor['cpu_s']):.3f} s over)",
+            measured=float(item["wall_over_python_s"]),
+            reference=target_s,
+            reference_name="the target",
+            ratio=float(item["wall_over_python_s"]) / target_s,
+            target=f"<= {target_s:g} s",
+            passed=float(item["wall_over_python_s"]) <= target_s,
+        )
+        for item in commands
+    ]
+
+
 # -- the soak (target 7) ----------------------------------------------------------------------
 
 
@@ -385,7 +405,7 @@ TARGETS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "4": in_process("4", "daemon one-file change", "daemon_change"),
     "5": child_target("5", "scan scale", "scan_scale.py", scan_scale_checks),
     "6": in_process("6", "big file", "big_file"),
-    "8": child_target("8", "start-up", "startup.py", None),
+    "8": child_target("8", "start-up", "startup.py", startup_checks),
     "E": child_target("E", "emulator listing", "emulator_listing.py", emulator_listing_checks),
 }
 ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E")
