@@ -444,3 +444,19 @@ def test_the_healthcheck_command_follows_livez() -> None:
         finally:
             server.shutdown()
             thread.join(10)
+
+
+# -- README ----------------------------------------------------------------------------------
+
+
+def test_every_toml_example_in_the_readme_loads(tmp_path: Path) -> None:
+    """The settings shown (gateways, the daemon, ...) are real keys with valid values."""
+    from cntr_sync.config import Settings  # noqa: PLC0415
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```toml\n(.*?)^```$", readme, flags=re.M | re.S)
+    assert len(blocks) >= 4
+    for number, block in enumerate(blocks):
+        config = tmp_path / f"example-{number}.toml"
+        config.write_text(block, encoding="utf-8")
+        Settings.load(config, env={"HOME": str(tmp_path)})
