@@ -12,12 +12,18 @@ The library API, for Python code around the Responses API and code interpreter::
 as the ``cntr-sync`` command. Errors are the classes below, all subclasses of
 ``CntrSyncError``. The library never prints and never configures logging: it
 logs under the ``cntr_sync`` logger, which has a ``NullHandler``.
+
+``import cntr_sync`` is cheap: the error classes and ``__version__`` load at once;
+``sync``, ``Mirror``, ``Settings`` and the result types (which bring in pydantic,
+httpx and the engine) load on first use, so the command line does not pay for
+them in ``--version``.
 """
 
 import logging
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from cntr_sync._version import __version__
-from cntr_sync.config import Settings
 from cntr_sync.errors import (
     ApiError,
     AuthenticationError,
@@ -36,10 +42,40 @@ from cntr_sync.errors import (
     ServerError,
     TransportError,
 )
-from cntr_sync.library import AsyncMirror, Mirror, async_sync, sync
-from cntr_sync.result import ActionFailure, PlannedAction, SyncResult, TransferEvent
+
+if TYPE_CHECKING:
+    from cntr_sync.config import Settings
+    from cntr_sync.library import AsyncMirror, Mirror, async_sync, sync
+    from cntr_sync.result import ActionFailure, PlannedAction, SyncResult, TransferEvent
 
 logging.getLogger("cntr_sync").addHandler(logging.NullHandler())
+
+# Public name -> the module that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "Settings": "cntr_sync.config",
+    "AsyncMirror": "cntr_sync.library",
+    "Mirror": "cntr_sync.library",
+    "async_sync": "cntr_sync.library",
+    "sync": "cntr_sync.library",
+    "ActionFailure": "cntr_sync.result",
+    "PlannedAction": "cntr_sync.result",
+    "SyncResult": "cntr_sync.result",
+    "TransferEvent": "cntr_sync.result",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cntr_sync' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ActionFailure",

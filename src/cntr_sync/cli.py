@@ -11,6 +11,11 @@ Exit codes (also in README and ``--help``):
 Errors print as one line on stderr; ``--debug`` adds the traceback. What a pass
 printed is ``cli_output``'s business; settings come from ``config``; passes run
 through ``session`` (the same wiring as the library and the daemon).
+
+Start-up is part of every command's cost, so this module imports at the top only
+typer, the flag table and the error tree: each command imports what it uses
+(settings and pydantic, the engine and httpx, rich, the daemon, the emulator)
+when it runs. ``--version`` and ``--help`` load none of them.
 """
 
 from __future__ import annotations
@@ -22,19 +27,12 @@ import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from cntr_sync import cli_flags, logs
+from cntr_sync import cli_flags
 from cntr_sync._version import __version__
-from cntr_sync.cli_output import OutputMode, Reporter, human_size, summary
-from cntr_sync.config import PairSettings, Settings
-from cntr_sync.containers import find_container
 from cntr_sync.errors import (
     AuthenticationError,
     CntrSyncError,
@@ -45,9 +43,12 @@ from cntr_sync.errors import (
     SafetyBrakeError,
     TransportError,
 )
-from cntr_sync.remote_paths import printable
-from cntr_sync.result import SyncResult
-from cntr_sync.session import PairSession, build_client, run_pass
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cntr_sync.cli_output import Reporter
+    from cntr_sync.config import Settings
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -74,9 +75,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
 
 # -- options shared by the commands ------------------------------------------------------
 
@@ -117,7 +115,7 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Debug logs and tracebac
 
 def _version(value: bool) -> None:
     if value:
-        out_console.print(f"cntr-sync {__version__}")
+        print(f"cntr-sync {__version__}")
         raise typer.Exit(EXIT_OK)
 
 
@@ -182,7 +180,22 @@ def _fail(reporter: Reporter, message: str, code: int, *, debug: bool) -> NoRetu
     raise typer.Exit(code)
 
 
+def _reporter(**mode: Any) -> Reporter:
+    from cntr_sync.cli_output import OutputMode, Reporter  # noqa: PLC0415 - see the docstring
+
+    return Reporter(OutputMode(**mode))
+
+
+def _out_console() -> Console:
+    """stdout as a rich console, for the commands that draw tables or JSON."""
+    from rich.console import Console  # noqa: PLC0415 - see the docstring
+
+    return Console(highlight=False, soft_wrap=True)
+
+
 def _load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
+    from cntr_sync.config import Settings  # noqa: PLC0415 - see the docstring
+
     return Settings.load(config, overrides=cli_flags.overrides(flags or {}), env=os.environ)
 
 
@@ -216,6 +229,8 @@ def _configure_logs(
         raise ConfigError(f"flag --log-format: {chosen!r} is not one of auto, console, json")
     if chosen == "auto" and not daemon:
         chosen = "console"
+    from cntr_sync import logs  # noqa: PLC0415 - see the docstring
+
     logs.configure(
         verbose=2 if debug else verbose,
         quiet=quiet,
@@ -252,11 +267,11 @@ def sync(
     flags: dict[str, Any],
 ) -> None:
     """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
-    reporter = Reporter(
-        OutputMode(verbose=verbose, quiet=quiet, progress=progress, json=json_output)
-    )
+    reporter = _reporter(verbose=verbose, quiet=quiet, progress=progress, json=json_output)
     context = _Context()
     with _reporting(reporter, debug=debug, context=context):
+        from cntr_sync.session import run_pass  # noqa: PLC0415 - see the docstring
+
         settings = _load_settings(config, flags)
         _configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
         settings = _with_patterns(settings, exclude, include)
@@ -280,9 +295,13 @@ def ls(
     flags: dict[str, Any],
 ) -> None:
     """List the files in a container: source, bytes, path (names escaped)."""
-    reporter = Reporter(OutputMode(json=json_output))
+    reporter = _reporter(json=json_output)
     context = _Context()
     with _reporting(reporter, debug=debug, context=context):
+        from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
+        from cntr_sync.remote_paths import printable  # noqa: PLC0415
+        from cntr_sync.session import build_client  # noqa: PLC0415
+
         settings = _load_settings(config, flags)
         _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
         context.base_url = settings.redacted_dump()["base_url"]
@@ -313,11 +332,15 @@ def ls(
             (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
             for f in sorted(files, key=lambda f: f.path)
         ]
+        out_console = _out_console()
         if not out_console.is_terminal:
             # Pipes get whole, tab-separated lines (paths escaped): easy to cut and grep.
             for row in rows:
                 print("\t".join(row))
             return
+        from rich.table import Table  # noqa: PLC0415 - a terminal only
+        from rich.text import Text  # noqa: PLC0415
+
         table = Table(box=None, title=f"{printable(found.name)} ({found.id}): {len(rows)} files")
         table.add_column("source")
         table.add_column("bytes", justify="right")
@@ -345,9 +368,13 @@ def status(
     flags: dict[str, Any],
 ) -> None:
     """What the index knows, and what a sync would do (nothing is transferred)."""
-    reporter = Reporter(OutputMode(json=json_output))
+    reporter = _reporter(json=json_output)
     context = _Context()
     with _reporting(reporter, debug=debug, context=context):
+        from cntr_sync.cli_output import human_size, summary  # noqa: PLC0415 - see the docstring
+        from cntr_sync.result import SyncResult  # noqa: PLC0415
+        from cntr_sync.session import PairSession  # noqa: PLC0415
+
         settings = _load_settings(config, flags)
         _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
         settings = _with_patterns(settings, exclude, include)
@@ -387,17 +414,16 @@ def status(
             ("index", known["index_path"]),
         ]
         for label, value in lines:
-            out_console.print(f"{label}: {value}", markup=False)
+            print(f"{label}: {value}")
         counted = ", ".join(
             f"{count} {what.replace('_', ' ')}"
             for what, count in would.items()
             if count and not what.startswith("bytes")
         )
-        out_console.print(
+        print(
             f"a sync would: {counted or 'do nothing'} "
             f"({human_size(would['bytes'])} to upload, "
-            f"{human_size(would['bytes_download'])} to download)",
-            markup=False,
+            f"{human_size(would['bytes_download'])} to download)"
         )
         for warning in result.warnings:
             reporter.line(f"warning: {warning}")
@@ -409,10 +435,10 @@ def config_check(
     debug: DebugOpt = False,
 ) -> None:
     """Validate FILE and print the effective settings, secrets redacted."""
-    reporter = Reporter(OutputMode())
+    reporter = _reporter()
     with _reporting(reporter, debug=debug):
         settings = _load_settings(file)
-        out_console.print_json(json.dumps(settings.redacted_dump(), default=str))
+        _out_console().print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -445,8 +471,10 @@ def run(
     With --config, every [[pairs]] table of the file; with DIRECTORY and
     --container, one pair configured by flags and environment alone.
     """
-    reporter = Reporter(OutputMode(quiet=quiet))
+    reporter = _reporter(quiet=quiet)
     with _reporting(reporter, debug=debug):
+        from cntr_sync.config import PairSettings  # noqa: PLC0415 - see the docstring
+
         if directory is None and config is None:
             raise ConfigError("give --config FILE, or a DIRECTORY and --container")
         top = {k: v for k, v in flags.items() if k not in cli_flags.DAEMON_PAIR}
@@ -534,8 +562,10 @@ def emulator(
     path, rewrite or break them, inject faults, expire containers, move the
     clock, read request counts.
     """
-    reporter = Reporter(OutputMode())
+    reporter = _reporter()
     with _reporting(reporter, debug=False):
+        from pydantic import ValidationError  # noqa: PLC0415 - see the docstring
+
         try:
             from cntr_sync.emulator import (  # noqa: PLC0415 - only this command needs it
                 FaultConfig,
@@ -583,9 +613,7 @@ def main() -> None:
             exc.show()  # type: ignore[attr-defined]
         else:
             command = getattr(getattr(exc, "ctx", None), "command_path", "cntr-sync")
-            err_console.print(
-                f"cntr-sync: error: {format_message()} (see '{command} --help')", markup=False
-            )
+            print(f"cntr-sync: error: {format_message()} (see '{command} --help')", file=sys.stderr)
         sys.exit(exit_code)
     sys.exit(result if isinstance(result, int) else 0)
 

@@ -8,7 +8,8 @@ or not: CI logs are read by people), and the ``--json`` document on stdout.
 
 Must not: run passes, load settings or decide exit codes (``cli`` does); every
 name that came from a remote server is printed escaped (``printable``), never
-as markup.
+as markup. rich is imported only when a bar or a dry-run plan is drawn: plain
+lines are plain writes, so a command that prints a summary does not pay for it.
 """
 
 from __future__ import annotations
@@ -16,21 +17,15 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cntr_sync.remote_paths import printable
-from cntr_sync.result import PassResult, SyncResult, TransferEvent
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn
+
+    from cntr_sync.result import PassResult, SyncResult, TransferEvent
 
 PREFIX = "cntr-sync"
 
@@ -45,6 +40,14 @@ def human_size(size: int) -> str:
 
 
 def progress_columns() -> tuple[ProgressColumn, ...]:
+    from rich.progress import (  # noqa: PLC0415 - only a bar needs rich
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -70,12 +73,40 @@ class Reporter:
 
     def __init__(self, mode: OutputMode, *, stderr: TextIO | None = None) -> None:
         self.mode = mode
-        self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
-        self.out = Console(highlight=False, soft_wrap=True)
+        self._stderr = stderr
+        self._err: Console | None = None
+        self._out: Console | None = None
         self._bar: Progress | None = None
         self._task: Any = None
         self._files_total = 0
         self._files_done = 0
+
+    @property
+    def err(self) -> Console:
+        """stderr as a rich console (made on first use: a bar, or a test, wants one)."""
+        if self._err is None:
+            self._err = _console(self._stderr or sys.stderr)
+        return self._err
+
+    @err.setter
+    def err(self, console: Console) -> None:
+        self._err = console
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            self._out = _console(None)
+        return self._out
+
+    def _print_err(self, text: str) -> None:
+        """One line on stderr: through the console once there is one (it keeps a bar
+        whole), else a plain write."""
+        if self._err is not None:
+            self._err.print(text, markup=False)
+            return
+        stream = self._stderr or sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
 
     # -- the Progress protocol ------------------------------------------------------
 
@@ -83,10 +114,17 @@ class Reporter:
     def wants_bar(self) -> bool:
         if self.mode.quiet or self.mode.json:
             return False
-        return self.err.is_terminal if self.mode.progress is None else self.mode.progress
+        if self.mode.progress is not None:
+            return self.mode.progress
+        if self._err is not None:
+            return self._err.is_terminal
+        stream = self._stderr or sys.stderr
+        return stream.isatty()
 
     def __enter__(self) -> Reporter:
         if self.wants_bar:
+            from rich.progress import Progress  # noqa: PLC0415 - only a bar needs rich
+
             self._bar = Progress(*progress_columns(), console=self.err, transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task("syncing", total=None, files="0/0")
@@ -111,11 +149,13 @@ class Reporter:
                 files=f"{self._files_done}/{self._files_total}",
             )
         if self.mode.verbose and not self.mode.quiet and not self.mode.json:
-            self.err.print(transfer_line(event), markup=False)
+            self._print_err(transfer_line(event))
 
     # -- after the pass ---------------------------------------------------------------
 
     def report(self, result: PassResult, exit_code: int) -> None:
+        from cntr_sync.result import SyncResult  # noqa: PLC0415 - with the pass, not at start-up
+
         synced = SyncResult.from_pass(result)
         if self.mode.json:
             print(json.dumps(summary(synced, exit_code)))
@@ -132,15 +172,22 @@ class Reporter:
             changed = plural(len(synced.deferred), "file")
             self.line(f"{changed} changed during the sync; run again")
         if not synced.dry_run:
-            self.err.print(human_summary(synced), markup=False)
+            self._print_err(human_summary(synced))
 
     def line(self, text: str) -> None:
-        self.err.print(f"{PREFIX}: {text}", markup=False)
+        self._print_err(f"{PREFIX}: {text}")
 
     def error(self, message: str, exit_code: int) -> None:
         if self.mode.json:
             print(json.dumps({"exit_code": exit_code, "error": message}))
         self.line(f"error: {message}")
+
+
+def _console(stream: TextIO | None) -> Console:
+    """A plain console (None: whatever sys.stdout is when it prints)."""
+    from rich.console import Console  # noqa: PLC0415 - a bar or a plan only
+
+    return Console(file=stream, highlight=False, soft_wrap=True)
 
 
 def plural(count: int, noun: str) -> str:

@@ -1,12 +1,16 @@
 """Logging: the library logs through stdlib ``logging``; only the CLI and the daemon render.
 
-``get_logger(name)`` gives modules a structlog logger (key-value events) that
-hands each event to ``logging.getLogger(name)``, under ``cntr_sync``, without
-touching structlog's global configuration: code that embeds cntr-sync keeps
-its own logging, and sees nothing unless it adds a handler (``cntr_sync``
+``get_logger(name)`` gives modules a key-value logger (``log.info("creating
+container", name=name)``) that hands each event to ``logging.getLogger(name)``,
+under ``cntr_sync``, with no global configuration: code that embeds cntr-sync
+keeps its own logging, and sees nothing unless it adds a handler (``cntr_sync``
 carries a ``NullHandler``). Each record's message is the event with its fields
 (``creating container name=box``), and the fields ride along as
-``record.cntr_sync`` for renderers that want them.
+``record.cntr_sync`` for renderers that want them. That logger is a few lines of
+our own rather than structlog's: ``import structlog`` loads its console renderer,
+tracebacks and rich (about 70 ms), which every command would pay at start-up.
+structlog's ``ConsoleRenderer`` still draws console lines, loaded with the first
+line drawn.
 
 ``configure`` is for the CLI and the daemon only: one handler that renders
 every record as a JSON line or a console line, by ``log_format`` ("auto":
@@ -21,13 +25,14 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO, cast
-
-import structlog
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from cntr_sync.errors import redact
+
+if TYPE_CHECKING:
+    from structlog.dev import ConsoleRenderer
 
 LOGGER_NAME = "cntr_sync"
 LogFormat = Literal["auto", "console", "json"]
@@ -35,36 +40,54 @@ LogFormat = Literal["auto", "console", "json"]
 RECORD_FIELD = "cntr_sync"
 
 
-def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = redact(value)
-    return event
+class KeyValueLogger:
+    """Key-value events to one stdlib logger: ``log.warning("rescan failed", pair=name)``.
+
+    Fields that are strings are scrubbed of credentials. Nothing is built for a
+    level the logger does not pass.
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any], exc_info: Any) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        scrubbed = {
+            key: redact(value) if isinstance(value, str) else value
+            for key, value in {"event": event, **fields}.items()
+        }
+        message = str(scrubbed["event"])
+        extras = " ".join(f"{k}={v}" for k, v in scrubbed.items() if k != "event")
+        self._logger.log(
+            level,
+            f"{message} {extras}" if extras else message,
+            exc_info=exc_info,
+            extra={RECORD_FIELD: scrubbed},
+        )
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields, fields.pop("exc_info", None))
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields, fields.pop("exc_info", None))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields, fields.pop("exc_info", None))
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields, fields.pop("exc_info", None))
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """An error with the exception being handled."""
+        self._emit(logging.ERROR, event, fields, fields.pop("exc_info", True))
 
 
-def _to_stdlib(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a stdlib logging call for one event."""
-    fields = dict(event)
-    exc_info = fields.pop("exc_info", None)
-    message = str(fields.get("event", ""))
-    extras = " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
-    kwargs: dict[str, Any] = {
-        "msg": f"{message} {extras}" if extras else message,
-        "extra": {RECORD_FIELD: fields},
-    }
-    if exc_info:
-        kwargs["exc_info"] = exc_info
-    return kwargs
-
-
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+def get_logger(name: str) -> KeyValueLogger:
     """A key-value logger for module ``name`` (under ``cntr_sync``); no global setup."""
-    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
-        logging.getLogger(name),
-        processors=[_scrub, _to_stdlib],
-        wrapper_class=structlog.stdlib.BoundLogger,
-    )
-    return logger
+    return KeyValueLogger(logging.getLogger(name))
 
 
 class _Formatter(logging.Formatter):
@@ -73,7 +96,8 @@ class _Formatter(logging.Formatter):
     def __init__(self, *, json_lines: bool, colors: bool) -> None:
         super().__init__()
         self._json = json_lines
-        self._console = structlog.dev.ConsoleRenderer(colors=colors)
+        self._colors = colors
+        self._console: ConsoleRenderer | None = None
 
     def format(self, record: logging.LogRecord) -> str:
         fields: Mapping[str, Any] | None = getattr(record, RECORD_FIELD, None)
@@ -89,6 +113,10 @@ class _Formatter(logging.Formatter):
         event = {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
         if self._json:
             return json.dumps(event, default=str, ensure_ascii=False)
+        if self._console is None:
+            from structlog.dev import ConsoleRenderer  # noqa: PLC0415 - only when a line is drawn
+
+            self._console = ConsoleRenderer(colors=self._colors)
         return str(self._console(None, "", event))
 
 

@@ -1,0 +1,158 @@
+"""Start-up: what a command costs before it does anything, against ``python -c pass``.
+
+Side by side in one run, each command run ``--runs`` times (default 15) as a fresh
+process, interleaved so that load from other jobs falls on all of them alike:
+
+- ``python -c pass`` with the same interpreter (the floor);
+- ``cntr-sync --version``;
+- ``cntr-sync sync`` of an empty directory, a no-op pass (the container was created
+  by one warm-up sync) against an ``EmulatorServer`` on 127.0.0.1 in this process,
+  configured through ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` and a private state dir.
+
+It prints the median wall time and the median CPU time (user + system, from
+``wait4``; steadier than wall time on a shared machine) of each, and each command's
+difference from ``python -c pass``: issue 13's target is at most 0.3 s. It exits 1
+if a command fails.
+
+    .venv/bin/python bench/startup.py               # 15 runs each
+    .venv/bin/python bench/startup.py --quick       # 5 runs each
+    .venv/bin/python bench/startup.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _support import API_KEY, clean_env, cntr_sync_command
+from cntr_sync.emulator import Emulator, EmulatorServer
+
+TARGET_S = 0.3
+RUN_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    wall_s: float
+    cpu_s: float
+
+
+def timed_run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one run (killed after ``RUN_TIMEOUT_S``); raises if it fails."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors)
+        killer = threading.Timer(RUN_TIMEOUT_S, process.kill)
+        killer.start()
+        try:
+            _pid, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()
+            raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {message}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="runs of each command")
+    parser.add_argument("--quick", action="store_true", help="5 runs of each command")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    runs = 5 if args.quick else max(1, args.runs)
+    try:
+        figures = measure(runs)
+    except RuntimeError as error:
+        print(f"startup: {error}", file=sys.stderr)
+        return 1
+    floor = figures[0]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "runs": runs,
+                    "target_s": TARGET_S,
+                    "figures": [
+                        {
+                            "name": f.name,
+                            "wall_s": f.wall_s,
+                            "cpu_s": f.cpu_s,
+                            "wall_over_python_s": f.wall_s - floor.wall_s,
+                            "cpu_over_python_s": f.cpu_s - floor.cpu_s,
+                        }
+                        for f in figures
+                    ],
+                }
+            )
+        )
+        return 0
+    print(f"median of {runs} runs each")
+    print(f"{'command':<34} {'wall s':>8} {'cpu s':>8} {'wall - python':>14} {'cpu - python':>13}")
+    for figure in figures:
+        print(
+            f"{figure.name:<34} {figure.wall_s:>8.3f} {figure.cpu_s:>8.3f}"
+            f" {figure.wall_s - floor.wall_s:>14.3f} {figure.cpu_s - floor.cpu_s:>13.3f}"
+        )
+    print(f"target: at most {TARGET_S:.1f} s above python -c pass")
+    return 0
+
+
+def measure(runs: int) -> list[Figure]:
+    with (
+        tempfile.TemporaryDirectory(prefix="cntr-bench-startup-") as temp,
+        Emulator(data_dir=Path(temp) / "emulator") as emulator,
+        EmulatorServer("127.0.0.1", 0, emulator=emulator) as server,
+    ):
+        work = Path(temp)
+        tree = work / "empty tree"
+        tree.mkdir()
+        env = clean_env()
+        env.update(
+            {
+                "OPENAI_BASE_URL": server.base_url,
+                "OPENAI_API_KEY": API_KEY,
+                "CNTR_SYNC_STATE_DIR": str(work / "state"),
+            }
+        )
+        command = cntr_sync_command()
+        cases = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "cntr-sync --version": [*command, "--version"],
+            "cntr-sync sync (empty tree, no-op)": [
+                *command,
+                "sync",
+                str(tree),
+                "--container",
+                "bench-startup",
+            ],
+        }
+        timed_run(cases["cntr-sync sync (empty tree, no-op)"], env, work)  # creates the container
+        walls: dict[str, list[float]] = {name: [] for name in cases}
+        cpus: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(runs):
+            for name, argv in cases.items():
+                wall, cpu = timed_run(argv, env, work)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        return [
+            Figure(name, statistics.median(walls[name]), statistics.median(cpus[name]))
+            for name in cases
+        ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

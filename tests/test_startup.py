@@ -1,0 +1,237 @@
+"""Start-up stays cheap: what a command imports, checked structurally in a fresh interpreter.
+
+No timings here (``bench/startup.py`` prints them): each test runs a child Python
+that imports the command line, runs a command in-process, and prints the modules it
+ended up with; the heavy ones must not be among them. Also: the lazy names of the
+``cntr_sync`` package still resolve, and the key-value logger that replaced
+structlog's (for its import cost) still scrubs secrets and carries its fields.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import cntr_sync
+from cntr_sync.emulator import EmulatorServer
+from cntr_sync.logs import RECORD_FIELD, configure, get_logger
+
+# Never needed before a command runs; only `run` and `emulator` (or nothing) need them.
+ALWAYS_HEAVY = (
+    "cntr_sync.daemon",
+    "cntr_sync.worker",
+    "cntr_sync.http",
+    "cntr_sync.metrics",
+    "cntr_sync.watch",
+    "cntr_sync.sdnotify",
+    "cntr_sync.emulator",
+    "prometheus_client",
+    "watchdog",
+    "python_multipart",
+)
+# Not needed to parse arguments or print the version.
+BEFORE_A_COMMAND = (
+    *ALWAYS_HEAVY,
+    "cntr_sync.config",
+    "cntr_sync.session",
+    "cntr_sync.engine",
+    "cntr_sync.library",
+    "cntr_sync.api",
+    "pydantic",
+    "pydantic_settings",
+    "httpx",
+    "rich",
+    "structlog",
+    "sqlite3",
+)
+
+CHILD = """
+import contextlib, io, json, sys
+sys.argv = ["cntr-sync", *json.loads(sys.argv[1])]
+import cntr_sync.cli
+imported = sorted(sys.modules)
+code = None
+if len(sys.argv) > 1:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            cntr_sync.cli.main()
+        except SystemExit as exit:
+            code = exit.code
+    print(json.dumps({"after_import": imported, "after_run": sorted(sys.modules),
+                      "code": code, "stdout": out.getvalue()}))
+else:
+    print(json.dumps({"after_import": imported}))
+"""
+
+
+def child(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(list(args))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def loaded(modules: object, names: tuple[str, ...]) -> list[str]:
+    assert isinstance(modules, list)
+    return [name for name in names if name in modules]
+
+
+def test_importing_the_command_line_loads_nothing_heavy() -> None:
+    result = child()
+    assert loaded(result["after_import"], BEFORE_A_COMMAND) == []
+    # The test can fail: these are what the command line does import.
+    assert loaded(result["after_import"], ("typer", "cntr_sync.errors")) == [
+        "typer",
+        "cntr_sync.errors",
+    ]
+
+
+def test_version_loads_nothing_heavy() -> None:
+    result = child("--version")
+    assert result["code"] == 0
+    assert result["stdout"] == f"cntr-sync {cntr_sync.__version__}\n"
+    assert loaded(result["after_run"], BEFORE_A_COMMAND) == []
+
+
+def test_help_of_sync_loads_nothing_heavy_and_still_lists_the_flags() -> None:
+    result = child("sync", "--help")
+    assert result["code"] == 0
+    text = str(result["stdout"])
+    for flag in ("--dry-run", "--container", "--state-dir", "--base-url", "Exit codes:"):
+        assert flag in text
+    # typer (0.29) coerces option values through pydantic TypeAdapters: its own import.
+    not_pydantic = tuple(name for name in BEFORE_A_COMMAND if name != "pydantic")
+    assert loaded(result["after_run"], not_pydantic) == []
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmulatorServer]:
+    with EmulatorServer("127.0.0.1", 0, data_dir=tmp_path / "emulator") as running:
+        yield running
+
+
+def test_a_sync_loads_neither_the_daemon_nor_the_emulator_nor_rich(
+    server: EmulatorServer, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CNTR_SYNC_", "OPENAI_", "XDG_"))
+    }
+    env.update(
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY="test-key",
+        CNTR_SYNC_STATE_DIR=str(tmp_path / "state"),
+    )
+    result = child("sync", str(tree), "--container", "startup", "--json", env=env)
+    assert result["code"] == 0, result["stdout"]
+    assert json.loads(str(result["stdout"]))["uploaded"] == 1
+    after = result["after_run"]
+    # A pass needs settings and the engine, and (off a terminal, no log line) no rich.
+    assert loaded(after, ("cntr_sync.session", "httpx")) == ["cntr_sync.session", "httpx"]
+    assert loaded(after, (*ALWAYS_HEAVY, "rich", "structlog")) == []
+
+
+def test_the_package_names_still_resolve_lazily() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cntr_sync; heavy = 'cntr_sync.library' in sys.modules; "
+            "from cntr_sync import sync, Mirror, Settings, SyncResult; "
+            "print(heavy, sync.__module__, Mirror.__module__, Settings.__module__, "
+            "SyncResult.__module__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [
+        "False",
+        "cntr_sync.library",
+        "cntr_sync.library",
+        "cntr_sync.config",
+        "cntr_sync.result",
+    ]
+    assert set(cntr_sync.__all__) <= set(dir(cntr_sync))
+    for name in cntr_sync.__all__:
+        assert getattr(cntr_sync, name) is not None
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = cntr_sync.no_such_name
+
+
+def test_key_value_logger_scrubs_secrets_and_carries_fields() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("cntr_sync.test_startup")
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        log = get_logger("cntr_sync.test_startup")
+        log.debug("not built", pair="p")
+        log.info("creating container", name="box", key="Bearer sk-abcdefghijklmnopqrstuvwx")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("pass crashed", pair="p")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert [r.levelno for r in records] == [logging.INFO, logging.ERROR]
+    first = records[0]
+    assert first.getMessage().startswith("creating container name=box key=")
+    assert "sk-abcdefghijklmnopqrstuvwx" not in first.getMessage()
+    fields = getattr(first, RECORD_FIELD)
+    assert fields["event"] == "creating container" and fields["name"] == "box"
+    assert "sk-abcdefghijklmnopqrstuvwx" not in fields["key"]
+    assert records[1].exc_info is not None and records[1].exc_info[0] is ValueError
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_configured_lines_render_in_both_formats(log_format: str) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("cntr_sync").level)
+    try:
+        configure(verbose=1, log_format=log_format, stream=stream)  # type: ignore[arg-type]
+        get_logger("cntr_sync.test_startup").info("sync pass", pair="docs", uploaded=2)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("cntr_sync").setLevel(saved[2])
+    line = stream.getvalue().strip()
+    if log_format == "json":
+        event = json.loads(line)
+        assert (event["event"], event["pair"], event["uploaded"]) == ("sync pass", "docs", 2)
+        assert event["level"] == "info"
+    else:
+        assert "sync pass" in line and "pair=docs" in line and "uploaded=2" in line
