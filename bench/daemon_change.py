@@ -52,8 +52,9 @@ from cntr_sync.models import PAIR_DEFAULTS
 from cntr_sync.names import remote_names
 
 FILE_BYTES = 512
-LAND_TIMEOUT_S = 60.0
+LAND_TIMEOUT_S = 60.0  # plus 1 ms a file: a daemon that lists the whole tree per change
 SETTLE_TIMEOUT_S = 60.0
+CHANGES_BUDGET_S = 600.0  # per size: past it, the figures come from the changes made so far
 AN_HOUR = 3600.0
 
 
@@ -133,7 +134,15 @@ def measure_size(work_dir: Path, size: int, changes: int) -> dict[str, Any]:
             figures["setup_requests"] = emulator.total()
             emulator.set_faults(latency())
             rows: list[dict[str, Any]] = []
+            wait_s = LAND_TIMEOUT_S + size / 1000
+            changes_started = time.monotonic()
             for number in range(changes):
+                if rows and time.monotonic() - changes_started > CHANGES_BUDGET_S:
+                    figures["stopped_early"] = (
+                        f"{len(rows)} of {changes} changes made: they took over"
+                        f" {CHANGES_BUDGET_S:.0f} s"
+                    )
+                    break
                 kind = "new" if number % 2 == 0 else "modified"
                 if kind == "new":
                     path = root / "new" / f"change{number:03d}.txt"
@@ -145,8 +154,8 @@ def measure_size(work_dir: Path, size: int, changes: int) -> dict[str, Any]:
                 change_wall = time.time()
                 started = time.monotonic()
                 path.write_bytes(f"change {number} at {change_wall}\n".encode() * (number + 2))
-                stored = wait_stored(emulator.uploads, name, started, LAND_TIMEOUT_S)
-                pair = wait_idle(daemon, change_wall, SETTLE_TIMEOUT_S)
+                stored = wait_stored(emulator.uploads, name, started, wait_s)
+                pair = wait_idle(daemon, change_wall, SETTLE_TIMEOUT_S + wait_s)
                 rows.append(
                     {
                         "kind": kind,

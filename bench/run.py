@@ -38,6 +38,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 from _emulated import check, print_table, run_command, target_record  # noqa: E402
-from _support import clean_env  # noqa: E402
+from _support import clean_env, sigterm_as_interrupt  # noqa: E402
 
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
@@ -303,8 +304,20 @@ class Soak:
             )
         self.started = time.monotonic()
 
+    def stop(self) -> None:
+        """SIGTERM (bounded wait), so the soak's own ``finally`` stops its children."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def finish(self) -> dict[str, Any]:
         if self.process is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
             reason = "bench/daemon_soak.py does not exist"
             return target_record("7", "soak", self.command, [], {}, reason=reason)
         budget = self.minutes * 60 + 600
@@ -319,6 +332,7 @@ class Soak:
         if self.csv.exists():
             with self.csv.open() as handle:
                 rows = list(csv.DictReader(handle))
+        shutil.rmtree(self.dir, ignore_errors=True)
         if code != 0 or len(rows) < 3:
             reason = f"bench/daemon_soak.py exited {code} with {len(rows)} samples"
             return target_record("7", "soak", self.command, [], details, reason=reason)
@@ -427,24 +441,31 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     soak = Soak(args.soak_minutes or (1.0 if args.quick else 20.0)) if "7" in chosen else None
-    if soak is not None and args.quick:
-        soak.start()  # beside the others: a quick run stays near a minute
     records: list[dict[str, Any]] = []
-    for number in chosen:
-        print(f"bench: target {number} ...", file=sys.stderr, flush=True)
-        target_started = time.monotonic()
-        if number == "7":
-            assert soak is not None
+    sigterm_as_interrupt()
+    try:
+        if soak is not None and args.quick:
+            soak.start()  # beside the others, so that a quick run stays short
+        for number in chosen:
+            if number == "7":
+                continue  # a full soak runs last, alone: it would load the others' machine
+            print(f"bench: target {number} ...", file=sys.stderr, flush=True)
+            target_started = time.monotonic()
+            record = TARGETS[number](args.quick)
+            record["seconds"] = round(time.monotonic() - target_started, 1)
+            records.append(record)
+            print(f"bench: target {number}: {record['status']}", file=sys.stderr, flush=True)
+        if soak is not None:
             if not args.quick:
+                print(f"bench: target 7 ({soak.minutes:g} min) ...", file=sys.stderr, flush=True)
                 soak.start()
-            continue
-        record = TARGETS[number](args.quick)
-        record["seconds"] = round(time.monotonic() - target_started, 1)
-        records.append(record)
-        print(f"bench: target {number}: {record['status']}", file=sys.stderr, flush=True)
-    if soak is not None:
-        records.append(soak.finish())
-        records.sort(key=lambda record: ORDER.index(record["target"]))
+            records.append(soak.finish())
+            records.sort(key=lambda record: ORDER.index(record["target"]))
+    except KeyboardInterrupt:
+        if soak is not None:
+            soak.stop()
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     document = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
