@@ -112,7 +112,8 @@ def run(sizes: list[int], repeat: int) -> list[Listing]:
             for size in sizes:
                 started = time.perf_counter()
                 container_id, ids = fill(emulator, size)
-                print(f"filled {size} files in {time.perf_counter() - started:.2f} s", flush=True)
+                filled_s = time.perf_counter() - started
+                print(f"filled {size} files in {filled_s:.2f} s", file=sys.stderr)
                 for client, way, order in (
                     (in_process, "in-process asc", "asc"),
                     (in_process, "in-process desc", "desc"),
