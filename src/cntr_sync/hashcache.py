@@ -98,8 +98,8 @@ class SqliteHashCache:
         self._pending: dict[str, Row] = {}
         # While a scan runs (``scanning``): the table's rows as selected,
         # (relpath, inode, size, mtime_ns, ctime_ns, hash), with the buffered
-        # ones laid over them, by relpath; None otherwise. A digest stored
-        # during the scan is not added: the walk asks for each relpath once.
+        # ones laid over them, by relpath; None otherwise. The walk asks for each
+        # relpath once: a lookup takes its row out, a store does not put one in.
         self._loaded: dict[str, tuple[Any, ...]] | None = None
 
     @contextmanager
@@ -127,7 +127,9 @@ class SqliteHashCache:
     ) -> str | None:
         loaded = self._loaded
         if loaded is not None:
-            row = loaded.get(relpath)
+            # Taken out, not read: the walk asks once per relpath, and the memory a
+            # row frees goes to the snapshot's entry, so the peak is one of them.
+            row = loaded.pop(relpath, None)
             if (
                 row is not None
                 and row[1] == inode

@@ -116,6 +116,13 @@ def hash_fd(fd: int, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
 
     ``tick`` is called after every chunk: a large file is progress, not a hang.
     """
+    if limit is not None and 0 < limit <= HASH_CHUNK:
+        # Most files of a tree: one read and one call (the one-shot digest is the
+        # same as the streamed one). A short read goes the long way below.
+        chunk = os.pread(fd, limit, 0)
+        if len(chunk) == limit:
+            tick()
+            return xxhash.xxh3_128_hexdigest(chunk)
     digest = xxhash.xxh3_128()
     offset = 0
     while True:
@@ -773,6 +780,7 @@ class _Walk:
     def _unreadable_dir(self, relpath: str, exc: OSError) -> None:
         self._unreadable_dirs.append(relpath)
         self._warn(relpath, f"directory cannot be read: {exc.strerror or exc}")
+
 
 def _ancestors(parent: str) -> list[str]:
     """``a``, ``a/b``, ``a/b/c`` for ``a/b/c``; nothing for the root."""
