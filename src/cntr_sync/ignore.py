@@ -151,7 +151,7 @@ class Screen:
     ``names``: more components to treat as "may match" (the caller's own rules).
     """
 
-    __slots__ = ("_name_regex", "_path_literals", "_prefixes", "_suffixes")
+    __slots__ = ("_name_regex", "_path_literals", "_prefixes", "_suffixes", "names_only")
 
     def __init__(self, layers: Iterable[Layer], names: Iterable[str] = ()) -> None:
         layers = [layer for layer in layers if not layer.empty]
@@ -165,6 +165,15 @@ class Screen:
         self._path_literals = tuple(
             dict.fromkeys(lit for layer in layers for lit in layer.path_literals)
         )
+        # Only prefixes and suffixes: then ``passes`` is "the name starts with none of
+        # ``affixes[0]``, ends with none of ``affixes[1]`` and has no newline", which
+        # the walk inlines.
+        self.names_only = self._name_regex is None and not self._path_literals
+
+    @property
+    def affixes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(prefixes, suffixes) of the names that fail the screen."""
+        return self._prefixes, self._suffixes
 
     @staticmethod
     def possible(layers: Iterable[Layer]) -> bool:

@@ -634,7 +634,12 @@ class _Walk:
         entry_ignored = self._rules.entry_ignored
         screen = self._rules.screen(parent) if parent_clean else None
         passes = screen.passes if screen is not None else None
+        # Screen.passes, inline when it is only prefixes and suffixes (the defaults).
+        names_only = screen is not None and screen.names_only
+        prefixes, suffixes = screen.affixes if screen is not None else ((), ())
         follow = self._follow
+        lookup = self._cache.lookup
+        files = self._files
         prefix = f"{parent}/" if parent else ""
         for entry in entries:
             tick()
@@ -655,29 +660,51 @@ class _Walk:
                 is_dir = False
             # Ignore rules come before name checks so users can silence a warning
             # about a hostile name by ignoring it.
-            if passes is not None and passes(relpath, name, is_dir):
+            if (
+                names_only
+                and not name.startswith(prefixes)
+                and not name.endswith(suffixes)
+                and "\n" not in name
+            ) or (not names_only and passes is not None and passes(relpath, name, is_dir)):
                 clean = True  # no pattern can match: the common case, without pathspec
             else:
                 ignored, clean = entry_ignored(relpath, name, is_dir, parent_clean)
                 if ignored:
                     self._ignored += 1
                     continue
-            problem = _name_problem(name, relpath)
-            if problem is not None:
-                self._warn(relpath, problem)
-            elif is_link:
+            if not (
+                # _name_problem's common case, inline: printable ASCII, short enough.
+                relpath.isascii() and name.isprintable() and len(relpath) <= MAX_RELPATH_BYTES
+            ):
+                problem = _name_problem(name, relpath)
+                if problem is not None:
+                    self._warn(relpath, problem)
+                    continue
+            if is_link:
                 self._visit_link(relpath, entry.path)
-            elif is_dir:
+                continue
+            if is_dir:
                 self._visit_dir(relpath, entry, clean)
-            else:
-                try:
-                    file_stat = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
+                continue
+            try:
+                file_stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._unreadable_file(relpath, exc)
+                continue
+            if not stat.S_ISREG(file_stat.st_mode):
+                self._add_file(relpath, entry.path, file_stat)  # warns
+                continue
+            # _add_file, inline for the regular files that are most of a tree.
+            inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
+            ctime_ns = file_stat.st_ctime_ns
+            digest = lookup(relpath, inode, size, mtime_ns, ctime_ns)
+            if digest is None:
+                digest = self._hash(relpath, entry.path, file_stat)
+                if digest is None:
                     continue
-                except OSError as exc:
-                    self._unreadable_file(relpath, exc)
-                    continue
-                self._add_file(relpath, entry.path, file_stat)
+            files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
 
     def _visit_link(self, relpath: str, path: str) -> None:
         if not self._follow:
