@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cntr_sync.api import ContainersClient, RateLimiter
+from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
     AuthenticationError,
     BadRequestError,
@@ -27,6 +27,7 @@ from cntr_sync.errors import (
     ServerError,
     TransportError,
 )
+from cntr_sync.pacing import Pacer
 from cntr_sync.rest import parse_retry_after
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -585,21 +586,29 @@ def test_create_container_sends_expiry_and_memory() -> None:
     }
 
 
-def test_rate_limiter_spaces_requests_beyond_the_burst() -> None:
+def test_a_429_throttles_the_pacer_and_every_request_waits_the_hint() -> None:
     clock = FakeClock(now=0.0)
-    limiter = RateLimiter(2.0, burst=2, monotonic=clock.time, sleep=clock.sleep)
-    script = Script(httpx.Response(200, json=CONTAINER))
-    with make_client(script, rate_limiter=limiter) as client:
-        for _ in range(6):
+    pacer = Pacer(monotonic=clock.time, sleep=clock.sleep)
+    script = Script(
+        httpx.Response(200, json=CONTAINER),
+        error(429, "slow down", {"retry-after-ms": "2000"}),
+        httpx.Response(200, json=CONTAINER),
+        httpx.Response(404, json={"error": {"message": "gone"}}),
+        error(500, "oops"),
+        httpx.Response(200, json=CONTAINER),
+    )
+    with make_client(script, clock, pacer=pacer) as client:
+        client.retrieve_container("cntr_1")
+        assert pacer.rate is None  # nothing limited before the server pushes back
+        client.retrieve_container("cntr_1")  # 429, retried after its hint
+        assert pacer.throttles == 1
+        assert pacer.rate is not None
+        assert clock.now >= 2.0
+        with pytest.raises(NotFoundError):
             client.retrieve_container("cntr_1")
-    # Two go at once, then one every half second.
-    assert clock.sleeps == [pytest.approx(0.5)] * 4
+        client.retrieve_container("cntr_1")  # a 500 is retried: not a throttle
+    assert pacer.throttles == 1
     assert len(script.requests) == 6
-
-
-def test_rate_limiter_rejects_a_zero_rate() -> None:
-    with pytest.raises(ConfigError, match="requests_per_second"):
-        RateLimiter(0)
 
 
 def test_credentials_in_the_base_url_are_refused_not_silently_used() -> None:

@@ -45,10 +45,10 @@ from cntr_sync.models import (
     Container,
     ContainerFile,
 )
+from cntr_sync.pacing import Pacer
 from cntr_sync.rest import (
     ByteSink,
     Call,
-    RateLimiter,
     Requester,
     RequestOutcome,
     RequestStats,
@@ -84,7 +84,7 @@ class ContainersClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         on_request: Callable[[RequestOutcome], None] | None = None,
-        rate_limiter: RateLimiter | None = None,
+        pacer: Pacer | None = None,
         tick: Callable[[], None] | None = None,
         request_deadline: float | None = 1800.0,
     ) -> None:
@@ -138,7 +138,7 @@ class ContainersClient:
             sleep=sleep,
             clock=clock,
             on_request=on_request,
-            rate_limiter=rate_limiter,
+            pacer=pacer,
             tick=tick,
             request_deadline=request_deadline,
         )
@@ -344,4 +344,4 @@ def _seg(identifier: str) -> str:
     return quote(identifier, safe="")
 
 
-__all__ = ["ContainersClient", "RateLimiter", "RequestOutcome", "RequestStats", "UploadSource"]
+__all__ = ["ContainersClient", "RequestOutcome", "RequestStats", "UploadSource"]

@@ -85,7 +85,10 @@ FLAGS: dict[str, Any] = {
         int, "--max-retries", "Retries of a failed request (default 4).", _CONNECTION
     ),
     "requests_per_second": _opt(
-        float, "--requests-per-second", "Client-side request rate limit.", _CONNECTION
+        float,
+        "--requests-per-second",
+        "Hard cap on requests a second (default: none, adaptive).",
+        _CONNECTION,
     ),
     "request_deadline": _opt(
         float, "--request-deadline", "Give up one transfer after this many seconds.", _CONNECTION

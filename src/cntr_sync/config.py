@@ -283,7 +283,8 @@ class Settings(BaseSettings):
     verify_tls: bool = True
     ca_bundle: ConfigPath | None = None
     max_retries: Annotated[int, Field(ge=0, le=20)] = 4
-    requests_per_second: Annotated[float, Field(gt=0)] = 20.0
+    # A hard cap on top of the adaptive pacer; None: only the server's 429s pace requests.
+    requests_per_second: Annotated[float, Field(gt=0)] | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     # One request may take this long in all, however steadily bytes trickle in.
     request_deadline: Seconds = 1800.0

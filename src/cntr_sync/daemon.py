@@ -30,7 +30,7 @@ from cntr_sync.http import HealthServer
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
-from cntr_sync.rest import MAX_RETRY_AFTER, RateLimiter
+from cntr_sync.rest import MAX_RETRY_AFTER
 from cntr_sync.sdnotify import Notifier
 from cntr_sync.worker import PairWorker
 
@@ -49,8 +49,9 @@ def stall_limit(settings: Settings) -> float:
 
     A healthy pass is never quiet for longer than the longest of: a retry wait
     the server asked for (capped at 120 s), one HTTP read or connect that gets
-    no bytes (``timeout``, ``connect_timeout``), or a turn at the shared rate
-    limit with every transfer slot waiting (``concurrency / requests_per_second``).
+    no bytes (``timeout``, ``connect_timeout``), or a turn at a ``requests_per_second``
+    cap with every transfer slot waiting (``concurrency / requests_per_second``; the
+    adaptive pacer's own waits tick).
     Every scanned entry, hashed MiB, request, transferred chunk, finished
     action and idle loop turn counts as progress.
     """
@@ -58,7 +59,7 @@ def stall_limit(settings: Settings) -> float:
         MAX_RETRY_AFTER,
         settings.timeout,
         settings.connect_timeout,
-        settings.concurrency / settings.requests_per_second,
+        settings.concurrency / settings.requests_per_second if settings.requests_per_second else 0,
     )
     return quiet + STALL_MARGIN
 
@@ -86,7 +87,6 @@ class Daemon:
         self.settings = settings or self._load()
         self.metrics = Metrics()
         self.notifier = Notifier(self._environ)
-        self.rate_limiter = RateLimiter(self.settings.requests_per_second)
         self.workers: dict[str, PairWorker] = {}
         self.started_at = time.time()
         self.heartbeat = clock()
@@ -203,7 +203,7 @@ class Daemon:
         self._stop.set()
 
     def _start_worker(self, pair: Pair) -> None:
-        worker = PairWorker(pair, self.settings, self.rate_limiter, self.metrics, clock=self.clock)
+        worker = PairWorker(pair, self.settings, self.metrics, clock=self.clock)
         self.workers[pair.name] = worker
         worker.start()
 
@@ -259,8 +259,6 @@ class Daemon:
         ]
         self.notifier.reloading()
         self._stop_workers([n for n in changed if n in self.workers], self.settings.flush_timeout)
-        if new.requests_per_second != self.settings.requests_per_second:
-            self.rate_limiter = RateLimiter(new.requests_per_second)
         self.settings = new
         for name, pair in new_pairs.items():
             if name not in self.workers:

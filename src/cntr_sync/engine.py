@@ -1,7 +1,12 @@
 """One reconcile pass: container -> scan -> list -> plan -> brakes -> apply -> record.
 
 The one-shot command runs one pass; the daemon runs the same pass again and
-again; push, pull and both are the same pass with another plan. Owns the order
+again; push, pull and both are the same pass with another plan. Between
+listings the daemon runs incremental passes: the paths its events named are
+scanned, planned against the index (trusted as the container's state since the
+last clean full pass) and applied, with no listing; anything that casts doubt
+on the index (a failure, an open upload or delete, an ignore file changed, a
+container replaced) makes the next pass a full one. Owns the order
 of steps and the rules that keep data safe: nothing is deleted, on either
 side, unless the listing was complete and the brakes agree; an expired
 container is replaced and refilled (``containers`` finds, creates and
@@ -18,10 +23,11 @@ other than through ``scan`` and ``transfer``. Clocks are injected: ``clock``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from cntr_sync.actions import Plan
@@ -37,10 +43,10 @@ from cntr_sync.errors import (
 from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
 from cntr_sync.logs import get_logger
-from cntr_sync.models import Container, LocalFile, Pair, RemoteFile
+from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import Policy, PullContext, check_brakes, plan
-from cntr_sync.remote_paths import FileSystemTraits, PathRules, is_conflict_copy
+from cntr_sync.remote_paths import IGNORE_FILE, FileSystemTraits, PathRules, is_conflict_copy
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
@@ -93,6 +99,9 @@ class Engine:
         self._fs_traits = fs_traits
         self._rules: IgnoreRules | None = None
         self._deadline: float | None = None
+        # The container whose files the index mirrors exactly, as of the last clean
+        # full pass; None: the next pass lists.
+        self._trusted: str | None = None
 
     # -- the pass -----------------------------------------------------------------
 
@@ -105,8 +114,13 @@ class Engine:
         keep_grown_uploads: bool = False,
         deadline: float | None = None,
         cancel: threading.Event | None = None,
+        paths: Collection[str] | None = None,
     ) -> PassResult:
         """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
+
+        ``paths`` (relpaths the file events named; a directory stands for all below
+        it): when the index can be trusted, only they are scanned and nothing is
+        listed (``result.listed`` is False); otherwise a full pass runs.
 
         ``defer_unsettled`` leaves files modified within the pair's quiet period
         to a later pass (the daemon's choice; a one-shot sync sends what it sees).
@@ -123,15 +137,27 @@ class Engine:
         self._deadline = None if deadline is None else time.monotonic() + deadline
         requests_before = self.client.stats.by_operation()
         result = PassResult(dry_run=dry_run)
+        trusted, self._trusted = self._trusted, None
+        incremental = (
+            not dry_run and paths is not None and self._incremental_allowed(trusted, paths)
+        )
         try:
             try:
-                self._run(
-                    result,
-                    dry_run=dry_run,
-                    force=force,
-                    defer_unsettled=defer_unsettled,
-                    keep_grown=keep_grown_uploads,
-                )
+                if incremental and paths is not None:
+                    self._run_incremental(
+                        result,
+                        paths,
+                        defer_unsettled=defer_unsettled,
+                        keep_grown=keep_grown_uploads,
+                    )
+                else:
+                    self._run(
+                        result,
+                        dry_run=dry_run,
+                        force=force,
+                        defer_unsettled=defer_unsettled,
+                        keep_grown=keep_grown_uploads,
+                    )
             except ContainerExpiredError:
                 if (
                     dry_run
@@ -152,6 +178,8 @@ class Engine:
                     keep_grown=keep_grown_uploads,
                 )
                 result = retry
+            if not dry_run and not result.failures and not result.cancelled:
+                self._trusted = result.container_id
         finally:
             after = self.client.stats.by_operation()
             result.requests_by_operation = {
@@ -201,18 +229,7 @@ class Engine:
                     if not result.container_created:
                         remote = self._list(container.id)
 
-        policy = Policy(
-            direction=self.pair.direction,
-            conflict=self.pair.conflict,
-            remote_delete=self.pair.remote_delete,
-            delete=self.pair.delete,
-            delete_unknown=self.pair.delete_unknown,
-            max_delete=self.pair.max_delete,
-            server_keeps_names=self.index.server_keeps_names,
-            server_adds_prefix=self.index.server_adds_prefix,
-            adopt_verify_max_bytes=self.pair.adopt_verify_max_bytes,
-            now=self._clock(),
-        )
+        policy = self._policy()
         known = container is not None
         pull_context = self._pull_context(known) if self.pair.direction != "push" else None
         pass_plan = plan(
@@ -258,6 +275,100 @@ class Engine:
             keep_grown_uploads=keep_grown,
             deadline=self._deadline,
         ).run(pass_plan)
+
+    def _incremental_allowed(self, trusted: str | None, paths: Collection[str]) -> bool:
+        """Whether a pass over ``paths`` alone, without a listing, is as right as a full one."""
+        if trusted is None or trusted != self.index.container_id or self._rules is None:
+            return False
+        if self.pair.direction != "push":
+            # Pull and both must see the container to see what the model wrote.
+            return False
+        if not paths or any(not p or p.rpartition("/")[2] == IGNORE_FILE for p in paths):
+            return False  # the root itself, or ignore rules changed: scan everything
+        root = os.path.realpath(self.pair.local)
+        for relpath in paths:
+            parent = relpath.rpartition("/")[0]
+            # Through a symlinked directory: where the full walk syncs it is its call.
+            real = f"{root}/{parent}"
+            if parent and os.path.realpath(real) != real:
+                return False
+        return not self.index.has_unfinished_work()
+
+    def _run_incremental(
+        self,
+        result: PassResult,
+        paths: Collection[str],
+        *,
+        defer_unsettled: bool,
+        keep_grown: bool,
+    ) -> None:
+        """Scan ``paths``, plan them against their index entries, apply; no listing.
+
+        The index stands in for the listing: what this tool uploaded is there
+        under the recorded ids. A remote change is seen at the next full pass.
+        """
+        self._check_root(force=False)
+        container_id = self.index.container_id
+        assert container_id is not None and self._rules is not None
+        result.container_id = container_id
+        result.listed = False
+        snapshot = self._scan(dry_run=False, accept_growth=keep_grown, only=paths)
+        self.index.hashes.flush()
+        local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
+        entries = self.index.entries_under(paths)
+        result.local_files = self.index.entry_count()
+        result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
+        result.deferred.extend(snapshot.unstable)
+        result.deferred.extend(sorted(unsettled))
+        policy = self._policy()
+        pass_plan = plan(
+            local,
+            entries,
+            [_as_listed(entry) for entry in entries.values()],
+            policy=policy,
+            uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
+        )
+        # The brakes weigh deletions against the whole tree, not the paths in hand.
+        total = max(result.local_files, len(local))
+        pass_plan = dataclasses.replace(pass_plan, tracked=total)
+        result.plan = pass_plan
+        brake = check_brakes(pass_plan, local_count=total, policy=policy)
+        if brake is not None:
+            raise SafetyBrakeError(brake.reason)
+        if snapshot.partials:
+            remove_partials(self.pair.local, list(snapshot.partials), self._partial_tag)
+        self._record_bookkeeping(pass_plan, result)
+        Applier(
+            self.client,
+            self.index,
+            self.pair,
+            container_id,
+            result,
+            concurrency=self.concurrency,
+            clock=self._clock,
+            progress=self._progress,
+            tick=self._tick,
+            cancel=self._cancel,
+            pull_policy=None,
+            partial_tag=self._partial_tag,
+            taken=set(),
+            keep_grown_uploads=keep_grown,
+            deadline=self._deadline,
+        ).run(pass_plan)
+
+    def _policy(self) -> Policy:
+        return Policy(
+            direction=self.pair.direction,
+            conflict=self.pair.conflict,
+            remote_delete=self.pair.remote_delete,
+            delete=self.pair.delete,
+            delete_unknown=self.pair.delete_unknown,
+            max_delete=self.pair.max_delete,
+            server_keeps_names=self.index.server_keeps_names,
+            server_adds_prefix=self.index.server_adds_prefix,
+            adopt_verify_max_bytes=self.pair.adopt_verify_max_bytes,
+            now=self._clock(),
+        )
 
     def _prune_hash_cache(self, snapshot: Snapshot) -> None:
         """Forget digests of files that are gone, once they are a tenth of the cache."""
@@ -361,10 +472,16 @@ class Engine:
             for relpath, entry in entries.items()
         )
 
-    def _scan(self, *, dry_run: bool, accept_growth: bool = False) -> Snapshot:
-        rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
-        rules.always_ignore(self._own_paths())
-        self._rules = rules
+    def _scan(
+        self, *, dry_run: bool, accept_growth: bool = False, only: Collection[str] | None = None
+    ) -> Snapshot:
+        """The tree, or with ``only`` the paths named (under the last full scan's rules)."""
+        if only is not None and self._rules is not None:
+            rules = self._rules
+        else:
+            rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
+            rules.always_ignore(self._own_paths())
+            self._rules = rules
         # A dry run reads the hash cache but writes nothing.
         cache: HashCache = ReadThroughCache(self.index.hashes) if dry_run else self.index.hashes
         return scan(
@@ -375,6 +492,7 @@ class Engine:
             now_ns=lambda: int(self._clock() * 1e9),
             tick=self._tick,
             accept_growth=accept_growth,
+            only=only,
         )
 
     def _list(self, container_id: str) -> list[RemoteFile]:
@@ -401,6 +519,17 @@ class Engine:
             self.index.clear_intent(relpath)
         for remote_id in pass_plan.obsolete_deletes:
             self.index.record_delete(remote_id)
+
+
+def _as_listed(entry: IndexEntry) -> RemoteFile:
+    """The remote file an index entry records, as a listing would show it."""
+    return to_remote_file(
+        entry.remote_id,
+        entry.remote_path,
+        entry.remote_size if entry.remote_size is not None else entry.size,
+        "user" if entry.origin == "push" else "assistant",
+        entry.remote_created_at,
+    )
 
 
 __all__ = ["Engine"]

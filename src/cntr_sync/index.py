@@ -336,6 +336,29 @@ class Index:
         )
         return {row[0]: IndexEntry(*row) for row in rows}
 
+    def entries_under(self, relpaths: Iterable[str]) -> dict[str, IndexEntry]:
+        """The entries at each of ``relpaths`` or below it (a directory), by relpath.
+
+        One indexed range query per path: the cost follows the paths, not the tree.
+        """
+        found: dict[str, IndexEntry] = {}
+        for relpath in relpaths:
+            # Everything below "a/b" sorts between "a/b/" and "a/b0" ('0' follows '/').
+            rows = self.read(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ? "  # noqa: S608
+                "AND (relpath = ? OR (relpath >= ? AND relpath < ?))",
+                (self.container_id, relpath, relpath + "/", relpath + "0"),
+            )
+            found.update((row[0], IndexEntry(*row)) for row in rows)
+        return found
+
+    def has_unfinished_work(self) -> bool:
+        """Whether an upload's outcome or a delete is still open (a listing must decide)."""
+        rows = self.read(
+            "SELECT (SELECT count(*) FROM intents) + (SELECT count(*) FROM pending_deletes)", ()
+        )
+        return bool(rows[0][0])
+
     def entry_count(self) -> int:
         rows = self.read(
             "SELECT count(*) FROM entries WHERE container_id = ?", (self.container_id,)

@@ -1,6 +1,6 @@
 """The request machinery under ``ContainersClient``: one exchange, done carefully.
 
-Owns: the client-side rate limit (``RateLimiter``), retries with server hints
+Owns: retries with server hints
 (``retry-after-ms``, ``Retry-After`` as seconds or a date, LiteLLM's
 ``llm_provider-`` prefixes; else exponential backoff with jitter), request
 counts (``RequestStats``, ``RequestOutcome``), mapping every HTTP failure into
@@ -17,6 +17,7 @@ This module and ``api`` are the only places that see httpx exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
@@ -36,7 +37,6 @@ from cntr_sync.errors import (
     ApiError,
     AuthenticationError,
     BadRequestError,
-    ConfigError,
     ContainerExpiredError,
     NotFoundError,
     OutcomeUnknownError,
@@ -46,10 +46,13 @@ from cntr_sync.errors import (
     ServerError,
     TransportError,
 )
+from cntr_sync.pacing import Pacer
 
 PAGE_LIMIT = 100
 MAX_RETRY_AFTER = 120.0
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+#: Answers that tell the pacer to slow down (a 503 is how some gateways say 429).
+THROTTLE_STATUSES = frozenset({429, 503})
 CHUNK_SIZE = 1024 * 1024
 
 # Retry hints, in the order they are trusted. LiteLLM forwards upstream hints
@@ -223,48 +226,14 @@ def is_container_expired(message: str) -> bool:
     )
 
 
-class RateLimiter:
-    """A token bucket shared by all threads: at most ``rate`` requests a second.
-
-    A few lines, so written here rather than adding a dependency; the clock
-    and sleep are injectable so tests need no real waiting.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        burst: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ConfigError("requests_per_second must be greater than 0")
-        self._rate = rate
-        self._capacity = burst if burst is not None else max(1.0, rate)
-        self._tokens = self._capacity
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._last = monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self._lock:
-            now = self._monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            self._tokens -= 1.0
-            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-
-
 class Requester:
-    """Sends requests on one ``httpx.Client``: throttled, counted, retried, mapped.
+    """Sends requests on one ``httpx.Client``: paced, counted, retried, mapped.
 
-    ``tick`` (optional) is called whenever a request makes progress: before a
-    throttle wait, after every attempt, around every retry wait and for every
-    downloaded chunk, so a watcher can tell a slow exchange from a hung one.
+    ``pacer`` (optional, usually shared by every client of the endpoint) admits
+    each attempt and hears how it ended. ``tick`` (optional) is called whenever a
+    request makes progress: during a pacing wait, after every attempt, around
+    every retry wait and for every downloaded chunk, so a watcher can tell a slow
+    exchange from a hung one.
     Thread-safe, like the ``httpx.Client`` it drives.
     """
 
@@ -279,7 +248,7 @@ class Requester:
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         on_request: Callable[[RequestOutcome], None] | None,
-        rate_limiter: RateLimiter | None,
+        pacer: Pacer | None,
         tick: Callable[[], None] | None = None,
         request_deadline: float | None = None,
     ) -> None:
@@ -291,7 +260,7 @@ class Requester:
         self._sleep = sleep
         self._clock = clock
         self._on_request = on_request
-        self._rate_limiter = rate_limiter
+        self._pacer = pacer
         self.stats = RequestStats()
 
     # -- one request, retried
@@ -350,23 +319,23 @@ class Requester:
         once the server may have done it."""
 
         def attempt() -> httpx.Response:
-            self._throttle()
-            started = time.monotonic()
-            try:
-                response = send()
-            except httpx.DecodingError as exc:
-                raise protocol_error(call, f"the answer cannot be decoded ({exc})") from None
-            except httpx.TransportError as exc:
-                self._record(call, None, started)
-                sent = not isinstance(
-                    exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
-                )
-                raise _Retryable(
-                    status=None, message=_transport_message(exc), body_sent=sent
-                ) from exc
-            self._record(call, response.status_code, started)
-            self._raise_for_status(call, response)
-            return response
+            with self._paced():
+                started = time.monotonic()
+                try:
+                    response = send()
+                except httpx.DecodingError as exc:
+                    raise protocol_error(call, f"the answer cannot be decoded ({exc})") from None
+                except httpx.TransportError as exc:
+                    self._record(call, None, started)
+                    sent = not isinstance(
+                        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                    )
+                    raise _Retryable(
+                        status=None, message=_transport_message(exc), body_sent=sent
+                    ) from exc
+                self._record(call, response.status_code, started)
+                self._raise_for_status(call, response)
+                return response
 
         def retry_allowed(exc: _Retryable) -> bool:
             if not upload:
@@ -385,31 +354,31 @@ class Requester:
         progress = {"written": 0}
 
         def attempt() -> int:
-            self._throttle()
             if start is not None:
                 sink.seek(start)
                 sink.truncate()
                 progress["written"] = 0
-            started = time.monotonic()
-            deadline = self._deadline()
-            try:
-                with self.http.stream("GET", path) as response:
-                    self._record(call, response.status_code, started)
-                    if response.status_code >= 400:
-                        response.read()
-                        self._raise_for_status(call, response)
-                    for chunk in response.iter_bytes(CHUNK_SIZE):
-                        sink.write(chunk)
-                        progress["written"] += len(chunk)
-                        self._tick()
-                        self._check_deadline(deadline)
-            except httpx.DecodingError as exc:
-                raise protocol_error(call, f"the content cannot be decoded ({exc})") from None
-            except httpx.TransportError as exc:
-                if progress["written"] == 0:
-                    self._record(call, None, started)
-                raise _Retryable(status=None, message=_transport_message(exc)) from exc
-            return progress["written"]
+            with self._paced():
+                started = time.monotonic()
+                deadline = self._deadline()
+                try:
+                    with self.http.stream("GET", path) as response:
+                        self._record(call, response.status_code, started)
+                        if response.status_code >= 400:
+                            response.read()
+                            self._raise_for_status(call, response)
+                        for chunk in response.iter_bytes(CHUNK_SIZE):
+                            sink.write(chunk)
+                            progress["written"] += len(chunk)
+                            self._tick()
+                            self._check_deadline(deadline)
+                except httpx.DecodingError as exc:
+                    raise protocol_error(call, f"the content cannot be decoded ({exc})") from None
+                except httpx.TransportError as exc:
+                    if progress["written"] == 0:
+                        self._record(call, None, started)
+                    raise _Retryable(status=None, message=_transport_message(exc)) from exc
+                return progress["written"]
 
         # Retrying is safe when nothing reached the sink yet, or it can be rewound.
         return self._retrying(
@@ -458,10 +427,31 @@ class Requester:
         self._sleep(seconds)
         self._tick()
 
-    def _throttle(self) -> None:
-        if self._rate_limiter is not None:
-            self._tick()
-            self._rate_limiter.acquire()
+    @contextlib.contextmanager
+    def _paced(self) -> Iterator[None]:
+        """One attempt, admitted by the pacer, which then hears whether it was throttled."""
+        if self._pacer is None:
+            yield
+            return
+        self._tick()
+        ticket = self._pacer.acquire(self._tick)
+        try:
+            yield
+        except _Retryable as exc:
+            if exc.status in THROTTLE_STATUSES:
+                hint = parse_retry_after(exc.headers, self._clock())
+                self._pacer.release(ticket, throttled=True, retry_after=hint)
+            else:
+                self._pacer.forget(ticket)
+            raise
+        except ApiError:
+            self._pacer.release(ticket, throttled=False)  # an answer, if a refusal
+            raise
+        except BaseException:
+            self._pacer.forget(ticket)
+            raise
+        else:
+            self._pacer.release(ticket, throttled=False)
 
     def _record(self, call: Call, status: int | None, started: float) -> None:
         self._tick()

@@ -68,6 +68,9 @@ class PassResult:
     dry_run: bool = False
     cancelled: bool = False
     plan: Plan | None = None
+    # False for an incremental pass: it scanned the changed paths and trusted the
+    # index for the container (no listing), so the remote side was not looked at.
+    listed: bool = True
 
     @property
     def in_sync(self) -> bool:

@@ -1,8 +1,9 @@
-"""The one wiring: settings and a pair -> client, rate limiter, index and engine.
+"""The one wiring: settings and a pair -> client, pacer, index and engine.
 
 Owns how the parts of a sync are put together, for every caller (the CLI, the
-daemon's worker, and the library): the connection pool size, the rate
-limiter, the pair's index and lock, and re-reading a rotated key. A
+daemon's worker, and the library): the connection pool size, the pacer
+(one per endpoint and key in the process), the pair's index and lock, and
+re-reading a rotated key. A
 ``PairSession`` is opened once per command (or once per worker, for the
 daemon's life) and closed with everything it opened.
 
@@ -24,7 +25,8 @@ from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
 from cntr_sync.models import Pair
-from cntr_sync.rest import RateLimiter, RequestOutcome
+from cntr_sync.pacing import Pacer, shared_pacer
+from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, Progress
 
 # Requests a pass can have in flight beyond its transfers: a listing and a
@@ -37,10 +39,16 @@ def pool_size(settings: Settings) -> int:
     return settings.concurrency + _EXTRA_CONNECTIONS
 
 
+def pacer_for(settings: Settings) -> Pacer:
+    """The process's pacer for the settings' endpoint and key (shared by every pair on it)."""
+    kwargs = settings.client_kwargs()
+    return shared_pacer(kwargs["base_url"] or "", kwargs["api_key"], settings.requests_per_second)
+
+
 def build_client(
     settings: Settings,
     *,
-    rate_limiter: RateLimiter | None = None,
+    pacer: Pacer | None = None,
     on_request: Callable[[RequestOutcome], None] | None = None,
     tick: Callable[[], None] | None = None,
     transport: httpx.BaseTransport | None = None,
@@ -50,7 +58,7 @@ def build_client(
     return ContainersClient(
         **settings.client_kwargs(),
         max_connections=pool_size(settings),
-        rate_limiter=rate_limiter or RateLimiter(settings.requests_per_second),
+        pacer=pacer or pacer_for(settings),
         on_request=on_request,
         tick=tick,
         transport=transport,
@@ -62,7 +70,7 @@ class PairSession:
     """A pair's client and index, open together; ``engine()`` makes a pass runner.
 
     ``lock=False`` opens the index for reading beside a running sync (``status``).
-    ``rate_limiter`` is shared by all pairs of a process (one account); the
+    The pacer is shared by all pairs of a process on one endpoint and key; the
     hooks see every request (metrics) and every sign of progress (liveness).
     """
 
@@ -72,7 +80,7 @@ class PairSession:
         pair: Pair,
         *,
         lock: bool = True,
-        rate_limiter: RateLimiter | None = None,
+        pacer: Pacer | None = None,
         on_request: Callable[[RequestOutcome], None] | None = None,
         tick: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -82,7 +90,7 @@ class PairSession:
         """``client``: use this one (the caller keeps and closes it) instead of building one."""
         self.settings = settings
         self.pair = pair
-        self._limiter = rate_limiter or RateLimiter(settings.requests_per_second)
+        self._pacer = pacer
         self._hooks: dict[str, Any] = {
             "on_request": on_request,
             "tick": tick,
@@ -90,9 +98,10 @@ class PairSession:
             "sleep": sleep,
         }
         self._owns_client = client is None
+        self._engine: Engine | None = None
         if client is None:
             self._client_kwargs = settings.client_kwargs()
-            client = build_client(settings, rate_limiter=self._limiter, **self._hooks)
+            client = build_client(settings, pacer=self._pacer, **self._hooks)
         self.client = client
         try:
             self.index = Index.open(
@@ -108,8 +117,14 @@ class PairSession:
             raise
 
     def engine(self, *, progress: Progress | None = None) -> Engine:
-        """A pass runner on this session's client and index."""
-        return Engine(
+        """The pass runner on this session's client and index.
+
+        Kept between calls (while the client stays the same): what it learnt
+        in one pass (the index it may trust, the ignore rules) serves the next.
+        """
+        if progress is None and self._engine is not None and self._engine.client is self.client:
+            return self._engine
+        engine = Engine(
             self.client,
             self.index,
             self.pair,
@@ -117,6 +132,9 @@ class PairSession:
             progress=progress,
             tick=self._hooks["tick"] or _no_tick,
         )
+        if progress is None:
+            self._engine = engine
+        return engine
 
     def refresh_client(self) -> None:
         """Rebuild the client when the key (re-read now) or connection settings changed.
@@ -130,7 +148,7 @@ class PairSession:
         if kwargs == self._client_kwargs:
             return
         old = self.client
-        self.client = build_client(self.settings, rate_limiter=self._limiter, **self._hooks)
+        self.client = build_client(self.settings, pacer=self._pacer, **self._hooks)
         self._client_kwargs = kwargs
         old.close()
 
@@ -172,4 +190,4 @@ def _no_tick() -> None:
     pass
 
 
-__all__ = ["PairSession", "build_client", "pool_size", "run_pass"]
+__all__ = ["PairSession", "build_client", "pacer_for", "pool_size", "run_pass"]

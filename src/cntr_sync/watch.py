@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +80,15 @@ class ChangeTracker:
         """Ask for a full rescan. ``since``: when the still-unsynced change first
         happened, so that re-marking after a deferred pass keeps max_delay's clock."""
         self.mark(None)
+        self._keep_since(since)
+
+    def mark_again(self, paths: Iterable[str], *, since: float | None = None) -> None:
+        """Put ``paths`` back (a pass deferred them); ``since`` as for ``mark_full``."""
+        for path in paths:
+            self.mark(path)
+        self._keep_since(since)
+
+    def _keep_since(self, since: float | None) -> None:
         if since is not None:
             with self._cond:
                 if self.first_at is None or since < self.first_at:
@@ -120,6 +129,10 @@ class _Handler(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
             if event.event_type in _IGNORED_EVENTS:
+                return
+            if event.is_directory and event.event_type == "modified":
+                # Says a child changed, which that child's own event names; marking the
+                # directory would make an incremental pass walk all of it.
                 return
             raws = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
             for raw in raws:

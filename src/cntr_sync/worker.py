@@ -17,6 +17,7 @@ one-shot command.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import threading
 import time
@@ -30,7 +31,7 @@ from cntr_sync.errors import CntrSyncError
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
-from cntr_sync.rest import RateLimiter, RequestOutcome
+from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult
 from cntr_sync.session import PairSession
 from cntr_sync.watch import ChangeTracker, Watcher
@@ -99,14 +100,12 @@ class PairWorker:
         self,
         pair: Pair,
         settings: Settings,
-        rate_limiter: RateLimiter,
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pair = pair
         self.settings = settings
-        self._rate_limiter = rate_limiter
         self._metrics = metrics
         self._clock = clock
         self.tracker = ChangeTracker(clock)
@@ -270,7 +269,6 @@ class PairWorker:
             self._session = PairSession(
                 self.settings,
                 self.pair,
-                rate_limiter=self._rate_limiter,
                 on_request=self._observe,
                 tick=self.beat,
             )
@@ -288,6 +286,11 @@ class PairWorker:
         taken_paths, taken_full = self.tracker.take()
         self.status.state = "syncing"
         started = self._clock()
+        # Changes the events named: the engine scans only them when it can trust its
+        # index; start-up, rescans and polls scan everything and list the container.
+        only = None
+        if reason in ("changes", "overdue", "flush") and not taken_full:
+            only = self._relpaths(taken_paths)
         try:
             engine = self._engine()
             # Overdue and flush passes send what they see, as it is at that moment.
@@ -297,6 +300,7 @@ class PairWorker:
                 defer_unsettled=not now_or_never,
                 keep_grown_uploads=now_or_never,
                 deadline=self.settings.pass_deadline,
+                paths=only,
             )
         except CntrSyncError as exc:
             self._failed(
@@ -320,6 +324,18 @@ class PairWorker:
         self._succeeded(reason, result, started, pending_since=pending_since)
         return result
 
+    def _relpaths(self, paths: frozenset[str]) -> frozenset[str] | None:
+        """The event paths relative to the root, or None when one is not under it."""
+        root = os.fspath(self.pair.local).rstrip("/")
+        relpaths = set()
+        for path in paths:
+            if path == root:
+                return None
+            if not path.startswith(root + "/"):
+                return None
+            relpaths.add(path[len(root) + 1 :])
+        return frozenset(relpaths)
+
     def _succeeded(
         self,
         reason: PassReason,
@@ -334,10 +350,19 @@ class PairWorker:
         status.container_id = result.container_id
         status.last_sync_at = time.time()
         status.last_error = None
-        self._last_poll = self._clock()
+        if result.listed:
+            self._last_poll = self._clock()
         self._backoff = 0.0
         self._retry_at = 0.0
-        if result.deferred or result.cancelled:
+        if result.deferred and not result.cancelled and not result.listed:
+            # Files still being written, named by path: only they wait for the next pass.
+            root = os.fspath(self.pair.local).rstrip("/")
+            self.tracker.mark_again(
+                (f"{root}/{relpath}" for relpath in result.deferred),
+                since=None if reason == "overdue" else pending_since,
+            )
+            self._retry_at = self._clock() + max(MIN_PASS_GAP, self.pair.quiet_period)
+        elif result.deferred or result.cancelled:
             # Files still being written, or a cut-short pass: try again after a
             # quiet period. After an overdue pass, max_delay counts afresh (else
             # every later pass would be overdue at once and spin), and no pass
@@ -377,6 +402,7 @@ class PairWorker:
             "deferred": len(result.deferred),
             "bytes": result.bytes_uploaded,
             "requests": result.requests,
+            "listed": result.listed,
             "seconds": round(result.seconds, 3),
         }
         self._metrics.record_pass(
