@@ -513,6 +513,9 @@ def run(
             stream=sys.stdout,
             daemon=True,
         )
+        # Once more, now that lines can be logged: what loading noted at debug level
+        # (Kubernetes service variables it ignored) shows on the first start too.
+        settings = load()
         from cntr_sync.daemon import Daemon  # noqa: PLC0415 - only this command needs it
 
         daemon = Daemon(config, settings=settings, load=load)
