@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -9,13 +10,14 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import xxhash
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
-from cntr_sync.hashcache import MemoryHashCache
+from cntr_sync.hashcache import MemoryHashCache, SqliteHashCache
 from cntr_sync.ignore import Layer
 from cntr_sync.remote_paths import MAX_RELPATH_BYTES, printable
 from cntr_sync.scan import (
@@ -1032,3 +1034,59 @@ def test_the_walk_keeps_what_pathspec_keeps(
 
         expected = {relpath for relpath in [*made, ".cntrignore"] if kept(relpath)}
         assert set(snapshot.files) == expected
+
+
+# -- the SQLite hash cache during a scan ----------------------------------------------
+
+
+class _CountingDatabase:
+    """The ``hashcache.Database`` an index provides, in memory, counting the queries."""
+
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.conn.execute(
+            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
+            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+            " hash TEXT NOT NULL) WITHOUT ROWID"
+        )
+        self.reads: list[str] = []
+
+    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        self.reads.append(sql)
+        return self.conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN")
+        yield self.conn
+        self.conn.execute("COMMIT")
+
+
+def test_a_scan_reads_the_sqlite_cache_in_one_query(tmp_path: Path) -> None:
+    for index in range(30):
+        write(tmp_path / f"d{index % 3}" / f"f{index}.txt", f"content {index}")
+    db = _CountingDatabase()
+    cache = SqliteHashCache(db)
+    first = scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache)
+    cache.flush()
+    assert first.hashed_count == 30
+    assert db.conn.execute("SELECT count(*) FROM hashes").fetchone()[0] == 30
+
+    db.reads.clear()
+    write(tmp_path / "d0" / "f0.txt", "changed")
+    second = scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache)
+
+    assert db.reads == ["SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes"]
+    assert second.hashed_count == 1  # only what changed
+    assert second.files["d0/f0.txt"].hash == digest(b"changed")
+    assert {k: v.hash for k, v in second.files.items() if k != "d0/f0.txt"} == {
+        k: v.hash for k, v in first.files.items() if k != "d0/f0.txt"
+    }
+    # Outside a scan the cache answers row by row again, with what the scan stored.
+    db.reads.clear()
+    changed = second.files["d0/f0.txt"]
+    key = (changed.inode, changed.size, changed.mtime_ns, changed.ctime_ns)
+    assert cache.lookup("d0/f0.txt", *key) == digest(b"changed")
+    cache.flush()
+    assert cache.lookup("d0/f0.txt", *key) == digest(b"changed")
+    assert len(db.reads) == 1
