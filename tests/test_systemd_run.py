@@ -89,6 +89,11 @@ def test_the_daemon_speaks_to_systemd_as_the_unit_expects(
     (root / "a.md").write_text("hello\n", encoding="utf-8")
     (root / "sub").mkdir()
     (root / "sub" / "b.txt").write_bytes(b"\x00\x01" * 1000)
+    # Written well before the start: the first pass sends them rather than deferring
+    # them as still being written (READY=1 follows the first pass, not the mirror).
+    then = time.time() - 3600
+    for path in (root / "a.md", root / "sub" / "b.txt"):
+        os.utime(path, (then, then))
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
     (credentials / "openai-api-key").write_text(KEY + "\n", encoding="utf-8")
