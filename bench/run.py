@@ -439,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: --only: unknown target(s) {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     started_at = dt.datetime.now(dt.UTC)
+    commit_at_start = git("rev-parse", "HEAD")
+    dirty_at_start = bool(git("status", "--porcelain", "--untracked-files=no"))
     started = time.monotonic()
     soak = Soak(args.soak_minutes or (1.0 if args.quick else 20.0)) if "7" in chosen else None
     records: list[dict[str, Any]] = []
@@ -473,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         "only": chosen if args.only else None,
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "commit_at_start": commit_at_start,
+        "dirty_at_start": dirty_at_start,
         "machine": machine(),
         "targets": records,
     }
@@ -489,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n{info['cpus']} CPUs ({info['cpu_model']}), load {info['load_average']}, "
             f"Python {info['python']}; commit {document['commit'][:10]}"
-            f"{' (dirty)' if document['dirty'] else ''}; {document['seconds']} s"
+            f"{' (dirty)' if document['dirty'] or dirty_at_start else ''}"
+            f"{' (HEAD moved during the run)' if commit_at_start != document['commit'] else ''}"
+            f"; {document['seconds']} s"
             f"{'; --quick: small sizes, figures indicative' if args.quick else ''}"
         )
     return 1 if any(record.get("error") for record in records) else 0
