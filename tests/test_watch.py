@@ -465,3 +465,25 @@ def test_a_native_watch_missing_subdirectories_falls_back_to_polling(
     watchers.append(healthy)
     healthy.start()
     assert healthy.kind == "native"
+
+
+def test_the_kernel_is_not_asked_for_opens_or_reads(
+    tmp_path: Path, watchers: list[Watcher]
+) -> None:
+    """A scan opens every directory and file: reported, those opens filled the inotify
+    queue of a 100k-file tree, and each overflow made a full rescan that filled it again."""
+    from watchdog.observers.inotify import InotifyEmitter  # noqa: PLC0415 - Linux only
+    from watchdog.observers.inotify_c import InotifyConstants  # noqa: PLC0415
+
+    watcher = Watcher(tmp_path, ChangeTracker(), "native")
+    watchers.append(watcher)
+    watcher.start()
+    assert watcher.observer is not None
+    [emitter] = watcher.observer.emitters
+    assert isinstance(emitter, InotifyEmitter)
+    mask = emitter.get_event_mask_from_filter()
+    assert not mask & InotifyConstants.IN_OPEN
+    assert not mask & InotifyConstants.IN_CLOSE_NOWRITE
+    # What a change is made of is still asked for.
+    for wanted in ("IN_CREATE", "IN_MODIFY", "IN_CLOSE_WRITE", "IN_DELETE", "IN_MOVE"):
+        assert mask & getattr(InotifyConstants, wanted), wanted
