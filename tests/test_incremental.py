@@ -9,11 +9,13 @@ of the tree. Anything that casts doubt on the index makes the next pass full.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cntr_sync.api import ContainersClient
@@ -201,3 +203,53 @@ def test_the_pull_directions_always_list(d: Daemonish) -> None:
     d.write("d1/new.txt", b"new")
     result = d.sync("d1/new.txt")
     assert result.listed
+
+
+def test_a_cold_push_records_in_batches_with_every_intent_on_disk_first(tmp_path: Path) -> None:
+    """300 uploads: a handful of commits, not two per upload; and no upload leaves
+    before the commit that holds its intent."""
+    root = tmp_path / "tree"
+    for number in range(TREE_FILES):
+        path = root / f"d{number % 5}" / f"f{number:03d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"file {number}\n".encode())
+    committed_intents: set[str] = set()
+    sent_before_its_intent: list[str] = []
+    with (
+        Emulator(data_dir=tmp_path / "emulator") as emu,
+        Index.open(tmp_path / "state", base_url=BASE_URL, root=root, container_spec="box") as index,
+    ):
+        inner = emu.transport()
+
+        class Checking(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                if request.method == "POST" and request.url.path.endswith("/files"):
+                    # What a crash now would leave on disk: read through another connection.
+                    with sqlite3.connect(index.path) as other:
+                        rows = other.execute("SELECT relpath FROM intents").fetchall()
+                    committed_intents.update(row[0] for row in rows)
+                    body = request.read()
+                    name = body.split(b'filename="', 1)[1].split(b'"', 1)[0].decode()
+                    if name not in committed_intents:
+                        sent_before_its_intent.append(name)
+                return inner.handle_request(request)
+
+        statements: list[str] = []
+        index._conn.set_trace_callback(statements.append)
+        with ContainersClient(
+            "sk-test", base_url=BASE_URL, transport=Checking(), sleep=NoSleep()
+        ) as client:
+            pair = Pair(name="p", local=root, container="box")
+            result = Engine(client, index, pair, concurrency=4).run_pass()
+        index._conn.set_trace_callback(None)
+    assert result.uploaded == TREE_FILES
+    assert sent_before_its_intent == []
+    commits = sum(1 for statement in statements if statement.strip().upper() == "COMMIT")
+    assert commits < TREE_FILES // 10, commits  # was two per upload
+    assert not index_has_intents(tmp_path / "state")
+
+
+def index_has_intents(state: Path) -> bool:
+    [path] = state.glob("*.sqlite")
+    with sqlite3.connect(path) as db:
+        return bool(db.execute("SELECT count(*) FROM intents").fetchone()[0])

@@ -16,6 +16,7 @@ SQLite except through ``Index``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -78,6 +79,13 @@ from cntr_sync.transfer import (
 
 # How often one file may change under its upload before this pass leaves it to the next.
 MAX_CHANGED_RETRIES = 3
+# Outcomes are recorded in one transaction per this many, or per this long (the
+# profile of a 2,000-file push: 12 SQLite statements and 2 commits per upload on
+# the dispatching thread, 1.9 s of its 10 s).
+RECORD_BATCH = 64
+RECORD_SECONDS = 0.5
+# Upload intents written in one transaction, ahead of the uploads they announce.
+INTENTS_AHEAD = 64
 # A download that failed (no content, wrong size) waits this long, doubling per
 # attempt, up to an hour: retried on later passes, never in a tight loop.
 PULL_RETRY_BASE_S = 60.0
@@ -165,6 +173,8 @@ class Applier:
         self._remote_hashes: dict[str, str] = {}
         self._hash_locks: dict[str, threading.Lock] = {}
         self._verified_ids: set[str] = set()
+        # Relpaths whose upload intent is on disk (written ahead, a window at a time).
+        self._intended: set[str] = set()
 
     @property
     def _root(self) -> Path:
@@ -184,13 +194,32 @@ class Applier:
         self._run_phase(remote)
 
     def _run_phase(self, actions: Sequence[Action]) -> None:
+        """Run ``actions`` in the pool; outcomes are recorded in batched transactions.
+
+        A batch is committed every ``RECORD_BATCH`` outcomes or ``RECORD_SECONDS``,
+        and before any intent is written: a crash loses at most that much of the
+        record, which the next listing rebuilds (the intents are on disk).
+        """
         queue = list(reversed(actions))
+        self.index.begin_batch()
+        try:
+            self._run_queue(queue)
+        except BaseException:
+            with contextlib.suppress(CntrSyncError):  # the first error is the one to tell
+                self.index.end_batch()
+            raise
+        self.index.end_batch()
+
+    def _run_queue(self, queue: list[Action]) -> None:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
             running: dict[Future[object], Action] = {}
+            recorded, since = 0, time.monotonic()
             try:
                 while queue or running:
                     while queue and len(running) < self.concurrency and not self._stopping():
                         action = queue.pop()
+                        if isinstance(action, Upload) and action.relpath not in self._intended:
+                            self._intend(action, queue)
                         running[self._submit(pool, action)] = action
                     if not running:
                         self.result.cancelled = True
@@ -200,10 +229,41 @@ class Applier:
                         action = running.pop(future)
                         self._tick()
                         queue.extend(reversed(list(self._finish(action, future))))
+                    recorded += len(done)
+                    if recorded >= RECORD_BATCH or time.monotonic() - since >= RECORD_SECONDS:
+                        self.index.end_batch()
+                        self.index.begin_batch()
+                        recorded, since = 0, time.monotonic()
             except FATAL:
                 for future in running:
                     future.cancel()
                 raise
+
+    def _intend(self, first: Upload, queue: list[Action]) -> None:
+        """Write the intents of ``first`` and the next uploads in ``queue`` in one go.
+
+        Written before any of them is sent: if the answer is lost, the next
+        listing can tell these uploads from a stranger's. An intent of an upload
+        never sent costs nothing (the listing shows no such file; it is dropped).
+        """
+        window = [first]
+        for action in reversed(queue):
+            if len(window) >= INTENTS_AHEAD:
+                break
+            if isinstance(action, Upload) and action.relpath not in self._intended:
+                window.append(action)
+        now = self._clock()
+        self.index.add_intents(
+            UploadIntent(
+                relpath=action.relpath,
+                filename=upload_name(action.relpath),
+                size=action.size,
+                hash=action.hash,
+                started_at=now,
+            )
+            for action in window
+        )
+        self._intended.update(action.relpath for action in window)
 
     def _stopping(self) -> bool:
         if self._cancel.is_set():
@@ -214,17 +274,7 @@ class Applier:
 
     def _submit(self, pool: ThreadPoolExecutor, action: Action) -> Future[object]:
         if isinstance(action, Upload):
-            # Written before the request: if the answer is lost, the next
-            # listing can tell this upload from a stranger's.
-            self.index.add_intent(
-                UploadIntent(
-                    relpath=action.relpath,
-                    filename=upload_name(action.relpath),
-                    size=action.size,
-                    hash=action.hash,
-                    started_at=self._clock(),
-                )
-            )
+            # Its intent is on disk (``_intend``) before this request leaves.
             return pool.submit(self._upload, action)
         if isinstance(action, Delete):
             return pool.submit(self.client.delete_file, self.container_id, action.remote_id)
@@ -361,6 +411,7 @@ class Applier:
     def _on_changed_before_upload(self, action: Upload) -> Iterator[Upload]:
         # Nothing was sent: hash the file again (or leave it to the next pass).
         self.index.clear_intent(action.relpath)
+        self._intended.discard(action.relpath)
         yield from self._retry_changed(action)
 
     def _on_local_problem(self, action: Action, exc: Exception) -> None:
@@ -497,6 +548,7 @@ class Applier:
         self._learn_whether_names_are_kept(action, done.remote)
         self.index.add_pending_delete(PendingDelete(done.remote.id, action.relpath))
         self.index.clear_intent(action.relpath)
+        self._intended.discard(action.relpath)
         yield Delete(done.remote.id, done.remote.path, "stale-upload", action.relpath)
         yield from self._retry_changed(action)
 
@@ -524,6 +576,7 @@ class Applier:
         )
         old = PendingDelete(action.replaces, action.relpath) if action.replaces else None
         self.index.record_upload(entry, pending_delete=old)
+        self._intended.discard(action.relpath)
         self.result.bytes_uploaded += action.size
         if action.replaces:
             self.result.replaced += 1

@@ -167,6 +167,9 @@ class Index:
         self._closed = False
         self._claim: FileLock | None = None
         self._claimed: str | None = None
+        # Inside ``batch``: writes join its open transaction instead of their own.
+        self._batched = False
+        self._meta_rows: dict[str, Any] = {}
         self.hashes = SqliteHashCache(self)
 
     @classmethod
@@ -425,19 +428,28 @@ class Index:
 
     def add_intent(self, intent: UploadIntent) -> None:
         """Record an upload about to start; replaces an earlier intent for the relpath."""
+        self.add_intents([intent])
+
+    def add_intents(self, intents: Iterable[UploadIntent]) -> None:
+        """Record uploads about to start, in one transaction of their own (committed
+        even inside a batch: an intent must be on disk before its request leaves)."""
+        if self._batched:
+            self.end_batch()
+            try:
+                self.add_intents(intents)
+            finally:
+                self.begin_batch()
+            return
         with self.write() as db:
-            db.execute(
+            container_id = self._require_container(db)
+            db.executemany(
                 "INSERT OR REPLACE INTO intents"
                 " (relpath, container_id, filename, size, hash, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    intent.relpath,
-                    self._require_container(db),
-                    intent.filename,
-                    intent.size,
-                    intent.hash,
-                    intent.started_at,
-                ),
+                [
+                    (i.relpath, container_id, i.filename, i.size, i.hash, i.started_at)
+                    for i in intents
+                ],
             )
 
     def clear_intent(self, relpath: str) -> None:
@@ -505,16 +517,59 @@ class Index:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, committed on exit; SQLite failures become ``LocalError``."""
+        """One transaction, committed on exit; SQLite failures become ``LocalError``.
+
+        Inside ``batch`` it is part of the batch's transaction instead.
+        """
+        self._meta_rows.clear()
+        if self._batched:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise _db_error(self._path, exc) from exc
+            return
         try:
             with _transaction(self._conn) as db:
                 yield db
         except sqlite3.Error as exc:
             raise _db_error(self._path, exc) from exc
 
+    def begin_batch(self) -> None:
+        """Start one transaction that the following writes join, until ``end_batch``.
+
+        For records that a crash may lose (the next listing rebuilds them from
+        the intents), never for an intent, which must be on disk before its upload.
+        """
+        if self._batched:
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _db_error(self._path, exc) from exc
+        self._batched = True
+
+    def end_batch(self) -> None:
+        """Commit the batch (roll it back if the commit fails)."""
+        if not self._batched:
+            return
+        self._batched = False
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise _db_error(self._path, exc) from exc
+
+    @property
+    def batched(self) -> bool:
+        return self._batched
+
     def _meta(self, column: str) -> Any:
-        rows = self.read(f"SELECT {column} FROM meta WHERE id = 1", ())  # noqa: S608
-        return rows[0][0]
+        # Kept until the next write: only this process writes the index (it holds the lock).
+        if column not in self._meta_rows:
+            rows = self.read(f"SELECT {column} FROM meta WHERE id = 1", ())  # noqa: S608
+            self._meta_rows[column] = rows[0][0]
+        return self._meta_rows[column]
 
     def _require_container(self, db: sqlite3.Connection) -> str:
         row = db.execute("SELECT container_id FROM meta WHERE id = 1").fetchone()
