@@ -18,6 +18,9 @@ demo: venv
 
 test: venv
 	$(BIN)/pytest
+	# The benchmarks at small sizes, so they cannot rot (about 50 s; figures are
+	# indicative only: `python -m bench` is the real run, see bench/README.md).
+	$(BIN)/python -m bench --quick --soak-minutes 0.25 --no-save
 
 lint: venv
 	$(BIN)/ruff check .
