@@ -46,6 +46,7 @@ from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import Policy, PullContext, check_brakes, plan
+from cntr_sync.pull import PullPolicy
 from cntr_sync.remote_paths import IGNORE_FILE, FileSystemTraits, PathRules, is_conflict_copy
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
@@ -255,6 +256,28 @@ class Engine:
             raise SafetyBrakeError(brake.reason)
         if dry_run or container is None:
             return
+        self._carry_out(
+            pass_plan,
+            result,
+            container.id,
+            snapshot,
+            pull_policy=pull_context.pull_policy(policy) if pull_context else None,
+            taken=self._taken_names(local),
+            keep_grown=keep_grown,
+        )
+
+    def _carry_out(
+        self,
+        pass_plan: Plan,
+        result: PassResult,
+        container_id: str,
+        snapshot: Snapshot,
+        *,
+        pull_policy: PullPolicy | None,
+        taken: set[str],
+        keep_grown: bool,
+    ) -> None:
+        """Apply a plan the brakes let through: leftovers, bookkeeping, then the actions."""
         if snapshot.partials:
             remove_partials(self.pair.local, list(snapshot.partials), self._partial_tag)
         self._record_bookkeeping(pass_plan, result)
@@ -262,16 +285,16 @@ class Engine:
             self.client,
             self.index,
             self.pair,
-            container.id,
+            container_id,
             result,
             concurrency=self.concurrency,
             clock=self._clock,
             progress=self._progress,
             tick=self._tick,
             cancel=self._cancel,
-            pull_policy=pull_context.pull_policy(policy) if pull_context else None,
+            pull_policy=pull_policy,
             partial_tag=self._partial_tag,
-            taken=self._taken_names(local),
+            taken=taken,
             keep_grown_uploads=keep_grown,
             deadline=self._deadline,
         ).run(pass_plan)
@@ -335,26 +358,15 @@ class Engine:
         brake = check_brakes(pass_plan, local_count=total, policy=policy)
         if brake is not None:
             raise SafetyBrakeError(brake.reason)
-        if snapshot.partials:
-            remove_partials(self.pair.local, list(snapshot.partials), self._partial_tag)
-        self._record_bookkeeping(pass_plan, result)
-        Applier(
-            self.client,
-            self.index,
-            self.pair,
-            container_id,
+        self._carry_out(
+            pass_plan,
             result,
-            concurrency=self.concurrency,
-            clock=self._clock,
-            progress=self._progress,
-            tick=self._tick,
-            cancel=self._cancel,
+            container_id,
+            snapshot,
             pull_policy=None,
-            partial_tag=self._partial_tag,
             taken=set(),
-            keep_grown_uploads=keep_grown,
-            deadline=self._deadline,
-        ).run(pass_plan)
+            keep_grown=keep_grown,
+        )
 
     def _policy(self) -> Policy:
         return Policy(
