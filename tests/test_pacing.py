@@ -200,3 +200,13 @@ def test_one_pacer_per_endpoint_and_key_while_it_is_used() -> None:
     fresh = shared_pacer("http://x.test/v1", "sk-one")
     assert fresh.rate is None
     assert "sk-one" not in repr(vars(fresh))
+
+
+def test_what_it_remembers_stays_within_the_window() -> None:
+    clock = FakeClock()
+    p = pacer(clock)
+    for _ in range(10_000):  # a long-running daemon that is never throttled
+        p.release(p.acquire(), throttled=False)
+        clock.now += 0.01
+    # Only the sends of the last window are kept to measure the rate.
+    assert len(p._sent) <= WINDOW / 0.01 + 1

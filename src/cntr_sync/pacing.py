@@ -133,6 +133,7 @@ class Pacer:
                 if wait <= 0:
                     self._in_flight += 1
                     self._sent.append(now)
+                    self._measured(now)  # drops what left the window: bounded memory
                     return self._epoch
             if tick is not None:
                 tick()
