@@ -501,3 +501,35 @@ def test_state_files_are_private(state_dir: Path, root: Path) -> None:
         index.record_upload(entry("a.txt", "cfile_a"))
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state_dir.iterdir()}
     assert modes and all(mode == 0o600 for mode in modes.values()), modes
+
+
+def test_entries_under_a_path_are_the_path_and_everything_below_it(
+    state_dir: Path, root: Path
+) -> None:
+    names = ["a", "a/x", "a/y/z", "a.txt", "a-b/d", "a0", "ab/c", "b/a/x", "é/a"]
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        for number, name in enumerate(names):
+            index.record_upload(entry(name, f"cfile_{number}"))
+        assert sorted(index.entries_under(["a"])) == ["a", "a/x", "a/y/z"]
+        assert sorted(index.entries_under(["a/y", "ab", "é"])) == ["a/y/z", "ab/c", "é/a"]
+        assert index.entries_under(["nothing", "b/a/x/deeper"]) == {}
+
+
+def test_a_batch_commits_once_and_an_intent_inside_it_is_on_disk_at_once(
+    state_dir: Path, root: Path
+) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        index.begin_batch()
+        index.record_upload(entry("a.txt", "cfile_a"))
+        index.add_intents([intent("b.txt")])  # commits what came before, then the intent
+        index.record_upload(entry("c.txt", "cfile_c"))
+        with sqlite3.connect(index.path) as other:  # what a crash now would leave
+            on_disk = {row[0] for row in other.execute("SELECT relpath FROM entries")}
+            intents = {row[0] for row in other.execute("SELECT relpath FROM intents")}
+        assert (on_disk, intents) == ({"a.txt"}, {"b.txt"})
+        index.end_batch()
+        with sqlite3.connect(index.path) as other:
+            on_disk = {row[0] for row in other.execute("SELECT relpath FROM entries")}
+        assert on_disk == {"a.txt", "c.txt"}
