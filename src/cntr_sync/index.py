@@ -564,10 +564,6 @@ class Index:
                 self._conn.execute("ROLLBACK")
             raise _db_error(self._path, exc) from exc
 
-    @property
-    def batched(self) -> bool:
-        return self._batched
-
     def _meta(self, column: str) -> Any:
         # Kept until the next write: only this process writes the index (it holds the lock).
         if column not in self._meta_rows:
