@@ -211,9 +211,7 @@ class Engine:
         local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
         result.local_files = len(snapshot.files)
         self._tree_files = len(snapshot.files)
-        result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
-        result.deferred.extend(snapshot.unstable)
-        result.deferred.extend(sorted(unsettled))
+        _note_scan(result, snapshot, unsettled)
 
         remote: list[RemoteFile] = []
         # A container created a moment ago is empty: no need to list it.
@@ -342,9 +340,7 @@ class Engine:
         self.index.hashes.flush()
         local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
         entries = self.index.entries_under(paths)
-        result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
-        result.deferred.extend(snapshot.unstable)
-        result.deferred.extend(sorted(unsettled))
+        _note_scan(result, snapshot, unsettled)
         policy = self._policy()
         pass_plan = plan(
             local,
@@ -359,7 +355,7 @@ class Engine:
         if pass_plan.destructive:
             total = self.index.entry_count()
         else:
-            total = max(0, self._tree_files + len(local) - len(entries))
+            total = max(0, self._tree_files + len(snapshot.files) - len(entries))
         self._tree_files = total
         result.local_files = total
         pass_plan = dataclasses.replace(pass_plan, tracked=total)
@@ -540,6 +536,13 @@ class Engine:
             self.index.clear_intent(relpath)
         for remote_id in pass_plan.obsolete_deletes:
             self.index.record_delete(remote_id)
+
+
+def _note_scan(result: PassResult, snapshot: Snapshot, unsettled: set[str]) -> None:
+    """What the scan tells the user: its warnings, and the files left for later."""
+    result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
+    result.deferred.extend(snapshot.unstable)
+    result.deferred.extend(sorted(unsettled))
 
 
 def _as_listed(entry: IndexEntry) -> RemoteFile:

@@ -167,7 +167,7 @@ class Index:
         self._closed = False
         self._claim: FileLock | None = None
         self._claimed: str | None = None
-        # Inside ``batch``: writes join its open transaction instead of their own.
+        # Between ``begin_batch`` and ``end_batch``: writes join that transaction.
         self._batched = False
         self._meta_rows: dict[str, Any] = {}
         self.hashes = SqliteHashCache(self)
@@ -437,24 +437,23 @@ class Index:
     def add_intents(self, intents: Iterable[UploadIntent]) -> None:
         """Record uploads about to start, in one transaction of their own (committed
         even inside a batch: an intent must be on disk before its request leaves)."""
-        if self._batched:
-            self.end_batch()
-            try:
-                self.add_intents(intents)
-            finally:
+        batched = self._batched
+        self.end_batch()  # what the batch holds goes first, then the intents alone
+        try:
+            with self.write() as db:
+                container_id = self._require_container(db)
+                db.executemany(
+                    "INSERT OR REPLACE INTO intents"
+                    " (relpath, container_id, filename, size, hash, started_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (i.relpath, container_id, i.filename, i.size, i.hash, i.started_at)
+                        for i in intents
+                    ],
+                )
+        finally:
+            if batched:
                 self.begin_batch()
-            return
-        with self.write() as db:
-            container_id = self._require_container(db)
-            db.executemany(
-                "INSERT OR REPLACE INTO intents"
-                " (relpath, container_id, filename, size, hash, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (i.relpath, container_id, i.filename, i.size, i.hash, i.started_at)
-                    for i in intents
-                ],
-            )
 
     def clear_intent(self, relpath: str) -> None:
         with self.write() as db:
@@ -523,7 +522,7 @@ class Index:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One transaction, committed on exit; SQLite failures become ``LocalError``.
 
-        Inside ``batch`` it is part of the batch's transaction instead.
+        Between ``begin_batch`` and ``end_batch`` it is part of that transaction.
         """
         self._meta_rows.clear()
         if self._batched:

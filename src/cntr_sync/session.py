@@ -24,7 +24,7 @@ from cntr_sync.api import ContainersClient
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
-from cntr_sync.models import Pair
+from cntr_sync.models import DEFAULT_BASE_URL, Pair
 from cntr_sync.pacing import Pacer, shared_pacer
 from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, Progress
@@ -39,10 +39,13 @@ def pool_size(settings: Settings) -> int:
     return settings.concurrency + _EXTRA_CONNECTIONS
 
 
-def pacer_for(settings: Settings) -> Pacer:
-    """The process's pacer for the settings' endpoint and key (shared by every pair on it)."""
-    kwargs = settings.client_kwargs()
-    return shared_pacer(kwargs["base_url"] or "", kwargs["api_key"], settings.requests_per_second)
+def pacer_for(settings: Settings, client_kwargs: dict[str, Any]) -> Pacer:
+    """The process's pacer for the client's endpoint and key (shared by every pair on it)."""
+    return shared_pacer(
+        client_kwargs["base_url"] or DEFAULT_BASE_URL,
+        client_kwargs["api_key"],
+        settings.requests_per_second,
+    )
 
 
 def build_client(
@@ -55,10 +58,11 @@ def build_client(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ContainersClient:
     """A client from the settings (the key is read now: a rotated key file counts)."""
+    kwargs = settings.client_kwargs()
     return ContainersClient(
-        **settings.client_kwargs(),
+        **kwargs,
         max_connections=pool_size(settings),
-        pacer=pacer or pacer_for(settings),
+        pacer=pacer or pacer_for(settings, kwargs),
         on_request=on_request,
         tick=tick,
         transport=transport,

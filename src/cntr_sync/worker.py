@@ -324,17 +324,18 @@ class PairWorker:
         self._succeeded(reason, result, started, pending_since=pending_since)
         return result
 
+    @property
+    def _root_prefix(self) -> str:
+        """The root as event paths begin with it, slash included."""
+        return os.fspath(self.pair.local).rstrip("/") + "/"
+
     def _relpaths(self, paths: frozenset[str]) -> frozenset[str] | None:
-        """The event paths relative to the root, or None when one is not under it."""
-        root = os.fspath(self.pair.local).rstrip("/")
-        relpaths = set()
-        for path in paths:
-            if path == root:
-                return None
-            if not path.startswith(root + "/"):
-                return None
-            relpaths.add(path[len(root) + 1 :])
-        return frozenset(relpaths)
+        """The event paths relative to the root, or None when one is not below it
+        (the root itself included: that takes a full pass)."""
+        prefix = self._root_prefix
+        if not all(path.startswith(prefix) for path in paths):
+            return None
+        return frozenset(path[len(prefix) :] for path in paths)
 
     def _succeeded(
         self,
@@ -354,20 +355,18 @@ class PairWorker:
             self._last_poll = self._clock()
         self._backoff = 0.0
         self._retry_at = 0.0
-        if result.deferred and not result.cancelled and not result.listed:
-            # Files still being written, named by path: only they wait for the next pass.
-            root = os.fspath(self.pair.local).rstrip("/")
-            self.tracker.mark_again(
-                (f"{root}/{relpath}" for relpath in result.deferred),
-                since=None if reason == "overdue" else pending_since,
-            )
-            self._retry_at = self._clock() + max(MIN_PASS_GAP, self.pair.quiet_period)
-        elif result.deferred or result.cancelled:
+        if result.deferred or result.cancelled:
             # Files still being written, or a cut-short pass: try again after a
             # quiet period. After an overdue pass, max_delay counts afresh (else
             # every later pass would be overdue at once and spin), and no pass
             # comes sooner than MIN_PASS_GAP after one that deferred.
-            self.tracker.mark_full(since=None if reason == "overdue" else pending_since)
+            since = None if reason == "overdue" else pending_since
+            if result.listed or result.cancelled:
+                self.tracker.mark_full(since=since)
+            else:
+                # An incremental pass named its deferred files: only they wait.
+                prefix = self._root_prefix
+                self.tracker.mark_again((prefix + r for r in result.deferred), since=since)
             self._retry_at = self._clock() + max(MIN_PASS_GAP, self.pair.quiet_period)
         moved = result.changed_anything
         if moved:
