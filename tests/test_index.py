@@ -533,3 +533,19 @@ def test_a_batch_commits_once_and_an_intent_inside_it_is_on_disk_at_once(
         with sqlite3.connect(index.path) as other:
             on_disk = {row[0] for row in other.execute("SELECT relpath FROM entries")}
         assert on_disk == {"a.txt", "c.txt"}
+
+
+def test_unfinished_work_is_counted_for_the_current_container_only(
+    state_dir: Path, root: Path
+) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_old", "box")
+        index.add_intent(intent("a.txt"))
+        index.add_pending_delete(PendingDelete("cfile_old", "b.txt"))
+        assert index.has_unfinished_work()
+        # The old container's leftovers are not this one's open work (the plan,
+        # which reads intents and pending deletes per container, ignores them too).
+        index.set_container("cntr_new", "box")
+        assert not index.has_unfinished_work()
+        index.add_intent(intent("c.txt"))
+        assert index.has_unfinished_work()

@@ -361,8 +361,11 @@ class Index:
 
     def has_unfinished_work(self) -> bool:
         """Whether an upload's outcome or a delete is still open (a listing must decide)."""
+        container_id = self.container_id
         rows = self.read(
-            "SELECT (SELECT count(*) FROM intents) + (SELECT count(*) FROM pending_deletes)", ()
+            "SELECT (SELECT count(*) FROM intents WHERE container_id = ?)"
+            " + (SELECT count(*) FROM pending_deletes WHERE container_id = ?)",
+            (container_id, container_id),
         )
         return bool(rows[0][0])
 
