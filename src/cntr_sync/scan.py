@@ -527,13 +527,7 @@ class _Walk:
     def run(self, root_stat: os.stat_result) -> None:
         self._visited[(root_stat.st_dev, root_stat.st_ino)] = "."
         self._list_root()
-        while self._dirs or self._linked_dirs:
-            if self._dirs:
-                relpath, path, clean = self._dirs.pop()
-                self._list_dir(relpath, path, clean)
-            else:
-                relpath, path = heapq.heappop(self._linked_dirs)
-                self._enter_linked_dir(relpath, path)
+        self._walk_pending()
 
     def run_only(self, root_stat: os.stat_result, relpaths: Iterable[str]) -> None:
         """Visit each of ``relpaths`` (and all below a directory) as the full walk would."""
@@ -557,6 +551,10 @@ class _Walk:
                 self._unreadable_file(relpath, exc)
                 continue
             self._visit_all(parent, [entry], parent_clean=False)  # type: ignore[list-item]
+        self._walk_pending()
+
+    def _walk_pending(self) -> None:
+        """Every directory found so far and all below it: real ones first, linked after."""
         while self._dirs or self._linked_dirs:
             if self._dirs:
                 relpath, path, clean = self._dirs.pop()
