@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from cntr_sync.api import ContainersClient
@@ -68,3 +70,19 @@ def remote_bytes(client: ContainersClient, container_id: str, relpath: str) -> b
                 return None
             return sink.getvalue()
     return None
+
+
+def write_random_tree(
+    root: Path, count: int, seed: int, *, names: Sequence[str], top_dirs: int
+) -> None:
+    """``count`` files of 1-4 KiB of seeded random bytes: ``names`` first, the rest
+    ``file-NNN.dat`` in up to three levels below ``top_dirs`` top-level directories."""
+    rng = random.Random(seed)
+    relpaths = list(names)
+    for number in range(count - len(relpaths)):
+        parts = [f"d{number % top_dirs}", "sub", "deeper"][: number % 4]
+        relpaths.append("/".join([*parts, f"file-{number:03d}.dat"]))
+    for relpath in relpaths:
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(rng.randint(1024, 4096)))

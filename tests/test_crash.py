@@ -26,7 +26,7 @@ import pytest
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import EmulatorServer, FaultConfig
-from helpers import assert_exact_mirror, local_tree
+from helpers import assert_exact_mirror, local_tree, write_random_tree
 
 CLI = Path(sys.executable).with_name("cntr-sync")
 FILE_COUNT = 150
@@ -48,16 +48,7 @@ UNICODE_NAMES = (
 
 def write_tree(root: Path, count: int, seed: int) -> None:
     """``count`` files of 1-4 KiB in nested directories, a few with unicode names."""
-    rng = random.Random(seed)
-    relpaths = list(UNICODE_NAMES)
-    for number in range(count - len(relpaths)):
-        depth = number % 4
-        parts = [f"d{number % 5}", "sub", "deeper"][:depth]
-        relpaths.append("/".join([*parts, f"file-{number:03d}.dat"]))
-    for relpath in relpaths:
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+    write_random_tree(root, count, seed, names=UNICODE_NAMES, top_dirs=5)
 
 
 @dataclass

@@ -46,7 +46,7 @@ import pytest
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import EmulatorServer, FaultConfig
-from helpers import assert_exact_mirror, local_tree, remote_name_counts
+from helpers import assert_exact_mirror, local_tree, remote_name_counts, write_random_tree
 
 CLI = Path(sys.executable).with_name("cntr-sync")
 API_KEY = "sk-test"
@@ -77,15 +77,8 @@ T = TypeVar("T")
 
 def write_tree(root: Path, count: int, seed: int) -> None:
     """``count`` files of 1-4 KiB in nested directories, a few with unicode names."""
-    rng = random.Random(seed)
-    relpaths = ["café/naïve résumé.txt", "日本語/ファイル.md", "emoji 🙂/smile.txt"]
-    for number in range(count - len(relpaths)):
-        parts = [f"d{number % 7}", "sub", "deeper"][: number % 4]
-        relpaths.append("/".join([*parts, f"file-{number:03d}.dat"]))
-    for relpath in relpaths:
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+    names = ["café/naïve résumé.txt", "日本語/ファイル.md", "emoji 🙂/smile.txt"]
+    write_random_tree(root, count, seed, names=names, top_dirs=7)
 
 
 @dataclass
