@@ -92,13 +92,18 @@ def test_requests_in_flight_at_the_cut_do_not_cut_again() -> None:
     assert p.concurrency_limit == 2
 
 
-def test_after_a_throttle_requests_are_spaced_at_the_new_rate() -> None:
-    clock = FakeClock()
-    p = pacer(clock)
-    tickets = [p.acquire() for _ in range(10)]
+def throttle_one_of(p: Pacer, in_flight: int) -> None:
+    """``in_flight`` requests at once; the first is throttled (no hint), the rest succeed."""
+    tickets = [p.acquire() for _ in range(in_flight)]
     p.release(tickets[0], throttled=True)
     for ticket in tickets[1:]:
         p.release(ticket, throttled=False)
+
+
+def test_after_a_throttle_requests_are_spaced_at_the_new_rate() -> None:
+    clock = FakeClock()
+    p = pacer(clock)
+    throttle_one_of(p, 10)
     rate = p.rate
     assert rate is not None
     start = clock.now
@@ -111,12 +116,8 @@ def test_after_a_throttle_requests_are_spaced_at_the_new_rate() -> None:
 def test_successes_grow_the_rate_back_and_lift_both_limits() -> None:
     clock = FakeClock()
     p = pacer(clock)
-    tickets = [p.acquire() for _ in range(8)]
-    p.release(tickets[0], throttled=True)
-    for ticket in tickets[1:]:
-        p.release(ticket, throttled=False)
-    cut = p.rate
-    assert cut is not None
+    throttle_one_of(p, 8)
+    assert p.rate is not None
     rates = []
     for _ in range(400):
         p.release(p.acquire(), throttled=False)
