@@ -22,7 +22,7 @@ from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
-from cntr_sync.models import Pair
+from cntr_sync.models import Direction, Pair
 from cntr_sync.names import remote_names
 from cntr_sync.result import PassResult
 from helpers import NoSleep
@@ -198,11 +198,114 @@ def test_the_models_files_and_remote_changes_wait_for_the_next_listing(d: Daemon
     assert full.plan is not None and full.plan.is_noop
 
 
-def test_the_pull_directions_always_list(d: Daemonish) -> None:
-    d.engine.pair = replace(d.engine.pair, direction="both")
+def two_way(d: Daemonish, direction: Direction) -> str:
+    """Turn the pair to ``direction``, with one file the model wrote brought home by a
+    full pass (which earns the index trust in that direction); its container id."""
+    d.engine.pair = replace(d.engine.pair, direction=direction)
+    container_id = d.index.container_id
+    assert container_id is not None
+    d.emu.add_assistant_file(container_id, "/mnt/data/report.md", b"# report\n")
+    first = d.sync()
+    assert first.listed and first.downloaded == 1
+    assert (d.root / "report.md").read_bytes() == b"# report\n"
+    return container_id
+
+
+def test_both_directions_send_a_local_change_without_a_listing(d: Daemonish) -> None:
+    two_way(d, "both")
     d.write("d1/new.txt", b"new")
     result = d.sync("d1/new.txt")
+    assert not result.listed
+    assert d.requests() == {"create_file": 1}
+    d.write("d2/f002.txt", b"edited, and longer than before")
+    result = d.sync("d2/f002.txt")
+    assert not result.listed
+    assert d.requests() == {"create_file": 1, "retrieve_file": 1, "delete_file": 1}
+    # A pulled file deleted here is deleted there (both), still without a listing.
+    (d.root / "report.md").unlink()
+    result = d.sync("report.md")
+    assert not result.listed
+    assert d.requests() == {"retrieve_file": 1, "delete_file": 1}
+    full = d.sync()
+    assert full.listed and full.plan is not None and full.plan.is_noop
+    assert not (d.root / "report.md").exists()
+    assert d.remote() == d.local()
+
+
+def test_both_directions_bring_the_models_new_files_home_at_the_next_listing(
+    d: Daemonish,
+) -> None:
+    container_id = two_way(d, "both")
+    d.emu.add_assistant_file(container_id, "/mnt/data/plots/fig1.png", b"png")
+    d.write("d1/new.txt", b"new")
+    assert not d.sync("d1/new.txt").listed
+    assert d.requests() == {"create_file": 1}  # the model's file was not looked at
+    assert not (d.root / "plots").exists()
+    full = d.sync()  # the remote poll
+    assert full.listed and full.downloaded == 1
+    assert (d.root / "plots/fig1.png").read_bytes() == b"png"
+
+
+def model_file_id(d: Daemonish, container_id: str, path: str) -> str:
+    with ContainersClient("k", base_url=BASE_URL, transport=d.emu.transport()) as client:
+        (found,) = [f.id for f in client.iter_files(container_id) if f.path == path]
+    return found
+
+
+def test_a_file_the_model_rewrote_since_the_listing_is_not_deleted_blind(
+    d: Daemonish,
+) -> None:
+    """Both sides changed between listings: before deleting the old version, the
+    incremental pass sees that the model rewrote it and lists instead, so the
+    model's version is kept as a conflict copy, not lost."""
+    container_id = two_way(d, "both")
+    model_id = model_file_id(d, container_id, "/mnt/data/report.md")
+    d.emu.rewrite_file(container_id, model_id, b"# the model's second draft\n")
+    d.write("report.md", b"# my edit\n")
+    result = d.sync("report.md")
+    assert result.listed  # the retrieve showed other bytes: a full pass decided
+    assert d.requests()["retrieve_file"] == 1
+    assert (d.root / "report.md").read_bytes() == b"# my edit\n"
+    copies = [p for p in d.root.iterdir() if p.name.startswith("report (container conflict ")]
+    assert [p.read_bytes() for p in copies] == [b"# the model's second draft\n"]
+
+
+def test_an_edit_in_both_directions_costs_a_retrieve_more(d: Daemonish) -> None:
+    """The old version is seen unchanged before it is deleted: 3 requests, no listing."""
+    two_way(d, "both")
+    d.write("report.md", b"# my edit, longer than the model's\n")
+    result = d.sync("report.md")
+    assert not result.listed
+    assert d.requests() == {"create_file": 1, "retrieve_file": 1, "delete_file": 1}
+    assert result.replaced == 1
+
+
+def test_a_file_gone_from_the_container_since_the_listing_makes_the_pass_full(
+    d: Daemonish,
+) -> None:
+    container_id = two_way(d, "both")
+    model_id = model_file_id(d, container_id, "/mnt/data/report.md")
+    with ContainersClient("k", base_url=BASE_URL, transport=d.emu.transport()) as client:
+        assert client.delete_file(container_id, model_id)  # the model removed it
+    (d.root / "report.md").unlink()
+    result = d.sync("report.md")
     assert result.listed
+    assert "delete_file" not in d.requests()
+    assert not (d.root / "report.md").exists()
+    assert d.sync().plan is not None and d.sync().plan.is_noop  # type: ignore[union-attr]
+
+
+def test_pull_sends_nothing_for_a_local_change_and_does_not_list(d: Daemonish) -> None:
+    two_way(d, "pull")
+    d.write("report.md", b"# my own notes\n")
+    (d.root / "d0/f000.txt").unlink()
+    result = d.sync("report.md", "d0/f000.txt")
+    assert not result.listed
+    assert d.requests() == {}
+    full = d.sync()
+    assert full.listed
+    assert set(d.requests()) == {"list_files"}  # nothing uploaded, deleted or pulled again
+    assert (d.root / "report.md").read_bytes() == b"# my own notes\n"
 
 
 def test_a_cold_push_records_in_batches_with_every_intent_on_disk_first(tmp_path: Path) -> None:

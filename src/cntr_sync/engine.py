@@ -27,7 +27,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from cntr_sync.actions import Plan
@@ -147,12 +147,21 @@ class Engine:
         try:
             try:
                 if incremental and paths is not None:
-                    self._run_incremental(
+                    done = self._run_incremental(
                         result,
                         paths,
                         defer_unsettled=defer_unsettled,
                         keep_grown=keep_grown_uploads,
                     )
+                    if not done:  # the container changed under the index: list it
+                        result = PassResult(dry_run=dry_run)
+                        self._run(
+                            result,
+                            dry_run=dry_run,
+                            force=force,
+                            defer_unsettled=defer_unsettled,
+                            keep_grown=keep_grown_uploads,
+                        )
                 else:
                     self._run(
                         result,
@@ -302,10 +311,9 @@ class Engine:
 
     def _incremental_allowed(self, trusted: str | None, paths: Collection[str]) -> bool:
         """Whether a pass over ``paths`` alone, without a listing, is as right as a full one."""
+        # Pull and both too: what the model writes is seen at the next listing (the
+        # remote poll), as any remote change is; local changes need no listing.
         if trusted is None or trusted != self.index.container_id or self._rules is None:
-            return False
-        if self.pair.direction != "push":
-            # Pull and both must see the container to see what the model wrote.
             return False
         if not paths or any(not p or p.rpartition("/")[2] == IGNORE_FILE for p in paths):
             return False  # the root itself, or ignore rules changed: scan everything
@@ -325,11 +333,15 @@ class Engine:
         *,
         defer_unsettled: bool,
         keep_grown: bool,
-    ) -> None:
+    ) -> bool:
         """Scan ``paths``, plan them against their index entries, apply; no listing.
 
         The index stands in for the listing: what this tool uploaded is there
         under the recorded ids. A remote change is seen at the next full pass.
+        In ``both``, a remote file is deleted only once it has been seen unchanged
+        (one retrieve each): the model may have rewritten it since the listing, and
+        that version must come home as a conflict copy, not be lost. False, with
+        nothing done, when one has changed: the caller runs a full pass.
         """
         self._check_root(force=False)
         container_id = self.index.container_id
@@ -342,12 +354,17 @@ class Engine:
         entries = self.index.entries_under(paths)
         _note_scan(result, snapshot, unsettled)
         policy = self._policy()
+        pull_context = self._pull_context(True) if self.pair.direction != "push" else None
+        # The remote side of these paths as the index records it: the pull side sees
+        # no remote change (that is the listing's to find), so it brings nothing
+        # home, and the push side carries the local changes as a full pass would.
         pass_plan = plan(
             local,
             entries,
             [_as_listed(entry) for entry in entries.values()],
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
+            pull_context=pull_context,
         )
         # The brakes weigh deletions against the whole tree, not the paths in hand:
         # counted exactly when something would be lost, else carried from the last
@@ -363,15 +380,41 @@ class Engine:
         brake = check_brakes(pass_plan, local_count=total, policy=policy)
         if brake is not None:
             raise SafetyBrakeError(brake.reason)
+        if self.pair.direction == "both" and not self._unchanged_remotely(
+            container_id, pass_plan, entries
+        ):
+            return False
         self._carry_out(
             pass_plan,
             result,
             container_id,
             snapshot,
-            pull_policy=None,
-            taken=set(),
+            pull_policy=pull_context.pull_policy(policy) if pull_context else None,
+            # Names a download must not take: none comes from an unchanged remote side.
+            taken=self._taken_names(local) if pass_plan.downloads else set(),
             keep_grown=keep_grown,
         )
+        return True
+
+    def _unchanged_remotely(
+        self, container_id: str, pass_plan: Plan, entries: Mapping[str, IndexEntry]
+    ) -> bool:
+        """Whether every remote file ``pass_plan`` would delete is as the index records
+        it: there, with the recorded ``bytes`` (what a listing would compare)."""
+        doomed = {upload.replaces for upload in pass_plan.uploads if upload.replaces}
+        doomed.update(delete.remote_id for delete in pass_plan.deletes)
+        recorded = {entry.remote_id: _as_listed(entry).size for entry in entries.values()}
+        for remote_id in sorted(doomed):
+            try:
+                seen = self.client.retrieve_file(container_id, remote_id)
+            except NotFoundError:
+                log.info("a file the index records is gone; listing", remote_id=remote_id)
+                return False
+            expected = recorded.get(remote_id)
+            if seen.bytes is not None and expected is not None and seen.bytes != expected:
+                log.info("a file changed in the container; listing", remote_id=remote_id)
+                return False
+        return True
 
     def _policy(self) -> Policy:
         return Policy(
