@@ -22,7 +22,12 @@ rewrite of an existing one (a new size). For each it notes:
 Targets, at every size: at most 2 requests for a new file and 3 for a modified one;
 p95 latency within quiet_period + 50 ms.
 
-Run: ``.venv/bin/python bench/daemon_change.py [--quick] [--json] [--sizes 1000,10000]``.
+``--direction both`` measures a two-way pair instead (the model writing nothing meanwhile):
+an edit then costs a retrieve more, since the old version is seen unchanged before it is
+deleted.
+
+Run: ``.venv/bin/python bench/daemon_change.py [--quick] [--json] [--sizes 1000,10000]
+[--direction both]``.
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ CHANGES_BUDGET_S = 600.0  # per size: past it, the figures come from the changes
 AN_HOUR = 3600.0
 
 
-def write_config(path: Path, base_url: str, work_dir: Path, root: Path) -> None:
+def write_config(
+    path: Path, base_url: str, work_dir: Path, root: Path, direction: str = "push"
+) -> None:
     lines = [
         f"base_url = {json.dumps(base_url)}",
         f"api_key = {json.dumps(API_KEY)}",
@@ -73,6 +80,7 @@ def write_config(path: Path, base_url: str, work_dir: Path, root: Path) -> None:
         'name = "bench"',
         f"local = {json.dumps(str(root))}",
         'container = "bench-daemon-change"',
+        f"direction = {json.dumps(direction)}",
         f"remote_poll_interval = {AN_HOUR!r}",
         f"rescan_interval = {AN_HOUR!r}",
     ]
@@ -115,7 +123,9 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def measure_size(work_dir: Path, size: int, changes: int) -> dict[str, Any]:
+def measure_size(
+    work_dir: Path, size: int, changes: int, direction: str = "push"
+) -> dict[str, Any]:
     root = work_dir / "tree"
     build_started = time.monotonic()
     build_tree(root, size, FILE_BYTES)
@@ -126,7 +136,7 @@ def measure_size(work_dir: Path, size: int, changes: int) -> dict[str, Any]:
     }
     with emulator_server(work_dir / "emulator") as (server, emulator):
         config = work_dir / "daemon.toml"
-        write_config(config, server.base_url, work_dir, root)
+        write_config(config, server.base_url, work_dir, root, direction)
         with daemon_process(config, work_dir) as daemon:
             ready_s = daemon.wait_ready(timeout_s=120.0 + size * 0.05)
             wait_idle(daemon, 0.0, 120.0 + size * 0.01)
@@ -172,23 +182,35 @@ def measure_size(work_dir: Path, size: int, changes: int) -> dict[str, Any]:
 
 
 def measure(
-    work_dir: Path, *, quick: bool, sizes: str | None = None, changes: int | None = None
+    work_dir: Path,
+    *,
+    quick: bool,
+    sizes: str | None = None,
+    changes: int | None = None,
+    direction: str = "push",
 ) -> dict[str, Any]:
     counts = (
         [int(s) for s in sizes.split(",")] if sizes else ([300] if quick else [1000, 10000, 100000])
     )
     per_size = changes or (4 if quick else 20)
     command = ".venv/bin/python bench/daemon_change.py" + (" --quick" if quick else "")
+    if direction != "push":
+        command += f" --direction {direction}"
     quiet = float(PAIR_DEFAULTS["quiet_period"])
     bound = quiet + 0.05
-    details: dict[str, Any] = {"quiet_period": quiet, "latency_ms": LATENCY_MS, "sizes": {}}
+    details: dict[str, Any] = {
+        "quiet_period": quiet,
+        "latency_ms": LATENCY_MS,
+        "direction": direction,
+        "sizes": {},
+    }
     checks: list[dict[str, Any]] = []
     problems: list[str] = []
     for size in counts:
         size_dir = work_dir / f"n{size}"
         size_dir.mkdir()
         try:
-            figures = measure_size(size_dir, size, per_size)
+            figures = measure_size(size_dir, size, per_size, direction)
         except (RuntimeError, OSError) as exc:
             problems.append(f"{size} files: {exc}")
             details["sizes"][str(size)] = {"error": str(exc)[:500]}
@@ -235,6 +257,9 @@ def measure(
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=None, help="tree sizes, comma-separated")
     parser.add_argument("--changes", type=int, default=None, help="changes per size (20)")
+    parser.add_argument(
+        "--direction", choices=("push", "pull", "both"), default="push", help="the pair's"
+    )
 
 
 if __name__ == "__main__":
