@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -35,6 +37,7 @@ from cntr_sync._version import __version__
 from cntr_sync.errors import (
     ConfigError,
     ContainerExpiredError,
+    LocalError,
     NotFoundError,
     ProtocolError,
 )
@@ -47,6 +50,7 @@ from cntr_sync.models import (
 )
 from cntr_sync.pacing import Pacer
 from cntr_sync.rest import (
+    CHUNK_SIZE,
     ByteSink,
     Call,
     Requester,
@@ -190,9 +194,9 @@ class ContainersClient:
         body.update(extra_body or {})
         # Not idempotent either: a retry after the body was sent could make two.
         call = Call("create_container", filename=name)
-        http = self._rest.http
-        response = self._rest.request_with(
-            call, lambda: http.request("POST", "containers", json=body), upload=True
+        rest = self._rest
+        response = rest.request_with(
+            call, lambda: rest.send(rest.build("POST", "containers", json=body)), upload=True
         )
         return self._rest.parse(call, Container, response)
 
@@ -238,29 +242,37 @@ class ContainersClient:
 
         Retried only where the server cannot have stored it (no connection,
         429); any other failure after the body was sent raises
-        ``OutcomeUnknownError``.
+        ``OutcomeUnknownError``. A source that changes length while it is read
+        raises ``LocalError`` (the request is cut off unfinished: nothing stored).
         """
         call = Call("create_file", container_id=container_id, filename=filename)
         path = f"containers/{_seg(container_id)}/files"
-        http = self._rest.http
+        rest = self._rest
 
         def send() -> httpx.Response:
+            # A new body (and boundary) for every attempt: a retry reads the source again.
             with ExitStack() as stack:
-                stream: bytes | IO[bytes] | io.RawIOBase
+                stream: IO[bytes] | io.RawIOBase | None = None
                 if isinstance(source, Path):
                     stream = stack.enter_context(source.open("rb"))
-                elif isinstance(source, bytes):
-                    stream = source
-                else:
+                elif not isinstance(source, bytes):
                     source.seek(0)
                     stream = source
-                # httpx reads any object with read() (and measures it with seek);
-                # its annotation names IO[bytes] only.
-                part = (filename, cast(IO[bytes], stream), content_type)
-                return http.request("POST", path, files={"file": part})
+                form = FilePart.new(filename, content_type)
+                headers = {"Content-Type": form.content_type}
+                content: bytes | Iterator[bytes]
+                if stream is None:
+                    assert isinstance(source, bytes)
+                    content = form.head + source + form.tail
+                else:
+                    length = _length_of(stream)
+                    if length is not None:
+                        headers["Content-Length"] = str(len(form.head) + length + len(form.tail))
+                    content = form.stream(stream, length)
+                return rest.send(rest.build("POST", path, content=content, headers=headers))
 
-        response = self._rest.request_with(call, send, upload=True)
-        return self._rest.parse(call, ContainerFile, response)
+        response = rest.request_with(call, send, upload=True)
+        return rest.parse(call, ContainerFile, response)
 
     def create_file_from_file_id(self, container_id: str, file_id: str) -> ContainerFile:
         """Copy a Files-API file into the container (JSON variant; some gateways refuse it)."""
@@ -311,6 +323,117 @@ class ContainersClient:
         call = Call("file_content", container_id=container_id, file_id=file_id)
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}/content"
         return self._rest.download(call, path, sink)
+
+
+# How httpx (and HTML5 forms) escape a form parameter's value: '"' as %22, a
+# backslash doubled, control characters but ESC percent-encoded. Kept identical so
+# the names servers see do not change.
+_FORM_ESCAPES = str.maketrans(
+    {'"': "%22", "\\": "\\\\", **{chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
+)
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """The multipart/form-data body of an upload: one ``file`` part, built by hand.
+
+    Byte for byte what httpx's multipart encoder sends for
+    ``files={"file": (filename, data, content_type)}`` (a random boundary, the
+    same escapes), without its generic machinery: a small file goes out as one
+    piece (headers, data and closing boundary in one send), a large one in
+    ``CHUNK_SIZE`` reads. The profile of a 2,000-file push showed httpx's encoder
+    sending six pieces per 4 KiB upload, and the emulator reading each.
+    """
+
+    filename: str
+    boundary: str
+    head: bytes
+    tail: bytes
+
+    @classmethod
+    def new(cls, filename: str, content_type: str) -> FilePart:
+        boundary = os.urandom(16).hex()
+        disposition = 'Content-Disposition: form-data; name="file"'
+        if filename:
+            disposition += f'; filename="{filename.translate(_FORM_ESCAPES)}"'
+        head = f"--{boundary}\r\n{disposition}\r\nContent-Type: {content_type}\r\n\r\n"
+        return cls(filename, boundary, head.encode(), f"\r\n--{boundary}--\r\n".encode())
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def stream(self, source: IO[bytes] | io.RawIOBase, length: int | None) -> Iterator[bytes]:
+        """The body read from ``source`` (``length`` bytes, if known) as it is sent.
+
+        Reads to the end, as httpx does. A source that turns out shorter or longer
+        than ``length`` raises ``LocalError`` before the body is complete: the
+        connection is closed under an unfinished request, so the server stores
+        nothing. (httpx's encoder left that to h11, whose error escaped the
+        error tree.)
+        """
+        chunks = self._checked(_chunks(source, length), length)
+        first = next(chunks, b"")
+        if length is not None and len(first) >= length:
+            more = next(chunks, b"")
+            if not more:
+                yield self.head + first + self.tail  # the whole small file: one send
+                return
+            yield self.head
+            yield first
+            yield more
+        else:
+            yield self.head
+            if first:
+                yield first
+        yield from chunks
+        yield self.tail
+
+    def _checked(self, chunks: Iterator[bytes], length: int | None) -> Iterator[bytes]:
+        sent = 0
+        for chunk in chunks:
+            sent += len(chunk)
+            if length is not None and sent > length:
+                raise self._changed(f"it grew past the {length} bytes measured")
+            yield chunk
+        if length is not None and sent < length:
+            raise self._changed(f"it ended after {sent} of the {length} bytes measured")
+
+    def _changed(self, how: str) -> LocalError:
+        return LocalError(
+            f"{self.filename!r} changed while it was uploaded ({how}); nothing was stored",
+            path=self.filename,
+        )
+
+
+def _chunks(source: IO[bytes] | io.RawIOBase, length: int | None) -> Iterator[bytes]:
+    """``source`` read to its end in reads of at most ``CHUNK_SIZE``; a known
+    ``length`` sizes the reads (no 1 MiB buffer for a 4 KiB file)."""
+    remaining = length
+    while True:
+        size = CHUNK_SIZE if remaining is None else max(1, min(CHUNK_SIZE, remaining))
+        chunk = source.read(size)
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def _length_of(stream: IO[bytes] | io.RawIOBase) -> int | None:
+    """The length of ``stream`` as httpx measures it: the open file's size, else
+    by seeking to the end and back; None when neither works (sent chunked)."""
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError):
+        pass
+    try:
+        offset = stream.tell()
+        length = stream.seek(0, os.SEEK_END)
+        stream.seek(offset)
+    except (AttributeError, OSError):
+        return None
+    return length
 
 
 def _sendable(value: str) -> bool:

@@ -40,7 +40,6 @@ from cntr_sync.actions import (
 )
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import (
-    ApiError,
     AuthenticationError,
     CntrSyncError,
     ContainerExpiredError,
@@ -301,7 +300,7 @@ class Applier:
                 created = self.client.create_file(
                     self.container_id, handle, filename=upload_name(action.relpath)
                 )
-            except ApiError as exc:
+            except CntrSyncError as exc:
                 if handle.truncated:
                     # Cut shorter while it was sent: the body ended before its
                     # declared length, so nothing was stored. Read it again.

@@ -21,6 +21,7 @@ import contextlib
 import email.utils
 import json
 import math
+import random
 import re
 import threading
 import time
@@ -31,7 +32,6 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential_jitter
 
 from cntr_sync.errors import (
     ApiError,
@@ -50,6 +50,13 @@ from cntr_sync.pacing import Pacer
 
 PAGE_LIMIT = 100
 MAX_RETRY_AFTER = 120.0
+#: Backoff without a server hint: BACKOFF_BASE * 2**(attempt - 1) plus up to
+#: BACKOFF_JITTER at random, at most BACKOFF_MAX seconds.
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 8.0
+BACKOFF_JITTER = 0.5
+#: Merged request URLs kept per client (one per container's upload path, say).
+URL_CACHE_SIZE = 256
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Answers that tell the pacer to slow down (a 503 is how some gateways say 429).
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -235,9 +242,12 @@ class Requester:
     every retry wait and for every downloaded chunk, so a watcher can tell a slow
     exchange from a hung one.
     Thread-safe, like the ``httpx.Client`` it drives.
-    """
 
-    _backoff = wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5)
+    Requests are built here rather than by ``httpx.Client.build_request``, to the
+    same result (the client's base URL, query parameters, headers, cookies and
+    timeout), but with the merged URL of each path parsed once and kept: the
+    profile of a 2,000-file push showed the client parsing two URLs per request.
+    """
 
     def __init__(
         self,
@@ -262,6 +272,8 @@ class Requester:
         self._on_request = on_request
         self._pacer = pacer
         self.stats = RequestStats()
+        self._urls: dict[str, httpx.URL] = {}
+        self._timeout = http.timeout.as_dict()
 
     # -- one request, retried
 
@@ -275,14 +287,60 @@ class Requester:
         json: Any = None,
     ) -> httpx.Response:
         def send() -> httpx.Response:
-            request = self.http.build_request(method, path, params=params, json=json)
-            response = self.http.send(request, stream=True)
-            try:
-                return self._read_within_deadline(response)
-            finally:
-                response.close()
+            return self.send(self.build(method, path, params=params, json=json))
 
         return self.request_with(call, send)
+
+    def build(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        content: bytes | Iterator[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        """The request ``http.build_request`` would make, from a URL merged once per path."""
+        url = self._url(path)
+        if params:
+            url = url.copy_merge_params(params)
+        merged = httpx.Headers(self.http.headers)
+        if headers:
+            merged.update(headers)
+        cookies = self.http.cookies
+        return httpx.Request(
+            method,
+            url,
+            content=content,
+            json=json,
+            headers=merged,
+            cookies=cookies if cookies else None,
+            extensions={"timeout": self._timeout},
+        )
+
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` joined to the client's base URL with its query parameters, as
+        ``httpx.Client`` joins them; kept per path."""
+        url = self._urls.get(path)
+        if url is None:
+            base = self.http.base_url
+            relative = httpx.URL(path).raw_path.lstrip(b"/")
+            url = base.copy_with(raw_path=base.raw_path + relative)
+            if self.http.params:
+                url = url.copy_merge_params(self.http.params)
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+    def send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read its answer within ``request_deadline``."""
+        response = self.http.send(request, stream=True)
+        try:
+            return self._read_within_deadline(response)
+        finally:
+            response.close()
 
     def _read_within_deadline(self, response: httpx.Response) -> httpx.Response:
         """The response with its body read, giving up after ``request_deadline``.
@@ -362,7 +420,8 @@ class Requester:
                 started = time.monotonic()
                 deadline = self._deadline()
                 try:
-                    with self.http.stream("GET", path) as response:
+                    response = self.http.send(self.build("GET", path), stream=True)
+                    try:
                         self._record(call, response.status_code, started)
                         if response.status_code >= 400:
                             response.read()
@@ -372,6 +431,8 @@ class Requester:
                             progress["written"] += len(chunk)
                             self._tick()
                             self._check_deadline(deadline)
+                    finally:
+                        response.close()
                 except httpx.DecodingError as exc:
                     raise protocol_error(call, f"the content cannot be decoded ({exc})") from None
                 except httpx.TransportError as exc:
@@ -393,33 +454,32 @@ class Requester:
         retry_allowed: Callable[[_Retryable], bool],
         upload: bool = False,
     ) -> _T:
-        def should_retry(state: RetryCallState) -> bool:
-            outcome = state.outcome
-            if outcome is None or not outcome.failed:
-                return False
-            exc = outcome.exception()
-            return isinstance(exc, _Retryable) and retry_allowed(exc)
+        """``attempt()`` until it succeeds, fails in a way not worth retrying, or
+        ``max_retries`` retries are spent; waits the server's hint, else backs off.
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self._max_retries + 1),
-            wait=self._wait,
-            retry=should_retry,
-            sleep=self._sleep_ticking,
-            reraise=True,
-        )
+        A plain loop rather than a tenacity ``Retrying`` built per call: that cost
+        35 us a request, and this policy needs nothing more.
+        """
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return attempt()
+            except _Retryable as exc:
+                if attempts > self._max_retries or not retry_allowed(exc):
+                    raise self._final_error(call, exc, upload=upload) from None
+                self._sleep_ticking(self._wait(exc, attempts))
+
+    def _wait(self, exc: _Retryable, attempts: int) -> float:
+        """Seconds before the next attempt, after ``attempts`` failed ones."""
+        hinted = parse_retry_after(exc.headers, self._clock())
+        if hinted is not None:
+            return hinted
         try:
-            return retrying(attempt)
-        except _Retryable as exc:
-            raise self._final_error(call, exc, upload=upload) from None
-
-    def _wait(self, state: RetryCallState) -> float:
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None and outcome.failed else None
-        if isinstance(exc, _Retryable):
-            hinted = parse_retry_after(exc.headers, self._clock())
-            if hinted is not None:
-                return hinted
-        return float(self._backoff(state))
+            backoff = BACKOFF_BASE * 2.0 ** (attempts - 1)
+        except OverflowError:
+            backoff = BACKOFF_MAX
+        return min(backoff + random.uniform(0, BACKOFF_JITTER), BACKOFF_MAX)
 
     def _sleep_ticking(self, seconds: float) -> None:
         # A wait the server asked for is not a hang: tick on both sides of it.

@@ -80,20 +80,29 @@ class TickingReader(io.RawIOBase):
         self._position = max(0, min(self._limit, base + offset))
         return self._position
 
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (the rest, if negative) as ``os.pread`` returns them:
+        no buffer of ``size`` allocated first and copied out (``RawIOBase.read``)."""
+        return self._pread(self._limit if size < 0 else size)
+
     def readinto(self, buffer: Any, /) -> int:
+        data = self._pread(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _pread(self, size: int) -> bytes:
         self._tick()
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise TimeoutError(errno.ETIMEDOUT, "the upload took longer than request_deadline")
-        wanted = min(len(buffer), self._limit - self._position)
+        wanted = min(size, self._limit - self._position)
         if wanted <= 0:
-            return 0
+            return b""
         data = os.pread(self.fd, wanted, self._position)
         if not data:
             self.truncated = True
-            return 0
-        buffer[: len(data)] = data
+            return b""
         self._position += len(data)
-        return len(data)
+        return data
 
     def stat(self) -> os.stat_result:
         return os.fstat(self.fd)
