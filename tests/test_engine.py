@@ -10,10 +10,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from cntr_sync import engine as engine_module
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
 from cntr_sync.engine import Engine
@@ -28,6 +30,7 @@ from cntr_sync.index import Index
 from cntr_sync.models import DeleteLimit, Pair
 from cntr_sync.names import remote_names
 from cntr_sync.result import PassResult
+from cntr_sync.scan import Snapshot
 from helpers import NoSleep
 from spec_validation import ValidatingTransport
 
@@ -488,24 +491,26 @@ def test_the_settle_window_defers_files_modified_a_moment_ago(
 
 @pytest.mark.parametrize("follow_symlinks", [False, True])
 def test_a_file_swapped_for_a_link_after_the_scan_never_sends_the_link_target(
-    harness: Harness, emu: Emulator, tmp_path: Path, follow_symlinks: bool
+    harness: Harness,
+    emu: Emulator,
+    tmp_path: Path,
+    follow_symlinks: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     secret = tmp_path / "id_rsa"
     secret.write_text("-----BEGIN PRIVATE KEY----- secret")
     write(harness.root, "other.txt", "x")
     assert harness.sync().uploaded == 1  # the container exists, so the next pass lists
     target = write(harness.root, "a.md", "notes")
-    inner = emu.transport()
+    real_scan = engine_module.scan
 
-    class SwapAfterTheScan(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            # The listing comes after the scan and before any upload.
-            if request.method == "GET" and request.url.path.endswith("/files"):
-                target.unlink(missing_ok=True)
-                target.symlink_to(secret)
-            return inner.handle_request(request)
+    def scan_then_swap(*args: Any, **kwargs: Any) -> Snapshot:
+        snapshot = real_scan(*args, **kwargs)
+        target.unlink(missing_ok=True)
+        target.symlink_to(secret)
+        return snapshot
 
-    harness.transport = SwapAfterTheScan()
+    monkeypatch.setattr(engine_module, "scan", scan_then_swap)
     result = harness.sync(follow_symlinks=follow_symlinks)
     assert result.uploaded == 0 and not result.in_sync
     assert result.deferred == ["a.md"]

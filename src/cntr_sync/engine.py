@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cntr_sync.actions import Plan
@@ -214,19 +215,28 @@ class Engine:
     ) -> None:
         self._check_root(force=force)
         container = self._containers.resolve(result, dry_run=dry_run)
-        snapshot = self._scan(dry_run=dry_run, accept_growth=keep_grown)
-        if not dry_run:
-            self._prune_hash_cache(snapshot)
-        local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
-        result.local_files = len(snapshot.files)
-        self._tree_files = len(snapshot.files)
-        _note_scan(result, snapshot, unsettled)
+        # The listing pages while the tree is scanned: one waits on the network, the
+        # other on the disk, so a pass costs about the longer of the two, not the sum.
+        # Leaving the block waits for the listing, whatever the scan raised.
+        with ThreadPoolExecutor(1, thread_name_prefix="cntr-sync-list") as lister:
+            # A container created a moment ago is empty: no need to list it.
+            listing = (
+                lister.submit(self._list, container.id)
+                if container is not None and not result.container_created
+                else None
+            )
+            snapshot = self._scan(dry_run=dry_run, accept_growth=keep_grown)
+            if not dry_run:
+                self._prune_hash_cache(snapshot)
+            local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
+            result.local_files = len(snapshot.files)
+            self._tree_files = len(snapshot.files)
+            _note_scan(result, snapshot, unsettled)
 
         remote: list[RemoteFile] = []
-        # A container created a moment ago is empty: no need to list it.
-        if container is not None and not result.container_created:
+        if container is not None and listing is not None:
             try:
-                remote = self._list(container.id)
+                remote = listing.result()
             except (ContainerExpiredError, NotFoundError):
                 if not self._containers.confirmed_gone(container.id):
                     raise
