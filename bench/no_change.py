@@ -10,7 +10,10 @@ answer and, in the same run:
 - the reference: a bare ``os.scandir`` walk with a stat of every file, plus paging
   through the same container's listing with plain httpx (100 a page).
 
-Targets: at most ceil(N/100) + 2 requests; wall time at most 2x the reference.
+Targets: at most ceil(N/100) + 2 requests; wall time at most 2x the reference. It also
+runs ``cntr-sync status DIR --json`` (a scan and a listing, nothing sent) and prints the
+peak RSS of both commands (target 5: at most 150 MB for any command at 100,000 files,
+listing included: ``--files 100000``).
 
 Run: ``.venv/bin/python bench/no_change.py [--quick] [--json] [--files N]``.
 """
@@ -40,6 +43,9 @@ from _support import API_KEY, run_main
 
 FILE_BYTES = 1024
 TIMEOUT_S = 1800.0
+
+
+RSS_LIMIT_MIB = 150e6 / 2**20  # 150 MB
 
 
 def page_through(base_url: str, container_id: str) -> tuple[int, int]:
@@ -92,10 +98,20 @@ def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[st
         details["cntr_sync"] = {
             "exit_code": cli.exit_code,
             "wall_s": round(cli.wall_s, 3),
+            "peak_rss_mib": round(cli.max_rss_kib / 1024, 1),
             "cli_seconds": cli.summary.get("seconds"),
             "requests": requests,
             "requests_by_operation": emulator.by_operation(),
             "actions": len(cli.summary.get("actions") or []),
+        }
+        status_args = [
+            "status" if part == "sync" else part for part in sync_args if part != "--json"
+        ]
+        status = run_cli([*status_args, "--json"], env, TIMEOUT_S)
+        details["status"] = {
+            "exit_code": status.exit_code,
+            "wall_s": round(status.wall_s, 3),
+            "peak_rss_mib": round(status.max_rss_kib / 1024, 1),
         }
         started = time.perf_counter()
         walked = bare_walk(root)
@@ -110,7 +126,7 @@ def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[st
             "listed_files": listed,
             "pages": pages,
         }
-    failure = cli.failure()
+    failure = cli.failure() or status.failure()
     if failure is not None:
         return target_record("3", "no-change pass", command, [], details, reason=failure)
     reference_s = walk_s + list_s
@@ -134,6 +150,16 @@ def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[st
             ratio=cli.wall_s / reference_s,
             target="<= 2x",
             passed=cli.wall_s <= 2 * reference_s,
+        ),
+        check(
+            f"{count} files, peak RSS of sync / status, listing included",
+            measured=max(cli.max_rss_kib, status.max_rss_kib) / 1024,
+            reference=RSS_LIMIT_MIB,
+            reference_name="150 MB (target 5, at 100,000 files)",
+            unit="MiB",
+            ratio=max(cli.max_rss_kib, status.max_rss_kib) / 1024 / RSS_LIMIT_MIB,
+            target="<= 150 MB",
+            passed=max(cli.max_rss_kib, status.max_rss_kib) / 1024 <= RSS_LIMIT_MIB,
         ),
     ]
     return target_record("3", "no-change pass", command, checks, details)
