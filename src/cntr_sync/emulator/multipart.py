@@ -9,21 +9,21 @@ nothing of containers, ids or HTTP.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_to_bytes
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from .wire import CHUNK_SIZE, bad_request
+from .wire import bad_request
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -32,6 +32,11 @@ FIELD_LIMIT = 64 * 1024
 """Non-file form fields (e.g. ``file_id``) are kept in memory up to this size."""
 
 _FORM_ESCAPE = re.compile(r"%(?:22|[01][0-9A-Fa-f])")
+# Spool names: unique in this process by the counter, across processes by the pid
+# and a random tag (O_EXCL refuses a clash anyway).
+_SPOOL_TAG = f"{os.getpid()}-{os.urandom(4).hex()}"
+_SPOOL_NUMBERS = itertools.count()
+_SPOOL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class _PartReader:
         self._header_name = bytearray()
         self._header_value = bytearray()
         self._part_headers: dict[bytes, bytes] = {}
-        self._sink: BinaryIO | None = None
+        self._sink: int | None = None  # the spool file's descriptor, written unbuffered
         self._field_name: str | None = None
         self._field_value = bytearray()
         self._field_overflow = False
@@ -151,16 +156,18 @@ class _PartReader:
             self._keep_escapes,
         )
         if name == "file" and filename and self.spool_path is None:
-            fd, path = tempfile.mkstemp(prefix="upload-", dir=self._spool_dir)
-            self.spool_path = Path(path)
-            self._sink = os.fdopen(fd, "wb", CHUNK_SIZE)  # closed in _on_part_end or discard
+            self._sink, self.spool_path = _new_spool(self._spool_dir)  # closed in _on_part_end
             self.filename = filename
         elif name is not None and name not in self.fields:
             self._field_name = name
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
-            self._sink.write(data[start:end])
+            # Straight to the file: the parser hands over what the socket read (up to
+            # 256 KiB), so a write buffer would only copy it once more.
+            view = memoryview(data)[start:end]
+            while view:
+                view = view[os.write(self._sink, view) :]
             self.size += end - start
         elif self._field_name is not None and not self._field_overflow:
             self._field_value += data[start:end]
@@ -168,7 +175,7 @@ class _PartReader:
 
     def _on_part_end(self) -> None:
         if self._sink is not None:
-            self._sink.close()
+            os.close(self._sink)
             self._sink = None
         elif self._field_name is not None and not self._field_overflow:
             self.fields[self._field_name] = self._field_value.decode("utf-8", "replace")
@@ -179,7 +186,7 @@ class _PartReader:
 
     def close(self) -> None:
         if self._sink is not None:
-            self._sink.close()
+            os.close(self._sink)
             self._sink = None
 
     def discard(self) -> None:
@@ -188,6 +195,16 @@ class _PartReader:
             with suppress(FileNotFoundError):
                 self.spool_path.unlink()
             self.spool_path = None
+
+
+def _new_spool(spool_dir: Path) -> tuple[int, Path]:
+    """A new, empty spool file in ``spool_dir``, open for writing (``upload-*``)."""
+    while True:
+        path = spool_dir / f"upload-{_SPOOL_TAG}-{next(_SPOOL_NUMBERS)}"
+        try:
+            return os.open(path, _SPOOL_FLAGS, 0o600), path
+        except FileExistsError:
+            continue
 
 
 def parse_content_disposition(
