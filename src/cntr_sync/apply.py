@@ -174,6 +174,8 @@ class Applier:
         self._verified_ids: set[str] = set()
         # Relpaths whose upload intent is on disk (written ahead, a window at a time).
         self._intended: set[str] = set()
+        # What the index says of the server's names (keeps them, adds a prefix), once read.
+        self._server_names: tuple[bool | None, bool | None] | None = None
 
     @property
     def _root(self) -> Path:
@@ -611,13 +613,22 @@ class Applier:
         A plain name that came back renamed is enough to stop trusting names
         for good (a server keeping only some, say the last path segment, must
         not have its names matched); an odd one proves nothing either way.
+        What the index knows is read once a pass: only this pass writes it, and
+        reading it after every recorded upload cost two SELECTs an upload.
         """
         learnt = learn(action.relpath, remote.path)
-        known = self.index.server_keeps_names
-        if learnt.keeps_names is not None and (known is None or (known and not learnt.keeps_names)):
+        if learnt.keeps_names is None and learnt.adds_prefix is None:
+            return
+        if self._server_names is None:
+            self._server_names = (self.index.server_keeps_names, self.index.server_adds_prefix)
+        keeps, adds_prefix = self._server_names
+        if learnt.keeps_names is not None and (keeps is None or (keeps and not learnt.keeps_names)):
             self.index.set_server_keeps_names(learnt.keeps_names)
-        if learnt.adds_prefix is not None and self.index.server_adds_prefix is None:
+            keeps = learnt.keeps_names
+        if learnt.adds_prefix is not None and adds_prefix is None:
             self.index.set_server_adds_prefix(learnt.adds_prefix)
+            adds_prefix = learnt.adds_prefix
+        self._server_names = (keeps, adds_prefix)
 
 
 def _deadline_after(seconds: float | None) -> float | None:
