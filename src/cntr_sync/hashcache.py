@@ -39,6 +39,11 @@ HASH_BATCH = 25_000
 # One cached digest: (inode, size, mtime_ns, ctime_ns, digest).
 Row = tuple[int, int, int, int, str]
 
+# What ``scanning`` may yield: rows by relpath, each (relpath, inode, size, mtime_ns,
+# ctime_ns, digest), for the walk to look up without a call: it takes a file's row
+# out (``pop``), and uses the digest only if the other four fields match its stat.
+ScanRows = dict[str, tuple[Any, ...]]
+
 
 class HashCache(Protocol):
     """Remembers digests by (relpath, inode, size, mtime_ns, ctime_ns)."""
@@ -51,8 +56,12 @@ class HashCache(Protocol):
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None: ...
 
-    def scanning(self) -> AbstractContextManager[None]:
-        """Around one whole-tree scan: the cache may prepare for a lookup of every file."""
+    def scanning(self) -> AbstractContextManager[ScanRows | None]:
+        """Around one whole-tree scan: the cache may prepare for a lookup of every file.
+
+        It may yield its rows (``ScanRows``): the scan then looks files up in them
+        rather than calling ``lookup``, so ``lookup`` must answer from them alone.
+        """
         ...
 
 
@@ -100,10 +109,10 @@ class SqliteHashCache:
         # (relpath, inode, size, mtime_ns, ctime_ns, hash), with the buffered
         # ones laid over them, by relpath; None otherwise. The walk asks for each
         # relpath once: a lookup takes its row out, a store does not put one in.
-        self._loaded: dict[str, tuple[Any, ...]] | None = None
+        self._loaded: ScanRows | None = None
 
     @contextmanager
-    def _scanning(self) -> Iterator[None]:
+    def _scanning(self) -> Iterator[ScanRows]:
         rows = self._db.read(
             "SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes", ()
         )
@@ -114,12 +123,12 @@ class SqliteHashCache:
             loaded[relpath] = (relpath, *row)
         self._loaded = loaded
         try:
-            yield
+            yield loaded
         finally:
             self._loaded = None
 
-    def scanning(self) -> AbstractContextManager[None]:
-        """Load every row once for the scan's lookups; drop them when it ends."""
+    def scanning(self) -> AbstractContextManager[ScanRows | None]:
+        """Load every row once for the scan's lookups (and yield them); drop them when it ends."""
         return self._scanning()
 
     def lookup(
@@ -203,8 +212,15 @@ class ReadThroughCache:
         self._backing = backing
         self._memory = MemoryHashCache()
 
-    def scanning(self) -> AbstractContextManager[None]:
-        return self._backing.scanning()
+    def scanning(self) -> AbstractContextManager[ScanRows | None]:
+        return self._scanning()
+
+    @contextmanager
+    def _scanning(self) -> Iterator[None]:
+        # The backing cache prepares, but its rows are not handed out: a lookup
+        # here asks this cache's own writes first.
+        with self._backing.scanning():
+            yield None
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int

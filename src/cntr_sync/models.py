@@ -179,12 +179,17 @@ class ContainerFile(_Wire):
 # stay small, and the planner compares them without touching disk or network.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class LocalFile:
     """A regular file under the sync root, as one scan saw it.
 
     ``relpath`` is POSIX-style, relative to the root, valid UTF-8, never empty,
     never absolute, never containing ``.`` or ``..`` segments.
+
+    A value like the others here, but not ``frozen``: a scan makes one per file, and
+    a frozen dataclass's ``__init__`` (``object.__setattr__`` per field) costs four
+    times as much, most of what a warm scan spends beyond its stat calls. Treat it
+    as frozen: nothing assigns to its fields (it stays hashable, by value).
     """
 
     relpath: str

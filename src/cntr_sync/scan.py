@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import operator
 import os
 import re
 import stat
@@ -40,7 +41,7 @@ import xxhash
 from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
-from cntr_sync.hashcache import HashCache
+from cntr_sync.hashcache import HashCache, ScanRows
 from cntr_sync.ignore import Layer, Screen
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import (
@@ -88,6 +89,8 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 Hasher = Callable[[Path], str]
 StrPath = str | os.PathLike[str]
 Tick = Callable[[], None]
+
+_NAME = operator.attrgetter("name")
 
 
 def _no_tick() -> None:
@@ -416,7 +419,8 @@ def scan(
     if only is not None:
         walk.run_only(root_stat, only)
         return walk.snapshot()
-    with hash_cache.scanning():
+    with hash_cache.scanning() as loaded:
+        walk.use_loaded(loaded)
         walk.run(root_stat)
     return walk.snapshot()
 
@@ -511,6 +515,12 @@ class _Walk:
         # (st_dev, st_ino) -> relpath: each directory is walked once, which also
         # ends symlink cycles.
         self._visited: dict[tuple[int, int], str] = {}
+        # The cache's rows while a whole-tree scan runs, if it hands them out.
+        self._loaded: ScanRows | None = None
+
+    def use_loaded(self, loaded: ScanRows | None) -> None:
+        """Look files up in ``loaded`` (what ``HashCache.scanning`` yielded) without a call."""
+        self._loaded = loaded
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -584,10 +594,11 @@ class _Walk:
         except OSError as exc:
             self._unreadable_dir(relpath, exc)
             return
-        for entry in entries:
-            if entry.name == IGNORE_FILE and entry.is_file(follow_symlinks=False):
-                # Its patterns apply to this directory's entries: read it first.
-                self._rules.add_directory_file(relpath, Path(entry.path))
+        if IGNORE_FILE in map(_NAME, entries):  # a C loop: most directories have none
+            for entry in entries:
+                if entry.name == IGNORE_FILE and entry.is_file(follow_symlinks=False):
+                    # Its patterns apply to this directory's entries: read it first.
+                    self._rules.add_directory_file(relpath, Path(entry.path))
         self._visit_all(relpath, entries, parent_clean=clean)
 
     def _enter_linked_dir(self, relpath: str, path: str) -> None:
@@ -627,15 +638,31 @@ class _Walk:
     def _visit_all(
         self, parent: str, entries: list[os.DirEntry[str]], *, parent_clean: bool
     ) -> None:
-        """Every entry of one directory: the scan's hot loop, so lookups are hoisted."""
+        """Every entry of one directory: the scan's hot loop, so lookups are hoisted.
+
+        Most entries of a tree are regular files with plain names that no ignore
+        pattern can match: they take the lane below, which asks for no more than
+        that (the directory entry's type, one lstat, the cache, one ``LocalFile``).
+        Any other entry, and any that fails on the way, goes to ``_visit_entry``,
+        which decides it from the start, as if the lane had not looked at it.
+        """
         tick = self._tick
-        entry_ignored = self._rules.entry_ignored
+        other = self._visit_entry
         screen = self._rules.screen(parent) if parent_clean else None
-        passes = screen.passes if screen is not None else None
-        # Screen.passes, inline when it is only prefixes and suffixes (the defaults).
-        names_only = screen is not None and screen.names_only
-        prefixes, suffixes = screen.affixes if screen is not None else ((), ())
-        follow = self._follow
+        # The lane's screen: Screen.passes, inline when it is only prefixes and
+        # suffixes (the defaults); a partial file's name fails it too.
+        prefixes: tuple[str, ...] | None = (PARTIAL_PREFIX,)
+        suffixes: tuple[str, ...] = ()
+        passes = None
+        if screen is None:
+            prefixes = None  # every entry takes the other lane
+        elif screen.names_only:
+            names, suffixes = screen.affixes
+            prefixes = (*names, PARTIAL_PREFIX)
+        else:
+            passes = screen.passes
+        loaded = self._loaded
+        pop = loaded.pop if loaded is not None else None
         lookup = self._cache.lookup
         files = self._files
         prefix = f"{parent}/" if parent else ""
@@ -643,66 +670,99 @@ class _Walk:
             tick()
             name = entry.name
             relpath = prefix + name
-            if name.startswith(PARTIAL_PREFIX):
-                # A download in progress or interrupted: never a file of the tree.
-                self._partials.append(relpath)
-                continue
-            # Errors count as "no": the handlers stat again and report.
-            try:
-                is_link = entry.is_symlink()
-            except OSError:
-                is_link = False
-            try:
-                is_dir = entry.is_dir(follow_symlinks=follow)
-            except OSError:
-                is_dir = False
-            # Ignore rules come before name checks so users can silence a warning
-            # about a hostile name by ignoring it.
             if (
-                names_only
-                and not name.startswith(prefixes)
-                and not name.endswith(suffixes)
-                and "\n" not in name
-            ) or (not names_only and passes is not None and passes(relpath, name, is_dir)):
-                clean = True  # no pattern can match: the common case, without pathspec
-            else:
-                ignored, clean = entry_ignored(relpath, name, is_dir, parent_clean)
-                if ignored:
-                    self._ignored += 1
-                    continue
-            if not (
-                # _name_problem's common case, inline: printable ASCII, short enough.
-                relpath.isascii() and name.isprintable() and len(relpath) <= MAX_RELPATH_BYTES
+                prefixes is None
+                or name.startswith(prefixes)
+                or name.endswith(suffixes)
+                # A directory's path holds the file's, and more: if no pattern can match
+                # the one, none can match the other.
+                or (passes is not None and not passes(relpath, name, True))
+                # _name_problem's common case (isprintable: no newline either).
+                or not (
+                    name.isprintable() and relpath.isascii() and len(relpath) <= MAX_RELPATH_BYTES
+                )
             ):
-                problem = _name_problem(name, relpath)
-                if problem is not None:
-                    self._warn(relpath, problem)
-                    continue
-            if is_link:
-                self._visit_link(relpath, entry.path)
-                continue
-            if is_dir:
-                self._visit_dir(relpath, entry, clean)
+                other(entry, relpath, parent_clean, screen)
                 continue
             try:
+                # The entry's type as the directory listed it, then one lstat.
+                if not entry.is_file(follow_symlinks=False):
+                    other(entry, relpath, parent_clean, screen)
+                    continue
                 file_stat = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                self._unreadable_file(relpath, exc)
+            except OSError:
+                other(entry, relpath, parent_clean, screen)
                 continue
             if not stat.S_ISREG(file_stat.st_mode):
                 self._add_file(relpath, entry.path, file_stat)  # warns
                 continue
-            # _add_file, inline for the regular files that are most of a tree.
             inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
             ctime_ns = file_stat.st_ctime_ns
-            digest = lookup(relpath, inode, size, mtime_ns, ctime_ns)
+            if pop is not None:
+                # SqliteHashCache.lookup during a scan, inline: the row is taken out.
+                row = pop(relpath, None)
+                digest = (
+                    row[5]
+                    if row is not None
+                    and row[1] == inode
+                    and row[2] == size
+                    and row[3] == mtime_ns
+                    and row[4] == ctime_ns
+                    else None
+                )
+            else:
+                digest = lookup(relpath, inode, size, mtime_ns, ctime_ns)
             if digest is None:
                 digest = self._hash(relpath, entry.path, file_stat)
                 if digest is None:
                     continue
             files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
+
+    def _visit_entry(
+        self, entry: os.DirEntry[str], relpath: str, parent_clean: bool, screen: Screen | None
+    ) -> None:
+        """One entry of any kind, decided from the start (``_visit_all``'s other lane)."""
+        name = entry.name
+        if name.startswith(PARTIAL_PREFIX):
+            # A download in progress or interrupted: never a file of the tree.
+            self._partials.append(relpath)
+            return
+        # Errors count as "no": the handlers stat again and report.
+        try:
+            is_link = entry.is_symlink()
+        except OSError:
+            is_link = False
+        try:
+            is_dir = entry.is_dir(follow_symlinks=self._follow)
+        except OSError:
+            is_dir = False
+        # Ignore rules come before name checks so users can silence a warning
+        # about a hostile name by ignoring it.
+        if screen is not None and screen.passes(relpath, name, is_dir):
+            clean = True  # no pattern can match: the common case, without pathspec
+        else:
+            ignored, clean = self._rules.entry_ignored(relpath, name, is_dir, parent_clean)
+            if ignored:
+                self._ignored += 1
+                return
+        problem = _name_problem(name, relpath)
+        if problem is not None:
+            self._warn(relpath, problem)
+            return
+        if is_link:
+            self._visit_link(relpath, entry.path)
+            return
+        if is_dir:
+            self._visit_dir(relpath, entry, clean)
+            return
+        try:
+            file_stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._unreadable_file(relpath, exc)
+            return
+        self._add_file(relpath, entry.path, file_stat)
 
     def _visit_link(self, relpath: str, path: str) -> None:
         if not self._follow:

@@ -1,0 +1,241 @@
+"""scan's fast lane: what it takes from the hash cache's rows, and when it hands an entry on.
+
+Most entries of a tree are regular files with plain names: ``_Walk._visit_all`` decides
+them with one lstat and the cache's rows (``HashCache.scanning`` may yield them). Every
+other entry, and any that fails on the way, goes to ``_visit_entry``. These tests pin
+both halves: the rows are used only when the whole stat key matches, and an entry that
+leaves the lane ends up exactly where the full checks put it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xxhash
+
+from cntr_sync.hashcache import MemoryHashCache, ReadThroughCache, SqliteHashCache
+from cntr_sync.models import LocalFile
+from cntr_sync.remote_paths import PARTIAL_PREFIX
+from cntr_sync.scan import IgnoreRules, Snapshot, _Walk, scan
+
+OLD_NS = time.time_ns() - 3600 * 10**9
+
+
+def write(path: Path, data: bytes | str = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.utime(path, ns=(OLD_NS, OLD_NS))  # past the racy window: cacheable
+    return path
+
+
+def digest(data: bytes) -> str:
+    return xxhash.xxh3_128(data).hexdigest()
+
+
+class MemoryDatabase:
+    """The ``hashcache.Database`` an index provides, in memory."""
+
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.conn.execute(
+            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
+            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+            " hash TEXT NOT NULL) WITHOUT ROWID"
+        )
+
+    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN")
+        yield self.conn
+        self.conn.execute("COMMIT")
+
+
+def run(root: Path, cache: Any, patterns: tuple[str, ...] = ()) -> Snapshot:
+    return scan(root, rules=IgnoreRules.load(root, patterns), hash_cache=cache)
+
+
+# -- the cache's rows ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column", ["inode", "size", "mtime_ns", "ctime_ns"])
+def test_a_row_is_used_only_when_its_whole_stat_key_matches(tmp_path: Path, column: str) -> None:
+    write(tmp_path / "same.txt", "same")
+    write(tmp_path / "d" / "off.txt", "off")
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    run(tmp_path, cache)
+    cache.flush()
+    # A digest no file has: a scan that takes it read the row, not the file.
+    db.conn.execute("UPDATE hashes SET hash = 'from-the-row'")
+    db.conn.execute(f"UPDATE hashes SET {column} = {column} + 1 WHERE relpath = 'd/off.txt'")
+
+    snapshot = run(tmp_path, cache)
+
+    assert snapshot.files["same.txt"].hash == "from-the-row"
+    assert snapshot.files["d/off.txt"].hash == digest(b"off")
+    assert snapshot.hashed_count == 1
+
+
+def test_rows_of_vanished_files_and_buffered_rows_are_taken_as_the_cache_says(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "a.txt", "a")
+    gone = write(tmp_path / "gone.txt", "gone")
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    first = run(tmp_path, cache)
+    cache.flush()
+    gone.unlink()
+    write(tmp_path / "new.txt", "new")
+    second = run(tmp_path, cache)  # new.txt's row is buffered, not yet written
+    third = run(tmp_path, cache)
+
+    assert set(second.files) == {"a.txt", "new.txt"}
+    assert (first.hashed_count, second.hashed_count, third.hashed_count) == (2, 1, 0)
+    assert third.files["new.txt"].hash == digest(b"new")
+
+
+def test_a_read_through_cache_asks_its_own_writes_before_the_rows(tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", "a")
+    write(tmp_path / "d" / "b.txt", "b")
+    backing = SqliteHashCache(MemoryDatabase())
+    cache = ReadThroughCache(backing)
+
+    first = run(tmp_path, cache)
+    second = run(tmp_path, cache)  # the backing table is still empty
+
+    assert first.hashed_count == 2
+    assert second.hashed_count == 0
+    assert backing.count() == 0
+    assert second.files == first.files
+
+
+def test_a_memory_cache_is_asked_through_lookup(tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", "a")
+    cache = MemoryHashCache()
+    first = run(tmp_path, cache)
+    second = run(tmp_path, cache)
+    assert (first.hashed_count, second.hashed_count) == (1, 0)
+
+
+# -- entries that leave the lane ----------------------------------------------------
+
+
+def test_partial_files_are_never_files_at_any_depth(tmp_path: Path) -> None:
+    write(tmp_path / f"{PARTIAL_PREFIX}abc", "partial")
+    write(tmp_path / "d" / f"{PARTIAL_PREFIX}def", "partial")
+    write(tmp_path / "d" / "kept.txt", "kept")
+    snapshot = run(tmp_path, MemoryHashCache())
+    assert set(snapshot.files) == {"d/kept.txt"}
+    assert sorted(snapshot.partials) == [f"{PARTIAL_PREFIX}abc", f"d/{PARTIAL_PREFIX}def"]
+
+
+def test_a_pattern_with_a_slash_is_checked_with_the_entrys_real_kind(tmp_path: Path) -> None:
+    # "/tmp/" matches a directory "tmp" only: the lane's screen cannot tell a file
+    # "tmp" from it by name, so the file is decided by the full checks, and kept.
+    write(tmp_path / "tmp", "a file named tmp")
+    write(tmp_path / "d" / "tmp" / "x.txt", "not at the root: kept")
+    write(tmp_path / "e" / "y.txt", "y")
+    kept_file = run(tmp_path, MemoryHashCache(), patterns=("/tmp/",))
+    assert set(kept_file.files) == {"tmp", "d/tmp/x.txt", "e/y.txt"}
+
+    (tmp_path / "tmp").unlink()
+    write(tmp_path / "tmp" / "z.txt", "under an ignored directory")
+    ignored_dir = run(tmp_path, MemoryHashCache(), patterns=("/tmp/",))
+    assert set(ignored_dir.files) == {"d/tmp/x.txt", "e/y.txt"}
+    assert ignored_dir.ignored_count == 1
+
+
+class _Entry:
+    """An ``os.DirEntry`` stand-in whose answers a test chooses (a race, an error)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        is_file: bool | OSError = True,
+        lstat: os.stat_result | OSError | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.name = path.name
+        self._is_file = is_file
+        self._lstat = lstat
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        if isinstance(self._is_file, OSError):
+            raise self._is_file
+        return self._is_file
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        return False
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        if isinstance(self._lstat, OSError):
+            raise self._lstat
+        return self._lstat if self._lstat is not None else os.lstat(self.path)
+
+
+def visit(root: Path, *entries: _Entry) -> Snapshot:
+    walk = _Walk(
+        root, IgnoreRules.load(root), MemoryHashCache(), None, False, time.time_ns, _no_tick, False
+    )
+    walk._visit_all("", list(entries), parent_clean=True)  # type: ignore[arg-type]
+    return walk.snapshot()
+
+
+def _no_tick() -> None:
+    pass
+
+
+def test_an_lstat_that_fails_makes_the_file_unreadable_or_gone(tmp_path: Path) -> None:
+    denied = write(tmp_path / "denied.txt")
+    gone = write(tmp_path / "gone.txt")
+    snapshot = visit(
+        tmp_path,
+        _Entry(denied, lstat=PermissionError(13, "Permission denied")),
+        _Entry(gone, lstat=FileNotFoundError(2, "No such file or directory")),
+    )
+    assert snapshot.files == {}
+    assert snapshot.unreadable == ("denied.txt",)
+    assert [(w.relpath, w.reason) for w in snapshot.warnings] == [
+        ("denied.txt", "cannot be read: Permission denied")
+    ]
+
+
+def test_an_entry_listed_as_a_file_but_now_a_fifo_is_skipped_unopened(tmp_path: Path) -> None:
+    fifo = tmp_path / "was-a-file"
+    os.mkfifo(fifo)
+    snapshot = visit(tmp_path, _Entry(fifo))  # the listing said "regular file"
+    assert snapshot.files == {}
+    assert [(w.relpath, w.reason) for w in snapshot.warnings] == [("was-a-file", "FIFO skipped")]
+
+
+def test_an_entry_whose_type_cannot_be_read_is_decided_by_the_full_checks(
+    tmp_path: Path,
+) -> None:
+    plain = write(tmp_path / "plain.txt", "plain")
+    snapshot = visit(tmp_path, _Entry(plain, is_file=OSError(5, "Input/output error")))
+    assert snapshot.files["plain.txt"].hash == digest(b"plain")
+    assert snapshot.warnings == ()
+
+
+def test_local_files_are_values(tmp_path: Path) -> None:
+    one = LocalFile("a.txt", 1, 2, 3, "h", 4)
+    same = LocalFile("a.txt", 1, 2, 3, "h", 4)
+    assert one == same
+    assert hash(one) == hash(same)
+    assert one != LocalFile("a.txt", 1, 2, 3, "h", 5)
+    assert len({one, same}) == 1
