@@ -7,10 +7,17 @@ same run, each in its own process:
 - raw upload: httpx posting the file as a streamed multipart body (the reference);
 - ``cntr-sync sync DIR --json``: the upload, the whole command timed (start-up, scan,
   hash, container look-up and upload);
-- raw download: httpx streaming the raw upload's content into a file (the reference);
-- ``cntr-sync sync EMPTY --container ID --direction pull --json``: the whole command
-  bringing the raw upload home (a file it has no record of is downloaded); the result
-  is compared with the original by xxh3-128.
+- raw download: httpx streaming the command's upload into a file (the reference);
+- ``cntr-sync sync EMPTY --container bench-big --direction pull --json``: the whole
+  command bringing that upload home (a file it has no record of is downloaded); the
+  result is compared with the original by xxh3-128.
+
+Both uploads meet the server in the same state: dirty pages are written back
+(``os.sync``, untimed) before each, and the raw upload's file is deleted before the
+command's. The emulator spools uploads to its disk, and every 1 GiB file it keeps
+makes the next one slower to write: four raw uploads in a row took 1.2, 2.9, 3.2
+and 6.0 s (its system CPU 0.6 -> 4.9 s), and 1.1 to 1.9 s each with the previous one
+deleted. Kept, the raw upload's file slowed the command's upload that follows it.
 
 Peak RSS of each command is its own ``ru_maxrss`` (``os.wait4``); the growth is that
 minus the peak of the same command moving a 1 KiB file. Targets: growth under 50 MiB;
@@ -94,6 +101,25 @@ def raw_download(base_url: str, container_id: str, file_id: str, target: Path) -
     return 0
 
 
+def delete_remote(base_url: str, container_id: str, file_id: str) -> None:
+    with raw_client(base_url) as client:
+        client.delete(f"/containers/{container_id}/files/{file_id}").raise_for_status()
+
+
+def find_upload(base_url: str, container_name: str, name: str) -> tuple[str, str]:
+    """The container id and file id of the upload ``name`` in ``container_name``."""
+    with raw_client(base_url) as client:
+        containers = client.get("/containers", params={"name": container_name})
+        containers.raise_for_status()
+        for container in containers.json()["data"]:
+            files = client.get(f"/containers/{container['id']}/files")
+            files.raise_for_status()
+            for item in files.json()["data"]:
+                if str(item["path"]).endswith(name):
+                    return str(container["id"]), str(item["id"])
+    raise RuntimeError(f"no upload named {name} in {container_name}")
+
+
 def raw_child(mode: str, *args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), f"--raw-{mode}", *args]
 
@@ -115,6 +141,7 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
     started = time.perf_counter()
     write_random(source, size)
     (small_dir / "small.bin").write_bytes(os.urandom(1024))
+    os.sync()
     details: dict[str, Any] = {
         "size_mib": size // MIB,
         "generate_s": round(time.perf_counter() - started, 2),
@@ -135,13 +162,18 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
                 raw_child("upload", server.base_url, raw_container, str(source)), env, timeout
             )
             raw_up_s, raw_file_id = parse_raw(raw_up, "upload")
+            delete_remote(server.base_url, raw_container, raw_file_id)
+            os.sync()
             up = sync(str(up_dir), "--container", "bench-big", "--state-dir", str(work_dir / "s1"))
             up_small = sync(
                 str(small_dir), "--container", "bench-small", "--state-dir", str(work_dir / "s2")
             )
+            if up.failure():
+                raise RuntimeError(f"upload: {up.failure()}")
+            big_container, big_file_id = find_upload(server.base_url, "bench-big", NAME)
             raw_target = work_dir / "raw-download.bin"
             raw_down = run_command(
-                raw_child("download", server.base_url, raw_container, raw_file_id, str(raw_target)),
+                raw_child("download", server.base_url, big_container, big_file_id, str(raw_target)),
                 env,
                 timeout,
             )
@@ -151,7 +183,7 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
             down = sync(
                 str(work_dir / "down"),
                 "--container",
-                raw_container,
+                "bench-big",
                 *pull,
                 "--state-dir",
                 str(work_dir / "s3"),
