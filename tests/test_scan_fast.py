@@ -23,7 +23,7 @@ import xxhash
 from cntr_sync.hashcache import MemoryHashCache, ReadThroughCache, SqliteHashCache
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import PARTIAL_PREFIX
-from cntr_sync.scan import IgnoreRules, Snapshot, _Walk, scan
+from cntr_sync.scan import HASH_CHUNK, IgnoreRules, Snapshot, _hash_sized, _Walk, hash_file, scan
 
 OLD_NS = time.time_ns() - 3600 * 10**9
 
@@ -239,3 +239,53 @@ def test_local_files_are_values(tmp_path: Path) -> None:
     assert hash(one) == hash(same)
     assert one != LocalFile("a.txt", 1, 2, 3, "h", 5)
     assert len({one, same}) == 1
+
+
+# -- hashing in the scan --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, HASH_CHUNK, HASH_CHUNK + 1, 2 * HASH_CHUNK + 5])
+def test_the_scans_hashing_is_hash_file_for_any_size(tmp_path: Path, size: int) -> None:
+    path = write(tmp_path / "f.bin", os.urandom(size))
+    ticks: list[None] = []
+    assert _hash_sized(str(path), size, lambda: ticks.append(None)) == hash_file(path)
+    assert len(ticks) == -(-size // HASH_CHUNK)  # one a chunk read
+
+
+def test_the_scans_hashing_reads_what_the_stat_saw_or_what_is_left(tmp_path: Path) -> None:
+    path = write(tmp_path / "f.bin", b"0123456789")
+    # Grown since the stat: its first bytes only. Shrunk: what is there (the scan's
+    # identity check then finds the change).
+    assert _hash_sized(str(path), 4, _no_tick) == digest(b"0123")
+    assert _hash_sized(str(path), 20, _no_tick) == digest(b"0123456789")
+
+
+def test_the_scans_hashing_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        _hash_sized(str(fifo), 10, _no_tick)
+
+
+# -- the SQLite cache's writes ------------------------------------------------------
+
+
+def test_buffered_rows_are_written_whole_and_answer_before_and_after(tmp_path: Path) -> None:
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    rows = [(f"d{n % 3}/f{n}", n, n * 10, n * 100, n * 1000, f"h{n}") for n in range(50, 0, -1)]
+    for row in rows:
+        cache.store(*row)
+    assert cache.lookup("d1/f7", 7, 70, 700, 7000) == "h7"  # buffered
+    assert cache.lookup("d1/f7", 7, 70, 700, 7001) is None
+    cache.flush()
+    written = db.conn.execute(
+        "SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes ORDER BY relpath"
+    ).fetchall()
+    assert written == sorted(rows)
+    assert cache.lookup("d1/f7", 7, 70, 700, 7000) == "h7"  # from the table
+    cache.store("d1/f7", 8, 80, 800, 8000, "again")
+    with cache.scanning() as loaded:
+        assert loaded is not None
+        assert loaded["d1/f7"] == ("d1/f7", 8, 80, 800, 8000, "again")  # the buffer wins
+        assert loaded["d2/f8"] == ("d2/f8", 8, 80, 800, 8000, "h8")

