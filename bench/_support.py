@@ -211,16 +211,21 @@ def write_config(
     state_dir: Path,
     root: Path,
     container: str,
-    requests_per_second: float,
+    requests_per_second: float | None,
     pair_options: dict[str, float],
 ) -> None:
-    """A daemon config with one pair named "bench"; strings are JSON-quoted (valid TOML)."""
+    """A daemon config with one pair named "bench"; strings are JSON-quoted (valid TOML).
+    ``requests_per_second`` None leaves the setting out (the product's default)."""
     lines = [
         f"base_url = {json.dumps(base_url)}",
         f"api_key = {json.dumps(API_KEY)}",
         f"state_dir = {json.dumps(str(state_dir))}",
         'http_listen = "127.0.0.1:0"',
-        f"requests_per_second = {requests_per_second!r}",
+        *(
+            [f"requests_per_second = {requests_per_second!r}"]
+            if requests_per_second is not None
+            else []
+        ),
         "",
         "[[pairs]]",
         'name = "bench"',
@@ -291,7 +296,7 @@ def emulator_and_daemon(
     root: Path,
     *,
     container: str,
-    requests_per_second: float,
+    requests_per_second: float | None,
     pair_options: dict[str, float],
 ) -> Iterator[tuple[Emulator, Daemon]]:
     """The emulator, then the daemon syncing ``root`` to it with one pair "bench" (config in

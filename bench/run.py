@@ -12,7 +12,7 @@ to each answer, and the product with its default settings.
   4 daemon change       bench/daemon_change.py   (here)
   5 scan scale          bench/scan_scale.py --json          (child process)
   6 big file            bench/big_file.py        (here)
-  7 soak                bench/daemon_soak.py --minutes M --csv F (child process)
+  7 soak                bench/daemon_soak.py --minutes M --summary F (child process)
   8 start-up            bench/startup.py --json             (child process)
   E emulator listing    bench/emulator_listing.py --json    (child process)
 
@@ -33,7 +33,6 @@ a missed target is a figure, not a failure.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
@@ -261,27 +260,23 @@ def startup_checks(parsed: Any) -> list[dict[str, Any]]:
 
 # -- the soak (target 7) ----------------------------------------------------------------------
 
-
-def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
-    if len(points) < 3:
-        return None
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
-    if spread == 0:
-        return None
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread * 3600
+# "Flat" and "constant", as judged here: RSS grows under 5 MiB an hour, open fds under 1
+# an hour (both fitted after the first 5 minutes), and the requests per change of the
+# run's last third are within 10 % of its first third's.
+RSS_SLOPE_LIMIT_MIB_H = 5.0
+FD_SLOPE_LIMIT_H = 1.0
+REQUESTS_PER_CHANGE_TOLERANCE = 0.10
 
 
 class Soak:
-    """``daemon_soak.py --minutes M --csv F`` as a child process, started early (quick) or
-    late (full); its verdict read from its exit code, its slopes fitted from the CSV."""
+    """``daemon_soak.py --minutes M --summary F`` as a child process, started early (quick)
+    or late (full); its verdict read from its exit code (mirror, settling, the daemon's
+    exit), its figures (slopes, requests per change) from the summary it writes."""
 
     def __init__(self, minutes: float) -> None:
         self.minutes = minutes
         self.dir = Path(tempfile.mkdtemp(prefix="cntr-bench-soak-"))
-        self.csv = self.dir / "soak.csv"
+        self.summary = self.dir / "soak.json"
         self.log = self.dir / "soak.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
@@ -291,7 +286,7 @@ class Soak:
         script = BENCH / "daemon_soak.py"
         if not script.exists():
             return
-        args = ["--minutes", f"{self.minutes:g}", "--csv", str(self.csv)]
+        args = ["--minutes", f"{self.minutes:g}", "--summary", str(self.summary)]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(script), *args],
@@ -326,62 +321,102 @@ class Soak:
         except subprocess.TimeoutExpired:
             self.process.terminate()
             code = self.process.wait(timeout=60)
-        log_tail = self.log.read_text(errors="replace").splitlines()[-25:]
+        log_tail = self.log.read_text(errors="replace").splitlines()[-40:]
         details: dict[str, Any] = {"exit_code": code, "log_tail": log_tail}
-        rows = []
-        if self.csv.exists():
-            with self.csv.open() as handle:
-                rows = list(csv.DictReader(handle))
+        figures: dict[str, Any] | None = None
+        try:
+            loaded = json.loads(self.summary.read_text())
+            figures = loaded if isinstance(loaded, dict) else None
+        except (OSError, json.JSONDecodeError):
+            figures = None
         shutil.rmtree(self.dir, ignore_errors=True)
-        if code != 0 or len(rows) < 3:
-            reason = f"bench/daemon_soak.py exited {code} with {len(rows)} samples"
+        if code != 0 or figures is None:
+            reason = f"bench/daemon_soak.py exited {code}" + (
+                "" if figures is not None else " without its summary"
+            )
             return target_record("7", "soak", self.command, [], details, reason=reason)
-        skip_s = 300.0 if self.minutes > 5.5 else min(60.0, self.minutes * 60 / 3)
-        late = [r for r in rows if float(r["elapsed_s"]) >= skip_s] or rows
-        rss = [(float(r["elapsed_s"]), int(r["rss_kib"]) / 1024) for r in late]
-        fds = [(float(r["elapsed_s"]), float(r["fds"])) for r in late]
-        first, last = rows[0], rows[-1]
+        try:
+            checks = soak_checks(figures, self.minutes)
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = f"bench/daemon_soak.py's summary has another shape: {exc!r}"[:500]
+            return target_record("7", "soak", self.command, [], details, reason=reason)
+        requests, passes = figures["requests"], figures["passes"]
         details.update(
             {
-                "samples": len(rows),
-                "fit_after_s": skip_s,
-                "rss_mib_start_end": [int(first["rss_kib"]) / 1024, int(last["rss_kib"]) / 1024],
-                "fds_start_end": [int(first["fds"]), int(last["fds"])],
-                "changes": int(last["changes"]),
-                "passes": int(last["passes"]),
-                "requests_per_change": "not measured: daemon_soak.py does not count requests",
+                "samples": figures["samples"],
+                "fit_after_s": figures["fit_after_s"],
+                "fit_indicative": figures["fit_indicative"],
+                "changes": figures["changes"],
+                "changes_per_second": figures["writer"]["changes_per_second"],
+                "rss_mib": figures["rss_mib"],
+                "fds": figures["fds"],
+                "threads": figures["threads"],
+                "requests_per_change": requests["per_change"],
+                "requests_per_change_least": requests["least_per_change"],
+                "requests_per_change_thirds": [
+                    t["requests_per_change"] for t in requests["thirds"]
+                ],
+                "requests_per_change_slope_per_hour": requests["interval_slope_per_hour"],
+                "requests_by_operation": requests["by_operation"],
+                "requests_cross_check": figures["requests_cross_check"],
+                "passes": passes,
+                "mirror": figures["mirror"],
+                "figures": figures,
             }
         )
-        checks = []
-        rss_slope = slope_per_hour(rss)
-        fd_slope = slope_per_hour(fds)
-        if rss_slope is not None:
-            checks.append(
-                check(
-                    f"daemon RSS slope over {self.minutes:g} min (fit after {skip_s:.0f} s)",
-                    measured=rss_slope,
-                    reference=int(first["rss_kib"]) / 1024,
-                    reference_name="RSS at start, MiB",
-                    unit="MiB/h",
-                    ratio=rss_slope / (int(first["rss_kib"]) / 1024),
-                    target="flat (< 5 MiB/h)",
-                    passed=rss_slope < 5,
-                )
-            )
-        if fd_slope is not None:
-            checks.append(
-                check(
-                    "daemon open fds slope",
-                    measured=fd_slope,
-                    reference=float(first["fds"]),
-                    reference_name="fds at start",
-                    unit="fds/h",
-                    ratio=fd_slope / max(1.0, float(first["fds"])),
-                    target="flat (< 1 fd/h)",
-                    passed=fd_slope < 1,
-                )
-            )
         return target_record("7", "soak", self.command, checks, details)
+
+
+def soak_checks(figures: dict[str, Any], minutes: float) -> list[dict[str, Any]]:
+    """RSS slope, fd slope, requests per change (last third over first): whichever the
+    summary has figures for."""
+    checks = []
+    after = f"fit after {float(figures['fit_after_s']):.0f} s"
+    rss, fds = figures["rss_mib"], figures["fds"]
+    rss_slope, fd_slope = rss["slope"]["per_hour"], fds["slope"]["per_hour"]
+    if rss_slope is not None and rss["start"]:
+        checks.append(
+            check(
+                f"daemon RSS slope over {minutes:g} min ({after})",
+                measured=float(rss_slope),
+                reference=float(rss["start"]),
+                reference_name="RSS at start, MiB",
+                unit="MiB/h",
+                ratio=float(rss_slope) / float(rss["start"]),
+                target=f"flat (< {RSS_SLOPE_LIMIT_MIB_H:g} MiB/h)",
+                passed=float(rss_slope) < RSS_SLOPE_LIMIT_MIB_H,
+            )
+        )
+    if fd_slope is not None and fds["start"] is not None:
+        checks.append(
+            check(
+                f"daemon open fds slope ({after})",
+                measured=float(fd_slope),
+                reference=float(fds["start"]),
+                reference_name="fds at start",
+                unit="fds/h",
+                ratio=float(fd_slope) / max(1.0, float(fds["start"])),
+                target=f"flat (< {FD_SLOPE_LIMIT_H:g} fd/h)",
+                passed=float(fd_slope) < FD_SLOPE_LIMIT_H,
+            )
+        )
+    thirds = figures["requests"]["thirds"]
+    head, tail = thirds[0]["requests_per_change"], thirds[-1]["requests_per_change"]
+    if head and tail is not None:
+        ratio = float(tail) / float(head)
+        checks.append(
+            check(
+                "requests per change, last third of the soak / first third",
+                measured=float(tail),
+                reference=float(head),
+                reference_name="first third",
+                unit="requests/change",
+                ratio=ratio,
+                target=f"constant (within {100 * REQUESTS_PER_CHANGE_TOLERANCE:g} %)",
+                passed=abs(ratio - 1) <= REQUESTS_PER_CHANGE_TOLERANCE,
+            )
+        )
+    return checks
 
 
 # -- the run -------------------------------------------------------------------------------------
