@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -332,12 +333,46 @@ class Index:
     # -- entries
 
     def entries(self) -> dict[str, IndexEntry]:
-        """Every entry of the current container, by relpath."""
-        rows = self.read(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ?",  # noqa: S608
-            (self.container_id,),
-        )
-        return {row[0]: IndexEntry(*row) for row in rows}
+        """Every entry of the current container, by relpath.
+
+        Row by row rather than all rows first (at 100,000 entries the list of row
+        tuples alone is ~14 MB at the pass's peak), with the remote id and path
+        interned: a listing holds the same strings (``names.to_remote_file``).
+        """
+        intern = sys.intern
+        try:
+            cursor = self._conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ?",  # noqa: S608
+                (self.container_id,),
+            )
+            return {
+                relpath: IndexEntry(
+                    relpath,
+                    intern(remote_id),
+                    intern(remote_path),
+                    size,
+                    mtime_ns,
+                    digest,
+                    synced_at,
+                    "pull" if origin == "pull" else "push",
+                    remote_size,
+                    remote_created_at,
+                )
+                for (
+                    relpath,
+                    remote_id,
+                    remote_path,
+                    size,
+                    mtime_ns,
+                    digest,
+                    synced_at,
+                    origin,
+                    remote_size,
+                    remote_created_at,
+                ) in cursor
+            }
+        except sqlite3.Error as exc:
+            raise _db_error(self._path, exc) from exc
 
     def entries_under(self, relpaths: Iterable[str]) -> dict[str, IndexEntry]:
         """The entries at each of ``relpaths`` or below it (a directory), by relpath.

@@ -23,6 +23,7 @@ Must not: import anything that performs I/O.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -119,12 +120,17 @@ def basename(relpath: str) -> str:
 def to_remote_file(
     file_id: str, path: str, size: int | None, source: str, created_at: int | None
 ) -> RemoteFile:
-    """A listed file as planning sees it; ``name`` is its most likely upload name."""
+    """A listed file as planning sees it; ``name`` is its most likely upload name.
+
+    The id, path and source strings are interned: the index holds the same id and
+    path for every file it synced (``Index.entries`` interns them too), and at
+    100,000 files one copy instead of two is about 20 MB less at a pass's peak.
+    """
     return RemoteFile(
-        id=file_id,
-        path=path,
+        id=sys.intern(file_id),
+        path=sys.intern(path),
         name=remote_names(path)[0],
         size=size,
-        source=source,
+        source=sys.intern(source),
         created_at=created_at,
     )
