@@ -835,6 +835,63 @@ def test_both_brings_a_model_written_file_home_within_the_poll_interval(
     assert server.emulator.counts()["create_file"] == uploads
 
 
+def test_a_full_pass_that_defers_a_file_waits_for_that_file_alone(
+    tmp_path: Path, client: ContainersClient, start_daemon: Any
+) -> None:
+    """The first pass (full: it lists) defers a file still being written; the passes
+    that wait for it scan that file only and list nothing."""
+    root = make_tree(tmp_path / "docs", {"a.md": "a", "busy.md": "being written"})
+    soon = time.time() + 3.0  # "modified a moment ago" until then
+    os.utime(root / "busy.md", (soon, soon))
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+
+    def passes() -> list[dict[str, Any]]:
+        return [e for e in daemon.events() if e.get("event") == "sync pass"]
+
+    daemon.wait_for(lambda: len(passes()) >= 2, "a second pass")
+    first, second = passes()[:2]
+    assert first["reason"] == "initial" and first["listed"] and first["deferred"] == 1
+    assert not second["listed"]
+    container_id = wait_for_mirror(daemon, client, "docs", root)
+    assert remote_name_counts(client, container_id)["busy.md"] == 1
+
+
+def test_steady_local_changes_do_not_hold_back_the_remote_poll(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, start_daemon: Any
+) -> None:
+    """A file edited every 5 ms keeps changes pending, so only overdue passes run,
+    and they are incremental: the poll that is due must make one of them full, or
+    what the model writes would never come home while the user works."""
+    root = make_tree(tmp_path / "work", {"log.txt": "0\n"})
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair("work", root, direction="both", max_delay=1.0, remote_poll_interval=2.0)],
+    )
+    daemon = start_daemon(config)
+    daemon.wait_ready()
+    container_id = daemon.container_id("work")
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        number = 0
+        while not stop.wait(0.005):
+            number += 1
+            (root / "log.txt").write_text(f"{number}\n")
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        time.sleep(1.5)  # churn under way: every pass from now on is overdue
+        server.emulator.add_assistant_file(container_id, "/mnt/data/answer.md", b"42\n")
+        daemon.wait_for(
+            (root / "answer.md").exists, "answer.md on disk while log.txt keeps changing"
+        )
+        assert (root / "answer.md").read_bytes() == b"42\n"
+    finally:
+        stop.set()
+        writer.join(timeout=5.0)
+
+
 # -- 4d. one pair from flags, no config file (the sidecar habit) -----------------------------
 
 

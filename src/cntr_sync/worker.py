@@ -215,9 +215,12 @@ class PairWorker:
             return "initial"
         if now - self._last_rescan >= self.pair.rescan_interval:
             return "rescan"
-        if now - self._last_poll >= self._poll_interval() and self._container_wanted(now):
+        if self._poll_due(now):
             return "poll"
         return None
+
+    def _poll_due(self, now: float) -> bool:
+        return now - self._last_poll >= self._poll_interval() and self._container_wanted(now)
 
     def _poll_interval(self) -> float:
         interval = self.pair.remote_poll_interval
@@ -288,9 +291,12 @@ class PairWorker:
         started = self._clock()
         # Changes the events named: the engine scans only them when it can trust its
         # index; start-up, rescans and polls scan everything and list the container.
-        only = None
-        if reason in ("changes", "overdue", "flush") and not taken_full:
-            only = self._relpaths(taken_paths)
+        # A poll that is due makes this pass the full one: under steady changes the
+        # poll itself would never come, and with it what the model writes.
+        incremental = reason == "flush" or (
+            reason in ("changes", "overdue") and not self._poll_due(started)
+        )
+        only = self._relpaths(taken_paths) if incremental and not taken_full else None
         try:
             engine = self._engine()
             # Overdue and flush passes send what they see, as it is at that moment.
@@ -351,8 +357,8 @@ class PairWorker:
         status.container_id = result.container_id
         status.last_sync_at = time.time()
         status.last_error = None
-        if result.listed:
-            self._last_poll = self._clock()
+        if result.listed:  # a full pass: it listed and scanned everything
+            self._last_poll = self._last_rescan = self._clock()
         self._backoff = 0.0
         self._retry_at = 0.0
         if result.deferred or result.cancelled:
@@ -361,10 +367,11 @@ class PairWorker:
             # every later pass would be overdue at once and spin), and no pass
             # comes sooner than MIN_PASS_GAP after one that deferred.
             since = None if reason == "overdue" else pending_since
-            if result.listed or result.cancelled:
+            if result.cancelled:
                 self.tracker.mark_full(since=since)
             else:
-                # An incremental pass named its deferred files: only they wait.
+                # The pass named its deferred files: only they wait (after a full
+                # pass too: the index it leaves is trusted, no listing is needed).
                 prefix = self._root_prefix
                 self.tracker.mark_again((prefix + r for r in result.deferred), since=since)
             self._retry_at = self._clock() + max(MIN_PASS_GAP, self.pair.quiet_period)
