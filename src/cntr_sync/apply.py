@@ -21,9 +21,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import Empty, SimpleQueue
+from typing import Any
 
 from cntr_sync.actions import (
     Compare,
@@ -85,6 +87,11 @@ RECORD_BATCH = 64
 RECORD_SECONDS = 0.5
 # Upload intents written in one transaction, ahead of the uploads they announce.
 INTENTS_AHEAD = 64
+# Actions handed to the pool beyond one per thread, so that a thread that finishes
+# one starts the next at once instead of waiting for this thread to record the
+# outcome and hand it another (in a 2,000-file push with 8 threads, each waited
+# 2.6 ms on average between uploads, 7 % of an upload's 39 ms).
+SUBMIT_AHEAD = 8
 # A download that failed (no content, wrong size) waits this long, doubling per
 # attempt, up to an hour: retried on later passes, never in a tight loop.
 PULL_RETRY_BASE_S = 60.0
@@ -93,6 +100,10 @@ PULL_RETRY_MAX_S = 3600.0
 FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
 
 Action = LocalAction | RemoteAction
+
+
+class NotStarted(Exception):
+    """An action handed to the pool was not started: the pass was stopping by then."""
 
 
 @dataclass(frozen=True)
@@ -212,20 +223,32 @@ class Applier:
         self.index.end_batch()
 
     def _run_queue(self, queue: list[Action]) -> None:
+        """Hand ``queue``'s actions to the pool, some ahead of its threads; record each
+        outcome as it arrives, in the order they finish, and queue its follow-ups."""
+        finished: SimpleQueue[Future[object]] = SimpleQueue()
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
             running: dict[Future[object], Action] = {}
             recorded, since = 0, time.monotonic()
             try:
                 while queue or running:
-                    while queue and len(running) < self.concurrency and not self._stopping():
+                    while (
+                        queue
+                        and len(running) < self.concurrency + SUBMIT_AHEAD
+                        and not self._stopping()
+                    ):
                         action = queue.pop()
                         if isinstance(action, Upload) and action.relpath not in self._intended:
                             self._intend(action, queue)
-                        running[self._submit(pool, action)] = action
+                        future = self._submit(pool, action)
+                        running[future] = action
+                        future.add_done_callback(finished.put)
                     if not running:
                         self.result.cancelled = True
                         break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    done = [finished.get()]
+                    with contextlib.suppress(Empty):
+                        while True:
+                            done.append(finished.get_nowait())
                     for future in done:
                         action = running.pop(future)
                         self._tick()
@@ -276,16 +299,29 @@ class Applier:
     def _submit(self, pool: ThreadPoolExecutor, action: Action) -> Future[object]:
         if isinstance(action, Upload):
             # Its intent is on disk (``_intend``) before this request leaves.
-            return pool.submit(self._upload, action)
+            return self._start(pool, self._upload, action)
         if isinstance(action, Delete):
-            return pool.submit(self.client.delete_file, self.container_id, action.remote_id)
+            return self._start(pool, self.client.delete_file, self.container_id, action.remote_id)
         if isinstance(action, Download):
-            return pool.submit(self._download, action)
+            return self._start(pool, self._download, action)
         if isinstance(action, Compare):
-            return pool.submit(self._compare, action)
+            return self._start(pool, self._compare, action)
         if isinstance(action, Verify):
-            return pool.submit(self._verify, action)
-        return pool.submit(delete_local, self._root, action.relpath, action.expect)
+            return self._start(pool, self._verify, action)
+        return self._start(pool, delete_local, self._root, action.relpath, action.expect)
+
+    def _start(
+        self, pool: ThreadPoolExecutor, work: Callable[..., object], *args: Any
+    ) -> Future[object]:
+        """``work(*args)`` in the pool; ``NotStarted`` instead if the pass is stopping
+        by the time a thread takes it (it may wait behind the running ones)."""
+
+        def unless_stopping() -> object:
+            if self._stopping():
+                raise NotStarted
+            return work(*args)
+
+        return pool.submit(unless_stopping)
 
     def _upload(self, action: Upload) -> _Uploaded:
         """Upload the very file the scan saw, from one open descriptor."""
@@ -375,6 +411,8 @@ class Applier:
             outcome = future.result()
         except FATAL:
             raise
+        except NotStarted:
+            self.result.cancelled = True  # left to the next pass, like the actions not handed over
         except OutcomeUnknownError as exc:
             self._on_outcome_unknown(exc)
         except ChangedSinceScan:
