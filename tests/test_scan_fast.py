@@ -20,7 +20,12 @@ from typing import Any
 import pytest
 import xxhash
 
-from cntr_sync.hashcache import MemoryHashCache, ReadThroughCache, SqliteHashCache
+from cntr_sync.hashcache import (
+    ROWS_PER_INSERT,
+    MemoryHashCache,
+    ReadThroughCache,
+    SqliteHashCache,
+)
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import PARTIAL_PREFIX
 from cntr_sync.scan import HASH_CHUNK, IgnoreRules, Snapshot, _hash_sized, _Walk, hash_file, scan
@@ -273,7 +278,9 @@ def test_the_scans_hashing_refuses_what_is_not_a_regular_file(tmp_path: Path) ->
 def test_buffered_rows_are_written_whole_and_answer_before_and_after(tmp_path: Path) -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
-    rows = [(f"d{n % 3}/f{n}", n, n * 10, n * 100, n * 1000, f"h{n}") for n in range(50, 0, -1)]
+    # More than one statement's worth, and some left over: both kinds of INSERT.
+    count = 2 * ROWS_PER_INSERT + 7
+    rows = [(f"d{n % 3}/f{n}", n, n * 10, n * 100, n * 1000, f"h{n}") for n in range(count, 0, -1)]
     for row in rows:
         cache.store(*row)
     assert cache.lookup("d1/f7", 7, 70, 700, 7000) == "h7"  # buffered
@@ -289,3 +296,31 @@ def test_buffered_rows_are_written_whole_and_answer_before_and_after(tmp_path: P
         assert loaded is not None
         assert loaded["d1/f7"] == ("d1/f7", 8, 80, 800, 8000, "again")  # the buffer wins
         assert loaded["d2/f8"] == ("d2/f8", 8, 80, 800, 8000, "h8")
+
+
+def test_names_that_start_or_end_like_a_pattern_are_checked_in_full(tmp_path: Path) -> None:
+    # Same first or last character as a default pattern's literal, yet no match: kept.
+    for name in (".gitx/a", "_dar/b", "#c", "Thumbs.dbx", "x.swpx", "y.part.txt", "z.crdownloadd"):
+        write(tmp_path / name, name)
+    for name in (".git/config", "_darcs/d", "#e#", "Thumbs.db", "f.swp", "g.part", "h~"):
+        write(tmp_path / name, name)
+    snapshot = run(tmp_path, MemoryHashCache())
+    assert set(snapshot.files) == {
+        ".gitx/a",
+        "_dar/b",
+        "#c",
+        "Thumbs.dbx",
+        "x.swpx",
+        "y.part.txt",
+        "z.crdownloadd",
+    }
+    assert snapshot.ignored_count == 7
+
+
+def test_an_own_name_that_is_empty_sends_every_entry_to_the_full_checks(tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", "a")
+    write(tmp_path / "d" / "b.txt", "b")
+    rules = IgnoreRules.load(tmp_path)
+    rules.always_ignore(["d/"])  # its last component is "": a prefix of every name
+    snapshot = scan(tmp_path, rules=rules, hash_cache=MemoryHashCache())
+    assert set(snapshot.files) == {"a.txt", "d/b.txt"}

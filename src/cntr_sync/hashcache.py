@@ -27,6 +27,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from itertools import chain
 from typing import Any, Protocol
 
 # Rows buffered before one transaction writes them, in key order: a commit per
@@ -35,6 +36,16 @@ from typing import Any, Protocol
 # 1.5 s of CPU in batches of 1,000, 0.5 s in one). A lost row only costs a
 # re-hash (25,000 small files: about a third of a second).
 HASH_BATCH = 25_000
+
+# Rows written by one INSERT statement: executemany's cost per statement (binding
+# aside: stepping, resetting, the GIL given up and taken back) is then shared.
+# Measured on 100k rows: 0.41 s of CPU one row a statement, 0.28 s at 50.
+ROWS_PER_INSERT = 50
+_INSERT_ONE = (
+    "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, ctime_ns, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_MANY = _INSERT_ONE + ", (?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
 
 # One cached digest: (inode, size, mtime_ns, ctime_ns, digest).
 Row = tuple[int, int, int, int, str]
@@ -173,13 +184,13 @@ class SqliteHashCache:
         # In key order: the table is a B-tree on relpath, and the walk's order is not.
         # The keys alone are sorted (strings: 2.5x cheaper than sorting the rows).
         pending = self._pending
-        rows = map(pending.__getitem__, sorted(pending))
+        keys = sorted(pending)
+        whole = len(keys) - len(keys) % ROWS_PER_INSERT
+        batches = (keys[at : at + ROWS_PER_INSERT] for at in range(0, whole, ROWS_PER_INSERT))
         with self._db.write() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, ctime_ns, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            # ROWS_PER_INSERT rows a statement: a third less CPU than a row each.
+            db.executemany(_INSERT_MANY, (_parameters(pending, batch) for batch in batches))
+            db.executemany(_INSERT_ONE, map(pending.__getitem__, keys[whole:]))
         pending.clear()
 
     def count(self) -> int:
@@ -206,6 +217,11 @@ class SqliteHashCache:
             ).rowcount
             db.execute("DELETE FROM keep_paths")
         return int(removed)
+
+
+def _parameters(rows: dict[str, FullRow], keys: list[str]) -> tuple[object, ...]:
+    """The rows of ``keys``, one after the other: the parameters of ``_INSERT_MANY``."""
+    return tuple(chain.from_iterable(map(rows.__getitem__, keys)))
 
 
 class ReadThroughCache:

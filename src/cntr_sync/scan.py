@@ -684,6 +684,12 @@ class _Walk:
             prefixes = (*names, PARTIAL_PREFIX)
         else:
             passes = screen.passes
+        if prefixes is not None and ("" in prefixes or "" in suffixes):
+            prefixes = None  # an empty affix fits every name
+        # A name starts with a prefix only if it starts with the prefix's first
+        # character: one set lookup rules out most names before the tuple is tried.
+        firsts = frozenset(p[0] for p in prefixes or ())
+        lasts = frozenset(s[-1] for s in suffixes)
         loaded = self._loaded
         pop = loaded.pop if loaded is not None else None
         lookup = self._cache.lookup
@@ -695,8 +701,8 @@ class _Walk:
             relpath = prefix + name
             if (
                 prefixes is None
-                or name.startswith(prefixes)
-                or name.endswith(suffixes)
+                or (name[0] in firsts and name.startswith(prefixes))
+                or (name[-1] in lasts and name.endswith(suffixes))
                 # A directory's path holds the file's, and more: if no pattern can match
                 # the one, none can match the other.
                 or (passes is not None and not passes(relpath, name, True))
