@@ -28,7 +28,16 @@ from cntr_sync.hashcache import (
 )
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import PARTIAL_PREFIX
-from cntr_sync.scan import HASH_CHUNK, IgnoreRules, Snapshot, _hash_sized, _Walk, hash_file, scan
+from cntr_sync.scan import (
+    HASH_CHUNK,
+    TICK_EVERY,
+    IgnoreRules,
+    Snapshot,
+    _hash_sized,
+    _Walk,
+    hash_file,
+    scan,
+)
 
 OLD_NS = time.time_ns() - 3600 * 10**9
 
@@ -324,3 +333,23 @@ def test_an_own_name_that_is_empty_sends_every_entry_to_the_full_checks(tmp_path
     rules.always_ignore(["d/"])  # its last component is "": a prefix of every name
     snapshot = scan(tmp_path, rules=rules, hash_cache=MemoryHashCache())
     assert set(snapshot.files) == {"a.txt", "d/b.txt"}
+
+
+def test_a_scan_ticks_before_every_run_of_entries_and_for_every_hashed_file(
+    tmp_path: Path,
+) -> None:
+    for index in range(2 * TICK_EVERY + 1):
+        write(tmp_path / f"f{index}.txt", str(index))
+    write(tmp_path / "d" / "one.txt", "one")
+    cache = MemoryHashCache()
+    cold: list[None] = []
+    scan(
+        tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache, tick=lambda: cold.append(None)
+    )
+    warm: list[None] = []
+    scan(
+        tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache, tick=lambda: warm.append(None)
+    )
+    # The root lists 2 * TICK_EVERY + 2 entries (three runs), "d" one (one run).
+    assert len(warm) == 3 + 1
+    assert len(cold) == 3 + 1 + 2 * TICK_EVERY + 2  # and one a file read

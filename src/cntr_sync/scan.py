@@ -92,6 +92,11 @@ Tick = Callable[[], None]
 
 _NAME = operator.attrgetter("name")
 
+# The walk calls ``tick`` before each run of this many entries of a directory (and
+# for every chunk it hashes): a sign of progress every few milliseconds, not a
+# call per entry (a tenth of a microsecond each, 4 % of a scan of an unchanged tree).
+TICK_EVERY = 256
+
 
 def _no_tick() -> None:
     pass
@@ -430,10 +435,11 @@ def scan(
     must hold the ignore files a full scan read.
 
     ``hasher`` exists so tests can change a file while it is being hashed.
-    ``now_ns`` is the wall clock in nanoseconds; ``tick`` is called for every
-    entry and every hashed chunk. ``accept_growth``: a file appended to while it
-    is hashed is taken as it was when first stat'ed (its first bytes), not as
-    unstable (the daemon's overdue passes: a log that never stops growing).
+    ``now_ns`` is the wall clock in nanoseconds; ``tick`` is called before every
+    ``TICK_EVERY`` entries of a directory and for every hashed chunk.
+    ``accept_growth``: a file appended to while it is hashed is taken as it was
+    when first stat'ed (its first bytes), not as unstable (the daemon's overdue
+    passes: a log that never stops growing).
     Raises ``LocalError`` only when the root is missing, not a directory, or
     cannot be listed.
     """
@@ -671,81 +677,82 @@ class _Walk:
         """
         tick = self._tick
         other = self._visit_entry
+        prefix = f"{parent}/" if parent else ""
         screen = self._rules.screen(parent) if parent_clean else None
         # The lane's screen: Screen.passes, inline when it is only prefixes and
         # suffixes (the defaults); a partial file's name fails it too.
         prefixes: tuple[str, ...] | None = (PARTIAL_PREFIX,)
         suffixes: tuple[str, ...] = ()
-        passes = None
         if screen is None:
             prefixes = None  # every entry takes the other lane
         elif screen.names_only:
             names, suffixes = screen.affixes
             prefixes = (*names, PARTIAL_PREFIX)
-        else:
-            passes = screen.passes
         if prefixes is not None and ("" in prefixes or "" in suffixes):
             prefixes = None  # an empty affix fits every name
         # A name starts with a prefix only if it starts with the prefix's first
         # character: one set lookup rules out most names before the tuple is tried.
         firsts = frozenset(p[0] for p in prefixes or ())
         lasts = frozenset(s[-1] for s in suffixes)
+        passes = screen.passes if screen is not None and not screen.names_only else None
         loaded = self._loaded
         pop = loaded.pop if loaded is not None else None
         lookup = self._cache.lookup
         files = self._files
-        prefix = f"{parent}/" if parent else ""
-        for entry in entries:
+        for start in range(0, len(entries), TICK_EVERY):
             tick()
-            name = entry.name
-            relpath = prefix + name
-            if (
-                prefixes is None
-                or (name[0] in firsts and name.startswith(prefixes))
-                or (name[-1] in lasts and name.endswith(suffixes))
-                # A directory's path holds the file's, and more: if no pattern can match
-                # the one, none can match the other.
-                or (passes is not None and not passes(relpath, name, True))
-                # _name_problem's common case (isprintable: no newline either).
-                or not (
-                    name.isprintable() and relpath.isascii() and len(relpath) <= MAX_RELPATH_BYTES
-                )
-            ):
-                other(entry, relpath, parent_clean, screen)
-                continue
-            try:
-                # The entry's type as the directory listed it, then one lstat.
-                if not entry.is_file(follow_symlinks=False):
+            for entry in entries[start : start + TICK_EVERY]:
+                name = entry.name
+                relpath = prefix + name
+                if (
+                    prefixes is None
+                    or (name[0] in firsts and name.startswith(prefixes))
+                    or (name[-1] in lasts and name.endswith(suffixes))
+                    # A directory's path holds the file's, and more: if no pattern can
+                    # match the one, none can match the other.
+                    or (passes is not None and not passes(relpath, name, True))
+                    # _name_problem's common case (isprintable: no newline either).
+                    or not (
+                        name.isprintable()
+                        and relpath.isascii()
+                        and len(relpath) <= MAX_RELPATH_BYTES
+                    )
+                ):
                     other(entry, relpath, parent_clean, screen)
                     continue
-                file_stat = entry.stat(follow_symlinks=False)
-            except OSError:
-                other(entry, relpath, parent_clean, screen)
-                continue
-            if not stat.S_ISREG(file_stat.st_mode):
-                self._add_file(relpath, entry.path, file_stat)  # warns
-                continue
-            inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
-            ctime_ns = file_stat.st_ctime_ns
-            if pop is not None:
-                # SqliteHashCache.lookup during a scan, inline: the row is taken out.
-                row = pop(relpath, None)
-                digest = (
-                    row[5]
-                    if row is not None
-                    and row[1] == inode
-                    and row[2] == size
-                    and row[3] == mtime_ns
-                    and row[4] == ctime_ns
-                    else None
-                )
-            else:
-                digest = lookup(relpath, inode, size, mtime_ns, ctime_ns)
-            if digest is None:
-                digest = self._hash(relpath, entry.path, file_stat)
-                if digest is None:
+                try:
+                    # The entry's type as the directory listed it, then one lstat.
+                    if not entry.is_file(follow_symlinks=False):
+                        other(entry, relpath, parent_clean, screen)
+                        continue
+                    file_stat = entry.stat(follow_symlinks=False)
+                except OSError:
+                    other(entry, relpath, parent_clean, screen)
                     continue
-            files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
+                if not stat.S_ISREG(file_stat.st_mode):
+                    self._add_file(relpath, entry.path, file_stat)  # warns
+                    continue
+                inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
+                ctime_ns = file_stat.st_ctime_ns
+                if pop is not None:
+                    # SqliteHashCache.lookup during a scan, inline: the row is taken out.
+                    row = pop(relpath, None)
+                    digest = (
+                        row[5]
+                        if row is not None
+                        and row[1] == inode
+                        and row[2] == size
+                        and row[3] == mtime_ns
+                        and row[4] == ctime_ns
+                        else None
+                    )
+                else:
+                    digest = lookup(relpath, inode, size, mtime_ns, ctime_ns)
+                if digest is None:
+                    digest = self._hash(relpath, entry.path, file_stat)
+                    if digest is None:
+                        continue
+                files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
 
     def _visit_entry(
         self, entry: os.DirEntry[str], relpath: str, parent_clean: bool, screen: Screen | None
