@@ -7,10 +7,48 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import NotFoundError
 from cntr_sync.names import remote_names
+
+#: A container file and a container as the API answers them (wire JSON).
+FILE: dict[str, Any] = {
+    "id": "cfile_1",
+    "object": "container.file",
+    "created_at": 1,
+    "bytes": 3,
+    "container_id": "cntr_1",
+    "path": "/mnt/data/a.txt",
+    "source": "user",
+}
+CONTAINER: dict[str, Any] = {
+    "id": "cntr_1",
+    "object": "container",
+    "name": "docs",
+    "created_at": 1,
+    "status": "running",
+}
+
+
+class Script:
+    """An ``httpx.MockTransport`` handler answering from a list of responses (or
+    exceptions; the last one repeats), recording each request with its body read."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 class NoSleep:

@@ -29,24 +29,9 @@ from cntr_sync.errors import (
 )
 from cntr_sync.pacing import Pacer
 from cntr_sync.rest import parse_retry_after
+from helpers import CONTAINER, FILE, Script
 
 KEY = "sk-test-SECRET-0123456789abcdef"
-FILE = {
-    "id": "cfile_1",
-    "object": "container.file",
-    "created_at": 1,
-    "bytes": 3,
-    "container_id": "cntr_1",
-    "path": "/mnt/data/a.txt",
-    "source": "user",
-}
-CONTAINER = {
-    "id": "cntr_1",
-    "object": "container",
-    "name": "docs",
-    "created_at": 1,
-    "status": "running",
-}
 
 
 class FakeClock:
@@ -83,22 +68,6 @@ def make_client(
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
     body = {"error": {"message": message, "type": "x", "param": None, "code": None}}
     return httpx.Response(status, json=body, headers=headers)
-
-
-class Script:
-    """A handler answering from a list of responses (or exceptions), recording requests."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
 
 
 # -- authentication and request shape ------------------------------------------

@@ -12,23 +12,7 @@ import httpx
 import pytest
 
 from cntr_sync.api import ContainersClient
-
-FILE = {
-    "id": "cfile_1",
-    "object": "container.file",
-    "created_at": 1,
-    "bytes": 3,
-    "container_id": "cntr_1",
-    "path": "/mnt/data/a.txt",
-    "source": "user",
-}
-CONTAINER = {
-    "id": "cntr_1",
-    "object": "container",
-    "name": "docs",
-    "created_at": 1,
-    "status": "running",
-}
+from helpers import CONTAINER, FILE
 
 
 def make_client(handler: httpx.MockTransport, **kwargs: object) -> ContainersClient:

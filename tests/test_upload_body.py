@@ -25,6 +25,7 @@ from cntr_sync.emulator.multipart import spool_multipart
 from cntr_sync.errors import LocalError
 from cntr_sync.rest import CHUNK_SIZE
 from cntr_sync.transfer import Expected, TickingReader, open_as_scanned
+from helpers import FILE, Script
 
 NAMES = [
     "a.txt",
@@ -38,15 +39,6 @@ NAMES = [
     "",
 ]
 SIZES = [0, 1, 4096, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 17]
-ANSWER = {
-    "id": "cfile_1",
-    "object": "container.file",
-    "created_at": 1,
-    "bytes": 3,
-    "container_id": "cntr_1",
-    "path": "/mnt/data/a.txt",
-    "source": "user",
-}
 
 
 def httpx_body(part: FilePart, filename: str, data: bytes, content_type: str) -> bytes:
@@ -145,23 +137,7 @@ def form_escaped(name: str) -> str:
     return "".join(out)
 
 
-class Recorder:
-    """A transport that reads each request's body and answers from a list."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
-def client_for(handler: Recorder) -> ContainersClient:
+def client_for(handler: Script) -> ContainersClient:
     return ContainersClient(
         "sk-test",
         base_url="http://gateway.test/v1",
@@ -177,10 +153,10 @@ def boundary_of(request: httpx.Request) -> str:
 def test_a_retry_reads_the_source_again_into_a_new_body() -> None:
     data = os.urandom(10_000)
     source = io.BytesIO(data)
-    handler = Recorder(
+    handler = Script(
         httpx.ConnectError("refused"),
         httpx.Response(429, headers={"retry-after-ms": "1"}, json={"error": {"message": "x"}}),
-        httpx.Response(200, json=ANSWER),
+        httpx.Response(200, json=FILE),
     )
     with client_for(handler) as client:
         assert client.create_file("cntr_1", source, filename="a.bin").id == "cfile_1"
@@ -213,7 +189,7 @@ def test_a_source_of_unknown_length_is_sent_chunked() -> None:
             return len(chunk)
 
     data = os.urandom(3 * 1024)
-    handler = Recorder(httpx.Response(200, json=ANSWER))
+    handler = Script(httpx.Response(200, json=FILE))
     with client_for(handler) as client:
         client.create_file("cntr_1", Unmeasured(data), filename="a.bin")
     request = handler.requests[0]
