@@ -829,6 +829,10 @@ def test_interrupt_exits_130(cli: Cli, root: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background by a non-interactive shell inherits an
+        # ignored SIGINT, and Python then installs no KeyboardInterrupt handler:
+        # give the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     deadline = time.monotonic() + 20
     while not sum(cli.server.emulator.counts().values()) and time.monotonic() < deadline:
