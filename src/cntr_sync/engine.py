@@ -147,6 +147,7 @@ class Engine:
         )
         try:
             try:
+                done = False
                 if incremental and paths is not None:
                     done = self._run_incremental(
                         result,
@@ -156,14 +157,7 @@ class Engine:
                     )
                     if not done:  # the container changed under the index: list it
                         result = PassResult(dry_run=dry_run)
-                        self._run(
-                            result,
-                            dry_run=dry_run,
-                            force=force,
-                            defer_unsettled=defer_unsettled,
-                            keep_grown=keep_grown_uploads,
-                        )
-                else:
+                if not done:
                     self._run(
                         result,
                         dry_run=dry_run,
