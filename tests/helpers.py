@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
+import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,30 @@ class Script:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+
+class MemoryDatabase:
+    """The ``hashcache.Database`` an index provides, in memory; ``reads`` records
+    the SQL of every query."""
+
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.conn.execute(
+            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
+            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+            " hash TEXT NOT NULL) WITHOUT ROWID"
+        )
+        self.reads: list[str] = []
+
+    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        self.reads.append(sql)
+        return self.conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN")
+        yield self.conn
+        self.conn.execute("COMMIT")
 
 
 class NoSleep:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
@@ -10,14 +9,13 @@ import select
 import shutil
 import signal
 import socket
-import sqlite3
 import stat
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 import xxhash
@@ -36,6 +34,7 @@ from cntr_sync.scan import (
     hash_file,
     scan,
 )
+from helpers import MemoryDatabase
 
 IS_ROOT = os.geteuid() == 0
 OLD_NS = time.time_ns() - 3600 * 10**9
@@ -1039,33 +1038,10 @@ def test_the_walk_keeps_what_pathspec_keeps(
 # -- the SQLite hash cache during a scan ----------------------------------------------
 
 
-class _CountingDatabase:
-    """The ``hashcache.Database`` an index provides, in memory, counting the queries."""
-
-    def __init__(self) -> None:
-        self.conn = sqlite3.connect(":memory:", isolation_level=None)
-        self.conn.execute(
-            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
-            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
-            " hash TEXT NOT NULL) WITHOUT ROWID"
-        )
-        self.reads: list[str] = []
-
-    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
-        self.reads.append(sql)
-        return self.conn.execute(sql, params).fetchall()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN")
-        yield self.conn
-        self.conn.execute("COMMIT")
-
-
 def test_a_scan_reads_the_sqlite_cache_in_one_query(tmp_path: Path) -> None:
     for index in range(30):
         write(tmp_path / f"d{index % 3}" / f"f{index}.txt", f"content {index}")
-    db = _CountingDatabase()
+    db = MemoryDatabase()
     cache = SqliteHashCache(db)
     first = scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache)
     cache.flush()

@@ -9,11 +9,8 @@ leaves the lane ends up exactly where the full checks put it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,7 @@ from cntr_sync.scan import (
     hash_file,
     scan,
 )
+from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9
 
@@ -51,27 +49,6 @@ def write(path: Path, data: bytes | str = b"x") -> Path:
 
 def digest(data: bytes) -> str:
     return xxhash.xxh3_128(data).hexdigest()
-
-
-class MemoryDatabase:
-    """The ``hashcache.Database`` an index provides, in memory."""
-
-    def __init__(self) -> None:
-        self.conn = sqlite3.connect(":memory:", isolation_level=None)
-        self.conn.execute(
-            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
-            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
-            " hash TEXT NOT NULL) WITHOUT ROWID"
-        )
-
-    def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
-        return self.conn.execute(sql, params).fetchall()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN")
-        yield self.conn
-        self.conn.execute("COMMIT")
 
 
 def run(root: Path, cache: Any, patterns: tuple[str, ...] = ()) -> Snapshot:
