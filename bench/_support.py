@@ -47,7 +47,7 @@ def cntr_sync_command() -> list[str]:
     script = Path(sys.executable).parent / "cntr-sync"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from cntr_sync.cli import main; main()"]
+    return [sys.executable, "-c", "from cntr_sync.cli import console; console()"]
 
 
 def clean_env() -> dict[str, str]:

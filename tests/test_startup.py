@@ -235,3 +235,57 @@ def test_configured_lines_render_in_both_formats(log_format: str) -> None:
         assert event["level"] == "info"
     else:
         assert "sync pass" in line and "pair=docs" in line and "uploaded=2" in line
+
+
+# -- the console script's quick exit (``cli.console``) --------------------------------
+
+CONSOLE = """
+import atexit, sys, threading, time
+sys.argv = ["cntr-sync", *sys.argv[1:]]
+atexit.register(lambda: print("atexit ran", flush=True))
+class Canary:
+    def __del__(self) -> None:  # runs when the interpreter tears __main__ down
+        print("torn down", flush=True)
+canary = Canary()
+if "--with-thread" in sys.argv:
+    sys.argv.remove("--with-thread")
+    def late() -> None:
+        time.sleep(0.2)
+        print("thread finished", flush=True)
+    threading.Thread(target=late).start()
+from cntr_sync.cli import console
+console()
+"""
+
+
+def console_child(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CONSOLE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_quick_exit_keeps_the_output_the_status_and_the_exit_handlers() -> None:
+    proc = console_child("--version")
+    assert proc.returncode == 0, proc.stderr
+    # ... and skips the teardown of the modules (the canary in __main__ is never freed).
+    assert proc.stdout == f"cntr-sync {cntr_sync.__version__}\natexit ran\n"
+
+
+def test_the_quick_exit_keeps_a_usage_error_and_its_status() -> None:
+    proc = console_child("sync", "--no-such-flag")
+    assert proc.returncode == 2
+    assert "No such option: --no-such-flag" in proc.stderr
+    assert proc.stdout == "atexit ran\n"
+
+
+def test_with_a_thread_still_running_the_exit_waits_for_it() -> None:
+    proc = console_child("--with-thread", "--version")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"cntr-sync {cntr_sync.__version__}"
+    # The usual exit joins the thread before it runs the exit handlers.
+    assert lines[1:] == ["thread finished", "atexit ran", "torn down"]

@@ -1,6 +1,6 @@
 """``python -m cntr_sync``: the same command line as ``cntr-sync``."""
 
-from cntr_sync.cli import main
+from cntr_sync.cli import console
 
 if __name__ == "__main__":
-    main()
+    console()
