@@ -28,11 +28,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from tenacity import RetryCallState, Retrying, stop_after_attempt
 
 from cntr_sync.errors import (
     ApiError,
@@ -48,6 +47,9 @@ from cntr_sync.errors import (
     TransportError,
 )
 from cntr_sync.pacing import Pacer
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 PAGE_LIMIT = 100
 MAX_RETRY_AFTER = 120.0
@@ -479,7 +481,8 @@ class Requester:
         ``max_retries`` retries are spent; waits the server's hint, else backs off.
 
         The first attempt runs bare: almost every request succeeds at once, and a
-        tenacity ``Retrying`` costs 35 us to build, so one is built for retries only.
+        tenacity ``Retrying`` costs 35 us to build (and tenacity ~10 ms to import), so
+        both wait for a retry.
         """
         try:
             return attempt()
@@ -487,6 +490,8 @@ class Requester:
             if self._max_retries < 1 or not retry_allowed(exc):
                 raise self._final_error(call, exc, upload=upload) from None
             first = exc
+        # Imported here, on the first failure: a command that never retries skips it.
+        from tenacity import Retrying, stop_after_attempt  # noqa: PLC0415
 
         def should_retry(state: RetryCallState) -> bool:
             outcome = state.outcome
