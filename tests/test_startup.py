@@ -249,13 +249,13 @@ class Canary:
     def __del__(self) -> None:  # runs when the interpreter tears __main__ down
         print("torn down", flush=True)
 canary = Canary()
+from cntr_sync.cli import console
 if "--with-thread" in sys.argv:
     sys.argv.remove("--with-thread")
     def late() -> None:
-        time.sleep(0.2)
+        time.sleep(2.0)  # far longer than --version takes, even on a loaded machine
         print("thread finished", flush=True)
     threading.Thread(target=late).start()
-from cntr_sync.cli import console
 console()
 """
 

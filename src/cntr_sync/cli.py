@@ -175,6 +175,27 @@ def _reporting(
         )
 
 
+@contextmanager
+def _api_command(
+    reporter: Reporter,
+    config: Path | None,
+    flags: Mapping[str, Any],
+    *,
+    debug: bool,
+    verbose: int = 0,
+    quiet: bool = False,
+    log_format: str | None = None,
+) -> Iterator[Settings]:
+    """The start of a command that talks to the API: its settings and its logs,
+    and every error as one line (an unreachable API named by its redacted URL)."""
+    context = _Context()
+    with _reporting(reporter, debug=debug, context=context):
+        settings = _load_settings(config, flags)
+        _configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
+        context.base_url = settings.redacted_dump()["base_url"]
+        yield settings
+
+
 def _fail(reporter: Reporter, message: str, code: int, *, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
@@ -270,14 +291,12 @@ def sync(
 ) -> None:
     """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
     reporter = _reporter(verbose=verbose, quiet=quiet, progress=progress, json=json_output)
-    context = _Context()
-    with _reporting(reporter, debug=debug, context=context):
+    with _api_command(
+        reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
+    ) as loaded:
         from cntr_sync.session import run_pass  # noqa: PLC0415 - see the docstring
 
-        settings = _load_settings(config, flags)
-        _configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
-        settings = _with_patterns(settings, exclude, include)
-        context.base_url = settings.redacted_dump()["base_url"]
+        settings = _with_patterns(loaded, exclude, include)
         pair = settings.one_shot_pair(directory, container)
         with reporter:
             result = run_pass(settings, pair, progress=reporter, dry_run=dry_run, force=force)
@@ -298,15 +317,11 @@ def ls(
 ) -> None:
     """List the files in a container: source, bytes, path (names escaped)."""
     reporter = _reporter(json=json_output)
-    context = _Context()
-    with _reporting(reporter, debug=debug, context=context):
+    with _api_command(reporter, config, flags, debug=debug) as settings:
         from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.session import build_client  # noqa: PLC0415
 
-        settings = _load_settings(config, flags)
-        _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
-        context.base_url = settings.redacted_dump()["base_url"]
         spec = container or settings.container
         if not spec:
             raise ConfigError(
@@ -371,16 +386,12 @@ def status(
 ) -> None:
     """What the index knows, and what a sync would do (nothing is transferred)."""
     reporter = _reporter(json=json_output)
-    context = _Context()
-    with _reporting(reporter, debug=debug, context=context):
+    with _api_command(reporter, config, flags, debug=debug) as loaded:
         from cntr_sync.cli_output import human_size, summary  # noqa: PLC0415 - see the docstring
         from cntr_sync.result import SyncResult  # noqa: PLC0415
         from cntr_sync.session import PairSession  # noqa: PLC0415
 
-        settings = _load_settings(config, flags)
-        _configure_logs(settings, verbose=0, quiet=False, debug=debug, log_format=None)
-        settings = _with_patterns(settings, exclude, include)
-        context.base_url = settings.redacted_dump()["base_url"]
+        settings = _with_patterns(loaded, exclude, include)
         pair = settings.one_shot_pair(directory, container)
         # Reads only, so it works beside a running sync or daemon (no lock).
         with PairSession(settings, pair, lock=False) as session:
