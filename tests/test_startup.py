@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import cntr_sync
+from cntr_sync import cli
 from cntr_sync.emulator import EmulatorServer
 from cntr_sync.logs import RECORD_FIELD, configure, get_logger
 
@@ -291,3 +292,23 @@ def test_with_a_thread_still_running_the_exit_waits_for_it() -> None:
     assert lines[0] == f"cntr-sync {cntr_sync.__version__}"
     # The usual exit joins the thread before it runs the exit handlers.
     assert lines[1:] == ["thread finished", "atexit ran", "torn down"]
+
+
+def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app() -> None:
+    def names(app: object) -> list[str]:
+        assert isinstance(app, type(cli.app))
+        return [
+            *(info.callback.__name__ for info in app.registered_commands if info.callback),
+            *(str(info.name) for info in app.registered_groups),
+        ]
+
+    everything = names(cli.app)
+    assert len(everything) > 3
+    assert names(cli._narrowed(["sync", "tree", "--container", "c"])) == ["sync"]
+    assert names(cli._narrowed(["-v", "status", "--json"])) == ["status"]
+    assert names(cli._narrowed(["config", "check", "f.toml"])) == ["config"]
+    # No command named: --help and --version need the whole app; so does a typo,
+    # for typer's "No such command ... Did you mean" line.
+    for argv in (["--help"], ["--version"], [], ["synk", "tree"]):
+        assert cli._narrowed(argv) is cli.app
+    assert names(cli.app) == everything  # the copy left the app alone
