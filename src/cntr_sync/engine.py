@@ -43,6 +43,7 @@ from cntr_sync.errors import (
 )
 from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
+from cntr_sync.listing import Listing
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
@@ -227,7 +228,7 @@ class Engine:
             self._tree_files = len(snapshot.files)
             _note_scan(result, snapshot, unsettled)
 
-        remote: list[RemoteFile] = []
+        remote = Listing()
         if container is not None and listing is not None:
             try:
                 remote = listing.result()
@@ -249,7 +250,7 @@ class Engine:
         pull_context = self._pull_context(known) if self.pair.direction != "push" else None
         pass_plan = plan(
             local,
-            self.index.entries() if known else {},
+            self.index.entries(local, remote) if known else {},
             remote,
             intents=self.index.intents() if known else {},
             pending_deletes=self.index.pending_deletes() if known else [],
@@ -276,7 +277,9 @@ class Engine:
             container.id,
             snapshot,
             pull_policy=pull_context.pull_policy(policy) if pull_context else None,
-            taken=self._taken_names(local),
+            # Names a download must not take: only a pass that downloads or compares
+            # needs them (a set of every relpath and directory: 10 MB at 100k files).
+            taken=self._taken_names(local) if _names_wanted(pass_plan) else set(),
             keep_grown=keep_grown,
         )
 
@@ -395,7 +398,7 @@ class Engine:
             snapshot,
             pull_policy=pull_context.pull_policy(policy) if pull_context else None,
             # Names a download must not take: none comes from an unchanged remote side.
-            taken=self._taken_names(local) if pass_plan.downloads else set(),
+            taken=self._taken_names(local) if _names_wanted(pass_plan) else set(),
             keep_grown=keep_grown,
         )
         return True
@@ -559,14 +562,12 @@ class Engine:
             only=only,
         )
 
-    def _list(self, container_id: str) -> list[RemoteFile]:
+    def _list(self, container_id: str) -> Listing:
         """The complete listing; any failure propagates, so nothing is planned from half."""
-        listing = []
+        listing = Listing()
         for item in self.client.iter_files(container_id):
             self._tick()
-            listing.append(
-                to_remote_file(item.id, item.path, item.bytes, item.source, item.created_at)
-            )
+            listing.add(item.id, item.path, item.bytes, item.source, item.created_at)
         return listing
 
     def _record_bookkeeping(self, pass_plan: Plan, result: PassResult) -> None:
@@ -590,6 +591,12 @@ def _note_scan(result: PassResult, snapshot: Snapshot, unsettled: set[str]) -> N
     result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
     result.deferred.extend(snapshot.unstable)
     result.deferred.extend(sorted(unsettled))
+
+
+def _names_wanted(pass_plan: Plan) -> bool:
+    """Whether carrying ``pass_plan`` out may name a new local file (a download, or a
+    conflict copy after a comparison): only then are the names in use collected."""
+    return bool(pass_plan.downloads or pass_plan.compares)
 
 
 def _as_listed(entry: IndexEntry) -> RemoteFile:

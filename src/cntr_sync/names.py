@@ -23,7 +23,6 @@ Must not: import anything that performs I/O.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -122,15 +121,14 @@ def to_remote_file(
 ) -> RemoteFile:
     """A listed file as planning sees it; ``name`` is its most likely upload name.
 
-    The id, path and source strings are interned: the index holds the same id and
-    path for every file it synced (``Index.entries`` interns them too), and at
-    100,000 files one copy instead of two is about 20 MB less at a pass's peak.
+    (A full pass keeps its listing as a ``listing.Listing``, which makes these as
+    they are looked at.)
     """
     return RemoteFile(
-        id=sys.intern(file_id),
-        path=sys.intern(path),
+        id=file_id,
+        path=path,
         name=remote_names(path)[0],
         size=size,
-        source=sys.intern(source),
+        source=source,
         created_at=created_at,
     )

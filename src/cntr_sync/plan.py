@@ -34,7 +34,7 @@ Ownership rules, in one place:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -51,6 +51,7 @@ from cntr_sync.actions import (
     Verify,
     mirror_entry,
 )
+from cntr_sync.listing import Listing
 from cntr_sync.models import (
     ConflictPolicy,
     DeleteLimit,
@@ -163,9 +164,13 @@ def plan(
     policy = policy or Policy()
     intents = intents or {}
     is_uncertain = uncertain or (lambda _relpath: False)
-    remote_by_id: dict[str, RemoteFile] = {}
-    for item in remote:
-        remote_by_id.setdefault(item.id, item)
+    remote_by_id: Mapping[str, RemoteFile]
+    if isinstance(remote, Listing):
+        remote_by_id = remote.by_id()  # the same files, made only as they are looked at
+    else:
+        remote_by_id = {}
+        for item in remote:
+            remote_by_id.setdefault(item.id, item)
     if policy.direction == "push":
         return _plan_push(
             local, index, remote_by_id, intents, pending_deletes, policy, is_uncertain
@@ -281,9 +286,12 @@ def _plan_push(
     it accounts for (neither unknown nor deleted here).
     """
     out = _Builder()
-    out.claimed |= set(claimed) & remote_by_id.keys()
+    # One set of the ids accounted for, the indexed ones among them: only remote ids
+    # are ever looked up in it, so ids that are not listed do no harm (at 100,000
+    # files each further copy of it is 4 MB at the pass's peak).
+    out.claimed.update(claimed)
+    out.claimed.update(entry.remote_id for entry in index.values())
 
-    pending_ids = {d.remote_id for d in pending_deletes}
     for pending in pending_deletes:
         target = remote_by_id.get(pending.remote_id)
         if target is None:
@@ -291,18 +299,18 @@ def _plan_push(
         else:
             out.delete(target, "pending", pending.relpath)
 
-    indexed_ids = {entry.remote_id for entry in index.values()}
-    out.claimed |= indexed_ids & remote_by_id.keys()
-    excluded = indexed_ids | pending_ids | set(claimed)
-    user_paths = [
-        r.path for r in remote_by_id.values() if r.source == "user" and r.id not in excluded
-    ]
+    # Here the claimed ids are the indexed, pending and pull-claimed ones: excluded
+    # from matching by name.
+    excluded = out.claimed
+    user_paths = [r.path for r in _unclaimed(remote_by_id, excluded) if r.source == "user"]
     prefix = policy.server_adds_prefix
     if prefix is None:
         prefix = infer_prefix(user_paths)
-    by_name = _unindexed_uploads_by_name(remote_by_id.values(), excluded, policy, prefix)
+    by_name = _unindexed_uploads_by_name(
+        _unclaimed(remote_by_id, excluded), excluded, policy, prefix
+    )
 
-    for relpath in sorted(local.keys() | index.keys() | intents.keys()):
+    for relpath in _relpaths(local, index, intents):
         same_name = by_name.get(canonical(upload_name(relpath)), [])
         if relpath in skip or (relpath not in local and uncertain(relpath)):
             _hold(relpath, index.get(relpath), same_name, out)
@@ -327,9 +335,7 @@ def _plan_push(
         out=out,
     )
     unknown_kept = 0
-    for item in remote_by_id.values():
-        if item.id in out.claimed:
-            continue
+    for item in _unclaimed(remote_by_id, out.claimed):
         if policy.delete and policy.delete_unknown:
             out.delete(item, "unknown", None)
         else:
@@ -349,6 +355,26 @@ def _plan_push(
         moves=_count_moves(out.deletes, out.uploads, index),
         local_only=out.local_only,
     )
+
+
+def _unclaimed(remote_by_id: Mapping[str, RemoteFile], claimed: set[str]) -> Iterator[RemoteFile]:
+    """The listed files whose id is not in ``claimed`` (as it is when each is reached),
+    looked up only for those: most of a listing is claimed, and a ``Listing`` makes
+    each file it is asked for."""
+    return (remote_by_id[file_id] for file_id in remote_by_id if file_id not in claimed)
+
+
+def _relpaths(
+    local: Mapping[str, LocalFile],
+    index: Mapping[str, IndexEntry],
+    intents: Mapping[str, UploadIntent],
+) -> list[str]:
+    """Every relpath any side knows, sorted: one list, not a set and a list."""
+    relpaths = list(local)
+    relpaths.extend(relpath for relpath in index if relpath not in local)
+    relpaths.extend(r for r in intents if r not in local and r not in index)
+    relpaths.sort()
+    return relpaths
 
 
 def _count_moves(
@@ -428,8 +454,8 @@ def _verify_unmatched_uploads(
     """
     pool = [
         r
-        for r in remote_by_id.values()
-        if r.source == "user" and r.id not in out.claimed and r.size is not None
+        for r in _unclaimed(remote_by_id, out.claimed)
+        if r.source == "user" and r.size is not None
     ]
     if not pool:
         return

@@ -1,0 +1,166 @@
+"""PURE: a container listing kept as columns, and the files in it by id.
+
+A full pass holds the whole listing while it plans: at 100,000 files a list of
+``RemoteFile`` values (each with its own ``name`` string, size and time objects)
+and the planner's dict of them by id cost ~300 B a file beyond the id and path
+strings. ``Listing`` keeps one row per listed file in columns (the id and path
+strings, sizes and creation times in arrays, the source as one shared string)
+and makes a ``RemoteFile`` only when one is asked for, equal to the one
+``names.to_remote_file`` makes. ``Listing.by_id`` is the planner's
+``Mapping[str, RemoteFile]`` over the same rows (the first row of an id wins).
+
+The index shares the listing's strings (``Listing.shared``): an entry's remote
+id and path are the listing's own objects where they are equal, so each is held
+once.
+
+Must not: import anything that performs I/O.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator, KeysView, Mapping, ValuesView
+
+from cntr_sync.models import RemoteFile
+from cntr_sync.names import remote_names
+
+# Stands for None in the size and time columns; a value the column cannot hold
+# (None's stand-in itself, or beyond 64 bits) is kept aside, by row.
+_NONE = -(2**63)
+_LOW, _HIGH = _NONE + 1, 2**63 - 1
+
+
+class Listing:
+    """Every file one listing returned, in its order, duplicates included."""
+
+    __slots__ = ("_created", "_ids", "_paths", "_rows", "_sizes", "_sources", "_wide")
+
+    def __init__(self, files: Iterable[RemoteFile] = ()) -> None:
+        self._ids: list[str] = []
+        self._paths: list[str] = []
+        self._sizes = array("q")
+        self._created = array("q")
+        self._sources: list[str] = []
+        # Rows whose size or time does not fit a column: (size, created_at).
+        self._wide: dict[int, tuple[int | None, int | None]] = {}
+        # id -> its first row, built on the first lookup by id.
+        self._rows: dict[str, int] | None = None
+        for file in files:
+            self.add(file.id, file.path, file.size, file.source, file.created_at)
+
+    def add(
+        self, file_id: str, path: str, size: int | None, source: str, created_at: int | None
+    ) -> None:
+        """One more listed file (as ``names.to_remote_file`` takes it)."""
+        row = len(self._ids)
+        self._ids.append(file_id)
+        self._paths.append(path)
+        sources = self._sources
+        # The same few source strings over and over: one object each.
+        if sources and sources[-1] == source:
+            source = sources[-1]
+        sources.append(source)
+        if _fits(size) and _fits(created_at):
+            self._sizes.append(_NONE if size is None else size)
+            self._created.append(_NONE if created_at is None else created_at)
+        else:
+            self._sizes.append(_NONE)
+            self._created.append(_NONE)
+            self._wide[row] = (size, created_at)
+        if self._rows is not None:
+            self._rows.setdefault(file_id, row)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[RemoteFile]:
+        return (self.file(row) for row in range(len(self._ids)))
+
+    def file(self, row: int) -> RemoteFile:
+        """The listed file at ``row``, as planning sees it."""
+        path = self._paths[row]
+        if row in self._wide:
+            size, created_at = self._wide[row]
+        else:
+            raw_size, raw_created = self._sizes[row], self._created[row]
+            size = None if raw_size == _NONE else raw_size
+            created_at = None if raw_created == _NONE else raw_created
+        return RemoteFile(
+            id=self._ids[row],
+            path=path,
+            name=remote_names(path)[0],
+            size=size,
+            source=self._sources[row],
+            created_at=created_at,
+        )
+
+    def by_id(self) -> RemoteById:
+        """The listed files by id (an id listed twice: its first row)."""
+        return RemoteById(self, self._first_rows())
+
+    def shared(self, remote_id: str, remote_path: str) -> tuple[str, str]:
+        """``(remote_id, remote_path)`` as the listing's own string objects where it
+        lists that id (the path too where it is the same), else as given."""
+        row = self._first_rows().get(remote_id)
+        if row is None:
+            return remote_id, remote_path
+        path = self._paths[row]
+        return self._ids[row], path if path == remote_path else remote_path
+
+    def _first_rows(self) -> dict[str, int]:
+        if self._rows is None:
+            rows: dict[str, int] = {}
+            for row, file_id in enumerate(self._ids):
+                rows.setdefault(file_id, row)
+            self._rows = rows
+        return self._rows
+
+
+class RemoteById(Mapping[str, RemoteFile]):
+    """A ``Listing``'s files by id; each value is made when it is looked up."""
+
+    __slots__ = ("_listing", "_rows")
+
+    def __init__(self, listing: Listing, rows: dict[str, int]) -> None:
+        self._listing = listing
+        self._rows = rows
+
+    def __getitem__(self, file_id: str) -> RemoteFile:
+        return self._listing.file(self._rows[file_id])
+
+    def get(self, file_id: str, default: RemoteFile | None = None) -> RemoteFile | None:  # type: ignore[override]
+        row = self._rows.get(file_id)
+        return default if row is None else self._listing.file(row)
+
+    def __contains__(self, file_id: object) -> bool:
+        return file_id in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def keys(self) -> KeysView[str]:
+        return self._rows.keys()
+
+    def values(self) -> ValuesView[RemoteFile]:
+        return _Values(self)
+
+
+class _Values(ValuesView[RemoteFile]):
+    """The files of a ``RemoteById``, made row by row (one lookup each, not two)."""
+
+    _mapping: RemoteById
+
+    def __iter__(self) -> Iterator[RemoteFile]:
+        by_id = self._mapping
+        file = by_id._listing.file
+        return (file(row) for row in by_id._rows.values())
+
+
+def _fits(value: int | None) -> bool:
+    return value is None or _LOW <= value <= _HIGH
+
+
+__all__ = ["Listing", "RemoteById"]

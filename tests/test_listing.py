@@ -1,0 +1,137 @@
+"""The listing kept as columns: the same files as a list of ``RemoteFile``, the same plans."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cntr_sync.listing import Listing
+from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
+from cntr_sync.names import to_remote_file
+from cntr_sync.plan import Policy, plan
+
+HASHED = "/mnt/data/0123456789abcdef0123456789abcdef-"
+
+
+def test_a_listing_gives_back_the_files_it_was_given_in_order() -> None:
+    files = [
+        to_remote_file("f1", "/mnt/data/a.txt", 3, "user", 1_800_000_000),
+        to_remote_file("f2", HASHED + "d/b.txt", None, "assistant", None),
+        to_remote_file("f3", "/elsewhere/c", 0, "user", -5),
+        # Beyond what a 64-bit column holds, and None's stand-in itself.
+        to_remote_file("f4", "/mnt/data/big", 2**70, "user", -(2**63)),
+        to_remote_file("f1", "/mnt/data/again", 9, "user", 7),
+    ]
+    listing = Listing(files)
+    assert len(listing) == 5
+    assert list(listing) == files
+    assert [listing.file(row) for row in range(5)] == files
+    assert listing.file(1).name == "d/b.txt"
+
+
+def test_by_id_keeps_the_first_row_of_an_id() -> None:
+    listing = Listing()
+    listing.add("f1", "/mnt/data/a", 1, "user", 10)
+    listing.add("f2", "/mnt/data/b", 2, "user", 20)
+    listing.add("f1", "/mnt/data/a2", 3, "user", 30)
+    by_id = listing.by_id()
+    assert len(by_id) == 2 and list(by_id) == ["f1", "f2"]
+    assert by_id["f1"].path == "/mnt/data/a" and by_id["f1"].size == 1
+    assert "f2" in by_id and "f3" not in by_id
+    assert by_id.get("f3") is None
+    assert set(by_id.keys()) == {"f1", "f2"}
+    assert [f.id for f in by_id.values()] == ["f1", "f2"]
+    assert dict(by_id) == {"f1": listing.file(0), "f2": listing.file(1)}
+    with pytest.raises(KeyError):
+        by_id["f3"]
+    # Rows added after the first lookup by id are found too.
+    listing.add("f5", "/mnt/data/e", 5, "user", 50)
+    assert listing.by_id()["f5"].size == 5
+
+
+def test_shared_hands_out_the_listings_own_strings() -> None:
+    listing = Listing()
+    file_id, path = "".join(["cfile_", "1"]), "".join(["/mnt/data/", "a"])
+    listing.add(file_id, path, 1, "user", 10)
+    same_id, same_path = listing.shared("cfile_1", "/mnt/data/a")
+    assert same_id is file_id and same_path is path
+    # Another path under the same id: the id is shared, the path stays the caller's.
+    other = "".join(["/mnt/data/", "b"])
+    shared_id, kept = listing.shared("cfile_1", other)
+    assert shared_id is file_id and kept is other
+    unknown = "".join(["cfile_", "9"])
+    assert listing.shared(unknown, path)[0] is unknown
+
+
+NAMES = ["a", "b", "d/c", "d/e f"]
+CONTENTS = ["v1", "v2", "longer"]
+NOW_S = 1_800_000_000
+
+
+def _local(relpath: str, content: str) -> LocalFile:
+    return LocalFile(relpath, len(content), (NOW_S - 100) * 10**9, 1, f"h:{content}")
+
+
+remote_files = st.builds(
+    lambda n, name, content, source, hashed, age: to_remote_file(
+        f"f{n}",
+        (HASHED if hashed else "/mnt/data/") + name,
+        len(content),
+        source,
+        NOW_S - age,
+    ),
+    st.integers(0, 6),
+    st.sampled_from(NAMES),
+    st.sampled_from(CONTENTS),
+    st.sampled_from(["user", "assistant"]),
+    st.booleans(),
+    st.sampled_from([-10, 1000]),
+)
+
+
+@settings(max_examples=250, deadline=None, derandomize=True)
+@given(
+    local=st.dictionaries(st.sampled_from(NAMES), st.sampled_from(CONTENTS), max_size=4),
+    indexed=st.dictionaries(
+        st.sampled_from(NAMES),
+        st.tuples(st.integers(0, 6), st.sampled_from(CONTENTS)),
+        max_size=4,
+    ),
+    remote=st.lists(remote_files, max_size=6),
+    intents=st.lists(st.sampled_from(NAMES), max_size=2),
+    pending=st.lists(st.integers(0, 6), max_size=2),
+    direction=st.sampled_from(["push", "pull", "both"]),
+    delete_unknown=st.booleans(),
+    keeps_names=st.sampled_from([None, True, False]),
+)
+def test_a_plan_from_a_listing_is_the_plan_from_its_files(
+    local: dict[str, str],
+    indexed: dict[str, tuple[int, str]],
+    remote: list[RemoteFile],
+    intents: list[str],
+    pending: list[int],
+    direction: str,
+    delete_unknown: bool,
+    keeps_names: bool | None,
+) -> None:
+    files = {relpath: _local(relpath, content) for relpath, content in local.items()}
+    index = {
+        relpath: IndexEntry(
+            relpath, f"f{n}", f"/mnt/data/{relpath}", len(c), (NOW_S - 100) * 10**9, f"h:{c}", 0.0
+        )
+        for relpath, (n, c) in indexed.items()
+    }
+    kwargs = {
+        "intents": {r: UploadIntent(r, r, 2, "h:v1", 0.0) for r in intents},
+        "pending_deletes": [PendingDelete(f"f{n}", "a") for n in pending],
+        "policy": Policy(
+            direction=direction,  # type: ignore[arg-type]
+            delete_unknown=delete_unknown,
+            server_keeps_names=keeps_names,
+            now=NOW_S,
+        ),
+        "uncertain": lambda relpath: relpath == "b",
+    }
+    expected = plan(files, index, list(remote), **kwargs)  # type: ignore[arg-type]
+    assert plan(files, index, Listing(remote), **kwargs) == expected  # type: ignore[arg-type]
