@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from cntr_sync.listing import Listing
 from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
 from cntr_sync.names import to_remote_file
-from cntr_sync.plan import Policy, plan
+from cntr_sync.plan import Claims, Policy, plan
 
 HASHED = "/mnt/data/0123456789abcdef0123456789abcdef-"
 
@@ -135,3 +135,22 @@ def test_a_plan_from_a_listing_is_the_plan_from_its_files(
     }
     expected = plan(files, index, list(remote), **kwargs)  # type: ignore[arg-type]
     assert plan(files, index, Listing(remote), **kwargs) == expected  # type: ignore[arg-type]
+
+
+def test_claims_flag_listed_rows_and_keep_other_ids_aside() -> None:
+    listing = Listing()
+    listing.add("f1", "/mnt/data/a", 1, "user", 10)
+    listing.add("f2", "/mnt/data/b", 2, "user", 20)
+    listing.add("f1", "/mnt/data/a2", 3, "user", 30)
+    claims = Claims(listing.by_id())
+    claims.add("f2")
+    claims |= ["gone"]
+    claims.update(["f1"])
+    assert "f1" in claims and "f2" in claims and "gone" in claims
+    assert "f3" not in claims and 7 not in claims
+    # Over a plain dict of files: ids alone.
+    plain = Claims({"f1": listing.file(0)})
+    plain.add("f1")
+    assert "f1" in plain and "f2" not in plain
+    fresh = Claims(listing.by_id())
+    assert "f1" not in fresh and "f2" not in fresh

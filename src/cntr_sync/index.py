@@ -362,8 +362,10 @@ class Index:
                 (self.container_id,),
             )
             found: dict[str, IndexEntry] = {}
+            # Files uploaded in the same second share one creation time object.
+            times: dict[int | None, int | None] = {}
             for row in cursor:
-                entry = _shared_entry(row, seen(row[0]), share)
+                entry = _shared_entry(row, seen(row[0]), share, times)
                 found[entry.relpath] = entry
             return found
         except sqlite3.Error as exc:
@@ -668,6 +670,7 @@ def _shared_entry(
     row: tuple[Any, ...],
     local: LocalFile | None,
     share: Callable[[str, str], tuple[str, str]],
+    times: dict[int | None, int | None],
 ) -> IndexEntry:
     """The entry of one row (``_ENTRY_COLUMNS``), holding the objects of ``local`` and
     of the listing (``share``) wherever they are equal to its own."""
@@ -699,7 +702,7 @@ def _shared_entry(
         synced_at,
         "pull" if origin == "pull" else "push",
         size if remote_size == size else remote_size,
-        remote_created_at,
+        times.setdefault(remote_created_at, remote_created_at),
     )
 
 

@@ -128,6 +128,15 @@ class RemoteById(Mapping[str, RemoteFile]):
     def __getitem__(self, file_id: str) -> RemoteFile:
         return self._listing.file(self._rows[file_id])
 
+    def row(self, file_id: str) -> int | None:
+        """The row of ``file_id`` in the listing (below ``len(listing)``), if listed."""
+        return self._rows.get(file_id)
+
+    @property
+    def rows(self) -> int:
+        """How many rows the listing has (duplicates included): rows are below it."""
+        return len(self._listing)
+
     def get(self, file_id: str, default: RemoteFile | None = None) -> RemoteFile | None:  # type: ignore[override]
         row = self._rows.get(file_id)
         return default if row is None else self._listing.file(row)

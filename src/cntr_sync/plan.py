@@ -34,7 +34,15 @@ Ownership rules, in one place:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Container,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -51,7 +59,7 @@ from cntr_sync.actions import (
     Verify,
     mirror_entry,
 )
-from cntr_sync.listing import Listing
+from cntr_sync.listing import Listing, RemoteById
 from cntr_sync.models import (
     ConflictPolicy,
     DeleteLimit,
@@ -122,6 +130,47 @@ class PullContext:
         )
 
 
+class Claims:
+    """The remote ids a plan accounts for (ours, or acted on): not "unknown".
+
+    Over a ``Listing`` a flag a listed row (1 B a file; a set of 100,000 ids is
+    4 MB at the pass's peak), with a set for ids that are not listed.
+    """
+
+    __slots__ = ("_flags", "_others", "_row")
+
+    def __init__(self, remote_by_id: Mapping[str, RemoteFile]) -> None:
+        self._others: set[str] = set()
+        if isinstance(remote_by_id, RemoteById):
+            self._row: Callable[[str], int | None] | None = remote_by_id.row
+            self._flags = bytearray(remote_by_id.rows)
+        else:
+            self._row = None
+            self._flags = bytearray()
+
+    def add(self, file_id: str) -> None:
+        row = self._row(file_id) if self._row is not None else None
+        if row is None:
+            self._others.add(file_id)
+        else:
+            self._flags[row] = 1
+
+    def update(self, file_ids: Iterable[str]) -> None:
+        for file_id in file_ids:
+            self.add(file_id)
+
+    def __ior__(self, file_ids: Iterable[str]) -> Claims:
+        self.update(file_ids)
+        return self
+
+    def __contains__(self, file_id: object) -> bool:
+        if self._row is not None and isinstance(file_id, str):
+            row = self._row(file_id)
+            if row is not None:
+                return bool(self._flags[row])
+        return file_id in self._others
+
+
 @dataclass
 class _Builder:
     uploads: list[Upload] = field(default_factory=list)
@@ -132,7 +181,7 @@ class _Builder:
     cleared_intents: list[str] = field(default_factory=list)
     obsolete_deletes: list[str] = field(default_factory=list)
     # Remote ids that are accounted for (ours, or acted on): not "unknown".
-    claimed: set[str] = field(default_factory=set)
+    claimed: Claims = field(default_factory=lambda: Claims({}))
     deleted: set[str] = field(default_factory=set)
     local_only: int = 0
     verifies: list[Verify] = field(default_factory=list)
@@ -285,7 +334,7 @@ def _plan_push(
     ``skip``: relpaths the pull side decided this pass; ``claimed``: remote ids
     it accounts for (neither unknown nor deleted here).
     """
-    out = _Builder()
+    out = _Builder(claimed=Claims(remote_by_id))
     # One set of the ids accounted for, the indexed ones among them: only remote ids
     # are ever looked up in it, so ids that are not listed do no harm (at 100,000
     # files each further copy of it is 4 MB at the pass's peak).
@@ -357,7 +406,9 @@ def _plan_push(
     )
 
 
-def _unclaimed(remote_by_id: Mapping[str, RemoteFile], claimed: set[str]) -> Iterator[RemoteFile]:
+def _unclaimed(
+    remote_by_id: Mapping[str, RemoteFile], claimed: Container[str]
+) -> Iterator[RemoteFile]:
     """The listed files whose id is not in ``claimed`` (as it is when each is reached),
     looked up only for those: most of a listing is claimed, and a ``Listing`` makes
     each file it is asked for."""
@@ -404,7 +455,7 @@ def _hold(
 
 
 def _unindexed_uploads_by_name(
-    remote: Iterable[RemoteFile], excluded: set[str], policy: Policy, prefix: bool | None
+    remote: Iterable[RemoteFile], excluded: Container[str], policy: Policy, prefix: bool | None
 ) -> dict[str, list[RemoteFile]]:
     """User uploads nobody has claimed yet, by every canonical name they may carry.
 
