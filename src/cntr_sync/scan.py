@@ -772,16 +772,14 @@ class _Walk:
                     other(entry, relpath, parent_clean, screen)
                     continue
                 try:
-                    # The entry's type as the directory listed it, then one lstat.
-                    if not entry.is_file(follow_symlinks=False):
-                        other(entry, relpath, parent_clean, screen)
-                        continue
+                    # One lstat, which the entry keeps: a directory or anything else
+                    # the other lane takes asks it again for free.
                     file_stat = entry.stat(follow_symlinks=False)
                 except OSError:
                     other(entry, relpath, parent_clean, screen)
                     continue
-                if not stat.S_ISREG(file_stat.st_mode):
-                    self._add_file(relpath, entry.path, file_stat)  # warns
+                if not is_regular(file_stat.st_mode):
+                    other(entry, relpath, parent_clean, screen)
                     continue
                 inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
                 ctime_ns = file_stat.st_ctime_ns
