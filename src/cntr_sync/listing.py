@@ -19,7 +19,8 @@ Must not: import anything that performs I/O.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator, KeysView, Mapping, ValuesView
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, ValuesView
 
 from cntr_sync.models import RemoteFile
 from cntr_sync.names import remote_names
@@ -33,7 +34,7 @@ _LOW, _HIGH = _NONE + 1, 2**63 - 1
 class Listing:
     """Every file one listing returned, in its order, duplicates included."""
 
-    __slots__ = ("_created", "_ids", "_paths", "_rows", "_sizes", "_sources", "_wide")
+    __slots__ = ("_by_id", "_created", "_ids", "_paths", "_sizes", "_sources", "_wide")
 
     def __init__(self, files: Iterable[RemoteFile] = ()) -> None:
         self._ids: list[str] = []
@@ -43,8 +44,8 @@ class Listing:
         self._sources: list[str] = []
         # Rows whose size or time does not fit a column: (size, created_at).
         self._wide: dict[int, tuple[int | None, int | None]] = {}
-        # id -> its first row, built on the first lookup by id.
-        self._rows: dict[str, int] | None = None
+        # The lookup by id, built on the first one (and again after an ``add``).
+        self._by_id: _SortedIds | None = None
         for file in files:
             self.add(file.id, file.path, file.size, file.source, file.created_at)
 
@@ -67,14 +68,16 @@ class Listing:
             self._sizes.append(_NONE)
             self._created.append(_NONE)
             self._wide[row] = (size, created_at)
-        if self._rows is not None:
-            self._rows.setdefault(file_id, row)
+        self._by_id = None
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __iter__(self) -> Iterator[RemoteFile]:
         return (self.file(row) for row in range(len(self._ids)))
+
+    def file_id(self, row: int) -> str:
+        return self._ids[row]
 
     def file(self, row: int) -> RemoteFile:
         """The listed file at ``row``, as planning sees it."""
@@ -96,41 +99,76 @@ class Listing:
 
     def by_id(self) -> RemoteById:
         """The listed files by id (an id listed twice: its first row)."""
-        return RemoteById(self, self._first_rows())
+        return RemoteById(self, self._lookup())
 
     def shared(self, remote_id: str, remote_path: str) -> tuple[str, str]:
         """``(remote_id, remote_path)`` as the listing's own string objects where it
         lists that id (the path too where it is the same), else as given."""
-        row = self._first_rows().get(remote_id)
+        row = self._lookup().row(remote_id)
         if row is None:
             return remote_id, remote_path
         path = self._paths[row]
         return self._ids[row], path if path == remote_path else remote_path
 
-    def _first_rows(self) -> dict[str, int]:
-        if self._rows is None:
-            rows: dict[str, int] = {}
-            for row, file_id in enumerate(self._ids):
-                rows.setdefault(file_id, row)
-            self._rows = rows
-        return self._rows
+    def _lookup(self) -> _SortedIds:
+        if self._by_id is None:
+            self._by_id = _SortedIds(self._ids)
+        return self._by_id
+
+
+class _SortedIds:
+    """The rows of a listing by id: the ids sorted, beside their rows.
+
+    A dict of 100,000 ids to their rows is ~6 MB at a pass's peak (the table and
+    an int object a row); a sorted list of the same strings and an array of rows
+    is 1.6 MB, and a lookup is a binary search in C.
+    """
+
+    __slots__ = ("_first", "_ids", "_rows", "count")
+
+    def __init__(self, ids: list[str]) -> None:
+        order = sorted(range(len(ids)), key=ids.__getitem__)  # stable: first rows first
+        self._ids = [ids[row] for row in order]
+        self._rows = array("q", order)
+        del order
+        # Whether a row is the first of its id (the one the lookup gives).
+        self._first = bytearray(len(ids))
+        previous: str | None = None
+        for file_id, row in zip(self._ids, self._rows, strict=True):
+            if file_id != previous:
+                self._first[row] = 1
+                previous = file_id
+        self.count = self._first.count(1)
+
+    def row(self, file_id: str) -> int | None:
+        at = bisect_left(self._ids, file_id)
+        if at < len(self._ids) and self._ids[at] == file_id:
+            return self._rows[at]
+        return None
+
+    def is_first(self, row: int) -> bool:
+        return bool(self._first[row])
 
 
 class RemoteById(Mapping[str, RemoteFile]):
-    """A ``Listing``'s files by id; each value is made when it is looked up."""
+    """A ``Listing``'s files by id, in listing order; each value is made when it is
+    looked up."""
 
-    __slots__ = ("_listing", "_rows")
+    __slots__ = ("_listing", "_lookup")
 
-    def __init__(self, listing: Listing, rows: dict[str, int]) -> None:
+    def __init__(self, listing: Listing, lookup: _SortedIds) -> None:
         self._listing = listing
-        self._rows = rows
+        self._lookup = lookup
 
     def __getitem__(self, file_id: str) -> RemoteFile:
-        return self._listing.file(self._rows[file_id])
+        row = self._lookup.row(file_id)
+        if row is None:
+            raise KeyError(file_id)
+        return self._listing.file(row)
 
     def row(self, file_id: str) -> int | None:
         """The row of ``file_id`` in the listing (below ``len(listing)``), if listed."""
-        return self._rows.get(file_id)
+        return self._lookup.row(file_id)
 
     @property
     def rows(self) -> int:
@@ -138,34 +176,35 @@ class RemoteById(Mapping[str, RemoteFile]):
         return len(self._listing)
 
     def get(self, file_id: str, default: RemoteFile | None = None) -> RemoteFile | None:  # type: ignore[override]
-        row = self._rows.get(file_id)
+        row = self._lookup.row(file_id)
         return default if row is None else self._listing.file(row)
 
     def __contains__(self, file_id: object) -> bool:
-        return file_id in self._rows
+        return isinstance(file_id, str) and self._lookup.row(file_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._rows)
+        return (self._listing.file_id(row) for row in self._first_rows())
 
     def __len__(self) -> int:
-        return len(self._rows)
-
-    def keys(self) -> KeysView[str]:
-        return self._rows.keys()
+        return self._lookup.count
 
     def values(self) -> ValuesView[RemoteFile]:
         return _Values(self)
 
+    def _first_rows(self) -> Iterator[int]:
+        is_first = self._lookup.is_first
+        return (row for row in range(len(self._listing)) if is_first(row))
+
 
 class _Values(ValuesView[RemoteFile]):
-    """The files of a ``RemoteById``, made row by row (one lookup each, not two)."""
+    """The files of a ``RemoteById``, made row by row (no lookup by id)."""
 
     _mapping: RemoteById
 
     def __iter__(self) -> Iterator[RemoteFile]:
         by_id = self._mapping
         file = by_id._listing.file
-        return (file(row) for row in by_id._rows.values())
+        return (file(row) for row in by_id._first_rows())
 
 
 def _fits(value: int | None) -> bool:
