@@ -61,7 +61,11 @@ def test_entries_hold_the_scans_and_the_listings_objects(tmp_path: Path, root: P
     with open_index(state_dir, root) as index:
         plain = index.entries()
         shared = index.entries(local, listing)
+        table = index.entry_table(local, listing)
     assert shared == plain  # the same values
+    assert dict(table) == plain and list(table) == ["a.txt", "d/b.txt"]
+    assert table["a.txt"].hash is local["a.txt"].hash
+    assert table["a.txt"].remote_id is listing.file(0).id
     a, b = shared["a.txt"], shared["d/b.txt"]
     seen = local["a.txt"]
     assert a.relpath is seen.relpath and a.hash is seen.hash

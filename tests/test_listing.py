@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cntr_sync.entry_table import EntryTable
 from cntr_sync.listing import Listing
 from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
 from cntr_sync.names import to_remote_file
@@ -135,6 +136,8 @@ def test_a_plan_from_a_listing_is_the_plan_from_its_files(
     }
     expected = plan(files, index, list(remote), **kwargs)  # type: ignore[arg-type]
     assert plan(files, index, Listing(remote), **kwargs) == expected  # type: ignore[arg-type]
+    table = EntryTable(index.values())
+    assert plan(files, table, Listing(remote), **kwargs) == expected  # type: ignore[arg-type]
 
 
 def test_claims_flag_listed_rows_and_keep_other_ids_aside() -> None:
@@ -154,3 +157,34 @@ def test_claims_flag_listed_rows_and_keep_other_ids_aside() -> None:
     assert "f1" in plain and "f2" not in plain
     fresh = Claims(listing.by_id())
     assert "f1" not in fresh and "f2" not in fresh
+
+
+def _entry(relpath: str, remote_id: str, origin: str = "push") -> IndexEntry:
+    return IndexEntry(
+        relpath,
+        remote_id,
+        f"/mnt/data/{relpath}",
+        3,
+        1_000,
+        "h",
+        1.25,
+        origin,
+        None,
+        7,  # type: ignore[arg-type]
+    )
+
+
+def test_an_entry_table_holds_the_entries_of_a_dict() -> None:
+    entries = [_entry("b", "f2", "pull"), _entry("a", "f1"), _entry("d/c", "f3"), _entry("a", "f9")]
+    table = EntryTable(entries)
+    # Sorted by relpath; a relpath given twice: the last one, as a dict keeps it.
+    expected = {e.relpath: e for e in entries}
+    assert list(table) == ["a", "b", "d/c"] and len(table) == 3
+    assert dict(table) == expected and table == expected
+    assert table["a"].remote_id == "f9" and table["b"].origin == "pull"
+    assert table.get("zz") is None and "d/c" in table and "zz" not in table and 5 not in table
+    with pytest.raises(KeyError):
+        table["zz"]
+    assert list(table.values()) == [expected["a"], expected["b"], expected["d/c"]]
+    assert list(table.remote_ids()) == ["f9", "f2", "f3"]
+    assert EntryTable() == {} and list(EntryTable().values()) == []

@@ -250,7 +250,7 @@ class Engine:
         pull_context = self._pull_context(known) if self.pair.direction != "push" else None
         pass_plan = plan(
             local,
-            self.index.entries(local, remote) if known else {},
+            self.index.entry_table(local, remote) if known else {},
             remote,
             intents=self.index.intents() if known else {},
             pending_deletes=self.index.pending_deletes() if known else [],

@@ -59,6 +59,7 @@ from cntr_sync.actions import (
     Verify,
     mirror_entry,
 )
+from cntr_sync.entry_table import EntryTable
 from cntr_sync.listing import Listing, RemoteById
 from cntr_sync.models import (
     ConflictPolicy,
@@ -339,7 +340,7 @@ def _plan_push(
     # are ever looked up in it, so ids that are not listed do no harm (at 100,000
     # files each further copy of it is 4 MB at the pass's peak).
     out.claimed.update(claimed)
-    out.claimed.update(entry.remote_id for entry in index.values())
+    out.claimed.update(_remote_ids(index))
 
     for pending in pending_deletes:
         target = remote_by_id.get(pending.remote_id)
@@ -404,6 +405,13 @@ def _plan_push(
         moves=_count_moves(out.deletes, out.uploads, index),
         local_only=out.local_only,
     )
+
+
+def _remote_ids(index: Mapping[str, IndexEntry]) -> Iterable[str]:
+    """The remote id of every entry (an ``EntryTable`` makes no entry for it)."""
+    if isinstance(index, EntryTable):
+        return index.remote_ids()
+    return (entry.remote_id for entry in index.values())
 
 
 def _unclaimed(
