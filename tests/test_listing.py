@@ -31,6 +31,14 @@ def test_a_listing_gives_back_the_files_it_was_given_in_order() -> None:
     assert listing.file(1).name == "d/b.txt"
 
 
+def test_any_number_of_distinct_sources_comes_back() -> None:
+    files = [to_remote_file(f"f{n}", f"/mnt/data/{n}", n, f"src{n}", n) for n in range(300)]
+    files.append(to_remote_file("g", "/mnt/data/g", 1, "src3", 1))
+    listing = Listing(files)
+    assert list(listing) == files
+    assert listing.file(300).source == "src3" and listing.file(299).source == "src299"
+
+
 def test_by_id_keeps_the_first_row_of_an_id() -> None:
     listing = Listing()
     listing.add("f1", "/mnt/data/a", 1, "user", 10)

@@ -4,7 +4,7 @@ A full pass holds the whole listing while it plans: at 100,000 files a list of
 ``RemoteFile`` values (each with its own ``name`` string, size and time objects)
 and the planner's dict of them by id cost ~300 B a file beyond the id and path
 strings. ``Listing`` keeps one row per listed file in columns (the id and path
-strings, sizes and creation times in arrays, the source as one shared string)
+strings, sizes and creation times in arrays, the source as a byte)
 and makes a ``RemoteFile`` only when one is asked for, equal to the one
 ``names.to_remote_file`` makes. ``Listing.by_id`` is the planner's
 ``Mapping[str, RemoteFile]`` over the same rows (the first row of an id wins).
@@ -29,21 +29,37 @@ from cntr_sync.names import remote_names
 # (None's stand-in itself, or beyond 64 bits) is kept aside, by row.
 _NONE = -(2**63)
 _LOW, _HIGH = _NONE + 1, 2**63 - 1
+# Sources are codes in a byte; past 255 distinct ones (a hostile server), rows keep theirs aside.
+_OTHER_SOURCE = 255
 
 
 class Listing:
     """Every file one listing returned, in its order, duplicates included."""
 
-    __slots__ = ("_by_id", "_created", "_ids", "_paths", "_sizes", "_sources", "_wide")
+    __slots__ = (
+        "_by_id",
+        "_codes",
+        "_created",
+        "_ids",
+        "_paths",
+        "_sizes",
+        "_source_codes",
+        "_sources",
+        "_wide",
+    )
 
     def __init__(self, files: Iterable[RemoteFile] = ()) -> None:
         self._ids: list[str] = []
         self._paths: list[str] = []
         self._sizes = array("q")
         self._created = array("q")
+        # The source of each row as a code (a byte) into the distinct sources seen;
+        # a row whose code would not fit a byte is kept aside.
+        self._codes = bytearray()
         self._sources: list[str] = []
-        # Rows whose size or time does not fit a column: (size, created_at).
-        self._wide: dict[int, tuple[int | None, int | None]] = {}
+        self._source_codes: dict[str, int] = {}
+        # Rows whose size, time or source does not fit a column: (size, created_at, source).
+        self._wide: dict[int, tuple[int | None, int | None, str]] = {}
         # The lookup by id, built on the first one (and again after an ``add``).
         self._by_id: _SortedIds | None = None
         for file in files:
@@ -56,18 +72,18 @@ class Listing:
         row = len(self._ids)
         self._ids.append(file_id)
         self._paths.append(path)
-        sources = self._sources
-        # The same few source strings over and over: one object each.
-        if sources and sources[-1] == source:
-            source = sources[-1]
-        sources.append(source)
-        if _fits(size) and _fits(created_at):
+        code = self._source_codes.get(source)
+        if code is None and len(self._sources) < _OTHER_SOURCE:
+            code = self._source_codes[source] = len(self._sources)
+            self._sources.append(source)
+        self._codes.append(_OTHER_SOURCE if code is None else code)
+        if _fits(size) and _fits(created_at) and code is not None:
             self._sizes.append(_NONE if size is None else size)
             self._created.append(_NONE if created_at is None else created_at)
         else:
             self._sizes.append(_NONE)
             self._created.append(_NONE)
-            self._wide[row] = (size, created_at)
+            self._wide[row] = (size, created_at, source)
         self._by_id = None
 
     def __len__(self) -> int:
@@ -83,17 +99,18 @@ class Listing:
         """The listed file at ``row``, as planning sees it."""
         path = self._paths[row]
         if row in self._wide:
-            size, created_at = self._wide[row]
+            size, created_at, source = self._wide[row]
         else:
             raw_size, raw_created = self._sizes[row], self._created[row]
             size = None if raw_size == _NONE else raw_size
             created_at = None if raw_created == _NONE else raw_created
+            source = self._sources[self._codes[row]]
         return RemoteFile(
             id=self._ids[row],
             path=path,
             name=remote_names(path)[0],
             size=size,
-            source=self._sources[row],
+            source=source,
             created_at=created_at,
         )
 
