@@ -19,6 +19,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -181,29 +182,62 @@ class CliRun:
         return f"cntr-sync exited {self.exit_code}: {tail[0][:300]}"
 
 
+# Runs argv[2:] and writes its peak RSS (ru_maxrss, KiB) and wall time to argv[1]. A
+# command started straight from a benchmark (which may hold the emulator and, at 100,000
+# files, well over 150 MB) inherits the benchmark's high-water mark when it execs (Linux
+# carries the mm it was forked from into the new process's maxrss), so its own ru_maxrss
+# would report the benchmark's whenever that is higher. Started from this small process
+# instead, it reports its own. The wrapper times the command alone (its own start-up is
+# not the command's), and the command dies with it (PR_SET_PDEATHSIG) if it is killed.
+_RSS_WRAPPER = """
+import ctypes, os, signal, subprocess, sys, time
+def die_with_parent():
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:], preexec_fn=die_with_parent)
+_pid, status, usage = os.wait4(child.pid, 0)
+wall_s = time.perf_counter() - started
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {wall_s}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_command(
     command: list[str], env: dict[str, str], timeout_s: float, cwd: Path | None = None
 ) -> CliRun:
-    """Run ``command``; its wall time and its own peak RSS (``os.wait4``, not the
-    lifetime maximum over all children). Killed after ``timeout_s``."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``command``: its wall time and its own peak RSS, taken by ``_RSS_WRAPPER``.
+    Killed after ``timeout_s``."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        figures = Path(scratch) / "figures"
         started = time.perf_counter()
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd
+            [sys.executable, "-c", _RSS_WRAPPER, str(figures), *command],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
         )
         timer = threading.Timer(timeout_s, process.kill)
         timer.start()
         try:
-            _pid, status, usage = os.wait4(process.pid, 0)
+            process.wait()
         finally:
             timer.cancel()
-        wall_s = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
+        wall_s, max_rss_kib = time.perf_counter() - started, 0
+        if figures.exists():
+            rss, wall = figures.read_text().split()
+            max_rss_kib, wall_s = int(rss), float(wall)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
-    run = CliRun(command, process.returncode, wall_s, int(usage.ru_maxrss), stdout, stderr)
+    run = CliRun(command, process.returncode, wall_s, max_rss_kib, stdout, stderr)
     lines = [line for line in stdout.splitlines() if line.strip()]
     if lines:
         with contextlib.suppress(json.JSONDecodeError):

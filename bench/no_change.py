@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,56 +29,23 @@ from typing import Any
 import httpx
 
 from _emulated import (
-    CliRun,
     bare_walk,
     build_tree,
     check,
     cli_env,
     emulator_server,
     latency,
-    run_command,
+    run_cli,
     script_main,
     target_record,
 )
-from _support import API_KEY, cntr_sync_command, run_main
+from _support import API_KEY, run_main
 
 FILE_BYTES = 1024
 TIMEOUT_S = 1800.0
 
 
 RSS_LIMIT_MIB = 150e6 / 2**20  # 150 MB
-
-
-# Runs a command and writes its peak RSS (ru_maxrss, KiB) to argv[1]. A command started
-# straight from this process (which holds the emulator and, at 100,000 files, well over
-# 150 MB) inherits this process's high-water mark when it execs (Linux counts the mm
-# it was forked from), so its own ru_maxrss would report ours whenever ours is higher.
-# Started from this small process instead, it reports its own. The command dies with it.
-# The wrapper also times the command alone (its own start-up is not the command's).
-_RSS_WRAPPER = """
-import ctypes, os, signal, subprocess, sys, time
-def die_with_parent():
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-started = time.perf_counter()
-child = subprocess.Popen(sys.argv[2:], preexec_fn=die_with_parent)
-_pid, status, usage = os.wait4(child.pid, 0)
-wall_s = time.perf_counter() - started
-with open(sys.argv[1], "w") as out:
-    out.write(f"{usage.ru_maxrss} {wall_s}")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def run_cli(args: list[str], env: dict[str, str], timeout_s: float) -> CliRun:
-    """``cntr-sync ARGS``: its own peak RSS and wall time (see ``_RSS_WRAPPER``)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        figures = Path(scratch) / "figures"
-        command = [sys.executable, "-c", _RSS_WRAPPER, str(figures), *cntr_sync_command()]
-        run = run_command([*command, *args], env, timeout_s)
-        if figures.exists():
-            max_rss_kib, wall_s = figures.read_text().split()
-            run.max_rss_kib, run.wall_s = int(max_rss_kib), float(wall_s)
-    return run
 
 
 def page_through(base_url: str, container_id: str) -> tuple[int, int]:
