@@ -61,19 +61,6 @@ def test_a_blob_decodes_to_what_was_encoded_and_a_damaged_one_to_nothing() -> No
     assert decode("text") is None  # not a blob at all
 
 
-def test_a_blob_is_the_same_whoever_else_holds_its_objects() -> None:
-    # No back-references (marshal 3+ writes one for every object referenced elsewhere,
-    # as the scan's are, by its LocalFiles): the bytes depend on the values alone.
-    big, digest = 10**18, "f" * 32
-    shared = {"a": (big, big, big, big, digest), "b": (big, big, big, big, digest)}
-    fresh = {
-        name: (int(str(big)), int(str(big)), int(str(big)), int(str(big)), "".join(digest))
-        for name in ("a", "b")
-    }
-    assert encode(shared) == encode(fresh)
-    assert decode(encode(shared)) == shared
-
-
 def test_a_damaged_row_costs_a_re_hash_of_its_directory_and_is_rewritten(tmp_path: Path) -> None:
     for name in ("a/1.txt", "a/2.txt", "b/3.txt", "c/4.txt", "top.txt"):
         write(tmp_path / name, name)

@@ -65,16 +65,9 @@ def split(relpath: str) -> tuple[str, str]:
     return directory, name
 
 
-# marshal's version 2: no back-references. From version 3 on, every object whose
-# reference count is above one (all of a scan's: its LocalFile holds the same ints
-# and digest) goes through a table of objects written so far: callgrind, 20k rows
-# of a cold scan, 3.0k instructions a row to write at version 4, 2.3k at 2.
-MARSHAL_VERSION = 2
-
-
 def encode(entries: Entries) -> bytes:
     """The blob of one directory's row."""
-    return marshal.dumps(entries, MARSHAL_VERSION)
+    return marshal.dumps(entries)
 
 
 def decode(blob: object) -> Entries | None:
