@@ -7,7 +7,7 @@ import io
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ import httpx
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import NotFoundError
-from cntr_sync.hashcache import decode, encode
 from cntr_sync.names import remote_names
 
 #: A container file and a container as the API answers them (wire JSON).
@@ -60,33 +59,12 @@ class MemoryDatabase:
 
     def __init__(self) -> None:
         self.conn = sqlite3.connect(":memory:", isolation_level=None)
-        # The table as index.py's migrations leave it: one row per directory.
         self.conn.execute(
-            "CREATE TABLE hashes (dir TEXT PRIMARY KEY, files INTEGER NOT NULL,"
-            " entries BLOB NOT NULL)"
+            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
+            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+            " hash TEXT NOT NULL) WITHOUT ROWID"
         )
         self.reads: list[str] = []
-
-    def cached(self) -> dict[str, tuple[Any, ...]]:
-        """Every cached row by relpath, (inode, size, mtime_ns, ctime_ns, digest), as the
-        directories' blobs hold them."""
-        rows: dict[str, tuple[Any, ...]] = {}
-        for directory, blob in self.conn.execute("SELECT dir, entries FROM hashes"):
-            for name, row in (decode(blob) or {}).items():
-                rows[f"{directory}/{name}" if directory else name] = row
-        return rows
-
-    def rewrite(self, change: Callable[[str, list[Any]], None]) -> None:
-        """Change the stored rows in place: ``change(relpath, row as a list)``."""
-        for directory, blob in self.conn.execute("SELECT dir, entries FROM hashes").fetchall():
-            entries = decode(blob) or {}
-            for name, row in entries.items():
-                fields = list(row)
-                change(f"{directory}/{name}" if directory else name, fields)
-                entries[name] = tuple(fields)  # type: ignore[assignment]
-            self.conn.execute(
-                "UPDATE hashes SET entries = ? WHERE dir = ?", (encode(entries), directory)
-            )
 
     def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
         self.reads.append(sql)

@@ -128,16 +128,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE meta ADD COLUMN server_adds_prefix INTEGER"
         " CHECK (server_adds_prefix IN (0, 1))",
     ),
-    (
-        # The hash cache: one row per directory, its files' rows in one blob
-        # (hashcache.py). A cache: dropped, not migrated; the next scan re-hashes.
-        "DROP TABLE hashes",
-        """CREATE TABLE hashes (
-            dir     TEXT PRIMARY KEY,
-            files   INTEGER NOT NULL,
-            entries BLOB NOT NULL
-        )""",
-    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
