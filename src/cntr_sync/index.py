@@ -345,36 +345,34 @@ class Index:
         ``local`` (the scan's files) and the remote id and path of ``listing``
         where they are equal (~400 B a file less at 100,000 files).
         """
-        share = listing.shared if listing is not None else _as_given
-        seen = (local or {}).get
-        try:
-            cursor = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ?",  # noqa: S608
-                (self.container_id,),
-            )
-            found: dict[str, IndexEntry] = {}
-            # Files uploaded in the same second share one creation time object.
-            times: dict[int | None, int | None] = {}
-            for row in cursor:
-                entry = _shared_entry(row, seen(row[0]), share, times)
-                found[entry.relpath] = entry
-            return found
-        except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
+        return {entry.relpath: entry for entry in self._shared_entries(local, listing)}
 
     def entry_table(self, local: Mapping[str, LocalFile], listing: Listing) -> EntryTable:
         """``entries(local, listing)`` as an ``EntryTable``: the same entries in columns
         (~100 B an entry less), for a full pass, which holds them all while it plans."""
-        share = listing.shared
-        seen = local.get
+        return EntryTable(self._shared_entries(local, listing, ordered=True))
+
+    def _shared_entries(
+        self,
+        local: Mapping[str, LocalFile] | None,
+        listing: Listing | None,
+        *,
+        ordered: bool = False,
+    ) -> Iterator[IndexEntry]:
+        """The entries, row by row, sharing ``local``'s and ``listing``'s objects
+        (``_shared_entry``); by relpath if ``ordered``."""
+        share = listing.shared if listing is not None else _as_given
+        seen = (local or {}).get
+        # Files uploaded in the same second share one creation time object.
         times: dict[int | None, int | None] = {}
+        order = " ORDER BY relpath" if ordered else ""
         try:
             cursor = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ?"  # noqa: S608
-                " ORDER BY relpath",
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE container_id = ?{order}",  # noqa: S608
                 (self.container_id,),
             )
-            return EntryTable(_shared_entry(row, seen(row[0]), share, times) for row in cursor)
+            for row in cursor:
+                yield _shared_entry(row, seen(row[0]), share, times)
         except sqlite3.Error as exc:
             raise _db_error(self._path, exc) from exc
 
