@@ -45,3 +45,11 @@ def api(validating: ValidatingTransport, no_sleep: NoSleep) -> Iterator[Containe
         sleep=no_sleep,
     ) as client:
         yield client
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty directory to mirror (a test module may define its own ``root``)."""
+    path = tmp_path / "root"
+    path.mkdir()
+    return path

@@ -15,6 +15,7 @@ import httpx
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import NotFoundError
+from cntr_sync.index import Index
 from cntr_sync.names import remote_names
 
 #: A container file and a container as the API answers them (wire JSON).
@@ -150,3 +151,20 @@ def write_random_tree(
         path = root / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+
+
+# -- an index of its own (test_index, test_index_memory) -------------------------------
+
+INDEX_BASE_URL = "https://api.openai.com/v1"
+INDEX_SPEC = "name:my-box"
+
+
+def open_index(
+    state_dir: Path,
+    root: Path,
+    spec: str = INDEX_SPEC,
+    base_url: str = INDEX_BASE_URL,
+    *,
+    lock: bool = True,
+) -> Index:
+    return Index.open(state_dir, base_url=base_url, root=root, container_spec=spec, lock=lock)

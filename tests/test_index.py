@@ -16,30 +16,17 @@ import pytest
 
 from cntr_sync import index as index_module
 from cntr_sync.errors import LocalError, LockedError
-from cntr_sync.index import SCHEMA_VERSION, Index
+from cntr_sync.index import SCHEMA_VERSION
 from cntr_sync.models import IndexEntry, PendingDelete, UploadIntent
 from cntr_sync.scan import IgnoreRules, scan
-
-BASE_URL = "https://api.openai.com/v1"
-SPEC = "name:my-box"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    path.mkdir()
-    return path
+from helpers import INDEX_BASE_URL as BASE_URL
+from helpers import INDEX_SPEC as SPEC
+from helpers import open_index
 
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state" / "cntr-sync"
-
-
-def open_index(
-    state_dir: Path, root: Path, spec: str = SPEC, base_url: str = BASE_URL, *, lock: bool = True
-) -> Index:
-    return Index.open(state_dir, base_url=base_url, root=root, container_spec=spec, lock=lock)
 
 
 def entry(relpath: str, remote_id: str, *, size: int = 3, digest: str = "h1") -> IndexEntry:

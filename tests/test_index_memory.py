@@ -9,23 +9,9 @@ from typing import Any
 
 import pytest
 
-from cntr_sync.index import Index
 from cntr_sync.listing import Listing
 from cntr_sync.models import IndexEntry, LocalFile
-
-BASE_URL = "https://api.openai.com/v1"
-SPEC = "name:my-box"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    path.mkdir()
-    return path
-
-
-def open_index(state_dir: Path, root: Path, *, lock: bool = True) -> Index:
-    return Index.open(state_dir, base_url=BASE_URL, root=root, container_spec=SPEC, lock=lock)
+from helpers import open_index
 
 
 def fresh(text: str) -> str:
