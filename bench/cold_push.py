@@ -6,7 +6,12 @@ the tree twice into two new containers:
 
 - ``cntr-sync sync DIR --json`` with every setting at its default (a clean
   environment: only ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``);
-- ``bench/naive_sdk.py``: a sequential loop over the official ``openai`` SDK.
+- ``bench/naive_sdk.py``: a sequential loop over the official ``openai`` SDK;
+
+and, as a reference (in the details, not a target), ``bench/parallel_httpx.py``: the
+same uploads from a bare loop of as many threads as the default concurrency on one
+``httpx.Client``, with nothing of cntr-sync's (no scan, hash, index or retries). The
+ideal counts no time per request on either side; this floor counts both.
 
 Both are timed as whole processes (Python start-up included). The ideal is
 N x latency / concurrency (the product's default concurrency). Targets: naive /
@@ -127,6 +132,8 @@ def measure(
             "refused_429": emulator.refused(),
         }
         emulator.reset_answers()
+        details["parallel_httpx"] = parallel_floor(root, server.base_url, env, concurrency, cli)
+        emulator.reset_answers()
         if no_naive:
             return ideal_only(count, cli, ideal_s, concurrency, command, details)
         naive = run_command(
@@ -171,6 +178,37 @@ def measure(
         ideal_check(count, cli, ideal_s, concurrency),
     ]
     return target_record("1", "cold push", command, checks, details)
+
+
+def parallel_floor(
+    root: Path, base_url: str, env: dict[str, str], threads: int, cli: CliRun
+) -> dict[str, Any]:
+    """``parallel_httpx.py`` (a bare threaded httpx loop) on the same tree and server,
+    timed as a whole process like cntr-sync; a reference, not a target."""
+    floor = run_command(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("parallel_httpx.py")),
+            str(root),
+            "--base-url",
+            base_url,
+            "--container",
+            "bench-parallel-httpx",
+            "--threads",
+            str(threads),
+        ],
+        env,
+        TIMEOUT_S,
+    )
+    record: dict[str, Any] = {
+        "exit_code": floor.exit_code,
+        "wall_s": round(floor.wall_s, 3),
+        "loop_seconds": floor.summary.get("seconds"),
+        "uploaded": floor.summary.get("files"),
+    }
+    if floor.exit_code == 0 and floor.wall_s > 0:
+        record["cntr_sync_over_this"] = round(cli.wall_s / floor.wall_s, 3)
+    return record
 
 
 def ideal_check(count: int, cli: CliRun, ideal_s: float, concurrency: int) -> dict[str, Any]:
