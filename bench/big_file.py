@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,11 @@ def raw_child(mode: str, *args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), f"--raw-{mode}", *args]
 
 
+def median_run(runs: list[CliRun]) -> CliRun:
+    """The run of median wall time (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda run: run.wall_s)[(len(runs) - 1) // 2]
+
+
 def parse_raw(run: CliRun, what: str) -> list[str]:
     if run.exit_code != 0 or not run.stdout.strip():
         tail = run.stderr.strip().splitlines()[-1:] or ["?"]
@@ -131,11 +137,14 @@ def parse_raw(run: CliRun, what: str) -> list[str]:
     return run.stdout.split()
 
 
-def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict[str, Any]:
+def measure(
+    work_dir: Path, *, quick: bool, size_mib: int | None = None, repeat: int | None = None
+) -> dict[str, Any]:
     size = (size_mib or (64 if quick else 1024)) * MIB
+    rounds = max(1, repeat or (1 if quick else 3))
     command = ".venv/bin/python bench/big_file.py" + (" --quick" if quick else "")
     up_dir, small_dir = work_dir / "up", work_dir / "small"
-    for directory in (up_dir, small_dir, work_dir / "down", work_dir / "down-small"):
+    for directory in (up_dir, small_dir, work_dir / "down-small"):
         directory.mkdir()
     source = up_dir / NAME
     started = time.perf_counter()
@@ -145,6 +154,7 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
     details: dict[str, Any] = {
         "size_mib": size // MIB,
         "generate_s": round(time.perf_counter() - started, 2),
+        "rounds": rounds,
     }
     timeout = TIMEOUT_S
     with emulator_server(work_dir / "emulator", latency()) as (server, _emulator):
@@ -157,37 +167,56 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
         def sync(*args: str) -> CliRun:
             return run_cli(["sync", *args, "--json"], env, timeout)
 
+        ups: list[CliRun] = []
+        downs: list[CliRun] = []
+        raw_ups: list[float] = []
+        raw_downs: list[float] = []
         try:
-            raw_up = run_command(
-                raw_child("upload", server.base_url, raw_container, str(source)), env, timeout
-            )
-            raw_up_s, raw_file_id = parse_raw(raw_up, "upload")
-            delete_remote(server.base_url, raw_container, raw_file_id)
-            os.sync()
-            up = sync(str(up_dir), "--container", "bench-big", "--state-dir", str(work_dir / "s1"))
+            # Raw and command in turns, each meeting the server as the other did: the
+            # previous 1 GiB upload deleted and dirty pages written back (untimed).
+            for number in range(rounds):
+                raw_up = run_command(
+                    raw_child("upload", server.base_url, raw_container, str(source)), env, timeout
+                )
+                raw_seconds, raw_file_id = parse_raw(raw_up, "upload")
+                raw_ups.append(float(raw_seconds))
+                delete_remote(server.base_url, raw_container, raw_file_id)
+                os.sync()
+                name = f"bench-big-{number}"
+                up = sync(str(up_dir), "--container", name, "--state-dir", str(work_dir / name))
+                ups.append(up)
+                if up.failure():
+                    raise RuntimeError(f"upload: {up.failure()}")
+                if number > 0:  # the first one stays, for the downloads
+                    delete_remote(server.base_url, *find_upload(server.base_url, name, NAME))
+                os.sync()
             up_small = sync(
                 str(small_dir), "--container", "bench-small", "--state-dir", str(work_dir / "s2")
             )
-            if up.failure():
-                raise RuntimeError(f"upload: {up.failure()}")
-            big_container, big_file_id = find_upload(server.base_url, "bench-big", NAME)
+            big_container, big_file_id = find_upload(server.base_url, "bench-big-0", NAME)
             raw_target = work_dir / "raw-download.bin"
-            raw_down = run_command(
-                raw_child("download", server.base_url, big_container, big_file_id, str(raw_target)),
-                env,
-                timeout,
-            )
-            raw_down_s = parse_raw(raw_down, "download")[0]
-            raw_target.unlink()
             pull = ("--direction", "pull")
-            down = sync(
-                str(work_dir / "down"),
-                "--container",
-                "bench-big",
-                *pull,
-                "--state-dir",
-                str(work_dir / "s3"),
-            )
+            for number in range(rounds):
+                raw_down = run_command(
+                    raw_child(
+                        "download", server.base_url, big_container, big_file_id, str(raw_target)
+                    ),
+                    env,
+                    timeout,
+                )
+                raw_downs.append(float(parse_raw(raw_down, "download")[0]))
+                raw_target.unlink()
+                os.sync()
+                into = work_dir / f"down-{number}"
+                into.mkdir()
+                state = str(work_dir / f"s3-{number}")
+                down = sync(str(into), "--container", "bench-big-0", *pull, "--state-dir", state)
+                downs.append(down)
+                if down.failure():
+                    raise RuntimeError(f"download: {down.failure()}")
+                if number < rounds - 1:  # the last one is compared with the original
+                    (into / NAME).unlink(missing_ok=True)
+                os.sync()
             down_small = sync(
                 str(work_dir / "down-small"),
                 "--container",
@@ -198,6 +227,14 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
             )
         except RuntimeError as exc:
             return target_record("6", "big file", command, [], details, reason=str(exc))
+    up, down = median_run(ups), median_run(downs)
+    raw_up_s, raw_down_s = statistics.median(raw_ups), statistics.median(raw_downs)
+    details["rounds_s"] = {
+        "raw_upload": raw_ups,
+        "upload": [round(run.wall_s, 3) for run in ups],
+        "raw_download": raw_downs,
+        "download": [round(run.wall_s, 3) for run in downs],
+    }
     runs = {"upload": up, "upload_1k": up_small, "download": down, "download_1k": down_small}
     details["runs"] = {
         name: {
@@ -208,10 +245,10 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
         }
         for name, run in runs.items()
     }
-    details["raw"] = {"upload_s": float(raw_up_s), "download_s": float(raw_down_s)}
+    details["raw"] = {"upload_s": raw_up_s, "download_s": raw_down_s}
     failed = [name for name, run in runs.items() if run.failure()]
     failures = [f"{', '.join(failed)}: {runs[failed[0]].failure()}"] if failed else []
-    downloaded = work_dir / "down" / NAME
+    downloaded = work_dir / f"down-{rounds - 1}" / NAME
     if not failures and not (downloaded.exists() and file_hash(downloaded) == file_hash(source)):
         failures.append("the pulled file is missing or differs from the original")
     if failures:
@@ -219,8 +256,8 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
     mib_size = size / MIB
     checks: list[dict[str, Any]] = []
     for direction, run, small, raw_s in (
-        ("upload", up, up_small, float(raw_up_s)),
-        ("download", down, down_small, float(raw_down_s)),
+        ("upload", up, up_small, raw_up_s),
+        ("download", down, down_small, raw_down_s),
     ):
         throughput = mib_size / run.wall_s
         raw_throughput = mib_size / raw_s
@@ -253,6 +290,9 @@ def measure(work_dir: Path, *, quick: bool, size_mib: int | None = None) -> dict
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mib", type=int, default=None, help="file size (1024; quick 64)")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="rounds of raw and command, each way (3; quick 1)"
+    )
 
 
 def main() -> int:
