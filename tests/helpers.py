@@ -7,7 +7,7 @@ import io
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import httpx
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.errors import NotFoundError
+from cntr_sync.hashcache import decode, encode
 from cntr_sync.index import Index
 from cntr_sync.names import remote_names
 
@@ -60,12 +61,71 @@ class MemoryDatabase:
 
     def __init__(self) -> None:
         self.conn = sqlite3.connect(":memory:", isolation_level=None)
+        # The tables as index.py's migrations leave them: a blob per directory, a
+        # delta row per file changed since.
         self.conn.execute(
-            "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
-            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
-            " hash TEXT NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE hashes (dir TEXT PRIMARY KEY, files INTEGER NOT NULL,"
+            " newest INTEGER NOT NULL, entries BLOB NOT NULL)"
+        )
+        self.conn.execute(
+            "CREATE TABLE hash_deltas (dir TEXT NOT NULL, name TEXT NOT NULL, inode INTEGER,"
+            " size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, hash TEXT,"
+            " PRIMARY KEY (dir, name)) WITHOUT ROWID"
         )
         self.reads: list[str] = []
+
+    def blobs(self) -> dict[str, dict[str, tuple[Any, ...]]]:
+        """Every directory's blob, decoded, by directory."""
+        return {
+            directory: decode(blob) or {}
+            for directory, blob in self.conn.execute("SELECT dir, entries FROM hashes")
+        }
+
+    def deltas(self) -> dict[str, tuple[Any, ...]]:
+        """Every delta row by relpath: (inode, size, mtime_ns, ctime_ns, digest), all
+        None for a file that is gone."""
+        return {
+            f"{directory}/{name}" if directory else name: tuple(row)
+            for directory, name, *row in self.conn.execute(
+                "SELECT dir, name, inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas"
+            )
+        }
+
+    def cached(self) -> dict[str, tuple[Any, ...]]:
+        """Every cached row by relpath, (inode, size, mtime_ns, ctime_ns, digest), as the
+        blobs hold them with the deltas laid over (a gone file left out)."""
+        rows: dict[str, tuple[Any, ...]] = {}
+        for directory, entries in self.blobs().items():
+            for name, row in entries.items():
+                rows[f"{directory}/{name}" if directory else name] = row
+        for relpath, row in self.deltas().items():
+            if row[4] is None:
+                rows.pop(relpath, None)
+            else:
+                rows[relpath] = row
+        return rows
+
+    def rewrite(self, change: Callable[[str, list[Any]], None]) -> None:
+        """Change the stored rows in place, blobs and deltas: ``change(relpath, row as a
+        list)``."""
+        for directory, entries in self.blobs().items():
+            for name, row in entries.items():
+                fields = list(row)
+                change(f"{directory}/{name}" if directory else name, fields)
+                entries[name] = tuple(fields)  # type: ignore[assignment]
+            self.conn.execute(
+                "UPDATE hashes SET entries = ? WHERE dir = ?",
+                (encode(entries), directory),  # type: ignore[arg-type]
+            )
+        for relpath, row in self.deltas().items():
+            fields = list(row)
+            change(relpath, fields)
+            directory, _, name = relpath.rpartition("/")
+            self.conn.execute(
+                "UPDATE hash_deltas SET inode = ?, size = ?, mtime_ns = ?, ctime_ns = ?, hash = ?"
+                " WHERE dir = ? AND name = ?",
+                (*fields, directory, name),
+            )
 
     def read(self, sql: str, params: tuple[object, ...]) -> list[Any]:
         self.reads.append(sql)

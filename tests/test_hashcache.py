@@ -1,11 +1,15 @@
-"""What hashing in a whole-tree scan keeps (never reading a non-regular file,
-dropping a vanished one, deferring a changed one), and the cyclic collector's
-pause while a scan runs."""
+"""The hash cache's two tables (a blob per directory, a delta row per file changed
+since): blobs, deltas and how a whole-tree scan folds them, damaged blobs, the
+migration from the row-per-file table; what hashing in a whole-tree scan keeps
+(never reading a non-regular file, dropping a vanished one, deferring a changed
+one), and the cyclic collector's pause while a scan runs."""
 
 from __future__ import annotations
 
 import gc
+import marshal
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -15,7 +19,8 @@ from typing import Any
 import pytest
 import xxhash
 
-from cntr_sync.hashcache import SqliteHashCache
+from cntr_sync.hashcache import ReadThroughCache, SqliteHashCache, decode, encode
+from cntr_sync.index import SCHEMA_VERSION, Index
 from cntr_sync.scan import IgnoreRules, Snapshot, collector_paused, scan
 from helpers import MemoryDatabase
 
@@ -38,8 +43,302 @@ def sqlite_cache() -> SqliteHashCache:
     return SqliteHashCache(MemoryDatabase())
 
 
-def run(root: Path, cache: Any) -> Snapshot:
-    return scan(root, rules=IgnoreRules.load(root), hash_cache=cache)
+def run(root: Path, cache: Any, only: list[str] | None = None) -> Snapshot:
+    return scan(root, rules=IgnoreRules.load(root), hash_cache=cache, only=only)
+
+
+def blob_bytes(db: MemoryDatabase) -> dict[str, bytes]:
+    """Every directory's blob as stored, byte for byte."""
+    return dict(db.conn.execute("SELECT dir, entries FROM hashes").fetchall())
+
+
+def changes(db: MemoryDatabase) -> int:
+    """Rows inserted, replaced or deleted on the connection so far."""
+    return db.conn.total_changes
+
+
+# -- blobs and deltas ------------------------------------------------------------------
+
+
+def test_a_blob_decodes_to_what_was_encoded_and_a_damaged_one_to_nothing() -> None:
+    entries = {"a.txt": (2**63 + 5, 3, -1_000, 2**70, "h"), "b": (1, 2, 3, 4, "d")}
+    assert decode(encode(entries)) == entries  # any int: inodes and times beyond 64 bits
+    assert decode(b"") is None
+    assert decode(b"\x00garbage") is None
+    assert decode(encode(entries)[:-3]) is None  # cut short
+    assert decode(marshal.dumps([1, 2])) is None  # not a dict
+    assert decode(marshal.dumps({"a": (1, 2, 3, 4)})) is None  # a field short
+    assert decode(marshal.dumps({"a": (1, 2, 3, 4, b"h")})) is None  # digest not a str
+    assert decode(marshal.dumps({"a": [1, 2, 3, 4, "h"]})) is None  # not a tuple
+    assert decode("text") is None  # not a blob at all
+    assert decode(b"\x00" + encode(entries)[1:]) is None  # a wrong checksum
+    data = marshal.dumps([1, 2])
+    assert decode(xxhash.xxh3_64_digest(data) + data) is None  # checksummed, not a dict
+
+
+def test_a_blob_is_the_same_whoever_else_holds_its_objects() -> None:
+    # No back-references (marshal 3+ writes one for every object referenced elsewhere,
+    # as the scan's are, by its LocalFiles): the bytes depend on the values alone.
+    big, digest_ = 10**18, "f" * 32
+    shared = {"a": (big, big, big, big, digest_), "b": (big, big, big, big, digest_)}
+    fresh = {
+        name: (int(str(big)), int(str(big)), int(str(big)), int(str(big)), "".join(digest_))
+        for name in ("a", "b")
+    }
+    assert encode(shared) == encode(fresh)
+    assert decode(encode(shared)) == shared
+
+
+def test_blobs_and_deltas_round_trip_through_the_tables() -> None:
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    # A whole-tree scan's fold writes blobs...
+    with cache.scanning() as rows:
+        assert rows is not None
+        for directory in ("", "d"):
+            rows.done(directory, rows.take(directory), {"a": (1, 2, 3, 4, f"{directory}a")})
+    cache.flush()
+    # ...single stores and forgets write deltas over them.
+    cache.store("d/a", 5, 6, 7, 8, "new")
+    cache.store("d/b", 1, 1, 1, 1, "b")
+    cache.forget("a")
+    cache.flush()
+
+    assert db.blobs() == {"": {"a": (1, 2, 3, 4, "a")}, "d": {"a": (1, 2, 3, 4, "da")}}
+    assert db.deltas() == {
+        "d/a": (5, 6, 7, 8, "new"),
+        "d/b": (1, 1, 1, 1, "b"),
+        "a": (None, None, None, None, None),
+    }
+    assert db.conn.execute("SELECT dir, files, newest FROM hashes ORDER BY dir").fetchall() == [
+        ("", 1, 4),
+        ("d", 1, 4),
+    ]
+    # The deltas win, in a lookup and in what a scan takes.
+    assert cache.lookup("d/a", 5, 6, 7, 8) == "new"
+    assert cache.lookup("d/a", 1, 2, 3, 4) is None
+    assert cache.lookup("a", 1, 2, 3, 4) is None
+    fresh = SqliteHashCache(db)
+    assert fresh.lookup("d/a", 5, 6, 7, 8) == "new"
+    assert fresh.lookup("d/b", 1, 1, 1, 1) == "b"
+    with fresh.scanning() as rows:
+        assert rows is not None
+        assert rows.take("") == {}
+        assert rows.take("d") == {"a": (5, 6, 7, 8, "new"), "b": (1, 1, 1, 1, "b")}
+
+
+def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "a.txt", "a")
+    write(tmp_path / "d" / "b.txt", "b")
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    first = run(tmp_path, cache)
+    cache.flush()
+    before = blob_bytes(db)
+    a = first.files["d/a.txt"]
+    key = (a.inode, a.size, a.mtime_ns, a.ctime_ns)
+    (tmp_path / "d" / "a.txt").unlink()
+
+    gone = run(tmp_path, cache, only=["d/a.txt"])  # the daemon's event for the deletion
+    cache.flush()
+
+    assert gone.files == {}
+    assert db.deltas() == {"d/a.txt": (None, None, None, None, None)}
+    assert blob_bytes(db) == before  # the blob still holds a.txt's row...
+    assert "a.txt" in db.blobs()["d"]
+    assert SqliteHashCache(db).lookup("d/a.txt", *key) is None  # ...which no longer counts
+    with SqliteHashCache(db).scanning() as rows:
+        assert rows is not None
+        assert set(rows.take("d")) == {"b.txt"}
+    # The next whole-tree scan folds the deletion into the blob.
+    run(tmp_path, cache)
+    cache.flush()
+    assert set(db.blobs()["d"]) == {"b.txt"}
+    assert db.deltas() == {}
+
+
+def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: Path) -> None:
+    for number in range(50):
+        write(tmp_path / "d" / f"f{number}.txt", f"file {number}")
+    write(tmp_path / "other" / "x.txt", "x")
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    run(tmp_path, cache)
+    cache.flush()
+    before = blob_bytes(db)
+    write(tmp_path / "d" / "f7.txt", "changed")
+    db.reads.clear()
+    written = changes(db)
+
+    snapshot = run(tmp_path, cache, only=["d/f7.txt"])
+    cache.flush()
+
+    assert snapshot.hashed_count == 1
+    assert snapshot.files["d/f7.txt"].hash == digest("changed")
+    changed = snapshot.files["d/f7.txt"]
+    assert db.deltas() == {
+        "d/f7.txt": (changed.inode, changed.size, changed.mtime_ns, changed.ctime_ns, changed.hash)
+    }
+    assert blob_bytes(db) == before  # no blob rewritten
+    assert changes(db) - written == 1  # one row: the delta
+    # Its change time is newer than any in d's blob: the blob was not even read.
+    assert not any("SELECT entries" in sql for sql in db.reads)
+    # And the next incremental pass over it finds its delta row.
+    again = run(tmp_path, cache, only=["d/f7.txt"])
+    assert again.hashed_count == 0
+    assert again.files["d/f7.txt"] == changed
+
+
+def test_a_whole_tree_scan_folds_deltas_and_rewrites_only_their_directories(
+    tmp_path: Path,
+) -> None:
+    for directory in ("a", "b", "c"):
+        for number in range(5):
+            write(tmp_path / directory / f"f{number}.txt", f"{directory} {number}")
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    run(tmp_path, cache)
+    cache.flush()
+    write(tmp_path / "a" / "f1.txt", "changed a")
+    write(tmp_path / "b" / "new.txt", "new in b")
+    run(tmp_path, cache, only=["a/f1.txt", "b/new.txt"])
+    cache.flush()
+    assert set(db.deltas()) == {"a/f1.txt", "b/new.txt"}
+    before = blob_bytes(db)
+    written = changes(db)
+
+    snapshot = run(tmp_path, cache)
+    cache.flush()
+
+    assert snapshot.hashed_count == 0  # the deltas answered
+    assert db.deltas() == {}
+    # a's and b's blobs rewritten with their deltas (2 rows), their 2 deltas deleted;
+    # c had nothing new: untouched.
+    assert changes(db) - written == 4
+    after = blob_bytes(db)
+    assert after["c"] == before["c"]
+    assert decode(after["a"])["f1.txt"][4] == digest("changed a")  # type: ignore[index]
+    assert decode(after["b"])["new.txt"][4] == digest("new in b")  # type: ignore[index]
+    assert set(db.cached()) == set(snapshot.files)
+    # Nothing new since: a scan writes nothing.
+    written = changes(db)
+    assert run(tmp_path, cache).hashed_count == 0
+    cache.flush()
+    assert changes(db) == written
+
+
+def test_a_dry_runs_scan_folds_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "a.txt", "a")
+    write(tmp_path / "d" / "b.txt", "b")
+    db = MemoryDatabase()
+    backing = SqliteHashCache(db)
+    run(tmp_path, backing)
+    backing.flush()
+    write(tmp_path / "d" / "a.txt", "changed")
+    run(tmp_path, backing, only=["d/a.txt"])
+    backing.flush()
+    written = changes(db)
+
+    snapshot = run(tmp_path, ReadThroughCache(backing))
+    backing.flush()
+
+    assert snapshot.hashed_count == 0  # the blob and the delta both answered
+    assert changes(db) == written
+    assert set(db.deltas()) == {"d/a.txt"}
+
+
+def test_a_damaged_blob_costs_a_re_hash_of_its_directory_and_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    for name in ("a/1.txt", "a/2.txt", "b/3.txt", "c/4.txt", "top.txt"):
+        write(tmp_path / name, name)
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    first = run(tmp_path, cache)
+    cache.flush()
+    db.conn.execute("UPDATE hashes SET entries = ? WHERE dir = 'a'", (b"\x00garbage",))
+    db.conn.execute(
+        "UPDATE hashes SET entries = ? WHERE dir = 'b'", (marshal.dumps({"3.txt": (1, 2)}),)
+    )
+    assert cache.count() == 5  # what the rows say, damaged or not
+
+    second = run(tmp_path, cache)
+    cache.flush()
+    third = run(tmp_path, cache)
+
+    assert second.hashed_count == 3  # a's two files and b's one, not c's or the root's
+    assert second.files == first.files
+    assert third.hashed_count == 0
+    assert set(db.cached()) == set(first.files)
+    # A damaged blob outside a scan: no row, not an error.
+    db.conn.execute("UPDATE hashes SET entries = X'00' WHERE dir = 'c'")
+    c = first.files["c/4.txt"]
+    assert SqliteHashCache(db).lookup("c/4.txt", c.inode, c.size, c.mtime_ns, c.ctime_ns) is None
+
+
+def test_prune_drops_a_damaged_blob_folds_deltas_and_counts_what_went() -> None:
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    with cache.scanning() as rows:
+        assert rows is not None
+        rows.done("a", {}, {"1": (1, 2, 3, 4, "a/1"), "2": (1, 2, 3, 4, "a/2")})
+        rows.done("b", {}, {name: (1, 2, 3, 4, f"b/{name}") for name in ("3", "4", "5")})
+        rows.done("", {}, {"6": (1, 2, 3, 4, "6")})
+    cache.flush()
+    cache.store("a/7", 1, 2, 3, 4, "a/7")  # a delta, kept
+    cache.store("c/8", 1, 2, 3, 4, "c/8")  # a delta, not kept
+    cache.forget("6")  # gone, yet kept below: stays gone
+    db.conn.execute("UPDATE hashes SET entries = X'00' WHERE dir = 'b'")
+
+    assert cache.prune(["a/1", "a/7", "b/3", "6"]) == 1 + 3 + 1
+    assert db.cached() == {"a/1": (1, 2, 3, 4, "a/1"), "a/7": (1, 2, 3, 4, "a/7")}
+    assert db.deltas() == {}
+    assert cache.count() == 2
+    assert cache.prune([]) == 2
+    assert db.conn.execute("SELECT count(*) FROM hashes").fetchone()[0] == 0
+
+
+# -- the migration -------------------------------------------------------------------
+
+
+def test_the_row_per_file_table_of_schema_5_is_replaced_and_refilled(tmp_path: Path) -> None:
+    root, state = tmp_path / "root", tmp_path / "state"
+    write(root / "d" / "a.txt", "a")
+    with Index.open(state, base_url="http://x", root=root, container_spec="c") as index:
+        path = index.path
+    # The file as cntr-sync with schema 5 left it: a row per file.
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE hashes")
+    db.execute("DROP TABLE hash_deltas")
+    db.execute(
+        "CREATE TABLE hashes (relpath TEXT PRIMARY KEY, inode INTEGER NOT NULL,"
+        " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+        " hash TEXT NOT NULL) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO hashes VALUES ('d/a.txt', 1, 1, 1, 1, 'old')")
+    db.execute("PRAGMA user_version = 5")
+    db.commit()
+    db.close()
+
+    with Index.open(state, base_url="http://x", root=root, container_spec="c") as index:
+        assert index.hashes.lookup("d/a.txt", 1, 1, 1, 1) is None  # the old rows are gone
+        assert index.hashes.count() == 0
+        first = scan(root, rules=IgnoreRules.load(root), hash_cache=index.hashes)
+    with Index.open(state, base_url="http://x", root=root, container_spec="c") as index:
+        second = scan(root, rules=IgnoreRules.load(root), hash_cache=index.hashes)
+        assert index.hashes.count() == 1
+
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        columns = [row[1] for row in db.execute("PRAGMA table_info(hashes)")]
+        assert columns == ["dir", "files", "newest", "entries"]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(hash_deltas)")]
+        assert columns == ["dir", "name", "inode", "size", "mtime_ns", "ctime_ns", "hash"]
+    finally:
+        db.close()
+    assert (first.hashed_count, second.hashed_count) == (1, 0)
+    assert second.files["d/a.txt"].hash == digest("a")
 
 
 # -- hashing keeps its guarantees ---------------------------------------------------

@@ -63,7 +63,7 @@ def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path)
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
             assert {"meta", "entries", "intents", "pending_deletes", "hashes"} <= tables
             assert "entries_by_remote_id" in tables
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             meta = db.execute("SELECT base_url, root, container_spec FROM meta").fetchall()
             assert meta == [(BASE_URL, str(root.resolve()), SPEC)]

@@ -1038,7 +1038,7 @@ def test_the_walk_keeps_what_pathspec_keeps(
 # -- the SQLite hash cache during a scan ----------------------------------------------
 
 
-def test_a_scan_reads_the_sqlite_cache_in_one_query(tmp_path: Path) -> None:
+def test_a_scan_reads_the_sqlite_cache_in_one_query_a_table(tmp_path: Path) -> None:
     for index in range(30):
         write(tmp_path / f"d{index % 3}" / f"f{index}.txt", f"content {index}")
     db = MemoryDatabase()
@@ -1046,23 +1046,34 @@ def test_a_scan_reads_the_sqlite_cache_in_one_query(tmp_path: Path) -> None:
     first = scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache)
     cache.flush()
     assert first.hashed_count == 30
-    assert db.conn.execute("SELECT count(*) FROM hashes").fetchone()[0] == 30
+    assert cache.count() == 30
+    assert db.conn.execute("SELECT count(*) FROM hashes").fetchone()[0] == 3  # a directory a row
+    assert db.deltas() == {}
 
     db.reads.clear()
     write(tmp_path / "d0" / "f0.txt", "changed")
     second = scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=cache)
 
-    assert db.reads == ["SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes"]
+    assert db.reads == [
+        "SELECT dir, entries FROM hashes",
+        "SELECT dir, name, inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas",
+    ]
     assert second.hashed_count == 1  # only what changed
     assert second.files["d0/f0.txt"].hash == digest(b"changed")
     assert {k: v.hash for k, v in second.files.items() if k != "d0/f0.txt"} == {
         k: v.hash for k, v in first.files.items() if k != "d0/f0.txt"
     }
-    # Outside a scan the cache answers row by row again, with what the scan stored.
+    # Outside a scan the cache answers from what the scan folded (d0's blob, not yet
+    # written), then from the table: the file's delta row (none), d0's newest change
+    # time, and d0's blob and deltas once for every file of d0.
     db.reads.clear()
     changed = second.files["d0/f0.txt"]
     key = (changed.inode, changed.size, changed.mtime_ns, changed.ctime_ns)
     assert cache.lookup("d0/f0.txt", *key) == digest(b"changed")
+    assert db.reads == []
     cache.flush()
+    assert db.cached()["d0/f0.txt"][4] == digest(b"changed")
     assert cache.lookup("d0/f0.txt", *key) == digest(b"changed")
-    assert len(db.reads) == 1
+    other = second.files["d0/f3.txt"]
+    assert cache.lookup("d0/f3.txt", other.inode, other.size, other.mtime_ns, other.ctime_ns)
+    assert len(db.reads) == 4

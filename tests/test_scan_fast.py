@@ -18,7 +18,7 @@ import pytest
 import xxhash
 
 from cntr_sync.hashcache import (
-    ROWS_PER_INSERT,
+    HASH_BATCH,
     MemoryHashCache,
     ReadThroughCache,
     SqliteHashCache,
@@ -58,8 +58,8 @@ def run(root: Path, cache: Any, patterns: tuple[str, ...] = ()) -> Snapshot:
 # -- the cache's rows ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("column", ["inode", "size", "mtime_ns", "ctime_ns"])
-def test_a_row_is_used_only_when_its_whole_stat_key_matches(tmp_path: Path, column: str) -> None:
+@pytest.mark.parametrize("column", [0, 1, 2, 3])  # inode, size, mtime_ns, ctime_ns
+def test_a_row_is_used_only_when_its_whole_stat_key_matches(tmp_path: Path, column: int) -> None:
     write(tmp_path / "same.txt", "same")
     write(tmp_path / "d" / "off.txt", "off")
     db = MemoryDatabase()
@@ -67,8 +67,13 @@ def test_a_row_is_used_only_when_its_whole_stat_key_matches(tmp_path: Path, colu
     run(tmp_path, cache)
     cache.flush()
     # A digest no file has: a scan that takes it read the row, not the file.
-    db.conn.execute("UPDATE hashes SET hash = 'from-the-row'")
-    db.conn.execute(f"UPDATE hashes SET {column} = {column} + 1 WHERE relpath = 'd/off.txt'")
+
+    def change(relpath: str, row: list[Any]) -> None:
+        row[4] = "from-the-row"
+        if relpath == "d/off.txt":
+            row[column] += 1
+
+    db.rewrite(change)
 
     snapshot = run(tmp_path, cache)
 
@@ -261,27 +266,50 @@ def test_the_scans_hashing_refuses_what_is_not_a_regular_file(tmp_path: Path) ->
 # -- the SQLite cache's writes ------------------------------------------------------
 
 
-def test_buffered_rows_are_written_whole_and_answer_before_and_after(tmp_path: Path) -> None:
+def test_buffered_rows_are_written_as_deltas_and_answer_before_and_after(tmp_path: Path) -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
-    # More than one statement's worth, and some left over: both kinds of INSERT.
-    count = 2 * ROWS_PER_INSERT + 7
-    rows = [(f"d{n % 3}/f{n}", n, n * 10, n * 100, n * 1000, f"h{n}") for n in range(count, 0, -1)]
+    rows = [(f"d{n % 3}/f{n}", n, n * 10, n * 100, n * 1000, f"h{n}") for n in range(30, 0, -1)]
+    rows.append(("top", 1, 2, 3, 4, "h-top"))
     for row in rows:
         cache.store(*row)
     assert cache.lookup("d1/f7", 7, 70, 700, 7000) == "h7"  # buffered
     assert cache.lookup("d1/f7", 7, 70, 700, 7001) is None
     cache.flush()
-    written = db.conn.execute(
-        "SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes ORDER BY relpath"
-    ).fetchall()
-    assert written == sorted(rows)
+    assert db.deltas() == {row[0]: row[1:] for row in rows}  # a row each, no blob
+    assert db.blobs() == {}
     assert cache.lookup("d1/f7", 7, 70, 700, 7000) == "h7"  # from the table
     cache.store("d1/f7", 8, 80, 800, 8000, "again")
     with cache.scanning() as loaded:
         assert loaded is not None
-        assert loaded["d1/f7"] == ("d1/f7", 8, 80, 800, 8000, "again")  # the buffer wins
-        assert loaded["d2/f8"] == ("d2/f8", 8, 80, 800, 8000, "h8")
+        d1 = loaded.take("d1")
+        assert d1["f7"] == (8, 80, 800, 8000, "again")  # the buffer wins
+        assert d1["f1"] == (1, 10, 100, 1000, "h1")
+        loaded.done("d1", d1, {})
+    cache.flush()
+    # d1 was folded: its blob holds all its rows, its deltas are gone; d0 and d2 wait.
+    assert set(db.blobs()) == {"d1"}
+    assert len(db.blobs()["d1"]) == 10
+    assert {relpath.partition("/")[0] for relpath in db.deltas()} == {"d0", "d2", "top"}
+    assert cache.lookup("d1/f7", 8, 80, 800, 8000) == "again"
+
+
+def test_a_cold_scan_is_written_in_batches_of_whole_directories(tmp_path: Path) -> None:
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    with cache.scanning() as loaded:
+        assert loaded is not None
+        for number in range(3):
+            directory = f"d{number}"
+            loaded.take(directory)
+            fresh = {f"f{n}": (n, 1, 2, 3, "h") for n in range(HASH_BATCH // 2 + 1)}
+            loaded.done(directory, {}, fresh)
+        # Two directories made a batch: written while the scan runs, not held to its end.
+        assert set(db.blobs()) == {"d0", "d1"}
+    cache.flush()
+    assert set(db.blobs()) == {"d0", "d1", "d2"}
+    assert db.deltas() == {}
+    assert cache.count() == 3 * (HASH_BATCH // 2 + 1)
 
 
 def test_names_that_start_or_end_like_a_pattern_are_checked_in_full(tmp_path: Path) -> None:

@@ -7,15 +7,35 @@ it back.
 
 Owns the ``HashCache`` protocol that ``scan`` asks before reading a file, and
 its three implementations: ``MemoryHashCache`` (tests, one-off scans),
-``SqliteHashCache`` (the durable one, a table in the pair's index file,
+``SqliteHashCache`` (the durable one, two tables in the pair's index file,
 written in batches) and ``ReadThroughCache`` (reads the durable cache, keeps
 its own writes in memory: what a dry run uses, so it changes nothing on disk).
 
-A whole-tree scan asks about every file, so it runs inside ``scanning()``:
-the SQLite cache then reads its table once into a dict (one ``SELECT``, not
-one per file: 1.0 s of a 100k-file scan) and drops the dict when the scan
-ends, so a long-running daemon does not hold it between passes. Lookups
-outside ``scanning()`` still read one row each (a scan of a few paths).
+The SQLite cache keeps a directory's files in two places:
+
+- ``hashes``: one row per directory (its relpath, "" for the root; how many
+  files; the newest ctime among them; one blob, a ``marshal`` of
+  ``{name: (inode, size, mtime_ns, ctime_ns, digest)}``, see ``encode`` and
+  ``decode``). A whole-tree scan reads every row in one ``SELECT`` and decodes
+  a directory's blob (in C) when the walk lists it: a row and a decode per
+  directory, not six columns per file.
+- ``hash_deltas``: one row per file changed since its directory's blob was
+  written (its digest, or NULL: the file is gone). A store or a forget outside
+  a whole-tree scan (the daemon's incremental passes, a download) writes one
+  of these small rows, never the directory's blob.
+
+A lookup takes a file's delta row over its blob's. A whole-tree scan folds a
+directory's deltas into its blob as it leaves the directory, with what it
+hashed there, and rewrites only the blobs of directories that had deltas or
+new digests (or a damaged blob); the rewrite deletes the directory's deltas.
+A blob whose checksum does not match (or that is not a marshalled dict) is
+taken as no row: its files are hashed again and the row rewritten.
+
+A lookup outside a whole-tree scan reads the file's delta row; if there is none,
+its directory's newest ctime, and only when the file's ctime is not newer (so
+that it may match a row) the blob, which it keeps while it is asked about the
+same directory. A changed file's ctime is newer than any its directory's blob
+holds, so a daemon's one-file change never decodes a blob.
 
 Must not: hash anything itself, or hold anything but digests of local files.
 It describes the local tree, so it outlives containers: a new container does
@@ -24,38 +44,101 @@ not empty it.
 
 from __future__ import annotations
 
+import marshal
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from itertools import chain
+from operator import itemgetter
 from typing import Any, Protocol
 
-# Rows buffered before one transaction writes them, in key order: a commit per
-# file would dominate a first scan of 100k files, and so do small batches, as
-# each one rewrites pages all over the table's B-tree (measured on 100k rows:
-# 1.5 s of CPU in batches of 1,000, 0.5 s in one). A lost row only costs a
-# re-hash (25,000 small files: about a third of a second).
+from xxhash import xxh3_64_digest
+
+# Files buffered (as deltas or folded blobs) before one transaction writes them: a
+# commit per file would dominate a first scan of 100k files. A lost row only costs
+# a re-hash (25,000 small files: about a third of a second).
 HASH_BATCH = 25_000
 
-# Rows written by one INSERT statement: executemany's cost per statement (binding
-# aside: stepping, resetting, the GIL given up and taken back) is then shared.
-# Measured on 100k rows: 0.41 s of CPU one row a statement, 0.28 s at 50.
-ROWS_PER_INSERT = 50
-_INSERT_ONE = (
-    "INSERT OR REPLACE INTO hashes (relpath, inode, size, mtime_ns, ctime_ns, hash)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_DIR = "INSERT OR REPLACE INTO hashes (dir, files, newest, entries) VALUES (?, ?, ?, ?)"
+_INSERT_DELTA = (
+    "INSERT OR REPLACE INTO hash_deltas (dir, name, inode, size, mtime_ns, ctime_ns, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_MANY = _INSERT_ONE + ", (?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
+_SELECT_DIRS = "SELECT dir, entries FROM hashes"
+_SELECT_DELTAS = "SELECT dir, name, inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas"
 
 # One cached digest: (inode, size, mtime_ns, ctime_ns, digest).
 Row = tuple[int, int, int, int, str]
-# The same with its relpath first, as the ``hashes`` table holds it.
-FullRow = tuple[str, int, int, int, int, str]
+# A directory's rows by file name, as one blob holds them.
+Entries = dict[str, Row]
+# A directory's deltas by file name: a row, or None for a file that is gone.
+Deltas = dict[str, Row | None]
 
-# What ``scanning`` may yield: rows by relpath, each (relpath, inode, size, mtime_ns,
-# ctime_ns, digest), for the walk to look up without a call: it takes a file's row
-# out (``pop``), and uses the digest only if the other four fields match its stat.
-ScanRows = dict[str, tuple[Any, ...]]
+_CTIME = itemgetter(3)
+
+# marshal's version 2: no back-references. From version 3 on, every object whose
+# reference count is above one (all of a scan's: its LocalFile holds the same ints
+# and digest) goes through a table of objects written so far: callgrind, 20k rows
+# of a cold scan, 3.0k instructions a row to write at version 4, 2.3k at 2.
+MARSHAL_VERSION = 2
+
+
+def split(relpath: str) -> tuple[str, str]:
+    """(directory, name) of a relpath: the row and the key within it."""
+    directory, _, name = relpath.rpartition("/")
+    return directory, name
+
+
+def encode(entries: Entries) -> bytes:
+    """The blob of one directory's row: a checksum of the marshal that follows it."""
+    data = marshal.dumps(entries, MARSHAL_VERSION)
+    return xxh3_64_digest(data) + data
+
+
+def decode(blob: object) -> Entries | None:
+    """A directory's entries from its blob; None when the blob is damaged.
+
+    Damaged means a checksum that does not match, or a marshal that is not a dict.
+    The rows' shape is not checked one by one (a generator over them cost ~1.5k
+    instructions a file, 6 % of a warm scan): a blob whose checksum matches was
+    written by ``encode``, from rows of four ints and a str.
+    """
+    if type(blob) is not bytes or len(blob) < _CHECKSUM:
+        return None
+    data = memoryview(blob)[_CHECKSUM:]
+    if xxh3_64_digest(data) != blob[:_CHECKSUM]:
+        return None
+    try:
+        entries = marshal.loads(data)  # noqa: S302 (our own file, 0600, checksummed)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return entries if type(entries) is dict else None
+
+
+# The checksum's bytes at the start of a blob (xxh3-64).
+_CHECKSUM = 8
+
+
+def _delta(row: tuple[Any, ...]) -> Row | None:
+    """A delta row's (inode, size, mtime_ns, ctime_ns, digest) as selected; None for a
+    file that is gone, and for a row of any other shape (damaged: it hides the blob's)."""
+    if (
+        type(row[4]) is str
+        and type(row[0]) is int
+        and type(row[1]) is int
+        and type(row[2]) is int
+        and type(row[3]) is int
+    ):
+        return (row[0], row[1], row[2], row[3], row[4])
+    return None
+
+
+def _overlay(entries: dict[str, Any], deltas: Deltas) -> None:
+    """Lay ``deltas`` over ``entries``: a row replaces, None removes."""
+    for name, row in deltas.items():
+        if row is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = row
 
 
 class HashCache(Protocol):
@@ -69,12 +152,32 @@ class HashCache(Protocol):
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None: ...
 
+    def forget(self, relpath: str) -> None:
+        """The file at ``relpath`` is gone: its digest may go too."""
+        ...
+
     def scanning(self) -> AbstractContextManager[ScanRows | None]:
         """Around one whole-tree scan: the cache may prepare for a lookup of every file.
 
-        It may yield its rows (``ScanRows``): the scan then looks files up in them
-        rather than calling ``lookup``, so ``lookup`` must answer from them alone.
+        It may yield a ``ScanRows``: the scan then asks it for each directory's
+        entries and looks files up in those rather than calling ``lookup``.
         """
+        ...
+
+
+class ScanRows(Protocol):
+    """What ``HashCache.scanning`` may yield: the cache's rows a directory at a time."""
+
+    def take(self, directory: str) -> dict[str, tuple[Any, ...]]:
+        """The entries of ``directory`` (a relpath, "" for the root) by name, each
+        (inode, size, mtime_ns, ctime_ns, digest). The walk asks once per directory,
+        uses a row's digest only if the other four fields match its stat, and hands
+        the dict back to ``done`` when it leaves the directory."""
+        ...
+
+    def done(self, directory: str, entries: dict[str, Any], fresh: Entries) -> None:
+        """The walk has left ``directory``: ``entries`` is what ``take`` gave (the cache
+        may keep it), ``fresh`` the rows of files it hashed there (``store`` for each)."""
         ...
 
 
@@ -97,6 +200,9 @@ class MemoryHashCache:
     ) -> None:
         self._rows[relpath] = (inode, size, mtime_ns, ctime_ns, digest)
 
+    def forget(self, relpath: str) -> None:
+        self._rows.pop(relpath, None)
+
     def scanning(self) -> AbstractContextManager[None]:
         return nullcontext()
 
@@ -110,118 +216,286 @@ class Database(Protocol):
 
 
 class SqliteHashCache:
-    """The ``hashes`` table of an index file; ``store`` is buffered, ``flush`` writes.
-
-    It shares the index's connection, transactions and error messages.
-    """
+    """The ``hashes`` and ``hash_deltas`` tables of an index file; writes are buffered,
+    ``flush`` writes them. It shares the index's connection, transactions and error
+    messages."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: dict[str, FullRow] = {}
-        # While a scan runs (``scanning``): the table's rows as selected,
-        # (relpath, inode, size, mtime_ns, ctime_ns, hash), with the buffered
-        # ones laid over them, by relpath; None otherwise. The walk asks for each
-        # relpath once: a lookup takes its row out, a store does not put one in.
-        self._loaded: ScanRows | None = None
+        # Deltas not yet written, by directory, then name (None: forgotten).
+        self._pending: dict[str, Deltas] = {}
+        # Whole directories to write as blobs (their deltas deleted), by directory.
+        self._folded: dict[str, Entries] = {}
+        # Files in the two above: a flush when it reaches HASH_BATCH.
+        self._buffered = 0
+        # While a whole-tree scan runs (``scanning``): the blobs by directory as
+        # selected, and the delta rows by directory, then name; None otherwise.
+        self._blobs: dict[str, bytes] | None = None
+        self._deltas: dict[str, Deltas] | None = None
+        # Directories the scan took that must be rewritten even with nothing new
+        # (they had deltas, or their blob was damaged).
+        self._dirty: set[str] = set()
+        # The last directory ``lookup`` read whole, with its deltas laid over.
+        self._recent: tuple[str, Entries] | None = None
+
+    # -- a whole-tree scan
 
     @contextmanager
     def _scanning(self) -> Iterator[ScanRows]:
-        rows = self._db.read(
-            "SELECT relpath, inode, size, mtime_ns, ctime_ns, hash FROM hashes", ()
-        )
-        # The rows themselves, not slices of them: a tuple less per file.
-        loaded = {row[0]: row for row in rows}
-        del rows
-        loaded.update(self._pending)
-        self._loaded = loaded
+        blobs = dict(self._db.read(_SELECT_DIRS, ()))
+        deltas: dict[str, Deltas] = {}
+        for row in self._db.read(_SELECT_DELTAS, ()):
+            named = deltas.get(row[0])
+            if named is None:
+                named = deltas[row[0]] = {}
+            named[row[1]] = _delta(row[2:])
+        self._blobs, self._deltas = blobs, deltas
+        self._dirty = set()
+        self._recent = None
         try:
-            yield loaded
+            yield self
         finally:
-            self._loaded = None
+            self._blobs = self._deltas = None
+            self._dirty = set()
+            self._recent = None
 
     def scanning(self) -> AbstractContextManager[ScanRows | None]:
-        """Load every row once for the scan's lookups (and yield them); drop them when it ends."""
+        """Select every row once for the scan's lookups; drop them when it ends."""
         return self._scanning()
+
+    def _scanned(self, directory: str) -> tuple[Entries, bool]:
+        """A directory's entries as the scan loaded them (its blob let go, deltas laid
+        over), and whether its row must be rewritten even with nothing new."""
+        assert self._blobs is not None and self._deltas is not None
+        blob = self._blobs.pop(directory, None)
+        deltas = self._deltas.pop(directory, None)
+        folded = self._folded.get(directory)
+        if folded is not None:
+            return folded, False  # folded since it was written: newer than both
+        dirty = False
+        if blob is None:
+            entries: Entries = {}
+        else:
+            decoded = decode(blob)
+            if decoded is None:
+                entries, dirty = {}, True
+            else:
+                entries = decoded
+        if deltas:
+            _overlay(entries, deltas)
+            dirty = True
+        return entries, dirty
+
+    def take(self, directory: str) -> dict[str, tuple[Any, ...]]:
+        """A directory's entries for the walk, buffered deltas laid over (``ScanRows.take``)."""
+        entries, dirty = self._scanned(directory)
+        if dirty:
+            self._dirty.add(directory)
+        pending = self._pending.get(directory)
+        if pending:
+            _overlay(entries, pending)
+        return entries
+
+    def done(self, directory: str, entries: dict[str, Any], fresh: Entries) -> None:
+        """Fold the directory's deltas and new rows into its blob, if it has any
+        (``ScanRows.done``); the blob is written by the next flush."""
+        before = self._folded.get(directory)
+        buffered = len(before) if before is not None else 0  # ``entries`` itself, if any
+        pending = self._pending.pop(directory, None)
+        if pending:
+            self._buffered -= len(pending)
+            _overlay(entries, pending)
+        if fresh:
+            entries.update(fresh)
+        if not (pending or fresh or directory in self._dirty):
+            return
+        self._dirty.discard(directory)
+        self._buffered += len(entries) - buffered
+        self._folded[directory] = entries
+        if self._buffered >= HASH_BATCH:
+            self.flush()
+
+    # -- single files
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
     ) -> str | None:
-        loaded = self._loaded
-        if loaded is not None:
-            # Taken out, not read: the walk asks once per relpath, and the memory a
-            # row frees goes to the snapshot's entry, so the peak is one of them.
-            row = loaded.pop(relpath, None)
-            if (
-                row is not None
-                and row[1] == inode
-                and row[2] == size
-                and row[3] == mtime_ns
-                and row[4] == ctime_ns
-            ):
-                return str(row[5])
-            return None
-        pending = self._pending.get(relpath)
-        if pending is not None:
-            return pending[5] if pending[1:5] == (inode, size, mtime_ns, ctime_ns) else None
+        directory, name = split(relpath)
+        pending = self._pending.get(directory)
+        if pending is not None and name in pending:
+            row = pending[name]
+        else:
+            row = self._row(directory, name, ctime_ns)
+        if (
+            row is not None
+            and row[0] == inode
+            and row[1] == size
+            and row[2] == mtime_ns
+            and row[3] == ctime_ns
+        ):
+            return row[4]
+        return None
+
+    def _row(self, directory: str, name: str, ctime_ns: int) -> Row | None:
+        """The stored row of one file (what the buffer does not hold), or None."""
+        folded = self._folded.get(directory)
+        if folded is not None:
+            return folded.get(name)
+        recent = self._recent
+        if recent is not None and recent[0] == directory:
+            return recent[1].get(name)
+        if self._blobs is not None:
+            # In a whole-tree scan that does not take rows itself (a dry run's).
+            entries, _ = self._scanned(directory)
+            self._recent = (directory, entries)
+            return entries.get(name)
         rows = self._db.read(
-            "SELECT hash FROM hashes WHERE relpath = ? AND inode = ? AND size = ?"
-            " AND mtime_ns = ? AND ctime_ns = ?",
-            (relpath, inode, size, mtime_ns, ctime_ns),
+            "SELECT inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas"
+            " WHERE dir = ? AND name = ?",
+            (directory, name),
         )
-        return str(rows[0][0]) if rows else None
+        if rows:
+            return _delta(rows[0])
+        rows = self._db.read("SELECT newest FROM hashes WHERE dir = ?", (directory,))
+        if not rows or ctime_ns > rows[0][0]:
+            return None  # newer than every row of the blob: none can match
+        entries = self._stored(directory)
+        self._recent = (directory, entries)
+        return entries.get(name)
+
+    def _stored(self, directory: str) -> Entries:
+        """A directory's rows on disk: its blob, its deltas laid over."""
+        rows = self._db.read("SELECT entries FROM hashes WHERE dir = ?", (directory,))
+        entries = (decode(rows[0][0]) or {}) if rows else {}
+        deltas = self._db.read(
+            "SELECT name, inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas WHERE dir = ?",
+            (directory,),
+        )
+        _overlay(entries, {row[0]: _delta(row[1:]) for row in deltas})
+        return entries
 
     def store(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None:
-        self._pending[relpath] = (relpath, inode, size, mtime_ns, ctime_ns, digest)
-        if len(self._pending) >= HASH_BATCH:
+        self._delta(relpath, (inode, size, mtime_ns, ctime_ns, digest))
+
+    def forget(self, relpath: str) -> None:
+        """A delta that says the file is gone (its blob's row, if any, no longer counts)."""
+        self._delta(relpath, None)
+
+    def _delta(self, relpath: str, row: Row | None) -> None:
+        directory, name = split(relpath)
+        pending = self._pending.get(directory)
+        if pending is None:
+            pending = self._pending[directory] = {}
+        if name not in pending:
+            self._buffered += 1
+        pending[name] = row
+        # Not in the middle of a scan's directory: ``done`` flushes between them.
+        if self._buffered >= HASH_BATCH and self._blobs is None:
             self.flush()
 
+    # -- writing
+
     def flush(self) -> None:
-        """Write buffered ``store`` calls (closing the index does this too)."""
-        if not self._pending:
+        """Write buffered blobs and deltas in one transaction (closing the index does too).
+
+        A folded directory's blob replaces its row and its deltas are deleted;
+        deltas buffered since are written after, so they stay on top.
+        """
+        folded, pending = self._folded, self._pending
+        if not folded and not pending:
             return
-        # In key order: the table is a B-tree on relpath, and the walk's order is not.
-        # The keys alone are sorted (strings: 2.5x cheaper than sorting the rows).
-        pending = self._pending
-        keys = sorted(pending)
-        whole = len(keys) - len(keys) % ROWS_PER_INSERT
-        batches = (keys[at : at + ROWS_PER_INSERT] for at in range(0, whole, ROWS_PER_INSERT))
+        blobs = [
+            (directory, len(entries), max(map(_CTIME, entries.values())), encode(entries))
+            for directory, entries in sorted(folded.items())
+            if entries
+        ]
+        emptied = [(directory,) for directory, entries in folded.items() if not entries]
+        deltas = [
+            (directory, name, *row) if row is not None else (directory, name, *_GONE)
+            for directory, named in sorted(pending.items())
+            for name, row in named.items()
+        ]
         with self._db.write() as db:
-            # ROWS_PER_INSERT rows a statement: a third less CPU than a row each.
-            db.executemany(_INSERT_MANY, (_parameters(pending, batch) for batch in batches))
-            db.executemany(_INSERT_ONE, map(pending.__getitem__, keys[whole:]))
+            if folded:
+                db.executemany(_INSERT_DIR, blobs)
+                db.executemany("DELETE FROM hashes WHERE dir = ?", emptied)
+                db.executemany(
+                    "DELETE FROM hash_deltas WHERE dir = ?", ((directory,) for directory in folded)
+                )
+            db.executemany(_INSERT_DELTA, deltas)
+        if self._deltas is not None:
+            # In a scan: directories it has yet to take find these deltas on disk.
+            for directory, named in pending.items():
+                self._deltas.setdefault(directory, {}).update(named)
+        folded.clear()
         pending.clear()
+        self._buffered = 0
+        self._recent = None
 
     def count(self) -> int:
-        """Rows cached on disk (buffered ones not yet written are not counted)."""
-        rows = self._db.read("SELECT count(*) FROM hashes", ())
-        return int(rows[0][0])
+        """Files cached on disk, at most (a delta over a blob's row counts twice;
+        buffered ones not yet written are not counted)."""
+        files = self._db.read("SELECT coalesce(sum(files), 0) FROM hashes", ())
+        deltas = self._db.read("SELECT count(*) FROM hash_deltas WHERE hash IS NOT NULL", ())
+        return int(files[0][0]) + int(deltas[0][0])
 
     def prune(self, keep: Iterable[str]) -> int:
-        """Drop cached hashes of relpaths not in ``keep``; returns how many went."""
+        """Drop cached hashes of relpaths not in ``keep``; returns how many went.
+
+        Folds every directory's deltas into its blob on the way. A damaged blob
+        counts as the files it said it held.
+        """
         self.flush()
+        kept: dict[str, set[str]] = {}
+        for relpath in keep:
+            directory, name = split(relpath)
+            names = kept.get(directory)
+            if names is None:
+                names = kept[directory] = set()
+            names.add(name)
+        deltas: dict[str, Deltas] = {}
+        for row in self._db.read(_SELECT_DELTAS, ()):
+            deltas.setdefault(row[0], {})[row[1]] = _delta(row[2:])
+        removed = 0
+        rewrite: list[tuple[str, int, int, bytes]] = []
+        drop: list[tuple[str]] = []
+        stored = {
+            directory: (files, blob)
+            for directory, files, blob in self._db.read(
+                "SELECT dir, files, entries FROM hashes", ()
+            )
+        }
+        for directory in sorted(stored.keys() | deltas.keys()):
+            files, blob = stored.get(directory, (0, None))
+            decoded = decode(blob) if blob is not None else {}
+            damaged = decoded is None
+            if decoded is None:
+                removed += int(files)  # damaged: what it said it held
+            entries = decoded or {}
+            named = deltas.get(directory)
+            if named:
+                _overlay(entries, named)
+            names = kept.get(directory, set())
+            left = {name: row for name, row in entries.items() if name in names}
+            removed += len(entries) - len(left)
+            if not left:
+                drop.append((directory,))
+            elif len(left) < len(entries) or named or damaged:
+                rewrite.append(
+                    (directory, len(left), max(map(_CTIME, left.values())), encode(left))
+                )
         with self._db.write() as db:
-            # A temp table and one anti-join: 100k parameters in a NOT IN list
-            # would exceed SQLite's variable limit, and row-by-row is slow.
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS keep_paths"
-                " (relpath TEXT PRIMARY KEY) WITHOUT ROWID"
-            )
-            db.execute("DELETE FROM keep_paths")
-            db.executemany(
-                "INSERT OR IGNORE INTO keep_paths (relpath) VALUES (?)", ((p,) for p in keep)
-            )
-            removed = db.execute(
-                "DELETE FROM hashes WHERE relpath NOT IN (SELECT relpath FROM keep_paths)"
-            ).rowcount
-            db.execute("DELETE FROM keep_paths")
-        return int(removed)
+            db.executemany("DELETE FROM hashes WHERE dir = ?", drop)
+            db.executemany(_INSERT_DIR, rewrite)
+            db.execute("DELETE FROM hash_deltas")
+        self._recent = None
+        return removed
 
 
-def _parameters(rows: dict[str, FullRow], keys: list[str]) -> tuple[object, ...]:
-    """The rows of ``keys``, one after the other: the parameters of ``_INSERT_MANY``."""
-    return tuple(chain.from_iterable(map(rows.__getitem__, keys)))
+# A delta that says "gone": no stat, no digest.
+_GONE = (None, None, None, None, None)
 
 
 class ReadThroughCache:
@@ -251,3 +525,6 @@ class ReadThroughCache:
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
     ) -> None:
         self._memory.store(relpath, inode, size, mtime_ns, ctime_ns, digest)
+
+    def forget(self, relpath: str) -> None:
+        self._memory.forget(relpath)

@@ -4,8 +4,9 @@ Owns: the file's schema and migrations, which remote file holds which relpath
 (``entries``), uploads started but not yet recorded (``intents``), remote files
 of ours that must still go (``pending_deletes``), and the container in use and
 what the server does with filenames (``meta``). The same file holds the hash
-cache (``hashes``, run by ``hashcache.SqliteHashCache`` on this connection);
-the pair's lock is a ``locks.FileLock`` taken before the file is opened.
+cache (``hashes`` and ``hash_deltas``, run by ``hashcache.SqliteHashCache`` on
+this connection); the pair's lock is a ``locks.FileLock`` taken before the file
+is opened.
 
 Must not: talk to the API, read the sync tree, or hold anything secret. No
 method takes an API key, and the base URL is stored without user:password.
@@ -127,6 +128,29 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Whether the server prefixes upload names with 32 hex digits.
         "ALTER TABLE meta ADD COLUMN server_adds_prefix INTEGER"
         " CHECK (server_adds_prefix IN (0, 1))",
+    ),
+    (
+        # The hash cache (hashcache.py): one row per directory, its files' rows in
+        # one blob, read and written by whole-tree scans; and one row per file
+        # changed since (NULL hash: gone), what a single change writes. A cache:
+        # dropped, not migrated; the next scan re-hashes.
+        "DROP TABLE hashes",
+        """CREATE TABLE hashes (
+            dir     TEXT PRIMARY KEY,
+            files   INTEGER NOT NULL,
+            newest  INTEGER NOT NULL,
+            entries BLOB NOT NULL
+        )""",
+        """CREATE TABLE hash_deltas (
+            dir      TEXT NOT NULL,
+            name     TEXT NOT NULL,
+            inode    INTEGER,
+            size     INTEGER,
+            mtime_ns INTEGER,
+            ctime_ns INTEGER,
+            hash     TEXT,
+            PRIMARY KEY (dir, name)
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -39,12 +39,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import xxhash
 from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
-from cntr_sync.hashcache import HashCache, ScanRows
+from cntr_sync.hashcache import HashCache, Row, ScanRows
 from cntr_sync.ignore import Layer, Screen
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import (
@@ -451,8 +452,8 @@ def scan(
     if only is not None:
         walk.run_only(root_stat, only)
         return walk.snapshot()
-    with hash_cache.scanning() as loaded, collector_paused():
-        walk.use_loaded(loaded)
+    with hash_cache.scanning() as rows, collector_paused():
+        walk.use_rows(rows)
         walk.run(root_stat)
     return walk.snapshot()
 
@@ -580,12 +581,16 @@ class _Walk:
         # (st_dev, st_ino) -> relpath: each directory is walked once, which also
         # ends symlink cycles.
         self._visited: dict[tuple[int, int], str] = {}
-        # The cache's rows while a whole-tree scan runs, if it hands them out.
-        self._loaded: ScanRows | None = None
+        # The cache's rows while a whole-tree scan runs, if it hands them out: each
+        # directory's entries by name, asked for as the walk lists the directory.
+        self._rows: ScanRows | None = None
+        # The entries of the directory being visited (None: ask ``lookup``).
+        self._here: dict[str, tuple[Any, ...]] | None = None
 
-    def use_loaded(self, loaded: ScanRows | None) -> None:
-        """Look files up in ``loaded`` (what ``HashCache.scanning`` yielded) without a call."""
-        self._loaded = loaded
+    def use_rows(self, rows: ScanRows | None) -> None:
+        """Look files up in ``rows``' entries (what ``HashCache.scanning`` yielded)
+        without a call to the cache per file, and hand it each directory's new ones."""
+        self._rows = rows
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -621,7 +626,10 @@ class _Walk:
             try:
                 entry = _NamedEntry(f"{self._root}/{relpath}", name)
             except FileNotFoundError:
-                continue  # gone: absent from the snapshot, as a deletion should be
+                # Gone: absent from the snapshot, as a deletion should be, and its
+                # digest from the cache (one delta row, no directory rewritten).
+                self._cache.forget(relpath)
+                continue
             except OSError as exc:
                 self._unreadable_file(relpath, exc)
                 continue
@@ -731,10 +739,20 @@ class _Walk:
         firsts = frozenset(p[0] for p in prefixes or ())
         lasts = frozenset(s[-1] for s in suffixes)
         passes = screen.passes if screen is not None and not screen.names_only else None
-        loaded = self._loaded
-        pop = loaded.pop if loaded is not None else None
+        rows = self._rows
+        here = self._here = rows.take(parent) if rows is not None else None
+        get = here.get if here is not None else None
         lookup = self._cache.lookup
         files = self._files
+        # Digests this directory's files got, for the cache in one piece at the end.
+        fresh: dict[str, Row] = {}
+        # Hash in the lane (below) unless a test's hasher must be called.
+        inline = self._hasher is None and rows is not None
+        now_ns = self._now_ns
+        hashed = 0
+        # What the lane calls per file, as locals.
+        os_open, os_stat, fstat, pread, close = os.open, os.stat, os.fstat, os.pread, os.close
+        is_regular, hexdigest = stat.S_ISREG, xxhash.xxh3_128_hexdigest
         for start in range(0, len(entries), TICK_EVERY):
             tick()
             for entry in entries[start : start + TICK_EVERY]:
@@ -768,25 +786,57 @@ class _Walk:
                     continue
                 inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
                 ctime_ns = file_stat.st_ctime_ns
-                if pop is not None:
-                    # SqliteHashCache.lookup during a scan, inline: the row is taken out.
-                    row = pop(relpath, None)
+                if get is not None:
+                    # The cache's lookup, inline: this directory's row for the name.
+                    row = get(name)
                     digest = (
-                        row[5]
+                        row[4]
                         if row is not None
-                        and row[1] == inode
-                        and row[2] == size
-                        and row[3] == mtime_ns
-                        and row[4] == ctime_ns
+                        and row[0] == inode
+                        and row[1] == size
+                        and row[2] == mtime_ns
+                        and row[3] == ctime_ns
                         else None
                     )
                 else:
                     digest = lookup(relpath, inode, size, mtime_ns, ctime_ns)
+                if digest is None and inline and 0 < size <= HASH_CHUNK:
+                    # _hash for a small file, inline: the same calls, or none of the
+                    # results (an error, another type, a change) and the long way below
+                    # decides the file from the start.
+                    path = entry.path
+                    chunk = None
+                    try:
+                        fd = os_open(path, _OPEN_FLAGS)
+                        try:
+                            if is_regular(fstat(fd).st_mode):  # nothing else is read
+                                chunk = pread(fd, size, 0)
+                        finally:
+                            close(fd)
+                        after = os_stat(path)
+                    except OSError:
+                        chunk = None
+                    if (
+                        chunk is not None
+                        and len(chunk) == size
+                        and after.st_ino == inode
+                        and after.st_size == size
+                        and after.st_mtime_ns == mtime_ns
+                    ):
+                        tick()
+                        digest = hexdigest(chunk)
+                        hashed += 1
+                        if now_ns() - mtime_ns >= RACY_WINDOW_NS:
+                            fresh[name] = (inode, size, mtime_ns, ctime_ns, digest)
                 if digest is None:
                     digest = self._hash(relpath, entry.path, file_stat)
                     if digest is None:
                         continue
                 files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
+        self._hashed += hashed
+        if rows is not None:
+            self._here = None
+            rows.done(parent, here, fresh)  # type: ignore[arg-type]
 
     def _visit_entry(
         self, entry: os.DirEntry[str], relpath: str, parent_clean: bool, screen: Screen | None
@@ -878,7 +928,20 @@ class _Walk:
             return
         inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
         ctime_ns = file_stat.st_ctime_ns
-        digest = self._cache.lookup(relpath, inode, size, mtime_ns, ctime_ns)
+        here = self._here
+        if here is not None:
+            row = here.get(relpath.rpartition("/")[2])
+            digest = (
+                row[4]
+                if row is not None
+                and row[0] == inode
+                and row[1] == size
+                and row[2] == mtime_ns
+                and row[3] == ctime_ns
+                else None
+            )
+        else:
+            digest = self._cache.lookup(relpath, inode, size, mtime_ns, ctime_ns)
         if digest is None:
             digest = self._hash(relpath, path, file_stat)
             if digest is None:
