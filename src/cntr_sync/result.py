@@ -9,7 +9,8 @@ reports as each transfer finishes (``Progress``). The engine fills a mutable
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from cntr_sync.actions import Plan
@@ -92,40 +93,55 @@ class PassResult:
 PlannedKind = Literal["upload", "replace", "delete", "adopt", "download", "compare", "delete-local"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedAction:
-    """One action a pass planned: its kind, the local path (or remote path), size, reason."""
+    """One action a pass planned: its kind, the local path (or remote path), size, reason.
+
+    Slotted: a pass that uploads 100,000 files makes 100,000 of them for its result
+    (56 B each, not ~100 B with a ``__dict__``), and its strings are the plan's own.
+    """
 
     action: PlannedKind
     path: str
     bytes: int | None
     reason: str
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able data: ``asdict(self)``, made directly (no deep copy of its values)."""
+        return {
+            "action": self.action,
+            "path": self.path,
+            "bytes": self.bytes,
+            "reason": self.reason,
+        }
+
 
 def planned_actions(plan: Plan) -> tuple[PlannedAction, ...]:
     """Every action of ``plan``, in the order a pass runs them (local side first)."""
-    actions: list[PlannedAction] = []
+    return tuple(_iter_planned(plan))
+
+
+def _iter_planned(plan: Plan) -> Iterator[PlannedAction]:
     for download in plan.downloads:
         reason: str = download.reason
         if download.move_aside_to:
             reason = f"{reason}; the local version is kept as {download.move_aside_to}"
-        actions.append(PlannedAction("download", download.relpath, download.remote.size, reason))
+        yield PlannedAction("download", download.relpath, download.remote.size, reason)
     for compare in plan.compares:
-        actions.append(
-            PlannedAction("compare", compare.relpath, compare.remote.size, "same name, no history")
+        yield PlannedAction(
+            "compare", compare.relpath, compare.remote.size, "same name, no history"
         )
     for removal in plan.local_deletes:
-        actions.append(
-            PlannedAction("delete-local", removal.relpath, removal.expect.size, "deleted remotely")
+        yield PlannedAction(
+            "delete-local", removal.relpath, removal.expect.size, "deleted remotely"
         )
     for upload in plan.uploads:
         kind: PlannedKind = "replace" if upload.replaces else "upload"
-        actions.append(PlannedAction(kind, upload.relpath, upload.size, upload.reason))
+        yield PlannedAction(kind, upload.relpath, upload.size, upload.reason)
     for delete in plan.deletes:
-        actions.append(PlannedAction("delete", delete.relpath or delete.path, None, delete.reason))
+        yield PlannedAction("delete", delete.relpath or delete.path, None, delete.reason)
     for adopt in plan.adopts:
-        actions.append(PlannedAction("adopt", adopt.entry.relpath, adopt.entry.size, adopt.reason))
-    return tuple(actions)
+        yield PlannedAction("adopt", adopt.entry.relpath, adopt.entry.size, adopt.reason)
 
 
 @dataclass(frozen=True)
@@ -189,9 +205,15 @@ class SyncResult:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-able data (the CLI's ``--json`` summary is built from it)."""
-        data = asdict(self)
-        data["planned"] = [asdict(action) for action in self.planned]
+        """JSON-able data: ``asdict`` with lists for tuples, made field by field.
+
+        ``asdict`` would copy ``planned`` into a tuple of dicts only for it to be
+        replaced by a list of them: at 100,000 planned actions, ~23 MB more at the
+        command's peak.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["requests_by_operation"] = dict(self.requests_by_operation)
+        data["planned"] = [action.to_json() for action in self.planned]
         data["failures"] = [asdict(failure) for failure in self.failures]
         data["warnings"] = list(self.warnings)
         data["deferred"] = list(self.deferred)
