@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
@@ -70,6 +71,16 @@ class _NoProgress:
 
 def _no_tick() -> None:
     pass
+
+
+class _Planned(NamedTuple):
+    """A full pass's plan, with what carrying it out needs besides."""
+
+    container_id: str
+    plan: Plan
+    partials: tuple[str, ...]  # the scan's leftover partial files
+    pull_policy: PullPolicy | None
+    taken: set[str]
 
 
 class Engine:
@@ -208,6 +219,40 @@ class Engine:
         defer_unsettled: bool,
         keep_grown: bool,
     ) -> None:
+        planned = self._plan_full(
+            result,
+            dry_run=dry_run,
+            force=force,
+            defer_unsettled=defer_unsettled,
+            keep_grown=keep_grown,
+        )
+        # The plan holds all that carrying it out needs (its actions share the scan's
+        # and the listing's strings): the scan and the listing, local to
+        # ``_plan_full``, are gone before the actions run, and their memory serves
+        # the pass's own (a cold push of 100,000 files: a LocalFile, a dict slot and
+        # a stat's ints each, ~10 MiB).
+        if planned is not None:
+            self._carry_out(
+                planned.plan,
+                result,
+                planned.container_id,
+                planned.partials,
+                pull_policy=planned.pull_policy,
+                taken=planned.taken,
+                keep_grown=keep_grown,
+            )
+
+    def _plan_full(
+        self,
+        result: PassResult,
+        *,
+        dry_run: bool,
+        force: bool,
+        defer_unsettled: bool,
+        keep_grown: bool,
+    ) -> _Planned | None:
+        """Scan, list and plan; the brakes. None when nothing is to be carried out
+        (a dry run, or no container)."""
         self._check_root(force=force)
         container = self._containers.resolve(result, dry_run=dry_run)
         # The listing pages while the tree is scanned: one waits on the network, the
@@ -270,17 +315,15 @@ class Engine:
         if brake is not None:
             raise SafetyBrakeError(brake.reason)
         if dry_run or container is None:
-            return
-        self._carry_out(
-            pass_plan,
-            result,
+            return None
+        return _Planned(
             container.id,
-            snapshot,
-            pull_policy=pull_context.pull_policy(policy) if pull_context else None,
+            pass_plan,
+            snapshot.partials,
+            pull_context.pull_policy(policy) if pull_context else None,
             # Names a download must not take: only a pass that downloads or compares
             # needs them (a set of every relpath and directory: 10 MB at 100k files).
-            taken=self._taken_names(local) if _names_wanted(pass_plan) else set(),
-            keep_grown=keep_grown,
+            self._taken_names(local) if _names_wanted(pass_plan) else set(),
         )
 
     def _carry_out(
@@ -288,15 +331,16 @@ class Engine:
         pass_plan: Plan,
         result: PassResult,
         container_id: str,
-        snapshot: Snapshot,
+        partials: tuple[str, ...],
         *,
         pull_policy: PullPolicy | None,
         taken: set[str],
         keep_grown: bool,
     ) -> None:
-        """Apply a plan the brakes let through: leftovers, bookkeeping, then the actions."""
-        if snapshot.partials:
-            remove_partials(self.pair.local, list(snapshot.partials), self._partial_tag)
+        """Apply a plan the brakes let through: leftovers (``partials``, the scan's
+        leftover partial files), bookkeeping, then the actions."""
+        if partials:
+            remove_partials(self.pair.local, list(partials), self._partial_tag)
         self._record_bookkeeping(pass_plan, result)
         Applier(
             self.client,
@@ -395,7 +439,7 @@ class Engine:
             pass_plan,
             result,
             container_id,
-            snapshot,
+            snapshot.partials,
             pull_policy=pull_context.pull_policy(policy) if pull_context else None,
             # Names a download must not take: none comes from an unchanged remote side.
             taken=self._taken_names(local) if _names_wanted(pass_plan) else set(),
