@@ -437,12 +437,24 @@ def _relpaths(
 
 
 def _count_moves(
-    deletes: Iterable[Delete], uploads: Iterable[Upload], index: Mapping[str, IndexEntry]
+    deletes: Sequence[Delete], uploads: Iterable[Upload], index: Mapping[str, IndexEntry]
 ) -> int:
     """Removals whose content reappears in this pass's new uploads, each matched once."""
+    # Only the contents of removed files are counted: a cold push of 100,000 files
+    # removes none, and a count of every new upload's hash was a 5 MB dict at the
+    # pass's peak.
+    removed = {
+        entry.hash
+        for delete in deletes
+        if delete.reason == "removed"
+        and delete.relpath is not None
+        and (entry := index.get(delete.relpath)) is not None
+    }
+    if not removed:
+        return 0
     arriving: dict[str, int] = defaultdict(int)
     for upload in uploads:
-        if upload.reason == "new":
+        if upload.reason == "new" and upload.hash in removed:
             arriving[upload.hash] += 1
     moves = 0
     for delete in deletes:
