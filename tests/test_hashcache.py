@@ -276,6 +276,30 @@ def test_a_damaged_blob_costs_a_re_hash_of_its_directory_and_is_rewritten(
     assert SqliteHashCache(db).lookup("c/4.txt", c.inode, c.size, c.mtime_ns, c.ctime_ns) is None
 
 
+def test_a_damaged_delta_row_hides_the_blobs_row_and_costs_one_re_hash(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "a.txt", "a")
+    write(tmp_path / "d" / "b.txt", "b")
+    db = MemoryDatabase()
+    cache = SqliteHashCache(db)
+    run(tmp_path, cache)
+    cache.flush()
+    write(tmp_path / "d" / "a.txt", "changed")
+    changed = run(tmp_path, cache, only=["d/a.txt"]).files["d/a.txt"]
+    cache.flush()
+    key = (changed.inode, changed.size, changed.mtime_ns, changed.ctime_ns)
+    db.conn.execute("UPDATE hash_deltas SET hash = X'00'")  # a blob where a digest was
+
+    fresh = SqliteHashCache(db)
+    assert fresh.lookup("d/a.txt", *key) is None
+    snapshot = run(tmp_path, fresh)
+    fresh.flush()
+
+    assert snapshot.hashed_count == 1
+    assert snapshot.files["d/a.txt"] == changed
+    assert db.deltas() == {}
+    assert db.cached()["d/a.txt"] == (*key, digest("changed"))
+
+
 def test_prune_drops_a_damaged_blob_folds_deltas_and_counts_what_went() -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)

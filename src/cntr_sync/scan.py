@@ -753,6 +753,7 @@ class _Walk:
         # What the lane calls per file, as locals.
         os_open, os_stat, fstat, pread, close = os.open, os.stat, os.fstat, os.pread, os.close
         is_regular, hexdigest = stat.S_ISREG, xxhash.xxh3_128_hexdigest
+        local_file, max_bytes = LocalFile, MAX_RELPATH_BYTES
         for start in range(0, len(entries), TICK_EVERY):
             tick()
             for entry in entries[start : start + TICK_EVERY]:
@@ -766,11 +767,7 @@ class _Walk:
                     # match the one, none can match the other.
                     or (passes is not None and not passes(relpath, name, True))
                     # _name_problem's common case (isprintable: no newline either).
-                    or not (
-                        name.isprintable()
-                        and relpath.isascii()
-                        and len(relpath) <= MAX_RELPATH_BYTES
-                    )
+                    or not (name.isprintable() and relpath.isascii() and len(relpath) <= max_bytes)
                 ):
                     other(entry, relpath, parent_clean, screen)
                     continue
@@ -781,7 +778,7 @@ class _Walk:
                 except OSError:
                     other(entry, relpath, parent_clean, screen)
                     continue
-                if not stat.S_ISREG(file_stat.st_mode):
+                if not is_regular(file_stat.st_mode):
                     other(entry, relpath, parent_clean, screen)
                     continue
                 inode, size, mtime_ns = file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns
@@ -832,7 +829,7 @@ class _Walk:
                     digest = self._hash(relpath, entry.path, file_stat)
                     if digest is None:
                         continue
-                files[relpath] = LocalFile(relpath, size, mtime_ns, inode, digest, ctime_ns)
+                files[relpath] = local_file(relpath, size, mtime_ns, inode, digest, ctime_ns)
         self._hashed += hashed
         if rows is not None:
             self._here = None
