@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
 
+from cntr_sync import result as result_module
 from cntr_sync.actions import (
     Adopt,
     Compare,
@@ -159,3 +160,44 @@ def test_planned_action_is_slotted() -> None:
     assert not hasattr(action, "__dict__")
     assert PlannedAction.__slots__ == ("action", "path", "bytes", "reason")
     assert action.to_json() == asdict(action)
+
+
+def test_from_pass_without_planned_keeps_everything_else() -> None:
+    result = PassResult(container_id="cntr_1", uploaded=3, plan=_plan(3))
+    full = SyncResult.from_pass(result)
+    bare = SyncResult.from_pass(result, planned=False)
+    assert len(full.planned) == 3 + 7
+    assert bare.planned == ()
+    assert replace(full, planned=()) == bare
+
+
+@pytest.mark.parametrize(
+    ("mode", "dry_run", "wanted"),
+    [
+        (OutputMode(), False, False),  # the summary line: counts only
+        (OutputMode(quiet=True), False, False),
+        (OutputMode(), True, True),  # a dry run prints the plan
+        (OutputMode(json=True), False, True),
+    ],
+)
+def test_reporter_makes_planned_actions_only_to_show_them(
+    mode: OutputMode,
+    dry_run: bool,
+    wanted: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    made: list[int] = []
+    planned_actions = result_module.planned_actions
+
+    def counting(plan: Plan) -> tuple[PlannedAction, ...]:
+        actions = planned_actions(plan)
+        made.append(len(actions))
+        return actions
+
+    monkeypatch.setattr(result_module, "planned_actions", counting)
+    reporter = Reporter(mode, stderr=io.StringIO())
+    reporter.report(PassResult(container_id="cntr_1", dry_run=dry_run, plan=_plan(3)), 0)
+    assert made == ([3 + 7] if wanted else [])
+    if dry_run:
+        assert "upload  d/f1" in capsys.readouterr().out

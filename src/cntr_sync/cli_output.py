@@ -157,7 +157,8 @@ class Reporter:
     def report(self, result: PassResult, exit_code: int) -> None:
         from cntr_sync.result import SyncResult  # noqa: PLC0415 - with the pass, not at start-up
 
-        synced = SyncResult.from_pass(result)
+        # The planned actions are shown only by --json and a dry run.
+        synced = SyncResult.from_pass(result, planned=self.mode.json or result.dry_run)
         if self.mode.json:
             write_summary(synced, exit_code, sys.stdout)
             return

@@ -177,7 +177,10 @@ class SyncResult:
     deferred: tuple[str, ...]
 
     @classmethod
-    def from_pass(cls, result: PassResult) -> SyncResult:
+    def from_pass(cls, result: PassResult, *, planned: bool = True) -> SyncResult:
+        """What ``result`` says. ``planned=False`` leaves ``planned`` empty, for a caller
+        that shows only the counts (the CLI's summary line): a pass that uploaded
+        100,000 files would otherwise make 100,000 ``PlannedAction`` for nothing."""
         return cls(
             container_id=result.container_id,
             in_sync=result.in_sync,
@@ -198,7 +201,7 @@ class SyncResult:
             requests=result.requests,
             requests_by_operation=dict(result.requests_by_operation),
             seconds=result.seconds,
-            planned=planned_actions(result.plan) if result.plan is not None else (),
+            planned=planned_actions(result.plan) if planned and result.plan is not None else (),
             failures=tuple(result.failures),
             warnings=tuple(result.warnings),
             deferred=tuple(result.deferred),
