@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cntr_sync import cli
 from cntr_sync import result as result_module
 from cntr_sync.actions import (
     Adopt,
@@ -23,6 +26,7 @@ from cntr_sync.actions import (
     Upload,
 )
 from cntr_sync.cli_output import OutputMode, Reporter, planned_counts, summary, write_summary
+from cntr_sync.emulator import EmulatorServer
 from cntr_sync.models import IndexEntry, RemoteFile
 from cntr_sync.result import ActionFailure, PassResult, PlannedAction, SyncResult
 
@@ -201,3 +205,32 @@ def test_reporter_makes_planned_actions_only_to_show_them(
     assert made == ([3 + 7] if wanted else [])
     if dry_run:
         assert "upload  d/f1" in capsys.readouterr().out
+
+
+def test_status_counts_what_a_sync_would_do_without_making_the_planned_actions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    for number in range(4):
+        (tree / "d" / f"f{number}.txt").write_bytes(b"x" * (number + 1))
+    made: list[int] = []
+    planned_actions = result_module.planned_actions
+
+    def counting(plan: Plan) -> tuple[PlannedAction, ...]:
+        actions = planned_actions(plan)
+        made.append(len(actions))
+        return actions
+
+    monkeypatch.setattr(result_module, "planned_actions", counting)
+    with EmulatorServer("127.0.0.1", 0, data_dir=tmp_path / "emulator") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        argv = ["cntr-sync", "status", str(tree), "--container", "never-pushed"]
+        monkeypatch.setattr(sys, "argv", [*argv, "--state-dir", str(tmp_path / "state"), "--json"])
+        with pytest.raises(SystemExit) as exit:
+            cli.main()
+    assert exit.value.code == 0
+    would = json.loads(capsys.readouterr().out)["would"]
+    assert (would["upload"], would["delete"], would["bytes"]) == (4, 0, 1 + 2 + 3 + 4)
+    assert made == []

@@ -118,10 +118,11 @@ class PlannedAction:
 
 def planned_actions(plan: Plan) -> tuple[PlannedAction, ...]:
     """Every action of ``plan``, in the order a pass runs them (local side first)."""
-    return tuple(_iter_planned(plan))
+    return tuple(iter_planned(plan))
 
 
-def _iter_planned(plan: Plan) -> Iterator[PlannedAction]:
+def iter_planned(plan: Plan) -> Iterator[PlannedAction]:
+    """``planned_actions`` one at a time, for a caller that only counts them."""
     for download in plan.downloads:
         reason: str = download.reason
         if download.move_aside_to:
@@ -230,5 +231,6 @@ __all__ = [
     "Progress",
     "SyncResult",
     "TransferEvent",
+    "iter_planned",
     "planned_actions",
 ]
