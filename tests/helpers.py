@@ -112,10 +112,10 @@ class MemoryDatabase:
             for name, row in entries.items():
                 fields = list(row)
                 change(f"{directory}/{name}" if directory else name, fields)
-                entries[name] = tuple(fields)  # type: ignore[assignment]
+                entries[name] = tuple(fields)
             self.conn.execute(
                 "UPDATE hashes SET entries = ? WHERE dir = ?",
-                (encode(entries), directory),  # type: ignore[arg-type]
+                (encode(entries), directory),
             )
         for relpath, row in self.deltas().items():
             fields = list(row)
