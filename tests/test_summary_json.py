@@ -175,6 +175,21 @@ def test_from_pass_without_planned_keeps_everything_else() -> None:
     assert replace(full, planned=()) == bare
 
 
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many actions each call of ``result.planned_actions`` made, in order."""
+    sizes: list[int] = []
+    planned_actions = result_module.planned_actions
+
+    def counting(plan: Plan) -> tuple[PlannedAction, ...]:
+        actions = planned_actions(plan)
+        sizes.append(len(actions))
+        return actions
+
+    monkeypatch.setattr(result_module, "planned_actions", counting)
+    return sizes
+
+
 @pytest.mark.parametrize(
     ("mode", "dry_run", "wanted"),
     [
@@ -188,18 +203,9 @@ def test_reporter_makes_planned_actions_only_to_show_them(
     mode: OutputMode,
     dry_run: bool,
     wanted: bool,
-    monkeypatch: pytest.MonkeyPatch,
+    made: list[int],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    made: list[int] = []
-    planned_actions = result_module.planned_actions
-
-    def counting(plan: Plan) -> tuple[PlannedAction, ...]:
-        actions = planned_actions(plan)
-        made.append(len(actions))
-        return actions
-
-    monkeypatch.setattr(result_module, "planned_actions", counting)
     reporter = Reporter(mode, stderr=io.StringIO())
     reporter.report(PassResult(container_id="cntr_1", dry_run=dry_run, plan=_plan(3)), 0)
     assert made == ([3 + 7] if wanted else [])
@@ -208,21 +214,15 @@ def test_reporter_makes_planned_actions_only_to_show_them(
 
 
 def test_status_counts_what_a_sync_would_do_without_making_the_planned_actions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    made: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tree = tmp_path / "tree"
     (tree / "d").mkdir(parents=True)
     for number in range(4):
         (tree / "d" / f"f{number}.txt").write_bytes(b"x" * (number + 1))
-    made: list[int] = []
-    planned_actions = result_module.planned_actions
-
-    def counting(plan: Plan) -> tuple[PlannedAction, ...]:
-        actions = planned_actions(plan)
-        made.append(len(actions))
-        return actions
-
-    monkeypatch.setattr(result_module, "planned_actions", counting)
     with EmulatorServer("127.0.0.1", 0, data_dir=tmp_path / "emulator") as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
