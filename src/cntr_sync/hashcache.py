@@ -242,13 +242,7 @@ class SqliteHashCache:
 
     @contextmanager
     def _scanning(self) -> Iterator[ScanRows]:
-        blobs = dict(self._db.read(_SELECT_DIRS, ()))
-        deltas: dict[str, Deltas] = {}
-        for row in self._db.read(_SELECT_DELTAS, ()):
-            named = deltas.get(row[0])
-            if named is None:
-                named = deltas[row[0]] = {}
-            named[row[1]] = _delta(row[2:])
+        blobs, deltas = dict(self._db.read(_SELECT_DIRS, ())), self._all_deltas()
         self._blobs, self._deltas = blobs, deltas
         self._dirty = set()
         self._recent = None
@@ -407,7 +401,7 @@ class SqliteHashCache:
         if not folded and not pending:
             return
         blobs = [
-            (directory, len(entries), max(map(_CTIME, entries.values())), encode(entries))
+            _blob_row(directory, entries)
             for directory, entries in sorted(folded.items())
             if entries
         ]
@@ -434,6 +428,16 @@ class SqliteHashCache:
         self._buffered = 0
         self._recent = None
 
+    def _all_deltas(self) -> dict[str, Deltas]:
+        """Every delta row on disk, by directory, then name."""
+        deltas: dict[str, Deltas] = {}
+        for row in self._db.read(_SELECT_DELTAS, ()):
+            named = deltas.get(row[0])
+            if named is None:
+                named = deltas[row[0]] = {}
+            named[row[1]] = _delta(row[2:])
+        return deltas
+
     def count(self) -> int:
         """Files cached on disk, at most (a delta over a blob's row counts twice;
         buffered ones not yet written are not counted)."""
@@ -455,9 +459,7 @@ class SqliteHashCache:
             if names is None:
                 names = kept[directory] = set()
             names.add(name)
-        deltas: dict[str, Deltas] = {}
-        for row in self._db.read(_SELECT_DELTAS, ()):
-            deltas.setdefault(row[0], {})[row[1]] = _delta(row[2:])
+        deltas = self._all_deltas()
         removed = 0
         rewrite: list[tuple[str, int, int, bytes]] = []
         drop: list[tuple[str]] = []
@@ -483,15 +485,19 @@ class SqliteHashCache:
             if not left:
                 drop.append((directory,))
             elif len(left) < len(entries) or named or damaged:
-                rewrite.append(
-                    (directory, len(left), max(map(_CTIME, left.values())), encode(left))
-                )
+                rewrite.append(_blob_row(directory, left))
         with self._db.write() as db:
             db.executemany("DELETE FROM hashes WHERE dir = ?", drop)
             db.executemany(_INSERT_DIR, rewrite)
             db.execute("DELETE FROM hash_deltas")
         self._recent = None
         return removed
+
+
+def _blob_row(directory: str, entries: Entries) -> tuple[str, int, int, bytes]:
+    """A ``hashes`` row of a directory with files: its relpath, how many, the newest
+    change time among them (what a lookup checks before it decodes) and the blob."""
+    return (directory, len(entries), max(map(_CTIME, entries.values())), encode(entries))
 
 
 # A delta that says "gone": no stat, no digest.
