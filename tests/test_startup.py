@@ -217,20 +217,11 @@ def test_key_value_logger_scrubs_secrets_and_carries_fields() -> None:
 
 
 @pytest.mark.parametrize("log_format", ["console", "json"])
+@pytest.mark.usefixtures("logging_restored")
 def test_configured_lines_render_in_both_formats(log_format: str) -> None:
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.getLogger("cntr_sync").level)
-    try:
-        configure(verbose=1, log_format=log_format, stream=stream)  # type: ignore[arg-type]
-        get_logger("cntr_sync.test_startup").info("sync pass", pair="docs", uploaded=2)
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-        logging.getLogger("cntr_sync").setLevel(saved[2])
+    configure(verbose=1, log_format=log_format, stream=stream)  # type: ignore[arg-type]
+    get_logger("cntr_sync.test_startup").info("sync pass", pair="docs", uploaded=2)
     line = stream.getvalue().strip()
     if log_format == "json":
         event = json.loads(line)

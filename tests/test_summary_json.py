@@ -213,6 +213,7 @@ def test_reporter_makes_planned_actions_only_to_show_them(
         assert "upload  d/f1" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("logging_restored")  # main() configures logging, as the CLI does
 def test_status_counts_what_a_sync_would_do_without_making_the_planned_actions(
     tmp_path: Path,
     made: list[int],
