@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cntr_sync.remote_paths import printable
@@ -287,13 +287,8 @@ _ACTIONS_A_WRITE = 1000
 
 def _summary_parts(result: SyncResult, exit_code: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``--json`` document but for ``actions``: what comes before it, what after."""
-    head = {f.name: getattr(result, f.name) for f in fields(result)}
-    head["requests_by_operation"] = dict(result.requests_by_operation)
-    head["planned"] = planned_counts(result.planned)
-    failures = [asdict(failure) for failure in head.pop("failures")]
-    head["warnings"] = list(result.warnings)
-    head["deferred"] = list(result.deferred)
-    return head, {"errors": failures, "exit_code": exit_code}
+    head = result.json_fields(planned_counts(result.planned))
+    return head, {"errors": head.pop("failures"), "exit_code": exit_code}
 
 
 def print_plan(console: Console, synced: SyncResult, result: PassResult) -> None:

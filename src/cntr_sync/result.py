@@ -215,9 +215,14 @@ class SyncResult:
         replaced by a list of them: at 100,000 planned actions, ~23 MB more at the
         command's peak.
         """
+        return self.json_fields([action.to_json() for action in self.planned])
+
+    def json_fields(self, planned: object) -> dict[str, Any]:
+        """``to_json`` with ``planned`` as the caller gives it (the CLI's summary puts
+        counts there and writes the actions out itself)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["requests_by_operation"] = dict(self.requests_by_operation)
-        data["planned"] = [action.to_json() for action in self.planned]
+        data["planned"] = planned
         data["failures"] = [asdict(failure) for failure in self.failures]
         data["warnings"] = list(self.warnings)
         data["deferred"] = list(self.deferred)
