@@ -52,6 +52,18 @@ def blob_bytes(db: MemoryDatabase) -> dict[str, bytes]:
     return dict(db.conn.execute("SELECT dir, entries FROM hashes").fetchall())
 
 
+def scanned_then_changed(root: Path, cache: SqliteHashCache, texts: dict[str, str]) -> Snapshot:
+    """A whole-tree scan of ``root``, then ``texts`` (relpath: text) written and scanned
+    alone, as a daemon's incremental pass does; each flushed. The second snapshot."""
+    run(root, cache)
+    cache.flush()
+    for relpath, text in texts.items():
+        write(root / relpath, text)
+    snapshot = run(root, cache, only=list(texts))
+    cache.flush()
+    return snapshot
+
+
 def changes(db: MemoryDatabase) -> int:
     """Rows inserted, replaced or deleted on the connection so far."""
     return db.conn.total_changes
@@ -197,12 +209,7 @@ def test_a_whole_tree_scan_folds_deltas_and_rewrites_only_their_directories(
             write(tmp_path / directory / f"f{number}.txt", f"{directory} {number}")
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
-    run(tmp_path, cache)
-    cache.flush()
-    write(tmp_path / "a" / "f1.txt", "changed a")
-    write(tmp_path / "b" / "new.txt", "new in b")
-    run(tmp_path, cache, only=["a/f1.txt", "b/new.txt"])
-    cache.flush()
+    scanned_then_changed(tmp_path, cache, {"a/f1.txt": "changed a", "b/new.txt": "new in b"})
     assert set(db.deltas()) == {"a/f1.txt", "b/new.txt"}
     before = blob_bytes(db)
     written = changes(db)
@@ -232,11 +239,7 @@ def test_a_dry_runs_scan_folds_nothing(tmp_path: Path) -> None:
     write(tmp_path / "d" / "b.txt", "b")
     db = MemoryDatabase()
     backing = SqliteHashCache(db)
-    run(tmp_path, backing)
-    backing.flush()
-    write(tmp_path / "d" / "a.txt", "changed")
-    run(tmp_path, backing, only=["d/a.txt"])
-    backing.flush()
+    scanned_then_changed(tmp_path, backing, {"d/a.txt": "changed"})
     written = changes(db)
 
     snapshot = run(tmp_path, ReadThroughCache(backing))
@@ -280,12 +283,8 @@ def test_a_damaged_delta_row_hides_the_blobs_row_and_costs_one_re_hash(tmp_path:
     write(tmp_path / "d" / "a.txt", "a")
     write(tmp_path / "d" / "b.txt", "b")
     db = MemoryDatabase()
-    cache = SqliteHashCache(db)
-    run(tmp_path, cache)
-    cache.flush()
-    write(tmp_path / "d" / "a.txt", "changed")
-    changed = run(tmp_path, cache, only=["d/a.txt"]).files["d/a.txt"]
-    cache.flush()
+    incremental = scanned_then_changed(tmp_path, SqliteHashCache(db), {"d/a.txt": "changed"})
+    changed = incremental.files["d/a.txt"]
     key = (changed.inode, changed.size, changed.mtime_ns, changed.ctime_ns)
     db.conn.execute("UPDATE hash_deltas SET hash = X'00'")  # a blob where a digest was
 
