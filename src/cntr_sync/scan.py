@@ -831,9 +831,9 @@ class _Walk:
                         continue
                 files[relpath] = local_file(relpath, size, mtime_ns, inode, digest, ctime_ns)
         self._hashed += hashed
-        if rows is not None:
+        if rows is not None and here is not None:  # one is None only with the other
             self._here = None
-            rows.done(parent, here, fresh)  # type: ignore[arg-type]
+            rows.done(parent, here, fresh)
 
     def _visit_entry(
         self, entry: os.DirEntry[str], relpath: str, parent_clean: bool, screen: Screen | None
