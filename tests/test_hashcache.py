@@ -396,6 +396,10 @@ def test_a_file_swapped_for_a_non_regular_one_is_never_read(
 def test_a_file_that_vanishes_or_changes_while_hashed_is_dropped_or_deferred(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
+    # A directory the cache has rows of: its new files are lstat'ed, read, stat'ed again.
+    write(tmp_path / "seen.txt", "seen")
+    cache = sqlite_cache()
+    run(tmp_path, cache)
     write(tmp_path / "a.txt", "a")
     kept = write(tmp_path / "b.txt", "b")
     target = str(tmp_path / "a.txt")
@@ -411,12 +415,77 @@ def test_a_file_that_vanishes_or_changes_while_hashed_is_dropped_or_deferred(
         return os.stat_result((*fields[:8], real.st_mtime + 1, *fields[9:]))
 
     monkeypatch.setattr(os, "stat", after_stat)
-    snapshot = run(tmp_path, sqlite_cache())
+    snapshot = run(tmp_path, cache)
 
-    assert set(snapshot.files) == {"b.txt"}
+    assert set(snapshot.files) == {"b.txt", "seen.txt"}
     assert snapshot.files["b.txt"].hash == digest(kept.read_text())
     assert snapshot.unstable == (("a.txt",) if change == "changed" else ())
     assert snapshot.unreadable == ()
+
+
+def fstat_changing(monkeypatch: pytest.MonkeyPatch, target: str, change: Any) -> list[str]:
+    """``os.fstat`` that calls ``change()`` before the second fstat of a descriptor of
+    ``target`` (what a first scan's read of it asks after reading), and ``os.open``
+    that records every path opened."""
+    real_open, real_fstat = os.open, os.fstat
+    opened: list[str] = []
+    fds: dict[int, int] = {}
+
+    def recording_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        opened.append(str(path))
+        if str(path) == target:
+            fds[fd] = 0
+        return fd
+
+    def fstat(fd: int) -> os.stat_result:
+        if fd in fds:
+            fds[fd] += 1
+            if fds[fd] == 2:
+                change()
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    monkeypatch.setattr(os, "fstat", fstat)
+    return opened
+
+
+def test_a_first_scan_reads_a_file_that_changes_while_read_again_the_long_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory the cache has no rows of: the descriptor's fstat before and after the
+    # read stand in for the lstat and the stat; a change between them sends the file
+    # the long way (lstat, read, stat), which finds it holding still and hashes that.
+    target = write(tmp_path / "a.txt", "a")
+    kept = write(tmp_path / "b.txt", "b")
+
+    def rewrite() -> None:
+        write(target, "rewritten")
+        os.utime(target, ns=(OLD_NS + 10**9, OLD_NS + 10**9))
+
+    opened = fstat_changing(monkeypatch, str(target), rewrite)
+    snapshot = run(tmp_path, sqlite_cache())
+
+    assert snapshot.files["a.txt"].hash == digest("rewritten")
+    assert snapshot.files["a.txt"].size == len("rewritten")
+    assert snapshot.files["b.txt"].hash == digest(kept.read_text())
+    assert opened.count(str(target)) == 2  # the first read's, then the long way's
+    assert opened.count(str(kept)) == 1
+    assert snapshot.unstable == ()
+
+
+def test_a_first_scan_drops_a_file_removed_while_it_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unlinking changes the inode's ctime, which the fstat after the read compares:
+    # the long way then finds the path gone.
+    target = write(tmp_path / "a.txt", "a")
+    kept = write(tmp_path / "b.txt", "b")
+    fstat_changing(monkeypatch, str(target), target.unlink)
+    snapshot = run(tmp_path, sqlite_cache())
+    assert set(snapshot.files) == {"b.txt"}
+    assert snapshot.files["b.txt"].hash == digest(kept.read_text())
+    assert (snapshot.unstable, snapshot.unreadable, snapshot.warnings) == ((), (), ())
 
 
 # -- the collector -------------------------------------------------------------------

@@ -184,11 +184,15 @@ class _Entry:
         return self._lstat if self._lstat is not None else os.lstat(self.path)
 
 
-def visit(root: Path, *entries: _Entry) -> Snapshot:
-    walk = _Walk(
-        root, IgnoreRules.load(root), MemoryHashCache(), None, False, time.time_ns, _no_tick, False
-    )
-    walk._visit_all("", list(entries), parent_clean=True)  # type: ignore[arg-type]
+def visit(root: Path, *entries: _Entry, first_scan: bool = False) -> Snapshot:
+    """``entries`` visited as the root's listing; ``first_scan``: with the rows of an
+    empty SQLite cache, as a first whole-tree scan has them (its own lane)."""
+    cache = SqliteHashCache(MemoryDatabase()) if first_scan else MemoryHashCache()
+    walk = _Walk(root, IgnoreRules.load(root), cache, None, False, time.time_ns, _no_tick, False)
+    with cache.scanning() as rows:
+        assert (rows is not None) == first_scan
+        walk.use_rows(rows)
+        walk._visit_all("", list(entries), parent_clean=True)  # type: ignore[arg-type]
     return walk.snapshot()
 
 
@@ -211,12 +215,80 @@ def test_an_lstat_that_fails_makes_the_file_unreadable_or_gone(tmp_path: Path) -
     ]
 
 
-def test_an_entry_listed_as_a_file_but_now_a_fifo_is_skipped_unopened(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first_scan", [False, True])
+def test_an_entry_listed_as_a_file_but_now_a_fifo_is_skipped_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_scan: bool
+) -> None:
     fifo = tmp_path / "was-a-file"
     os.mkfifo(fifo)
-    snapshot = visit(tmp_path, _Entry(fifo))  # the listing said "regular file"
+    real_pread = os.pread
+    reads: list[int] = []
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append(fd)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    # The listing said "regular file".
+    snapshot = visit(tmp_path, _Entry(fifo), first_scan=first_scan)
+    assert reads == []
     assert snapshot.files == {}
     assert [(w.relpath, w.reason) for w in snapshot.warnings] == [("was-a-file", "FIFO skipped")]
+
+
+@pytest.mark.parametrize("first_scan", [False, True])
+def test_an_entry_listed_as_a_file_but_now_a_symlink_is_not_followed(
+    tmp_path: Path, first_scan: bool
+) -> None:
+    root = tmp_path / "root"
+    secret = write(tmp_path / "outside" / "secret.txt", "not for the container")
+    link = root / "was-a-file"
+    root.mkdir()
+    link.symlink_to(secret)
+    # The listing said "regular file": a first scan opens it before any stat, and must
+    # not follow the link it has become.
+    snapshot = visit(root, _Entry(link), first_scan=first_scan)
+    assert snapshot.files == {}
+    assert snapshot.hashed_count == 0
+    assert [(w.relpath, w.reason) for w in snapshot.warnings] == [
+        ("was-a-file", "special file skipped")  # the lstat's word for a link here
+    ]
+
+
+def test_a_first_scan_takes_a_small_files_stat_from_its_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory the cache has no rows of: no lstat (nothing to look up with it),
+    # and what the fstat said is what the snapshot and the cache's new rows hold.
+    files = {
+        "a.txt": write(tmp_path / "a.txt", "a"),
+        "empty": write(tmp_path / "empty", b""),
+        "big.bin": write(tmp_path / "big.bin", b"b" * (HASH_CHUNK + 1)),
+    }
+    lstats: list[str] = []
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.path.dirname(path) == str(tmp_path):
+            lstats.append(os.path.basename(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    # _Entry.stat is an os.lstat, as DirEntry.stat(follow_symlinks=False) is.
+    snapshot = visit(tmp_path, *(_Entry(path) for path in files.values()), first_scan=True)
+
+    assert lstats == ["big.bin"]  # larger than a chunk: the long way
+    for relpath, path in files.items():
+        seen = real_lstat(path)
+        assert snapshot.files[relpath] == LocalFile(
+            relpath,
+            seen.st_size,
+            seen.st_mtime_ns,
+            seen.st_ino,
+            digest(path.read_bytes()),
+            seen.st_ctime_ns,
+        )
+    assert snapshot.hashed_count == 3
 
 
 def test_an_entry_whose_type_cannot_be_read_is_decided_by_the_full_checks(

@@ -172,6 +172,48 @@ def _hash_sized(path: str, size: int, tick: Tick) -> str:
 
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+# A file the listing called regular, opened before any stat: a symlink swapped in
+# since fails (ELOOP) instead of being followed.
+_UNSEEN_FLAGS = _OPEN_FLAGS | os.O_NOFOLLOW
+
+
+def _read_unseen(path: str) -> tuple[os.stat_result, bytes] | None:
+    """A small regular file's stat and bytes, both taken through one descriptor; None
+    for anything else (not a regular file, larger than a chunk, changed while it was
+    read, any error), which the caller then decides the long way.
+
+    For a file that no hash-cache row can match (its directory has none: a first
+    scan): the walk has no use for an lstat to look a row up with, so the
+    descriptor's fstat is the file's stat, and a second fstat after the read is the
+    check that it held still. Nothing is read unless the first says "regular file",
+    so a FIFO or device swapped in after the listing is opened (non-blocking) and
+    closed unread, as with ``open_regular``. A file renamed over this path after the
+    open is not what was read: the inode in the stat is the one that was, and
+    uploads check it (``transfer.open_as_scanned``).
+    """
+    try:
+        fd = os.open(path, _UNSEEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        size = before.st_size
+        if not stat.S_ISREG(before.st_mode) or size > HASH_CHUNK:
+            return None
+        chunk = os.pread(fd, size, 0) if size else b""
+        after = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if (
+        len(chunk) != size
+        or after.st_size != size
+        or after.st_mtime_ns != before.st_mtime_ns
+        or after.st_ctime_ns != before.st_ctime_ns
+    ):
+        return None
+    return before, chunk
 
 
 def open_regular(path: StrPath, *, follow_symlinks: bool = True) -> int:
@@ -715,7 +757,9 @@ class _Walk:
 
         Most entries of a tree are regular files with plain names that no ignore
         pattern can match: they take the lane below, which asks for no more than
-        that (the directory entry's type, one lstat, the cache, one ``LocalFile``).
+        that (the directory entry's type, one lstat, the cache, one ``LocalFile``;
+        in a directory the cache has no rows of, a small file's stat is the fstat of
+        the descriptor it is read through instead: ``_read_unseen``).
         Any other entry, and any that fails on the way, goes to ``_visit_entry``,
         which decides it from the start, as if the lane had not looked at it.
         """
@@ -748,6 +792,9 @@ class _Walk:
         fresh: dict[str, Row] = {}
         # Hash in the lane (below) unless a test's hasher must be called.
         inline = self._hasher is None and rows is not None
+        # A directory the cache has no rows of (all of them, in a first scan).
+        unseen = inline and not here
+        read_unseen = _read_unseen
         now_ns = self._now_ns
         hashed = 0
         # What the lane calls per file, as locals.
@@ -771,6 +818,29 @@ class _Walk:
                 ):
                     other(entry, relpath, parent_clean, screen)
                     continue
+                if unseen:
+                    # No row of this directory can match, so no lstat to look one up
+                    # with: a small file is read through one descriptor, whose fstat
+                    # is its stat (_read_unseen). Anything else goes on below.
+                    try:
+                        listed_file = entry.is_file(follow_symlinks=False)  # d_type
+                    except OSError:
+                        listed_file = False
+                    read = read_unseen(entry.path) if listed_file else None
+                    if read is not None:
+                        file_stat, content = read
+                        mtime_ns = file_stat.st_mtime_ns
+                        inode, size = file_stat.st_ino, file_stat.st_size
+                        tick()
+                        read_hash = hexdigest(content)
+                        hashed += 1
+                        ctime_ns = file_stat.st_ctime_ns
+                        if now_ns() - mtime_ns >= RACY_WINDOW_NS:
+                            fresh[name] = (inode, size, mtime_ns, ctime_ns, read_hash)
+                        files[relpath] = local_file(
+                            relpath, size, mtime_ns, inode, read_hash, ctime_ns
+                        )
+                        continue
                 try:
                     # One lstat, which the entry keeps: a directory or anything else
                     # the other lane takes asks it again for free.
