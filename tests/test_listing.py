@@ -6,11 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cntr_sync.actions import AccountedIds
 from cntr_sync.entry_table import EntryTable
 from cntr_sync.listing import Listing
 from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, RemoteFile, UploadIntent
 from cntr_sync.names import to_remote_file
-from cntr_sync.plan import Claims, Policy, plan
+from cntr_sync.plan import plan
+from cntr_sync.plan_inputs import Policy
+from plain_inputs import PlainEntries, PlainFiles
 
 HASHED = "/mnt/data/0123456789abcdef0123456789abcdef-"
 
@@ -142,28 +145,28 @@ def test_a_plan_from_a_listing_is_the_plan_from_its_files(
         ),
         "uncertain": lambda relpath: relpath == "b",
     }
-    expected = plan(files, index, list(remote), **kwargs)  # type: ignore[arg-type]
-    assert plan(files, index, Listing(remote), **kwargs) == expected  # type: ignore[arg-type]
+    expected = plan(files, PlainEntries(index), PlainFiles(remote), **kwargs)  # type: ignore[arg-type]
+    listing = Listing(remote).by_id()
+    assert plan(files, PlainEntries(index), listing, **kwargs) == expected  # type: ignore[arg-type]
     table = EntryTable(index.values())
-    assert plan(files, table, Listing(remote), **kwargs) == expected  # type: ignore[arg-type]
+    assert plan(files, table, Listing(remote).by_id(), **kwargs) == expected  # type: ignore[arg-type]
 
 
-def test_claims_flag_listed_rows_and_keep_other_ids_aside() -> None:
+def test_accounted_ids_flag_listed_rows_and_keep_other_ids_aside() -> None:
     listing = Listing()
     listing.add("f1", "/mnt/data/a", 1, "user", 10)
     listing.add("f2", "/mnt/data/b", 2, "user", 20)
     listing.add("f1", "/mnt/data/a2", 3, "user", 30)
-    claims = Claims(listing.by_id())
-    claims.add("f2")
-    claims |= ["gone"]
-    claims.update(["f1"])
-    assert "f1" in claims and "f2" in claims and "gone" in claims
-    assert "f3" not in claims and 7 not in claims
-    # Over a plain dict of files: ids alone.
-    plain = Claims({"f1": listing.file(0)})
+    accounted = AccountedIds(listing.by_id())
+    accounted.add("f2")
+    accounted.update(["gone", "f1"])
+    assert "f1" in accounted and "f2" in accounted and "gone" in accounted
+    assert "f3" not in accounted and 7 not in accounted
+    # Without a listing: ids alone.
+    plain = AccountedIds()
     plain.add("f1")
     assert "f1" in plain and "f2" not in plain
-    fresh = Claims(listing.by_id())
+    fresh = AccountedIds(listing.by_id())
     assert "f1" not in fresh and "f2" not in fresh
 
 

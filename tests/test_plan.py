@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +20,10 @@ from cntr_sync.models import (
     UploadIntent,
 )
 from cntr_sync.names import remote_names, to_remote_file
-from cntr_sync.plan import BRAKE_MIN_DELETES, Policy, check_brakes, plan
+from cntr_sync.plan import BRAKE_MIN_DELETES, check_brakes
+from cntr_sync.plan import plan as plan_pass
+from cntr_sync.plan_inputs import Policy
+from plain_inputs import PlainEntries, PlainFiles
 
 NOW_S = 1_800_000_000
 
@@ -46,6 +51,16 @@ def entry(relpath: str, remote_id: str, content: str = "v1") -> IndexEntry:
 
 def intent(relpath: str, content: str = "v1") -> UploadIntent:
     return UploadIntent(relpath, relpath, len(content), f"h:{content}", 0.0)
+
+
+def plan(
+    local: Mapping[str, LocalFile],
+    index: Mapping[str, IndexEntry],
+    remote: Iterable[RemoteFile],
+    **kwargs: Any,
+) -> Plan:
+    """``plan.plan`` over plain values."""
+    return plan_pass(local, PlainEntries(index), PlainFiles(remote), **kwargs)
 
 
 def ids(p: Plan) -> tuple[list[str], list[str]]:

@@ -12,7 +12,9 @@ import pytest
 
 from cntr_sync.actions import Plan
 from cntr_sync.models import IndexEntry, LocalFile, RemoteFile
-from cntr_sync.plan import Policy, plan
+from cntr_sync.plan import plan
+from cntr_sync.plan_inputs import Policy
+from plain_inputs import PlainEntries, PlainFiles
 
 NOW = 1_800_000_000.0
 
@@ -53,8 +55,8 @@ def run(
     by_path: Mapping[str, LocalFile] = {f.relpath: f for f in locals_}
     return plan(
         by_path,
-        {e.relpath: e for e in index},
-        remotes,
+        PlainEntries(index),
+        PlainFiles(remotes),
         policy=Policy(direction=direction, now=NOW, **policy),  # type: ignore[arg-type]
     )
 
@@ -184,8 +186,8 @@ def test_conflict_copies_are_never_uploaded() -> None:
 def test_uncertain_files_are_held() -> None:
     p = plan(
         {},
-        {"a": entry("a", "r1")},
-        [remote("r1", "a", "changed there")],
+        PlainEntries([entry("a", "r1")]),
+        PlainFiles([remote("r1", "a", "changed there")]),
         policy=Policy(direction="both", now=NOW),
         uncertain=lambda relpath: relpath == "a",
     )

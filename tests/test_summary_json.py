@@ -21,13 +21,12 @@ from cntr_sync.actions import (
     Delete,
     DeleteLocal,
     Download,
-    LocalState,
     Plan,
     Upload,
 )
 from cntr_sync.cli_output import OutputMode, Reporter, planned_counts, summary, write_summary
 from cntr_sync.emulator import EmulatorServer
-from cntr_sync.models import IndexEntry, RemoteFile
+from cntr_sync.models import IndexEntry, LocalFile, RemoteFile
 from cntr_sync.result import ActionFailure, PassResult, PlannedAction, SyncResult
 
 
@@ -36,7 +35,7 @@ def _remote(number: int, size: int | None) -> RemoteFile:
 
 
 def _plan(uploads: int) -> Plan:
-    state = LocalState(5, 1, 2, "h")
+    state = LocalFile("c.txt", 5, 1, 2, "h")
     return Plan(
         uploads=tuple(
             Upload(f"d/f{n}", n, 1, "h", "new", f"old-{n}" if n % 7 == 0 else None)

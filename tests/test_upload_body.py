@@ -23,8 +23,9 @@ from cntr_sync.api import ContainersClient, FilePart
 from cntr_sync.emulator import Emulator, EmulatorServer
 from cntr_sync.emulator.multipart import spool_multipart
 from cntr_sync.errors import LocalError
+from cntr_sync.models import LocalFile
 from cntr_sync.rest import CHUNK_SIZE
-from cntr_sync.transfer import Expected, TickingReader, open_as_scanned
+from cntr_sync.transfer import TickingReader, open_as_scanned
 from helpers import FILE, Script
 
 NAMES = [
@@ -212,9 +213,9 @@ def served(tmp_path: Path) -> Iterator[tuple[ContainersClient, Emulator, str]]:
         yield client, emulator, container.id
 
 
-def scanned(path: Path) -> Expected:
+def scanned(path: Path) -> LocalFile:
     seen = path.stat()
-    return Expected(seen.st_size, seen.st_mtime_ns, seen.st_ino)
+    return LocalFile(path.name, seen.st_size, seen.st_mtime_ns, seen.st_ino, "")
 
 
 @pytest.mark.parametrize("size", [4096, CHUNK_SIZE * 2 + 5])

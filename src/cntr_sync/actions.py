@@ -1,18 +1,22 @@
-"""PURE: what a pass can do, and the ``Plan`` that lists it.
+"""PURE: what a pass can do, the ``Plan`` that lists it, and the one builder of plans.
 
 Remote actions (``Upload``, ``Delete``) change the container; local actions
 (``Download``, ``Compare``, ``DeleteLocal``) change the local tree; the rest
 (``Adopt``, ``Refresh``, forgets, repointed entries) change only the index.
-The planners (``plan`` for the push side, ``pull`` for the remote side) build
-them; the engine carries them out. Nothing here performs I/O.
+The planners (``pull`` for the remote side, then ``plan`` for the push side)
+fill one ``PlanBuilder``; the engine carries the ``Plan`` out. A local file
+appears in actions as the scan saw it (``models.LocalFile``): a write or a
+delete must find it unchanged, or not happen. Nothing here performs I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
-from cntr_sync.models import ConflictPolicy, IndexEntry, Origin, RemoteFile
+from cntr_sync.models import ConflictPolicy, IndexEntry, LocalFile, Origin, RemoteFile
+from cntr_sync.plan_inputs import RemoteFiles
 
 UploadReason = Literal["new", "changed", "missing-remote", "conflict"]
 DeleteReason = Literal[
@@ -61,19 +65,8 @@ class Refresh:
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class LocalState:
-    """A local file as the scan saw it: a write must find it unchanged, or not happen."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-    hash: str
-    ctime_ns: int = 0  # known for a file a download just wrote; 0 for a scanned one
-
-
 def mirror_entry(
-    relpath: str, local: LocalState, remote: RemoteFile, *, origin: Origin, synced_at: float
+    relpath: str, local: LocalFile, remote: RemoteFile, *, origin: Origin, synced_at: float
 ) -> IndexEntry:
     """The index entry saying ``relpath`` (as ``local``) and ``remote`` hold the same content."""
     return IndexEntry(
@@ -108,7 +101,7 @@ class Download:
     remote: RemoteFile
     relpath: str
     reason: DownloadReason
-    expect: LocalState | None = None
+    expect: LocalFile | None = None
     move_aside_to: str | None = None
     record: bool = True
     repoint: IndexEntry | None = None
@@ -125,7 +118,7 @@ class Compare:
 
     remote: RemoteFile
     relpath: str
-    local: LocalState
+    local: LocalFile
     policy: ConflictPolicy
 
 
@@ -137,7 +130,7 @@ class Verify:
     """
 
     relpath: str
-    local: LocalState
+    local: LocalFile
     candidates: tuple[RemoteFile, ...]
     upload: Upload
 
@@ -147,7 +140,7 @@ class DeleteLocal:
     """Delete a local file whose remote file was deleted (``remote_delete = propagate``)."""
 
     relpath: str
-    expect: LocalState
+    expect: LocalFile
 
 
 LocalAction = Download | Compare | Verify | DeleteLocal
@@ -239,3 +232,114 @@ class Plan:
         """Bytes to download, where the listing says (``bytes: null`` counts 0)."""
         fetched = [d.remote.size for d in self.downloads] + [c.remote.size for c in self.compares]
         return sum(size or 0 for size in fetched)
+
+
+class AccountedIds:
+    """Remote ids a plan accounts for (ours, or acted on): whatever is not in here and
+    is listed is a stranger's file ("unknown").
+
+    A byte per listed file (``RemoteFiles.row``), and a set for ids that are not
+    listed: a set of 100,000 listed ids would be 4 MB at a pass's peak.
+    """
+
+    __slots__ = ("_listed", "_others", "_row")
+
+    def __init__(self, remote: RemoteFiles | None = None) -> None:
+        self._row: Callable[[str], int | None] = remote.row if remote is not None else _unlisted
+        self._listed = bytearray(remote.rows if remote is not None else 0)
+        self._others: set[str] = set()
+
+    def add(self, file_id: str) -> None:
+        row = self._row(file_id)
+        if row is None:
+            self._others.add(file_id)
+        else:
+            self._listed[row] = 1
+
+    def update(self, file_ids: Iterable[str]) -> None:
+        for file_id in file_ids:
+            self.add(file_id)
+
+    def __contains__(self, file_id: object) -> bool:
+        if not isinstance(file_id, str):
+            return False
+        row = self._row(file_id)
+        return bool(self._listed[row]) if row is not None else file_id in self._others
+
+
+def _unlisted(_file_id: str) -> None:
+    return None
+
+
+@dataclass
+class PlanBuilder:
+    """The actions of one pass as the planners decide them; ``build`` makes the ``Plan``.
+
+    The remote side (``pull``) runs first: the relpaths it decides go into
+    ``decided`` (the push side leaves them alone this pass), and every remote id
+    either side accounts for into ``accounted``.
+    """
+
+    accounted: AccountedIds = field(default_factory=AccountedIds)
+    uploads: list[Upload] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    downloads: list[Download] = field(default_factory=list)
+    compares: list[Compare] = field(default_factory=list)
+    verifies: list[Verify] = field(default_factory=list)
+    local_deletes: list[DeleteLocal] = field(default_factory=list)
+    adopts: list[Adopt] = field(default_factory=list)
+    refreshes: list[Refresh] = field(default_factory=list)
+    repoints: list[IndexEntry] = field(default_factory=list)
+    forgets: list[str] = field(default_factory=list)
+    cleared_intents: list[str] = field(default_factory=list)
+    obsolete_deletes: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    waiting: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: int = 0
+    local_only: int = 0
+    decided: set[str] = field(default_factory=set)
+    _deleted: set[str] = field(default_factory=set)
+
+    def delete(self, remote: RemoteFile, reason: DeleteReason, relpath: str | None) -> None:
+        """Delete ``remote`` (once, however many reasons the planners find)."""
+        self._add_delete(Delete(remote.id, remote.path, reason, relpath))
+
+    def _add_delete(self, delete: Delete) -> None:
+        if delete.remote_id not in self._deleted:
+            self._deleted.add(delete.remote_id)
+            self.accounted.add(delete.remote_id)
+            self.deletes.append(delete)
+
+    def extend(self, part: Plan) -> None:
+        """Add the transfers and repointed entries of ``part`` (a conflict's resolution)."""
+        self.downloads.extend(part.downloads)
+        self.uploads.extend(part.uploads)
+        for delete in part.deletes:
+            self._add_delete(delete)
+        self.repoints.extend(part.repoints)
+
+    def build(
+        self, *, tracked: int = 0, unknown_kept: int = 0, moves: int = 0, push: bool = True
+    ) -> Plan:
+        """The plan; ``push`` False (a pull pair) drops every upload and remote delete."""
+        return Plan(
+            uploads=tuple(self.uploads) if push else (),
+            deletes=tuple(self.deletes) if push else (),
+            downloads=tuple(self.downloads),
+            compares=tuple(self.compares),
+            verifies=tuple(self.verifies) if push else (),
+            local_deletes=tuple(self.local_deletes),
+            adopts=tuple(self.adopts),
+            refreshes=tuple(self.refreshes),
+            repoints=tuple(self.repoints),
+            forgets=tuple(sorted(set(self.forgets))),
+            cleared_intents=tuple(self.cleared_intents),
+            obsolete_deletes=tuple(self.obsolete_deletes),
+            unknown_kept=unknown_kept,
+            tracked=tracked,
+            moves=moves if push else 0,
+            conflicts=self.conflicts,
+            refused=tuple(self.refused),
+            waiting=tuple(self.waiting),
+            local_only=self.local_only,
+        )

@@ -33,7 +33,6 @@ from cntr_sync.actions import (
     DeleteLocal,
     Download,
     LocalAction,
-    LocalState,
     Plan,
     RemoteAction,
     Upload,
@@ -53,6 +52,7 @@ from cntr_sync.errors import (
 from cntr_sync.index import Index
 from cntr_sync.models import (
     IndexEntry,
+    LocalFile,
     Pair,
     PendingDelete,
     PullFailure,
@@ -60,14 +60,14 @@ from cntr_sync.models import (
     UploadIntent,
 )
 from cntr_sync.names import learn, to_remote_file, upload_name
-from cntr_sync.pull import PullPolicy, pulled_entry, resolve_unrelated
-from cntr_sync.remote_paths import printable
+from cntr_sync.plan_inputs import Policy
+from cntr_sync.pull import pulled_entry, resolve_unrelated
+from cntr_sync.remote_paths import TakenNames, printable
 from cntr_sync.rest import ByteSink
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.transfer import (
     ChangedSinceScan,
     DownloadProblem,
-    Expected,
     LocalChanged,
     Tick,
     UnsafeTarget,
@@ -145,12 +145,13 @@ class Applier:
         *,
         concurrency: int,
         clock: Callable[[], float],
+        monotonic: Callable[[], float],
         progress: Progress,
         tick: Tick,
         cancel: threading.Event,
-        pull_policy: PullPolicy | None,
+        policy: Policy,
         partial_tag: str,
-        taken: set[str],
+        taken: TakenNames,
         keep_grown_uploads: bool = False,
         deadline: float | None = None,
     ) -> None:
@@ -164,12 +165,13 @@ class Applier:
         self.result = result
         self.concurrency = concurrency
         self._clock = clock
+        self._monotonic = monotonic
         self._progress = progress
         self._tick = tick
         self._cancel = cancel
-        self._pull_policy = pull_policy
+        self._policy = policy
         self._partial_tag = partial_tag
-        # Keys of names in use, for conflict copies decided at run time.
+        # Names in use under the root, for conflict copies decided at run time.
         self._taken = taken
         self._retries: dict[str, int] = {}
         # Relpaths not to upload this pass: a conflict copy of theirs failed.
@@ -233,7 +235,7 @@ class Applier:
         finished: SimpleQueue[Future[object]] = SimpleQueue()
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
             running: dict[Future[object], Action] = {}
-            recorded, since = 0, time.monotonic()
+            recorded, since = 0, self._monotonic()
             try:
                 while queue or running:
                     while (
@@ -259,10 +261,10 @@ class Applier:
                         self._tick()
                         queue.extend(reversed(list(self._finish(action, future))))
                     recorded += len(done)
-                    if recorded >= RECORD_BATCH or time.monotonic() - since >= RECORD_SECONDS:
+                    if recorded >= RECORD_BATCH or self._monotonic() - since >= RECORD_SECONDS:
                         self.index.end_batch()
                         self.index.begin_batch()
-                        recorded, since = 0, time.monotonic()
+                        recorded, since = 0, self._monotonic()
             except FATAL:
                 for future in running:
                     future.cancel()
@@ -297,7 +299,7 @@ class Applier:
     def _stopping(self) -> bool:
         if self._cancel.is_set():
             return True
-        return self._deadline is not None and time.monotonic() > self._deadline
+        return self._deadline is not None and self._monotonic() > self._deadline
 
     # -- submitting (this thread) and working (pool threads) --------------------------------
 
@@ -332,7 +334,7 @@ class Applier:
         """Upload the very file the scan saw, from one open descriptor."""
         handle, before = open_as_scanned(
             self._root / action.relpath,
-            Expected(action.size, action.mtime_ns, action.inode),
+            action,
             follow_symlinks=self.pair.follow_symlinks,
             tick=self._tick,
             allow_growth=self._keep_grown,
@@ -362,7 +364,7 @@ class Applier:
 
         return fetch
 
-    def _download(self, action: Download) -> LocalState:
+    def _download(self, action: Download) -> LocalFile:
         remote = action.remote
         return write_download(
             self._root,
@@ -435,7 +437,7 @@ class Applier:
                     yield from self._on_changed_during_upload(outcome)
                 else:
                     yield from self._on_uploaded(outcome)
-            elif isinstance(outcome, LocalState):
+            elif isinstance(outcome, LocalFile):
                 assert isinstance(action, Download)
                 self._on_downloaded(action, outcome)
             elif isinstance(outcome, _Compared):
@@ -519,7 +521,7 @@ class Applier:
         self.result.local_deleted += 1
         self._progress.advance(TransferEvent("deleted locally", action.relpath))
 
-    def _on_downloaded(self, action: Download, written: LocalState) -> None:
+    def _on_downloaded(self, action: Download, written: LocalFile) -> None:
         remote = action.remote
         if action.record:
             self.index.record_download(pulled_entry(action.relpath, remote, written, self._clock()))
@@ -547,15 +549,11 @@ class Applier:
             self.index.record_download(pulled_entry(action.relpath, remote, local, self._clock()))
             self.result.adopted += 1
             return
-        assert self._pull_policy is not None
         self.result.conflicts += 1
-        resolution = resolve_unrelated(
-            remote, action.relpath, local, self._pull_policy, self._taken
-        )
+        # The conflict copy's name is taken in ``self._taken`` as it is chosen.
+        resolution = resolve_unrelated(remote, action.relpath, local, self._policy, self._taken)
         for entry in resolution.repoints:
             self.index.adopt(entry)
-        for download in resolution.downloads:
-            self._taken.add(self._pull_policy.traits.key(download.relpath))
         yield from resolution.downloads
         self._remote_queue.extend(resolution.uploads)
         self._remote_queue.extend(resolution.deletes)
@@ -637,7 +635,7 @@ class Applier:
         rehashed = None
         if count <= MAX_CHANGED_RETRIES:
             rehashed = rehash_if_still(
-                self._root / action.relpath, self._root, follow_symlinks=self.pair.follow_symlinks
+                self._root, action.relpath, follow_symlinks=self.pair.follow_symlinks
             )
         if rehashed is None:
             self.result.deferred.append(action.relpath)
@@ -675,6 +673,8 @@ class Applier:
 
 
 def _deadline_after(seconds: float | None) -> float | None:
+    # A transfer's own deadline, on the clock its reader checks (``TickingReader``): real
+    # time, as the socket's.
     return None if seconds is None else time.monotonic() + seconds
 
 

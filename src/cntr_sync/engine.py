@@ -18,7 +18,8 @@ through ``Index``, decide what to do (``plan`` and ``pull`` decide), find,
 create or replace a container itself (``containers`` does), or touch files
 other than through ``scan`` and ``transfer``. Clocks are injected: ``clock``
 (wall time, seconds) for what is compared with file times and stored,
-``monotonic`` for durations.
+``monotonic`` for durations and the pass's deadline. A single transfer's
+``request_deadline`` runs on the real monotonic clock, as its socket does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
 from cntr_sync.apply import Applier
 from cntr_sync.containers import ContainerResolver
+from cntr_sync.entry_table import EntryTable
 from cntr_sync.errors import (
     ContainerExpiredError,
     LocalError,
@@ -48,9 +50,9 @@ from cntr_sync.listing import Listing
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
-from cntr_sync.plan import Policy, PullContext, check_brakes, plan
-from cntr_sync.pull import PullPolicy
-from cntr_sync.remote_paths import IGNORE_FILE, FileSystemTraits, PathRules, is_conflict_copy
+from cntr_sync.plan import check_brakes, plan
+from cntr_sync.plan_inputs import Policy
+from cntr_sync.remote_paths import IGNORE_FILE, FileSystemTraits, TakenNames, is_conflict_copy
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
@@ -79,8 +81,8 @@ class _Planned(NamedTuple):
     container_id: str
     plan: Plan
     partials: tuple[str, ...]  # the scan's leftover partial files
-    pull_policy: PullPolicy | None
-    taken: set[str]
+    policy: Policy
+    taken: TakenNames
 
 
 class Engine:
@@ -150,7 +152,7 @@ class Engine:
         """
         self._cancel = cancel or threading.Event()
         started = self._monotonic()
-        self._deadline = None if deadline is None else time.monotonic() + deadline
+        self._deadline = None if deadline is None else self._monotonic() + deadline
         requests_before = self.client.stats.by_operation()
         result = PassResult(dry_run=dry_run)
         trusted, self._trusted = self._trusted, None
@@ -237,7 +239,7 @@ class Engine:
                 result,
                 planned.container_id,
                 planned.partials,
-                pull_policy=planned.pull_policy,
+                policy=planned.policy,
                 taken=planned.taken,
                 keep_grown=keep_grown,
             )
@@ -292,16 +294,16 @@ class Engine:
 
         policy = self._policy()
         known = container is not None
-        pull_context = self._pull_context(known) if self.pair.direction != "push" else None
         pass_plan = plan(
             local,
-            self.index.entry_table(local, remote) if known else {},
-            remote,
+            self.index.entry_table(local, remote) if known else EntryTable(),
+            remote.by_id(),
             intents=self.index.intents() if known else {},
             pending_deletes=self.index.pending_deletes() if known else [],
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
-            pull_context=pull_context,
+            failures=self.index.pull_failures() if known else {},
+            ignored=self._ignored_path,
         )
         result.plan = pass_plan
         result.unknown_kept = pass_plan.unknown_kept
@@ -320,10 +322,8 @@ class Engine:
             container.id,
             pass_plan,
             snapshot.partials,
-            pull_context.pull_policy(policy) if pull_context else None,
-            # Names a download must not take: only a pass that downloads or compares
-            # needs them (a set of every relpath and directory: 10 MB at 100k files).
-            self._taken_names(local) if _names_wanted(pass_plan) else set(),
+            policy,
+            self._taken_names(policy, local, pass_plan),
         )
 
     def _carry_out(
@@ -333,8 +333,8 @@ class Engine:
         container_id: str,
         partials: tuple[str, ...],
         *,
-        pull_policy: PullPolicy | None,
-        taken: set[str],
+        policy: Policy,
+        taken: TakenNames,
         keep_grown: bool,
     ) -> None:
         """Apply a plan the brakes let through: leftovers (``partials``, the scan's
@@ -350,10 +350,11 @@ class Engine:
             result,
             concurrency=self.concurrency,
             clock=self._clock,
+            monotonic=self._monotonic,
             progress=self._progress,
             tick=self._tick,
             cancel=self._cancel,
-            pull_policy=pull_policy,
+            policy=policy,
             partial_tag=self._partial_tag,
             taken=taken,
             keep_grown_uploads=keep_grown,
@@ -405,17 +406,17 @@ class Engine:
         entries = self.index.entries_under(paths)
         _note_scan(result, snapshot, unsettled)
         policy = self._policy()
-        pull_context = self._pull_context(True) if self.pair.direction != "push" else None
         # The remote side of these paths as the index records it: the pull side sees
         # no remote change (that is the listing's to find), so it brings nothing
         # home, and the push side carries the local changes as a full pass would.
         pass_plan = plan(
             local,
-            entries,
-            [_as_listed(entry) for entry in entries.values()],
+            EntryTable(entries.values()),
+            Listing(_as_listed(entry) for entry in entries.values()).by_id(),
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
-            pull_context=pull_context,
+            failures=self.index.pull_failures(),
+            ignored=self._ignored_path,
         )
         # The brakes weigh deletions against the whole tree, not the paths in hand:
         # counted exactly when something would be lost, else carried from the last
@@ -440,9 +441,8 @@ class Engine:
             result,
             container_id,
             snapshot.partials,
-            pull_policy=pull_context.pull_policy(policy) if pull_context else None,
-            # Names a download must not take: none comes from an unchanged remote side.
-            taken=self._taken_names(local) if _names_wanted(pass_plan) else set(),
+            policy=policy,
+            taken=self._taken_names(policy, local, pass_plan),
             keep_grown=keep_grown,
         )
         return True
@@ -468,18 +468,21 @@ class Engine:
         return True
 
     def _policy(self) -> Policy:
-        return Policy(
-            direction=self.pair.direction,
-            conflict=self.pair.conflict,
-            remote_delete=self.pair.remote_delete,
-            delete=self.pair.delete,
-            delete_unknown=self.pair.delete_unknown,
-            max_delete=self.pair.max_delete,
+        """This pass's policy: the pair's settings, what the index learnt of the
+        server's names, the clock, and (pull and both) how the root compares names."""
+        if self.pair.direction != "push" and self._fs_traits is None:
+            self._fs_traits = probe_traits(self.pair.local)
+        return Policy.for_pair(
+            self.pair,
+            now=self._clock(),
             server_keeps_names=self.index.server_keeps_names,
             server_adds_prefix=self.index.server_adds_prefix,
-            adopt_verify_max_bytes=self.pair.adopt_verify_max_bytes,
-            now=self._clock(),
+            traits=self._fs_traits,
         )
+
+    def _ignored_path(self, relpath: str) -> bool:
+        """Whether a download may not land at ``relpath`` (the ignore rules leave it alone)."""
+        return self._rules is not None and self._rules.ignored_path(relpath)
 
     def _prune_hash_cache(self, snapshot: Snapshot) -> None:
         """Forget digests of files that are gone, once they are a tenth of the cache."""
@@ -506,28 +509,14 @@ class Engine:
         # Partial files carry the pair's index stem: a pass removes only its own leftovers.
         return self.index.path.stem[:12]
 
-    def _pull_context(self, known: bool) -> PullContext:
-        if self._fs_traits is None:
-            self._fs_traits = probe_traits(self.pair.local)
-        rules = self._rules
-        return PullContext(
-            rules=PathRules(
-                prefixes=self.pair.remote_prefixes,
-                outside=self.pair.outside_prefix,
-                outside_subdir=self.pair.outside_subdir,
-            ),
-            traits=self._fs_traits,
-            failures=self.index.pull_failures() if known else {},
-            ignored=rules.ignored_path if rules is not None else (lambda _relpath: False),
-        )
-
-    def _taken_names(self, local: dict[str, LocalFile]) -> set[str]:
-        traits = self._fs_traits or FileSystemTraits()
-        names = {traits.key(relpath) for relpath in (*local, *self.index.entries())}
-        for relpath in local:
-            parts = relpath.split("/")
-            names.update(traits.key("/".join(parts[:depth])) for depth in range(1, len(parts)))
-        return names
+    def _taken_names(
+        self, policy: Policy, local: Mapping[str, LocalFile], pass_plan: Plan
+    ) -> TakenNames:
+        """Names a conflict copy decided while the plan runs must not take. Only a pass
+        that compares needs them (every relpath and directory: 10 MB at 100k files)."""
+        if not pass_plan.compares:
+            return TakenNames(policy.traits)
+        return TakenNames(policy.traits, (*local, *self.index.entries()))
 
     # -- steps ----------------------------------------------------------------------
 
@@ -635,12 +624,6 @@ def _note_scan(result: PassResult, snapshot: Snapshot, unsettled: set[str]) -> N
     result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
     result.deferred.extend(snapshot.unstable)
     result.deferred.extend(sorted(unsettled))
-
-
-def _names_wanted(pass_plan: Plan) -> bool:
-    """Whether carrying ``pass_plan`` out may name a new local file (a download, or a
-    conflict copy after a comparison): only then are the names in use collected."""
-    return bool(pass_plan.downloads or pass_plan.compares)
 
 
 def _as_listed(entry: IndexEntry) -> RemoteFile:

@@ -5,7 +5,8 @@ and the listing. A dict of ``IndexEntry`` values costs ~175 B an entry beyond
 the strings and numbers it shares with the scan and the listing (the object,
 its ``synced_at`` float, the dict's table); ``EntryTable`` keeps the same fields
 in columns sorted by relpath (~75 B an entry) and makes an ``IndexEntry`` when
-one is looked up, equal to the one ``Index.entries`` gives.
+one is looked up, equal to the one ``Index.entries`` gives. It is the planner's
+``plan_inputs.IndexEntries``, for a handful of plain entries too.
 
 Must not: import anything that performs I/O.
 """
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Iterable, Iterator, ValuesView
 
 from cntr_sync.models import IndexEntry
+from cntr_sync.plan_inputs import IndexEntries
 
 
-class EntryTable(Mapping[str, IndexEntry]):
+class EntryTable(IndexEntries):
     """Entries by relpath (each relpath once), iterated in relpath order."""
 
     __slots__ = (

@@ -7,7 +7,7 @@ strings. ``Listing`` keeps one row per listed file in columns (the id and path
 strings, sizes and creation times in arrays, the source as a byte)
 and makes a ``RemoteFile`` only when one is asked for, equal to the one
 ``names.to_remote_file`` makes. ``Listing.by_id`` is the planner's
-``Mapping[str, RemoteFile]`` over the same rows (the first row of an id wins).
+``plan_inputs.RemoteFiles`` over the same rows (the first row of an id wins).
 
 The index shares the listing's strings (``Listing.shared``): an entry's remote
 id and path are the listing's own objects where they are equal, so each is held
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Iterable, Iterator, ValuesView
 
 from cntr_sync.models import RemoteFile
 from cntr_sync.names import remote_names
+from cntr_sync.plan_inputs import RemoteFiles
 
 # Stands for None in the size and time columns; a value the column cannot hold
 # (None's stand-in itself, or beyond 64 bits) is kept aside, by row.
@@ -167,7 +168,7 @@ class _SortedIds:
         return bool(self._first[row])
 
 
-class RemoteById(Mapping[str, RemoteFile]):
+class RemoteById(RemoteFiles):
     """A ``Listing``'s files by id, in listing order; each value is made when it is
     looked up."""
 

@@ -1,14 +1,15 @@
 """The planner: a pure function from what we know to what must be done.
 
-``plan(local, index, remote, intents, pending_deletes, policy, pull)`` compares
-the local snapshot, the index (the common ancestor of both sides, per relpath)
-and one complete remote listing, and returns a ``Plan`` (``actions``). This
-module decides the push side: uploads, remote deletes and index bookkeeping
-(adoptions, refreshed stats, forgotten entries). With ``direction`` pull or
-both, ``pull.plan_pull`` decides the remote side first (downloads, conflicts,
-local deletes) and tells this side which relpaths to leave alone; in pull mode
-no upload or remote delete survives. ``check_brakes`` says whether a plan must
-be refused.
+``plan(local, index, remote, ..., policy)`` compares the local snapshot, the
+index (the common ancestor of both sides, per relpath) and one complete remote
+listing, and returns a ``Plan`` (``actions``). This module decides the push
+side: uploads, remote deletes and index bookkeeping (adoptions, refreshed
+stats, forgotten entries). With ``direction`` pull or both, ``pull.plan_pull``
+decides the remote side first (downloads, conflicts, local deletes) into the
+same ``PlanBuilder``, whose ``decided`` relpaths this side leaves alone; in pull
+mode no upload or remote delete survives. ``check_brakes`` says whether a plan
+must be refused. The inputs are read-only mappings (``plan_inputs``): this
+module never asks how they are stored.
 
 Must not: import anything that performs I/O, read the clock, or depend on
 iteration order of its inputs. It is tested with plain values.
@@ -34,42 +35,29 @@ Ownership rules, in one place:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import (
-    Callable,
-    Collection,
-    Container,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from cntr_sync import pull
 from cntr_sync.actions import (
+    AccountedIds,
     Adopt,
     Delete,
     DeleteReason,
-    LocalState,
     Plan,
+    PlanBuilder,
     Refresh,
     Upload,
     UploadReason,
     Verify,
     mirror_entry,
 )
-from cntr_sync.entry_table import EntryTable
-from cntr_sync.listing import Listing, RemoteById
 from cntr_sync.models import (
-    ConflictPolicy,
-    DeleteLimit,
-    Direction,
     IndexEntry,
     LocalFile,
     PendingDelete,
     PullFailure,
-    RemoteDeletePolicy,
     RemoteFile,
     UploadIntent,
 )
@@ -82,7 +70,8 @@ from cntr_sync.names import (
     remote_names,
     upload_name,
 )
-from cntr_sync.remote_paths import FileSystemTraits, PathRules, is_conflict_copy
+from cntr_sync.plan_inputs import IndexEntries, Policy, RemoteFiles
+from cntr_sync.remote_paths import is_conflict_copy
 
 # A remote file adopted without an index must not predate the local file's
 # last change (else the local file changed after that upload). ``created_at``
@@ -94,196 +83,64 @@ ADOPT_CLOCK_SLACK_S = 1
 BRAKE_MIN_DELETES = 3
 
 
-@dataclass(frozen=True)
-class Policy:
-    direction: Direction = "push"
-    conflict: ConflictPolicy = "keep-both"
-    remote_delete: RemoteDeletePolicy = "restore"
-    delete: bool = True
-    delete_unknown: bool = False
-    max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(percent=50.0))
-    # Whether the server keeps upload filenames; None until an upload showed it.
-    server_keeps_names: bool | None = None
-    # Whether it prefixes them with 32 hex digits; None: not seen (the listing tells).
-    server_adds_prefix: bool | None = None
-    # Largest remote file downloaded to check a match by content (lost index).
-    adopt_verify_max_bytes: int = 256 * 1024 * 1024
-    now: float = 0.0  # the caller's clock, for adopted entries' synced_at
-
-
-@dataclass(frozen=True)
-class PullContext:
-    """What only the pull side needs: path rules, the file system, retries, ignores."""
-
-    rules: PathRules = field(default_factory=PathRules)
-    traits: FileSystemTraits = field(default_factory=FileSystemTraits)
-    failures: Mapping[str, PullFailure] = field(default_factory=dict)
-    ignored: Callable[[str], bool] = lambda _relpath: False
-
-    def pull_policy(self, policy: Policy) -> pull.PullPolicy:
-        return pull.PullPolicy(
-            direction=policy.direction,
-            conflict=policy.conflict,
-            remote_delete=policy.remote_delete,
-            now=policy.now,
-            rules=self.rules,
-            traits=self.traits,
-        )
-
-
-class Claims:
-    """The remote ids a plan accounts for (ours, or acted on): not "unknown".
-
-    Over a ``Listing`` a flag a listed row (1 B a file; a set of 100,000 ids is
-    4 MB at the pass's peak), with a set for ids that are not listed.
-    """
-
-    __slots__ = ("_flags", "_others", "_row")
-
-    def __init__(self, remote_by_id: Mapping[str, RemoteFile]) -> None:
-        self._others: set[str] = set()
-        if isinstance(remote_by_id, RemoteById):
-            self._row: Callable[[str], int | None] | None = remote_by_id.row
-            self._flags = bytearray(remote_by_id.rows)
-        else:
-            self._row = None
-            self._flags = bytearray()
-
-    def add(self, file_id: str) -> None:
-        row = self._row(file_id) if self._row is not None else None
-        if row is None:
-            self._others.add(file_id)
-        else:
-            self._flags[row] = 1
-
-    def update(self, file_ids: Iterable[str]) -> None:
-        for file_id in file_ids:
-            self.add(file_id)
-
-    def __ior__(self, file_ids: Iterable[str]) -> Claims:
-        self.update(file_ids)
-        return self
-
-    def __contains__(self, file_id: object) -> bool:
-        if self._row is not None and isinstance(file_id, str):
-            row = self._row(file_id)
-            if row is not None:
-                return bool(self._flags[row])
-        return file_id in self._others
-
-
-@dataclass
-class _Builder:
-    uploads: list[Upload] = field(default_factory=list)
-    deletes: list[Delete] = field(default_factory=list)
-    adopts: list[Adopt] = field(default_factory=list)
-    refreshes: list[Refresh] = field(default_factory=list)
-    forgets: list[str] = field(default_factory=list)
-    cleared_intents: list[str] = field(default_factory=list)
-    obsolete_deletes: list[str] = field(default_factory=list)
-    # Remote ids that are accounted for (ours, or acted on): not "unknown".
-    claimed: Claims = field(default_factory=lambda: Claims({}))
-    deleted: set[str] = field(default_factory=set)
-    local_only: int = 0
-    verifies: list[Verify] = field(default_factory=list)
-
-    def delete(self, remote: RemoteFile, reason: DeleteReason, relpath: str | None) -> None:
-        if remote.id not in self.deleted:
-            self.deleted.add(remote.id)
-            self.claimed.add(remote.id)
-            self.deletes.append(Delete(remote.id, remote.path, reason, relpath))
-
-
 def plan(
     local: Mapping[str, LocalFile],
-    index: Mapping[str, IndexEntry],
-    remote: Iterable[RemoteFile],
+    index: IndexEntries,
+    remote: RemoteFiles,
     *,
     intents: Mapping[str, UploadIntent] | None = None,
     pending_deletes: Sequence[PendingDelete] = (),
     policy: Policy | None = None,
     uncertain: Callable[[str], bool] | None = None,
-    pull_context: PullContext | None = None,
+    failures: Mapping[str, PullFailure] | None = None,
+    ignored: Callable[[str], bool] | None = None,
 ) -> Plan:
     """Decide every action of one pass. ``remote`` must be a complete listing.
 
     ``uncertain(relpath)`` is true for paths the scan could not read (a file
     being written, an unreadable directory): they are absent from ``local``
     but must not be taken as deleted, so nothing about them changes.
+    Pull and both only: ``failures``, remote files whose download failed (retried
+    after their time); ``ignored(relpath)``, where no remote file may land.
     """
     policy = policy or Policy()
     intents = intents or {}
     is_uncertain = uncertain or (lambda _relpath: False)
-    remote_by_id: Mapping[str, RemoteFile]
-    if isinstance(remote, Listing):
-        remote_by_id = remote.by_id()  # the same files, made only as they are looked at
-    else:
-        remote_by_id = {}
-        for item in remote:
-            remote_by_id.setdefault(item.id, item)
-    if policy.direction == "push":
-        return _plan_push(
-            local, index, remote_by_id, intents, pending_deletes, policy, is_uncertain
+    out = PlanBuilder(AccountedIds(remote))
+    push_policy = policy
+    if policy.direction != "push":
+        owned = set(index.remote_ids())
+        owned |= {pending.remote_id for pending in pending_deletes}
+        if policy.server_keeps_names is False:
+            # A server that renames uploads (Bifrost: every one is "file") hides
+            # our own stray uploads among other uploads: pull only the model's files.
+            owned |= {item.id for item in remote.values() if item.source == "user"}
+        if policy.direction == "both":
+            owned |= _ours_by_name(local, index, intents, remote, owned, policy)
+        else:
+            # Pull matches nothing by name: what is not indexed is the model's.
+            push_policy = replace(policy, server_keeps_names=False)
+        pull.plan_pull(
+            out,
+            local,
+            index,
+            remote,
+            owned=owned,
+            uncertain=is_uncertain,
+            policy=policy,
+            failures=failures,
+            ignored=ignored or (lambda _relpath: False),
         )
-
-    context = pull_context or PullContext()
-    owned = {entry.remote_id for entry in index.values()}
-    owned |= {pending.remote_id for pending in pending_deletes}
-    if policy.server_keeps_names is False:
-        # A server that renames uploads (Bifrost: every one is "file") hides
-        # our own stray uploads among other uploads: pull only the model's files.
-        owned |= {item.id for item in remote_by_id.values() if item.source == "user"}
-    if policy.direction == "both":
-        owned |= _ours_by_name(local, index, intents, remote_by_id, owned, policy)
-        push_policy = policy
-    else:
-        # Pull matches nothing by name: what is not indexed is the model's.
-        push_policy = replace(policy, server_keeps_names=False)
-    pulled = pull.plan_pull(
-        local,
-        index,
-        remote_by_id,
-        owned=owned,
-        uncertain=is_uncertain,
-        policy=context.pull_policy(policy),
-        failures=context.failures,
-        ignored=context.ignored,
-    )
-    pushed = _plan_push(
-        local,
-        index,
-        remote_by_id,
-        intents,
-        pending_deletes,
-        push_policy,
-        is_uncertain,
-        skip=pulled.push_skip,
-        claimed=pulled.claimed,
-    )
-    if policy.direction == "pull":
-        # Nothing is uploaded or deleted remotely; bookkeeping still holds.
-        pushed = replace(pushed, uploads=(), deletes=(), verifies=(), moves=0)
-        pulled = replace(pulled, uploads=(), deletes=())
-    return replace(
-        pushed,
-        uploads=(*pushed.uploads, *pulled.uploads),
-        deletes=(*pushed.deletes, *pulled.deletes),
-        downloads=pulled.downloads,
-        compares=pulled.compares,
-        local_deletes=pulled.local_deletes,
-        repoints=pulled.repoints,
-        forgets=tuple(sorted({*pushed.forgets, *pulled.forgets})),
-        conflicts=pulled.conflicts,
-        refused=pulled.refused,
-        waiting=pulled.waiting,
+    return _plan_push(
+        out, local, index, remote, intents, pending_deletes, push_policy, is_uncertain
     )
 
 
 def _ours_by_name(
     local: Mapping[str, LocalFile],
-    index: Mapping[str, IndexEntry],
+    index: IndexEntries,
     intents: Mapping[str, UploadIntent],
-    remote_by_id: Mapping[str, RemoteFile],
+    remote: RemoteFiles,
     owned: set[str],
     policy: Policy,
 ) -> set[str]:
@@ -296,7 +153,7 @@ def _ours_by_name(
     the top). A local file with no history and a same-name upload of another
     client's is the pull side's: compared by content, or a conflict.
     """
-    user = [r for r in remote_by_id.values() if r.source == "user" and r.id not in owned]
+    user = [r for r in remote.values() if r.source == "user" and r.id not in owned]
     if names_dropped(r.path for r in user):
         return {r.id for r in user}
     prefix = policy.server_adds_prefix
@@ -319,50 +176,45 @@ def _ours_by_name(
 
 
 def _plan_push(
+    out: PlanBuilder,
     local: Mapping[str, LocalFile],
-    index: Mapping[str, IndexEntry],
-    remote_by_id: Mapping[str, RemoteFile],
+    index: IndexEntries,
+    remote: RemoteFiles,
     intents: Mapping[str, UploadIntent],
     pending_deletes: Sequence[PendingDelete],
     policy: Policy,
     uncertain: Callable[[str], bool],
-    *,
-    skip: Collection[str] = frozenset(),
-    claimed: Collection[str] = frozenset(),
 ) -> Plan:
-    """The push side: uploads, remote deletes and bookkeeping.
+    """The push side: uploads, remote deletes and bookkeeping, then the plan.
 
-    ``skip``: relpaths the pull side decided this pass; ``claimed``: remote ids
-    it accounts for (neither unknown nor deleted here).
+    Relpaths in ``out.decided`` (the pull side's this pass) are left alone; remote
+    ids in ``out.accounted`` are neither unknown nor matched by name here.
     """
-    out = _Builder(claimed=Claims(remote_by_id))
-    # One set of the ids accounted for, the indexed ones among them: only remote ids
-    # are ever looked up in it, so ids that are not listed do no harm (at 100,000
-    # files each further copy of it is 4 MB at the pass's peak).
-    out.claimed.update(claimed)
-    out.claimed.update(_remote_ids(index))
+    # Only remote ids are ever looked up in ``accounted``, so indexed ids that are not
+    # listed do no harm there.
+    out.accounted.update(index.remote_ids())
 
     for pending in pending_deletes:
-        target = remote_by_id.get(pending.remote_id)
+        target = remote.get(pending.remote_id)
         if target is None:
             out.obsolete_deletes.append(pending.remote_id)
         else:
             out.delete(target, "pending", pending.relpath)
 
-    # Here the claimed ids are the indexed, pending and pull-claimed ones: excluded
+    # Here the accounted ids are the indexed, pending and pull side's ones: excluded
     # from matching by name.
-    excluded = out.claimed
-    user_paths = [r.path for r in _unclaimed(remote_by_id, excluded) if r.source == "user"]
+    user_paths = [r.path for r in _unaccounted(remote, out.accounted) if r.source == "user"]
     prefix = policy.server_adds_prefix
     if prefix is None:
         prefix = infer_prefix(user_paths)
     by_name = _unindexed_uploads_by_name(
-        _unclaimed(remote_by_id, excluded), excluded, policy, prefix
+        _unaccounted(remote, out.accounted), out.accounted, policy, prefix
     )
 
+    first_upload = len(out.uploads)  # the pull side's conflict uploads come before
     for relpath in _relpaths(local, index, intents):
         same_name = by_name.get(canonical(upload_name(relpath)), [])
-        if relpath in skip or (relpath not in local and uncertain(relpath)):
+        if relpath in out.decided or (relpath not in local and uncertain(relpath)):
             _hold(relpath, index.get(relpath), same_name, out)
             continue
         _plan_relpath(
@@ -371,61 +223,46 @@ def _plan_push(
             entry=index.get(relpath),
             intent=intents.get(relpath),
             same_name=same_name,
-            remote_by_id=remote_by_id,
+            remote=remote,
             policy=policy,
             out=out,
         )
 
     _verify_unmatched_uploads(
-        remote_by_id,
+        local,
+        remote,
         intents,
         policy,
         prefix,
         dropped=policy.server_keeps_names is False or names_dropped(user_paths),
         out=out,
+        first_upload=first_upload,
     )
     unknown_kept = 0
-    for item in _unclaimed(remote_by_id, out.claimed):
+    for item in _unaccounted(remote, out.accounted):
         if policy.delete and policy.delete_unknown:
             out.delete(item, "unknown", None)
         else:
             unknown_kept += 1
 
-    return Plan(
-        uploads=tuple(out.uploads),
-        deletes=tuple(out.deletes),
-        verifies=tuple(out.verifies),
-        adopts=tuple(out.adopts),
-        refreshes=tuple(out.refreshes),
-        forgets=tuple(out.forgets),
-        cleared_intents=tuple(out.cleared_intents),
-        obsolete_deletes=tuple(out.obsolete_deletes),
-        unknown_kept=unknown_kept,
+    return out.build(
         tracked=len(index),
+        unknown_kept=unknown_kept,
         moves=_count_moves(out.deletes, out.uploads, index),
-        local_only=out.local_only,
+        push=policy.direction != "pull",
     )
 
 
-def _remote_ids(index: Mapping[str, IndexEntry]) -> Iterable[str]:
-    """The remote id of every entry (an ``EntryTable`` makes no entry for it)."""
-    if isinstance(index, EntryTable):
-        return index.remote_ids()
-    return (entry.remote_id for entry in index.values())
-
-
-def _unclaimed(
-    remote_by_id: Mapping[str, RemoteFile], claimed: Container[str]
-) -> Iterator[RemoteFile]:
-    """The listed files whose id is not in ``claimed`` (as it is when each is reached),
-    looked up only for those: most of a listing is claimed, and a ``Listing`` makes
-    each file it is asked for."""
-    return (remote_by_id[file_id] for file_id in remote_by_id if file_id not in claimed)
+def _unaccounted(remote: RemoteFiles, accounted: Container[str]) -> Iterator[RemoteFile]:
+    """The listed files whose id is not in ``accounted`` (as it is when each is reached),
+    looked up only for those: most of a listing is accounted for, and a columnar
+    listing makes each file it is asked for."""
+    return (remote[file_id] for file_id in remote if file_id not in accounted)
 
 
 def _relpaths(
     local: Mapping[str, LocalFile],
-    index: Mapping[str, IndexEntry],
+    index: IndexEntries,
     intents: Mapping[str, UploadIntent],
 ) -> list[str]:
     """Every relpath any side knows, sorted: one list, not a set and a list."""
@@ -436,9 +273,7 @@ def _relpaths(
     return relpaths
 
 
-def _count_moves(
-    deletes: Sequence[Delete], uploads: Iterable[Upload], index: Mapping[str, IndexEntry]
-) -> int:
+def _count_moves(deletes: Sequence[Delete], uploads: Iterable[Upload], index: IndexEntries) -> int:
     """Removals whose content reappears in this pass's new uploads, each matched once."""
     # Only the contents of removed files are counted: a cold push of 100,000 files
     # removes none, and a count of every new upload's hash was a 5 MB dict at the
@@ -466,18 +301,19 @@ def _count_moves(
 
 
 def _hold(
-    relpath: str, entry: IndexEntry | None, same_name: list[RemoteFile], out: _Builder
+    relpath: str, entry: IndexEntry | None, same_name: list[RemoteFile], out: PlanBuilder
 ) -> None:
-    """Keep everything about an uncertain relpath as it is: its remote copies are ours."""
+    """Keep everything about a relpath as it is (uncertain, or the pull side's this
+    pass): its remote copies are ours."""
     if entry is not None:
-        out.claimed.add(entry.remote_id)
-    out.claimed.update(r.id for r in same_name)
+        out.accounted.add(entry.remote_id)
+    out.accounted.update(r.id for r in same_name)
 
 
 def _unindexed_uploads_by_name(
     remote: Iterable[RemoteFile], excluded: Container[str], policy: Policy, prefix: bool | None
 ) -> dict[str, list[RemoteFile]]:
-    """User uploads nobody has claimed yet, by every canonical name they may carry.
+    """User uploads nobody accounts for yet, by every canonical name they may carry.
 
     Each name's list holds its best candidates only: a file whose whole name is
     the relpath outranks one that matches only once a hash prefix is stripped
@@ -508,31 +344,32 @@ MAX_VERIFY_CANDIDATES = 64
 
 
 def _verify_unmatched_uploads(
-    remote_by_id: Mapping[str, RemoteFile],
+    local: Mapping[str, LocalFile],
+    remote: RemoteFiles,
     intents: Mapping[str, UploadIntent],
     policy: Policy,
     prefix: bool | None,
     *,
     dropped: bool,
-    out: _Builder,
+    out: PlanBuilder,
+    first_upload: int,
 ) -> None:
-    """New uploads that an unclaimed upload may already hold under another name.
+    """New uploads that an unaccounted upload may already hold under another name.
 
     After a lost index, a server that kept only the base name (``x.txt`` for
     ``dir/x.txt``) or no name at all (``file``) leaves nothing to match by
     name: candidates of the same size (and base name, where names are kept)
     are downloaded and compared by content instead of uploading a duplicate.
+    Only the push side's uploads (from ``first_upload`` on) are looked at.
     """
     pool = [
-        r
-        for r in _unclaimed(remote_by_id, out.claimed)
-        if r.source == "user" and r.size is not None
+        r for r in _unaccounted(remote, out.accounted) if r.source == "user" and r.size is not None
     ]
     if not pool:
         return
-    kept_uploads: list[Upload] = []
+    kept_uploads: list[Upload] = out.uploads[:first_upload]
     offered: set[str] = set()
-    for upload in out.uploads:
+    for upload in out.uploads[first_upload:]:
         intent = intents.get(upload.relpath)
         # A new file, or one whose upload's answer was lost (the intent is for
         # this very content): it may be in the container under another name.
@@ -544,7 +381,7 @@ def _verify_unmatched_uploads(
         candidates = [
             r
             for r in pool
-            if r.id not in out.claimed
+            if r.id not in out.accounted
             and r.size == upload.size
             and r.size <= policy.adopt_verify_max_bytes
             and (dropped or base in {canonical(basename(n)) for n in remote_names(r.path, prefix)})
@@ -554,18 +391,18 @@ def _verify_unmatched_uploads(
             continue
         candidates.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
         chosen = tuple(candidates[:MAX_VERIFY_CANDIDATES])
-        state = LocalState(upload.size, upload.mtime_ns, upload.inode, upload.hash)
+        local_file = local[upload.relpath]
         if upload.size == 0 and upload.replaces is None:
             # Two empty files are the same content: no download needed.
-            out.claimed.add(chosen[0].id)
-            entry = _entry_for_state(upload.relpath, state, chosen[0], policy)
+            out.accounted.add(chosen[0].id)
+            entry = _adopted_entry(upload.relpath, local_file, chosen[0], policy)
             out.adopts.append(Adopt(entry, "lost-index"))
             continue
         # Offered, not taken: files of the same size share candidates, and the
         # pass gives each remote file to the first local file it matches.
         offered.update(r.id for r in chosen)
-        out.verifies.append(Verify(upload.relpath, state, chosen, upload))
-    out.claimed |= offered
+        out.verifies.append(Verify(upload.relpath, local_file, chosen, upload))
+    out.accounted.update(offered)
     out.uploads[:] = kept_uploads
 
 
@@ -576,12 +413,12 @@ def _plan_relpath(
     entry: IndexEntry | None,
     intent: UploadIntent | None,
     same_name: list[RemoteFile],
-    remote_by_id: Mapping[str, RemoteFile],
+    remote: RemoteFiles,
     policy: Policy,
-    out: _Builder,
+    out: PlanBuilder,
 ) -> None:
-    live = remote_by_id.get(entry.remote_id) if entry is not None else None
-    candidates = [r for r in same_name if r.id not in out.claimed]
+    live = remote.get(entry.remote_id) if entry is not None else None
+    candidates = [r for r in same_name if r.id not in out.accounted]
 
     if (
         local is None
@@ -591,7 +428,7 @@ def _plan_relpath(
     ):
         # Brought in by a pull and deleted here: a push leaves the model's file.
         if live is not None:
-            out.claimed.add(live.id)
+            out.accounted.add(live.id)
         return
     if entry is None and intent is None and local is not None and is_conflict_copy(relpath):
         # A remote version saved beside the local one: never uploaded back.
@@ -623,8 +460,8 @@ def _plan_relpath(
             reason: Literal["lost-index", "ambiguous-upload"] = (
                 "ambiguous-upload" if intent is not None else "lost-index"
             )
-            out.claimed.add(adopted.id)
-            out.adopts.append(Adopt(_entry_for(relpath, local, adopted, policy), reason))
+            out.accounted.add(adopted.id)
+            out.adopts.append(Adopt(_adopted_entry(relpath, local, adopted, policy), reason))
             if live is not None:
                 out.delete(live, "replaced", relpath)
 
@@ -682,7 +519,7 @@ def _drop_leftovers(
     candidates: list[RemoteFile],
     *,
     policy: Policy,
-    out: _Builder,
+    out: PlanBuilder,
     reason: DeleteReason,
     keep: str | None = None,
 ) -> None:
@@ -710,17 +547,12 @@ def _not_older_than(remote: RemoteFile, local: LocalFile) -> bool:
     return remote.created_at + ADOPT_CLOCK_SLACK_S >= changed_ns // 1_000_000_000
 
 
-def _entry_for_state(
-    relpath: str, local: LocalState, remote: RemoteFile, policy: Policy
+def _adopted_entry(
+    relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy
 ) -> IndexEntry:
     """The entry of a local file found already uploaded as ``remote``."""
     synced_at = float(remote.created_at) if remote.created_at is not None else policy.now
     return mirror_entry(relpath, local, remote, origin="push", synced_at=synced_at)
-
-
-def _entry_for(relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy) -> IndexEntry:
-    state = LocalState(local.size, local.mtime_ns, local.inode, local.hash)
-    return _entry_for_state(relpath, state, remote, policy)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ bisync do, and decides:
   system gets a suffix; a local file with the same name and no history is
   compared by content (``Compare``) or, when the sizes differ, is a conflict.
 
-It tells the push side which relpaths to leave alone this pass and which remote
-ids it accounts for. ``resolve_unrelated`` is also what the engine asks when a
-``Compare`` finds different content.
+It fills the pass's ``PlanBuilder`` first: the relpaths it decides go into
+``decided`` (the push side leaves them alone this pass) and the remote ids it
+accounts for into ``accounted``. ``resolve_unrelated`` is also what the engine
+asks when a ``Compare`` finds different content.
 
 Must not: import anything that performs I/O, read the clock, or depend on the
 iteration order of its inputs.
@@ -31,183 +32,79 @@ iteration order of its inputs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Set
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from cntr_sync.actions import (
     Compare,
-    Delete,
     DeleteLocal,
     Download,
     DownloadReason,
-    LocalState,
+    Plan,
+    PlanBuilder,
     Upload,
     mirror_entry,
 )
-from cntr_sync.models import (
-    ConflictPolicy,
-    Direction,
-    IndexEntry,
-    LocalFile,
-    PullFailure,
-    RemoteDeletePolicy,
-    RemoteFile,
-)
-from cntr_sync.remote_paths import (
-    FileSystemTraits,
-    PathRules,
-    Refused,
-    conflict_copy_name,
-    local_relpath,
-    printable,
-    suffixed,
-)
+from cntr_sync.models import IndexEntry, LocalFile, PullFailure, RemoteFile
+from cntr_sync.plan_inputs import IndexEntries, Policy, RemoteFiles
+from cntr_sync.remote_paths import Refused, TakenNames, local_relpath, printable
 
 
-@dataclass(frozen=True)
-class PullPolicy:
-    direction: Direction
-    conflict: ConflictPolicy = "keep-both"
-    remote_delete: RemoteDeletePolicy = "restore"
-    now: float = 0.0
-    rules: PathRules = field(default_factory=PathRules)
-    traits: FileSystemTraits = field(default_factory=FileSystemTraits)
-
-
-@dataclass(frozen=True)
-class PullPlan:
-    downloads: tuple[Download, ...] = ()
-    compares: tuple[Compare, ...] = ()
-    local_deletes: tuple[DeleteLocal, ...] = ()
-    uploads: tuple[Upload, ...] = ()
-    deletes: tuple[Delete, ...] = ()
-    repoints: tuple[IndexEntry, ...] = ()
-    forgets: tuple[str, ...] = ()
-    push_skip: frozenset[str] = frozenset()
-    claimed: frozenset[str] = frozenset()
-    refused: tuple[tuple[str, str], ...] = ()
-    waiting: tuple[tuple[str, str], ...] = ()
-    conflicts: int = 0
-
-
-def local_state(file: LocalFile) -> LocalState:
-    return LocalState(file.size, file.mtime_ns, file.inode, file.hash)
-
-
-def pulled_entry(relpath: str, remote: RemoteFile, local: LocalState, now: float) -> IndexEntry:
+def pulled_entry(relpath: str, remote: RemoteFile, local: LocalFile, now: float) -> IndexEntry:
     """The entry of ``relpath`` mirroring ``remote``, the local side as ``local``."""
     return mirror_entry(relpath, local, remote, origin="pull", synced_at=now)
 
 
 @dataclass
-class _Builder:
-    policy: PullPolicy
-    downloads: list[Download] = field(default_factory=list)
-    compares: list[Compare] = field(default_factory=list)
-    local_deletes: list[DeleteLocal] = field(default_factory=list)
-    uploads: list[Upload] = field(default_factory=list)
-    deletes: list[Delete] = field(default_factory=list)
-    repoints: list[IndexEntry] = field(default_factory=list)
-    forgets: list[str] = field(default_factory=list)
-    push_skip: set[str] = field(default_factory=set)
-    claimed: set[str] = field(default_factory=set)
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    waiting: list[tuple[str, str]] = field(default_factory=list)
-    conflicts: int = 0
-    # Keys (``traits.key``) of every name in use: local files and their
-    # directories, tracked relpaths, and what this pass will write.
-    taken: set[str] = field(default_factory=set)
-    file_keys: set[str] = field(default_factory=set)
+class _RemoteSide:
+    """What every step of the remote side reads, and the builder it fills."""
 
-    def occupy(self, relpath: str) -> None:
-        key = self.policy.traits.key
-        self.taken.add(key(relpath))
-        self.file_keys.add(key(relpath))
-        parts = relpath.split("/")
-        for depth in range(1, len(parts)):
-            self.taken.add(key("/".join(parts[:depth])))
-
-    def copy_name(self, relpath: str, side: str) -> str:
-        name = conflict_copy_name(
-            relpath,
-            "container" if side == "container" else "local",
-            self.policy.now,
-            self.taken,
-            self.policy.traits,
-        )
-        self.occupy(name)
-        return name
-
-    def add(self, resolution: PullPlan) -> None:
-        self.downloads.extend(resolution.downloads)
-        self.uploads.extend(resolution.uploads)
-        self.deletes.extend(resolution.deletes)
-        self.repoints.extend(resolution.repoints)
-
-    def build(self) -> PullPlan:
-        return PullPlan(
-            downloads=tuple(self.downloads),
-            compares=tuple(self.compares),
-            local_deletes=tuple(self.local_deletes),
-            uploads=tuple(self.uploads),
-            deletes=tuple(self.deletes),
-            repoints=tuple(self.repoints),
-            forgets=tuple(sorted(set(self.forgets))),
-            push_skip=frozenset(self.push_skip),
-            claimed=frozenset(self.claimed),
-            refused=tuple(self.refused),
-            waiting=tuple(self.waiting),
-            conflicts=self.conflicts,
-        )
+    out: PlanBuilder
+    policy: Policy
+    names: TakenNames
+    failures: Mapping[str, PullFailure]
+    uncertain: Callable[[str], bool]
 
 
 def plan_pull(
+    out: PlanBuilder,
     local: Mapping[str, LocalFile],
-    index: Mapping[str, IndexEntry],
-    remote_by_id: Mapping[str, RemoteFile],
+    index: IndexEntries,
+    remote: RemoteFiles,
     *,
     owned: Set[str],
     uncertain: Callable[[str], bool],
-    policy: PullPolicy,
+    policy: Policy,
     failures: Mapping[str, PullFailure] | None = None,
     ignored: Callable[[str], bool] = lambda _relpath: False,
-) -> PullPlan:
-    """The remote side of one pass. ``owned``: remote ids the push side accounts for."""
-    out = _Builder(policy)
-    failures = failures or {}
-    for relpath in (*local, *index):
-        out.occupy(relpath)
-
-    by_target = _map_foreign(remote_by_id.values(), owned | _indexed(index), policy, ignored, out)
+) -> None:
+    """The remote side of one pass, into ``out``. ``owned``: remote ids the push side
+    accounts for (never the model's files)."""
+    side = _RemoteSide(
+        out, policy, TakenNames(policy.traits, (*local, *index)), failures or {}, uncertain
+    )
+    by_target = _map_foreign(remote.values(), owned | set(index.remote_ids()), ignored, side)
     for relpath, entry in sorted(index.items()):
-        _tracked(
-            relpath, entry, local.get(relpath), remote_by_id, by_target, failures, uncertain, out
-        )
+        _tracked(relpath, entry, local.get(relpath), remote, by_target, side)
     for target in sorted(by_target):
-        for position, remote in enumerate(by_target[target]):
-            _untracked(target, remote, position == 0, local, index, failures, uncertain, out)
-    return out.build()
-
-
-def _indexed(index: Mapping[str, IndexEntry]) -> set[str]:
-    return {entry.remote_id for entry in index.values()}
+        for position, file in enumerate(by_target[target]):
+            _untracked(target, file, position == 0, local, index, side)
 
 
 def _map_foreign(
     remote: Iterable[RemoteFile],
     owned: Set[str],
-    policy: PullPolicy,
     ignored: Callable[[str], bool],
-    out: _Builder,
+    side: _RemoteSide,
 ) -> dict[str, list[RemoteFile]]:
     """Remote files nobody tracks, by the relpath they land at (oldest first)."""
     by_target: dict[str, list[RemoteFile]] = {}
     for item in sorted(remote, key=lambda r: (r.created_at or 0, r.id)):
         if item.id in owned:
             continue
-        mapped = local_relpath(item.path, item.source, policy.rules)
+        mapped = local_relpath(item.path, item.source, side.policy.path_rules)
         if isinstance(mapped, Refused):
             if not mapped.quiet:
-                out.refused.append((printable(item.path), mapped.reason))
+                side.out.refused.append((printable(item.path), mapped.reason))
             continue
         if ignored(mapped):
             continue  # the ignore rules leave it alone, as they do locally
@@ -215,14 +112,13 @@ def _map_foreign(
     return by_target
 
 
-def _waiting(
-    remote: RemoteFile, relpath: str, failures: Mapping[str, PullFailure], out: _Builder
-) -> bool:
-    failure = failures.get(remote.id)
-    if failure is None or failure.retry_at <= out.policy.now:
+def _waiting(remote: RemoteFile, relpath: str, side: _RemoteSide) -> bool:
+    """Whether ``remote``'s download failed before and waits for its retry time."""
+    failure = side.failures.get(remote.id)
+    if failure is None or failure.retry_at <= side.policy.now:
         return False
-    out.waiting.append((relpath, failure.error))
-    out.claimed.add(remote.id)
+    side.out.waiting.append((relpath, failure.error))
+    side.out.accounted.add(remote.id)
     return True
 
 
@@ -237,46 +133,43 @@ def _tracked(
     relpath: str,
     entry: IndexEntry,
     local_file: LocalFile | None,
-    remote_by_id: Mapping[str, RemoteFile],
+    remote: RemoteFiles,
     by_target: dict[str, list[RemoteFile]],
-    failures: Mapping[str, PullFailure],
-    uncertain: Callable[[str], bool],
-    out: _Builder,
+    side: _RemoteSide,
 ) -> None:
-    live = remote_by_id.get(entry.remote_id)
+    out = side.out
+    live = remote.get(entry.remote_id)
     if live is not None:
-        out.claimed.add(live.id)
+        out.accounted.add(live.id)
     # The id gone and a new file at the same path: the remote side rewrote it.
     newer = by_target[relpath].pop() if live is None and by_target.get(relpath) else None
     if newer is not None:
-        out.claimed.add(newer.id)
+        out.accounted.add(newer.id)
         if not by_target[relpath]:
             del by_target[relpath]
-    if local_file is None and uncertain(relpath):
-        out.push_skip.add(relpath)
+    if local_file is None and side.uncertain(relpath):
+        out.decided.add(relpath)
         return
     remote_now = live or newer
     if remote_now is None:
-        _remote_gone(relpath, entry, local_file, out)
+        _remote_gone(relpath, entry, local_file, side)
         return
     if newer is None and live is not None and not _size_changed(live, entry):
         return  # the remote side is as it was: local changes are the push side's
-    if _waiting(remote_now, relpath, failures, out):
-        out.push_skip.add(relpath)
+    if _waiting(remote_now, relpath, side):
+        out.decided.add(relpath)
         return
     if local_file is None:
         # Deleted here, changed there: the change wins over the deletion.
         out.downloads.append(Download(remote_now, relpath, "restore"))
-        out.push_skip.add(relpath)
+        out.decided.add(relpath)
         return
     if local_file.hash == entry.hash:
-        out.downloads.append(
-            Download(remote_now, relpath, "changed", expect=local_state(local_file))
-        )
-        out.push_skip.add(relpath)
+        out.downloads.append(Download(remote_now, relpath, "changed", expect=local_file))
+        out.decided.add(relpath)
         return
     out.conflicts += 1
-    _tracked_conflict(relpath, entry, local_file, remote_now, live, out)
+    _tracked_conflict(relpath, entry, local_file, remote_now, live, side)
 
 
 def _tracked_conflict(
@@ -285,10 +178,10 @@ def _tracked_conflict(
     local_file: LocalFile,
     remote_now: RemoteFile,
     live: RemoteFile | None,
-    out: _Builder,
+    side: _RemoteSide,
 ) -> None:
     """Both sides changed since they last agreed."""
-    policy = out.policy
+    out, policy = side.out, side.policy
     repointed = replace(
         entry,
         remote_id=remote_now.id,
@@ -297,7 +190,7 @@ def _tracked_conflict(
         remote_created_at=remote_now.created_at,
     )
     if policy.conflict == "keep-both":
-        copy = out.copy_name(relpath, "container")
+        copy = side.names.conflict_copy(relpath, "container", policy.now)
         if policy.direction == "pull":
             # Nothing is pushed: the original's entry moves to the version saved.
             out.downloads.append(
@@ -310,7 +203,7 @@ def _tracked_conflict(
                     copy_of=relpath,
                 )
             )
-            out.push_skip.add(relpath)
+            out.decided.add(relpath)
         else:
             # The push side uploads the local version (replacing ``live``); a
             # rewrite under a new id stays in the container, mirrored by the copy.
@@ -330,40 +223,34 @@ def _tracked_conflict(
     if policy.conflict == "local-wins":
         if policy.direction == "pull":
             out.repoints.append(repointed)
-            out.push_skip.add(relpath)
+            out.decided.add(relpath)
         elif live is None:
             # The push side uploads the local version; the rewrite goes.
-            out.deletes.append(Delete(remote_now.id, remote_now.path, "conflict", relpath))
+            out.delete(remote_now, "conflict", relpath)
         return
-    aside = out.copy_name(relpath, "local")
+    aside = side.names.conflict_copy(relpath, "local", policy.now)
     out.downloads.append(
-        Download(
-            remote_now,
-            relpath,
-            "remote-wins",
-            expect=local_state(local_file),
-            move_aside_to=aside,
-        )
+        Download(remote_now, relpath, "remote-wins", expect=local_file, move_aside_to=aside)
     )
-    out.push_skip.add(relpath)
+    out.decided.add(relpath)
 
 
 def _remote_gone(
-    relpath: str, entry: IndexEntry, local_file: LocalFile | None, out: _Builder
+    relpath: str, entry: IndexEntry, local_file: LocalFile | None, side: _RemoteSide
 ) -> None:
-    policy = out.policy
+    out, policy = side.out, side.policy
     if local_file is None:
         out.forgets.append(relpath)
-        out.push_skip.add(relpath)
+        out.decided.add(relpath)
         return
     if policy.remote_delete == "propagate" and local_file.hash == entry.hash:
-        out.local_deletes.append(DeleteLocal(relpath, local_state(local_file)))
-        out.push_skip.add(relpath)
+        out.local_deletes.append(DeleteLocal(relpath, local_file))
+        out.decided.add(relpath)
         return
     if policy.direction == "pull":
         # Nothing can be restored by a pull: the local file stays, untracked.
         out.forgets.append(relpath)
-        out.push_skip.add(relpath)
+        out.decided.add(relpath)
     # In both, the push side uploads it again (restore, or a local change).
 
 
@@ -372,36 +259,26 @@ def _untracked(
     remote: RemoteFile,
     first: bool,
     local: Mapping[str, LocalFile],
-    index: Mapping[str, IndexEntry],
-    failures: Mapping[str, PullFailure],
-    uncertain: Callable[[str], bool],
-    out: _Builder,
+    index: IndexEntries,
+    side: _RemoteSide,
 ) -> None:
-    key = out.policy.traits.key
-    if uncertain(target):
-        out.claimed.add(remote.id)  # being written here: next pass
+    out = side.out
+    if side.uncertain(target):
+        out.accounted.add(remote.id)  # being written here: next pass
         return
-    if _waiting(remote, target, failures, out):
+    if _waiting(remote, target, side):
         return
     if first and target in local and target not in index:
-        out.claimed.add(remote.id)
-        out.push_skip.add(target)
-        _unrelated(target, remote, local[target], out)
+        out.accounted.add(remote.id)
+        out.decided.add(target)
+        _unrelated(target, remote, local[target], side)
         return
-    parts = target.split("/")
-    parent = next(
-        (
-            "/".join(parts[:d])
-            for d in range(1, len(parts))
-            if key("/".join(parts[:d])) in out.file_keys
-        ),
-        None,
-    )
+    parent = side.names.file_above(target)
     if parent is not None:
         out.refused.append((printable(remote.path), f"{printable(parent)} is a file here"))
         return
-    if key(target) in out.taken:
-        renamed = suffixed(target, out.taken, out.policy.traits)
+    if target in side.names:
+        renamed = side.names.free_name(target)
         out.refused.append(
             (
                 printable(remote.path),
@@ -410,39 +287,34 @@ def _untracked(
             )
         )
         target = renamed
-    out.occupy(target)
-    out.claimed.add(remote.id)
+    else:
+        side.names.take(target)
+    out.accounted.add(remote.id)
     out.downloads.append(Download(remote, target, "new"))
 
 
-def _unrelated(target: str, remote: RemoteFile, local_file: LocalFile, out: _Builder) -> None:
+def _unrelated(target: str, remote: RemoteFile, local_file: LocalFile, side: _RemoteSide) -> None:
     """A local file and a remote one share a name but no history."""
-    state = local_state(local_file)
+    out = side.out
     if remote.size is not None and remote.size != local_file.size:
         out.conflicts += 1
-        out.add(resolve_unrelated(remote, target, state, out.policy, out.taken, out=out))
+        out.extend(resolve_unrelated(remote, target, local_file, side.policy, side.names))
         return
-    out.compares.append(Compare(remote, target, state, out.policy.conflict))
+    out.compares.append(Compare(remote, target, local_file, side.policy.conflict))
 
 
 def resolve_unrelated(
-    remote: RemoteFile,
-    relpath: str,
-    local: LocalState,
-    policy: PullPolicy,
-    taken: Set[str],
-    *,
-    out: _Builder | None = None,
-) -> PullPlan:
+    remote: RemoteFile, relpath: str, local: LocalFile, policy: Policy, names: TakenNames
+) -> Plan:
     """The actions of a conflict between a local file and a remote one with no history.
 
-    ``taken``: keys of names in use, so conflict copies overwrite nothing.
+    ``names``: the names in use, so conflict copies overwrite nothing (the copy's
+    name is taken in it).
     """
-    builder = out or _Builder(policy, taken=set(taken))
-    resolution = _Builder(policy)
+    resolution = PlanBuilder()
     reason: DownloadReason
     if policy.conflict == "keep-both":
-        copy = builder.copy_name(relpath, "container")
+        copy = names.conflict_copy(relpath, "container", policy.now)
         reason = "conflict-copy"
         resolution.downloads.append(Download(remote, copy, reason, copy_of=relpath))
         if policy.direction == "both":
@@ -450,16 +322,16 @@ def resolve_unrelated(
     elif policy.conflict == "local-wins":
         if policy.direction == "both":
             resolution.uploads.append(_upload_local(relpath, local))
-            resolution.deletes.append(Delete(remote.id, remote.path, "conflict", relpath))
+            resolution.delete(remote, "conflict", relpath)
         else:
             resolution.repoints.append(pulled_entry(relpath, remote, local, policy.now))
     else:
-        aside = builder.copy_name(relpath, "local")
+        aside = names.conflict_copy(relpath, "local", policy.now)
         resolution.downloads.append(
             Download(remote, relpath, "remote-wins", expect=local, move_aside_to=aside)
         )
     return resolution.build()
 
 
-def _upload_local(relpath: str, local: LocalState) -> Upload:
+def _upload_local(relpath: str, local: LocalFile) -> Upload:
     return Upload(relpath, local.size, local.mtime_ns, local.hash, "conflict", inode=local.inode)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -191,6 +191,52 @@ def conflict_copy_name(
         candidate = f"{base} {number}){extension}"
         number += 1
     return candidate
+
+
+def ancestors(relpath: str) -> list[str]:
+    """The directories above ``relpath``, outermost first: ``a``, ``a/b`` for ``a/b/c``."""
+    parts = relpath.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+class TakenNames:
+    """Names in use under the root, as its file system compares them (``traits.key``):
+    every file and the directories above it that the scan or the index knows, and what
+    this pass will write. A conflict copy or a renamed download takes a free name."""
+
+    def __init__(self, traits: FileSystemTraits, relpaths: Iterable[str] = ()) -> None:
+        self.traits = traits
+        self._names: set[str] = set()  # files and directories
+        self._files: set[str] = set()
+        for relpath in relpaths:
+            self.take(relpath)
+
+    def take(self, relpath: str) -> None:
+        """``relpath`` is (or will be) a file: it and its directories are in use."""
+        key = self.traits.key
+        self._names.add(key(relpath))
+        self._files.add(key(relpath))
+        self._names.update(key(directory) for directory in ancestors(relpath))
+
+    def __contains__(self, relpath: object) -> bool:
+        return isinstance(relpath, str) and self.traits.key(relpath) in self._names
+
+    def file_above(self, relpath: str) -> str | None:
+        """The first directory of ``relpath`` that is a file here, if any."""
+        key = self.traits.key
+        return next((d for d in ancestors(relpath) if key(d) in self._files), None)
+
+    def free_name(self, relpath: str) -> str:
+        """``relpath``, numbered until it is free (``suffixed``); taken."""
+        name = suffixed(relpath, self._names, self.traits)
+        self.take(name)
+        return name
+
+    def conflict_copy(self, relpath: str, side: Literal["container", "local"], now: float) -> str:
+        """A free conflict-copy name of ``relpath`` (``conflict_copy_name``); taken."""
+        name = conflict_copy_name(relpath, side, now, self._names, self.traits)
+        self.take(name)
+        return name
 
 
 def is_conflict_copy(relpath: str) -> bool:

@@ -26,13 +26,12 @@ import stat
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import xxhash
 
-from cntr_sync.actions import LocalState
+from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import PARTIAL_PREFIX, FileSystemTraits
 from cntr_sync.scan import hash_fd, open_regular
 
@@ -113,18 +112,21 @@ class TickingReader(io.RawIOBase):
         super().close()
 
 
-@dataclass(frozen=True)
-class Expected:
-    """What the scan saw of a file: the upload must be this file, or nothing."""
+class Scanned(Protocol):
+    """What the scan saw of a file (a ``LocalFile``, or the ``Upload`` made from one):
+    the upload must be this file, or nothing."""
 
-    size: int
-    mtime_ns: int
-    inode: int  # 0: unknown
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def inode(self) -> int: ...  # 0: unknown
 
 
 def open_as_scanned(
     path: Path,
-    expected: Expected,
+    expected: Scanned,
     *,
     follow_symlinks: bool,
     tick: Tick,
@@ -152,18 +154,9 @@ def open_as_scanned(
     return handle, seen
 
 
-@dataclass(frozen=True)
-class Rehashed:
-    """A file hashed again, holding still while it was read."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-    hash: str
-
-
-def rehash_if_still(path: Path, root: Path, *, follow_symlinks: bool) -> Rehashed | None:
-    """Hash ``path`` again; None when it is gone, unreadable, moving, or leads out of root."""
+def rehash_if_still(root: Path, relpath: str, *, follow_symlinks: bool) -> LocalFile | None:
+    """Hash ``relpath`` again; None when it is gone, unreadable, moving, or leads out of root."""
+    path = root / relpath
     if follow_symlinks and not _resolves_inside(path, root):
         return None  # a link now leads out of the root: the next scan decides
     try:
@@ -180,7 +173,9 @@ def rehash_if_still(path: Path, root: Path, *, follow_symlinks: bool) -> Rehashe
         os.close(fd)
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         return None
-    return Rehashed(after.st_size, after.st_mtime_ns, after.st_ino, digest)
+    return LocalFile(
+        relpath, after.st_size, after.st_mtime_ns, after.st_ino, digest, after.st_ctime_ns
+    )
 
 
 def _resolves_inside(path: Path, root: Path) -> bool:
@@ -289,7 +284,7 @@ def _directory(root: Path, relpath: str, *, create: bool) -> Iterator[tuple[int,
         os.close(fd)
 
 
-def _matches(directory: int, name: str, expect: LocalState) -> bool:
+def _matches(directory: int, name: str, expect: LocalFile) -> bool:
     try:
         seen = os.stat(name, dir_fd=directory, follow_symlinks=False)
     except FileNotFoundError:
@@ -301,7 +296,7 @@ def _matches(directory: int, name: str, expect: LocalState) -> bool:
     )
 
 
-def _check_target(directory: int, name: str, relpath: str, expect: LocalState | None) -> None:
+def _check_target(directory: int, name: str, relpath: str, expect: LocalFile | None) -> None:
     """Refuse a download whose target is taken by what no scan lists (a symlink, a
     FIFO, a directory), or no longer the file the plan saw."""
     try:
@@ -342,12 +337,12 @@ def write_download(
     fetch: Fetch,
     *,
     expected_size: int | None,
-    expect: LocalState | None,
+    expect: LocalFile | None,
     move_aside_to: str | None,
     mtime: float | None,
     partial_tag: str,
     tick: Tick,
-) -> LocalState:
+) -> LocalFile:
     """Download into ``relpath``: a partial file, fsync, then an atomic placement.
 
     ``expect``: the local file now at ``relpath`` (None: nothing may be there);
@@ -400,8 +395,8 @@ def write_download(
             with contextlib.suppress(OSError):
                 os.unlink(partial, dir_fd=directory)
             raise
-    return LocalState(
-        final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest(), final.st_ctime_ns
+    return LocalFile(
+        relpath, final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest(), final.st_ctime_ns
     )
 
 
@@ -423,7 +418,7 @@ def hash_download(fetch: Fetch, *, expected_size: int | None, tick: Tick) -> str
     return sink.hexdigest()
 
 
-def delete_local(root: Path, relpath: str, expect: LocalState) -> None:
+def delete_local(root: Path, relpath: str, expect: LocalFile) -> None:
     """Delete ``relpath`` if it is still exactly the file the plan saw (else ``LocalChanged``)."""
     try:
         with _directory(root, relpath, create=False) as (directory, name):
