@@ -59,7 +59,7 @@ from cntr_sync.models import (
     RemoteFile,
     UploadIntent,
 )
-from cntr_sync.names import learn, to_remote_file, upload_name
+from cntr_sync.names import server_naming, to_remote_file, upload_name
 from cntr_sync.plan_inputs import Policy
 from cntr_sync.pull import pulled_entry, resolve_unrelated
 from cntr_sync.remote_paths import TakenNames, printable
@@ -649,7 +649,7 @@ class Applier:
         )
 
     def _learn_whether_names_are_kept(self, action: Upload, remote: RemoteFile) -> None:
-        """What this upload's answer tells about the server's names (``names.learn``).
+        """What this upload's answer tells about the server's names (``names.server_naming``).
 
         A plain name that came back renamed is enough to stop trusting names
         for good (a server keeping only some, say the last path segment, must
@@ -657,18 +657,18 @@ class Applier:
         What the index knows is read once a pass: only this pass writes it, and
         reading it after every recorded upload cost two SELECTs an upload.
         """
-        learnt = learn(action.relpath, remote.path)
-        if learnt.keeps_names is None and learnt.adds_prefix is None:
+        shown = server_naming(action.relpath, remote.path)
+        if shown.keeps_names is None and shown.adds_prefix is None:
             return
         if self._server_names is None:
             self._server_names = (self.index.server_keeps_names, self.index.server_adds_prefix)
         keeps, adds_prefix = self._server_names
-        if learnt.keeps_names is not None and (keeps is None or (keeps and not learnt.keeps_names)):
-            self.index.set_server_keeps_names(learnt.keeps_names)
-            keeps = learnt.keeps_names
-        if learnt.adds_prefix is not None and adds_prefix is None:
-            self.index.set_server_adds_prefix(learnt.adds_prefix)
-            adds_prefix = learnt.adds_prefix
+        if shown.keeps_names is not None and (keeps is None or (keeps and not shown.keeps_names)):
+            self.index.set_server_keeps_names(shown.keeps_names)
+            keeps = shown.keeps_names
+        if shown.adds_prefix is not None and adds_prefix is None:
+            self.index.set_server_adds_prefix(shown.adds_prefix)
+            adds_prefix = shown.adds_prefix
         self._server_names = (keeps, adds_prefix)
 
 

@@ -452,10 +452,10 @@ class Engine:
     ) -> bool:
         """Whether every remote file ``pass_plan`` would delete is as the index records
         it: there, with the recorded ``bytes`` (what a listing would compare)."""
-        doomed = {upload.replaces for upload in pass_plan.uploads if upload.replaces}
-        doomed.update(delete.remote_id for delete in pass_plan.deletes)
+        to_delete = {upload.replaces for upload in pass_plan.uploads if upload.replaces}
+        to_delete.update(delete.remote_id for delete in pass_plan.deletes)
         recorded = {entry.remote_id: _as_listed(entry).size for entry in entries.values()}
-        for remote_id in sorted(doomed):
+        for remote_id in sorted(to_delete):
             try:
                 seen = self.client.retrieve_file(container_id, remote_id)
             except NotFoundError:

@@ -13,7 +13,7 @@ for ``dir/x.txt``), or no name at all (Bifrost stores every upload as
 - ``remote_names``: what a remote path may stand for, given whether the server
   is known to add a hash prefix (strip one only then; when unknown, the exact
   name ranks first);
-- ``learn``: what one of our uploads tells about the server;
+- ``server_naming``: what one of our uploads tells about the server;
 - ``infer_prefix`` and ``names_dropped``: what a listing tells, for when the
   index was lost and nothing was learnt yet.
 
@@ -34,6 +34,11 @@ HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
 # What multipart encoders escape in a filename (the HTML5 form rules httpx follows).
 _ESCAPES = (("%22", '"'), ("%0D", "\r"), ("%0A", "\n"), ("%0d", "\r"), ("%0a", "\n"))
 _PLAIN = re.compile(r"^[A-Za-z0-9._/ -]+$")
+
+
+def strip_hash_prefix(name: str) -> str:
+    """``name`` without the ``<32 hex>-`` an upload's path may start with."""
+    return HASH_PREFIX.sub("", name, count=1)
 
 
 def upload_name(relpath: str) -> str:
@@ -58,7 +63,7 @@ def remote_names(path: str, adds_prefix: bool | None = None) -> tuple[str, ...]:
     merely start with 32 hex digits.
     """
     name = path.removeprefix(MOUNT_PREFIX)
-    stripped = HASH_PREFIX.sub("", name, count=1)
+    stripped = strip_hash_prefix(name)
     if stripped == name or adds_prefix is False:
         return (name,)
     if adds_prefix is True:
@@ -67,26 +72,26 @@ def remote_names(path: str, adds_prefix: bool | None = None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Learnt:
-    """What one upload's answer told about the server."""
+class ServerNaming:
+    """What one upload's answer told about how the server names uploads."""
 
     keeps_names: bool | None  # None: the name was odd, nothing is concluded
     adds_prefix: bool | None
 
 
-def learn(relpath: str, returned_path: str) -> Learnt:
+def server_naming(relpath: str, returned_path: str) -> ServerNaming:
     """What the path a server gave one of our uploads says about it."""
     sent = canonical(upload_name(relpath))
     whole = canonical(returned_path.removeprefix(MOUNT_PREFIX))
-    stripped = canonical(HASH_PREFIX.sub("", returned_path.removeprefix(MOUNT_PREFIX), count=1))
+    stripped = canonical(strip_hash_prefix(returned_path.removeprefix(MOUNT_PREFIX)))
     if whole == sent:
-        return Learnt(keeps_names=True, adds_prefix=False)
+        return ServerNaming(keeps_names=True, adds_prefix=False)
     if stripped == sent:
-        return Learnt(keeps_names=True, adds_prefix=True)
+        return ServerNaming(keeps_names=True, adds_prefix=True)
     # Renamed. A plain name renamed means a renaming server (Bifrost's "file");
     # an odd one (quotes, accents, control characters) may just be mangled.
     plain = bool(_PLAIN.fullmatch(upload_name(relpath)))
-    return Learnt(keeps_names=False if plain else None, adds_prefix=None)
+    return ServerNaming(keeps_names=False if plain else None, adds_prefix=None)
 
 
 def infer_prefix(user_paths: Iterable[str]) -> bool | None:
@@ -106,9 +111,7 @@ def infer_prefix(user_paths: Iterable[str]) -> bool | None:
 
 def names_dropped(user_paths: Iterable[str]) -> bool:
     """Whether the uploads listed carry no names at all (every one is called the same)."""
-    names = {
-        canonical(HASH_PREFIX.sub("", p.removeprefix(MOUNT_PREFIX), count=1)) for p in user_paths
-    }
+    names = {canonical(strip_hash_prefix(p.removeprefix(MOUNT_PREFIX))) for p in user_paths}
     return names == {"file"}
 
 

@@ -23,6 +23,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from cntr_sync.names import strip_hash_prefix
+
 STATE_DIR_NAME = ".cntrsync"
 PARTIAL_PREFIX = ".cntrsync-partial-"
 IGNORE_FILE = ".cntrignore"
@@ -32,7 +34,6 @@ VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs"})
 MAX_RELPATH_BYTES = 1024
 NAME_MAX_BYTES = 255
 
-_HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
 #: C0 and C1 controls, DEL, and the bidirectional marks, overrides and isolates that make
 #: a name display as another (``evil\u202egnp.exe`` shows as ``evilexe.png``).
 _CONTROL_CODES = [
@@ -84,7 +85,7 @@ def local_relpath(path: str, source: str, rules: PathRules) -> str | Refused:
             return Refused("several paths run together in one remote path")
         if source == "user":
             # Uploads come back as <32 hex>-<name>; files the model writes do not.
-            rest = _HASH_PREFIX.sub("", rest, count=1)
+            rest = strip_hash_prefix(rest)
     problem = relpath_problem(rest)
     return Refused(problem) if problem else rest
 
@@ -128,10 +129,6 @@ def printable(text: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate that stands for no byte
         decoded = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return decoded.translate(_CONTROL_ESCAPES)
-
-
-def strip_hash_prefix(name: str) -> str:
-    return _HASH_PREFIX.sub("", name, count=1)
 
 
 # -- names that must not overwrite each other ------------------------------------------
