@@ -66,7 +66,7 @@ from cntr_sync.emulator import Emulator
 from cntr_sync.engine import Engine
 from cntr_sync.errors import ApiError, CntrSyncError, ConfigError, ProtocolError, one_line
 from cntr_sync.index import Index
-from cntr_sync.models import ContainerFile, Pair, RemoteFile
+from cntr_sync.models import MAX_FILE_BYTES, MAX_TIMESTAMP, ContainerFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.remote_paths import (
     IGNORE_FILE,
@@ -228,19 +228,19 @@ def check_listing(outcome: list[ContainerFile] | CntrSyncError, server: PageServ
     for got, item in zip(outcome, expected, strict=True):
         assert isinstance(got, ContainerFile)
         assert isinstance(got.id, str) and got.id and got.id == item["id"]
-        assert isinstance(got.path, str) and got.path == item.get("path", "")
-        # pydantic's lax mode may read true, "12" or 2.0 as an int; a JSON int stays itself.
-        sent_bytes = item.get("bytes")
-        if type(sent_bytes) is int and sent_bytes < 0:
-            sent_bytes = None  # a negative size is read as unknown
-        for value, sent in (
-            (got.bytes, sent_bytes),
-            (got.created_at, item.get("created_at")),
+        sent_path = item.get("path", "")
+        assert got.path == (sent_path if isinstance(sent_path, str) else "")
+        # A whole number in range stays itself; anything else is unknown (None) and
+        # named in ``problems``, never a failed listing.
+        for value, sent, most in (
+            (got.bytes, item.get("bytes"), MAX_FILE_BYTES),
+            (got.created_at, item.get("created_at"), MAX_TIMESTAMP),
         ):
-            assert value is None or type(value) is int
-            if sent is None or type(sent) is int:
+            assert value is None or (type(value) is int and 0 <= value <= most)
+            if type(sent) is int and 0 <= sent <= most:
                 assert value == sent
-        assert got.bytes is None or got.bytes >= 0
+            elif sent is not None and value is None:
+                assert got.problems, item
         assert isinstance(got.source, str)
         remote = to_remote_file(got.id, got.path, got.bytes, got.source, got.created_at)
         assert isinstance(remote, RemoteFile) and isinstance(remote.name, str)

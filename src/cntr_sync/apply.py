@@ -373,7 +373,7 @@ class Applier:
             expected_size=remote.size,
             expect=action.expect,
             move_aside_to=action.move_aside_to,
-            mtime=float(remote.created_at) if remote.created_at is not None else None,
+            mtime=_file_time(action),
             partial_tag=self._partial_tag,
             tick=self._tick,
         )
@@ -670,6 +670,17 @@ class Applier:
             self.index.set_server_adds_prefix(shown.adds_prefix)
             adds_prefix = shown.adds_prefix
         self._server_names = (keeps, adds_prefix)
+
+
+def _file_time(action: Download) -> float | None:
+    """The mtime a download gets: the remote file's time for a file new here (the model's
+    output keeps when it was made); None (the time of the download) for one that
+    replaces or restores a local file, so its time never goes back and a build tool
+    sees it as changed."""
+    created_at = action.remote.created_at
+    if action.reason in ("new", "conflict-copy") and created_at is not None:
+        return float(created_at)
+    return None
 
 
 def _deadline_after(seconds: float | None) -> float | None:

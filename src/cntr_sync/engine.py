@@ -52,7 +52,13 @@ from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import check_brakes, plan
 from cntr_sync.plan_inputs import Policy
-from cntr_sync.remote_paths import IGNORE_FILE, FileSystemTraits, TakenNames, is_conflict_copy
+from cntr_sync.remote_paths import (
+    IGNORE_FILE,
+    FileSystemTraits,
+    TakenNames,
+    is_conflict_copy,
+    printable,
+)
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import IgnoreRules, Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
@@ -260,10 +266,11 @@ class Engine:
         # The listing pages while the tree is scanned: one waits on the network, the
         # other on the disk, so a pass costs about the longer of the two, not the sum.
         # Leaving the block waits for the listing, whatever the scan raised.
+        odd_files: list[str] = []  # the listing's warnings, added once it is complete
         with ThreadPoolExecutor(1, thread_name_prefix="cntr-sync-list") as lister:
             # A container created a moment ago is empty: no need to list it.
             listing = (
-                lister.submit(self._list, container.id)
+                lister.submit(self._list, container.id, odd_files)
                 if container is not None and not result.container_created
                 else None
             )
@@ -290,7 +297,8 @@ class Engine:
                     container = self._containers.replace(result, container)
                     # Same rule as above: a container created just now is empty.
                     if not result.container_created:
-                        remote = self._list(container.id)
+                        remote = self._list(container.id, odd_files)
+        result.warnings.extend(odd_files)
 
         policy = self._policy()
         known = container is not None
@@ -595,12 +603,18 @@ class Engine:
             only=only,
         )
 
-    def _list(self, container_id: str) -> Listing:
-        """The complete listing; any failure propagates, so nothing is planned from half."""
+    def _list(self, container_id: str, warnings: list[str]) -> Listing:
+        """The complete listing; any failure propagates, so nothing is planned from half.
+        A file whose fields are garbage is listed with them unknown, and named in
+        ``warnings``."""
         listing = Listing()
         for item in self.client.iter_files(container_id):
             self._tick()
             listing.add(item.id, item.path, item.bytes, item.source, item.created_at)
+            warnings.extend(
+                f"{printable(item.path or item.id)}: {problem}; taken as unknown"
+                for problem in item.problems
+            )
         return listing
 
     def _record_bookkeeping(self, pass_plan: Plan, result: PassResult) -> None:

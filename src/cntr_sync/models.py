@@ -12,11 +12,19 @@ default, and ids are opaque strings. Nothing here performs I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -152,8 +160,29 @@ class Container(_Wire):
         return self.status == "running"
 
 
+# The largest values a listing's numbers may have and still mean something: a size
+# SQLite's INTEGER holds, a time before 2106 (a file time in nanoseconds fits 64 bits).
+MAX_FILE_BYTES = 2**63 - 1
+MAX_TIMESTAMP = 2**32 - 1
+
+
+def _whole_number(value: object, most: int) -> int | None:
+    """``value`` as a whole number from 0 to ``most``, or None (``bool`` is no number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= most else None
+
+
 class ContainerFile(_Wire):
-    """A file in a container. ``path`` is the server's choice; ``bytes`` may be unknown."""
+    """A file in a container. ``path`` is the server's choice; ``bytes`` may be unknown.
+
+    Every field but ``id`` is hostile input: a number out of range or of the wrong
+    type, a path or source that is not a string, becomes unknown (None, "" or
+    "unknown") and is noted in ``problems`` for a warning, so one odd file never
+    fails a whole listing. An id that is not a non-empty string does fail it.
+    """
 
     id: str = Field(min_length=1)
     object: str = "container.file"
@@ -162,12 +191,37 @@ class ContainerFile(_Wire):
     container_id: str | None = None
     path: str = ""
     source: str = "unknown"
+    _problems: tuple[str, ...] = PrivateAttr(default=())
 
-    @field_validator("bytes")
+    @model_validator(mode="wrap")
     @classmethod
-    def _no_negative_size(cls, value: int | None) -> int | None:
-        """A negative size is a server's garbage: treated as unknown, like ``null``."""
-        return None if value is not None and value < 0 else value
+    def _tolerate(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ContainerFile]
+    ) -> ContainerFile:
+        problems: list[str] = []
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for name, most in (("bytes", MAX_FILE_BYTES), ("created_at", MAX_TIMESTAMP)):
+                value = data.get(name)
+                number = None if value is None else _whole_number(value, most)
+                if value is not None and number is None:
+                    problems.append(f"{name} is not a number from 0 to {most}")
+                data[name] = number
+            for name in ("path", "source"):
+                if name in data and not isinstance(data[name], str):
+                    problems.append(f"{name} is not a string")
+                    del data[name]
+            for name in ("object", "container_id"):
+                if name in data and not isinstance(data[name], str):
+                    del data[name]  # nothing reads them: no warning
+        model = handler(data)
+        model._problems = tuple(problems)
+        return model
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What in this file's answer was garbage and is taken as unknown."""
+        return self._problems
 
     @property
     def is_user_upload(self) -> bool:

@@ -179,6 +179,24 @@ def test_control_client_over_http(server: EmulatorServer, http: httpx.Client) ->
         assert http.get("/containers").json()["data"] == []
 
 
+def test_control_shows_hostile_fields_and_hides_others(
+    server: EmulatorServer, http: httpx.Client
+) -> None:
+    with EmulatorControl(server.base_url) as control:
+        container_id = make_container(http)
+        made = control.add_assistant_file(container_id, "/mnt/data/a.txt", b"abc")
+        control.show_fields(container_id, made["id"], {"bytes": 2**64, "path": 7}, ["source"])
+        (listed,) = http.get(f"/containers/{container_id}/files").json()["data"]
+        assert (listed["bytes"], listed["path"], "source" in listed) == (2**64, 7, False)
+        control.show_fields(container_id, made["id"], {})
+        (listed,) = http.get(f"/containers/{container_id}/files").json()["data"]
+        assert (listed["bytes"], listed["path"], listed["source"]) == (
+            3,
+            "/mnt/data/a.txt",
+            "assistant",
+        )
+
+
 def test_control_endpoints_are_404_without_control(tmp_path: Path) -> None:
     with (
         EmulatorServer(data_dir=tmp_path) as plain,

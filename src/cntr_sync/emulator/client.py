@@ -8,7 +8,7 @@ httpx and raises ``httpx.HTTPStatusError`` when the emulator refuses a request.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote
@@ -143,6 +143,18 @@ class EmulatorControl:
     ) -> dict[str, Any]:
         payload = {"content_b64": base64.b64encode(content).decode(), "bytes_null": bytes_null}
         path = f"/containers/{_segment(container_id)}/files/{_segment(file_id)}/rewrite"
+        return cast(dict[str, Any], self._call("POST", path, payload))
+
+    def show_fields(
+        self,
+        container_id: str,
+        file_id: str,
+        shown: Mapping[str, Any],
+        hidden: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Answers about the file show ``shown`` instead of its fields, without ``hidden``."""
+        payload = {"shown": dict(shown), "hidden": list(hidden)}
+        path = f"/containers/{_segment(container_id)}/files/{_segment(file_id)}/shown"
         return cast(dict[str, Any], self._call("POST", path, payload))
 
     def add_openai_file(self, file_id: str, filename: str, content: bytes) -> None:

@@ -21,6 +21,8 @@ client is ``EmulatorControl`` in ``client``.
                                                     -> container file
     POST /_emulator/containers/{id}/files/{file_id}/rewrite
          {content_b64, bytes_null?}                 -> container file (same id, new bytes)
+    POST /_emulator/containers/{id}/files/{file_id}/shown
+         {shown: {field: any JSON}, hidden?: [field]} -> container file as answers show it
     POST /_emulator/openai_files      {file_id, filename, content_b64} -> {"ok": true}
 """
 
@@ -57,6 +59,11 @@ class AssistantFileBody(_Body):
 class RewriteBody(_Body):
     content_b64: str
     bytes_null: bool = False
+
+
+class ShownBody(_Body):
+    shown: dict[str, Any] = Field(default_factory=dict)
+    hidden: list[str] = Field(default_factory=list)
 
 
 class OpenAIFileBody(_Body):
@@ -143,6 +150,11 @@ def _route(
                 emulator.rewrite_file(
                     container_id, file_id, content, bytes_null=rewrite.bytes_null
                 ),
+            )
+        case ("containers", container_id, "files", file_id, "shown"), "POST":
+            shown = ShownBody.model_validate_json(_body(request))
+            return json_response(
+                200, emulator.show_fields(container_id, file_id, shown.shown, shown.hidden)
             )
         case ("openai_files",), "POST":
             registered = OpenAIFileBody.model_validate_json(_body(request))

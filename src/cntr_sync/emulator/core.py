@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -447,6 +447,23 @@ class Emulator:
                 with suppress(FileNotFoundError):
                     blob.unlink()
             raise
+
+    def show_fields(
+        self,
+        container_id: str,
+        file_id: str,
+        shown: Mapping[str, Any],
+        hidden: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Make answers about a file show ``shown`` instead of its real fields (any JSON
+        value: ``{"created_at": 1e23}``, ``{"bytes": "x"}``) and leave ``hidden`` fields
+        out, as a hostile server or gateway may; ``shown={}``, ``hidden=()`` undoes it."""
+        with self._lock:
+            record = self._store.usable_container(container_id)
+            file = self._store.file(record, file_id)
+            file.shown = dict(shown)
+            file.hidden = frozenset(hidden)
+            return file.to_json()
 
     def rewrite_file(
         self, container_id: str, file_id: str, content: bytes, *, bytes_null: bool = False

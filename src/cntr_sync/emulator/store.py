@@ -150,13 +150,17 @@ class FileRecord:
     size: int
     blob: Path | None
     bytes_null: bool = False
+    # What answers show instead of the real fields (a hostile server: any JSON value),
+    # and fields they leave out; the file itself is unchanged.
+    shown: dict[str, Any] = field(default_factory=dict)
+    hidden: frozenset[str] = frozenset()
 
     @property
     def key(self) -> SortKey:
         return (self.created_at, self.seq)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        answer = {
             "id": self.id,
             "object": "container.file",
             "created_at": self.created_at,
@@ -164,7 +168,9 @@ class FileRecord:
             "container_id": self.container_id,
             "path": self.path,
             "source": self.source,
+            **self.shown,
         }
+        return {name: value for name, value in answer.items() if name not in self.hidden}
 
 
 @dataclass
