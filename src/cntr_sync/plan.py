@@ -150,8 +150,11 @@ def _ours_by_name(
     on a server that drops names, every upload; and, after a lost index on a
     server that keeps only base names, uploads named like a nested local
     file's base name with its size (checked by content, not pulled as junk at
-    the top). A local file with no history and a same-name upload of another
-    client's is the pull side's: compared by content, or a conflict.
+    the top); after a lost index, same-name uploads of a local file with no
+    history whose size and time fit it (the push side adopts them, proving the
+    content first where names fold together). Any other same-name upload of a
+    local file with no history is the pull side's: compared by content, or a
+    conflict.
     """
     user = [r for r in remote.values() if r.source == "user" and r.id not in owned]
     if names_dropped(r.path for r in user):
@@ -163,6 +166,16 @@ def _ours_by_name(
     by_name = _unindexed_uploads_by_name(user, owned, policy, prefix)
     for relpath in index.keys() | intents.keys():
         ours.update(r.id for r in by_name.get(canonical(upload_name(relpath)), []))
+    if by_name:
+        # A local file with no history and an upload of its name, size and time: ours
+        # (a lost index), recovered by the push side as pushed, not pulled and compared.
+        for relpath, file in local.items():
+            if relpath not in index and relpath not in intents:
+                ours.update(
+                    r.id
+                    for r in by_name.get(canonical(upload_name(relpath)), [])
+                    if _size_matches(r, file.size) and _not_older_than(r, file)
+                )
     nested = {
         (canonical(basename(relpath)), file.size)
         for relpath, file in local.items()
@@ -212,8 +225,13 @@ def _plan_push(
     )
 
     first_upload = len(out.uploads)  # the pull side's conflict uploads come before
-    for relpath in _relpaths(local, index, intents):
-        same_name = by_name.get(canonical(upload_name(relpath)), [])
+    relpaths = _relpaths(local, index, intents)
+    # Relpaths whose upload names compare equal (NFC and NFD, '"' and '%22'): a name
+    # cannot tell whose upload is whose, so only content can (_verify_unmatched_uploads).
+    shared = _shared_names(relpaths) if by_name else set()
+    for relpath in relpaths:
+        name = canonical(upload_name(relpath))
+        same_name = by_name.get(name, []) if name not in shared else []
         if relpath in out.decided or (relpath not in local and uncertain(relpath)):
             _hold(relpath, index.get(relpath), same_name, out)
             continue
@@ -251,6 +269,16 @@ def _plan_push(
         moves=_count_moves(out.deletes, out.uploads, index),
         push=policy.direction != "pull",
     )
+
+
+def _shared_names(relpaths: Iterable[str]) -> set[str]:
+    """The canonical upload names that more than one of ``relpaths`` has."""
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for relpath in relpaths:
+        name = canonical(upload_name(relpath))
+        (shared if name in seen else seen).add(name)
+    return shared
 
 
 def _unaccounted(remote: RemoteFiles, accounted: Container[str]) -> Iterator[RemoteFile]:
