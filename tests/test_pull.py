@@ -689,3 +689,44 @@ def test_content_that_cannot_be_decoded_is_a_failure_with_backoff_not_a_crash(
     assert sorted(f.target for f in result.failures) == ["a.txt", "b.txt"]
     assert all("cannot be decoded" in f.message for f in result.failures)
     assert "retried in 60 s" in result.failures[0].message
+
+
+def test_a_conflict_on_a_file_with_a_very_long_name_is_resolved(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """Reliability round two, finding 10: the copy's name passed 255 bytes and every
+    pass failed with 'File name too long'; the local edit was never sent."""
+    rig = make_rig(emu, tmp_path, "both")
+    name = "n" * 240 + ".txt"
+    write(rig.root, name, "base")
+    rig.sync()
+    file_id = rig.entries()[name].remote_id
+    write(rig.root, name, "local edit")
+    emu.rewrite_file(rig.container_id, file_id, b"remote edit!")
+    result = rig.sync()
+    assert not result.failures, result.failures
+    tree = local_tree(rig.root)
+    (copy,) = [relpath for relpath in tree if is_conflict_copy(relpath)]
+    assert len(copy.encode()) <= 255 and copy.endswith(").txt")
+    assert tree == {name: b"local edit", copy: b"remote edit!"}
+    assert list(rig.remote().values()) == [b"local edit"]
+
+
+@pytest.mark.parametrize("direction", ["pull", "both"])
+def test_the_models_rewrite_at_our_own_path_is_an_edit_not_a_new_file(
+    emu: Emulator, tmp_path: Path, direction: str
+) -> None:
+    """Reliability round two, finding 4: the model deletes our file and writes a new one
+    at exactly our path (``/mnt/data/<32 hex>-b/f2.txt``): that is our file, edited."""
+    rig = make_rig(emu, tmp_path, "both")
+    write(rig.root, "b/f2.txt", "ours")
+    rig.sync()
+    entry = rig.entries()["b/f2.txt"]
+    with ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client:
+        client.delete_file(rig.container_id, entry.remote_id)
+    rig.model_writes(entry.remote_path, b"the model's edit")
+    result = rig.sync(direction=direction)
+    assert not result.failures and result.uploaded == 0, result
+    assert local_tree(rig.root) == {"b/f2.txt": b"the model's edit"}
+    assert list(rig.remote().values()) == [b"the model's edit"]
+    assert rig.sync(direction=direction).downloaded == 0

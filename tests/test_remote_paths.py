@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cntr_sync.remote_paths import (
+    NAME_MAX_BYTES,
     FileSystemTraits,
     PathRules,
     Refused,
@@ -118,3 +119,32 @@ def test_suffixes_respect_the_file_system() -> None:
     assert suffixed("README.md", taken, insensitive) == "README (3).md"
     assert insensitive.key("Caf\u00e9") == insensitive.key("CAFE\u0301")
     assert FileSystemTraits().key("Caf\u00e9") != FileSystemTraits().key("cafe\u0301")
+
+
+@given(
+    stem=st.text(
+        st.characters(exclude_categories=("Cs",), exclude_characters="/\x00"), max_size=300
+    ),
+    extension=st.text(
+        st.characters(exclude_categories=("Cs",), exclude_characters="/.\x00"), max_size=300
+    ),
+)
+def test_a_conflict_copy_of_any_name_fits_the_file_system(stem: str, extension: str) -> None:
+    """Reliability round two, finding 10: a copy's name past 255 bytes failed every pass."""
+    traits = FileSystemTraits()
+    relpath = f"dir/{stem or 'x'}.{extension}" if extension else f"dir/{stem or 'x'}"
+    for side in ("container", "local"):
+        copy = conflict_copy_name(relpath, side, NOW, set(), traits)  # type: ignore[arg-type]
+        name = copy.rpartition("/")[2]
+        assert copy.startswith("dir/") and len(name.encode("utf-8")) <= NAME_MAX_BYTES
+        assert is_conflict_copy(copy)
+        assert f"({side} conflict 2026-12-23 042640)" in name
+    numbered = suffixed(relpath, {traits.key(relpath)}, traits).rpartition("/")[2]
+    assert len(numbered.encode("utf-8")) <= NAME_MAX_BYTES and " (2)" in numbered
+
+
+def test_a_long_name_keeps_its_extension_and_loses_the_end_of_its_stem() -> None:
+    long_stem = "é" * 200  # 400 bytes
+    copy = conflict_copy_name(f"{long_stem}.csv", "container", NOW, set(), FileSystemTraits())
+    assert copy.endswith(" (container conflict 2026-12-23 042640).csv")
+    assert copy.startswith("é" * 50) and len(copy.encode()) <= NAME_MAX_BYTES

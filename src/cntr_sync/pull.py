@@ -82,7 +82,9 @@ def plan_pull(
     side = _RemoteSide(
         out, policy, TakenNames(policy.traits, (*local, *index)), failures or {}, uncertain
     )
-    by_target = _map_foreign(remote.values(), owned | set(index.remote_ids()), ignored, side)
+    by_target = _map_foreign(
+        remote.values(), owned | set(index.remote_ids()), index, ignored, side
+    )
     for relpath, entry in sorted(index.items()):
         _tracked(relpath, entry, local.get(relpath), remote, by_target, side)
     for target in sorted(by_target):
@@ -93,15 +95,27 @@ def plan_pull(
 def _map_foreign(
     remote: Iterable[RemoteFile],
     owned: Set[str],
+    index: IndexEntries,
     ignored: Callable[[str], bool],
     side: _RemoteSide,
 ) -> dict[str, list[RemoteFile]]:
-    """Remote files nobody tracks, by the relpath they land at (oldest first)."""
+    """Remote files nobody tracks, by the relpath they land at (oldest first).
+
+    A file at exactly the path of one of ours (``<32 hex>-name``, which only our
+    upload gets) lands at that file's relpath whoever wrote it: the model
+    rewriting our file under a new id is a remote edit, never a new file.
+    """
     by_target: dict[str, list[RemoteFile]] = {}
+    rules = side.policy.path_rules
     for item in sorted(remote, key=lambda r: (r.created_at or 0, r.id)):
         if item.id in owned:
             continue
-        mapped = local_relpath(item.path, item.source, side.policy.path_rules)
+        mapped = local_relpath(item.path, item.source, rules)
+        if item.source != "user":
+            as_ours = local_relpath(item.path, "user", rules)
+            entry = index.get(as_ours) if isinstance(as_ours, str) else None
+            if entry is not None and entry.remote_path == item.path:
+                mapped = as_ours
         if isinstance(mapped, Refused):
             if not mapped.quiet:
                 side.out.refused.append((printable(item.path), mapped.reason))

@@ -160,12 +160,30 @@ def split_name(relpath: str) -> tuple[str, str, str]:
     return directory, name[:dot], name[dot:]
 
 
+def with_mark(relpath: str, mark: str) -> str:
+    """``relpath`` with ``mark`` before the extension (``a (2).txt``), its name cut to fit
+    ``NAME_MAX_BYTES``: the stem is shortened first, then the extension; the mark stays
+    whole, since it is what tells the copy from the original."""
+    directory, stem, extension = split_name(relpath)
+    room = NAME_MAX_BYTES - len(mark.encode("utf-8"))
+    extension = _cut(extension, room)
+    stem = _cut(stem, room - len(extension.encode("utf-8")))
+    return f"{directory}{stem}{mark}{extension}"
+
+
+def _cut(text: str, most: int) -> str:
+    """``text``'s longest start of at most ``most`` UTF-8 bytes, whole characters only."""
+    encoded = text.encode("utf-8", "surrogateescape")
+    if len(encoded) <= most:
+        return text
+    return encoded[: max(most, 0)].decode("utf-8", "ignore")
+
+
 def suffixed(relpath: str, taken: Collection[str], traits: FileSystemTraits) -> str:
     """``relpath`` with " (2)", " (3)", ... before the extension: the first free one."""
-    directory, stem, extension = split_name(relpath)
     number = 2
     while True:
-        candidate = f"{directory}{stem} ({number}){extension}"
+        candidate = with_mark(relpath, f" ({number})")
         if traits.key(candidate) not in taken:
             return candidate
         number += 1
@@ -178,14 +196,13 @@ def conflict_copy_name(
     taken: Collection[str],
     traits: FileSystemTraits,
 ) -> str:
-    """``NAME (container conflict YYYY-MM-DD HHMMSS).EXT`` (UTC), free on this file system."""
-    directory, stem, extension = split_name(relpath)
+    """``NAME (container conflict YYYY-MM-DD HHMMSS).EXT`` (UTC), free on this file system
+    and short enough for it, however long ``NAME`` is."""
     stamp = time.strftime("%Y-%m-%d %H%M%S", time.gmtime(now))
-    base = f"{directory}{stem} ({side} conflict {stamp}"
-    candidate = f"{base}){extension}"
+    candidate = with_mark(relpath, f" ({side} conflict {stamp})")
     number = 2
     while traits.key(candidate) in taken:
-        candidate = f"{base} {number}){extension}"
+        candidate = with_mark(relpath, f" ({side} conflict {stamp} {number})")
         number += 1
     return candidate
 
