@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cntr_sync import transfer
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, GatewayStyle
 from cntr_sync.engine import Engine
@@ -730,3 +731,31 @@ def test_the_models_rewrite_at_our_own_path_is_an_edit_not_a_new_file(
     assert local_tree(rig.root) == {"b/f2.txt": b"the model's edit"}
     assert list(rig.remote().values()) == [b"the model's edit"]
     assert rig.sync(direction=direction).downloaded == 0
+
+
+@pytest.mark.parametrize("direction", ["pull", "both"])
+def test_a_dry_run_creates_nothing_in_the_root(
+    emu: Emulator, tmp_path: Path, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reliability round two, finding 14: ``status`` and ``sync --dry-run`` made and
+    removed a ``.cntrsync-partial-probe-*`` file to learn how the root compares names."""
+    rig = make_rig(emu, tmp_path, direction)
+    rig.model_writes("/mnt/data/new.txt", b"the model's")
+    transfer._TRAITS.clear()  # the probe's answer is kept per device: ask it afresh
+    created: list[str] = []
+    real_open = os.open
+
+    def spying_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_CREAT:
+            created.append(str(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", spying_open)
+    with (
+        ContainersClient("sk-test", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
+    ):
+        result = Engine(client, index, rig.pair).run_pass(dry_run=True)
+    assert result.plan is not None and len(result.plan.downloads) == 1
+    assert [path for path in created if str(rig.root) in path] == []
+    assert local_tree(rig.root) == {}

@@ -300,7 +300,7 @@ class Engine:
                         remote = self._list(container.id, odd_files)
         result.warnings.extend(odd_files)
 
-        policy = self._policy()
+        policy = self._policy(dry_run=dry_run)
         known = container is not None
         pass_plan = plan(
             local,
@@ -475,17 +475,21 @@ class Engine:
                 return False
         return True
 
-    def _policy(self) -> Policy:
+    def _policy(self, *, dry_run: bool = False) -> Policy:
         """This pass's policy: the pair's settings, what the index learnt of the
-        server's names, the clock, and (pull and both) how the root compares names."""
-        if self.pair.direction != "push" and self._fs_traits is None:
-            self._fs_traits = probe_traits(self.pair.local)
+        server's names, the clock, and (pull and both) how the root compares names,
+        which a dry run finds out without writing in the root."""
+        traits = self._fs_traits
+        if self.pair.direction != "push" and traits is None:
+            traits = probe_traits(self.pair.local, write=not dry_run)
+            if not dry_run:
+                self._fs_traits = traits
         return Policy.for_pair(
             self.pair,
             now=self._clock(),
             server_keeps_names=self.index.server_keeps_names,
             server_adds_prefix=self.index.server_adds_prefix,
-            traits=self._fs_traits,
+            traits=traits,
         )
 
     def _ignored_path(self, relpath: str) -> bool:

@@ -82,9 +82,7 @@ def plan_pull(
     side = _RemoteSide(
         out, policy, TakenNames(policy.traits, (*local, *index)), failures or {}, uncertain
     )
-    by_target = _map_foreign(
-        remote.values(), owned | set(index.remote_ids()), index, ignored, side
-    )
+    by_target = _map_foreign(remote.values(), owned | set(index.remote_ids()), index, ignored, side)
     for relpath, entry in sorted(index.items()):
         _tracked(relpath, entry, local.get(relpath), remote, by_target, side)
     for target in sorted(by_target):

@@ -449,11 +449,14 @@ def remove_partials(root: Path, relpaths: list[str], partial_tag: str) -> int:
 _TRAITS: dict[int, FileSystemTraits] = {}
 
 
-def probe_traits(root: Path) -> FileSystemTraits:
+def probe_traits(root: Path, *, write: bool = True) -> FileSystemTraits:
     """How this file system compares names: case- and normalisation-insensitive or not.
 
     Creates one probe file in the root and looks it up under other spellings;
     a root that cannot be written to answers "sensitive" (Linux's default).
+    ``write=False`` (a dry run, ``status``) creates nothing: the names already in
+    the root are looked up under other spellings instead, and without one that
+    can tell, the answer is "sensitive".
     """
     try:
         device = root.stat().st_dev
@@ -461,8 +464,42 @@ def probe_traits(root: Path) -> FileSystemTraits:
         return FileSystemTraits()
     known = _TRAITS.get(device)
     if known is None:
+        if not write:
+            return _probe_existing(root)
         known = _TRAITS[device] = _probe(root)
     return known
+
+
+def _probe_existing(root: Path) -> FileSystemTraits:
+    """What the root's own names tell, looked up under another case or normalisation."""
+    try:
+        with os.scandir(root) as listing:
+            names = [entry.name for entry in listing]
+    except OSError:
+        return FileSystemTraits()
+    present = set(names)
+    case = next((n for n in names if n.swapcase() != n and n.swapcase() not in present), None)
+    composed = next(
+        (
+            n
+            for n in names
+            if unicodedata.normalize("NFD", n) != n
+            and unicodedata.normalize("NFD", n) not in present
+        ),
+        None,
+    )
+    return FileSystemTraits(
+        case_insensitive=case is not None and _same_file(root, case, case.swapcase()),
+        normalization_insensitive=composed is not None
+        and _same_file(root, composed, unicodedata.normalize("NFD", composed)),
+    )
+
+
+def _same_file(root: Path, name: str, other: str) -> bool:
+    try:
+        return (root / name).samefile(root / other)
+    except OSError:
+        return False
 
 
 def _probe(root: Path) -> FileSystemTraits:
