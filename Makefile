@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint docs venv clean
 
 venv: $(VENV)/.installed
 
@@ -19,10 +19,18 @@ demo: venv
 	VENV=$(VENV) scripts/demo.sh
 
 test: venv
+	# The documentation site, strictly (mkdocs.yml): a broken link or anchor, or a
+	# page missing from the nav, fails. First, as it takes seconds; into a temp dir.
+	site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && \
+		NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir "$$site"
 	$(BIN)/pytest
 	# The benchmarks at small sizes, so they cannot rot (about 50 s; figures are
 	# indicative only: `python -m bench` is the real run, see bench/README.md).
 	$(BIN)/python -m bench --quick --soak-minutes 0.25 --no-save
+
+# The site into site/ (open site/index.html); `mkdocs serve` to edit with a live preview.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: venv
 	$(BIN)/ruff check .
@@ -30,4 +38,4 @@ lint: venv
 	$(BIN)/mypy --strict src
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
