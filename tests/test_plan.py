@@ -451,3 +451,29 @@ def test_any_history_converges_to_an_exact_mirror(
     assert assistants <= world.remote.keys()
     again = plan(second, world.index, world.remote.values())
     assert again.transfers == 0, again
+
+
+def test_excluded_paths_are_left_alone_unless_delete_excluded() -> None:
+    index = {"keep.txt": entry("keep.txt", "f1"), "big.bin": entry("big.bin", "f2")}
+    listing = [remote("f1", "keep.txt"), remote("f2", "big.bin"), remote("f3", "other.bin")]
+    excluded = {"big.bin", "other.bin"}
+    local_files = {"keep.txt": local("keep.txt")}
+    kept = plan(local_files, index, listing, ignored=excluded.__contains__)
+    assert kept.is_noop and kept.deletes == ()
+    gone = plan(
+        local_files,
+        index,
+        listing,
+        ignored=excluded.__contains__,
+        policy=Policy(delete_excluded=True),
+    )
+    assert [(d.remote_id, d.reason) for d in gone.deletes] == [("f2", "excluded")]
+    # A pull pair never deletes remotely, excluded or not.
+    pulled = plan(
+        local_files,
+        index,
+        listing,
+        ignored=excluded.__contains__,
+        policy=Policy(direction="pull", delete_excluded=True),
+    )
+    assert pulled.deletes == () and pulled.downloads == ()

@@ -759,3 +759,37 @@ def test_a_dry_run_creates_nothing_in_the_root(
     assert result.plan is not None and len(result.plan.downloads) == 1
     assert [path for path in created if str(rig.root) in path] == []
     assert local_tree(rig.root) == {}
+
+
+@pytest.mark.parametrize("direction", ["push", "both"])
+def test_an_excluded_path_is_left_alone_in_the_container(
+    emu: Emulator, tmp_path: Path, direction: str
+) -> None:
+    """Excluded means left alone (issue 22, item 5): ``--exclude`` for one run deleted
+    the excluded files from the container."""
+    rig = make_rig(emu, tmp_path, direction)
+    write(rig.root, "a.txt", "kept")
+    write(rig.root, "big/f2.bin", "a large file")
+    rig.sync()
+    result = rig.sync(ignore=("*.bin",))
+    assert result.plan is not None and result.plan.deletes == ()
+    assert result.deleted == 0 and not result.failures
+    assert sorted(rig.remote().values()) == [b"a large file", b"kept"]
+    again = rig.sync()  # and back without the pattern: still in sync
+    assert (again.uploaded, again.deleted, again.downloaded) == (0, 0, 0)
+
+
+def test_an_ignore_pattern_added_in_both_never_deletes_the_models_files(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """Reliability round two, finding 5: '*.csv' added to .cntrignore after the model's
+    out0.csv and out1.csv were pulled deleted them from the container."""
+    rig = make_rig(emu, tmp_path, "both")
+    rig.model_writes("/mnt/data/out0.csv", b"0")
+    rig.model_writes("/mnt/data/out1.csv", b"1")
+    assert rig.sync().downloaded == 2
+    write(rig.root, ".cntrignore", "*.csv\n")
+    result = rig.sync()
+    assert (result.deleted, result.local_deleted, result.downloaded) == (0, 0, 0)
+    assert sorted(rig.remote().values()) == [b"*.csv\n", b"0", b"1"]
+    assert local_tree(rig.root) == {".cntrignore": b"*.csv\n", "out0.csv": b"0", "out1.csv": b"1"}

@@ -20,7 +20,14 @@ from cntr_sync.plan_inputs import RemoteFiles
 
 UploadReason = Literal["new", "changed", "missing-remote", "conflict"]
 DeleteReason = Literal[
-    "removed", "replaced", "duplicate", "stale-upload", "pending", "unknown", "conflict"
+    "removed",
+    "replaced",
+    "duplicate",
+    "stale-upload",
+    "pending",
+    "unknown",
+    "conflict",
+    "excluded",
 ]
 DownloadReason = Literal["new", "changed", "restore", "conflict-copy", "remote-wins"]
 

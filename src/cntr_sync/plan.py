@@ -100,12 +100,15 @@ def plan(
     ``uncertain(relpath)`` is true for paths the scan could not read (a file
     being written, an unreadable directory): they are absent from ``local``
     but must not be taken as deleted, so nothing about them changes.
-    Pull and both only: ``failures``, remote files whose download failed (retried
-    after their time); ``ignored(relpath)``, where no remote file may land.
+    ``ignored(relpath)``: excluded by the ignore rules (or ``--exclude``): left alone on
+    both sides, neither uploaded, downloaded nor deleted, unless ``delete_excluded``
+    deletes our remote copy. Pull and both only: ``failures``, remote files whose
+    download failed (retried after their time).
     """
     policy = policy or Policy()
     intents = intents or {}
     is_uncertain = uncertain or (lambda _relpath: False)
+    is_ignored = ignored or (lambda _relpath: False)
     out = PlanBuilder(AccountedIds(remote))
     push_policy = policy
     if policy.direction != "push":
@@ -129,10 +132,10 @@ def plan(
             uncertain=is_uncertain,
             policy=policy,
             failures=failures,
-            ignored=ignored or (lambda _relpath: False),
+            ignored=is_ignored,
         )
     return _plan_push(
-        out, local, index, remote, intents, pending_deletes, push_policy, is_uncertain
+        out, local, index, remote, intents, pending_deletes, push_policy, is_uncertain, is_ignored
     )
 
 
@@ -197,6 +200,7 @@ def _plan_push(
     pending_deletes: Sequence[PendingDelete],
     policy: Policy,
     uncertain: Callable[[str], bool],
+    ignored: Callable[[str], bool],
 ) -> Plan:
     """The push side: uploads, remote deletes and bookkeeping, then the plan.
 
@@ -235,6 +239,9 @@ def _plan_push(
         if relpath in out.decided or (relpath not in local and uncertain(relpath)):
             _hold(relpath, index.get(relpath), same_name, out)
             continue
+        if relpath not in local and ignored(relpath):
+            _excluded(relpath, index.get(relpath), same_name, remote, policy, out)
+            continue
         _plan_relpath(
             relpath,
             local=local.get(relpath),
@@ -269,6 +276,29 @@ def _plan_push(
         moves=_count_moves(out.deletes, out.uploads, index),
         push=policy.direction != "pull",
     )
+
+
+def _excluded(
+    relpath: str,
+    entry: IndexEntry | None,
+    same_name: list[RemoteFile],
+    remote: RemoteFiles,
+    policy: Policy,
+    out: PlanBuilder,
+) -> None:
+    """A relpath the ignore rules exclude: its remote copies are left alone, or, with
+    ``delete_excluded`` (never in pull), deleted."""
+    if not policy.delete_excluded or policy.direction == "pull":
+        _hold(relpath, entry, same_name, out)
+        return
+    live = remote.get(entry.remote_id) if entry is not None else None
+    if live is not None:
+        out.delete(live, "excluded", relpath)
+    elif entry is not None:
+        out.forgets.append(relpath)
+    for candidate in same_name:
+        if candidate.id not in out.accounted:
+            out.delete(candidate, "excluded", relpath)
 
 
 def _shared_names(relpaths: Iterable[str]) -> set[str]:

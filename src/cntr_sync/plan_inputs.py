@@ -49,6 +49,8 @@ class Policy:
     remote_delete: RemoteDeletePolicy = "restore"
     delete: bool = True
     delete_unknown: bool = False
+    # Remove our remote copies of paths the ignore rules exclude (rclone's flag).
+    delete_excluded: bool = False
     max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(percent=50.0))
     # Largest remote file downloaded to check a match by content (lost index).
     adopt_verify_max_bytes: int = 256 * 1024 * 1024

@@ -63,6 +63,7 @@ class _RemoteSide:
     names: TakenNames
     failures: Mapping[str, PullFailure]
     uncertain: Callable[[str], bool]
+    ignored: Callable[[str], bool]
 
 
 def plan_pull(
@@ -80,9 +81,14 @@ def plan_pull(
     """The remote side of one pass, into ``out``. ``owned``: remote ids the push side
     accounts for (never the model's files)."""
     side = _RemoteSide(
-        out, policy, TakenNames(policy.traits, (*local, *index)), failures or {}, uncertain
+        out,
+        policy,
+        TakenNames(policy.traits, (*local, *index)),
+        failures or {},
+        uncertain,
+        ignored,
     )
-    by_target = _map_foreign(remote.values(), owned | set(index.remote_ids()), index, ignored, side)
+    by_target = _map_foreign(remote.values(), owned | set(index.remote_ids()), index, side)
     for relpath, entry in sorted(index.items()):
         _tracked(relpath, entry, local.get(relpath), remote, by_target, side)
     for target in sorted(by_target):
@@ -94,7 +100,6 @@ def _map_foreign(
     remote: Iterable[RemoteFile],
     owned: Set[str],
     index: IndexEntries,
-    ignored: Callable[[str], bool],
     side: _RemoteSide,
 ) -> dict[str, list[RemoteFile]]:
     """Remote files nobody tracks, by the relpath they land at (oldest first).
@@ -118,7 +123,7 @@ def _map_foreign(
             if not mapped.quiet:
                 side.out.refused.append((printable(item.path), mapped.reason))
             continue
-        if ignored(mapped):
+        if side.ignored(mapped):
             continue  # the ignore rules leave it alone, as they do locally
         by_target.setdefault(mapped, []).append(item)
     return by_target
@@ -153,6 +158,8 @@ def _tracked(
     live = remote.get(entry.remote_id)
     if live is not None:
         out.accounted.add(live.id)
+    if local_file is None and side.ignored(relpath):
+        return  # excluded here: nothing comes home (the push side decides its copy)
     # The id gone and a new file at the same path: the remote side rewrote it.
     newer = by_target[relpath].pop() if live is None and by_target.get(relpath) else None
     if newer is not None:
