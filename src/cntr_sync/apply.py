@@ -40,6 +40,7 @@ from cntr_sync.actions import (
     mirror_entry,
 )
 from cntr_sync.api import ContainersClient
+from cntr_sync.backups import PassBackups
 from cntr_sync.errors import (
     AuthenticationError,
     CntrSyncError,
@@ -152,6 +153,7 @@ class Applier:
         policy: Policy,
         partial_tag: str,
         taken: TakenNames,
+        backups: PassBackups | None = None,
         keep_grown_uploads: bool = False,
         deadline: float | None = None,
     ) -> None:
@@ -173,6 +175,8 @@ class Applier:
         self._partial_tag = partial_tag
         # Names in use under the root, for conflict copies decided at run time.
         self._taken = taken
+        # Local files a download replaces or a remote deletion removes are kept there.
+        self._keep = backups.keep if backups is not None else None
         self._retries: dict[str, int] = {}
         # Relpaths not to upload this pass: a conflict copy of theirs failed.
         self._blocked: set[str] = set()
@@ -315,7 +319,9 @@ class Applier:
             return self._start(pool, self._compare, action)
         if isinstance(action, Verify):
             return self._start(pool, self._verify, action)
-        return self._start(pool, delete_local, self._root, action.relpath, action.expect)
+        return self._start(
+            pool, delete_local, self._root, action.relpath, action.expect, self._keep
+        )
 
     def _start(
         self, pool: ThreadPoolExecutor, work: Callable[..., object], *args: Any
@@ -376,6 +382,7 @@ class Applier:
             mtime=_file_time(action),
             partial_tag=self._partial_tag,
             tick=self._tick,
+            keep=self._keep,
         )
 
     def _compare(self, action: Compare) -> _Compared:

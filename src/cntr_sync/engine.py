@@ -36,6 +36,7 @@ from typing import NamedTuple
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
 from cntr_sync.apply import Applier
+from cntr_sync.backups import PassBackups, prune
 from cntr_sync.containers import ContainerResolver
 from cntr_sync.entry_table import EntryTable
 from cntr_sync.errors import (
@@ -65,6 +66,10 @@ from cntr_sync.transfer import Tick, probe_traits, remove_partials
 
 log = get_logger("cntr_sync.engine")
 
+# How long, and up to how many bytes, kept versions of local files stay (oldest go
+# first; a file's newest version always stays).
+BACKUP_KEEP_DAYS = 30
+BACKUP_MAX_BYTES = 1 << 30
 # Hash-cache rows of gone files tolerated before a pass prunes them.
 PRUNE_SLACK = 16
 
@@ -207,6 +212,8 @@ class Engine:
                 result = retry
             if not dry_run and not result.failures and not result.cancelled:
                 self._trusted = result.container_id
+            if not dry_run and result.listed:
+                self._prune_backups()
         finally:
             after = self.client.stats.by_operation()
             result.requests_by_operation = {
@@ -350,6 +357,7 @@ class Engine:
         if partials:
             remove_partials(self.pair.local, list(partials), self._partial_tag)
         self._record_bookkeeping(pass_plan, result)
+        backups = PassBackups(self.backup_dir, self._clock())
         Applier(
             self.client,
             self.index,
@@ -365,9 +373,11 @@ class Engine:
             policy=policy,
             partial_tag=self._partial_tag,
             taken=taken,
+            backups=backups,
             keep_grown_uploads=keep_grown,
             deadline=self._deadline,
         ).run(pass_plan)
+        result.backups.extend(backups.kept)
 
     def _incremental_allowed(self, trusted: str | None, paths: Collection[str]) -> bool:
         """Whether a pass over ``paths`` alone, without a listing, is as right as a full one."""
@@ -503,10 +513,28 @@ class Engine:
         if self.index.hashes.count() > len(present) * 1.1 + PRUNE_SLACK:
             self.index.hashes.prune(present)
 
+    def _prune_backups(self) -> None:
+        """Retention, on full passes: kept versions past their age or the byte budget go."""
+        if self.backup_dir.is_dir():
+            gone = prune(
+                self.backup_dir,
+                keep_days=BACKUP_KEEP_DAYS,
+                max_bytes=BACKUP_MAX_BYTES,
+                now=self._clock(),
+            )
+            if gone:
+                log.info("old backups removed", versions=len(gone))
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where this pair keeps the local files passes replaced or deleted."""
+        return default_backup_dir(self.index.path)
+
     def _own_paths(self) -> list[str]:
-        """Our state directory and container-id file, where they sit inside the root."""
+        """Our state and backup directories and container-id file, where they sit
+        inside the root: never mirrored."""
         root = Path(os.path.realpath(self.pair.local))
-        own = [self.index.path.parent]
+        own = [self.index.path.parent, self.backup_dir]
         if self.pair.container_id_file is not None:
             own.append(self.pair.container_id_file)
         inside = []
@@ -635,6 +663,11 @@ class Engine:
             self.index.clear_intent(relpath)
         for remote_id in pass_plan.obsolete_deletes:
             self.index.record_delete(remote_id)
+
+
+def default_backup_dir(index_path: Path) -> Path:
+    """The pair's backups beside its index: ``STATE_DIR/<pair>.backups``."""
+    return index_path.with_name(f"{index_path.stem}.backups")
 
 
 def _note_scan(result: PassResult, snapshot: Snapshot, unsettled: set[str]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from cntr_sync.actions import Plan
+from cntr_sync.backups import Version
 
 TransferKind = Literal["uploaded", "replaced", "deleted", "downloaded", "deleted locally"]
 
@@ -72,6 +73,8 @@ class PassResult:
     # False for an incremental pass: it scanned the changed paths and trusted the
     # index for the container (no listing), so the remote side was not looked at.
     listed: bool = True
+    # Local files this pass replaced or deleted because of the container, as kept.
+    backups: list[Version] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:

@@ -31,11 +31,16 @@ from typing import Any, Protocol
 
 import xxhash
 
+from cntr_sync.backups import KeepHow
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import PARTIAL_PREFIX, FileSystemTraits
 from cntr_sync.scan import hash_fd, open_regular
 
 Tick = Callable[[], None]
+#: Keeps a file of the tree before a download or a delete removes it: called with the
+#: open directory, the file's name there, its relpath and how (``backups.KeepHow``);
+#: raises OSError when it cannot, and then nothing is removed.
+Keep = Callable[[int, str, str, KeepHow], object]
 
 
 class ChangedSinceScan(Exception):
@@ -342,12 +347,14 @@ def write_download(
     mtime: float | None,
     partial_tag: str,
     tick: Tick,
+    keep: Keep | None = None,
 ) -> LocalFile:
     """Download into ``relpath``: a partial file, fsync, then an atomic placement.
 
     ``expect``: the local file now at ``relpath`` (None: nothing may be there);
     anything else there raises ``LocalChanged`` and nothing is written.
     ``move_aside_to`` (same directory): that local file is first moved there.
+    ``keep``: the local file a download replaces (or moves aside) is kept first.
     A crash at any point leaves at most a ``.cntrsync-partial-*`` file.
     """
     with _directory(root, relpath, create=True) as (directory, name):
@@ -382,6 +389,8 @@ def write_download(
                 aside_dir, _, aside_name = move_aside_to.rpartition("/")
                 if aside_dir != directory_name:
                     raise UnsafeTarget("a conflict copy must stay in its file's directory")
+                if keep is not None:
+                    keep(directory, name, relpath, "copy")  # the copy may change later
                 _move_aside(directory, name, aside_name)
                 _place_new(directory, partial, name)
             elif expect is None:
@@ -389,6 +398,8 @@ def write_download(
             else:
                 if not _matches(directory, name, expect):
                     raise LocalChanged(f"{relpath!r} changed since the scan")
+                if keep is not None:
+                    keep(directory, name, relpath, "link")  # the rename unlinks it here
                 os.rename(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
             os.fsync(directory)
         except BaseException:
@@ -418,13 +429,17 @@ def hash_download(fetch: Fetch, *, expected_size: int | None, tick: Tick) -> str
     return sink.hexdigest()
 
 
-def delete_local(root: Path, relpath: str, expect: LocalFile) -> None:
-    """Delete ``relpath`` if it is still exactly the file the plan saw (else ``LocalChanged``)."""
+def delete_local(root: Path, relpath: str, expect: LocalFile, keep: Keep | None = None) -> None:
+    """Delete ``relpath`` if it is still exactly the file the plan saw (else
+    ``LocalChanged``); with ``keep``, it is moved there rather than unlinked."""
     try:
         with _directory(root, relpath, create=False) as (directory, name):
             if not _matches(directory, name, expect):
                 raise LocalChanged(f"{relpath!r} changed since the scan")
-            os.unlink(name, dir_fd=directory)
+            if keep is not None:
+                keep(directory, name, relpath, "move")
+            else:
+                os.unlink(name, dir_fd=directory)
     except FileNotFoundError:
         return  # already gone: what was asked
 
@@ -517,3 +532,42 @@ def _probe(root: Path) -> FileSystemTraits:
     finally:
         with contextlib.suppress(OSError):
             (root / name).unlink()
+
+
+def restore_version(root: Path, relpath: str, source: Path, keep: Keep | None) -> None:
+    """Put a kept version (the file ``source``) back at ``relpath``, never through a
+    symlink; whatever file is there now is kept first (so a restore can be undone).
+    The restored file gets the time of the restore: the next pass sees an edit."""
+    with _directory(root, relpath, create=True) as (directory, name):
+        try:
+            present = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            present = None
+        if present is not None and not stat.S_ISREG(present.st_mode):
+            raise UnsafeTarget(f"{relpath!r} is a symlink, directory or special file here")
+        partial = f"{PARTIAL_PREFIX}restore-{secrets.token_hex(6)}"
+        fd = os.open(
+            partial,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o666,
+            dir_fd=directory,
+        )
+        try:
+            try:
+                with source.open("rb") as kept:
+                    while chunk := kept.read(1 << 20):
+                        os.write(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if present is not None:
+                if keep is not None:
+                    keep(directory, name, relpath, "link")
+                os.rename(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
+            else:
+                _place_new(directory, partial, name)
+            os.fsync(directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=directory)
+            raise

@@ -1,0 +1,233 @@
+"""Backups of local files a pass replaced or deleted (issue 22, item 1).
+
+A model's edit of a file unchanged here, a propagated remote deletion and a
+``remote-wins`` conflict each remove local bytes: the previous file is kept
+under the pair's backup directory, one folder per pass named by its UTC time,
+the file at its relpath, and can be put back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from cntr_sync import backups
+from cntr_sync.api import ContainersClient
+from cntr_sync.backups import PassBackups, folder_time, prune, version_at, versions
+from cntr_sync.emulator import Emulator
+from cntr_sync.engine import Engine
+from cntr_sync.index import Index
+from cntr_sync.models import Pair
+from cntr_sync.result import PassResult
+from cntr_sync.transfer import restore_version
+from helpers import NoSleep, local_tree
+
+BASE_URL = "http://emulator.test/v1"
+DAY = 86_400.0
+
+
+@dataclass
+class Rig:
+    emu: Emulator
+    root: Path
+    state: Path
+    pair: Pair
+    container_id: str = ""
+
+    def sync(self, **pair: object) -> PassResult:
+        with (
+            ContainersClient(
+                "sk-test", base_url=BASE_URL, transport=self.emu.transport(), sleep=NoSleep()
+            ) as client,
+            Index.open(
+                self.state, base_url=BASE_URL, root=self.root, container_spec="box"
+            ) as index,
+        ):
+            engine = Engine(client, index, replace(self.pair, **pair))  # type: ignore[arg-type]
+            result = engine.run_pass()
+            self.backup_dir = engine.backup_dir
+        assert result.container_id is not None and not result.failures, result.failures
+        self.container_id = result.container_id
+        return result
+
+    def entry_id(self, relpath: str) -> str:
+        with Index.open(
+            self.state, base_url=BASE_URL, root=self.root, container_spec="box", lock=False
+        ) as index:
+            return index.entries()[relpath].remote_id
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    root = tmp_path / "tree"
+    root.mkdir()
+    with Emulator(data_dir=tmp_path / "emulator") as emu:
+        made = Rig(emu, root, tmp_path / "state", Pair("t", root, "box", direction="both"))
+        made.sync()
+        yield made
+
+
+def write(root: Path, relpath: str, content: bytes) -> None:
+    path = root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+
+
+def test_a_model_rewrite_of_an_unchanged_file_keeps_the_old_bytes_and_restore_brings_them_back(
+    rig: Rig,
+) -> None:
+    write(rig.root, "notes/plan.md", b"my careful plan")
+    rig.sync()
+    rig.emu.rewrite_file(rig.container_id, rig.entry_id("notes/plan.md"), b"the model's mistake!")
+    result = rig.sync()
+    assert local_tree(rig.root) == {"notes/plan.md": b"the model's mistake!"}
+    (kept,) = result.backups
+    assert kept.relpath == "notes/plan.md" and kept.size == len(b"my careful plan")
+    # A layout a person restores from with cp: <backup dir>/<UTC time>/<relpath>.
+    assert kept.path == rig.backup_dir / kept.folder / "notes" / "plan.md"
+    assert folder_time(kept.folder) is not None
+    assert kept.path.read_bytes() == b"my careful plan"
+    assert rig.backup_dir.parent == rig.state  # the state directory, per pair
+
+    restore_version(rig.root, "notes/plan.md", kept.path, PassBackups(rig.backup_dir, 2e9).keep)
+    assert (rig.root / "notes/plan.md").read_bytes() == b"my careful plan"
+    # The restore is an edit like any other: the next pass pushes it.
+    pushed = rig.sync()
+    assert pushed.replaced == 1
+    # And the mistake it undid is kept too: a restore can be undone.
+    assert sorted(v.path.read_bytes() for v in versions(rig.backup_dir, "notes/plan.md")) == [
+        b"my careful plan",
+        b"the model's mistake!",
+    ]
+
+
+def test_a_propagated_remote_deletion_is_backed_up(rig: Rig) -> None:
+    write(rig.root, "data.csv", b"1,2,3")
+    rig.sync()
+    with ContainersClient("k", base_url=BASE_URL, transport=rig.emu.transport()) as client:
+        client.delete_file(rig.container_id, rig.entry_id("data.csv"))
+    result = rig.sync(remote_delete="propagate")
+    assert result.local_deleted == 1 and local_tree(rig.root) == {}
+    (kept,) = result.backups
+    assert kept.path.read_bytes() == b"1,2,3"
+
+
+def test_a_remote_wins_conflict_keeps_the_local_version_in_the_backups_too(rig: Rig) -> None:
+    write(rig.root, "a.txt", b"base")
+    rig.sync()
+    write(rig.root, "a.txt", b"local edit")
+    rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"remote edit!")
+    result = rig.sync(conflict="remote-wins")
+    (kept,) = result.backups
+    assert kept.path.read_bytes() == b"local edit"
+    assert (rig.root / "a.txt").read_bytes() == b"remote edit!"
+
+
+def test_a_pass_that_only_brings_new_files_keeps_nothing(rig: Rig) -> None:
+    rig.emu.add_assistant_file(rig.container_id, "/mnt/data/new.txt", b"new")
+    assert rig.sync().backups == []
+    assert not rig.backup_dir.exists()
+
+
+def test_a_backup_directory_inside_the_root_is_never_uploaded(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    with Emulator(data_dir=tmp_path / "emulator") as emu:
+        rig = Rig(emu, root, root / ".state", Pair("t", root, "box", direction="both"))
+        write(root, "a.txt", b"v1")
+        rig.sync()
+        rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"v2 from the model")
+        assert len(rig.sync().backups) == 1
+        assert rig.backup_dir.is_relative_to(root)
+        again = rig.sync()
+        assert again.uploaded == 0
+        with ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client:
+            paths = [f.path for f in client.iter_files(rig.container_id)]
+        assert len(paths) == 1 and paths[0].endswith("a.txt")
+
+
+# -- the backup directory itself ----------------------------------------------------------
+
+
+def keep_file(directory: Path, root: Path, relpath: str, started_at: float) -> Path:
+    backups_of_pass = PassBackups(directory, started_at)
+    fd = os.open(root / relpath.rpartition("/")[0] if "/" in relpath else root, os.O_RDONLY)
+    try:
+        version = backups_of_pass.keep(fd, relpath.rpartition("/")[2], relpath, "copy")
+    finally:
+        os.close(fd)
+    return version.path
+
+
+def test_versions_are_listed_oldest_first_and_chosen_by_time(tmp_path: Path) -> None:
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    for n, at in enumerate((1_000 * DAY, 1_001 * DAY, 1_002 * DAY)):
+        write(root, "d/f.txt", f"version {n}".encode())
+        keep_file(kept, root, "d/f.txt", at)
+    found = versions(kept, "d/f.txt")
+    assert [v.path.read_bytes() for v in found] == [b"version 0", b"version 1", b"version 2"]
+    chosen = version_at(kept, "d/f.txt", 1_001.5 * DAY)
+    assert chosen is not None and chosen.path.read_bytes() == b"version 1"
+    assert version_at(kept, "d/f.txt", 999 * DAY) is None
+    assert version_at(kept, "other.txt") is None
+
+
+def test_one_pass_keeping_a_relpath_twice_keeps_both(tmp_path: Path) -> None:
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    one_pass = PassBackups(kept, 1_000 * DAY)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        write(root, "f", b"first")
+        one_pass.keep(fd, "f", "f", "copy")
+        write(root, "f", b"second")
+        one_pass.keep(fd, "f", "f", "move")
+    finally:
+        os.close(fd)
+    assert [v.path.read_bytes() for v in versions(kept, "f")] == [b"first", b"second"]
+    assert not (root / "f").exists()
+
+
+def test_retention_removes_the_oldest_first_and_never_the_newest_version(tmp_path: Path) -> None:
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    now = 2_000 * DAY
+    for age_days, relpath in ((90, "old.txt"), (60, "a.txt"), (40, "a.txt"), (1, "a.txt")):
+        write(root, relpath, b"x" * 100)
+        keep_file(kept, root, relpath, now - age_days * DAY)
+    # Past 30 days: a.txt's two older versions go; old.txt's only version stays.
+    gone = prune(kept, keep_days=30, max_bytes=10**9, now=now)
+    assert sorted((v.relpath, round((now - v.kept_at) / DAY)) for v in gone) == [
+        ("a.txt", 40),
+        ("a.txt", 60),
+    ]
+    assert sorted(v.relpath for v in versions(kept)) == ["a.txt", "old.txt"]
+    # Over the byte budget: the oldest goes first, and never a file's newest version.
+    write(root, "a.txt", b"y" * 100)
+    keep_file(kept, root, "a.txt", now)
+    gone = prune(kept, keep_days=1_000, max_bytes=150, now=now)
+    assert [(v.relpath, v.kept_at) for v in gone] == [("a.txt", now - DAY)]
+    assert sorted(v.relpath for v in versions(kept)) == ["a.txt", "old.txt"]
+    # Emptied pass folders are removed.
+    assert all(any(folder.iterdir()) for folder in kept.iterdir())
+
+
+def test_a_file_that_cannot_be_kept_is_not_removed(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    write(root, "f", b"precious")
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):
+            PassBackups(blocked, 0.0).keep(fd, "f", "f", "move")
+    finally:
+        os.close(fd)
+    assert (root / "f").read_bytes() == b"precious"
+    assert backups.versions(blocked) == []
