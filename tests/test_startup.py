@@ -29,7 +29,7 @@ from cntr_sync.logs import RECORD_FIELD, configure, get_logger
 ALWAYS_HEAVY = (
     "cntr_sync.daemon",
     "cntr_sync.worker",
-    "cntr_sync.http",
+    "cntr_sync.health",
     "cntr_sync.metrics",
     "cntr_sync.watch",
     "cntr_sync.sdnotify",
