@@ -283,8 +283,10 @@ class Daemon:
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            # A second signal means "now": skip the flush.
-            os._exit(128 + signum)
+            # A second signal means "now": skip the flush and die of the signal,
+            # as if it had never been handled (a shell and Kubernetes show 128 + N).
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
         self._stop.set()
 
     def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
