@@ -260,7 +260,9 @@ class HealthServer:
             return
         # shutdown() waits for serve_forever with no limit; run it aside so a
         # wedged loop cannot hold the daemon's exit.
-        stopper = threading.Thread(target=server.shutdown, name="cntr-sync-health-stop", daemon=True)
+        stopper = threading.Thread(
+            target=server.shutdown, name="cntr-sync-health-stop", daemon=True
+        )
         stopper.start()
         stopper.join(_STOP_TIMEOUT)
         thread.join(_STOP_TIMEOUT)
