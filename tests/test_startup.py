@@ -3,15 +3,13 @@
 No timings here (``bench/startup.py`` prints them): each test runs a child Python
 that imports the command line, runs a command in-process, and prints the modules it
 ended up with; the heavy ones must not be among them. Also: the lazy names of the
-``cntr_sync`` package still resolve, and the key-value logger that replaced
-structlog's (for its import cost) still scrubs secrets and carries its fields.
+``cntr_sync`` package still resolve, the console script exits the usual way, and
+only the command named is built.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -26,7 +24,6 @@ import typer.main
 import cntr_sync
 from cntr_sync import cli
 from cntr_sync.emulator import EmulatorServer
-from cntr_sync.logs import RECORD_FIELD, configure, get_logger
 
 # Never needed before a command runs; only `run` and `emulator` (or nothing) need them.
 ALWAYS_HEAVY = (
@@ -185,53 +182,6 @@ def test_the_package_names_still_resolve_lazily() -> None:
         assert getattr(cntr_sync, name) is not None
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = cntr_sync.no_such_name
-
-
-def test_key_value_logger_scrubs_secrets_and_carries_fields() -> None:
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("cntr_sync.test_startup")
-    handler = Keep()
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        log = get_logger("cntr_sync.test_startup")
-        log.debug("not built", pair="p")
-        log.info("creating container", name="box", key="Bearer sk-abcdefghijklmnopqrstuvwx")
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            log.exception("pass crashed", pair="p")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
-    assert [r.levelno for r in records] == [logging.INFO, logging.ERROR]
-    first = records[0]
-    assert first.getMessage().startswith("creating container name=box key=")
-    assert "sk-abcdefghijklmnopqrstuvwx" not in first.getMessage()
-    fields = getattr(first, RECORD_FIELD)
-    assert fields["event"] == "creating container" and fields["name"] == "box"
-    assert "sk-abcdefghijklmnopqrstuvwx" not in fields["key"]
-    assert records[1].exc_info is not None and records[1].exc_info[0] is ValueError
-
-
-@pytest.mark.parametrize("log_format", ["console", "json"])
-@pytest.mark.usefixtures("logging_restored")
-def test_configured_lines_render_in_both_formats(log_format: str) -> None:
-    stream = io.StringIO()
-    configure(verbose=1, log_format=log_format, stream=stream)  # type: ignore[arg-type]
-    get_logger("cntr_sync.test_startup").info("sync pass", pair="docs", uploaded=2)
-    line = stream.getvalue().strip()
-    if log_format == "json":
-        event = json.loads(line)
-        assert (event["event"], event["pair"], event["uploaded"]) == ("sync pass", "docs", 2)
-        assert event["level"] == "info"
-    else:
-        assert "sync pass" in line and "pair=docs" in line and "uploaded=2" in line
 
 
 # -- the console script exits the usual way (``cli.console``) -------------------------
