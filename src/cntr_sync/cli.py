@@ -45,8 +45,6 @@ from cntr_sync.errors import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from cntr_sync.cli_output import Reporter
     from cntr_sync.config import Settings
 
@@ -215,13 +213,6 @@ def _reporter(**mode: Any) -> Reporter:
     return Reporter(OutputMode(**mode))
 
 
-def _out_console() -> Console:
-    """stdout as a rich console, for the commands that draw tables or JSON."""
-    from rich.console import Console  # noqa: PLC0415 - see the docstring
-
-    return Console(highlight=False, soft_wrap=True)
-
-
 def _load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
     from cntr_sync.config import Settings  # noqa: PLC0415 - see the docstring
 
@@ -325,7 +316,6 @@ def ls(
     reporter = _reporter(json=json_output)
     with _api_command(reporter, config, flags, debug=debug) as settings:
         from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
-        from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.session import build_client  # noqa: PLC0415
 
         spec = container or settings.container
@@ -338,41 +328,7 @@ def ls(
             if found is None:
                 raise ConfigError(f"no running container with id or name {spec!r}")
             files = list(client.iter_files(found.id))
-        if json_output:
-            listing = [
-                {
-                    "id": f.id,
-                    "source": f.source,
-                    "bytes": f.bytes,
-                    "path": f.path,
-                    "created_at": f.created_at,
-                }
-                for f in files
-            ]
-            print(json.dumps({"container_id": found.id, "files": listing}))
-            return
-        rows = [
-            (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
-            for f in sorted(files, key=lambda f: f.path)
-        ]
-        out_console = _out_console()
-        if not out_console.is_terminal:
-            # Pipes get whole, tab-separated lines (paths escaped): easy to cut and grep.
-            for row in rows:
-                print("\t".join(row))
-            return
-        from rich.table import Table  # noqa: PLC0415 - a terminal only
-        from rich.text import Text  # noqa: PLC0415
-
-        table = Table(box=None, title=f"{printable(found.name)} ({found.id}): {len(rows)} files")
-        table.add_column("source")
-        table.add_column("bytes", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("id", no_wrap=True)
-        for row in rows:
-            # Paths come from the model: never let rich read them as markup.
-            table.add_row(*(Text(cell) for cell in row))
-        out_console.print(table)
+        reporter.listing(found, files)
 
 
 @_command("status", epilog=EXIT_CODES_HELP)
@@ -393,7 +349,7 @@ def status(
     """What the index knows, and what a sync would do (nothing is transferred)."""
     reporter = _reporter(json=json_output)
     with _api_command(reporter, config, flags, debug=debug) as loaded:
-        from cntr_sync.cli_output import human_size, planned_counts  # noqa: PLC0415 - see the docstring
+        from cntr_sync.cli_output import planned_counts  # noqa: PLC0415 - see the docstring
         from cntr_sync.result import iter_planned  # noqa: PLC0415
         from cntr_sync.session import PairSession  # noqa: PLC0415
 
@@ -419,35 +375,7 @@ def status(
         # Counted one action at a time: a tree never pushed plans an upload a file
         # (100,000 files: ~20 MB of action dicts, had the whole summary been built).
         would = planned_counts(iter_planned(result.plan) if result.plan is not None else ())
-        if json_output:
-            print(json.dumps({"index": known, "would": would, "warnings": result.warnings}))
-            return
-        names = {True: "yes", False: "no (matched by content)", None: "not known yet"}
-        lines = [
-            ("directory", known["root"]),
-            ("container", f"{pair.container} ({known['container_id'] or 'not created yet'})"),
-            ("direction", pair.direction),
-            ("files in sync", known["tracked_files"]),
-            ("uploads whose answer was lost", known["pending_uploads"]),
-            ("old remote versions still to delete", known["pending_deletes"]),
-            ("downloads waiting to be retried", known["failed_downloads"]),
-            ("server keeps upload names", names[keeps]),
-            ("index", known["index_path"]),
-        ]
-        for label, value in lines:
-            print(f"{label}: {value}")
-        counted = ", ".join(
-            f"{count} {what.replace('_', ' ')}"
-            for what, count in would.items()
-            if count and not what.startswith("bytes")
-        )
-        print(
-            f"a sync would: {counted or 'do nothing'} "
-            f"({human_size(would['bytes'])} to upload, "
-            f"{human_size(would['bytes_download'])} to download)"
-        )
-        for warning in result.warnings:
-            reporter.line(f"warning: {warning}")
+        reporter.status(known, would, result.warnings)
 
 
 @config_app.command("check")
@@ -459,7 +387,7 @@ def config_check(
     reporter = _reporter()
     with _reporting(reporter, debug=debug):
         settings = _load_settings(file)
-        _out_console().print_json(json.dumps(settings.redacted_dump(), default=str))
+        reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
 @_command("run", epilog=EXIT_CODES_HELP)
