@@ -3,15 +3,13 @@
 No timings here (``bench/startup.py`` prints them): each test runs a child Python
 that imports the command line, runs a command in-process, and prints the modules it
 ended up with; the heavy ones must not be among them. Also: the lazy names of the
-``cntr_sync`` package still resolve, and the key-value logger that replaced
-structlog's (for its import cost) still scrubs secrets and carries its fields.
+``cntr_sync`` package still resolve, the console script exits the usual way, and
+only the command named is built.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -19,17 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
+import typer.core
+import typer.main
 
 import cntr_sync
 from cntr_sync import cli
 from cntr_sync.emulator import EmulatorServer
-from cntr_sync.logs import RECORD_FIELD, configure, get_logger
 
 # Never needed before a command runs; only `run` and `emulator` (or nothing) need them.
 ALWAYS_HEAVY = (
     "cntr_sync.daemon",
     "cntr_sync.worker",
-    "cntr_sync.http",
+    "cntr_sync.health",
     "cntr_sync.metrics",
     "cntr_sync.watch",
     "cntr_sync.sdnotify",
@@ -184,54 +184,7 @@ def test_the_package_names_still_resolve_lazily() -> None:
         _ = cntr_sync.no_such_name
 
 
-def test_key_value_logger_scrubs_secrets_and_carries_fields() -> None:
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("cntr_sync.test_startup")
-    handler = Keep()
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        log = get_logger("cntr_sync.test_startup")
-        log.debug("not built", pair="p")
-        log.info("creating container", name="box", key="Bearer sk-abcdefghijklmnopqrstuvwx")
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            log.exception("pass crashed", pair="p")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
-    assert [r.levelno for r in records] == [logging.INFO, logging.ERROR]
-    first = records[0]
-    assert first.getMessage().startswith("creating container name=box key=")
-    assert "sk-abcdefghijklmnopqrstuvwx" not in first.getMessage()
-    fields = getattr(first, RECORD_FIELD)
-    assert fields["event"] == "creating container" and fields["name"] == "box"
-    assert "sk-abcdefghijklmnopqrstuvwx" not in fields["key"]
-    assert records[1].exc_info is not None and records[1].exc_info[0] is ValueError
-
-
-@pytest.mark.parametrize("log_format", ["console", "json"])
-@pytest.mark.usefixtures("logging_restored")
-def test_configured_lines_render_in_both_formats(log_format: str) -> None:
-    stream = io.StringIO()
-    configure(verbose=1, log_format=log_format, stream=stream)  # type: ignore[arg-type]
-    get_logger("cntr_sync.test_startup").info("sync pass", pair="docs", uploaded=2)
-    line = stream.getvalue().strip()
-    if log_format == "json":
-        event = json.loads(line)
-        assert (event["event"], event["pair"], event["uploaded"]) == ("sync pass", "docs", 2)
-        assert event["level"] == "info"
-    else:
-        assert "sync pass" in line and "pair=docs" in line and "uploaded=2" in line
-
-
-# -- the console script's quick exit (``cli.console``) --------------------------------
+# -- the console script exits the usual way (``cli.console``) -------------------------
 
 CONSOLE = """
 import atexit, sys, threading, time
@@ -262,18 +215,18 @@ def console_child(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_quick_exit_keeps_the_output_the_status_and_the_exit_handlers() -> None:
+def test_the_exit_keeps_the_output_the_status_the_exit_handlers_and_the_teardown() -> None:
     proc = console_child("--version")
     assert proc.returncode == 0, proc.stderr
-    # ... and skips the teardown of the modules (the canary in __main__ is never freed).
-    assert proc.stdout == f"cntr-sync {cntr_sync.__version__}\natexit ran\n"
+    # No shortcut past the interpreter's own exit: the canary in __main__ is freed.
+    assert proc.stdout == f"cntr-sync {cntr_sync.__version__}\natexit ran\ntorn down\n"
 
 
-def test_the_quick_exit_keeps_a_usage_error_and_its_status() -> None:
+def test_the_exit_keeps_a_usage_error_and_its_status() -> None:
     proc = console_child("sync", "--no-such-flag")
     assert proc.returncode == 2
     assert "No such option: --no-such-flag" in proc.stderr
-    assert proc.stdout == "atexit ran\n"
+    assert proc.stdout == "atexit ran\ntorn down\n"
 
 
 def test_with_a_thread_still_running_the_exit_waits_for_it() -> None:
@@ -286,20 +239,18 @@ def test_with_a_thread_still_running_the_exit_waits_for_it() -> None:
 
 
 def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app() -> None:
-    def names(app: object) -> list[str]:
-        assert isinstance(app, type(cli.app))
-        return [
-            *(info.callback.__name__ for info in app.registered_commands if info.callback),
-            *(str(info.name) for info in app.registered_groups),
-        ]
+    def names(app: typer.Typer) -> list[str]:
+        group = typer.main.get_command(app)
+        assert isinstance(group, typer.core.TyperGroup)
+        return list(group.commands)
 
-    everything = names(cli.app)
-    assert len(everything) > 3
-    assert names(cli._narrowed(["sync", "tree", "--container", "c"])) == ["sync"]
-    assert names(cli._narrowed(["-v", "status", "--json"])) == ["status"]
-    assert names(cli._narrowed(["config", "check", "f.toml"])) == ["config"]
+    everything = names(cli.build_app())
+    assert everything == ["sync", "ls", "status", "run", "emulator", "config"]
+    named = cli._command_named
+    assert names(cli.build_app(named(["sync", "tree", "--container", "c"]))) == ["sync"]
+    assert names(cli.build_app(named(["-v", "status", "--json"]))) == ["status"]
+    assert names(cli.build_app(named(["config", "check", "f.toml"]))) == ["config"]
     # No command named: --help and --version need the whole app; so does a typo,
     # for typer's "No such command ... Did you mean" line.
     for argv in (["--help"], ["--version"], [], ["synk", "tree"]):
-        assert cli._narrowed(argv) is cli.app
-    assert names(cli.app) == everything  # the copy left the app alone
+        assert names(cli.build_app(named(argv))) == everything

@@ -20,17 +20,14 @@ when it runs. ``--version`` and ``--help`` load none of them.
 
 from __future__ import annotations
 
-import atexit
-import copy
 import json
 import os
 import sys
-import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 
@@ -48,8 +45,6 @@ from cntr_sync.errors import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from cntr_sync.cli_output import Reporter
     from cntr_sync.config import Settings
 
@@ -67,17 +62,26 @@ EXIT_CODES_HELP = (
     "4 the API cannot be reached; 130 interrupted."
 )
 
-app = typer.Typer(
-    name="cntr-sync",
-    help="Mirror a local directory into an OpenAI container, and bring back what the model "
-    "writes.\n\n" + EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+# Every command by name, and how to add it to an app: see ``build_app``.
+_COMMANDS: dict[str, Callable[[typer.Typer], None]] = {}
+_Command = TypeVar("_Command", bound=Callable[..., None])
+
+
+def _command(name: str, **options: Any) -> Callable[[_Command], _Command]:
+    """Make the function the command ``name``; ``options`` go to typer's ``Typer.command``."""
+
+    def note(function: _Command) -> _Command:
+        def add(app: typer.Typer) -> None:
+            app.command(name, **options)(function)
+
+        _COMMANDS[name] = add
+        return function
+
+    return note
+
+
 config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
+_COMMANDS["config"] = lambda app: app.add_typer(config_app, name="config")
 
 # -- options shared by the commands ------------------------------------------------------
 
@@ -122,7 +126,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -210,13 +213,6 @@ def _reporter(**mode: Any) -> Reporter:
     return Reporter(OutputMode(**mode))
 
 
-def _out_console() -> Console:
-    """stdout as a rich console, for the commands that draw tables or JSON."""
-    from rich.console import Console  # noqa: PLC0415 - see the docstring
-
-    return Console(highlight=False, soft_wrap=True)
-
-
 def _load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
     from cntr_sync.config import Settings  # noqa: PLC0415 - see the docstring
 
@@ -266,7 +262,7 @@ def _configure_logs(
 # -- commands -----------------------------------------------------------------------------
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@_command("sync", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def sync(
     directory: Annotated[
@@ -306,7 +302,7 @@ def sync(
         raise typer.Exit(code)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@_command("ls", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION)
 def ls(
     container: ContainerOpt = None,
@@ -320,7 +316,6 @@ def ls(
     reporter = _reporter(json=json_output)
     with _api_command(reporter, config, flags, debug=debug) as settings:
         from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
-        from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.session import build_client  # noqa: PLC0415
 
         spec = container or settings.container
@@ -333,44 +328,10 @@ def ls(
             if found is None:
                 raise ConfigError(f"no running container with id or name {spec!r}")
             files = list(client.iter_files(found.id))
-        if json_output:
-            listing = [
-                {
-                    "id": f.id,
-                    "source": f.source,
-                    "bytes": f.bytes,
-                    "path": f.path,
-                    "created_at": f.created_at,
-                }
-                for f in files
-            ]
-            print(json.dumps({"container_id": found.id, "files": listing}))
-            return
-        rows = [
-            (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
-            for f in sorted(files, key=lambda f: f.path)
-        ]
-        out_console = _out_console()
-        if not out_console.is_terminal:
-            # Pipes get whole, tab-separated lines (paths escaped): easy to cut and grep.
-            for row in rows:
-                print("\t".join(row))
-            return
-        from rich.table import Table  # noqa: PLC0415 - a terminal only
-        from rich.text import Text  # noqa: PLC0415
-
-        table = Table(box=None, title=f"{printable(found.name)} ({found.id}): {len(rows)} files")
-        table.add_column("source")
-        table.add_column("bytes", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("id", no_wrap=True)
-        for row in rows:
-            # Paths come from the model: never let rich read them as markup.
-            table.add_row(*(Text(cell) for cell in row))
-        out_console.print(table)
+        reporter.listing(found, files)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@_command("status", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def status(
     directory: Annotated[
@@ -388,7 +349,7 @@ def status(
     """What the index knows, and what a sync would do (nothing is transferred)."""
     reporter = _reporter(json=json_output)
     with _api_command(reporter, config, flags, debug=debug) as loaded:
-        from cntr_sync.cli_output import human_size, planned_counts  # noqa: PLC0415 - see the docstring
+        from cntr_sync.cli_output import planned_counts  # noqa: PLC0415 - see the docstring
         from cntr_sync.result import iter_planned  # noqa: PLC0415
         from cntr_sync.session import PairSession  # noqa: PLC0415
 
@@ -414,35 +375,7 @@ def status(
         # Counted one action at a time: a tree never pushed plans an upload a file
         # (100,000 files: ~20 MB of action dicts, had the whole summary been built).
         would = planned_counts(iter_planned(result.plan) if result.plan is not None else ())
-        if json_output:
-            print(json.dumps({"index": known, "would": would, "warnings": result.warnings}))
-            return
-        names = {True: "yes", False: "no (matched by content)", None: "not known yet"}
-        lines = [
-            ("directory", known["root"]),
-            ("container", f"{pair.container} ({known['container_id'] or 'not created yet'})"),
-            ("direction", pair.direction),
-            ("files in sync", known["tracked_files"]),
-            ("uploads whose answer was lost", known["pending_uploads"]),
-            ("old remote versions still to delete", known["pending_deletes"]),
-            ("downloads waiting to be retried", known["failed_downloads"]),
-            ("server keeps upload names", names[keeps]),
-            ("index", known["index_path"]),
-        ]
-        for label, value in lines:
-            print(f"{label}: {value}")
-        counted = ", ".join(
-            f"{count} {what.replace('_', ' ')}"
-            for what, count in would.items()
-            if count and not what.startswith("bytes")
-        )
-        print(
-            f"a sync would: {counted or 'do nothing'} "
-            f"({human_size(would['bytes'])} to upload, "
-            f"{human_size(would['bytes_download'])} to download)"
-        )
-        for warning in result.warnings:
-            reporter.line(f"warning: {warning}")
+        reporter.status(known, would, result.warnings)
 
 
 @config_app.command("check")
@@ -454,10 +387,10 @@ def config_check(
     reporter = _reporter()
     with _reporting(reporter, debug=debug):
         settings = _load_settings(file)
-        _out_console().print_json(json.dumps(settings.redacted_dump(), default=str))
+        reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@_command("run", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(
     cli_flags.CONNECTION, cli_flags.SYNC, cli_flags.DAEMON, cli_flags.DAEMON_PAIR
 )
@@ -539,7 +472,7 @@ def run(
     raise typer.Exit(code)
 
 
-@app.command()
+@_command("emulator")
 def emulator(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8000,
@@ -617,36 +550,43 @@ def emulator(
         serve(host, port, control=control, data_dir=data_dir, faults=faults, gateway=gateway)
 
 
-def _narrowed(argv: list[str]) -> typer.Typer:
-    """``app``, or a copy holding only the command that ``argv`` names.
+def build_app(command: str | None = None) -> typer.Typer:
+    """The ``cntr-sync`` app: every command, or only ``command`` if that names one.
 
-    typer turns every command into a click command (signatures, type hints, one
-    option object per flag) before it parses a word: 78 ms of a profiled
-    ``sync``, for commands that will not run. The root takes no option with a
-    value, so the first word that is not an option names the command. With no
-    such word (``--help``, ``--version``) or a name that is no command (typer's
-    error lists the real ones), it is the whole app.
+    typer turns every command of an app into a click command (signatures, type
+    hints, one option object per flag) before it parses a word: 54 M instructions,
+    3 % of a no-op ``sync`` (callgrind), for commands that will not run. So the
+    console script builds an app holding only the command its arguments name.
     """
-    name = next((arg for arg in argv if not arg.startswith("-")), None)
-    commands = [
-        info
-        for info in app.registered_commands
-        if info.callback is not None
-        and (info.name or info.callback.__name__.replace("_", "-")) == name
-    ]
-    groups = [info for info in app.registered_groups if info.name == name]
-    if not commands and not groups:
-        return app
-    narrowed = copy.copy(app)
-    narrowed.registered_commands = commands
-    narrowed.registered_groups = groups
-    return narrowed
+    app = typer.Typer(
+        name="cntr-sync",
+        help="Mirror a local directory into an OpenAI container, and bring back what the "
+        "model writes.\n\n" + EXIT_CODES_HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    app.callback()(_root)
+    for name, add in _COMMANDS.items():
+        if command not in _COMMANDS or name == command:
+            add(app)
+    return app
 
 
-def main() -> None:
-    """The console script: click's usage errors become one line too."""
+def _command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` names: the root takes no option with a value, so it
+    is the first word that is not an option. None with no such word (``--help``,
+    ``--version``); a word that is no command gets the whole app, whose error
+    lists the real ones."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def main() -> NoReturn:
+    """The console script: runs the command and exits with its status; click's
+    usage errors become one line too."""
     try:
-        result = _narrowed(sys.argv[1:])(standalone_mode=False)
+        result = build_app(_command_named(sys.argv[1:]))(standalone_mode=False)
     except Exception as exc:
         # typer bundles its own click privately; its exceptions keep click's
         # public interface (exit_code, format_message, show), so match on that.
@@ -663,32 +603,8 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-def console() -> NoReturn:
-    """The console script (and ``python -m cntr_sync``): ``main``, then a quick exit.
-
-    When a command has finished, everything it opened is closed (the index, the
-    HTTP client, its threads), and all that is left is Python tearing down the
-    ~400 modules it imported: 0.06 to 0.12 s of CPU a run (``bench/startup.py``),
-    which nothing needs. So the exit handlers run (logging's flush, temporary
-    files' finalizers), the standard streams are flushed, and the process ends.
-    With a thread still running, or an exit status that is not a number, it
-    exits the usual way, which waits for the thread and prints the message.
-    """
-    try:
-        main()
-    except SystemExit as exit:
-        if not isinstance(exit.code, int | None) or threading.active_count() > 1:
-            raise
-        code = exit.code or 0
-    else:  # pragma: no cover - main always exits
-        code = 0
-    atexit._run_exitfuncs()  # what the interpreter runs first at exit; stable since 2.x
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing left to say
-            code = code or 1
-    os._exit(code)
+# The name pyproject.toml's console script and ``python -m cntr_sync`` call.
+console = main
 
 
-__all__ = ["app", "console", "exit_code_for", "main"]
+__all__ = ["build_app", "console", "exit_code_for", "main"]

@@ -1,15 +1,16 @@
-"""What the command line prints: progress, transfer lines, plans, summaries.
+"""What the command line prints: progress, transfer lines, plans, summaries, listings.
 
 Owns every line the CLI writes about a pass: the progress bar (on a terminal,
 or when asked), one line per transfer with ``-v``, the dry-run plan, warnings
 and failures on stderr, the one-line human summary (always on stderr, terminal
 or not: CI logs are read by people), and the ``--json`` document on stdout.
-``-q`` leaves only errors.
+``-q`` leaves only errors. Also what ``ls`` and ``status`` print.
 
 Must not: run passes, load settings or decide exit codes (``cli`` does); every
 name that came from a remote server is printed escaped (``printable``), never
-as markup. rich is imported only when a bar or a dry-run plan is drawn: plain
-lines are plain writes, so a command that prints a summary does not pay for it.
+as markup. rich is imported only when a bar, a dry-run plan or a table may be
+drawn: plain lines are plain writes, so a command that prints a summary does
+not pay for it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn
 
+    from cntr_sync.models import Container, ContainerFile
     from cntr_sync.result import PassResult, PlannedAction, SyncResult, TransferEvent
 
 PREFIX = "cntr-sync"
@@ -175,6 +177,78 @@ class Reporter:
             self.line(f"{changed} changed during the sync; run again")
         if not synced.dry_run:
             self._print_err(human_summary(synced))
+
+    # -- the commands that are not a pass -------------------------------------------
+
+    def listing(self, container: Container, files: list[ContainerFile]) -> None:
+        """``ls``: the JSON document; on a pipe whole tab-separated lines (paths
+        escaped: easy to cut and grep); on a terminal a table."""
+        if self.mode.json:
+            listed = [
+                {
+                    "id": f.id,
+                    "source": f.source,
+                    "bytes": f.bytes,
+                    "path": f.path,
+                    "created_at": f.created_at,
+                }
+                for f in files
+            ]
+            print(json.dumps({"container_id": container.id, "files": listed}))
+            return
+        rows = [
+            (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
+            for f in sorted(files, key=lambda f: f.path)
+        ]
+        if not self.out.is_terminal:
+            for row in rows:
+                print("\t".join(row))
+            return
+        from rich.table import Table  # noqa: PLC0415 - a terminal only
+        from rich.text import Text  # noqa: PLC0415
+
+        title = f"{printable(container.name)} ({container.id}): {len(rows)} files"
+        table = Table(box=None, title=title)
+        table.add_column("source")
+        table.add_column("bytes", justify="right")
+        table.add_column("path", overflow="fold")
+        table.add_column("id", no_wrap=True)
+        for row in rows:
+            # Paths come from the model: never let rich read them as markup.
+            table.add_row(*(Text(cell) for cell in row))
+        self.out.print(table)
+
+    def status(self, known: dict[str, Any], would: dict[str, int], warnings: list[str]) -> None:
+        """``status``: what the index knows (``known``) and what a sync would do."""
+        if self.mode.json:
+            print(json.dumps({"index": known, "would": would, "warnings": warnings}))
+            return
+        keeps = {True: "yes", False: "no (matched by content)", None: "not known yet"}
+        lines = [
+            ("directory", known["root"]),
+            ("container", f"{known['container']} ({known['container_id'] or 'not created yet'})"),
+            ("direction", known["direction"]),
+            ("files in sync", known["tracked_files"]),
+            ("uploads whose answer was lost", known["pending_uploads"]),
+            ("old remote versions still to delete", known["pending_deletes"]),
+            ("downloads waiting to be retried", known["failed_downloads"]),
+            ("server keeps upload names", keeps[known["server_keeps_names"]]),
+            ("index", known["index_path"]),
+        ]
+        for label, value in lines:
+            print(f"{label}: {value}")
+        counted = ", ".join(
+            f"{count} {what.replace('_', ' ')}"
+            for what, count in would.items()
+            if count and not what.startswith("bytes")
+        )
+        print(
+            f"a sync would: {counted or 'do nothing'} "
+            f"({human_size(would['bytes'])} to upload, "
+            f"{human_size(would['bytes_download'])} to download)"
+        )
+        for warning in warnings:
+            self.line(f"warning: {warning}")
 
     def line(self, text: str) -> None:
         self._print_err(f"{PREFIX}: {text}")

@@ -26,7 +26,7 @@ from typing import Any
 from cntr_sync._version import __version__
 from cntr_sync.config import Settings
 from cntr_sync.errors import CntrSyncError, ConfigError
-from cntr_sync.http import HealthServer
+from cntr_sync.health import HealthServer
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
@@ -96,7 +96,7 @@ class Daemon:
         self._ready_sent = False
         self._stalled: set[str] = set()
         host, port = self.settings.listen_address
-        self.http = HealthServer(host, port, self, self.metrics)
+        self.health = HealthServer(host, port, self, self.metrics)
 
     def _load(self) -> Settings:
         if self._loader is not None:
@@ -158,11 +158,11 @@ class Daemon:
         """Serve until stopped by a signal; returns the exit code."""
         if install_signals:
             self._install_signals()
-        self.http.start()
+        self.health.start()
         log.info(
             "daemon started",
             pairs=len(self.settings.pairs),
-            http=self.http.url,
+            http=self.health.url,
             version=__version__,
         )
         for pair in self.settings.resolved_pairs():
@@ -270,7 +270,7 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: flushing pending changes", timeout=self.settings.flush_timeout)
         self._stop_workers(list(self.workers), self.settings.flush_timeout)
-        self.http.stop()
+        self.health.stop()
         log.info("daemon stopped")
 
     # -- signals ------------------------------------------------------------------------------
@@ -283,8 +283,10 @@ class Daemon:
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            # A second signal means "now": skip the flush.
-            os._exit(128 + signum)
+            # A second signal means "now": skip the flush and die of the signal,
+            # as if it had never been handled (a shell and Kubernetes show 128 + N).
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
         self._stop.set()
 
     def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:

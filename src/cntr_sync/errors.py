@@ -31,7 +31,7 @@ httpx exceptions are mapped into this tree in one place, ``rest`` (under
 ``index`` and ``locks`` (the state directory), ``transfer`` and ``engine`` (a
 file being uploaded), ``containers`` (the id file), ``config`` and
 ``config_sources`` (settings and key files), ``watch`` (observers) and
-``http`` (the listen address). Everything above them sees these classes alone.
+``health`` (the listen address). Everything above them sees these classes alone.
 """
 
 from __future__ import annotations

@@ -7,32 +7,33 @@ keeps its own logging, and sees nothing unless it adds a handler (``cntr_sync``
 carries a ``NullHandler``). Each record's message is the event with its fields
 (``creating container name=box``), and the fields ride along as
 ``record.cntr_sync`` for renderers that want them. That logger is a few lines of
-our own rather than structlog's: ``import structlog`` loads its console renderer,
-tracebacks and rich (about 70 ms), which every command would pay at start-up.
-structlog's ``ConsoleRenderer`` still draws console lines, loaded with the first
-line drawn.
+our own rather than a ``structlog.stdlib`` bound logger: ``import structlog``
+loads its console renderer, tracebacks and rich (70-100 ms), which importing
+``cntr_sync`` and every command would pay.
 
-``configure`` is for the CLI and the daemon only: one handler that renders
-every record as a JSON line or a console line, by ``log_format`` ("auto":
-JSON when the stream is not a terminal). Every event is scrubbed of anything
-that looks like a credential, as a last line of defence behind the error
-tree's redaction.
+``configure`` is for the CLI and the daemon only: one handler on the root
+logger whose formatter is structlog's ``ProcessorFormatter``, so structlog's
+processors render every record, ours and other libraries' (httpx, watchdog):
+the fields, level, an ISO timestamp, the logger's name for records not under
+``cntr_sync``, the exception, a scrub of anything that looks like a credential
+(a last line of defence behind the error tree's redaction), then ``JSONRenderer``
+or ``ConsoleRenderer`` by ``log_format`` ("auto": JSON when the stream is not a
+terminal). structlog is imported with the first line drawn, so a command that
+logs nothing does not pay for it.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from cntr_sync.errors import redact
 
 if TYPE_CHECKING:
-    from structlog.dev import ConsoleRenderer
+    from structlog.typing import EventDict, WrappedLogger
 
 LOGGER_NAME = "cntr_sync"
 LogFormat = Literal["auto", "console", "json"]
@@ -55,10 +56,7 @@ class KeyValueLogger:
     def _emit(self, level: int, event: str, fields: dict[str, Any], exc_info: Any) -> None:
         if not self._logger.isEnabledFor(level):
             return
-        scrubbed = {
-            key: redact(value) if isinstance(value, str) else value
-            for key, value in {"event": event, **fields}.items()
-        }
+        scrubbed = _scrubbed({"event": event, **fields})
         message = str(scrubbed["event"])
         extras = " ".join(f"{k}={v}" for k, v in scrubbed.items() if k != "event")
         self._logger.log(
@@ -90,34 +88,79 @@ def get_logger(name: str) -> KeyValueLogger:
     return KeyValueLogger(logging.getLogger(name))
 
 
-class _Formatter(logging.Formatter):
-    """Renders a record as one JSON line or one console line."""
+def _scrubbed(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: redact(value) if isinstance(value, str) else value for key, value in fields.items()
+    }
+
+
+# -- structlog processors: (logger, method name, event dict) -> event dict ------------------
+
+
+def _record_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """A ``KeyValueLogger`` record's own fields in place of its one-line message."""
+    fields = getattr(event["_record"], RECORD_FIELD, None)
+    if fields is not None:
+        event.update(fields)
+    return event
+
+
+def _foreign_logger_name(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """The logger's name, for records from outside ``cntr_sync`` (httpx, watchdog...)."""
+    name = event["_record"].name
+    if name != LOGGER_NAME and not name.startswith(LOGGER_NAME + "."):
+        event["logger"] = name
+    return event
+
+
+def _scrub_credentials(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Every string of the event, exception text included, without credentials."""
+    return _scrubbed(event)
+
+
+def _processor_formatter(*, json_lines: bool, colors: bool) -> logging.Formatter:
+    """structlog's ``ProcessorFormatter`` with the chain the module docstring lists."""
+    from structlog.dev import ConsoleRenderer  # noqa: PLC0415 - see the module docstring
+    from structlog.processors import JSONRenderer, TimeStamper, format_exc_info  # noqa: PLC0415
+    from structlog.stdlib import ProcessorFormatter, add_log_level  # noqa: PLC0415
+
+    renderer = (
+        JSONRenderer(default=str, ensure_ascii=False)
+        if json_lines
+        else ConsoleRenderer(colors=colors)
+    )
+    return ProcessorFormatter(
+        # Every record comes from stdlib logging: to structlog, all are "foreign".
+        foreign_pre_chain=[
+            _record_fields,
+            add_log_level,
+            TimeStamper(fmt="iso", utc=True),
+            _foreign_logger_name,
+        ],
+        processors=[
+            ProcessorFormatter.remove_processors_meta,
+            format_exc_info,
+            _scrub_credentials,
+            renderer,
+        ],
+    )
+
+
+class _FirstLineFormatter(logging.Formatter):
+    """Builds the structlog formatter with the first record it formats (see the module
+    docstring), then hands every record to it."""
 
     def __init__(self, *, json_lines: bool, colors: bool) -> None:
         super().__init__()
-        self._json = json_lines
+        self._json_lines = json_lines
         self._colors = colors
-        self._console: ConsoleRenderer | None = None
+        self._formatter: logging.Formatter | None = None
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: Mapping[str, Any] | None = getattr(record, RECORD_FIELD, None)
-        event: dict[str, Any] = (
-            dict(fields) if fields is not None else {"event": record.getMessage()}
-        )
-        event["level"] = record.levelname.lower()
-        event["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat()
-        if not record.name.startswith(LOGGER_NAME):
-            event["logger"] = record.name
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
-        event = {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
-        if self._json:
-            return json.dumps(event, default=str, ensure_ascii=False)
-        if self._console is None:
-            from structlog.dev import ConsoleRenderer  # noqa: PLC0415 - only when a line is drawn
-
-            self._console = ConsoleRenderer(colors=self._colors)
-        return str(self._console(None, "", event))
+        # The handler's lock is held while it formats: built once.
+        if self._formatter is None:
+            self._formatter = _processor_formatter(json_lines=self._json_lines, colors=self._colors)
+        return self._formatter.format(record)
 
 
 class _CurrentStderr(io.TextIOBase):
@@ -148,7 +191,7 @@ def configure(
     target: TextIO = stream or cast(TextIO, _CurrentStderr())
     json_lines = log_format == "json" or (log_format == "auto" and not target.isatty())
     handler = logging.StreamHandler(target)
-    handler.setFormatter(_Formatter(json_lines=json_lines, colors=target.isatty()))
+    handler.setFormatter(_FirstLineFormatter(json_lines=json_lines, colors=target.isatty()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

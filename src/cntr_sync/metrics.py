@@ -5,7 +5,7 @@ text exposition. Every metric lives in this object's own ``CollectorRegistry``,
 never in prometheus_client's global one, so two daemons or two tests in one
 process cannot collide and ``render`` shows exactly our series.
 
-Must not do I/O, serve HTTP (``http`` does), or decide anything: callers report
+Must not do I/O, serve HTTP (``health`` does), or decide anything: callers report
 what happened and this module counts it. A metrics call never raises for bad
 numbers (negative counts are ignored) so it cannot take a sync pass down.
 

@@ -34,7 +34,7 @@ from cntr_sync.errors import ConfigError
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 
-log = get_logger("cntr_sync.http")
+log = get_logger("cntr_sync.health")
 
 _TEXT = "text/plain; charset=utf-8"
 _INDEX = (
@@ -247,7 +247,7 @@ class HealthServer:
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": self._poll_interval},
-            name="cntr-sync-http",
+            name="cntr-sync-health",
             daemon=True,
         )
         self._thread.start()
@@ -260,7 +260,9 @@ class HealthServer:
             return
         # shutdown() waits for serve_forever with no limit; run it aside so a
         # wedged loop cannot hold the daemon's exit.
-        stopper = threading.Thread(target=server.shutdown, name="cntr-sync-http-stop", daemon=True)
+        stopper = threading.Thread(
+            target=server.shutdown, name="cntr-sync-health-stop", daemon=True
+        )
         stopper.start()
         stopper.join(_STOP_TIMEOUT)
         thread.join(_STOP_TIMEOUT)

@@ -1,4 +1,4 @@
-"""http: the health endpoint over real HTTP on 127.0.0.1 (and ::1 when available)."""
+"""health: the health endpoint over real HTTP on 127.0.0.1 (and ::1 when available)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cntr_sync.errors import ConfigError
-from cntr_sync.http import HealthServer
+from cntr_sync.health import HealthServer
 from cntr_sync.metrics import Metrics
 
 POLL = 0.02  # keeps stop() fast in tests
