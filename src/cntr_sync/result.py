@@ -75,6 +75,8 @@ class PassResult:
     listed: bool = True
     # Local files this pass replaced or deleted because of the container, as kept.
     backups: list[Version] = field(default_factory=list)
+    # The pass's id in the journal (a pass that carried nothing out has none).
+    pass_id: str | None = None
 
     @property
     def in_sync(self) -> bool:
