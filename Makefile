@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-fast lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,12 @@ test: venv
 	# The benchmarks at small sizes, so they cannot rot (about 50 s; figures are
 	# indicative only: `python -m bench` is the real run, see bench/README.md).
 	$(BIN)/python -m bench --quick --soak-minutes 0.25 --no-save
+
+# The inner loop, about a minute on 2 cores: everything but the tests that start a
+# process (e2e), the long Hypothesis runs (machine) and the slow ones. `make test`
+# runs them all.
+test-fast: venv
+	$(BIN)/pytest -m "not e2e and not machine and not slow"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -25,6 +25,9 @@ from cntr_sync import cli
 from cntr_sync.emulator import EmulatorServer
 from cntr_sync.logs import RECORD_FIELD, configure, get_logger
 
+# Most tests run a child Python (the two logger tests stay beside them).
+pytestmark = pytest.mark.e2e
+
 # Never needed before a command runs; only `run` and `emulator` (or nothing) need them.
 ALWAYS_HEAVY = (
     "cntr_sync.daemon",
