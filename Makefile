@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# pytest-xdist workers: most of the end-to-end tests' time is spent waiting on a
+# subprocess, so two workers halve the suite even on two busy cores.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast lint venv clean
 
@@ -19,16 +22,16 @@ demo: venv
 	VENV=$(VENV) scripts/demo.sh
 
 test: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 	# The benchmarks at small sizes, so they cannot rot (about 50 s; figures are
 	# indicative only: `python -m bench` is the real run, see bench/README.md).
 	$(BIN)/python -m bench --quick --soak-minutes 0.25 --no-save
 
-# The inner loop, about a minute on 2 cores: everything but the tests that start a
+# The inner loop, under a minute on 2 cores: everything but the tests that start a
 # process (e2e), the long Hypothesis runs (machine) and the slow ones. `make test`
 # runs them all.
 test-fast: venv
-	$(BIN)/pytest -m "not e2e and not machine and not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not machine and not slow"
 
 lint: venv
 	$(BIN)/ruff check .
