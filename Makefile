@@ -30,7 +30,7 @@ test: venv
 # The inner loop, under a minute on 2 cores: everything but the tests that start a
 # process (e2e), the long Hypothesis runs (machine) and the slow ones. `make test`
 # runs them all.
-test-fast: venv
+test-fast: $(VENV)/.installed
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not machine and not slow"
 
 lint: venv
