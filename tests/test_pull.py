@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cntr_sync import transfer
+from cntr_sync import conflict_copies, transfer
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, GatewayStyle
 from cntr_sync.engine import Engine
@@ -656,7 +656,9 @@ def test_a_rescan_in_pull_mode_finds_nothing_to_do(emu: Emulator, tmp_path: Path
     ):
         assert not Engine(client, index, rig.pair).has_local_changes()
         both = Engine(client, index, replace(rig.pair, direction="both"))
-        write(rig.root, "x (container conflict 2026-01-01 000000).txt", "a copy")
+        copy = "x (container conflict 2026-01-01 000000).txt"
+        write(rig.root, copy, "a copy")
+        conflict_copies.record(index, [(copy, "x.txt")], 0.0)  # as a pass makes one
         assert both.has_local_changes()  # my-own-notes.txt would go up in both
         (rig.root / "my-own-notes.txt").unlink()
         assert not both.has_local_changes()  # a conflict copy alone is never uploaded
@@ -793,3 +795,33 @@ def test_an_ignore_pattern_added_in_both_never_deletes_the_models_files(
     assert (result.deleted, result.local_deleted, result.downloaded) == (0, 0, 0)
     assert sorted(rig.remote().values()) == [b"*.csv\n", b"0", b"1"]
     assert local_tree(rig.root) == {".cntrignore": b"*.csv\n", "out0.csv": b"0", "out1.csv": b"1"}
+
+
+def test_only_copies_this_tool_made_are_held_back(emu: Emulator, tmp_path: Path) -> None:
+    """Reliability round two, finding 11: a user's file named like a conflict copy was
+    never uploaded, with in_sync true. Copies are recorded when made; a deleted copy's
+    record goes; an index from before the records adopts the copies in the tree once."""
+    rig = make_rig(emu, tmp_path, "both")
+    mine = "notes (local conflict 2025-01-01 120000).md"
+    write(rig.root, mine, "my own notes")
+    assert rig.sync().uploaded == 1
+    both_changed(rig, emu)
+    rig.sync()
+    (copy,) = [r for r in local_tree(rig.root) if is_conflict_copy(r) and r != mine]
+    with Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index:
+        assert conflict_copies.made(index) == {copy: "notes.txt"}
+    assert rig.sync().uploaded == 0  # the copy stays home
+    (rig.root / copy).unlink()
+    rig.sync()
+    with Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index:
+        assert conflict_copies.made(index) == {}
+        # An index from before copies were recorded: the copy-named files are adopted.
+        with index.write() as db:
+            db.execute("DROP TABLE conflict_copies")
+    write(rig.root, "old (container conflict 2024-05-05 050505).txt", "an older copy")
+    assert rig.sync().uploaded == 0
+    with Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index:
+        # (mine is tracked: a file like any other, not adopted as a copy)
+        assert set(conflict_copies.made(index)) == {
+            "old (container conflict 2024-05-05 050505).txt"
+        }

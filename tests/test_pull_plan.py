@@ -50,6 +50,7 @@ def run(
     index: list[IndexEntry],
     remotes: list[RemoteFile],
     direction: str = "both",
+    conflict_copies: frozenset[str] | set[str] = frozenset(),
     **policy: object,
 ) -> Plan:
     by_path: Mapping[str, LocalFile] = {f.relpath: f for f in locals_}
@@ -58,6 +59,7 @@ def run(
         PlainEntries(index),
         PlainFiles(remotes),
         policy=Policy(direction=direction, now=NOW, **policy),  # type: ignore[arg-type]
+        conflict_copies=conflict_copies,
     )
 
 
@@ -179,8 +181,17 @@ def test_pull_mode_never_uploads_or_deletes() -> None:
 def test_conflict_copies_are_never_uploaded() -> None:
     copy = "a (container conflict 2027-01-15 080000).txt"
     for direction in ("push", "both"):
-        p = run([local(copy, "theirs")], [], [], direction)
+        p = run([local(copy, "theirs")], [], [], direction, conflict_copies={copy})
         assert not p.uploads and p.local_only == 1
+
+
+def test_a_file_merely_named_like_a_conflict_copy_is_uploaded() -> None:
+    """Reliability round two, finding 11: only copies this tool made (recorded in the
+    index) are held back; a user's file is a user's file."""
+    mine = "notes (local conflict 2025-01-01 120000).md"
+    for direction in ("push", "both"):
+        p = run([local(mine, "my notes")], [], [], direction)
+        assert [u.relpath for u in p.uploads] == [mine] and p.local_only == 0
 
 
 def test_uncertain_files_are_held() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from cntr_sync import conflict_copies
 from cntr_sync.actions import (
     Compare,
     Delete,
@@ -573,6 +574,9 @@ class Applier:
         self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
         kind: JournalAction = "conflict-copy" if action.reason == "conflict-copy" else "download"
         self._journal(kind, action.relpath, size=written.size, reason=action.reason)
+        made = _copy_made(action)
+        if made is not None:
+            conflict_copies.record(self.index, [made], self._clock())
 
     def _on_compared(self, compared: _Compared) -> Iterator[Action]:
         action = compared.action
@@ -709,6 +713,15 @@ class Applier:
             self.index.set_server_adds_prefix(shown.adds_prefix)
             adds_prefix = shown.adds_prefix
         self._server_names = (keeps, adds_prefix)
+
+
+def _copy_made(action: Download) -> tuple[str, str] | None:
+    """(the conflict copy, its original) a finished download made, if it made one."""
+    if action.reason == "conflict-copy":
+        return action.relpath, action.copy_of or action.relpath
+    if action.move_aside_to is not None:
+        return action.move_aside_to, action.relpath
+    return None
 
 
 # The journal's action for a failure of each kind.

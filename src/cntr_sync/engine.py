@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from cntr_sync import journal
+from cntr_sync import conflict_copies, journal
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
 from cntr_sync.apply import Applier
@@ -60,6 +60,7 @@ from cntr_sync.remote_paths import (
     FileSystemTraits,
     TakenNames,
     is_conflict_copy,
+    original_of,
     printable,
 )
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
@@ -314,6 +315,7 @@ class Engine:
 
         policy = self._policy(dry_run=dry_run)
         known = container is not None
+        copies = self._conflict_copies(snapshot, dry_run=dry_run)
         pass_plan = plan(
             local,
             self.index.entry_table(local, remote) if known else EntryTable(),
@@ -324,6 +326,7 @@ class Engine:
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures() if known else {},
             ignored=self._ignored_path,
+            conflict_copies=copies,
         )
         result.plan = pass_plan
         result.unknown_kept = pass_plan.unknown_kept
@@ -446,6 +449,7 @@ class Engine:
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures(),
             ignored=self._ignored_path,
+            conflict_copies=conflict_copies.made(self.index),
         )
         # The brakes weigh deletions against the whole tree, not the paths in hand:
         # counted exactly when something would be lost, else carried from the last
@@ -512,6 +516,27 @@ class Engine:
             server_adds_prefix=self.index.server_adds_prefix,
             traits=traits,
         )
+
+    def _conflict_copies(self, snapshot: Snapshot, *, dry_run: bool) -> dict[str, str]:
+        """The conflict copies this tool made (copy -> original), as a full scan found the
+        tree: records of copies gone from it are dropped; an index from before copies
+        were recorded has the files named like copies recorded, once."""
+        if not conflict_copies.exists(self.index):
+            named = [relpath for relpath in snapshot.files if is_conflict_copy(relpath)]
+            tracked = self.index.entries_under(named) if named else {}
+            existing = {
+                relpath: original_of(relpath)
+                for relpath in named
+                if relpath not in tracked and self.index.entry_count()
+            }
+            if not dry_run:
+                conflict_copies.start(self.index, existing.items())
+            return existing
+        made = conflict_copies.made(self.index)
+        gone = [c for c in made if c not in snapshot.files and not snapshot.is_uncertain(c)]
+        if gone and not dry_run:
+            conflict_copies.forget(self.index, gone)
+        return {copy: original for copy, original in made.items() if copy not in gone}
 
     def _ignored_path(self, relpath: str) -> bool:
         """Whether a download may not land at ``relpath`` (the ignore rules leave it alone)."""
@@ -607,11 +632,12 @@ class Engine:
             return bool(self.index.entry_count())
         snapshot = self._scan(dry_run=False)
         entries = self.index.entries()
+        copies = conflict_copies.made(self.index)
         if snapshot.unstable or self.index.intents() or self.index.pending_deletes():
             return True
         for relpath, local_file in snapshot.files.items():
             entry = entries.get(relpath)
-            if entry is None and is_conflict_copy(relpath):
+            if entry is None and relpath in copies:
                 continue  # never uploaded
             if entry is None or entry.hash != local_file.hash:
                 return True

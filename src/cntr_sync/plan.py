@@ -24,8 +24,9 @@ Ownership rules, in one place:
   since that is part of replacing the file.
 - Ours and its local file gone: deleted only with ``delete`` (a file the pull
   side brought in is deleted so only in ``both``; ``push`` leaves it).
-- A conflict copy (``remote_paths.is_conflict_copy``) with no entry is never
-  uploaded: it holds a remote version, not a local change.
+- A conflict copy this tool made (``conflict_copies``, recorded in the index)
+  with no entry is never uploaded: it holds a remote version, not a local
+  change. A file of yours merely named like one is a file like any other.
 - Everything else (assistant files, user files with other names) is left
   alone, unless ``delete`` and ``delete_unknown``.
 - Names are trusted only while the server keeps them: when a gateway replaces
@@ -71,7 +72,6 @@ from cntr_sync.names import (
     upload_name,
 )
 from cntr_sync.plan_inputs import IndexEntries, Policy, RemoteFiles
-from cntr_sync.remote_paths import is_conflict_copy
 
 # A remote file adopted without an index must not predate the local file's
 # last change (else the local file changed after that upload). ``created_at``
@@ -94,6 +94,7 @@ def plan(
     uncertain: Callable[[str], bool] | None = None,
     failures: Mapping[str, PullFailure] | None = None,
     ignored: Callable[[str], bool] | None = None,
+    conflict_copies: Container[str] = frozenset(),
 ) -> Plan:
     """Decide every action of one pass. ``remote`` must be a complete listing.
 
@@ -102,8 +103,9 @@ def plan(
     but must not be taken as deleted, so nothing about them changes.
     ``ignored(relpath)``: excluded by the ignore rules (or ``--exclude``): left alone on
     both sides, neither uploaded, downloaded nor deleted, unless ``delete_excluded``
-    deletes our remote copy. Pull and both only: ``failures``, remote files whose
-    download failed (retried after their time).
+    deletes our remote copy. ``conflict_copies``: the relpaths of the conflict copies
+    this tool made (never uploaded). Pull and both only: ``failures``, remote files
+    whose download failed (retried after their time).
     """
     policy = policy or Policy()
     intents = intents or {}
@@ -135,7 +137,16 @@ def plan(
             ignored=is_ignored,
         )
     return _plan_push(
-        out, local, index, remote, intents, pending_deletes, push_policy, is_uncertain, is_ignored
+        out,
+        local,
+        index,
+        remote,
+        intents,
+        pending_deletes,
+        push_policy,
+        is_uncertain,
+        is_ignored,
+        conflict_copies,
     )
 
 
@@ -201,6 +212,7 @@ def _plan_push(
     policy: Policy,
     uncertain: Callable[[str], bool],
     ignored: Callable[[str], bool],
+    conflict_copies: Container[str],
 ) -> Plan:
     """The push side: uploads, remote deletes and bookkeeping, then the plan.
 
@@ -251,6 +263,7 @@ def _plan_push(
             remote=remote,
             policy=policy,
             out=out,
+            is_copy=relpath in conflict_copies,
         )
 
     _verify_unmatched_uploads(
@@ -474,6 +487,7 @@ def _plan_relpath(
     remote: RemoteFiles,
     policy: Policy,
     out: PlanBuilder,
+    is_copy: bool,
 ) -> None:
     live = remote.get(entry.remote_id) if entry is not None else None
     candidates = [r for r in same_name if r.id not in out.accounted]
@@ -488,7 +502,7 @@ def _plan_relpath(
         if live is not None:
             out.accounted.add(live.id)
         return
-    if entry is None and intent is None and local is not None and is_conflict_copy(relpath):
+    if entry is None and intent is None and local is not None and is_copy:
         # A remote version saved beside the local one: never uploaded back.
         out.local_only += 1
         return

@@ -254,5 +254,12 @@ class TakenNames:
 
 
 def is_conflict_copy(relpath: str) -> bool:
-    """Whether the file name is one cntr-sync gives conflict copies (never uploaded)."""
+    """Whether the file name is one cntr-sync gives conflict copies (only those it
+    recorded are never uploaded: ``conflict_copies``)."""
     return bool(CONFLICT_MARK.search(relpath.rpartition("/")[2]))
+
+
+def original_of(copy: str) -> str:
+    """The relpath a conflict copy's name was made from (its mark taken out)."""
+    directory, slash, name = copy.rpartition("/")
+    return f"{directory}{slash}{CONFLICT_MARK.sub('', name, count=1)}"
