@@ -2,16 +2,14 @@
 since): blobs, deltas and how a whole-tree scan folds them, damaged blobs, the
 migration from the row-per-file table; what hashing in a whole-tree scan keeps
 (never reading a non-regular file, dropping a vanished one, deferring a changed
-one), and the cyclic collector's pause while a scan runs."""
+one)."""
 
 from __future__ import annotations
 
-import gc
 import marshal
 import os
 import sqlite3
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import xxhash
 
 from cntr_sync.hashcache import ReadThroughCache, SqliteHashCache, decode, encode
 from cntr_sync.index import SCHEMA_VERSION, Index
-from cntr_sync.scan import IgnoreRules, Snapshot, collector_paused, scan
+from cntr_sync.scan import IgnoreRules, Snapshot, scan
 from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9
@@ -486,56 +484,3 @@ def test_a_first_scan_drops_a_file_removed_while_it_was_read(
     assert set(snapshot.files) == {"b.txt"}
     assert snapshot.files["b.txt"].hash == digest(kept.read_text())
     assert (snapshot.unstable, snapshot.unreadable, snapshot.warnings) == ((), (), ())
-
-
-# -- the collector -------------------------------------------------------------------
-
-
-def test_the_collector_is_paused_during_a_scan_and_as_it_was_after(tmp_path: Path) -> None:
-    write(tmp_path / "a.txt", "a")
-    seen: list[bool] = []
-
-    def hasher(path: Path) -> str:
-        seen.append(gc.isenabled())
-        return digest(path.read_text())
-
-    assert gc.isenabled()
-    scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=sqlite_cache(), hasher=hasher)
-    assert seen == [False]
-    assert gc.isenabled()
-
-    def broken(path: Path) -> str:
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=sqlite_cache(), hasher=broken)
-    assert gc.isenabled()
-
-    gc.disable()
-    try:
-        scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=sqlite_cache())
-        assert not gc.isenabled()  # a caller's choice stays
-    finally:
-        gc.enable()
-
-
-def test_overlapping_pauses_end_with_the_last(tmp_path: Path) -> None:
-    inside = threading.Event()
-    release = threading.Event()
-
-    def other_scan() -> None:
-        with collector_paused():
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other_scan)
-    thread.start()
-    try:
-        assert inside.wait(10)
-        with collector_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the other one still runs
-    finally:
-        release.set()
-        thread.join(10)
-    assert gc.isenabled()

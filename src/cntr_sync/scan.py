@@ -26,16 +26,13 @@ ignored, whatever the patterns say.
 from __future__ import annotations
 
 import errno
-import gc
 import heapq
 import operator
 import os
 import re
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +42,7 @@ import xxhash
 from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
+from cntr_sync.gc_pause import collector_paused
 from cntr_sync.hashcache import HashCache, Row, ScanRows
 from cntr_sync.ignore import Layer, Screen
 from cntr_sync.models import LocalFile
@@ -498,39 +496,6 @@ def scan(
         walk.use_rows(rows)
         walk.run(root_stat)
     return walk.snapshot()
-
-
-# -- the cyclic garbage collector --------------------------------------------------
-
-_paused_lock = threading.Lock()
-_paused = 0  # scans running with the collector paused (several pairs scan at once)
-_paused_enabled = False  # whether the first of them found it enabled
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic collector off while a whole-tree scan runs, as it was after.
-
-    The scan makes an object or more a file (a ``LocalFile``, its cache rows, the
-    snapshot's dict), none of them in a cycle; each one it allocates counts toward
-    the next collection, and the older collections then traverse all of them again
-    (callgrind, 100k files: 0.8k instructions a file of a warm scan's 26k, 1.6k of a
-    cold one's 48k). Reference counting still frees everything at once; a cycle some other
-    thread makes meanwhile is collected after the last scan ends.
-    """
-    global _paused, _paused_enabled  # noqa: PLW0603 (one process-wide switch)
-    with _paused_lock:
-        if _paused == 0:
-            _paused_enabled = gc.isenabled()
-            gc.disable()
-        _paused += 1
-    try:
-        yield
-    finally:
-        with _paused_lock:
-            _paused -= 1
-            if _paused == 0 and _paused_enabled:
-                gc.enable()
 
 
 def _stat_root(root: Path) -> os.stat_result:
