@@ -12,7 +12,9 @@ import pytest
 
 from cntr_sync.gc_pause import collector_paused
 from cntr_sync.hashcache import SqliteHashCache
-from cntr_sync.scan import IgnoreRules, hash_file, scan
+from cntr_sync.hashing import hash_file
+from cntr_sync.ignore import IgnoreRules
+from cntr_sync.scan import scan
 from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9

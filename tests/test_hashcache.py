@@ -18,8 +18,9 @@ import pytest
 import xxhash
 
 from cntr_sync.hashcache import ReadThroughCache, SqliteHashCache, decode, encode
+from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import SCHEMA_VERSION, Index
-from cntr_sync.scan import IgnoreRules, Snapshot, scan
+from cntr_sync.scan import Snapshot, scan
 from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9
@@ -103,10 +104,11 @@ def test_blobs_and_deltas_round_trip_through_the_tables() -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
     # A whole-tree scan's fold writes blobs...
-    with cache.scanning() as rows:
-        assert rows is not None
+    with cache.scanning():
         for directory in ("", "d"):
-            rows.done(directory, rows.take(directory), {"a": (1, 2, 3, 4, f"{directory}a")})
+            digests = cache.directory(directory)
+            digests.add("a", 1, 2, 3, 4, f"{directory}a")
+            digests.close()
     cache.flush()
     # ...single stores and forgets write deltas over them.
     cache.store("d/a", 5, 6, 7, 8, "new")
@@ -131,10 +133,13 @@ def test_blobs_and_deltas_round_trip_through_the_tables() -> None:
     fresh = SqliteHashCache(db)
     assert fresh.lookup("d/a", 5, 6, 7, 8) == "new"
     assert fresh.lookup("d/b", 1, 1, 1, 1) == "b"
-    with fresh.scanning() as rows:
-        assert rows is not None
-        assert rows.take("") == {}
-        assert rows.take("d") == {"a": (5, 6, 7, 8, "new"), "b": (1, 1, 1, 1, "b")}
+    with fresh.scanning():
+        assert fresh.directory("").empty  # its one row is gone
+        taken = fresh.directory("d")
+        assert not taken.empty
+        assert taken.digest("a", 5, 6, 7, 8) == "new"
+        assert taken.digest("a", 1, 2, 3, 4) is None
+        assert taken.digest("b", 1, 1, 1, 1) == "b"
 
 
 def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
@@ -157,9 +162,12 @@ def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
     assert blob_bytes(db) == before  # the blob still holds a.txt's row...
     assert "a.txt" in db.blobs()["d"]
     assert SqliteHashCache(db).lookup("d/a.txt", *key) is None  # ...which no longer counts
-    with SqliteHashCache(db).scanning() as rows:
-        assert rows is not None
-        assert set(rows.take("d")) == {"b.txt"}
+    b = first.files["d/b.txt"]
+    fresh = SqliteHashCache(db)
+    with fresh.scanning():
+        taken = fresh.directory("d")
+        assert taken.digest("a.txt", *key) is None
+        assert taken.digest("b.txt", b.inode, b.size, b.mtime_ns, b.ctime_ns) == b.hash
     # The next whole-tree scan folds the deletion into the blob.
     run(tmp_path, cache)
     cache.flush()
@@ -167,6 +175,8 @@ def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
     assert db.deltas() == {}
 
 
+# Guards figure 4 (README Performance: a daemon's change listed within the quiet period
+# + 50 ms at 100k files): one changed file writes one small row, rewrites no directory.
 def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: Path) -> None:
     for number in range(50):
         write(tmp_path / "d" / f"f{number}.txt", f"file {number}")
@@ -199,6 +209,8 @@ def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: P
     assert again.files["d/f7.txt"] == changed
 
 
+# Guards figure 5 (README Performance, scan at 100k files, warm): a whole-tree scan
+# rewrites only the directories that changed, and nothing when nothing did.
 def test_a_whole_tree_scan_folds_deltas_and_rewrites_only_their_directories(
     tmp_path: Path,
 ) -> None:
@@ -300,11 +312,12 @@ def test_a_damaged_delta_row_hides_the_blobs_row_and_costs_one_re_hash(tmp_path:
 def test_prune_drops_a_damaged_blob_folds_deltas_and_counts_what_went() -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
-    with cache.scanning() as rows:
-        assert rows is not None
-        rows.done("a", {}, {"1": (1, 2, 3, 4, "a/1"), "2": (1, 2, 3, 4, "a/2")})
-        rows.done("b", {}, {name: (1, 2, 3, 4, f"b/{name}") for name in ("3", "4", "5")})
-        rows.done("", {}, {"6": (1, 2, 3, 4, "6")})
+    with cache.scanning():
+        for directory, names in (("a", "12"), ("b", "345"), ("", "6")):
+            digests = cache.directory(directory)
+            for name in names:
+                digests.add(name, 1, 2, 3, 4, f"{directory}/{name}" if directory else name)
+            digests.close()
     cache.flush()
     cache.store("a/7", 1, 2, 3, 4, "a/7")  # a delta, kept
     cache.store("c/8", 1, 2, 3, 4, "c/8")  # a delta, not kept
@@ -448,6 +461,8 @@ def fstat_changing(monkeypatch: pytest.MonkeyPatch, target: str, change: Any) ->
     return opened
 
 
+# Guards figure 5 (README Performance, scan at 100k files, cold): a first scan opens a
+# small file once (its stat from the descriptor); only a change sends it the long way.
 def test_a_first_scan_reads_a_file_that_changes_while_read_again_the_long_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

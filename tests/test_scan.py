@@ -25,15 +25,10 @@ from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashcache import MemoryHashCache, SqliteHashCache
-from cntr_sync.ignore import Layer
+from cntr_sync.hashing import hash_file
+from cntr_sync.ignore import DEFAULT_PATTERNS, IgnoreRules, Layer
 from cntr_sync.remote_paths import MAX_RELPATH_BYTES, printable
-from cntr_sync.scan import (
-    DEFAULT_PATTERNS,
-    IgnoreRules,
-    Snapshot,
-    hash_file,
-    scan,
-)
+from cntr_sync.scan import Snapshot, _name_problem, scan
 from helpers import MemoryDatabase
 
 IS_ROOT = os.geteuid() == 0
@@ -697,6 +692,22 @@ def test_hostile_names_can_be_silenced_by_ignoring_them(tmp_path: Path) -> None:
     assert snapshot.warnings == ()
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), min_size=1, max_size=8),
+    depth=st.integers(min_value=0, max_value=MAX_RELPATH_BYTES),
+)
+def test_the_walks_quick_name_check_never_passes_a_name_with_a_problem(
+    name: str, depth: int
+) -> None:
+    # The walk's fast path takes a printable ASCII relpath within the limit as plain
+    # without asking _name_problem: it must agree.
+    relpath = "d" * depth + "/" + name if depth else name
+    quick = name.isprintable() and relpath.isascii() and len(relpath) <= MAX_RELPATH_BYTES
+    if quick:
+        assert _name_problem(name, relpath) is None
+
+
 def test_relpaths_longer_than_the_limit_are_skipped(tmp_path: Path) -> None:
     level = "d" * 250
     depth4 = tmp_path / level / level / level / level  # relpath of 1003 bytes
@@ -847,16 +858,19 @@ def test_is_uncertain_looks_at_every_ancestor() -> None:
 # -- the compiled matcher against pathspec ----------------------------------------------
 #
 # IgnoreRules asks pathspec only when a cheap necessary condition holds (ignore.Layer,
-# ignore.Screen). These tests hold it to pathspec's own answers, pattern by pattern and
+# ignore.Prefilter). These tests hold it to pathspec's own answers, pattern by pattern and
 # layer by layer, over generated patterns and paths, and the walk to the same answers.
 
 _PATTERN_TOKENS = (
     "a", "b", "ab", "x.tmp", ".git", "*", "**", "?", "[ab]", "[!a]", "[a-c]", "[/]",
     ".tmp", "~", "\\#", "#", ".", "\\!", "\\ ", " ", "\\*", "a\\", ".#", "4913",
+    # Bracket expressions that match "/" (a range around it, a negation) or "]".
+    "[+-0]", "[^a]", "[]a]", ".[oa]",
 )  # fmt: skip
 _PATH_NAMES = (
     "a", "b", "ab", "ba", "x.tmp", ".git", ".github", "a~", "#a#", ".#x", "c", "4913",
     "Thumbs.db", "[ab]", "*", "a b", "a\nb", "x.tmp\n", ".", "!a", "#", ".cntrsync",
+    "x.o", "a.a", "]", "a+",
 )  # fmt: skip
 
 
@@ -961,18 +975,25 @@ def test_ignore_rules_answer_as_pathspec_does(
 
 
 def _walk_answer(rules: IgnoreRules, relpath: str, is_dir: bool) -> bool:
-    """What the walk decides for ``relpath``: screens and clean flags down from the root."""
+    """What the walk decides for ``relpath``: prefilters and "names ruled out" flags
+    down from the root."""
     parts = relpath.split("/")
-    clean = True
+    names_ruled_out = True
     for depth in range(1, len(parts) + 1):
-        path = "/".join(parts[:depth])
+        path, name = "/".join(parts[:depth]), parts[depth - 1]
         last = depth == len(parts)
         entry_is_dir = is_dir or not last
-        screen = rules.screen("/".join(parts[: depth - 1])) if clean else None
-        if screen is not None and screen.passes(path, parts[depth - 1], entry_is_dir):
-            ignored, clean = False, True
+        prefilter = rules.prefilter("/".join(parts[: depth - 1])) if names_ruled_out else None
+        if prefilter is not None and prefilter.rules_out(path, name, True):
+            # The fast path asks as of a directory, for any entry: that must hold
+            # for a file too.
+            assert prefilter.rules_out(path, name, False), path
+        if prefilter is not None and prefilter.rules_out(path, name, entry_is_dir):
+            ignored, names_ruled_out = False, True
         else:
-            ignored, clean = rules.entry_ignored(path, parts[depth - 1], entry_is_dir, clean)
+            ignored, names_ruled_out = rules.entry_ignored(
+                path, name, entry_is_dir, names_ruled_out
+            )
         if last:
             return ignored
         assert not ignored  # the caller checked the directories above

@@ -43,6 +43,7 @@ from cntr_sync.errors import (
     SafetyBrakeError,
 )
 from cntr_sync.hashcache import HashCache, ReadThroughCache
+from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import Index
 from cntr_sync.listing import Listing
 from cntr_sync.logs import get_logger
@@ -52,7 +53,7 @@ from cntr_sync.plan import Policy, PullContext, check_brakes, plan
 from cntr_sync.pull import PullPolicy
 from cntr_sync.remote_paths import IGNORE_FILE, FileSystemTraits, PathRules, is_conflict_copy
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
-from cntr_sync.scan import IgnoreRules, Snapshot, scan
+from cntr_sync.scan import Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
 
 log = get_logger("cntr_sync.engine")

@@ -33,8 +33,8 @@ from typing import Any
 import xxhash
 
 from cntr_sync.actions import LocalState
+from cntr_sync.hashing import hash_fd, open_regular
 from cntr_sync.remote_paths import PARTIAL_PREFIX, FileSystemTraits
-from cntr_sync.scan import hash_fd, open_regular
 
 Tick = Callable[[], None]
 
