@@ -22,6 +22,7 @@ OLD_NS = time.time_ns() - 3600 * 10**9
 
 # Guards figure 5 (README Performance, scan at 100k files; gc_pause: the collector's
 # passes cost 0.8k instructions a file of a warm scan, 1.6k of a cold one).
+@pytest.mark.perf_guard
 def test_the_collector_is_paused_during_a_scan_and_as_it_was_after(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("a")
     os.utime(tmp_path / "a.txt", ns=(OLD_NS, OLD_NS))

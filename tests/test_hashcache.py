@@ -177,6 +177,7 @@ def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
 
 # Guards figure 4 (README Performance: a daemon's change listed within the quiet period
 # + 50 ms at 100k files): one changed file writes one small row, rewrites no directory.
+@pytest.mark.perf_guard
 def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: Path) -> None:
     for number in range(50):
         write(tmp_path / "d" / f"f{number}.txt", f"file {number}")
@@ -211,6 +212,7 @@ def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: P
 
 # Guards figure 5 (README Performance, scan at 100k files, warm): a whole-tree scan
 # rewrites only the directories that changed, and nothing when nothing did.
+@pytest.mark.perf_guard
 def test_a_whole_tree_scan_folds_deltas_and_rewrites_only_their_directories(
     tmp_path: Path,
 ) -> None:
@@ -463,6 +465,7 @@ def fstat_changing(monkeypatch: pytest.MonkeyPatch, target: str, change: Any) ->
 
 # Guards figure 5 (README Performance, scan at 100k files, cold): a first scan opens a
 # small file once (its stat from the descriptor); only a change sends it the long way.
+@pytest.mark.perf_guard
 def test_a_first_scan_reads_a_file_that_changes_while_read_again_the_long_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -254,6 +254,7 @@ def test_an_entry_listed_as_a_file_but_now_a_symlink_is_not_followed(
 # Guards a first scan's cost (README Performance, scan scale, cold: about 2k
 # instructions a file of its ~40k): a small file's stat comes from its descriptor,
 # with no lstat.
+@pytest.mark.perf_guard
 def test_a_first_scan_takes_a_small_files_stat_from_its_descriptor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
