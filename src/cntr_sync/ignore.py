@@ -17,16 +17,18 @@ construction:
 - a pattern without a slash (a trailing one aside) matches a path only where one
   component as a whole matches it, provided none of its wildcards can match
   ``/`` (a negated bracket expression, or a range that spans ``/``, can). Such a
-  component starts with the literal characters before the pattern's first
-  wildcard (``*``, ``?``, ``[``, ``\\``), or else ends with those after its last
-  one (``str.startswith``/``str.endswith`` on tuples: C loops, no regex); a
-  pattern with neither (``*.[oa]``) asks its own pathspec pattern about the
-  component;
+  component starts with the literal characters (escaped ones included) before
+  the pattern's first wildcard (``*``, ``?``, a bracket expression), or else ends
+  with those after its last one (``str.startswith``/``str.endswith`` on tuples:
+  C loops, no regex); a pattern with neither (``*.[oa]``) asks its own pathspec
+  pattern about the component;
 - any other pattern matches only a path that contains the longest literal run
   of one of its segments (``in``); a pattern without one always asks pathspec.
 
-Paths pathspec would first rewrite (a leading ``/`` or ``./``) and names with a
-newline (where a regex's ``$`` may match before it) always go to pathspec.
+Paths pathspec would first rewrite (a leading ``/`` or ``./``) always go to
+pathspec, and so do names that end with a newline: there a regex's ``$`` matches
+before it (``Layer`` sends any name with a newline; a newline elsewhere only
+keeps a pattern from matching).
 
 Must not: decide anything pathspec would decide differently, or use anything of
 pathspec but its public API (``GitIgnoreSpec.from_lines``, ``check_file``, its
