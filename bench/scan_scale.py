@@ -55,7 +55,7 @@ FILES_PER_DIR = 40
 MAX_DEPTH = 4
 BACKDATE_NS = 3600 * 10**9
 CHILD_TIMEOUT_S = 900.0
-HASH_CHUNK = 1 << 20  # cntr_sync.scan.HASH_CHUNK, kept literal so the walk child imports nothing
+HASH_CHUNK = 1 << 20  # cntr_sync.hashing.HASH_CHUNK, kept literal so the walk child imports nothing
 
 
 # -- the tree --------------------------------------------------------------------------
@@ -146,8 +146,9 @@ def walk_hash(root: str) -> int:
 
 def run_child(mode: str, root: Path, state: Path) -> dict[str, Any]:
     if mode in {"cold", "warm"}:
+        from cntr_sync.ignore import IgnoreRules  # noqa: PLC0415
         from cntr_sync.index import Index  # noqa: PLC0415 (the walk children stay lean)
-        from cntr_sync.scan import IgnoreRules, scan  # noqa: PLC0415
+        from cntr_sync.scan import scan  # noqa: PLC0415
 
         before = current_rss_kib()
         with Index.open(state, base_url="http://bench", root=root, container_spec="bench") as index:

@@ -65,6 +65,7 @@ from cntr_sync.config import PairSettings, Settings
 from cntr_sync.emulator import Emulator
 from cntr_sync.engine import Engine
 from cntr_sync.errors import ApiError, CntrSyncError, ConfigError, ProtocolError, one_line
+from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import Index
 from cntr_sync.models import MAX_FILE_BYTES, MAX_TIMESTAMP, ContainerFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
@@ -81,7 +82,6 @@ from cntr_sync.remote_paths import (
 )
 from cntr_sync.rest import PAGE_LIMIT
 from cntr_sync.result import PassResult
-from cntr_sync.scan import IgnoreRules
 
 # Hypothesis fuzzing: many generated inputs a test.
 pytestmark = pytest.mark.machine

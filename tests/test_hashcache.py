@@ -2,16 +2,14 @@
 since): blobs, deltas and how a whole-tree scan folds them, damaged blobs, the
 migration from the row-per-file table; what hashing in a whole-tree scan keeps
 (never reading a non-regular file, dropping a vanished one, deferring a changed
-one), and the cyclic collector's pause while a scan runs."""
+one)."""
 
 from __future__ import annotations
 
-import gc
 import marshal
 import os
 import sqlite3
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,9 @@ import pytest
 import xxhash
 
 from cntr_sync.hashcache import ReadThroughCache, SqliteHashCache, decode, encode
+from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import SCHEMA_VERSION, Index
-from cntr_sync.scan import IgnoreRules, Snapshot, collector_paused, scan
+from cntr_sync.scan import Snapshot, scan
 from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9
@@ -105,10 +104,11 @@ def test_blobs_and_deltas_round_trip_through_the_tables() -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
     # A whole-tree scan's fold writes blobs...
-    with cache.scanning() as rows:
-        assert rows is not None
+    with cache.scanning():
         for directory in ("", "d"):
-            rows.done(directory, rows.take(directory), {"a": (1, 2, 3, 4, f"{directory}a")})
+            digests = cache.directory(directory)
+            digests.add("a", 1, 2, 3, 4, f"{directory}a")
+            digests.close()
     cache.flush()
     # ...single stores and forgets write deltas over them.
     cache.store("d/a", 5, 6, 7, 8, "new")
@@ -133,10 +133,13 @@ def test_blobs_and_deltas_round_trip_through_the_tables() -> None:
     fresh = SqliteHashCache(db)
     assert fresh.lookup("d/a", 5, 6, 7, 8) == "new"
     assert fresh.lookup("d/b", 1, 1, 1, 1) == "b"
-    with fresh.scanning() as rows:
-        assert rows is not None
-        assert rows.take("") == {}
-        assert rows.take("d") == {"a": (5, 6, 7, 8, "new"), "b": (1, 1, 1, 1, "b")}
+    with fresh.scanning():
+        assert fresh.directory("").empty  # its one row is gone
+        taken = fresh.directory("d")
+        assert not taken.empty
+        assert taken.digest("a", 5, 6, 7, 8) == "new"
+        assert taken.digest("a", 1, 2, 3, 4) is None
+        assert taken.digest("b", 1, 1, 1, 1) == "b"
 
 
 def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
@@ -159,9 +162,12 @@ def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
     assert blob_bytes(db) == before  # the blob still holds a.txt's row...
     assert "a.txt" in db.blobs()["d"]
     assert SqliteHashCache(db).lookup("d/a.txt", *key) is None  # ...which no longer counts
-    with SqliteHashCache(db).scanning() as rows:
-        assert rows is not None
-        assert set(rows.take("d")) == {"b.txt"}
+    b = first.files["d/b.txt"]
+    fresh = SqliteHashCache(db)
+    with fresh.scanning():
+        taken = fresh.directory("d")
+        assert taken.digest("a.txt", *key) is None
+        assert taken.digest("b.txt", b.inode, b.size, b.mtime_ns, b.ctime_ns) == b.hash
     # The next whole-tree scan folds the deletion into the blob.
     run(tmp_path, cache)
     cache.flush()
@@ -169,6 +175,9 @@ def test_a_delta_that_says_gone_hides_the_blobs_row(tmp_path: Path) -> None:
     assert db.deltas() == {}
 
 
+# Guards figure 4 (README Performance: a daemon's change listed within the quiet period
+# + 50 ms at 100k files): one changed file writes one small row, rewrites no directory.
+@pytest.mark.perf_guard
 def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: Path) -> None:
     for number in range(50):
         write(tmp_path / "d" / f"f{number}.txt", f"file {number}")
@@ -201,6 +210,9 @@ def test_a_single_path_scan_writes_one_delta_row_and_leaves_the_blob(tmp_path: P
     assert again.files["d/f7.txt"] == changed
 
 
+# Guards figure 5 (README Performance, scan at 100k files, warm): a whole-tree scan
+# rewrites only the directories that changed, and nothing when nothing did.
+@pytest.mark.perf_guard
 def test_a_whole_tree_scan_folds_deltas_and_rewrites_only_their_directories(
     tmp_path: Path,
 ) -> None:
@@ -302,11 +314,12 @@ def test_a_damaged_delta_row_hides_the_blobs_row_and_costs_one_re_hash(tmp_path:
 def test_prune_drops_a_damaged_blob_folds_deltas_and_counts_what_went() -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
-    with cache.scanning() as rows:
-        assert rows is not None
-        rows.done("a", {}, {"1": (1, 2, 3, 4, "a/1"), "2": (1, 2, 3, 4, "a/2")})
-        rows.done("b", {}, {name: (1, 2, 3, 4, f"b/{name}") for name in ("3", "4", "5")})
-        rows.done("", {}, {"6": (1, 2, 3, 4, "6")})
+    with cache.scanning():
+        for directory, names in (("a", "12"), ("b", "345"), ("", "6")):
+            digests = cache.directory(directory)
+            for name in names:
+                digests.add(name, 1, 2, 3, 4, f"{directory}/{name}" if directory else name)
+            digests.close()
     cache.flush()
     cache.store("a/7", 1, 2, 3, 4, "a/7")  # a delta, kept
     cache.store("c/8", 1, 2, 3, 4, "c/8")  # a delta, not kept
@@ -450,6 +463,9 @@ def fstat_changing(monkeypatch: pytest.MonkeyPatch, target: str, change: Any) ->
     return opened
 
 
+# Guards figure 5 (README Performance, scan at 100k files, cold): a first scan opens a
+# small file once (its stat from the descriptor); only a change sends it the long way.
+@pytest.mark.perf_guard
 def test_a_first_scan_reads_a_file_that_changes_while_read_again_the_long_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -486,56 +502,3 @@ def test_a_first_scan_drops_a_file_removed_while_it_was_read(
     assert set(snapshot.files) == {"b.txt"}
     assert snapshot.files["b.txt"].hash == digest(kept.read_text())
     assert (snapshot.unstable, snapshot.unreadable, snapshot.warnings) == ((), (), ())
-
-
-# -- the collector -------------------------------------------------------------------
-
-
-def test_the_collector_is_paused_during_a_scan_and_as_it_was_after(tmp_path: Path) -> None:
-    write(tmp_path / "a.txt", "a")
-    seen: list[bool] = []
-
-    def hasher(path: Path) -> str:
-        seen.append(gc.isenabled())
-        return digest(path.read_text())
-
-    assert gc.isenabled()
-    scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=sqlite_cache(), hasher=hasher)
-    assert seen == [False]
-    assert gc.isenabled()
-
-    def broken(path: Path) -> str:
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=sqlite_cache(), hasher=broken)
-    assert gc.isenabled()
-
-    gc.disable()
-    try:
-        scan(tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=sqlite_cache())
-        assert not gc.isenabled()  # a caller's choice stays
-    finally:
-        gc.enable()
-
-
-def test_overlapping_pauses_end_with_the_last(tmp_path: Path) -> None:
-    inside = threading.Event()
-    release = threading.Event()
-
-    def other_scan() -> None:
-        with collector_paused():
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other_scan)
-    thread.start()
-    try:
-        assert inside.wait(10)
-        with collector_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the other one still runs
-    finally:
-        release.set()
-        thread.join(10)
-    assert gc.isenabled()

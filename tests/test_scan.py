@@ -1,4 +1,10 @@
-"""scan: walking a real temporary tree, ignore rules, hostile names, the hash cache."""
+"""scan: walking a real temporary tree, ignore rules, hostile names, the hash cache.
+
+The scans here run as the engine runs them: against the SQLite hash cache of an
+``index.Index`` (a new one in a temporary directory, unless a test passes its own)
+and with the real hashing; only the tests that must change a file while it is
+hashed, or fail its read, inject a ``hasher``.
+"""
 
 from __future__ import annotations
 
@@ -24,17 +30,13 @@ from hypothesis import strategies as st
 from pathspec import GitIgnoreSpec
 
 from cntr_sync.errors import ConfigError, LocalError
-from cntr_sync.hashcache import MemoryHashCache, SqliteHashCache
-from cntr_sync.ignore import Layer
+from cntr_sync.hashcache import HashCache, SqliteHashCache, decode, encode
+from cntr_sync.hashing import hash_file
+from cntr_sync.ignore import DEFAULT_PATTERNS, IgnoreRules, Layer
+from cntr_sync.index import Index
 from cntr_sync.remote_paths import MAX_RELPATH_BYTES, printable
-from cntr_sync.scan import (
-    DEFAULT_PATTERNS,
-    IgnoreRules,
-    Snapshot,
-    hash_file,
-    scan,
-)
-from helpers import MemoryDatabase
+from cntr_sync.scan import Snapshot, _name_problem, scan
+from helpers import INDEX_BASE_URL, INDEX_SPEC, MemoryDatabase, open_index
 
 IS_ROOT = os.geteuid() == 0
 OLD_NS = time.time_ns() - 3600 * 10**9
@@ -58,17 +60,63 @@ def run_scan(
     root: Path,
     *,
     patterns: tuple[str, ...] = (),
-    cache: MemoryHashCache | None = None,
+    cache: HashCache | None = None,
     follow: bool = False,
-    hasher: Callable[[Path], str] = hash_file,
+    hasher: Callable[[Path], str] | None = None,
+    accept_growth: bool = False,
 ) -> Snapshot:
-    return scan(
-        root,
-        rules=IgnoreRules.load(root, patterns),
-        hash_cache=cache if cache is not None else MemoryHashCache(),
-        follow_symlinks=follow,
-        hasher=hasher,
-    )
+    """A whole-tree scan of ``root`` as the engine runs one: against ``cache``, else the
+    SQLite hash cache of a new index in a temporary directory (flushed, as a pass
+    does); ``hasher`` only where a test must change a file mid-hash or fail its read."""
+    if cache is not None:
+        return scan(
+            root,
+            rules=IgnoreRules.load(root, patterns),
+            hash_cache=cache,
+            follow_symlinks=follow,
+            hasher=hasher,
+            accept_growth=accept_growth,
+        )
+    with (
+        tempfile.TemporaryDirectory(prefix="cntr-sync-state-") as state,
+        Index.open(
+            Path(state), base_url=INDEX_BASE_URL, root=root, container_spec=INDEX_SPEC
+        ) as index,
+    ):
+        snapshot = run_scan(
+            root,
+            patterns=patterns,
+            cache=index.hashes,
+            follow=follow,
+            hasher=hasher,
+            accept_growth=accept_growth,
+        )
+        index.hashes.flush()
+    return snapshot
+
+
+@pytest.fixture
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
+    """An index outside the scanned tree, for a cache that lasts from scan to scan."""
+    root = tmp_path_factory.mktemp("root-of-record")
+    with open_index(tmp_path_factory.mktemp("state"), root) as opened:
+        yield opened
+
+
+def stored_digests(index: Index) -> dict[str, str]:
+    """The digests the index's hash cache holds, by relpath (flushed first)."""
+    index.hashes.flush()
+    digests: dict[str, str] = {}
+    for directory, blob in index.read("SELECT dir, entries FROM hashes", ()):
+        for name, row in (decode(blob) or {}).items():
+            digests[f"{directory}/{name}" if directory else name] = row[4]
+    for directory, name, digest_ in index.read("SELECT dir, name, hash FROM hash_deltas", ()):
+        relpath = f"{directory}/{name}" if directory else name
+        if digest_ is None:
+            digests.pop(relpath, None)
+        else:
+            digests[relpath] = digest_
+    return digests
 
 
 def reasons(snapshot: Snapshot) -> dict[str, str]:
@@ -178,39 +226,6 @@ def run_unprivileged(scenario: Callable[[], T]) -> T:
 
 def digest(data: bytes) -> str:
     return xxhash.xxh3_128(data).hexdigest()
-
-
-class CountingCache(MemoryHashCache):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hits = 0
-        self.misses = 0
-        self.stores: list[str] = []
-
-    def lookup(
-        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
-    ) -> str | None:
-        found = super().lookup(relpath, inode, size, mtime_ns, ctime_ns)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
-
-    def store(
-        self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
-    ) -> None:
-        self.stores.append(relpath)
-        super().store(relpath, inode, size, mtime_ns, ctime_ns, digest)
-
-
-class CountingHasher:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, path: Path) -> str:
-        self.calls.append(path.name)
-        return hash_file(path)
 
 
 # -- the tree ------------------------------------------------------------------------
@@ -403,34 +418,26 @@ def test_a_file_appended_to_while_hashed_is_taken_as_it_was_when_growth_is_accep
             handle.write(b"more\n")
         return digest
 
-    unstable = scan(
-        tmp_path, rules=IgnoreRules.load(tmp_path), hash_cache=MemoryHashCache(), hasher=appending
-    )
+    unstable = run_scan(tmp_path, hasher=appending)
     assert unstable.unstable == ("app.log",) and "app.log" not in unstable.files
     log.write_bytes(b"first\n" * 100)
-    taken = scan(
-        tmp_path,
-        rules=IgnoreRules.load(tmp_path),
-        hash_cache=MemoryHashCache(),
-        hasher=appending,
-        accept_growth=True,
-    )
+    taken = run_scan(tmp_path, hasher=appending, accept_growth=True)
     assert taken.unstable == ()
     assert taken.files["app.log"].size == 600
     assert taken.files["app.log"].hash == hash_file(log, limit=600)
     assert log.stat().st_size == 605
 
 
-def test_a_same_size_edit_with_the_old_mtime_put_back_is_seen(tmp_path: Path) -> None:
+def test_a_same_size_edit_with_the_old_mtime_put_back_is_seen(tmp_path: Path, index: Index) -> None:
     # touch -r, some editors and archivers: same size, same mtime, new content.
     path = write(tmp_path / "config.ini", b"debug = 0\n")
-    cache = MemoryHashCache()
-    first = run_scan(tmp_path, cache=cache).files["config.ini"]
+    first = run_scan(tmp_path, cache=index.hashes).files["config.ini"]
+    assert stored_digests(index) == {"config.ini": first.hash}
     before = path.stat()
     time.sleep(0.01)  # a later change time
     path.write_bytes(b"debug = 1\n")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    again = run_scan(tmp_path, cache=cache).files["config.ini"]
+    again = run_scan(tmp_path, cache=index.hashes).files["config.ini"]
     assert (again.size, again.mtime_ns) == (first.size, first.mtime_ns)
     assert again.hash != first.hash
 
@@ -697,6 +704,22 @@ def test_hostile_names_can_be_silenced_by_ignoring_them(tmp_path: Path) -> None:
     assert snapshot.warnings == ()
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), min_size=1, max_size=8),
+    depth=st.integers(min_value=0, max_value=MAX_RELPATH_BYTES),
+)
+def test_the_walks_quick_name_check_never_passes_a_name_with_a_problem(
+    name: str, depth: int
+) -> None:
+    # The walk's fast path takes a printable ASCII relpath within the limit as plain
+    # without asking _name_problem: it must agree.
+    relpath = "d" * depth + "/" + name if depth else name
+    quick = name.isprintable() and relpath.isascii() and len(relpath) <= MAX_RELPATH_BYTES
+    if quick:
+        assert _name_problem(name, relpath) is None
+
+
 def test_relpaths_longer_than_the_limit_are_skipped(tmp_path: Path) -> None:
     level = "d" * 250
     depth4 = tmp_path / level / level / level / level  # relpath of 1003 bytes
@@ -740,53 +763,58 @@ def test_any_names_never_crash_and_every_file_is_accounted_for(names: list[bytes
 # -- the hash cache ------------------------------------------------------------------
 
 
-def test_unchanged_tree_is_not_hashed_again(tmp_path: Path) -> None:
+def test_unchanged_tree_is_not_hashed_again(tmp_path: Path, index: Index) -> None:
     for relpath in ["a.txt", "b/c.txt", "b/d/e.txt"]:
         write(tmp_path / relpath, relpath)
-    cache = CountingCache()
-    first_hasher = CountingHasher()
-    first = run_scan(tmp_path, cache=cache, hasher=first_hasher)
-    assert len(first_hasher.calls) == 3
-    assert sorted(cache.stores) == ["a.txt", "b/c.txt", "b/d/e.txt"]
+    first = run_scan(tmp_path, cache=index.hashes)
+    assert first.hashed_count == 3
+    stored = stored_digests(index)
+    assert stored == {relpath: digest(relpath.encode()) for relpath in first.files}
+    blobs = index.read("SELECT dir, entries FROM hashes ORDER BY dir", ())
 
-    cache.stores.clear()
-    second_hasher = CountingHasher()
-    second = run_scan(tmp_path, cache=cache, hasher=second_hasher)
+    second = run_scan(tmp_path, cache=index.hashes)
 
-    assert second_hasher.calls == []
-    assert cache.hits == 3
-    assert cache.stores == []
+    assert second.hashed_count == 0  # every digest came from the cache: nothing read
+    assert stored_digests(index) == stored  # and nothing stored
+    assert index.read("SELECT dir, entries FROM hashes ORDER BY dir", ()) == blobs
     assert second.files == first.files
-    assert second.hashed_count == 0
 
 
-def test_touched_file_is_hashed_again(tmp_path: Path) -> None:
+def test_touched_file_is_hashed_again(tmp_path: Path, index: Index) -> None:
     write(tmp_path / "a.txt")
     touched = write(tmp_path / "b.txt")
-    cache = CountingCache()
-    run_scan(tmp_path, cache=cache)
+    run_scan(tmp_path, cache=index.hashes)
+    index.hashes.flush()
+    # A digest no file has: a scan that keeps it took it from the cache.
+    with index.write() as db:
+        db.execute("UPDATE hashes SET entries = ?", (encode(_cached_as(index, "cached")),))
     os.utime(touched, ns=(OLD_NS + 10**9, OLD_NS + 10**9))
 
-    hasher = CountingHasher()
-    snapshot = run_scan(tmp_path, cache=cache, hasher=hasher)
+    snapshot = run_scan(tmp_path, cache=index.hashes)
 
-    assert hasher.calls == ["b.txt"]
+    assert snapshot.hashed_count == 1
+    assert snapshot.files["a.txt"].hash == "cached"
+    assert snapshot.files["b.txt"].hash == digest(b"x")  # read again
     assert snapshot.files["b.txt"].mtime_ns == OLD_NS + 10**9
 
 
-def test_freshly_written_files_are_not_cached(tmp_path: Path) -> None:
+def _cached_as(index: Index, text: str) -> dict[str, tuple[int, int, int, int, str]]:
+    """The root directory's cached rows, each digest replaced by ``text``."""
+    [(blob,)] = index.read("SELECT entries FROM hashes WHERE dir = ''", ())
+    return {name: (*row[:4], text) for name, row in (decode(blob) or {}).items()}
+
+
+def test_freshly_written_files_are_not_cached(tmp_path: Path, index: Index) -> None:
     """A file younger than the timestamp granularity could change unseen: no cache row."""
     write(tmp_path / "fresh.txt", old=False)
-    cache = CountingCache()
-    snapshot = run_scan(tmp_path, cache=cache)
+    snapshot = run_scan(tmp_path, cache=index.hashes)
     assert "fresh.txt" in snapshot.files
-    assert cache.stores == []
+    assert stored_digests(index) == {}
 
 
-def test_file_changing_while_hashed_is_unstable(tmp_path: Path) -> None:
+def test_file_changing_while_hashed_is_unstable(tmp_path: Path, index: Index) -> None:
     write(tmp_path / "steady.txt")
     growing = write(tmp_path / "growing.log.txt", "start")
-    cache = CountingCache()
 
     def hasher(path: Path) -> str:
         result = hash_file(path)
@@ -795,12 +823,12 @@ def test_file_changing_while_hashed_is_unstable(tmp_path: Path) -> None:
                 stream.write(b" more")
         return result
 
-    snapshot = run_scan(tmp_path, cache=cache, hasher=hasher)
+    snapshot = run_scan(tmp_path, cache=index.hashes, hasher=hasher)
 
     assert set(snapshot.files) == {"steady.txt"}
     assert snapshot.unstable == ("growing.log.txt",)
     assert snapshot.is_uncertain("growing.log.txt")
-    assert cache.stores == ["steady.txt"]
+    assert set(stored_digests(index)) == {"steady.txt"}
 
 
 # -- the root ------------------------------------------------------------------------
@@ -829,7 +857,7 @@ def test_unlistable_root_raises(unprivileged_dir: Path) -> None:
         rules = IgnoreRules.load(root)
         root.chmod(0)
         try:
-            return scan(root, rules=rules, hash_cache=MemoryHashCache())
+            return scan(root, rules=rules, hash_cache=SqliteHashCache(MemoryDatabase()))
         finally:
             root.chmod(stat.S_IRWXU)
 
@@ -847,16 +875,19 @@ def test_is_uncertain_looks_at_every_ancestor() -> None:
 # -- the compiled matcher against pathspec ----------------------------------------------
 #
 # IgnoreRules asks pathspec only when a cheap necessary condition holds (ignore.Layer,
-# ignore.Screen). These tests hold it to pathspec's own answers, pattern by pattern and
+# ignore.Prefilter). These tests hold it to pathspec's own answers, pattern by pattern and
 # layer by layer, over generated patterns and paths, and the walk to the same answers.
 
 _PATTERN_TOKENS = (
     "a", "b", "ab", "x.tmp", ".git", "*", "**", "?", "[ab]", "[!a]", "[a-c]", "[/]",
     ".tmp", "~", "\\#", "#", ".", "\\!", "\\ ", " ", "\\*", "a\\", ".#", "4913",
+    # Bracket expressions that match "/" (a range around it, a negation) or "]".
+    "[+-0]", "[^a]", "[]a]", ".[oa]",
 )  # fmt: skip
 _PATH_NAMES = (
     "a", "b", "ab", "ba", "x.tmp", ".git", ".github", "a~", "#a#", ".#x", "c", "4913",
     "Thumbs.db", "[ab]", "*", "a b", "a\nb", "x.tmp\n", ".", "!a", "#", ".cntrsync",
+    "x.o", "a.a", "]", "a+",
 )  # fmt: skip
 
 
@@ -961,18 +992,25 @@ def test_ignore_rules_answer_as_pathspec_does(
 
 
 def _walk_answer(rules: IgnoreRules, relpath: str, is_dir: bool) -> bool:
-    """What the walk decides for ``relpath``: screens and clean flags down from the root."""
+    """What the walk decides for ``relpath``: prefilters and "names ruled out" flags
+    down from the root."""
     parts = relpath.split("/")
-    clean = True
+    names_ruled_out = True
     for depth in range(1, len(parts) + 1):
-        path = "/".join(parts[:depth])
+        path, name = "/".join(parts[:depth]), parts[depth - 1]
         last = depth == len(parts)
         entry_is_dir = is_dir or not last
-        screen = rules.screen("/".join(parts[: depth - 1])) if clean else None
-        if screen is not None and screen.passes(path, parts[depth - 1], entry_is_dir):
-            ignored, clean = False, True
+        prefilter = rules.prefilter("/".join(parts[: depth - 1])) if names_ruled_out else None
+        if prefilter is not None and prefilter.rules_out(path, name, True):
+            # The fast path asks as of a directory, for any entry: that must hold
+            # for a file too.
+            assert prefilter.rules_out(path, name, False), path
+        if prefilter is not None and prefilter.rules_out(path, name, entry_is_dir):
+            ignored, names_ruled_out = False, True
         else:
-            ignored, clean = rules.entry_ignored(path, parts[depth - 1], entry_is_dir, clean)
+            ignored, names_ruled_out = rules.entry_ignored(
+                path, name, entry_is_dir, names_ruled_out
+            )
         if last:
             return ignored
         assert not ignored  # the caller checked the directories above
@@ -1038,6 +1076,9 @@ def test_the_walk_keeps_what_pathspec_keeps(
 # -- the SQLite hash cache during a scan ----------------------------------------------
 
 
+# Guards a warm scan's cost (README Performance, scan scale: 100k files against the
+# index): the cache is read in one SELECT a table, not one per directory or file.
+@pytest.mark.perf_guard
 def test_a_scan_reads_the_sqlite_cache_in_one_query_a_table(tmp_path: Path) -> None:
     for index in range(30):
         write(tmp_path / f"d{index % 3}" / f"f{index}.txt", f"content {index}")

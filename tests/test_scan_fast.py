@@ -1,10 +1,11 @@
-"""scan's fast lane: what it takes from the hash cache's rows, and when it hands an entry on.
+"""scan's fast path: what it takes from the hash cache, and when it hands an entry on.
 
 Most entries of a tree are regular files with plain names: ``_Walk._visit_all`` decides
-them with one lstat and the cache's rows (``HashCache.scanning`` may yield them). Every
-other entry, and any that fails on the way, goes to ``_visit_entry``. These tests pin
-both halves: the rows are used only when the whole stat key matches, and an entry that
-leaves the lane ends up exactly where the full checks put it.
+them with one lstat and the cache's digests of their directory
+(``HashCache.directory``). Every other entry, and any that fails on the way, goes to
+``_visit_entry``. These tests pin both halves: a cached digest is used only when the
+whole stat key matches, and an entry that leaves the fast path ends up exactly where
+the full checks put it.
 """
 
 from __future__ import annotations
@@ -23,18 +24,11 @@ from cntr_sync.hashcache import (
     ReadThroughCache,
     SqliteHashCache,
 )
+from cntr_sync.hashing import HASH_CHUNK, hash_file, hash_listed_file
+from cntr_sync.ignore import IgnoreRules
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import PARTIAL_PREFIX
-from cntr_sync.scan import (
-    HASH_CHUNK,
-    TICK_EVERY,
-    IgnoreRules,
-    Snapshot,
-    _hash_sized,
-    _Walk,
-    hash_file,
-    scan,
-)
+from cntr_sync.scan import TICK_EVERY, Snapshot, _Walk, scan
 from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9
@@ -55,7 +49,7 @@ def run(root: Path, cache: Any, patterns: tuple[str, ...] = ()) -> Snapshot:
     return scan(root, rules=IgnoreRules.load(root, patterns), hash_cache=cache)
 
 
-# -- the cache's rows ------------------------------------------------------------------
+# -- the cache's digests ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("column", [0, 1, 2, 3])  # inode, size, mtime_ns, ctime_ns
@@ -124,7 +118,7 @@ def test_a_memory_cache_is_asked_through_lookup(tmp_path: Path) -> None:
     assert (first.hashed_count, second.hashed_count) == (1, 0)
 
 
-# -- entries that leave the lane ----------------------------------------------------
+# -- entries that leave the fast path -----------------------------------------------
 
 
 def test_partial_files_are_never_files_at_any_depth(tmp_path: Path) -> None:
@@ -137,8 +131,9 @@ def test_partial_files_are_never_files_at_any_depth(tmp_path: Path) -> None:
 
 
 def test_a_pattern_with_a_slash_is_checked_with_the_entrys_real_kind(tmp_path: Path) -> None:
-    # "/tmp/" matches a directory "tmp" only: the lane's screen cannot tell a file
-    # "tmp" from it by name, so the file is decided by the full checks, and kept.
+    # "/tmp/" matches a directory "tmp" only: the fast path's prefilter, asked as of a
+    # directory, cannot tell a file "tmp" from it, so the file is decided by the full
+    # checks, and kept.
     write(tmp_path / "tmp", "a file named tmp")
     write(tmp_path / "d" / "tmp" / "x.txt", "not at the root: kept")
     write(tmp_path / "e" / "y.txt", "y")
@@ -185,14 +180,15 @@ class _Entry:
 
 
 def visit(root: Path, *entries: _Entry, first_scan: bool = False) -> Snapshot:
-    """``entries`` visited as the root's listing; ``first_scan``: with the rows of an
-    empty SQLite cache, as a first whole-tree scan has them (its own lane)."""
-    cache = SqliteHashCache(MemoryDatabase()) if first_scan else MemoryHashCache()
+    """``entries`` visited as the root's listing, against an SQLite cache that knows the
+    directory (a digest of another file), or with ``first_scan`` an empty one: the
+    digests a first whole-tree scan has, where small files are read before any stat."""
+    cache = SqliteHashCache(MemoryDatabase())
+    if not first_scan:
+        cache.store("someone-else", 1, 2, 3, 4, "digest")
     walk = _Walk(root, IgnoreRules.load(root), cache, None, False, time.time_ns, _no_tick, False)
-    with cache.scanning() as rows:
-        assert (rows is not None) == first_scan
-        walk.use_rows(rows)
-        walk._visit_all("", list(entries), parent_clean=True)  # type: ignore[arg-type]
+    with cache.scanning():
+        walk._visit_all("", list(entries), names_ruled_out=True)  # type: ignore[arg-type]
     return walk.snapshot()
 
 
@@ -255,6 +251,10 @@ def test_an_entry_listed_as_a_file_but_now_a_symlink_is_not_followed(
     ]
 
 
+# Guards a first scan's cost (README Performance, scan scale, cold: about 2k
+# instructions a file of its ~40k): a small file's stat comes from its descriptor,
+# with no lstat.
+@pytest.mark.perf_guard
 def test_a_first_scan_takes_a_small_files_stat_from_its_descriptor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,27 +312,43 @@ def test_local_files_are_values(tmp_path: Path) -> None:
 # -- hashing in the scan --------------------------------------------------------------
 
 
+def listed(path: Path) -> os.DirEntry[str]:
+    """``path``'s entry in its directory's listing."""
+    with os.scandir(path.parent) as listing:
+        return next(entry for entry in listing if entry.name == path.name)
+
+
 @pytest.mark.parametrize("size", [0, 1, 4096, HASH_CHUNK, HASH_CHUNK + 1, 2 * HASH_CHUNK + 5])
 def test_the_scans_hashing_is_hash_file_for_any_size(tmp_path: Path, size: int) -> None:
     path = write(tmp_path / "f.bin", os.urandom(size))
     ticks: list[None] = []
-    assert _hash_sized(str(path), size, lambda: ticks.append(None)) == hash_file(path)
+    assert hash_file(path, tick=lambda: ticks.append(None), limit=size) == hash_file(path)
     assert len(ticks) == -(-size // HASH_CHUNK)  # one a chunk read
+    # A first scan's read of a small file: the same digest, and the stat it was read at.
+    read = hash_listed_file(listed(path))
+    if size > HASH_CHUNK:
+        assert read is None  # the long way
+    else:
+        assert read is not None
+        assert read[1] == hash_file(path)
+        assert read[0].st_ino == path.stat().st_ino
 
 
 def test_the_scans_hashing_reads_what_the_stat_saw_or_what_is_left(tmp_path: Path) -> None:
     path = write(tmp_path / "f.bin", b"0123456789")
     # Grown since the stat: its first bytes only. Shrunk: what is there (the scan's
     # identity check then finds the change).
-    assert _hash_sized(str(path), 4, _no_tick) == digest(b"0123")
-    assert _hash_sized(str(path), 20, _no_tick) == digest(b"0123456789")
+    assert hash_file(path, limit=4) == digest(b"0123")
+    assert hash_file(path, limit=20) == digest(b"0123456789")
 
 
 def test_the_scans_hashing_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):
-        _hash_sized(str(fifo), 10, _no_tick)
+        hash_file(str(fifo), limit=10)
+    # Listed as a FIFO: a first scan's read does not even open it.
+    assert hash_listed_file(listed(fifo)) is None
 
 
 # -- the SQLite cache's writes ------------------------------------------------------
@@ -352,12 +368,12 @@ def test_buffered_rows_are_written_as_deltas_and_answer_before_and_after(tmp_pat
     assert db.blobs() == {}
     assert cache.lookup("d1/f7", 7, 70, 700, 7000) == "h7"  # from the table
     cache.store("d1/f7", 8, 80, 800, 8000, "again")
-    with cache.scanning() as loaded:
-        assert loaded is not None
-        d1 = loaded.take("d1")
-        assert d1["f7"] == (8, 80, 800, 8000, "again")  # the buffer wins
-        assert d1["f1"] == (1, 10, 100, 1000, "h1")
-        loaded.done("d1", d1, {})
+    with cache.scanning():
+        d1 = cache.directory("d1")
+        assert d1.digest("f7", 8, 80, 800, 8000) == "again"  # the buffer wins
+        assert d1.digest("f7", 7, 70, 700, 7000) is None
+        assert d1.digest("f1", 1, 10, 100, 1000) == "h1"
+        d1.close()
     cache.flush()
     # d1 was folded: its blob holds all its rows, its deltas are gone; d0 and d2 wait.
     assert set(db.blobs()) == {"d1"}
@@ -369,13 +385,13 @@ def test_buffered_rows_are_written_as_deltas_and_answer_before_and_after(tmp_pat
 def test_a_cold_scan_is_written_in_batches_of_whole_directories(tmp_path: Path) -> None:
     db = MemoryDatabase()
     cache = SqliteHashCache(db)
-    with cache.scanning() as loaded:
-        assert loaded is not None
+    with cache.scanning():
         for number in range(3):
-            directory = f"d{number}"
-            loaded.take(directory)
-            fresh = {f"f{n}": (n, 1, 2, 3, "h") for n in range(HASH_BATCH // 2 + 1)}
-            loaded.done(directory, {}, fresh)
+            directory = cache.directory(f"d{number}")
+            assert directory.empty
+            for n in range(HASH_BATCH // 2 + 1):
+                directory.add(f"f{n}", n, 1, 2, 3, "h")
+            directory.close()
         # Two directories made a batch: written while the scan runs, not held to its end.
         assert set(db.blobs()) == {"d0", "d1"}
     cache.flush()

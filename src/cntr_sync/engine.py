@@ -47,6 +47,7 @@ from cntr_sync.errors import (
     SafetyBrakeError,
 )
 from cntr_sync.hashcache import HashCache, ReadThroughCache
+from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import Index
 from cntr_sync.journal import Journal, new_pass_id
 from cntr_sync.listing import Listing
@@ -64,7 +65,7 @@ from cntr_sync.remote_paths import (
     printable,
 )
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
-from cntr_sync.scan import IgnoreRules, Snapshot, scan
+from cntr_sync.scan import Snapshot, scan
 from cntr_sync.transfer import Tick, probe_traits, remove_partials
 
 log = get_logger("cntr_sync.engine")

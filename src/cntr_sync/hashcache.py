@@ -5,11 +5,15 @@ the old mtime back (``touch -r``, some editors and archivers) changes nothing
 else a stat shows; the kernel sets ctime on every change and nobody can set
 it back.
 
-Owns the ``HashCache`` protocol that ``scan`` asks before reading a file, and
-its three implementations: ``MemoryHashCache`` (tests, one-off scans),
+Owns the ``HashCache`` protocol that ``scan`` asks before reading a file (for
+each directory it lists, a ``DirectoryDigests``: "the digest for this stat, if
+any", and "remember this one"), and its three implementations:
 ``SqliteHashCache`` (the durable one, two tables in the pair's index file,
-written in batches) and ``ReadThroughCache`` (reads the durable cache, keeps
-its own writes in memory: what a dry run uses, so it changes nothing on disk).
+written in batches), ``ReadThroughCache`` (reads the durable cache, keeps its
+own writes in memory: what a dry run uses, so it changes nothing on disk) and
+``MemoryHashCache`` (the memory a ``ReadThroughCache`` keeps its writes in;
+tests use it too). A cached row, (inode, size, mtime_ns, ctime_ns, digest), is
+this module's own: callers see digests only.
 
 The SQLite cache keeps a directory's files in two places:
 
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import marshal
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from typing import Any, Protocol
@@ -67,11 +71,11 @@ _SELECT_DIRS = "SELECT dir, entries FROM hashes"
 _SELECT_DELTAS = "SELECT dir, name, inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas"
 
 # One cached digest: (inode, size, mtime_ns, ctime_ns, digest).
-Row = tuple[int, int, int, int, str]
+_Row = tuple[int, int, int, int, str]
 # A directory's rows by file name, as one blob holds them.
-Entries = dict[str, Row]
+_Entries = dict[str, _Row]
 # A directory's deltas by file name: a row, or None for a file that is gone.
-Deltas = dict[str, Row | None]
+_Deltas = dict[str, _Row | None]
 
 _CTIME = itemgetter(3)
 
@@ -88,13 +92,13 @@ def split(relpath: str) -> tuple[str, str]:
     return directory, name
 
 
-def encode(entries: Entries) -> bytes:
+def encode(entries: _Entries) -> bytes:
     """The blob of one directory's row: a checksum of the marshal that follows it."""
     data = marshal.dumps(entries, MARSHAL_VERSION)
     return xxh3_64_digest(data) + data
 
 
-def decode(blob: object) -> Entries | None:
+def decode(blob: object) -> _Entries | None:
     """A directory's entries from its blob; None when the blob is damaged.
 
     Damaged means a checksum that does not match, or a marshal that is not a dict.
@@ -118,7 +122,7 @@ def decode(blob: object) -> Entries | None:
 _CHECKSUM = 8
 
 
-def _delta(row: tuple[Any, ...]) -> Row | None:
+def _delta(row: tuple[Any, ...]) -> _Row | None:
     """A delta row's (inode, size, mtime_ns, ctime_ns, digest) as selected; None for a
     file that is gone, and for a row of any other shape (damaged: it hides the blob's)."""
     if (
@@ -132,13 +136,39 @@ def _delta(row: tuple[Any, ...]) -> Row | None:
     return None
 
 
-def _overlay(entries: dict[str, Any], deltas: Deltas) -> None:
+def _overlay(entries: dict[str, Any], deltas: _Deltas) -> None:
     """Lay ``deltas`` over ``entries``: a row replaces, None removes."""
     for name, row in deltas.items():
         if row is None:
             entries.pop(name, None)
         else:
             entries[name] = row
+
+
+class DirectoryDigests(Protocol):
+    """The cached digests of one directory's files, as a scan asks for them while it
+    lists the directory (``HashCache.directory``)."""
+
+    @property
+    def empty(self) -> bool:
+        """True when the cache holds no digest of any file here (every directory of a
+        first scan): no stat can find one, so the scan need not stat to ask."""
+        ...
+
+    def digest(self, name: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str | None:
+        """The digest cached for the file ``name`` if it still has this stat (inode,
+        size, mtime, ctime); else None."""
+        ...
+
+    def add(
+        self, name: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
+        """Remember ``digest``, read from ``name`` while it had this stat."""
+        ...
+
+    def close(self) -> None:
+        """The scan has left the directory: the cache keeps what ``add`` gave it."""
+        ...
 
 
 class HashCache(Protocol):
@@ -156,44 +186,53 @@ class HashCache(Protocol):
         """The file at ``relpath`` is gone: its digest may go too."""
         ...
 
-    def scanning(self) -> AbstractContextManager[ScanRows | None]:
-        """Around one whole-tree scan: the cache may prepare for a lookup of every file.
+    def directory(self, relpath: str) -> DirectoryDigests:
+        """The digests of the files of ``relpath`` (a directory, "" for the root), for a
+        scan that lists it; the scan closes it when it leaves the directory."""
+        ...
 
-        It may yield a ``ScanRows``: the scan then asks it for each directory's
-        entries and looks files up in those rather than calling ``lookup``.
-        """
+    def scanning(self) -> AbstractContextManager[None]:
+        """Around one whole-tree scan: the cache may prepare for a lookup of every file."""
         ...
 
 
-class ScanRows(Protocol):
-    """What ``HashCache.scanning`` may yield: the cache's rows a directory at a time."""
+class PerFileDigests:
+    """A ``DirectoryDigests`` that asks a cache's ``lookup`` and ``store`` file by file:
+    the memory and read-through caches', and any cache's outside a whole-tree scan."""
 
-    def take(self, directory: str) -> dict[str, tuple[Any, ...]]:
-        """The entries of ``directory`` (a relpath, "" for the root) by name, each
-        (inode, size, mtime_ns, ctime_ns, digest). The walk asks once per directory,
-        uses a row's digest only if the other four fields match its stat, and hands
-        the dict back to ``done`` when it leaves the directory."""
-        ...
+    __slots__ = ("_cache", "_prefix")
 
-    def done(self, directory: str, entries: dict[str, Any], fresh: Entries) -> None:
-        """The walk has left ``directory``: ``entries`` is what ``take`` gave (the cache
-        may keep it), ``fresh`` the rows of files it hashed there (``store`` for each)."""
-        ...
+    # Unknown: per file, nothing is known of the directory as a whole.
+    empty = False
+
+    def __init__(self, cache: HashCache, directory: str) -> None:
+        self._cache = cache
+        self._prefix = f"{directory}/" if directory else ""
+
+    def digest(self, name: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str | None:
+        return self._cache.lookup(self._prefix + name, inode, size, mtime_ns, ctime_ns)
+
+    def add(
+        self, name: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
+        self._cache.store(self._prefix + name, inode, size, mtime_ns, ctime_ns, digest)
+
+    def close(self) -> None:
+        pass
 
 
 class MemoryHashCache:
-    """A dict-backed ``HashCache`` for tests and one-shot runs."""
+    """A dict-backed ``HashCache``: what a dry run's ``ReadThroughCache`` keeps its own
+    writes in, and what tests use where no file is wanted."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, Row] = {}
+        self._rows: dict[str, _Row] = {}
+        self._by_relpath = _Rows(self._rows)
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
     ) -> str | None:
-        row = self._rows.get(relpath)
-        if row is None or row[:4] != (inode, size, mtime_ns, ctime_ns):
-            return None
-        return row[4]
+        return self._by_relpath.digest(relpath, inode, size, mtime_ns, ctime_ns)
 
     def store(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
@@ -202,6 +241,9 @@ class MemoryHashCache:
 
     def forget(self, relpath: str) -> None:
         self._rows.pop(relpath, None)
+
+    def directory(self, relpath: str) -> DirectoryDigests:
+        return PerFileDigests(self, relpath)
 
     def scanning(self) -> AbstractContextManager[None]:
         return nullcontext()
@@ -222,42 +264,42 @@ class SqliteHashCache:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        # Deltas not yet written, by directory, then name (None: forgotten).
-        self._pending: dict[str, Deltas] = {}
+        # _Deltas not yet written, by directory, then name (None: forgotten).
+        self._pending: dict[str, _Deltas] = {}
         # Whole directories to write as blobs (their deltas deleted), by directory.
-        self._folded: dict[str, Entries] = {}
+        self._folded: dict[str, _Entries] = {}
         # Files in the two above: a flush when it reaches HASH_BATCH.
         self._buffered = 0
         # While a whole-tree scan runs (``scanning``): the blobs by directory as
         # selected, and the delta rows by directory, then name; None otherwise.
         self._blobs: dict[str, bytes] | None = None
-        self._deltas: dict[str, Deltas] | None = None
+        self._deltas: dict[str, _Deltas] | None = None
         # Directories the scan took that must be rewritten even with nothing new
         # (they had deltas, or their blob was damaged).
         self._dirty: set[str] = set()
         # The last directory ``lookup`` read whole, with its deltas laid over.
-        self._recent: tuple[str, Entries] | None = None
+        self._recent: tuple[str, _Entries] | None = None
 
     # -- a whole-tree scan
 
     @contextmanager
-    def _scanning(self) -> Iterator[ScanRows]:
+    def _scanning(self) -> Iterator[None]:
         blobs, deltas = dict(self._db.read(_SELECT_DIRS, ())), self._all_deltas()
         self._blobs, self._deltas = blobs, deltas
         self._dirty = set()
         self._recent = None
         try:
-            yield self
+            yield
         finally:
             self._blobs = self._deltas = None
             self._dirty = set()
             self._recent = None
 
-    def scanning(self) -> AbstractContextManager[ScanRows | None]:
+    def scanning(self) -> AbstractContextManager[None]:
         """Select every row once for the scan's lookups; drop them when it ends."""
         return self._scanning()
 
-    def _scanned(self, directory: str) -> tuple[Entries, bool]:
+    def _scanned(self, directory: str) -> tuple[_Entries, bool]:
         """A directory's entries as the scan loaded them (its blob let go, deltas laid
         over), and whether its row must be rewritten even with nothing new."""
         assert self._blobs is not None and self._deltas is not None
@@ -268,7 +310,7 @@ class SqliteHashCache:
             return folded, False  # folded since it was written: newer than both
         dirty = False
         if blob is None:
-            entries: Entries = {}
+            entries: _Entries = {}
         else:
             decoded = decode(blob)
             if decoded is None:
@@ -280,28 +322,31 @@ class SqliteHashCache:
             dirty = True
         return entries, dirty
 
-    def take(self, directory: str) -> dict[str, tuple[Any, ...]]:
-        """A directory's entries for the walk, buffered deltas laid over (``ScanRows.take``)."""
-        entries, dirty = self._scanned(directory)
+    def directory(self, relpath: str) -> DirectoryDigests:
+        """In a whole-tree scan, the directory's rows as loaded, buffered deltas laid
+        over, folded into its blob when the scan closes it; else ``PerFileDigests``."""
+        if self._blobs is None:
+            return PerFileDigests(self, relpath)
+        entries, dirty = self._scanned(relpath)
         if dirty:
-            self._dirty.add(directory)
-        pending = self._pending.get(directory)
+            self._dirty.add(relpath)
+        pending = self._pending.get(relpath)
         if pending:
             _overlay(entries, pending)
-        return entries
+        return _ScannedDirectory(self, relpath, entries)
 
-    def done(self, directory: str, entries: dict[str, Any], fresh: Entries) -> None:
-        """Fold the directory's deltas and new rows into its blob, if it has any
-        (``ScanRows.done``); the blob is written by the next flush."""
+    def _fold(self, directory: str, entries: _Entries, new: _Entries) -> None:
+        """Fold the directory's deltas and ``new`` rows into ``entries`` (what the scan
+        took), kept as its blob if anything changed; the next flush writes it."""
         before = self._folded.get(directory)
         buffered = len(before) if before is not None else 0  # ``entries`` itself, if any
         pending = self._pending.pop(directory, None)
         if pending:
             self._buffered -= len(pending)
             _overlay(entries, pending)
-        if fresh:
-            entries.update(fresh)
-        if not (pending or fresh or directory in self._dirty):
+        if new:
+            entries.update(new)
+        if not (pending or new or directory in self._dirty):
             return
         self._dirty.discard(directory)
         self._buffered += len(entries) - buffered
@@ -317,47 +362,40 @@ class SqliteHashCache:
         directory, name = split(relpath)
         pending = self._pending.get(directory)
         if pending is not None and name in pending:
-            row = pending[name]
+            rows: Mapping[str, _Row | None] = pending
         else:
-            row = self._row(directory, name, ctime_ns)
-        if (
-            row is not None
-            and row[0] == inode
-            and row[1] == size
-            and row[2] == mtime_ns
-            and row[3] == ctime_ns
-        ):
-            return row[4]
-        return None
+            rows = self._rows_holding(directory, name, ctime_ns)
+        return _Rows(rows).digest(name, inode, size, mtime_ns, ctime_ns)
 
-    def _row(self, directory: str, name: str, ctime_ns: int) -> Row | None:
-        """The stored row of one file (what the buffer does not hold), or None."""
+    def _rows_holding(self, directory: str, name: str, ctime_ns: int) -> Mapping[str, _Row | None]:
+        """Rows by name that hold the stored row of one file, if it has one (what the
+        buffer does not hold)."""
         folded = self._folded.get(directory)
         if folded is not None:
-            return folded.get(name)
+            return folded
         recent = self._recent
         if recent is not None and recent[0] == directory:
-            return recent[1].get(name)
+            return recent[1]
         if self._blobs is not None:
             # In a whole-tree scan that does not take rows itself (a dry run's).
             entries, _ = self._scanned(directory)
             self._recent = (directory, entries)
-            return entries.get(name)
+            return entries
         rows = self._db.read(
             "SELECT inode, size, mtime_ns, ctime_ns, hash FROM hash_deltas"
             " WHERE dir = ? AND name = ?",
             (directory, name),
         )
         if rows:
-            return _delta(rows[0])
+            return {name: _delta(rows[0])}
         rows = self._db.read("SELECT newest FROM hashes WHERE dir = ?", (directory,))
         if not rows or ctime_ns > rows[0][0]:
-            return None  # newer than every row of the blob: none can match
+            return {}  # newer than every row of the blob: none can match
         entries = self._stored(directory)
         self._recent = (directory, entries)
-        return entries.get(name)
+        return entries
 
-    def _stored(self, directory: str) -> Entries:
+    def _stored(self, directory: str) -> _Entries:
         """A directory's rows on disk: its blob, its deltas laid over."""
         rows = self._db.read("SELECT entries FROM hashes WHERE dir = ?", (directory,))
         entries = (decode(rows[0][0]) or {}) if rows else {}
@@ -377,7 +415,7 @@ class SqliteHashCache:
         """A delta that says the file is gone (its blob's row, if any, no longer counts)."""
         self._delta(relpath, None)
 
-    def _delta(self, relpath: str, row: Row | None) -> None:
+    def _delta(self, relpath: str, row: _Row | None) -> None:
         directory, name = split(relpath)
         pending = self._pending.get(directory)
         if pending is None:
@@ -385,7 +423,7 @@ class SqliteHashCache:
         if name not in pending:
             self._buffered += 1
         pending[name] = row
-        # Not in the middle of a scan's directory: ``done`` flushes between them.
+        # Not in the middle of a scan's directory: ``_fold`` flushes between them.
         if self._buffered >= HASH_BATCH and self._blobs is None:
             self.flush()
 
@@ -428,9 +466,9 @@ class SqliteHashCache:
         self._buffered = 0
         self._recent = None
 
-    def _all_deltas(self) -> dict[str, Deltas]:
+    def _all_deltas(self) -> dict[str, _Deltas]:
         """Every delta row on disk, by directory, then name."""
-        deltas: dict[str, Deltas] = {}
+        deltas: dict[str, _Deltas] = {}
         for row in self._db.read(_SELECT_DELTAS, ()):
             named = deltas.get(row[0])
             if named is None:
@@ -494,7 +532,54 @@ class SqliteHashCache:
         return removed
 
 
-def _blob_row(directory: str, entries: Entries) -> tuple[str, int, int, bytes]:
+class _Rows:
+    """Cached rows by key (a file's name in its directory, or a relpath).
+
+    ``digest`` is the one place that says whether a cached digest still holds: the
+    row's inode, size, mtime and ctime are the file's.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Mapping[str, _Row | None]) -> None:
+        self._rows = rows
+
+    def digest(self, key: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str | None:
+        row = self._rows.get(key)
+        if (
+            row is not None
+            and row[0] == inode
+            and row[1] == size
+            and row[2] == mtime_ns
+            and row[3] == ctime_ns
+        ):
+            return row[4]
+        return None
+
+
+class _ScannedDirectory(_Rows):
+    """One directory's rows as a whole-tree scan took them (``SqliteHashCache.directory``)."""
+
+    __slots__ = ("_cache", "_directory", "_entries", "_new", "empty")
+
+    def __init__(self, cache: SqliteHashCache, directory: str, entries: _Entries) -> None:
+        super().__init__(entries)
+        self._cache = cache
+        self._directory = directory
+        self._entries = entries  # the rows above, which the cache keeps as they are
+        self._new: _Entries = {}  # what the scan hashed here
+        self.empty = not entries
+
+    def add(
+        self, name: str, inode: int, size: int, mtime_ns: int, ctime_ns: int, digest: str
+    ) -> None:
+        self._new[name] = (inode, size, mtime_ns, ctime_ns, digest)
+
+    def close(self) -> None:
+        self._cache._fold(self._directory, self._entries, self._new)
+
+
+def _blob_row(directory: str, entries: _Entries) -> tuple[str, int, int, bytes]:
     """A ``hashes`` row of a directory with files: its relpath, how many, the newest
     change time among them (what a lookup checks before it decodes) and the blob."""
     return (directory, len(entries), max(map(_CTIME, entries.values())), encode(entries))
@@ -511,15 +596,13 @@ class ReadThroughCache:
         self._backing = backing
         self._memory = MemoryHashCache()
 
-    def scanning(self) -> AbstractContextManager[ScanRows | None]:
-        return self._scanning()
+    def scanning(self) -> AbstractContextManager[None]:
+        # The backing cache prepares; ``directory`` does not hand its rows out, so
+        # a file is looked up in this cache's own writes first.
+        return self._backing.scanning()
 
-    @contextmanager
-    def _scanning(self) -> Iterator[None]:
-        # The backing cache prepares, but its rows are not handed out: a lookup
-        # here asks this cache's own writes first.
-        with self._backing.scanning():
-            yield None
+    def directory(self, relpath: str) -> DirectoryDigests:
+        return PerFileDigests(self, relpath)
 
     def lookup(
         self, relpath: str, inode: int, size: int, mtime_ns: int, ctime_ns: int
