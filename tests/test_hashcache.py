@@ -19,7 +19,8 @@ import xxhash
 
 from cntr_sync.hashcache import ReadThroughCache, SqliteHashCache, decode, encode
 from cntr_sync.ignore import IgnoreRules
-from cntr_sync.index import SCHEMA_VERSION, Index
+from cntr_sync.index import Index
+from cntr_sync.index_file import SCHEMA_VERSION
 from cntr_sync.scan import Snapshot, scan
 from helpers import MemoryDatabase
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cntr_sync import index as index_module
+from cntr_sync import index_file as index_module
 from cntr_sync.errors import LocalError, LockedError
 from cntr_sync.ignore import IgnoreRules
-from cntr_sync.index import SCHEMA_VERSION
+from cntr_sync.index_file import SCHEMA_VERSION
 from cntr_sync.models import IndexEntry, PendingDelete, UploadIntent
 from cntr_sync.scan import scan
 from helpers import INDEX_BASE_URL as BASE_URL

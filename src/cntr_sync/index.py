@@ -1,12 +1,13 @@
 """The durable truth of one mirror pair: an SQLite file per (base URL, root, container spec).
 
-Owns: the file's schema and migrations, which remote file holds which relpath
-(``entries``), uploads started but not yet recorded (``intents``), remote files
-of ours that must still go (``pending_deletes``), and the container in use and
-what the server does with filenames (``meta``). The same file holds the hash
+Owns which remote file holds which relpath (``entries``), uploads started but
+not yet recorded (``intents``), remote files of ours that must still go
+(``pending_deletes``), and the container in use and what the server does with
+filenames (``meta``). The same file holds the hash
 cache (``hashes`` and ``hash_deltas``, run by ``hashcache.SqliteHashCache`` on
-this connection); the pair's lock is a ``locks.FileLock`` taken before the file
-is opened.
+this connection), the journal and the conflict copies made (``journal``,
+``conflict_copies``); the pair's lock is a ``locks.FileLock`` taken before the file
+is opened. The file's schema, migrations and opening are ``index_file``'s.
 
 Must not: talk to the API, read the sync tree, or hold anything secret. No
 method takes an API key, and the base URL is stored without user:password.
@@ -24,160 +25,34 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from cntr_sync.entry_table import EntryTable
 from cntr_sync.errors import LocalError
 from cntr_sync.hashcache import SqliteHashCache
+from cntr_sync.index_file import (
+    connect,
+    copy_for_reading,
+    create_private,
+    db_error,
+    init_meta,
+    migrate,
+    pair_stem,
+    strip_userinfo,
+    transaction,
+)
 from cntr_sync.listing import Listing
 from cntr_sync.locks import FileLock
 from cntr_sync.models import IndexEntry, LocalFile, PendingDelete, PullFailure, UploadIntent
-
-# Each migration is the list of statements that takes the schema from version
-# N to N + 1 (PRAGMA user_version). Append; never edit a released migration.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        # A single row (id = 1): the pair this file belongs to and its container.
-        """CREATE TABLE meta (
-            id             INTEGER PRIMARY KEY CHECK (id = 1),
-            base_url       TEXT NOT NULL,
-            root           TEXT NOT NULL,
-            container_spec TEXT NOT NULL,
-            container_id   TEXT,
-            container_name TEXT,
-            names_kept     INTEGER CHECK (names_kept IN (0, 1)),
-            created_at     REAL NOT NULL
-        )""",
-        """CREATE TABLE entries (
-            container_id TEXT NOT NULL,
-            relpath      TEXT NOT NULL,
-            remote_id    TEXT NOT NULL,
-            remote_path  TEXT NOT NULL,
-            size         INTEGER NOT NULL CHECK (size >= 0),
-            mtime_ns     INTEGER NOT NULL,
-            hash         TEXT NOT NULL,
-            uploaded_at  REAL NOT NULL,
-            PRIMARY KEY (container_id, relpath)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX entries_by_remote_id ON entries (remote_id)",
-        """CREATE TABLE intents (
-            relpath      TEXT PRIMARY KEY,
-            container_id TEXT NOT NULL,
-            filename     TEXT NOT NULL,
-            size         INTEGER NOT NULL CHECK (size >= 0),
-            hash         TEXT NOT NULL,
-            started_at   REAL NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE doomed (
-            remote_id    TEXT PRIMARY KEY,
-            container_id TEXT NOT NULL,
-            relpath      TEXT NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE hashes (
-            relpath  TEXT PRIMARY KEY,
-            inode    INTEGER NOT NULL,
-            size     INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            hash     TEXT NOT NULL
-        ) WITHOUT ROWID""",
-    ),
-    (
-        # Plainer words: remote files of ours that must still go, and whether
-        # the server keeps the filenames we upload.
-        "ALTER TABLE doomed RENAME TO pending_deletes",
-        "ALTER TABLE meta RENAME COLUMN names_kept TO server_keeps_names",
-    ),
-    (
-        # Two-way sync: an entry is the common ancestor of both sides, from either.
-        "ALTER TABLE entries RENAME COLUMN uploaded_at TO synced_at",
-        "ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT 'push'"
-        " CHECK (origin IN ('push', 'pull'))",
-        "ALTER TABLE entries ADD COLUMN remote_size INTEGER",
-        "ALTER TABLE entries ADD COLUMN remote_created_at INTEGER",
-        # Remote files whose download failed (no content, wrong size): retried
-        # after retry_at, with a backoff that grows with attempts.
-        """CREATE TABLE pull_failures (
-            remote_id    TEXT PRIMARY KEY,
-            container_id TEXT NOT NULL,
-            relpath      TEXT NOT NULL,
-            attempts     INTEGER NOT NULL CHECK (attempts >= 1),
-            retry_at     REAL NOT NULL,
-            error        TEXT NOT NULL
-        ) WITHOUT ROWID""",
-    ),
-    (
-        # The change time joins the hash cache's key (a cache: dropped, not migrated).
-        "DROP TABLE hashes",
-        """CREATE TABLE hashes (
-            relpath  TEXT PRIMARY KEY,
-            inode    INTEGER NOT NULL,
-            size     INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            ctime_ns INTEGER NOT NULL,
-            hash     TEXT NOT NULL
-        ) WITHOUT ROWID""",
-    ),
-    (
-        # Whether the server prefixes upload names with 32 hex digits.
-        "ALTER TABLE meta ADD COLUMN server_adds_prefix INTEGER"
-        " CHECK (server_adds_prefix IN (0, 1))",
-    ),
-    (
-        # The hash cache (hashcache.py): one row per directory, its files' rows in
-        # one blob, read and written by whole-tree scans; and one row per file
-        # changed since (NULL hash: gone), what a single change writes. A cache:
-        # dropped, not migrated; the next scan re-hashes.
-        "DROP TABLE hashes",
-        """CREATE TABLE hashes (
-            dir     TEXT PRIMARY KEY,
-            files   INTEGER NOT NULL,
-            newest  INTEGER NOT NULL,
-            entries BLOB NOT NULL
-        )""",
-        """CREATE TABLE hash_deltas (
-            dir      TEXT NOT NULL,
-            name     TEXT NOT NULL,
-            inode    INTEGER,
-            size     INTEGER,
-            mtime_ns INTEGER,
-            ctime_ns INTEGER,
-            hash     TEXT,
-            PRIMARY KEY (dir, name)
-        ) WITHOUT ROWID""",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# SQLite result codes that mean "this file is not (or no longer) a database".
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
 
 _ENTRY_COLUMNS = (
     "relpath, remote_id, remote_path, size, mtime_ns, hash, synced_at,"
     " origin, remote_size, remote_created_at"
 )
-
-
-def pair_stem(base_url: str, root: Path, container_spec: str) -> str:
-    """File name stem of a pair's index and lock: 24 hex of a sha256 of the pair."""
-    key = f"{_strip_userinfo(base_url)}\0{root.resolve()}\0{container_spec}"
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-
-
-def _strip_userinfo(url: str) -> str:
-    # A base URL may carry user:password@; that must neither be stored nor
-    # change the pair's file name when the password rotates.
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class Index:
@@ -220,10 +95,10 @@ class Index:
         path = state_dir / f"{stem}.sqlite"
         lock_path = state_dir / f"{stem}.lock"
         if not lock:
-            conn = _copy_for_reading(path)
+            conn = copy_for_reading(path)
             try:
-                _migrate(conn, path)
-                _init_meta(conn, path, _strip_userinfo(base_url), root, container_spec)
+                migrate(conn, path)
+                init_meta(conn, path, strip_userinfo(base_url), root, container_spec)
             except BaseException:
                 conn.close()
                 raise
@@ -236,11 +111,11 @@ class Index:
             ) from None
         pair_lock = FileLock.acquire(lock_path, f"{root} -> {container_spec}")
         try:
-            _create_private(path)
-            conn = _connect(path)
+            create_private(path)
+            conn = connect(path)
             try:
-                _migrate(conn, path)
-                _init_meta(conn, path, _strip_userinfo(base_url), root, container_spec)
+                migrate(conn, path)
+                init_meta(conn, path, strip_userinfo(base_url), root, container_spec)
             except BaseException:
                 conn.close()
                 raise
@@ -311,7 +186,7 @@ class Index:
         """
         if self._lock is None or self._claimed == container_id:
             return
-        key = f"{_strip_userinfo(base_url)}\0{container_id}"
+        key = f"{strip_userinfo(base_url)}\0{container_id}"
         stem = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
         claim = FileLock.acquire(
             self._path.parent / f"container-{stem}.lock", f"into container {container_id}"
@@ -398,7 +273,7 @@ class Index:
             for row in cursor:
                 yield _shared_entry(row, seen(row[0]), share, times)
         except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
+            raise db_error(self._path, exc) from exc
 
     def entries_under(self, relpaths: Iterable[str]) -> dict[str, IndexEntry]:
         """The entries at each of ``relpaths`` or below it (a directory), by relpath.
@@ -580,7 +455,7 @@ class Index:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
+            raise db_error(self._path, exc) from exc
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -593,13 +468,13 @@ class Index:
             try:
                 yield self._conn
             except sqlite3.Error as exc:
-                raise _db_error(self._path, exc) from exc
+                raise db_error(self._path, exc) from exc
             return
         try:
-            with _transaction(self._conn) as db:
+            with transaction(self._conn) as db:
                 yield db
         except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
+            raise db_error(self._path, exc) from exc
 
     def begin_batch(self) -> None:
         """Start one transaction that the following writes join, until ``end_batch``.
@@ -612,7 +487,7 @@ class Index:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _db_error(self._path, exc) from exc
+            raise db_error(self._path, exc) from exc
         self._batched = True
 
     def end_batch(self) -> None:
@@ -625,7 +500,7 @@ class Index:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-            raise _db_error(self._path, exc) from exc
+            raise db_error(self._path, exc) from exc
 
     def _meta(self, column: str) -> Any:
         # Kept until the next write: only this process writes the index (it holds the lock).
@@ -641,19 +516,6 @@ class Index:
             raise RuntimeError("the index has no container yet: call set_container first")
         container_id: str = row[0]
         return container_id
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    # IMMEDIATE takes the write lock up front; the connection is in autocommit
-    # mode (isolation_level=None), so BEGIN/COMMIT here are the only boundaries.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _upsert_entry(db: sqlite3.Connection, container_id: str, entry: IndexEntry) -> None:
@@ -737,118 +599,3 @@ def _shared_entry(
 
 def _as_given(remote_id: str, remote_path: str) -> tuple[str, str]:
     return remote_id, remote_path
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite does (it would use the umask);
-    SQLite gives its -wal and -shm files the same mode."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-    except OSError as exc:
-        raise LocalError(f"cannot create index {path}: {exc.strerror}", path=str(path)) from None
-
-
-def _copy_for_reading(path: Path) -> sqlite3.Connection:
-    """A private copy of the index, read without writing anything beside it.
-
-    The copy is SQLite's own temporary database (the empty file name: a file in
-    the temporary directory, deleted when the connection closes, with only its
-    page cache in memory), not ``:memory:``: at 100,000 files the index is ~50 MB,
-    all of which an in-memory copy keeps resident (``status`` peaked 40 MB above
-    ``sync``). Where the temporary copy fails (no writable temporary directory),
-    the copy is made in memory, as before.
-    """
-    if not path.exists():
-        return sqlite3.connect(":memory:", isolation_level=None)
-    temporary = sqlite3.connect("", isolation_level=None)
-    try:
-        _backup(path, temporary)
-    except (sqlite3.Error, LocalError):
-        temporary.close()
-    else:
-        return temporary
-    memory = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        _backup(path, memory)
-    except BaseException:
-        memory.close()
-        raise
-    return memory
-
-
-def _backup(path: Path, copy: sqlite3.Connection) -> None:
-    """Copy the index at ``path`` into ``copy``, opening it read-only."""
-    source = None
-    for mode in ("ro", "ro&immutable=1"):
-        # A WAL database in a read-only directory cannot be opened "ro" (no
-        # -shm file can be made); "immutable" reads the file as it is.
-        try:
-            source = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}", uri=True)
-            source.backup(copy)
-            return
-        except sqlite3.Error as exc:
-            if mode != "ro":
-                raise _db_error(path, exc) from exc
-        finally:
-            if source is not None:
-                source.close()
-                source = None
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise _db_error(path, exc) from exc
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise _db_error(path, exc) from exc
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        with _transaction(conn):
-            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise LocalError(
-                    f"index {path} was made by a newer cntr-sync (schema {version}, this one"
-                    f" knows {SCHEMA_VERSION}); upgrade cntr-sync or delete the file",
-                    path=str(path),
-                )
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            # PRAGMA takes no parameters; SCHEMA_VERSION is our own int.
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except sqlite3.Error as exc:
-        raise _db_error(path, exc) from exc
-
-
-def _init_meta(
-    conn: sqlite3.Connection, path: Path, base_url: str, root: Path, container_spec: str
-) -> None:
-    try:
-        with _transaction(conn):
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (id, base_url, root, container_spec, created_at)"
-                " VALUES (1, ?, ?, ?, ?)",
-                (base_url, str(root.resolve()), container_spec, time.time()),
-            )
-    except sqlite3.Error as exc:
-        raise _db_error(path, exc) from exc
-
-
-def _db_error(path: Path, exc: sqlite3.Error) -> LocalError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-        return LocalError(
-            f"index {path} is corrupt or not a cntr-sync index ({exc}); delete it and the"
-            " next sync re-adopts the remote files",
-            path=str(path),
-        )
-    return LocalError(f"index {path} failed: {exc}", path=str(path))
