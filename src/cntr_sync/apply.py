@@ -526,6 +526,7 @@ class Applier:
     def _on_deleted_locally(self, action: DeleteLocal) -> None:
         self.index.forget(action.relpath)
         self.result.local_deleted += 1
+        self.result.local_files -= 1
         self._progress.advance(TransferEvent("deleted locally", action.relpath))
 
     def _on_downloaded(self, action: Download, written: LocalFile) -> None:
@@ -546,6 +547,9 @@ class Applier:
         )
         self.result.downloaded += 1
         self.result.bytes_downloaded += written.size
+        if action.expect is None or action.move_aside_to is not None:
+            self.result.local_files += 1  # a new file here, not one written over
+        self.result.note_conflict_copy(action)
         self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
 
     def _on_compared(self, compared: _Compared) -> Iterator[Action]:
