@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DOCS_VENV ?= .venv-docs
 DOCS_BIN := $(DOCS_VENV)/bin
+# pytest-xdist workers: most of the end-to-end tests' time is spent waiting on a
+# subprocess, so two workers halve the suite even on two busy cores.
+TEST_WORKERS ?= 2
 
-.PHONY: demo test lint docs venv clean
+.PHONY: demo test test-fast lint docs venv clean
 
 venv: $(VENV)/.installed $(DOCS_VENV)/.installed
 
@@ -35,10 +38,16 @@ test: venv
 	# page missing from the nav, fails. First, as it takes seconds; into a temp dir.
 	site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && \
 		NO_MKDOCS_2_WARNING=1 $(DOCS_BIN)/mkdocs build --strict --quiet --site-dir "$$site"
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 	# The benchmarks at small sizes, so they cannot rot (about 50 s; figures are
 	# indicative only: `python -m bench` is the real run, see bench/README.md).
 	$(BIN)/python -m bench --quick --soak-minutes 0.25 --no-save
+
+# The inner loop, under a minute on 2 cores: everything but the tests that start a
+# process (e2e), the long Hypothesis runs (machine) and the slow ones. `make test`
+# runs them all.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not machine and not slow"
 
 # The site into site/ (open site/index.html); .venv-docs/bin/mkdocs serve to preview edits.
 docs: venv

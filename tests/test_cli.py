@@ -32,6 +32,9 @@ from cntr_sync.emulator import EmulatorServer, FaultConfig
 from cntr_sync.index import Index
 from cntr_sync.names import remote_names
 
+# Every test runs the command as a subprocess (but one, on flags and README, kept here beside them).
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-test-key-for-the-cli-0001"
 SECRET = "sk-test-SECRET-ABCDEF123456"

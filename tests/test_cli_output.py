@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cntr_sync.actions import Delete, Download, Plan, Upload
+from cntr_sync.actions import Delete, DeleteLocal, Download, Plan, Upload
 from cntr_sync.cli_output import (
     OutputMode,
     Reporter,
@@ -20,6 +20,8 @@ from cntr_sync.cli_output import (
     transfer_line,
 )
 from cntr_sync.models import LocalFile, RemoteFile
+from cntr_sync.plan import BRAKE_NAMED, check_brakes
+from cntr_sync.plan_inputs import Policy
 from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, SyncResult, TransferEvent
 
 
@@ -188,3 +190,18 @@ def test_an_error_document_has_the_keys_of_the_document_on_success(
     assert printed["errors"] == [
         {"action": "status", "target": None, "message": "refused", "would_delete": ["a", "b"]}
     ]
+
+
+def test_a_brake_names_removed_unknown_and_local_deletions_sorted_and_escaped() -> None:
+    removed = [Delete(f"id-{n}", f"/mnt/data/x{n}", "removed", f"t/{n:02d}") for n in range(30)]
+    unknown = Delete("id-u", "/mnt/data/model\x1b.csv", "unknown")
+    replaced = Delete("id-r", "/mnt/data/old", "replaced", "kept.txt")  # not a loss
+    local = DeleteLocal("a-local.txt", LocalFile("a-local.txt", 1, 1, 1, "h"))
+    plan = Plan(deletes=(*removed, unknown, replaced), local_deletes=(local,), tracked=40)
+    brake = check_brakes(plan, local_count=10, policy=Policy())
+    assert brake is not None
+    every = ("/mnt/data/model\x1b.csv", "a-local.txt", *(f"t/{n:02d}" for n in range(30)))
+    assert brake.would_delete == every
+    named = ", ".join(["/mnt/data/model\\x1b.csv", *every[1:BRAKE_NAMED]])
+    assert brake.reason.endswith(f"; it would delete {named} and 12 more")
+    assert "kept.txt" not in brake.reason

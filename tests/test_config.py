@@ -386,6 +386,7 @@ def test_a_typo_next_to_service_variables_still_suggests_the_setting(tmp_path: P
     )
 
 
+@pytest.mark.e2e
 def test_the_cli_starts_beside_a_service_named_cntr_sync(tmp_path: Path) -> None:
     """The sidecar's case end to end: `config check` exits 0, and a typo still exits 2."""
     config = write(tmp_path, PAIR)

@@ -28,6 +28,9 @@ from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import EmulatorServer, FaultConfig
 from helpers import assert_exact_mirror, local_tree, write_random_tree
 
+# Every test kills a `cntr-sync sync` subprocess.
+pytestmark = pytest.mark.e2e
+
 CLI = Path(sys.executable).with_name("cntr-sync")
 FILE_COUNT = 150
 CONCURRENCY = 4

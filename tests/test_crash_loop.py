@@ -48,6 +48,9 @@ from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import EmulatorServer, FaultConfig
 from helpers import assert_exact_mirror, local_tree, remote_name_counts, write_random_tree
 
+# Every test kills a daemon subprocess.
+pytestmark = pytest.mark.e2e
+
 CLI = Path(sys.executable).with_name("cntr-sync")
 API_KEY = "sk-test"
 CONTAINER = "crash-loop"

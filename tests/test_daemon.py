@@ -33,6 +33,9 @@ from cntr_sync.emulator import EmulatorServer, FaultConfig, ManualClock
 from cntr_sync.errors import NotFoundError
 from helpers import assert_exact_mirror, local_tree, remote_bytes, remote_name_counts
 
+# Every test runs the daemon as a subprocess.
+pytestmark = pytest.mark.e2e
+
 API_KEY = "sk-test"
 CLI = Path(sys.executable).with_name("cntr-sync")
 QUIET_PERIOD = 0.3

@@ -26,6 +26,9 @@ import jsonschema
 import pytest
 import yaml
 
+# Most tests run a tool or a child Python (the few that only read files stay beside them).
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"

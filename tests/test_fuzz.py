@@ -83,6 +83,9 @@ from cntr_sync.rest import PAGE_LIMIT
 from cntr_sync.result import PassResult
 from cntr_sync.scan import IgnoreRules
 
+# Hypothesis fuzzing: many generated inputs a test.
+pytestmark = pytest.mark.machine
+
 # Not CNTR_SYNC_*: the config loader refuses unknown CNTR_SYNC_* variables, and
 # other tests load settings from the real environment.
 EXAMPLES_ENV = "FUZZ_EXAMPLES"

@@ -308,6 +308,9 @@ def test_pull_sends_nothing_for_a_local_change_and_does_not_list(d: Daemonish) -
     assert (d.root / "report.md").read_bytes() == b"# my own notes\n"
 
 
+# Counts COMMITs: guards figure 1, the cold push (2,000 x 4 KiB), for which the
+# index records uploads in batches, not with two commits (fsyncs) per upload.
+@pytest.mark.perf_guard
 def test_a_cold_push_records_in_batches_with_every_intent_on_disk_first(tmp_path: Path) -> None:
     """300 uploads: a handful of commits, not two per upload; and no upload leaves
     before the commit that holds its intent."""

@@ -189,6 +189,7 @@ def test_second_open_in_the_same_process_is_locked_out(state_dir: Path, root: Pa
         pass  # released on close
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(30)
 def test_lock_held_by_another_process_and_freed_when_it_is_killed(
     state_dir: Path, root: Path
@@ -402,6 +403,7 @@ def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None
         assert index.hashes.lookup(entries[-1].relpath, count - 1, count - 1, 1_000, 5) is None
 
 
+@pytest.mark.e2e
 def test_a_lock_that_cannot_be_written_is_released(tmp_path: Path) -> None:
     # A full disk, for real: a file size limit of 0 makes the PID write fail
     # (EFBIG) after the flock was taken. The lock must not stay held.

@@ -219,6 +219,7 @@ def test_public_names_are_documented() -> None:
     assert (Path(cntr_sync.__file__).parent / "py.typed").is_file()
 
 
+@pytest.mark.e2e
 def test_the_example_script_runs_against_the_emulator(server: EmulatorServer) -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "examples" / "mirror_agent.py")],

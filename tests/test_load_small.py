@@ -40,6 +40,9 @@ from cntr_sync.emulator import Emulator, EmulatorServer, FaultConfig
 from cntr_sync.emulator.wire import EmuRequest, EmuResponse
 from helpers import assert_exact_mirror
 
+# The daemon runs as a subprocess.
+pytestmark = pytest.mark.e2e
+
 CLI = Path(sys.executable).with_name("cntr-sync")
 API_KEY = "sk-test"
 PAIRS = 10

@@ -203,6 +203,9 @@ def test_one_pacer_per_endpoint_and_key_while_it_is_used() -> None:
     assert "sk-one" not in repr(vars(fresh))
 
 
+# Reads the pacer's window of sends: guards figure 7, the soak's flat RSS over
+# 60 minutes of a change a second.
+@pytest.mark.perf_guard
 def test_what_it_remembers_stays_within_the_window() -> None:
     clock = FakeClock()
     p = pacer(clock)

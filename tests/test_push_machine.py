@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import xxhash
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -48,6 +49,9 @@ from cntr_sync.models import Pair
 from cntr_sync.names import remote_names
 from cntr_sync.result import PassResult
 from helpers import NoSleep, local_tree
+
+# A long Hypothesis state machine.
+pytestmark = pytest.mark.machine
 
 BASE_URL = "http://emulator.test/v1"
 CONTAINER = "box"

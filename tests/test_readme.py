@@ -86,6 +86,7 @@ def emulator_url(tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=10)
 
 
+@pytest.mark.e2e
 def test_the_python_example_runs_as_written_against_the_emulator(
     emulator_url: str, tmp_path: Path
 ) -> None:

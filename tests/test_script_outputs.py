@@ -5,7 +5,7 @@
 dry run's summary line; a brake that names the files; every conflict named,
 with its copy; the summary's file count taken after the pass. The console
 script runs as a subprocess against a real emulator on 127.0.0.1 (the ``Cli``
-of ``test_cli``).
+of ``test_cli``); the pieces they print are tested in-process in ``test_cli_output``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from typing import Any
 
 import pytest
 
-from cntr_sync.actions import Delete, DeleteLocal, Plan
 from cntr_sync.emulator import EmulatorServer
-from cntr_sync.models import LocalFile
-from cntr_sync.plan import BRAKE_NAMED, check_brakes
-from cntr_sync.plan_inputs import Policy
 from cntr_sync.remote_paths import is_conflict_copy
 from test_cli import NAME, TREE, Cli, assert_one_error_line, write_tree
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -245,21 +243,6 @@ def test_a_brake_with_few_files_names_them_all(cli: Cli, root: Path) -> None:
     assert line.endswith(
         "; it would delete nested/deep/inner.md, top.txt, with space/file name.txt"
     ), line
-
-
-def test_a_brake_names_removed_unknown_and_local_deletions_sorted_and_escaped() -> None:
-    removed = [Delete(f"id-{n}", f"/mnt/data/x{n}", "removed", f"t/{n:02d}") for n in range(30)]
-    unknown = Delete("id-u", "/mnt/data/model\x1b.csv", "unknown")
-    replaced = Delete("id-r", "/mnt/data/old", "replaced", "kept.txt")  # not a loss
-    local = DeleteLocal("a-local.txt", LocalFile("a-local.txt", 1, 1, 1, "h"))
-    plan = Plan(deletes=(*removed, unknown, replaced), local_deletes=(local,), tracked=40)
-    brake = check_brakes(plan, local_count=10, policy=Policy())
-    assert brake is not None
-    every = ("/mnt/data/model\x1b.csv", "a-local.txt", *(f"t/{n:02d}" for n in range(30)))
-    assert brake.would_delete == every
-    named = ", ".join(["/mnt/data/model\\x1b.csv", *every[1:BRAKE_NAMED]])
-    assert brake.reason.endswith(f"; it would delete {named} and 12 more")
-    assert "kept.txt" not in brake.reason
 
 
 # -- conflicts by name -------------------------------------------------------------------

@@ -25,6 +25,9 @@ import cntr_sync
 from cntr_sync import cli
 from cntr_sync.emulator import EmulatorServer
 
+# Most tests run a child Python (the two logger tests stay beside them).
+pytestmark = pytest.mark.e2e
+
 # Never needed before a command runs; only `run` and `emulator` (or nothing) need them.
 ALWAYS_HEAVY = (
     "cntr_sync.daemon",

@@ -26,6 +26,9 @@ from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import EmulatorServer
 from helpers import assert_exact_mirror
 
+# The daemon runs as a subprocess under a fake service manager.
+pytestmark = pytest.mark.e2e
+
 KEY = "sk-credential-0123456789abcdef"
 CLI = Path(sys.executable).with_name("cntr-sync")
 # Pings every 0.5 s (half of it), so a few arrive within seconds.

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 import xxhash
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -35,6 +36,9 @@ from cntr_sync.models import IndexEntry, Pair
 from cntr_sync.remote_paths import is_conflict_copy
 from cntr_sync.result import PassResult
 from helpers import NoSleep, local_tree
+
+# A long Hypothesis state machine.
+pytestmark = pytest.mark.machine
 
 BASE_URL = "http://emulator.test/v1"
 NAMES = st.sampled_from(["a.txt", "b.txt", "dir/c.txt"])

@@ -51,6 +51,7 @@ from cntr_sync.errors import (
     ProtocolError,
 )
 from cntr_sync.index import Index
+from cntr_sync.journal import Journal, JournalAction
 from cntr_sync.models import (
     IndexEntry,
     LocalFile,
@@ -154,6 +155,7 @@ class Applier:
         partial_tag: str,
         taken: TakenNames,
         backups: PassBackups | None = None,
+        journal: Journal | None = None,
         keep_grown_uploads: bool = False,
         deadline: float | None = None,
     ) -> None:
@@ -177,6 +179,7 @@ class Applier:
         self._taken = taken
         # Local files a download replaces or a remote deletion removes are kept there.
         self._keep = backups.keep if backups is not None else None
+        self._journal_of_pass = journal
         self._retries: dict[str, int] = {}
         # Relpaths not to upload this pass: a conflict copy of theirs failed.
         self._blocked: set[str] = set()
@@ -459,7 +462,7 @@ class Applier:
 
     def _on_outcome_unknown(self, exc: OutcomeUnknownError) -> None:
         # The intent stays: the next pass's listing adopts or removes the file.
-        self.result.failures.append(ActionFailure("upload", exc.filename, exc.message))
+        self._fail(ActionFailure("upload", exc.filename, exc.message))
 
     def _on_changed_before_upload(self, action: Upload) -> Iterator[Upload]:
         # Nothing was sent: hash the file again (or leave it to the next pass).
@@ -491,14 +494,14 @@ class Applier:
                 reason = "the content answered 404" if isinstance(exc, NotFoundError) else message
                 self._pull_failed(action.remote, action.relpath, reason)
                 return
-            self.result.failures.append(ActionFailure("download", action.relpath, message))
+            self._fail(ActionFailure("download", action.relpath, message))
         elif isinstance(action, DeleteLocal):
-            self.result.failures.append(ActionFailure("delete local", action.relpath, message))
+            self._fail(ActionFailure("delete local", action.relpath, message))
         elif isinstance(action, Upload | Verify):
-            self.result.failures.append(ActionFailure("upload", action.relpath, message))
+            self._fail(ActionFailure("upload", action.relpath, message))
         else:
             target = action.relpath or action.path
-            self.result.failures.append(ActionFailure("delete", target or "", message))
+            self._fail(ActionFailure("delete", target or "", message))
 
     def _pull_failed(self, remote: RemoteFile, relpath: str, reason: str) -> None:
         """A download the server cannot serve right now: retried on later passes, backing off."""
@@ -508,7 +511,7 @@ class Applier:
         self.index.record_pull_failure(
             PullFailure(remote.id, relpath, attempts, self._clock() + delay, reason)
         )
-        self.result.failures.append(
+        self._fail(
             ActionFailure(
                 "download",
                 relpath,
@@ -516,18 +519,39 @@ class Applier:
             )
         )
 
+    def _fail(self, failure: ActionFailure) -> None:
+        self.result.failures.append(failure)
+        action = _FAILED_ACTIONS.get(failure.action, "upload")
+        self._journal(action, failure.target, failed=failure.message)
+
+    def _journal(
+        self,
+        action: JournalAction,
+        path: str,
+        *,
+        size: int | None = None,
+        reason: str = "",
+        failed: str | None = None,
+    ) -> None:
+        if self._journal_of_pass is not None:
+            self._journal_of_pass.record(action, path, size=size, reason=reason, failed=failed)
+
     def _on_deleted(self, action: Delete) -> None:
         self.index.record_delete(action.remote_id)
         # The old id of a replaced file is part of its replace, not a deletion.
         if action.reason not in ("replaced", "conflict"):
             self.result.deleted += 1
             self._progress.advance(TransferEvent("deleted", action.relpath or action.path))
+            self._journal("delete", action.relpath or action.path, reason=action.reason)
 
     def _on_deleted_locally(self, action: DeleteLocal) -> None:
         self.index.forget(action.relpath)
         self.result.local_deleted += 1
         self.result.local_files -= 1
         self._progress.advance(TransferEvent("deleted locally", action.relpath))
+        self._journal(
+            "delete-local", action.relpath, size=action.expect.size, reason="deleted remotely"
+        )
 
     def _on_downloaded(self, action: Download, written: LocalFile) -> None:
         remote = action.remote
@@ -551,6 +575,8 @@ class Applier:
             self.result.local_files += 1  # a new file here, not one written over
         self.result.note_conflict_copy(action)
         self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
+        kind: JournalAction = "conflict-copy" if action.reason == "conflict-copy" else "download"
+        self._journal(kind, action.relpath, size=written.size, reason=action.reason)
 
     def _on_compared(self, compared: _Compared) -> Iterator[Action]:
         action = compared.action
@@ -559,6 +585,7 @@ class Applier:
             # The same content on both sides: the local file mirrors the remote one.
             self.index.record_download(pulled_entry(action.relpath, remote, local, self._clock()))
             self.result.adopted += 1
+            self._journal("adopt", action.relpath, size=local.size, reason="same-content")
             return
         self.result.conflicts += 1
         # The conflict copy's name is taken in ``self._taken`` as it is chosen.
@@ -585,6 +612,9 @@ class Applier:
                     )
                 )
                 self.result.adopted += 1
+                self._journal(
+                    "adopt", action.relpath, size=action.local.size, reason="same-content"
+                )
                 return
         looked_at = {candidate.id for candidate, _digest in verified.hashes}
         rest = tuple(c for c in action.candidates if c.id not in looked_at)
@@ -634,10 +664,12 @@ class Applier:
         if action.replaces:
             self.result.replaced += 1
             self._progress.advance(TransferEvent("replaced", action.relpath, action.size))
+            self._journal("replace", action.relpath, size=action.size, reason=action.reason)
             yield Delete(action.replaces, "", "replaced", action.relpath)
         else:
             self.result.uploaded += 1
             self._progress.advance(TransferEvent("uploaded", action.relpath, action.size))
+            self._journal("upload", action.relpath, size=action.size, reason=action.reason)
 
     def _retry_changed(self, action: Upload) -> Iterator[Upload]:
         """The file changed under its upload: hash it again and retry, if it holds still."""
@@ -681,6 +713,15 @@ class Applier:
             self.index.set_server_adds_prefix(shown.adds_prefix)
             adds_prefix = shown.adds_prefix
         self._server_names = (keeps, adds_prefix)
+
+
+# The journal's action for a failure of each kind.
+_FAILED_ACTIONS: dict[str, JournalAction] = {
+    "upload": "upload",
+    "download": "download",
+    "delete": "delete",
+    "delete local": "delete-local",
+}
 
 
 def _file_time(action: Download) -> float | None:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from cntr_sync import journal
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
 from cntr_sync.apply import Applier
@@ -47,6 +48,7 @@ from cntr_sync.errors import (
 )
 from cntr_sync.hashcache import HashCache, ReadThroughCache
 from cntr_sync.index import Index
+from cntr_sync.journal import Journal, new_pass_id
 from cntr_sync.listing import Listing
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
@@ -70,6 +72,8 @@ log = get_logger("cntr_sync.engine")
 # first; a file's newest version always stays).
 BACKUP_KEEP_DAYS = 30
 BACKUP_MAX_BYTES = 1 << 30
+# How long the journal keeps its rows.
+JOURNAL_KEEP_DAYS = 30
 # Hash-cache rows of gone files tolerated before a pass prunes them.
 PRUNE_SLACK = 16
 
@@ -214,6 +218,7 @@ class Engine:
                 self._trusted = result.container_id
             if not dry_run and result.listed:
                 self._prune_backups()
+                journal.prune(self.index, before=self._clock() - JOURNAL_KEEP_DAYS * 86_400)
         finally:
             after = self.client.stats.by_operation()
             result.requests_by_operation = {
@@ -356,8 +361,11 @@ class Engine:
         leftover partial files), bookkeeping, then the actions."""
         if partials:
             remove_partials(self.pair.local, list(partials), self._partial_tag)
-        self._record_bookkeeping(pass_plan, result)
-        backups = PassBackups(self.backup_dir, self._clock())
+        started = self._clock()
+        pass_journal = Journal(self.index, new_pass_id(started), self._clock)
+        result.pass_id = pass_journal.pass_id
+        self._record_bookkeeping(pass_plan, result, pass_journal)
+        backups = PassBackups(self.backup_dir, started)
         Applier(
             self.client,
             self.index,
@@ -374,10 +382,13 @@ class Engine:
             partial_tag=self._partial_tag,
             taken=taken,
             backups=backups,
+            journal=pass_journal,
             keep_grown_uploads=keep_grown,
             deadline=self._deadline,
         ).run(pass_plan)
         result.backups.extend(backups.kept)
+        for version in backups.kept:
+            pass_journal.record("backup", version.relpath, size=version.size, reason=version.folder)
 
     def _incremental_allowed(self, trusted: str | None, paths: Collection[str]) -> bool:
         """Whether a pass over ``paths`` alone, without a listing, is as right as a full one."""
@@ -649,9 +660,10 @@ class Engine:
             )
         return listing
 
-    def _record_bookkeeping(self, pass_plan: Plan, result: PassResult) -> None:
+    def _record_bookkeeping(self, pass_plan: Plan, result: PassResult, journal: Journal) -> None:
         for adopt in pass_plan.adopts:
             self.index.adopt(adopt.entry)
+            journal.record("adopt", adopt.entry.relpath, size=adopt.entry.size, reason=adopt.reason)
         result.adopted = len(pass_plan.adopts)
         for entry in pass_plan.repoints:
             self.index.adopt(entry)

@@ -95,6 +95,8 @@ class PassResult:
     backups: list[Version] = field(default_factory=list)
     # Conflicts whose other version this pass saved under a new name.
     conflict_copies: list[ConflictCopy] = field(default_factory=list)
+    # The pass's id in the journal (a pass that carried nothing out has none).
+    pass_id: str | None = None
 
     @property
     def in_sync(self) -> bool:

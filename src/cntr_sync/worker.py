@@ -21,9 +21,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
@@ -51,6 +51,22 @@ EXPIRY_MARGIN = 120.0
 POLL_INTERVAL_FOR_WATCH_POLL = 1.0
 # The least time between a pass that deferred files and the next one.
 MIN_PASS_GAP = 1.0
+
+
+class PassRunner(Protocol):
+    """What a worker runs its passes with: an ``Engine`` (tests pass a fake)."""
+
+    def run_pass(
+        self,
+        *,
+        defer_unsettled: bool,
+        keep_grown_uploads: bool,
+        deadline: float | None,
+        cancel: threading.Event | None,
+        paths: Collection[str] | None,
+    ) -> PassResult: ...
+
+    def has_local_changes(self) -> bool: ...
 
 
 @dataclass
@@ -103,7 +119,10 @@ class PairWorker:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        engine: Callable[[], PassRunner] | None = None,
     ) -> None:
+        """``engine``: what gives the pass runner before each pass (by default the
+        pair's ``PairSession``, opened on first use and again after a failed pass)."""
         self.pair = pair
         self.settings = settings
         self._metrics = metrics
@@ -122,6 +141,7 @@ class PairWorker:
         self.cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pair-{pair.name}", daemon=True)
         self._session: PairSession | None = None
+        self._engine = engine or self._session_engine
         self._backoff = 0.0
         self._retry_at = 0.0
         self._last_rescan = clock()
@@ -166,13 +186,8 @@ class PairWorker:
         self._start_watcher()
         try:
             while not self._stop.is_set():
-                self.beat()
-                self._supervise()
-                reason = self._due()
-                if reason is None:
-                    self.tracker.wait(self._sleep_for())
-                    continue
-                self._pass(reason)
+                if self.turn() is None:
+                    self.tracker.wait(self.seconds_to_wait())
             self._flush()
         finally:
             self.watcher.stop()
@@ -188,6 +203,16 @@ class PairWorker:
                 "watching failed; relying on rescans", pair=self.pair.name, error=exc.message
             )
         self.status.watch = self.watcher.kind
+
+    def turn(self) -> PassReason | None:
+        """One turn of the loop, without its wait: supervise the observer, then run
+        the pass that is due, if any, and say which (a rescan may find nothing to do)."""
+        self.beat()
+        self._supervise()
+        reason = self._due()
+        if reason is not None:
+            self._pass(reason)
+        return reason
 
     def _supervise(self) -> None:
         if self.watcher.check():
@@ -237,7 +262,8 @@ class PairWorker:
         idle_limit = self.pair.expires_after_minutes * 60 - EXPIRY_MARGIN
         return now - self._last_activity < idle_limit
 
-    def _sleep_for(self) -> float:
+    def seconds_to_wait(self) -> float:
+        """How long the loop may wait for a change before its next turn."""
         now = self._clock()
         deadlines = [self._retry_at, self._last_rescan + self.pair.rescan_interval]
         if self._container_wanted(now):
@@ -267,7 +293,7 @@ class PairWorker:
             log.warning("rescan failed", pair=self.pair.name, error=exc.message)
             return True
 
-    def _engine(self) -> Engine:
+    def _session_engine(self) -> Engine:
         if self._session is None:
             self._session = PairSession(
                 self.settings,

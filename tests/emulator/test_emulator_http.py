@@ -207,6 +207,7 @@ def test_control_endpoints_are_404_without_control(tmp_path: Path) -> None:
     assert raised.value.response.status_code == 404
 
 
+@pytest.mark.e2e
 def test_serve_in_a_subprocess(tmp_path: Path) -> None:
     code = (
         "from pathlib import Path; from cntr_sync.emulator import serve; "
