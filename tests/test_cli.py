@@ -406,12 +406,15 @@ def test_missing_dir_with_nothing_tracked_exits_2(cli: Cli, tmp_path: Path) -> N
     assert cli.server.emulator.counts()["create_file"] == 0
 
 
-def test_error_json_has_error_and_exit_code(cli: Cli, tmp_path: Path) -> None:
+def test_error_json_has_the_error_under_errors_and_exit_code(cli: Cli, tmp_path: Path) -> None:
     proc = cli.sync(tmp_path / "never-created", "--json")
     assert proc.returncode == 2
     data = json.loads(proc.stdout)
     assert data["exit_code"] == 2
-    assert "never-created" in data["error"]
+    (error,) = data["errors"]
+    assert "never-created" in error["message"]
+    assert error["target"] == str(tmp_path / "never-created")
+    assert data["in_sync"] is False
     assert_one_error_line(proc)
 
 
@@ -518,8 +521,9 @@ def test_status_reports_index_and_would_upload(cli: Cli, root: Path) -> None:
 
     cli.server.emulator.reset_counts()
     proc = cli.run("status", root, "--container", NAME, "--state-dir", cli.state_dir, "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a sync would change something
     data = json.loads(proc.stdout)
+    assert data["exit_code"] == 1 and data["errors"] == []
     assert data["index"]["tracked_files"] == len(TREE)
     assert data["would"]["upload"] == 1
     assert data["would"]["delete"] == 0
@@ -528,7 +532,7 @@ def test_status_reports_index_and_would_upload(cli: Cli, root: Path) -> None:
     assert counts["create_file"] == 0 and counts["delete_file"] == 0
 
     text = cli.run("status", root, "--container", NAME, "--state-dir", cli.state_dir)
-    assert text.returncode == 0, text.stderr
+    assert text.returncode == 1, text.stderr
     assert f"files in sync: {len(TREE)}" in text.stdout
     assert "server keeps upload names: yes" in text.stdout
     assert "a sync would: 1 upload (4 B to upload" in text.stdout
@@ -624,8 +628,8 @@ def test_secret_never_printed_nor_stored(tmp_path: Path) -> None:
             sync_refused = ("sync", root, "--container", NAME, *other_state)
             assert run(*sync_refused, "--debug", key=SECRET, env=refused_env).returncode == 2
             assert run(*sync_refused, "--json", key=SECRET, env=refused_env).returncode == 2
-        # status, ls.
-        assert run("status", root, "--container", NAME, *state, key=SECRET).returncode == 0
+        # status (1: fails.txt is still to upload), ls.
+        assert run("status", root, "--container", NAME, *state, key=SECRET).returncode == 1
         assert run("ls", "--container", NAME, key=SECRET).returncode == 0
 
         # The key in a config file, as api_key and in an Authorization extra header.

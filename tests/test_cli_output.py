@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import io
+import json
 
+import pytest
+
+from cntr_sync.actions import Delete, DeleteLocal, Download, Plan, Upload
 from cntr_sync.cli_output import (
     OutputMode,
     Reporter,
+    conflict_line,
+    dry_run_summary,
+    error_document,
     human_size,
     human_summary,
     summary,
     transfer_line,
 )
-from cntr_sync.result import ActionFailure, PassResult, SyncResult, TransferEvent
+from cntr_sync.models import LocalFile, RemoteFile
+from cntr_sync.plan import BRAKE_NAMED, check_brakes
+from cntr_sync.plan_inputs import Policy
+from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, SyncResult, TransferEvent
 
 
 def test_progress_bar_renders_files_and_bytes() -> None:
@@ -72,3 +82,129 @@ def test_summary_line_and_json_tell_partial_from_in_sync() -> None:
     data = summary(failed, 1)
     assert data["errors"] == [{"action": "upload", "target": "a", "message": "boom"}]
     assert data["exit_code"] == 1
+
+
+def _planned(plan: Plan, **counts: int) -> SyncResult:
+    return SyncResult.from_pass(
+        PassResult(container_id="cntr_1", dry_run=True, plan=plan, **counts)
+    )
+
+
+def test_a_dry_run_summary_says_what_a_sync_would_do() -> None:
+    remote = RemoteFile("file-1", "/mnt/data/r.txt", "r.txt", 2048, "assistant", 1)
+    plan = Plan(
+        uploads=(Upload("a", 1024, 1, "h", "new"), Upload("b", 10, 1, "h", "changed", "old")),
+        deletes=(Delete("file-9", "/mnt/data/gone", "removed", "gone"),),
+        downloads=(Download(remote, "r.txt", "new"),),
+    )
+    assert dry_run_summary(_planned(plan, conflicts=2)) == (
+        "dry run, nothing changed: a sync would upload 1, replace 1, delete 1, download 1, "
+        "resolve 2 conflicts (1.0 KiB to send, 2.0 KiB to receive)"
+    )
+    assert dry_run_summary(_planned(Plan())) == "dry run, nothing changed: a sync would do nothing"
+    new = SyncResult.from_pass(PassResult(dry_run=True, plan=Plan()))
+    assert dry_run_summary(new) == "dry run, nothing changed: a sync would create a container"
+
+
+def test_a_dry_run_prints_its_summary_last_and_no_in_sync_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = io.StringIO()
+    plan = Plan(uploads=(Upload("a", 3, 1, "h", "new"),))
+    Reporter(OutputMode(), stderr=err).report(PassResult("cntr_1", dry_run=True, plan=plan), 0)
+    assert err.getvalue().splitlines() == [
+        "dry run, nothing changed: a sync would upload 1 (3 B to send, 0 B to receive)"
+    ]
+    assert "upload  a (3 B, new)" in capsys.readouterr().out
+
+
+def test_in_sync_means_nothing_planned_and_nothing_left_undone() -> None:
+    work = Plan(uploads=(Upload("a", 3, 1, "h", "new"),))
+    bookkeeping_only = Plan(forgets=("gone.txt",))
+    assert not PassResult(dry_run=True, plan=work).in_sync
+    assert PassResult(dry_run=True, plan=bookkeeping_only).in_sync
+    assert PassResult(dry_run=True, plan=Plan()).in_sync
+    assert PassResult(plan=work, uploaded=1).in_sync  # carried out
+    assert not PassResult(plan=work, deferred=["a"]).in_sync
+    assert not PassResult(plan=work, cancelled=True).in_sync
+    failed = ActionFailure("upload", "a", "boom")
+    assert not PassResult(dry_run=True, plan=Plan(), failures=[failed]).in_sync
+
+
+def test_every_conflict_copy_is_a_line_after_the_summary() -> None:
+    err = io.StringIO()
+    copies = [
+        ConflictCopy("notes.md", "notes (container conflict 2025-01-02 030405).md", "container"),
+        ConflictCopy("a\x1b.txt", "a\x1b (local conflict 2025-01-02 030405).txt", "local"),
+    ]
+    result = PassResult("cntr_1", downloaded=2, conflicts=2, local_files=4, conflict_copies=copies)
+    Reporter(OutputMode(), stderr=err).report(result, 0)
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("in sync: 4 files -> cntr_1; 2 downloaded, 2 conflicts;")
+    assert lines[1:] == [
+        "conflict: notes.md: the container's version is kept as "
+        "notes (container conflict 2025-01-02 030405).md",
+        "conflict: a\\x1b.txt: the local version is kept as "
+        "a\\x1b (local conflict 2025-01-02 030405).txt",  # names from the server, escaped
+    ]
+    assert conflict_line(copies[0]) == lines[1]
+    quiet = io.StringIO()
+    Reporter(OutputMode(quiet=True), stderr=quiet).report(result, 0)
+    assert quiet.getvalue() == ""
+
+
+def test_the_conflict_copies_downloads_make() -> None:
+    remote = RemoteFile("file-1", "/mnt/data/n.txt", "n.txt", 3, "assistant", 1)
+    here = LocalFile("n.txt", 3, 1, 2, "h")
+    downloads = [
+        Download(remote, "n (c).txt", "conflict-copy", copy_of="n.txt"),
+        Download(remote, "n.txt", "remote-wins", expect=here, move_aside_to="n (l).txt"),
+        Download(remote, "n.txt", "changed", expect=here),
+    ]
+    result = PassResult()
+    result.conflict_copies.extend(
+        copy for download in downloads if (copy := ConflictCopy.made_by(download)) is not None
+    )
+    assert result.conflict_copies == [
+        ConflictCopy("n.txt", "n (c).txt", "container"),
+        ConflictCopy("n.txt", "n (l).txt", "local"),
+    ]
+    assert summary(SyncResult.from_pass(result), 0)["conflict_copies"] == [
+        {"path": "n.txt", "copy": "n (c).txt", "holds": "container"},
+        {"path": "n.txt", "copy": "n (l).txt", "holds": "local"},
+    ]
+
+
+def test_an_error_document_has_the_keys_of_the_document_on_success(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ok = summary(SyncResult.from_pass(PassResult("cntr_1", uploaded=1)), 0)
+    error = {"action": "sync", "target": None, "message": "boom"}
+    failed = error_document("sync", 3, error, dry_run=True)
+    assert list(failed) == list(ok)
+    assert (failed["errors"], failed["exit_code"], failed["in_sync"]) == ([error], 3, False)
+    assert failed["dry_run"] is True
+    assert set(failed["planned"]) == set(ok["planned"])
+
+    reporter = Reporter(OutputMode(json=True), stderr=io.StringIO(), command="status")
+    reporter.error("refused", 3, would_delete=("a", "b"))
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == ["index", "would", "warnings", "exit_code", "errors"]
+    assert printed["errors"] == [
+        {"action": "status", "target": None, "message": "refused", "would_delete": ["a", "b"]}
+    ]
+
+
+def test_a_brake_names_removed_unknown_and_local_deletions_sorted_and_escaped() -> None:
+    removed = [Delete(f"id-{n}", f"/mnt/data/x{n}", "removed", f"t/{n:02d}") for n in range(30)]
+    unknown = Delete("id-u", "/mnt/data/model\x1b.csv", "unknown")
+    replaced = Delete("id-r", "/mnt/data/old", "replaced", "kept.txt")  # not a loss
+    local = DeleteLocal("a-local.txt", LocalFile("a-local.txt", 1, 1, 1, "h"))
+    plan = Plan(deletes=(*removed, unknown, replaced), local_deletes=(local,), tracked=40)
+    brake = check_brakes(plan, local_count=10, policy=Policy())
+    assert brake is not None
+    every = ("/mnt/data/model\x1b.csv", "a-local.txt", *(f"t/{n:02d}" for n in range(30)))
+    assert brake.would_delete == every
+    named = ", ".join(["/mnt/data/model\\x1b.csv", *every[1:BRAKE_NAMED]])
+    assert brake.reason.endswith(f"; it would delete {named} and 12 more")
+    assert "kept.txt" not in brake.reason

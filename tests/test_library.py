@@ -65,6 +65,26 @@ def test_sync_is_one_pass_with_a_typed_result(
     assert captured.out == "" and captured.err == ""
 
 
+def test_a_dry_run_is_in_sync_only_when_it_plans_nothing(env: None, work: Path) -> None:
+    cold = cntr_sync.sync(work, "lib-box", dry_run=True)
+    assert cold.planned and not cold.in_sync and cold.dry_run
+    assert cntr_sync.sync(work, "lib-box").in_sync
+    assert cntr_sync.sync(work, "lib-box", dry_run=True).in_sync
+    (work / "sub" / "notes.md").unlink()
+    removal = cntr_sync.sync(work, "lib-box", dry_run=True)
+    assert [a.action for a in removal.planned] == ["delete"] and not removal.in_sync
+
+
+def test_a_brake_carries_every_file_it_would_delete(env: None, work: Path) -> None:
+    assert cntr_sync.sync(work, "lib-box").uploaded == 2
+    for path in (work / "data.csv", work / "sub" / "notes.md"):
+        path.unlink()
+    with pytest.raises(cntr_sync.SafetyBrakeError) as braked:
+        cntr_sync.sync(work, "lib-box")
+    assert braked.value.would_delete == ("data.csv", "sub/notes.md")
+    assert braked.value.message.endswith("; it would delete data.csv, sub/notes.md")
+
+
 def test_errors_are_the_exported_tree(env: None, work: Path, tmp_path: Path) -> None:
     assert cntr_sync.sync(work, "lib-box").uploaded == 2
     for path in work.rglob("*"):

@@ -27,7 +27,7 @@ from cntr_sync.actions import (
 from cntr_sync.cli_output import OutputMode, Reporter, planned_counts, summary, write_summary
 from cntr_sync.emulator import EmulatorServer
 from cntr_sync.models import IndexEntry, LocalFile, RemoteFile
-from cntr_sync.result import ActionFailure, PassResult, PlannedAction, SyncResult
+from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, PlannedAction, SyncResult
 
 
 def _remote(number: int, size: int | None) -> RemoteFile:
@@ -68,6 +68,7 @@ def _result(uploads: int) -> SyncResult:
             failures=[ActionFailure("upload", "d/f1", "boom \u00e9")],
             warnings=["x: unreadable"],
             deferred=["y"],
+            conflict_copies=[ConflictCopy("b.txt", "b (local).txt", "local")],
             seconds=1.5,
             plan=_plan(uploads),
         )
@@ -78,6 +79,7 @@ def _reference_to_json(result: SyncResult) -> dict[str, Any]:
     """``SyncResult.to_json`` as it was: ``asdict`` and lists for tuples."""
     data = asdict(result)
     data["planned"] = [asdict(action) for action in result.planned]
+    data["conflict_copies"] = [asdict(copy) for copy in result.conflict_copies]
     data["failures"] = [asdict(failure) for failure in result.failures]
     data["warnings"] = list(result.warnings)
     data["deferred"] = list(result.deferred)
@@ -233,7 +235,7 @@ def test_status_counts_what_a_sync_would_do_without_making_the_planned_actions(
         monkeypatch.setattr(sys, "argv", [*argv, "--state-dir", str(tmp_path / "state"), "--json"])
         with pytest.raises(SystemExit) as exit:
             cli.main()
-    assert exit.value.code == 0
+    assert exit.value.code == 1  # a sync would change something
     would = json.loads(capsys.readouterr().out)["would"]
     assert (would["upload"], would["delete"], would["bytes"]) == (4, 0, 1 + 2 + 3 + 4)
     assert made == []

@@ -46,7 +46,13 @@ from cntr_sync.errors import (
 if TYPE_CHECKING:
     from cntr_sync.config import Settings
     from cntr_sync.library import AsyncMirror, Mirror, async_sync, sync
-    from cntr_sync.result import ActionFailure, PlannedAction, SyncResult, TransferEvent
+    from cntr_sync.result import (
+        ActionFailure,
+        ConflictCopy,
+        PlannedAction,
+        SyncResult,
+        TransferEvent,
+    )
 
 logging.getLogger("cntr_sync").addHandler(logging.NullHandler())
 
@@ -58,6 +64,7 @@ _LAZY = {
     "async_sync": "cntr_sync.library",
     "sync": "cntr_sync.library",
     "ActionFailure": "cntr_sync.result",
+    "ConflictCopy": "cntr_sync.result",
     "PlannedAction": "cntr_sync.result",
     "SyncResult": "cntr_sync.result",
     "TransferEvent": "cntr_sync.result",
@@ -85,6 +92,7 @@ __all__ = [
     "BadRequestError",
     "CntrSyncError",
     "ConfigError",
+    "ConflictCopy",
     "ContainerExpiredError",
     "LocalError",
     "LockedError",

@@ -67,7 +67,7 @@ from cntr_sync.plan_inputs import Policy
 from cntr_sync.pull import pulled_entry, resolve_unrelated
 from cntr_sync.remote_paths import TakenNames, printable
 from cntr_sync.rest import ByteSink
-from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
+from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, Progress, TransferEvent
 from cntr_sync.transfer import (
     ChangedSinceScan,
     DownloadProblem,
@@ -548,6 +548,7 @@ class Applier:
     def _on_deleted_locally(self, action: DeleteLocal) -> None:
         self.index.forget(action.relpath)
         self.result.local_deleted += 1
+        self.result.local_files -= 1
         self._progress.advance(TransferEvent("deleted locally", action.relpath))
         self._journal(
             "delete-local", action.relpath, size=action.expect.size, reason="deleted remotely"
@@ -571,12 +572,15 @@ class Applier:
         )
         self.result.downloaded += 1
         self.result.bytes_downloaded += written.size
+        if action.expect is None or action.move_aside_to is not None:
+            self.result.local_files += 1  # a new file here, not one written over
         self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
         kind: JournalAction = "conflict-copy" if action.reason == "conflict-copy" else "download"
         self._journal(kind, action.relpath, size=written.size, reason=action.reason)
-        made = _copy_made(action)
-        if made is not None:
-            conflict_copies.record(self.index, [made], self._clock())
+        copy = ConflictCopy.made_by(action)
+        if copy is not None:
+            self.result.conflict_copies.append(copy)
+            conflict_copies.record(self.index, [(copy.copy, copy.path)], self._clock())
 
     def _on_compared(self, compared: _Compared) -> Iterator[Action]:
         action = compared.action
@@ -713,15 +717,6 @@ class Applier:
             self.index.set_server_adds_prefix(shown.adds_prefix)
             adds_prefix = shown.adds_prefix
         self._server_names = (keeps, adds_prefix)
-
-
-def _copy_made(action: Download) -> tuple[str, str] | None:
-    """(the conflict copy, its original) a finished download made, if it made one."""
-    if action.reason == "conflict-copy":
-        return action.relpath, action.copy_of or action.relpath
-    if action.move_aside_to is not None:
-        return action.move_aside_to, action.relpath
-    return None
 
 
 # The journal's action for a failure of each kind.

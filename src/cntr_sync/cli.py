@@ -1,8 +1,10 @@
 """The ``cntr-sync`` command line: parses, calls, prints. Nothing else.
 
 Exit codes (also in README and ``--help``):
-  0    in sync (or, for --dry-run, the plan was computed)
-  1    partial: some actions failed after retries; the next run retries them
+  0    in sync (or, for --dry-run, the plan was computed); for status: a sync
+       would change nothing
+  1    partial: some actions failed after retries; the next run retries them;
+       for status: a sync would change something (as ``git diff --exit-code``)
   2    usage, configuration or authentication error
   3    a safety brake stopped it (missing or emptied root, mass deletion, lock held)
   4    the API cannot be reached (connection refused, DNS, timeouts after retries)
@@ -45,11 +47,12 @@ from cntr_sync.errors import (
 )
 
 if TYPE_CHECKING:
-    from cntr_sync.cli_output import Reporter
+    from cntr_sync.cli_output import JsonCommand, Reporter
     from cntr_sync.config import Settings
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
+EXIT_CHANGES = 1  # status: a sync would change something
 EXIT_USAGE = 2
 EXIT_BRAKE = 3
 EXIT_UNREACHABLE = 4
@@ -59,6 +62,13 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 in sync; 1 some actions failed after retries (partial); "
     "2 usage, configuration or authentication error; "
     "3 a safety brake stopped it (missing or emptied root, mass deletion, lock held); "
+    "4 the API cannot be reached; 130 interrupted."
+)
+STATUS_EXIT_CODES_HELP = (
+    "Exit codes: 0 a sync would change nothing; 1 a sync would change something "
+    "(or an API call failed after retries: the error line says which); "
+    "2 usage, configuration or authentication error; "
+    "3 a safety brake would stop a sync (missing or emptied root, mass deletion); "
     "4 the API cannot be reached; 130 interrupted."
 )
 
@@ -167,7 +177,14 @@ def _reporting(
         code = exit_code_for(exc)
         if code == EXIT_UNREACHABLE and context is not None and context.base_url:
             message = f"cannot reach the API at {context.base_url}: {message}"
-        _fail(reporter, message, code, debug=debug)
+        _fail(
+            reporter,
+            message,
+            code,
+            debug=debug,
+            target=exc.path if isinstance(exc, LocalError) else None,
+            would_delete=exc.would_delete if isinstance(exc, SafetyBrakeError) else (),
+        )
     except KeyboardInterrupt:
         _fail(reporter, "interrupted", EXIT_INTERRUPTED, debug=debug)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
@@ -200,17 +217,25 @@ def _api_command(
         yield settings
 
 
-def _fail(reporter: Reporter, message: str, code: int, *, debug: bool) -> NoReturn:
+def _fail(
+    reporter: Reporter,
+    message: str,
+    code: int,
+    *,
+    debug: bool,
+    target: str | None = None,
+    would_delete: tuple[str, ...] = (),
+) -> NoReturn:
     if debug:
         traceback.print_exc()
-    reporter.error(message, code)
+    reporter.error(message, code, target=target, would_delete=would_delete)
     raise typer.Exit(code)
 
 
-def _reporter(**mode: Any) -> Reporter:
+def _reporter(command: JsonCommand = "sync", *, dry_run: bool = False, **mode: Any) -> Reporter:
     from cntr_sync.cli_output import OutputMode, Reporter  # noqa: PLC0415 - see the docstring
 
-    return Reporter(OutputMode(**mode))
+    return Reporter(OutputMode(**mode), command=command, dry_run=dry_run)
 
 
 def _load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
@@ -287,7 +312,9 @@ def sync(
     flags: dict[str, Any],
 ) -> None:
     """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
-    reporter = _reporter(verbose=verbose, quiet=quiet, progress=progress, json=json_output)
+    reporter = _reporter(
+        dry_run=dry_run, verbose=verbose, quiet=quiet, progress=progress, json=json_output
+    )
     with _api_command(
         reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
     ) as loaded:
@@ -313,7 +340,7 @@ def ls(
     flags: dict[str, Any],
 ) -> None:
     """List the files in a container: source, bytes, path (names escaped)."""
-    reporter = _reporter(json=json_output)
+    reporter = _reporter("ls", json=json_output)
     with _api_command(reporter, config, flags, debug=debug) as settings:
         from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
         from cntr_sync.session import build_client  # noqa: PLC0415
@@ -331,7 +358,7 @@ def ls(
         reporter.listing(found, files)
 
 
-@_command("status", epilog=EXIT_CODES_HELP)
+@_command("status", epilog=STATUS_EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def status(
     directory: Annotated[
@@ -346,8 +373,11 @@ def status(
     *,
     flags: dict[str, Any],
 ) -> None:
-    """What the index knows, and what a sync would do (nothing is transferred)."""
-    reporter = _reporter(json=json_output)
+    """What the index knows, and what a sync would do (nothing is transferred).
+
+    Exits 0 when a sync would change nothing, 1 when it would change something.
+    """
+    reporter = _reporter("status", json=json_output)
     with _api_command(reporter, config, flags, debug=debug) as loaded:
         from cntr_sync.cli_output import planned_counts  # noqa: PLC0415 - see the docstring
         from cntr_sync.result import iter_planned  # noqa: PLC0415
@@ -375,7 +405,9 @@ def status(
         # Counted one action at a time: a tree never pushed plans an upload a file
         # (100,000 files: ~20 MB of action dicts, had the whole summary been built).
         would = planned_counts(iter_planned(result.plan) if result.plan is not None else ())
-        reporter.status(known, would, result.warnings)
+        code = EXIT_OK if result.in_sync else EXIT_CHANGES
+        reporter.status(known, would, result.warnings, code)
+        raise typer.Exit(code)
 
 
 @config_app.command("check")

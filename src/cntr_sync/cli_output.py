@@ -3,8 +3,14 @@
 Owns every line the CLI writes about a pass: the progress bar (on a terminal,
 or when asked), one line per transfer with ``-v``, the dry-run plan, warnings
 and failures on stderr, the one-line human summary (always on stderr, terminal
-or not: CI logs are read by people), and the ``--json`` document on stdout.
+or not: CI logs are read by people; a dry run's says what a sync would do)
+followed by one line per conflict copy, and the ``--json`` document on stdout.
 ``-q`` leaves only errors. Also what ``ls`` and ``status`` print.
+
+A command's ``--json`` document has one shape whatever happens: the same keys
+on success and on an error that stopped it (a brake, an unreachable API, bad
+settings), ``exit_code`` and ``errors`` (a list, each with at least a
+``message``) always among them.
 
 Must not: run passes, load settings or decide exit codes (``cli`` does); every
 name that came from a remote server is printed escaped (``printable``), never
@@ -18,8 +24,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from cntr_sync.remote_paths import printable
 
@@ -28,7 +34,13 @@ if TYPE_CHECKING:
     from rich.progress import Progress, ProgressColumn
 
     from cntr_sync.models import Container, ContainerFile
-    from cntr_sync.result import PassResult, PlannedAction, SyncResult, TransferEvent
+    from cntr_sync.result import (
+        ConflictCopy,
+        PassResult,
+        PlannedAction,
+        SyncResult,
+        TransferEvent,
+    )
 
 PREFIX = "cntr-sync"
 
@@ -71,11 +83,26 @@ class OutputMode:
     json: bool = False
 
 
-class Reporter:
-    """Prints one command's output; also the ``Progress`` a pass reports to."""
+JsonCommand = Literal["sync", "status", "ls"]
 
-    def __init__(self, mode: OutputMode, *, stderr: TextIO | None = None) -> None:
+
+class Reporter:
+    """Prints one command's output; also the ``Progress`` a pass reports to.
+
+    ``command`` and ``dry_run``: which ``--json`` document an error prints.
+    """
+
+    def __init__(
+        self,
+        mode: OutputMode,
+        *,
+        stderr: TextIO | None = None,
+        command: JsonCommand = "sync",
+        dry_run: bool = False,
+    ) -> None:
         self.mode = mode
+        self.command: JsonCommand = command
+        self.dry_run = dry_run
         self._stderr = stderr
         self._err: Console | None = None
         self._out: Console | None = None
@@ -175,8 +202,12 @@ class Reporter:
         if synced.deferred and not synced.dry_run:
             changed = plural(len(synced.deferred), "file")
             self.line(f"{changed} changed during the sync; run again")
-        if not synced.dry_run:
-            self._print_err(human_summary(synced))
+        if synced.dry_run:
+            self._print_err(dry_run_summary(synced))
+            return
+        self._print_err(human_summary(synced))
+        for copy in synced.conflict_copies:
+            self._print_err(conflict_line(copy))
 
     # -- the commands that are not a pass -------------------------------------------
 
@@ -194,7 +225,8 @@ class Reporter:
                 }
                 for f in files
             ]
-            print(json.dumps({"container_id": container.id, "files": listed}))
+            document = {"container_id": container.id, "files": listed}
+            print(json.dumps({**document, "exit_code": 0, "errors": []}))
             return
         rows = [
             (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
@@ -218,10 +250,13 @@ class Reporter:
             table.add_row(*(Text(cell) for cell in row))
         self.out.print(table)
 
-    def status(self, known: dict[str, Any], would: dict[str, int], warnings: list[str]) -> None:
+    def status(
+        self, known: dict[str, Any], would: dict[str, int], warnings: list[str], exit_code: int
+    ) -> None:
         """``status``: what the index knows (``known``) and what a sync would do."""
         if self.mode.json:
-            print(json.dumps({"index": known, "would": would, "warnings": warnings}))
+            document = {"index": known, "would": would, "warnings": warnings}
+            print(json.dumps({**document, "exit_code": exit_code, "errors": []}))
             return
         keeps = {True: "yes", False: "no (matched by content)", None: "not known yet"}
         lines = [
@@ -253,9 +288,22 @@ class Reporter:
     def line(self, text: str) -> None:
         self._print_err(f"{PREFIX}: {text}")
 
-    def error(self, message: str, exit_code: int) -> None:
+    def error(
+        self,
+        message: str,
+        exit_code: int,
+        *,
+        target: str | None = None,
+        would_delete: tuple[str, ...] = (),
+    ) -> None:
+        """The error that stopped the command: one line on stderr, and with ``--json``
+        the command's document (no counts to give: zeros) with it under ``errors``.
+        ``would_delete``: a brake's files, all of them in the document."""
         if self.mode.json:
-            print(json.dumps({"exit_code": exit_code, "error": message}))
+            error: dict[str, Any] = {"action": self.command, "target": target, "message": message}
+            if would_delete:
+                error["would_delete"] = list(would_delete)
+            print(json.dumps(error_document(self.command, exit_code, error, dry_run=self.dry_run)))
         self.line(f"error: {message}")
 
 
@@ -278,6 +326,43 @@ def transfer_line(event: TransferEvent) -> str:
 
 
 _SIZED = frozenset({"uploaded", "replaced", "downloaded"})
+
+
+def conflict_line(copy: ConflictCopy) -> str:
+    """``conflict: notes.md: the container's version is kept as notes (container conflict
+    ...).md``: one conflict a pass resolved, by name."""
+    whose = "the container's version" if copy.holds == "container" else "the local version"
+    return f"conflict: {printable(copy.path)}: {whose} is kept as {printable(copy.copy)}"
+
+
+def dry_run_summary(result: SyncResult) -> str:
+    """``dry run, nothing changed: a sync would upload 6, delete 1 (4.2 KiB to send,
+    0 B to receive)``: the last line of a dry run."""
+    counts = planned_counts(result.planned)
+    would = [f"{verb} {counts[kind]}" for kind, verb in _VERBS.items() if counts[kind]]
+    if result.container_id is None or result.container_recreated:
+        would.insert(0, "create a container")
+    if result.conflicts:
+        would.append(f"resolve {plural(result.conflicts, 'conflict')}")
+    sizes = (
+        f" ({human_size(counts['bytes'])} to send, "
+        f"{human_size(counts['bytes_download'])} to receive)"
+        if result.planned
+        else ""
+    )
+    return f"dry run, nothing changed: a sync would {', '.join(would) or 'do nothing'}{sizes}"
+
+
+# What a dry run's summary calls each kind of ``planned_counts``.
+_VERBS: dict[str, str] = {
+    "upload": "upload",
+    "replace": "replace",
+    "delete": "delete",
+    "adopt": "adopt",
+    "download": "download",
+    "compare": "compare",
+    "delete_local": "delete locally",
+}
 
 
 def human_summary(result: SyncResult) -> str:
@@ -357,6 +442,28 @@ def write_summary(result: SyncResult, exit_code: int, stream: TextIO) -> None:
 
 # Planned actions turned into JSON at a time by ``write_summary`` (~100 KB of text).
 _ACTIONS_A_WRITE = 1000
+
+
+def error_document(
+    command: JsonCommand, exit_code: int, error: dict[str, Any], *, dry_run: bool = False
+) -> dict[str, Any]:
+    """The ``--json`` document of ``command`` when ``error`` stopped it: the keys of
+    its document on success, nothing counted (``in_sync`` false), ``error`` alone
+    under ``errors``."""
+    if command == "ls":
+        return {"container_id": None, "files": [], "exit_code": exit_code, "errors": [error]}
+    if command == "status":
+        return {
+            "index": None,
+            "would": None,
+            "warnings": [],
+            "exit_code": exit_code,
+            "errors": [error],
+        }
+    from cntr_sync.result import PassResult, SyncResult  # noqa: PLC0415 - not at start-up
+
+    nothing = replace(SyncResult.from_pass(PassResult(dry_run=dry_run)), in_sync=False)
+    return {**summary(nothing, exit_code), "errors": [error]}
 
 
 def _summary_parts(result: SyncResult, exit_code: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -339,7 +339,7 @@ class Engine:
         )
         brake = check_brakes(pass_plan, local_count=len(snapshot.files), policy=policy, force=force)
         if brake is not None:
-            raise SafetyBrakeError(brake.reason)
+            raise SafetyBrakeError(brake.reason, would_delete=brake.would_delete)
         if dry_run or container is None:
             return None
         return _Planned(
@@ -465,7 +465,7 @@ class Engine:
         result.plan = pass_plan
         brake = check_brakes(pass_plan, local_count=total, policy=policy)
         if brake is not None:
-            raise SafetyBrakeError(brake.reason)
+            raise SafetyBrakeError(brake.reason, would_delete=brake.would_delete)
         if self.pair.direction == "both" and not self._unchanged_remotely(
             container_id, pass_plan, entries
         ):

@@ -67,10 +67,11 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 class CntrSyncError(Exception):
-    """Base of every error cntr-sync reports; ``message`` is one user-facing line."""
+    """Base of every error cntr-sync reports; ``message`` is one user-facing line
+    (of at most ``limit`` characters)."""
 
-    def __init__(self, message: str) -> None:
-        self.message = one_line(redact(message))
+    def __init__(self, message: str, *, limit: int = 300) -> None:
+        self.message = one_line(redact(message), limit)
         super().__init__(self.message)
 
 
@@ -95,7 +96,17 @@ class LockedError(CntrSyncError):
 
 
 class SafetyBrakeError(CntrSyncError):
-    """A safety brake refused the pass: nothing was changed. ``--force`` overrides."""
+    """A safety brake refused the pass: nothing was changed. ``--force`` overrides.
+
+    ``would_delete``: every file the refused pass would have deleted (the
+    relpath, or the server path of a file that is not ours), when deletions
+    were what the brake weighed; the message names the first of them.
+    """
+
+    def __init__(self, message: str, *, would_delete: tuple[str, ...] = ()) -> None:
+        self.would_delete = would_delete
+        # Room for the names the message gives (``plan.BRAKE_NAMED`` of them).
+        super().__init__(message, limit=4000)
 
 
 class ApiError(CntrSyncError):

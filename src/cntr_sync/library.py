@@ -121,8 +121,11 @@ def sync(
     ``on_progress`` is called with a ``TransferEvent`` after each transfer.
 
     Raises the ``cntr_sync`` errors: ``SafetyBrakeError`` when a brake refused
-    the pass, ``ConfigError``, ``AuthenticationError``, ... A pass where some
-    actions failed returns a result with ``in_sync`` False and ``failures``.
+    the pass (its ``would_delete`` lists the files), ``ConfigError``,
+    ``AuthenticationError``, ... A pass where some actions failed returns a
+    result with ``in_sync`` False and ``failures``. ``in_sync`` is True only when
+    nothing was planned and nothing was left undone: a dry run that planned any
+    action says False (a real pass that carried out all it planned, True).
     """
     resolved, pair, own_client = _prepare(
         local,

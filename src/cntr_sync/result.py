@@ -1,8 +1,9 @@
 """What one pass did and does: ``PassResult``, ``SyncResult``, ``TransferEvent``.
 
-Owns the counts, failures, warnings and deferrals of a pass, what makes a pass
-"in sync", the list of planned actions a dry run shows, and the events a pass
-reports as each transfer finishes (``Progress``). The engine fills a mutable
+Owns the counts, failures, warnings and deferrals of a pass, the conflict
+copies it made, what makes a pass "in sync", the list of planned actions a dry
+run shows, and the events a pass reports as each transfer finishes
+(``Progress``). The engine fills a mutable
 ``PassResult``; the library and the CLI's ``--json`` give out the frozen
 ``SyncResult`` made from it. No I/O.
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
-from cntr_sync.actions import Plan
+from cntr_sync.actions import Download, Plan
 from cntr_sync.backups import Version
 
 TransferKind = Literal["uploaded", "replaced", "deleted", "downloaded", "deleted locally"]
@@ -43,6 +44,34 @@ class ActionFailure:
     action: str
     target: str
     message: str
+
+
+ConflictSide = Literal["container", "local"]
+
+
+@dataclass(frozen=True)
+class ConflictCopy:
+    """A conflict a pass resolved by keeping one version under another name.
+
+    ``path``: the file both sides changed; ``copy``: the name the other version
+    was saved under, beside it; ``holds``: whose version the copy is (the
+    container's, with ``keep-both``; the local one, moved aside by ``remote-wins``).
+    """
+
+    path: str
+    copy: str
+    holds: ConflictSide
+
+    @classmethod
+    def made_by(cls, download: Download) -> ConflictCopy | None:
+        """The copy a finished ``download`` made, if it made one: a ``conflict-copy``
+        (the container's version under a new name) or a ``remote-wins`` download (the
+        local version moved aside first)."""
+        if download.move_aside_to is not None:
+            return cls(download.relpath, download.move_aside_to, "local")
+        if download.copy_of is not None:
+            return cls(download.copy_of, download.relpath, "container")
+        return None
 
 
 @dataclass
@@ -75,12 +104,32 @@ class PassResult:
     listed: bool = True
     # Local files this pass replaced or deleted because of the container, as kept.
     backups: list[Version] = field(default_factory=list)
+    # Conflicts whose other version this pass saved under a new name.
+    conflict_copies: list[ConflictCopy] = field(default_factory=list)
     # The pass's id in the journal (a pass that carried nothing out has none).
     pass_id: str | None = None
 
     @property
     def in_sync(self) -> bool:
-        return not self.failures and not self.deferred and not self.cancelled
+        """Whether both sides agree once this pass is over: nothing left undone.
+
+        False when an action failed, a file was deferred (it changed during the
+        pass) or the pass was cut short; and for a dry run, which carries nothing
+        out, also when it planned any action (``has_planned_actions``). A real pass
+        that carried out all it planned is in sync.
+        """
+        if self.failures or self.deferred or self.cancelled:
+            return False
+        return not (self.dry_run and self.has_planned_actions)
+
+    @property
+    def has_planned_actions(self) -> bool:
+        """Whether the plan moves or adopts any file: an upload, a replace, a delete,
+        an adoption, a download, a comparison (or a search for a lost upload), a
+        local deletion. Index bookkeeping alone (a touched file's new stat, a
+        forgotten entry) is not an action; nor is creating an empty container."""
+        plan = self.plan
+        return plan is not None and bool(plan.transfers or plan.adopts)
 
     @property
     def changed_anything(self) -> bool:
@@ -154,8 +203,13 @@ def iter_planned(plan: Plan) -> Iterator[PlannedAction]:
 class SyncResult:
     """What one sync pass did (or, for a dry run, would do); returned by ``cntr_sync.sync``.
 
-    ``in_sync`` is True when nothing failed, nothing was deferred and the pass
-    was not cut short; ``planned`` lists every action the pass planned, with paths.
+    ``in_sync`` is True when nothing was planned and nothing was left undone:
+    after a real pass, when no action failed, no file was deferred and the pass
+    was not cut short; after a dry run, also only when it planned no action
+    (see ``PassResult.in_sync``). ``local_files`` counts the local files after
+    the pass (downloads and local deletions included). ``planned`` lists every
+    action the pass planned, with paths; ``conflict_copies`` every conflict
+    whose other version was saved under a new name.
     """
 
     container_id: str | None
@@ -171,6 +225,7 @@ class SyncResult:
     downloaded: int
     local_deleted: int
     conflicts: int
+    conflict_copies: tuple[ConflictCopy, ...]
     bytes_uploaded: int
     bytes_downloaded: int
     unknown_kept: int
@@ -201,6 +256,7 @@ class SyncResult:
             downloaded=result.downloaded,
             local_deleted=result.local_deleted,
             conflicts=result.conflicts,
+            conflict_copies=tuple(result.conflict_copies),
             bytes_uploaded=result.bytes_uploaded,
             bytes_downloaded=result.bytes_downloaded,
             unknown_kept=result.unknown_kept,
@@ -226,6 +282,7 @@ class SyncResult:
         """``to_json`` with ``planned`` as the caller gives it (the CLI's summary puts
         counts there and writes the actions out itself)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["conflict_copies"] = [asdict(copy) for copy in self.conflict_copies]
         data["requests_by_operation"] = dict(self.requests_by_operation)
         data["planned"] = planned
         data["failures"] = [asdict(failure) for failure in self.failures]
@@ -236,6 +293,7 @@ class SyncResult:
 
 __all__ = [
     "ActionFailure",
+    "ConflictCopy",
     "PassResult",
     "PlannedAction",
     "Progress",
