@@ -6,6 +6,7 @@ import base64
 import email.utils
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from cntr_sync.errors import (
     TransportError,
 )
 from cntr_sync.pacing import Pacer
-from cntr_sync.rest import parse_retry_after
+from cntr_sync.retries import parse_retry_after
 from helpers import CONTAINER, FILE, Script
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -260,6 +261,38 @@ def test_without_hints_backoff_grows_exponentially_with_jitter_and_is_capped() -
         base = min(0.5 * 2**attempt, 8.0)
         assert base <= slept <= base + 0.5
     assert max(clock.sleeps) <= 8.5
+
+
+def test_no_retries_means_one_attempt_and_no_wait() -> None:
+    clock = FakeClock()
+    script = Script(error(503, "busy"), httpx.Response(200, json=CONTAINER))
+    with make_client(script, clock=clock, max_retries=0) as client, pytest.raises(ServerError):
+        client.retrieve_container("cntr_1")
+    assert len(script.requests) == 1
+    assert clock.sleeps == []
+
+
+def test_each_wait_is_one_call_of_sleep_which_may_return_early() -> None:
+    # What a shutdown needs later: sleep may be an Event.wait, woken early.
+    woken = threading.Event()
+    woken.set()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        waits.append(seconds)
+        return woken.wait(seconds)  # returns at once: the event is set
+
+    script = Script(
+        error(429, "slow", {"retry-after": "30"}),
+        error(503, "busy", {"retry-after-ms": "45000"}),
+        httpx.Response(200, json=CONTAINER),
+    )
+    with ContainersClient(
+        KEY, base_url="http://gateway.test/v1", transport=httpx.MockTransport(script), sleep=sleep
+    ) as client:
+        assert client.retrieve_container("cntr_1").id == "cntr_1"
+    assert waits == [30.0, 45.0]
+    assert len(script.requests) == 3
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503])

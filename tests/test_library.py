@@ -15,6 +15,7 @@ import pytest
 import cntr_sync
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, EmulatorServer, FaultConfig
+from cntr_sync.library import settings_from_openai_client
 from cntr_sync.result import TransferEvent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +161,47 @@ def test_client_from_an_openai_sdk_client(
     async_sdk = openai.AsyncOpenAI(api_key=KEY, base_url=server.base_url)
     again = cntr_sync.sync(work, "sdk-box", client=async_sdk, state_dir=tmp_path / "state")
     assert again.in_sync and again.uploaded == 0
+
+
+def test_settings_from_an_sdk_client_are_what_it_was_given() -> None:
+    sdk = openai.OpenAI(
+        api_key=KEY,
+        base_url="http://gw.test/v1/",
+        organization="org-lib",
+        project="proj-lib",
+        default_headers={"X-Team": "data", "User-Agent": "agent/2", "Accept": "text/plain"},
+        default_query={"provider": "openai", "tag": 7},
+    )
+    assert settings_from_openai_client(sdk) == {
+        "api_key": KEY,
+        "base_url": "http://gw.test/v1",
+        "organization": "org-lib",
+        "project": "proj-lib",
+        "extra_headers": {"X-Team": "data", "User-Agent": "agent/2", "Accept": "text/plain"},
+        "extra_query": {"provider": "openai", "tag": "7"},
+    }
+
+
+@pytest.mark.parametrize("sdk_class", [openai.OpenAI, openai.AsyncOpenAI])
+def test_an_sdk_client_without_extras_adds_none_of_its_own_headers(sdk_class: type) -> None:
+    settings = settings_from_openai_client(sdk_class(api_key=KEY, base_url="http://gw.test/v1"))
+    assert settings["extra_headers"] == {}
+    assert settings["extra_query"] == {}
+    assert settings["organization"] is None and settings["project"] is None
+    assert "auth_style" not in settings
+
+
+def test_an_azure_sdk_client_keeps_its_api_version_and_authenticates_with_api_key() -> None:
+    sdk = openai.AzureOpenAI(
+        api_key=KEY,
+        api_version="2025-04-01-preview",
+        azure_endpoint="https://res.openai.azure.com",
+        default_headers={"X-Team": "data"},
+    )
+    settings = settings_from_openai_client(sdk)
+    assert settings["auth_style"] == "api-key"
+    assert settings["extra_query"] == {"api-version": "2025-04-01-preview"}
+    assert settings["extra_headers"] == {"X-Team": "data"}
 
 
 def test_client_can_be_our_own_client_with_any_transport(tmp_path: Path, work: Path) -> None:

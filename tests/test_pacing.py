@@ -214,3 +214,20 @@ def test_what_it_remembers_stays_within_the_window() -> None:
         clock.now += 0.01
     # Only the sends of the last window are kept to measure the rate.
     assert len(p._sent) <= WINDOW / 0.01 + 1
+
+
+def test_a_sleep_that_returns_early_only_makes_the_pacer_look_again() -> None:
+    # A sleep may be an Event.wait, woken before its time: the pause still holds.
+    clock = FakeClock()
+
+    def early(seconds: float) -> bool:
+        clock.sleeps.append(seconds)
+        clock.now += min(seconds, 0.3)
+        return True
+
+    p = Pacer(monotonic=clock.time, sleep=early)
+    p.release(p.acquire(), throttled=True, retry_after=2.0)
+    paused_from = clock.now
+    p.release(p.acquire(), throttled=False)
+    assert clock.now >= paused_from + 2.0
+    assert len(clock.sleeps) > 2

@@ -51,6 +51,7 @@ from cntr_sync.models import (
 from cntr_sync.pacing import Pacer
 from cntr_sync.rest import (
     CHUNK_SIZE,
+    Answer,
     ByteSink,
     Call,
     Requester,
@@ -85,7 +86,7 @@ class ContainersClient:
         max_retries: int = 4,
         max_connections: int = 16,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.time,
         on_request: Callable[[RequestOutcome], None] | None = None,
         pacer: Pacer | None = None,
@@ -194,10 +195,7 @@ class ContainersClient:
         body.update(extra_body or {})
         # Not idempotent either: a retry after the body was sent could make two.
         call = Call("create_container", filename=name)
-        rest = self._rest
-        response = rest.request_with(
-            call, lambda: rest.send(rest.build("POST", "containers", json=body)), upload=True
-        )
+        response = self._rest.request(call, "POST", "containers", json=body, upload=True)
         return self._rest.parse(call, Container, response)
 
     def iter_containers(
@@ -249,7 +247,7 @@ class ContainersClient:
         path = f"containers/{_seg(container_id)}/files"
         rest = self._rest
 
-        def send() -> httpx.Response:
+        def send() -> Answer:
             # A new body (and boundary) for every attempt: a retry reads the source again.
             with ExitStack() as stack:
                 stream: IO[bytes] | io.RawIOBase | None = None
@@ -269,7 +267,7 @@ class ContainersClient:
                     if length is not None:
                         headers["Content-Length"] = str(len(form.head) + length + len(form.tail))
                     content = form.stream(stream, length)
-                return rest.send(rest.build("POST", path, content=content, headers=headers))
+                return rest.send("POST", path, content=content, headers=headers)
 
         response = rest.request_with(call, send, upload=True)
         return rest.parse(call, ContainerFile, response)

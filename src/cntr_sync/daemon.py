@@ -30,7 +30,7 @@ from cntr_sync.health import HealthServer
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
-from cntr_sync.rest import MAX_RETRY_AFTER
+from cntr_sync.retries import MAX_RETRY_AFTER
 from cntr_sync.sdnotify import Notifier
 from cntr_sync.worker import PairWorker
 

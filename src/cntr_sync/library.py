@@ -50,26 +50,52 @@ def settings_from_openai_client(client: Any) -> dict[str, Any]:
     """Connection settings read from an ``openai.OpenAI`` (or ``AsyncOpenAI``) instance.
 
     Takes its base URL, key, organization, project and the default headers
-    and query it was built with, so nothing is configured twice. Azure
-    clients authenticate with the ``api-key`` header.
+    and query it was built with, so nothing is configured twice; only public
+    attributes are read. Azure clients authenticate with the ``api-key`` header.
     """
     api_key = getattr(client, "api_key", None)
     base_url = getattr(client, "base_url", None)
     if not api_key or base_url is None:
         raise ConfigError("client= must be an openai.OpenAI client with an api_key and base_url")
-    headers = dict(getattr(client, "_custom_headers", None) or {})
-    query = dict(getattr(client, "_custom_query", None) or {})
+    query = getattr(client, "default_query", None) or {}
     settings: dict[str, Any] = {
         "api_key": str(api_key),
         "base_url": str(base_url).rstrip("/"),
         "organization": getattr(client, "organization", None) or None,
         "project": getattr(client, "project", None) or None,
-        "extra_headers": {str(k): str(v) for k, v in headers.items() if v is not None},
+        "extra_headers": _headers_given(client),
         "extra_query": {str(k): str(v) for k, v in query.items() if v is not None},
     }
     if type(client).__name__.startswith(("AzureOpenAI", "AsyncAzureOpenAI")):
         settings["auth_style"] = "api-key"
     return settings
+
+
+#: Headers an SDK client's ``default_headers`` carries that are never copied: the key,
+#: organization and project (read from their own attributes), and a body's type
+#: (cntr-sync's bodies are its own: JSON or a multipart upload).
+_NOT_COPIED = frozenset(
+    {"authorization", "api-key", "openai-organization", "openai-project", "content-type"}
+)
+
+
+def _headers_given(client: Any) -> dict[str, str]:
+    """The headers ``client`` was built with (``default_headers=``): its
+    ``default_headers`` without those the SDK adds itself (its ``X-Stainless-*``
+    headers, its ``Accept`` and its user agent, unless the caller chose others)."""
+    sdk_values = {"accept": "application/json", "user-agent": getattr(client, "user_agent", None)}
+    given: dict[str, str] = {}
+    for name, value in (getattr(client, "default_headers", None) or {}).items():
+        lowered = str(name).lower()
+        if (
+            not isinstance(value, str)  # openai.Omit: a header the SDK leaves out
+            or lowered in _NOT_COPIED
+            or lowered.startswith("x-stainless-")
+            or sdk_values.get(lowered) == value
+        ):
+            continue
+        given[str(name)] = value
+    return given
 
 
 def _prepare(

@@ -15,7 +15,9 @@ Must not: know about HTTP, retries or the API's operations (``rest`` tells it
 what happened), or keep the API key (the registry keys on a digest of it).
 
 The token bucket is a few lines, so it is written here rather than added as a
-dependency; clocks and sleep are injectable so tests need no real waiting.
+dependency; clocks and sleep are injectable so tests need no real waiting. A
+sleep may return early (an ``Event.wait``, say): the pacer then checks again,
+and the cap only lets that request go sooner.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class RateLimiter:
         *,
         burst: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         if rate <= 0:
             raise ConfigError("requests_per_second must be greater than 0")
@@ -86,7 +88,7 @@ class Pacer:
         *,
         rate_cap: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._cap = (
             RateLimiter(rate_cap, monotonic=monotonic, sleep=sleep)

@@ -1,16 +1,22 @@
 """The request machinery under ``ContainersClient``: one exchange, done carefully.
 
-Owns: retries with server hints
-(``retry-after-ms``, ``Retry-After`` as seconds or a date, LiteLLM's
-``llm_provider-`` prefixes; else exponential backoff with jitter), request
-counts (``RequestStats``, ``RequestOutcome``), mapping every HTTP failure into
-the ``errors`` tree, pagination (a response's ``after`` cursor, else the last
-id, with loop detection), and parsing answers into the tolerant wire models.
+Owns, for every request ``api`` makes: sending it through httpx's public API
+(``Client.build_request`` joins the client's base URL, query parameters,
+headers, cookies and timeout; ``Client.send(..., stream=True)`` sends it on
+the client's transport, a proxy's if the environment names one, and keeps the
+cookies a gateway sets); reading the answer into an ``Answer`` within
+``request_deadline``, however slowly it trickles in; pacing (the shared
+``Pacer`` admits each attempt and hears how it ended); which failures are
+worth retrying, and for an upload whether the server may have kept it (the
+waits and the count are ``retries.RetryPolicy``); request counts
+(``RequestStats``, ``RequestOutcome``); mapping every HTTP failure into the
+``errors`` tree; pagination (a response's ``after`` cursor, else the last id,
+with loop detection); and parsing answers into the tolerant wire models.
 
 Must not: know the API's operations or paths (``api`` does), read a body into
 memory that the caller streams, retry a create after a failure where the
-server may have done it (that is ``OutcomeUnknownError``), or let the API key
-into an error message.
+server may have done it (that is ``OutcomeUnknownError``), let the API key
+into an error message, or reach into httpx beyond its public API.
 
 This module and ``api`` are the only places that see httpx exceptions.
 """
@@ -18,17 +24,14 @@ This module and ``api`` are the only places that see httpx exceptions.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
-import math
-import random
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -47,28 +50,15 @@ from cntr_sync.errors import (
     TransportError,
 )
 from cntr_sync.pacing import Pacer
-
-if TYPE_CHECKING:
-    from tenacity import RetryCallState
+from cntr_sync.retries import Retryable, RetryPolicy, parse_retry_after
 
 PAGE_LIMIT = 100
-MAX_RETRY_AFTER = 120.0
-#: Backoff without a server hint: BACKOFF_BASE * 2**(attempt - 1) plus up to
-#: BACKOFF_JITTER at random, at most BACKOFF_MAX seconds.
-BACKOFF_BASE = 0.5
-BACKOFF_MAX = 8.0
-BACKOFF_JITTER = 0.5
-#: Merged request URLs kept per client (one per container's upload path, say).
-URL_CACHE_SIZE = 256
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Answers that tell the pacer to slow down (a 503 is how some gateways say 429).
 THROTTLE_STATUSES = frozenset({429, 503})
 CHUNK_SIZE = 1024 * 1024
-
-# Retry hints, in the order they are trusted. LiteLLM forwards upstream hints
-# with an ``llm_provider-`` prefix.
-_MS_HINTS = ("retry-after-ms", "llm_provider-retry-after-ms")
-_S_HINTS = ("retry-after", "llm_provider-retry-after")
+#: Request URLs kept per client (a container's upload path, say; see Requester._keep_url).
+URL_CACHE_SIZE = 256
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _T = TypeVar("_T")
@@ -153,66 +143,30 @@ class DeadlineExceeded(httpx.ReadTimeout):
     """An answer kept coming, but past ``request_deadline``: given up like a timeout."""
 
 
-class _Retryable(Exception):
-    """An attempt failed in a way worth retrying; carries what the final error needs."""
+@dataclass(frozen=True)
+class Answer:
+    """A server's answer, read whole within ``request_deadline``: what the client keeps."""
 
-    def __init__(
-        self,
-        *,
-        status: int | None,
-        message: str,
-        headers: httpx.Headers | None = None,
-        body_sent: bool = True,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or httpx.Headers()
-        self.body_sent = body_sent
+    status: int
+    reason: str
+    headers: httpx.Headers
+    content: bytes  # decoded, if the server compressed it
 
+    def json(self) -> Any:
+        return json.loads(self.content)
 
-def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds the server asks us to wait, or None when it gives no usable hint.
-
-    ``retry-after-ms`` first, then ``Retry-After`` as seconds or an HTTP date;
-    each also with LiteLLM's ``llm_provider-`` prefix. Capped at 120 s.
-    """
-    for name in _MS_HINTS:
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return _cap(float(value) / 1000.0)
-            except ValueError:
-                continue
-    for name in _S_HINTS:
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return _cap(float(value))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            continue
-        return _cap(when.timestamp() - now)
-    return None
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
 
 
-def _cap(seconds: float) -> float | None:
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def _server_message(response: httpx.Response) -> str:
+def _server_message(answer: Answer) -> str:
     """The error message of an OpenAI-style error body, or a short raw excerpt."""
     try:
-        body = response.json()
+        body = answer.json()
     except (ValueError, UnicodeDecodeError, RecursionError):
-        text = response.text.strip()
-        return text[:200] if text else response.reason_phrase
+        text = answer.text.strip()
+        return text[:200] if text else answer.reason
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
@@ -244,12 +198,9 @@ class Requester:
     request makes progress: during a pacing wait, after every attempt, around
     every retry wait and for every downloaded chunk, so a watcher can tell a slow
     exchange from a hung one.
-    Thread-safe, like the ``httpx.Client`` it drives.
 
-    Requests are built here rather than by ``httpx.Client.build_request``, to the
-    same result (the client's base URL, query parameters, headers, cookies and
-    timeout), but with the merged URL of each path parsed once and kept: the
-    profile of a 2,000-file push showed the client parsing two URLs per request.
+    ``sleep`` and ``clock`` are the retry policy's (``retries.RetryPolicy``).
+    Thread-safe, like the ``httpx.Client`` it drives.
     """
 
     def __init__(
@@ -258,7 +209,7 @@ class Requester:
         *,
         secret: str,
         max_retries: int,
-        sleep: Callable[[float], None],
+        sleep: Callable[[float], object],
         clock: Callable[[], float],
         on_request: Callable[[RequestOutcome], None] | None,
         pacer: Pacer | None,
@@ -268,20 +219,14 @@ class Requester:
         self.http = http
         self.request_deadline = request_deadline
         self._secret = secret
-        self._max_retries = max_retries
         self._tick = tick or _no_tick
-        self._sleep = sleep
         self._clock = clock
         self._on_request = on_request
         self._pacer = pacer
         self.stats = RequestStats()
         self._urls: dict[str, httpx.URL] = {}
-        self._timeout = http.timeout.as_dict()
-        # Every request goes to the base URL's host: one transport serves them all.
-        # (A private method of httpx.Client; without it, Client.send is used.)
-        transport_for_url = getattr(http, "_transport_for_url", None)
-        self._transport: httpx.BaseTransport | None = (
-            transport_for_url(http.base_url) if callable(transport_for_url) else None
+        self._retries = RetryPolicy(
+            max_retries=max_retries, sleep=sleep, clock=clock, tick=self._tick
         )
 
     # -- one request, retried
@@ -294,13 +239,14 @@ class Requester:
         *,
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
-    ) -> httpx.Response:
-        def send() -> httpx.Response:
-            return self.send(self.build(method, path, params=params, json=json))
+        upload: bool = False,
+    ) -> Answer:
+        """``method path`` with retries; ``upload`` marks a create (see ``request_with``)."""
+        return self.request_with(
+            call, lambda: self.send(method, path, params=params, json=json), upload=upload
+        )
 
-        return self.request_with(call, send)
-
-    def build(
+    def send(
         self,
         method: str,
         path: str,
@@ -309,101 +255,66 @@ class Requester:
         json: Any = None,
         content: bytes | Iterator[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Request:
-        """The request ``http.build_request`` would make, from a URL merged once per path."""
-        url = self._url(path)
-        if params:
-            url = url.copy_merge_params(params)
-        merged = httpx.Headers(self.http.headers)
-        if headers:
-            merged.update(headers)
-        cookies = self.http.cookies
-        return httpx.Request(
+    ) -> Answer:
+        """One attempt: the request httpx builds for ``path`` under the base URL,
+        sent, and its answer read within ``request_deadline``."""
+        request = self.http.build_request(
             method,
-            url,
-            content=content,
+            self._urls.get(path, path),
+            params=params,
             json=json,
-            headers=merged,
-            cookies=cookies if cookies else None,
-            extensions={"timeout": self._timeout},
+            content=content,
+            headers=headers,
         )
-
-    def _url(self, path: str) -> httpx.URL:
-        """``path`` joined to the client's base URL with its query parameters, as
-        ``httpx.Client`` joins them; kept per path."""
-        url = self._urls.get(path)
-        if url is None:
-            base = self.http.base_url
-            relative = httpx.URL(path).raw_path.lstrip(b"/")
-            url = base.copy_with(raw_path=base.raw_path + relative)
-            if self.http.params:
-                url = url.copy_merge_params(self.http.params)
-            if len(self._urls) >= URL_CACHE_SIZE:
-                self._urls.clear()
-            self._urls[path] = url
-        return url
-
-    def send(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and read its answer within ``request_deadline``."""
-        response = self.open(request)
+        if not params and path not in self._urls:
+            self._keep_url(path, request.url)
+        response = self.http.send(request, stream=True)
         try:
-            return self._read_within_deadline(response)
+            return self._read(response, self._deadline())
         finally:
             response.close()
 
-    def open(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; the answer's body is left to read (close it).
+    def _keep_url(self, path: str, url: httpx.URL) -> None:
+        """Keep the absolute URL httpx made of ``path``, to hand back next time.
 
-        Straight to the client's transport for the base URL (the one
-        ``Client.send`` picks, a proxy's if the environment names one), doing what
-        ``Client.send`` does on the way for a client without auth, hooks or
-        redirects: the request on the answer, its cookies kept. That way skips
-        0.25 ms of CPU a request (the auth and redirect generators, a cookie jar
-        pass over every answer, the answer's stream wrapped again).
+        Given an absolute ``httpx.URL``, ``build_request`` takes it as it is;
+        given ``path``, it parses and joins it again: 0.28 M instructions of the
+        1.8 M a 4 KiB upload into the in-process emulator costs (callgrind). The
+        client's base URL and query parameters never change: a kept URL stays right.
         """
-        if self._transport is None:
-            return self.http.send(request, stream=True)
-        response = self._transport.handle_request(request)
-        response.request = request
-        if "set-cookie" in response.headers:
-            self.http.cookies.extract_cookies(response)
-        return response
+        if len(self._urls) >= URL_CACHE_SIZE:
+            self._urls.clear()
+        self._urls[path] = url
 
-    def _read_within_deadline(self, response: httpx.Response) -> httpx.Response:
-        """The response with its body read, giving up after ``request_deadline``.
+    def _read(self, response: httpx.Response, deadline: float | None) -> Answer:
+        content = b"".join(self._within_deadline(response.iter_bytes(), deadline))
+        return Answer(response.status_code, response.reason_phrase, response.headers, content)
 
-        httpx's timeouts are per read: a server that dribbles a byte a minute
-        would hold a request (and the pass) for as long as it liked. The deadline
-        is checked after every raw chunk, by a stream put under ``response.read``
-        (reading it into a second ``Response`` cost another 50 us a request).
-        """
-        stream = response.stream
-        assert isinstance(stream, httpx.SyncByteStream)
-        deadline = self._deadline()
-        response.stream = _CheckedStream(stream, lambda: self._check_deadline(deadline))
-        response.read()
-        return response
+    def _within_deadline(self, chunks: Iterator[bytes], deadline: float | None) -> Iterator[bytes]:
+        """``chunks``, giving up once ``deadline`` has passed: httpx's timeouts are
+        per read, so a server that dribbles a byte a minute would otherwise hold a
+        request (and the pass) for as long as it liked."""
+        for chunk in chunks:
+            yield chunk
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(
+                    f"the answer took longer than request_deadline ({self.request_deadline:g} s)"
+                )
 
     def _deadline(self) -> float | None:
         return None if self.request_deadline is None else time.monotonic() + self.request_deadline
 
-    def _check_deadline(self, deadline: float | None) -> None:
-        if deadline is not None and time.monotonic() > deadline:
-            raise DeadlineExceeded(
-                f"the answer took longer than request_deadline ({self.request_deadline:g} s)"
-            )
-
     def request_with(
-        self, call: Call, send: Callable[[], httpx.Response], *, upload: bool = False
-    ) -> httpx.Response:
+        self, call: Call, send: Callable[[], Answer], *, upload: bool = False
+    ) -> Answer:
         """``send()`` with retries; ``upload`` marks a create that must not be repeated
         once the server may have done it."""
 
-        def attempt() -> httpx.Response:
+        def attempt() -> Answer:
             with self._paced():
                 started = time.monotonic()
                 try:
-                    response = send()
+                    answer = send()
                 except httpx.DecodingError as exc:
                     raise protocol_error(call, f"the answer cannot be decoded ({exc})") from None
                 except httpx.TransportError as exc:
@@ -411,20 +322,18 @@ class Requester:
                     sent = not isinstance(
                         exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
                     )
-                    raise _Retryable(
+                    raise Retryable(
                         status=None, message=_transport_message(exc), body_sent=sent
                     ) from exc
-                self._record(call, response.status_code, started)
-                self._raise_for_status(call, response)
-                return response
+                self._record(call, answer.status, started)
+                self._raise_for_status(call, answer)
+                return answer
 
-        def retry_allowed(exc: _Retryable) -> bool:
-            if not upload:
-                return True
+        def may_repeat(exc: Retryable) -> bool:
             # An upload may be repeated only when the server cannot have kept it.
-            return not exc.body_sent or exc.status == 429
+            return not upload or not exc.body_sent or exc.status == 429
 
-        return self._retrying(call, attempt, retry_allowed=retry_allowed, upload=upload)
+        return self._with_retries(call, attempt, may_repeat=may_repeat, upload=upload)
 
     def download(self, call: Call, path: str, sink: ByteSink) -> int:
         """Stream ``path`` into ``sink``; returns the bytes written.
@@ -443,100 +352,43 @@ class Requester:
                 started = time.monotonic()
                 deadline = self._deadline()
                 try:
-                    response = self.open(self.build("GET", path))
-                    try:
+                    with self.http.stream("GET", path) as response:
                         self._record(call, response.status_code, started)
                         if response.status_code >= 400:
-                            response.read()
-                            self._raise_for_status(call, response)
-                        for chunk in response.iter_bytes(CHUNK_SIZE):
+                            self._raise_for_status(call, self._read(response, deadline))
+                        chunks = response.iter_bytes(CHUNK_SIZE)
+                        for chunk in self._within_deadline(chunks, deadline):
                             sink.write(chunk)
                             progress["written"] += len(chunk)
                             self._tick()
-                            self._check_deadline(deadline)
-                    finally:
-                        response.close()
                 except httpx.DecodingError as exc:
                     raise protocol_error(call, f"the content cannot be decoded ({exc})") from None
                 except httpx.TransportError as exc:
                     if progress["written"] == 0:
                         self._record(call, None, started)
-                    raise _Retryable(status=None, message=_transport_message(exc)) from exc
+                    raise Retryable(status=None, message=_transport_message(exc)) from exc
                 return progress["written"]
 
         # Retrying is safe when nothing reached the sink yet, or it can be rewound.
-        return self._retrying(
-            call, attempt, retry_allowed=lambda _exc: start is not None or not progress["written"]
+        return self._with_retries(
+            call, attempt, may_repeat=lambda _exc: start is not None or not progress["written"]
         )
 
-    def _retrying(
+    def _with_retries(
         self,
         call: Call,
         attempt: Callable[[], _T],
         *,
-        retry_allowed: Callable[[_Retryable], bool],
+        may_repeat: Callable[[Retryable], bool],
         upload: bool = False,
     ) -> _T:
-        """``attempt()`` until it succeeds, fails in a way not worth retrying, or
-        ``max_retries`` retries are spent; waits the server's hint, else backs off.
-
-        The first attempt runs bare: almost every request succeeds at once, and a
-        tenacity ``Retrying`` costs 35 us to build (and tenacity ~10 ms to import), so
-        both wait for a retry.
-        """
-        try:
-            return attempt()
-        except _Retryable as exc:
-            if self._max_retries < 1 or not retry_allowed(exc):
-                raise self._final_error(call, exc, upload=upload) from None
-            first = exc
-        # Imported here, on the first failure: a command that never retries skips it.
-        from tenacity import Retrying, stop_after_attempt  # noqa: PLC0415
-
-        def should_retry(state: RetryCallState) -> bool:
-            outcome = state.outcome
-            if outcome is None or not outcome.failed:
-                return False
-            exc = outcome.exception()
-            return isinstance(exc, _Retryable) and retry_allowed(exc)
-
-        def wait(state: RetryCallState) -> float:
-            # Called only after should_retry said yes: the outcome is a _Retryable.
-            # attempt_number counts tenacity's attempts; the bare one came first.
-            outcome = state.outcome
-            exc = outcome.exception() if outcome is not None else None
-            assert isinstance(exc, _Retryable)
-            return self._wait(exc, state.attempt_number + 1)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self._max_retries),
-            wait=wait,
-            retry=should_retry,
-            sleep=self._sleep_ticking,
-            reraise=True,
+        """``attempt()`` under the retry policy; a failure given up on becomes its
+        error in the ``errors`` tree."""
+        return self._retries.run(
+            attempt,
+            may_repeat=may_repeat,
+            give_up=lambda exc: self._final_error(call, exc, upload=upload),
         )
-        self._sleep_ticking(self._wait(first, 1))
-        try:
-            return retrying(attempt)
-        except _Retryable as exc:
-            raise self._final_error(call, exc, upload=upload) from None
-
-    def _wait(self, exc: _Retryable, attempts: int) -> float:
-        """Seconds before the next attempt, after ``attempts`` failed ones."""
-        hinted = parse_retry_after(exc.headers, self._clock())
-        if hinted is not None:
-            return hinted
-        try:
-            backoff = BACKOFF_BASE * 2.0 ** (attempts - 1)
-        except OverflowError:
-            backoff = BACKOFF_MAX
-        return min(backoff + random.uniform(0, BACKOFF_JITTER), BACKOFF_MAX)
-
-    def _sleep_ticking(self, seconds: float) -> None:
-        # A wait the server asked for is not a hang: tick on both sides of it.
-        self._tick()
-        self._sleep(seconds)
-        self._tick()
 
     @contextlib.contextmanager
     def _paced(self) -> Iterator[None]:
@@ -548,7 +400,7 @@ class Requester:
         ticket = self._pacer.acquire(self._tick)
         try:
             yield
-        except _Retryable as exc:
+        except Retryable as exc:
             if exc.status in THROTTLE_STATUSES:
                 hint = parse_retry_after(exc.headers, self._clock())
                 self._pacer.release(ticket, throttled=True, retry_after=hint)
@@ -573,14 +425,13 @@ class Requester:
 
     # -- errors
 
-    def _raise_for_status(self, call: Call, response: httpx.Response) -> None:
-        status = response.status_code
+    def _raise_for_status(self, call: Call, answer: Answer) -> None:
+        status = answer.status
         if status < 400:
             return
-        message = self.scrub(_server_message(response))
+        message = self.scrub(_server_message(answer))
         if status in RETRYABLE_STATUSES or status >= 500:
-            response.close()
-            raise _Retryable(status=status, message=message, headers=response.headers)
+            raise Retryable(status=status, message=message, headers=answer.headers)
         error_class: type[ApiError]
         if status == 400 and is_container_expired(message):
             error_class = ContainerExpiredError
@@ -596,10 +447,10 @@ class Requester:
             status=status,
             container_id=call.container_id,
             file_id=call.file_id,
-            request_id=response.headers.get("x-request-id"),
+            request_id=answer.headers.get("x-request-id"),
         )
 
-    def _final_error(self, call: Call, exc: _Retryable, *, upload: bool) -> ApiError:
+    def _final_error(self, call: Call, exc: Retryable, *, upload: bool) -> ApiError:
         where = f"{call.describe()}: " + (
             f"HTTP {exc.status}: {exc.message}" if exc.status is not None else exc.message
         )
@@ -679,9 +530,9 @@ class Requester:
                 raise protocol_error(call, f"page repeats cursor {cursor!r}; stopping")
             seen.add(cursor)
 
-    def json_object(self, call: Call, response: httpx.Response) -> dict[str, Any]:
+    def json_object(self, call: Call, answer: Answer) -> dict[str, Any]:
         try:
-            body = response.json()
+            body = answer.json()
         except (ValueError, UnicodeDecodeError):
             raise protocol_error(call, "answer is not JSON") from None
         except RecursionError:
@@ -690,28 +541,12 @@ class Requester:
             raise protocol_error(call, "answer is not a JSON object")
         return body
 
-    def parse(self, call: Call, model: type[ModelT], response: httpx.Response) -> ModelT:
-        return parse_item(call, model, self.json_object(call, response))
+    def parse(self, call: Call, model: type[ModelT], answer: Answer) -> ModelT:
+        return parse_item(call, model, self.json_object(call, answer))
 
 
 def _no_tick() -> None:
     pass
-
-
-class _CheckedStream(httpx.SyncByteStream):
-    """A response body that calls ``check`` after every chunk (which may raise)."""
-
-    def __init__(self, inner: httpx.SyncByteStream, check: Callable[[], None]) -> None:
-        self._inner = inner
-        self._check = check
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            yield chunk
-            self._check()
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 def parse_item(call: Call, model: type[ModelT], item: Mapping[str, Any]) -> ModelT:
