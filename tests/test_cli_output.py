@@ -8,6 +8,7 @@ import json
 import pytest
 
 from cntr_sync.actions import Delete, DeleteLocal, Download, Plan, Upload
+from cntr_sync.brakes import BRAKE_NAMED, check_brakes
 from cntr_sync.cli_output import (
     OutputMode,
     Reporter,
@@ -20,7 +21,6 @@ from cntr_sync.cli_output import (
     transfer_line,
 )
 from cntr_sync.models import LocalFile, RemoteFile
-from cntr_sync.plan import BRAKE_NAMED, check_brakes
 from cntr_sync.plan_inputs import Policy
 from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, SyncResult, TransferEvent
 

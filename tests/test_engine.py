@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cntr_sync import engine as engine_module
+from cntr_sync import local_side
 from cntr_sync.api import ContainersClient
 from cntr_sync.emulator import Emulator, FaultConfig, GatewayStyle
 from cntr_sync.engine import Engine
@@ -502,7 +502,7 @@ def test_a_file_swapped_for_a_link_after_the_scan_never_sends_the_link_target(
     write(harness.root, "other.txt", "x")
     assert harness.sync().uploaded == 1  # the container exists, so the next pass lists
     target = write(harness.root, "a.md", "notes")
-    real_scan = engine_module.scan
+    real_scan = local_side.scan_tree
 
     def scan_then_swap(*args: Any, **kwargs: Any) -> Snapshot:
         snapshot = real_scan(*args, **kwargs)
@@ -510,7 +510,7 @@ def test_a_file_swapped_for_a_link_after_the_scan_never_sends_the_link_target(
         target.symlink_to(secret)
         return snapshot
 
-    monkeypatch.setattr(engine_module, "scan", scan_then_swap)
+    monkeypatch.setattr(local_side, "scan_tree", scan_then_swap)
     result = harness.sync(follow_symlinks=follow_symlinks)
     assert result.uploaded == 0 and not result.in_sync
     assert result.deferred == ["a.md"]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cntr_sync.actions import Plan
+from cntr_sync.brakes import BRAKE_MIN_DELETES, check_brakes
 from cntr_sync.models import (
     DeleteLimit,
     IndexEntry,
@@ -20,7 +21,6 @@ from cntr_sync.models import (
     UploadIntent,
 )
 from cntr_sync.names import remote_names, to_remote_file
-from cntr_sync.plan import BRAKE_MIN_DELETES, check_brakes
 from cntr_sync.plan import plan as plan_pass
 from cntr_sync.plan_inputs import Policy
 from plain_inputs import PlainEntries, PlainFiles

@@ -16,7 +16,8 @@ records each outcome in the index as it arrives.
 Must not: talk HTTP except through ``ContainersClient``, touch SQLite except
 through ``Index``, decide what to do (``plan`` and ``pull`` decide), find,
 create or replace a container itself (``containers`` does), or touch files
-other than through ``scan`` and ``transfer``. Clocks are injected: ``clock``
+other than through ``local_side`` (the root, the scan, what is kept beside the
+tree) and ``transfer``. Clocks are injected: ``clock``
 (wall time, seconds) for what is compared with file times and stored,
 ``monotonic`` for durations and the pass's deadline. A single transfer's
 ``request_deadline`` runs on the real monotonic clock, as its socket does.
@@ -33,51 +34,39 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from cntr_sync import conflict_copies, journal
+from cntr_sync import conflict_copies
 from cntr_sync.actions import Plan
 from cntr_sync.api import ContainersClient
 from cntr_sync.apply import Applier
-from cntr_sync.backups import PassBackups, prune
+from cntr_sync.backups import PassBackups
+from cntr_sync.brakes import check_brakes
 from cntr_sync.containers import ContainerResolver
 from cntr_sync.entry_table import EntryTable
 from cntr_sync.errors import (
     ContainerExpiredError,
-    LocalError,
     NotFoundError,
     SafetyBrakeError,
 )
-from cntr_sync.hashcache import HashCache, ReadThroughCache
-from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import Index
 from cntr_sync.journal import Journal, new_pass_id
 from cntr_sync.listing import Listing
+from cntr_sync.local_side import LocalSide
 from cntr_sync.logs import get_logger
-from cntr_sync.models import Container, IndexEntry, LocalFile, Pair, RemoteFile
+from cntr_sync.models import Container, IndexEntry, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
-from cntr_sync.plan import check_brakes, plan
+from cntr_sync.plan import plan
 from cntr_sync.plan_inputs import Policy
 from cntr_sync.remote_paths import (
     IGNORE_FILE,
     FileSystemTraits,
     TakenNames,
-    is_conflict_copy,
-    original_of,
     printable,
 )
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
-from cntr_sync.scan import Snapshot, scan
-from cntr_sync.transfer import Tick, probe_traits, remove_partials
+from cntr_sync.scan import Snapshot
+from cntr_sync.transfer import Tick, remove_partials
 
 log = get_logger("cntr_sync.engine")
-
-# How long, and up to how many bytes, kept versions of local files stay (oldest go
-# first; a file's newest version always stays).
-BACKUP_KEEP_DAYS = 30
-BACKUP_MAX_BYTES = 1 << 30
-# How long the journal keeps its rows.
-JOURNAL_KEEP_DAYS = 30
-# Hash-cache rows of gone files tolerated before a pass prunes them.
-PRUNE_SLACK = 16
 
 
 class _NoProgress:
@@ -128,9 +117,7 @@ class Engine:
         self._tick = tick
         self._cancel = threading.Event()
         self._containers = ContainerResolver(client, index, pair)
-        # How the root's file system compares names; probed on the first pull.
-        self._fs_traits = fs_traits
-        self._rules: IgnoreRules | None = None
+        self.local = LocalSide(pair, index, clock=clock, tick=tick, fs_traits=fs_traits)
         self._deadline: float | None = None
         # The container whose files the index mirrors exactly, as of the last clean
         # full pass; None: the next pass lists.
@@ -219,8 +206,7 @@ class Engine:
             if not dry_run and not result.failures and not result.cancelled:
                 self._trusted = result.container_id
             if not dry_run and result.listed:
-                self._prune_backups()
-                journal.prune(self.index, before=self._clock() - JOURNAL_KEEP_DAYS * 86_400)
+                self.local.upkeep()
         finally:
             after = self.client.stats.by_operation()
             result.requests_by_operation = {
@@ -275,7 +261,7 @@ class Engine:
     ) -> _Planned | None:
         """Scan, list and plan; the brakes. None when nothing is to be carried out
         (a dry run, or no container)."""
-        self._check_root(force=force)
+        self.local.check_root(force=force)
         container = self._containers.resolve(result, dry_run=dry_run)
         # The listing pages while the tree is scanned: one waits on the network, the
         # other on the disk, so a pass costs about the longer of the two, not the sum.
@@ -288,10 +274,10 @@ class Engine:
                 if container is not None and not result.container_created
                 else None
             )
-            snapshot = self._scan(dry_run=dry_run, accept_growth=keep_grown)
+            snapshot = self.local.scan(dry_run=dry_run, accept_growth=keep_grown)
             if not dry_run:
-                self._prune_hash_cache(snapshot)
-            local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
+                self.local.prune_hash_cache(snapshot)
+            local, unsettled = self.local.settled(snapshot, defer_unsettled=defer_unsettled)
             result.local_files = len(snapshot.files)
             self._tree_files = len(snapshot.files)
             _note_scan(result, snapshot, unsettled)
@@ -316,7 +302,7 @@ class Engine:
 
         policy = self._policy(dry_run=dry_run)
         known = container is not None
-        copies = self._conflict_copies(snapshot, dry_run=dry_run)
+        copies = self.local.conflict_copies(snapshot, dry_run=dry_run)
         pass_plan = plan(
             local,
             self.index.entry_table(local, remote) if known else EntryTable(),
@@ -326,7 +312,7 @@ class Engine:
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures() if known else {},
-            ignored=self._ignored_path,
+            ignored=self.local.ignored_path,
             conflict_copies=copies,
         )
         result.plan = pass_plan
@@ -347,7 +333,7 @@ class Engine:
             pass_plan,
             snapshot.partials,
             policy,
-            self._taken_names(policy, local, pass_plan),
+            self.local.taken_names(policy, local, pass_plan),
         )
 
     def _carry_out(
@@ -364,12 +350,12 @@ class Engine:
         """Apply a plan the brakes let through: leftovers (``partials``, the scan's
         leftover partial files), bookkeeping, then the actions."""
         if partials:
-            remove_partials(self.pair.local, list(partials), self._partial_tag)
+            remove_partials(self.pair.local, list(partials), self.local.partial_tag)
         started = self._clock()
         pass_journal = Journal(self.index, new_pass_id(started), self._clock)
         result.pass_id = pass_journal.pass_id
         self._record_bookkeeping(pass_plan, result, pass_journal)
-        backups = PassBackups(self.backup_dir, started)
+        backups = PassBackups(self.local.backup_dir, started)
         Applier(
             self.client,
             self.index,
@@ -383,7 +369,7 @@ class Engine:
             tick=self._tick,
             cancel=self._cancel,
             policy=policy,
-            partial_tag=self._partial_tag,
+            partial_tag=self.local.partial_tag,
             taken=taken,
             backups=backups,
             journal=pass_journal,
@@ -398,7 +384,7 @@ class Engine:
         """Whether a pass over ``paths`` alone, without a listing, is as right as a full one."""
         # Pull and both too: what the model writes is seen at the next listing (the
         # remote poll), as any remote change is; local changes need no listing.
-        if trusted is None or trusted != self.index.container_id or self._rules is None:
+        if trusted is None or trusted != self.index.container_id or self.local.rules is None:
             return False
         if not paths or any(not p or p.rpartition("/")[2] == IGNORE_FILE for p in paths):
             return False  # the root itself, or ignore rules changed: scan everything
@@ -428,14 +414,14 @@ class Engine:
         that version must come home as a conflict copy, not be lost. False, with
         nothing done, when one has changed: the caller runs a full pass.
         """
-        self._check_root(force=False)
+        self.local.check_root(force=False)
         container_id = self.index.container_id
-        assert container_id is not None and self._rules is not None
+        assert container_id is not None and self.local.rules is not None
         result.container_id = container_id
         result.listed = False
-        snapshot = self._scan(dry_run=False, accept_growth=keep_grown, only=paths)
+        snapshot = self.local.scan(dry_run=False, accept_growth=keep_grown, only=paths)
         self.index.hashes.flush()
-        local, unsettled = self._settled(snapshot, defer_unsettled=defer_unsettled)
+        local, unsettled = self.local.settled(snapshot, defer_unsettled=defer_unsettled)
         entries = self.index.entries_under(paths)
         _note_scan(result, snapshot, unsettled)
         policy = self._policy()
@@ -449,7 +435,7 @@ class Engine:
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures(),
-            ignored=self._ignored_path,
+            ignored=self.local.ignored_path,
             conflict_copies=conflict_copies.made(self.index),
         )
         # The brakes weigh deletions against the whole tree, not the paths in hand:
@@ -476,7 +462,7 @@ class Engine:
             container_id,
             snapshot.partials,
             policy=policy,
-            taken=self._taken_names(policy, local, pass_plan),
+            taken=self.local.taken_names(policy, local, pass_plan),
             keep_grown=keep_grown,
         )
         return True
@@ -501,176 +487,26 @@ class Engine:
                 return False
         return True
 
+    @property
+    def backup_dir(self) -> Path:
+        """Where this pair keeps the local files passes replaced or deleted."""
+        return self.local.backup_dir
+
+    def has_local_changes(self) -> bool:
+        """Whether the tree differs from what the index recorded (``LocalSide``)."""
+        return self.local.has_local_changes()
+
     def _policy(self, *, dry_run: bool = False) -> Policy:
         """This pass's policy: the pair's settings, what the index learnt of the
         server's names, the clock, and (pull and both) how the root compares names,
         which a dry run finds out without writing in the root."""
-        traits = self._fs_traits
-        if self.pair.direction != "push" and traits is None:
-            traits = probe_traits(self.pair.local, write=not dry_run)
-            if not dry_run:
-                self._fs_traits = traits
+        traits = self.local.traits(dry_run=dry_run)
         return Policy.for_pair(
             self.pair,
             now=self._clock(),
             server_keeps_names=self.index.server_keeps_names,
             server_adds_prefix=self.index.server_adds_prefix,
             traits=traits,
-        )
-
-    def _conflict_copies(self, snapshot: Snapshot, *, dry_run: bool) -> dict[str, str]:
-        """The conflict copies this tool made (copy -> original), as a full scan found the
-        tree: records of copies gone from it are dropped; an index from before copies
-        were recorded has the files named like copies recorded, once."""
-        if not conflict_copies.exists(self.index):
-            named = [relpath for relpath in snapshot.files if is_conflict_copy(relpath)]
-            tracked = self.index.entries_under(named) if named else {}
-            existing = {
-                relpath: original_of(relpath)
-                for relpath in named
-                if relpath not in tracked and self.index.entry_count()
-            }
-            if not dry_run:
-                conflict_copies.start(self.index, existing.items())
-            return existing
-        made = conflict_copies.made(self.index)
-        gone = [c for c in made if c not in snapshot.files and not snapshot.is_uncertain(c)]
-        if gone and not dry_run:
-            conflict_copies.forget(self.index, gone)
-        return {copy: original for copy, original in made.items() if copy not in gone}
-
-    def _ignored_path(self, relpath: str) -> bool:
-        """Whether a download may not land at ``relpath`` (the ignore rules leave it alone)."""
-        return self._rules is not None and self._rules.ignored_path(relpath)
-
-    def _prune_hash_cache(self, snapshot: Snapshot) -> None:
-        """Forget digests of files that are gone, once they are a tenth of the cache."""
-        self.index.hashes.flush()
-        present = [*snapshot.files, *snapshot.unstable, *snapshot.unreadable]
-        if self.index.hashes.count() > len(present) * 1.1 + PRUNE_SLACK:
-            self.index.hashes.prune(present)
-
-    def _prune_backups(self) -> None:
-        """Retention, on full passes: kept versions past their age or the byte budget go."""
-        if self.backup_dir.is_dir():
-            gone = prune(
-                self.backup_dir,
-                keep_days=BACKUP_KEEP_DAYS,
-                max_bytes=BACKUP_MAX_BYTES,
-                now=self._clock(),
-            )
-            if gone:
-                log.info("old backups removed", versions=len(gone))
-
-    @property
-    def backup_dir(self) -> Path:
-        """Where this pair keeps the local files passes replaced or deleted."""
-        return default_backup_dir(self.index.path)
-
-    def _own_paths(self) -> list[str]:
-        """Our state and backup directories and container-id file, where they sit
-        inside the root: never mirrored."""
-        root = Path(os.path.realpath(self.pair.local))
-        own = [self.index.path.parent, self.backup_dir]
-        if self.pair.container_id_file is not None:
-            own.append(self.pair.container_id_file)
-        inside = []
-        for path in own:
-            resolved = Path(os.path.realpath(path))
-            if resolved != root and resolved.is_relative_to(root):
-                inside.append(resolved.relative_to(root).as_posix())
-        return inside
-
-    @property
-    def _partial_tag(self) -> str:
-        # Partial files carry the pair's index stem: a pass removes only its own leftovers.
-        return self.index.path.stem[:12]
-
-    def _taken_names(
-        self, policy: Policy, local: Mapping[str, LocalFile], pass_plan: Plan
-    ) -> TakenNames:
-        """Names a conflict copy decided while the plan runs must not take. Only a pass
-        that compares needs them (every relpath and directory: 10 MB at 100k files)."""
-        if not pass_plan.compares:
-            return TakenNames(policy.traits)
-        return TakenNames(policy.traits, (*local, *self.index.entries()))
-
-    # -- steps ----------------------------------------------------------------------
-
-    def _check_root(self, *, force: bool) -> None:
-        root = self.pair.local
-        if root.is_dir():
-            return
-        tracked = self.index.entry_count()
-        if tracked and not force:
-            raise SafetyBrakeError(
-                f"sync root {root} is missing but {tracked} files are tracked; "
-                "refusing to touch the container (is a disk unmounted?)"
-            )
-        raise LocalError(f"sync root {root} does not exist or is not a directory", path=str(root))
-
-    def _settled(
-        self, snapshot: Snapshot, *, defer_unsettled: bool
-    ) -> tuple[dict[str, LocalFile], set[str]]:
-        """The files to sync now, and the unsettled ones (modified within the quiet period)."""
-        if not defer_unsettled or self.pair.quiet_period <= 0:
-            return snapshot.files, set()
-        cutoff = int((self._clock() - self.pair.quiet_period) * 1e9)
-        unsettled = {r for r, f in snapshot.files.items() if f.mtime_ns > cutoff}
-        if not unsettled:
-            return snapshot.files, unsettled
-        return {r: f for r, f in snapshot.files.items() if r not in unsettled}, unsettled
-
-    def has_local_changes(self) -> bool:
-        """Whether the tree differs from what the index recorded; no API calls.
-
-        The daemon's periodic rescan uses this to catch missed events without
-        touching (and so keeping alive) an idle container.
-        """
-        if self.pair.direction == "pull":
-            return False  # local changes change nothing remotely; remote polls pull
-        if not self.pair.local.is_dir():
-            return bool(self.index.entry_count())
-        snapshot = self._scan(dry_run=False)
-        entries = self.index.entries()
-        copies = conflict_copies.made(self.index)
-        if snapshot.unstable or self.index.intents() or self.index.pending_deletes():
-            return True
-        for relpath, local_file in snapshot.files.items():
-            entry = entries.get(relpath)
-            if entry is None and relpath in copies:
-                continue  # never uploaded
-            if entry is None or entry.hash != local_file.hash:
-                return True
-        return any(
-            relpath not in snapshot.files
-            and not snapshot.is_uncertain(relpath)
-            # A pulled file deleted here stays as it is in push.
-            and not (entry.origin == "pull" and self.pair.direction == "push")
-            for relpath, entry in entries.items()
-        )
-
-    def _scan(
-        self, *, dry_run: bool, accept_growth: bool = False, only: Collection[str] | None = None
-    ) -> Snapshot:
-        """The tree, or with ``only`` the paths named (under the last full scan's rules)."""
-        if only is not None and self._rules is not None:
-            rules = self._rules
-        else:
-            rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
-            rules.always_ignore(self._own_paths())
-            self._rules = rules
-        # A dry run reads the hash cache but writes nothing.
-        cache: HashCache = ReadThroughCache(self.index.hashes) if dry_run else self.index.hashes
-        return scan(
-            self.pair.local,
-            rules=rules,
-            hash_cache=cache,
-            follow_symlinks=self.pair.follow_symlinks,
-            now_ns=lambda: int(self._clock() * 1e9),
-            tick=self._tick,
-            accept_growth=accept_growth,
-            only=only,
         )
 
     def _list(self, container_id: str, warnings: list[str]) -> Listing:
@@ -702,11 +538,6 @@ class Engine:
             self.index.clear_intent(relpath)
         for remote_id in pass_plan.obsolete_deletes:
             self.index.record_delete(remote_id)
-
-
-def default_backup_dir(index_path: Path) -> Path:
-    """The pair's backups beside its index: ``STATE_DIR/<pair>.backups``."""
-    return index_path.with_name(f"{index_path.stem}.backups")
 
 
 def _note_scan(result: PassResult, snapshot: Snapshot, unsettled: set[str]) -> None:

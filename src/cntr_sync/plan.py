@@ -7,8 +7,8 @@ side: uploads, remote deletes and index bookkeeping (adoptions, refreshed
 stats, forgotten entries). With ``direction`` pull or both, ``pull.plan_pull``
 decides the remote side first (downloads, conflicts, local deletes) into the
 same ``PlanBuilder``, whose ``decided`` relpaths this side leaves alone; in pull
-mode no upload or remote delete survives. ``check_brakes`` says whether a plan
-must be refused. The inputs are read-only mappings (``plan_inputs``): this
+mode no upload or remote delete survives. Whether a plan must be refused is
+``brakes.check_brakes``'s to say. The inputs are read-only mappings (``plan_inputs``): this
 module never asks how they are stored.
 
 Must not: import anything that performs I/O, read the clock, or depend on
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
 from cntr_sync import pull
@@ -72,16 +72,12 @@ from cntr_sync.names import (
     upload_name,
 )
 from cntr_sync.plan_inputs import IndexEntries, Policy, RemoteFiles
-from cntr_sync.remote_paths import printable
 
 # A remote file adopted without an index must not predate the local file's
 # last change (else the local file changed after that upload). ``created_at``
 # has whole seconds, hence one second of slack; a larger slack would adopt
 # stale content after a quick edit, while clock skew only costs a re-upload.
 ADOPT_CLOCK_SLACK_S = 1
-# Below this many deletions the percentage brake does not apply: deleting one
-# of two tracked files is an edit, not a disaster.
-BRAKE_MIN_DELETES = 3
 
 
 def plan(
@@ -626,67 +622,3 @@ def _adopted_entry(
     """The entry of a local file found already uploaded as ``remote``."""
     synced_at = float(remote.created_at) if remote.created_at is not None else policy.now
     return mirror_entry(relpath, local, remote, origin="push", synced_at=synced_at)
-
-
-@dataclass(frozen=True)
-class Brake:
-    """Why a plan was refused, in one line, and every file it would have deleted."""
-
-    reason: str
-    would_delete: tuple[str, ...] = ()
-
-
-# Files a brake's one-line reason names (``Brake.would_delete`` has them all).
-BRAKE_NAMED = 20
-
-
-def check_brakes(
-    plan_: Plan, *, local_count: int, policy: Policy, force: bool = False
-) -> Brake | None:
-    """Refuse plans that look like a disaster rather than an edit, unless forced.
-
-    Both removals of tracked files and deletions of unknown files (with
-    ``delete_unknown``) count: an unmounted root must not empty the container
-    either way. The reason names the first ``BRAKE_NAMED`` files (sorted) it
-    would delete.
-    """
-    if force:
-        return None
-    destructive = plan_.destructive
-    if local_count == 0 and destructive:
-        return _brake(
-            f"the sync root is empty but this pass would delete {destructive} remote files; "
-            "refusing (use --force if this is intended)",
-            plan_,
-        )
-    base = plan_.tracked + plan_.unknown_total
-    limit = policy.max_delete
-    if limit.count is not None:
-        if destructive > limit.count:
-            return _brake(
-                f"this pass would delete {destructive} files (> max_delete {limit.count}); "
-                "use --force if this is intended",
-                plan_,
-            )
-        return None
-    if base and destructive >= BRAKE_MIN_DELETES and limit.percent is not None:
-        percent = 100.0 * destructive / base
-        if percent > limit.percent:
-            return _brake(
-                f"this pass would delete {destructive} of {base} files "
-                f"({percent:.0f}% > max_delete {limit}); use --force if this is intended",
-                plan_,
-            )
-    return None
-
-
-def _brake(reason: str, plan_: Plan) -> Brake:
-    """``reason`` and the files ``plan_`` would delete (what ``Plan.destructive``
-    counts; a move's old name among them), the first of them named."""
-    remote = (d.relpath or d.path for d in plan_.deletes if d.reason in ("removed", "unknown"))
-    local = (removal.relpath for removal in plan_.local_deletes)
-    paths = tuple(sorted({*remote, *local}))
-    named = ", ".join(printable(path) for path in paths[:BRAKE_NAMED])
-    if len(paths) > BRAKE_NAMED:
-        named += f" and {len(paths) - BRAKE_NAMED} more"
-    return Brake(f"{reason}; it would delete {named}" if paths else reason, paths)
