@@ -6,7 +6,7 @@ starts, so an upload never replaces a remote version a conflict copy is still
 saving (and does not start at all when that copy failed). Then uploads and
 remote deletes run, with their follow-ups (an old id after a replace, a file
 that changed under its upload). Each outcome is recorded in the index on the
-calling thread as it arrives, by one handler per kind of outcome.
+calling thread as it arrives, by one handler per kind of outcome (``outcomes``).
 
 Must not: decide what to do (the planners do; a ``Compare`` that finds
 different content asks ``pull.resolve_unrelated``), talk HTTP except through
@@ -17,72 +17,58 @@ SQLite except through ``Index``.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from cntr_sync import conflict_copies
 from cntr_sync.actions import (
     Compare,
     Delete,
-    DeleteLocal,
     Download,
-    LocalAction,
     Plan,
-    RemoteAction,
     Upload,
     Verify,
-    mirror_entry,
 )
 from cntr_sync.api import ContainersClient
 from cntr_sync.backups import PassBackups
 from cntr_sync.errors import (
-    AuthenticationError,
     CntrSyncError,
-    ContainerExpiredError,
-    NotFoundError,
-    OutcomeUnknownError,
-    PermissionDeniedError,
-    ProtocolError,
 )
 from cntr_sync.index import Index
-from cntr_sync.journal import Journal, JournalAction
+from cntr_sync.journal import Journal
 from cntr_sync.models import (
-    IndexEntry,
     LocalFile,
     Pair,
-    PendingDelete,
-    PullFailure,
     RemoteFile,
     UploadIntent,
 )
-from cntr_sync.names import server_naming, to_remote_file, upload_name
+from cntr_sync.names import to_remote_file, upload_name
+from cntr_sync.outcomes import (
+    FATAL,
+    Action,
+    Compared,
+    NotStarted,
+    OutcomeRecorder,
+    Uploaded,
+    Verified,
+)
 from cntr_sync.plan_inputs import Policy
-from cntr_sync.pull import pulled_entry, resolve_unrelated
-from cntr_sync.remote_paths import TakenNames, printable
+from cntr_sync.remote_paths import TakenNames
 from cntr_sync.rest import ByteSink
-from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, Progress, TransferEvent
+from cntr_sync.result import PassResult, Progress
 from cntr_sync.transfer import (
     ChangedSinceScan,
     DownloadProblem,
-    LocalChanged,
     Tick,
-    UnsafeTarget,
     delete_local,
     hash_download,
     open_as_scanned,
-    rehash_if_still,
     write_download,
 )
 
-# How often one file may change under its upload before this pass leaves it to the next.
-MAX_CHANGED_RETRIES = 3
 # Outcomes are recorded in one transaction per this many, or per this long (the
 # profile of a 2,000-file push: 12 SQLite statements and 2 commits per upload on
 # the dispatching thread, 1.9 s of its 10 s).
@@ -95,47 +81,9 @@ INTENTS_AHEAD = 64
 # outcome and hand it another (in a 2,000-file push with 8 threads, each waited
 # 2.6 ms on average between uploads, 7 % of an upload's 39 ms).
 SUBMIT_AHEAD = 8
-# A download that failed (no content, wrong size) waits this long, doubling per
-# attempt, up to an hour: retried on later passes, never in a tight loop.
-PULL_RETRY_BASE_S = 60.0
-PULL_RETRY_MAX_S = 3600.0
-# Errors that end the whole pass: nothing else can succeed after them.
-FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
-
-Action = LocalAction | RemoteAction
 
 
-class NotStarted(Exception):
-    """An action handed to the pool was not started: the pass was stopping by then."""
-
-
-@dataclass(frozen=True)
-class _Uploaded:
-    action: Upload
-    remote: RemoteFile
-    before: os.stat_result  # the file when the upload opened it (what was sent)
-    stat: os.stat_result  # the file when the upload ended
-    changed_meanwhile: bool
-
-    @property
-    def only_grew(self) -> bool:
-        """Appended to meanwhile: what was sent is the file as the scan saw it."""
-        return self.stat.st_ino == self.before.st_ino and self.stat.st_size > self.action.size
-
-
-@dataclass(frozen=True)
-class _Compared:
-    action: Compare
-    remote_hash: str
-
-
-@dataclass(frozen=True)
-class _Verified:
-    action: Verify
-    hashes: tuple[tuple[RemoteFile, str | None], ...]  # None: could not be read
-
-
-class Applier:
+class Applier(OutcomeRecorder):
     """Runs one plan for one pass; construct it per pass."""
 
     def __init__(
@@ -197,10 +145,6 @@ class Applier:
         self._intended: set[str] = set()
         # What the index says of the server's names (keeps them, adds a prefix), once read.
         self._server_names: tuple[bool | None, bool | None] | None = None
-
-    @property
-    def _root(self) -> Path:
-        return self.pair.local
 
     def run(self, plan: Plan) -> None:
         self._progress.start(plan.transfers, plan.upload_bytes + plan.download_bytes)
@@ -340,7 +284,7 @@ class Applier:
 
         return pool.submit(unless_stopping)
 
-    def _upload(self, action: Upload) -> _Uploaded:
+    def _upload(self, action: Upload) -> Uploaded:
         """Upload the very file the scan saw, from one open descriptor."""
         handle, before = open_as_scanned(
             self._root / action.relpath,
@@ -366,7 +310,7 @@ class Applier:
             created.id, created.path, created.bytes, created.source, created.created_at
         )
         changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
-        return _Uploaded(action, remote, before, after, changed_meanwhile=changed)
+        return Uploaded(action, remote, before, after, changed_meanwhile=changed)
 
     def _fetch(self, remote_id: str) -> Callable[[ByteSink], int]:
         def fetch(sink: ByteSink) -> int:
@@ -389,13 +333,13 @@ class Applier:
             keep=self._keep,
         )
 
-    def _compare(self, action: Compare) -> _Compared:
+    def _compare(self, action: Compare) -> Compared:
         digest = hash_download(
             self._fetch(action.remote.id), expected_size=action.remote.size, tick=self._tick
         )
-        return _Compared(action, digest)
+        return Compared(action, digest)
 
-    def _verify(self, action: Verify) -> _Verified:
+    def _verify(self, action: Verify) -> Verified:
         """Hash each candidate (each at most once a pass) until one matches the local file."""
         hashes: list[tuple[RemoteFile, str | None]] = []
         for candidate in action.candidates:
@@ -419,313 +363,9 @@ class Applier:
             hashes.append((candidate, digest))
             if digest == action.local.hash:
                 break
-        return _Verified(action, tuple(hashes))
+        return Verified(action, tuple(hashes))
 
     # -- outcomes: one handler each, all on the calling thread --------------------------
-
-    def _finish(self, action: Action, future: Future[object]) -> Iterator[Action]:
-        """Record one finished action; yield follow-up actions."""
-        try:
-            outcome = future.result()
-        except FATAL:
-            raise
-        except NotStarted:
-            self.result.cancelled = True  # left to the next pass, like the actions not handed over
-        except OutcomeUnknownError as exc:
-            self._on_outcome_unknown(exc)
-        except ChangedSinceScan:
-            assert isinstance(action, Upload)
-            yield from self._on_changed_before_upload(action)
-        except (LocalChanged, UnsafeTarget, DownloadProblem) as exc:
-            self._on_local_problem(action, exc)
-        except (CntrSyncError, OSError) as exc:
-            self._on_failed(action, exc)
-        else:
-            if isinstance(outcome, _Uploaded):
-                if outcome.changed_meanwhile and self._keep_grown and outcome.only_grew:
-                    yield from self._on_uploaded(outcome, as_sent=True)
-                elif outcome.changed_meanwhile:
-                    yield from self._on_changed_during_upload(outcome)
-                else:
-                    yield from self._on_uploaded(outcome)
-            elif isinstance(outcome, LocalFile):
-                assert isinstance(action, Download)
-                self._on_downloaded(action, outcome)
-            elif isinstance(outcome, _Compared):
-                yield from self._on_compared(outcome)
-            elif isinstance(outcome, _Verified):
-                yield from self._on_verified(outcome)
-            elif isinstance(action, DeleteLocal):
-                self._on_deleted_locally(action)
-            else:
-                assert isinstance(action, Delete)
-                self._on_deleted(action)
-
-    def _on_outcome_unknown(self, exc: OutcomeUnknownError) -> None:
-        # The intent stays: the next pass's listing adopts or removes the file.
-        self._fail(ActionFailure("upload", exc.filename, exc.message))
-
-    def _on_changed_before_upload(self, action: Upload) -> Iterator[Upload]:
-        # Nothing was sent: hash the file again (or leave it to the next pass).
-        self.index.clear_intent(action.relpath)
-        self._intended.discard(action.relpath)
-        yield from self._retry_changed(action)
-
-    def _on_local_problem(self, action: Action, exc: Exception) -> None:
-        relpath = getattr(action, "relpath", "")
-        if isinstance(action, Download) and action.copy_of is not None:
-            self._blocked.add(action.copy_of)
-        if isinstance(exc, LocalChanged):
-            # Changed here meanwhile: the next pass sees both sides and decides.
-            self.result.deferred.append(relpath)
-        elif isinstance(exc, UnsafeTarget):
-            self.result.warnings.append(f"{printable(relpath)}: not written: {exc}")
-        else:
-            assert isinstance(action, Download | Compare)
-            self._pull_failed(action.remote, relpath, str(exc))
-
-    def _on_failed(self, action: Action, exc: Exception) -> None:
-        message = exc.message if isinstance(exc, CntrSyncError) else _os_message(exc)
-        if isinstance(action, Download | Compare):
-            if isinstance(action, Download) and action.copy_of is not None:
-                self._blocked.add(action.copy_of)
-            if isinstance(exc, NotFoundError | ProtocolError):
-                # The content itself is the problem: retried on later passes with a
-                # backoff, never in a tight loop. (A network failure is retried at once.)
-                reason = "the content answered 404" if isinstance(exc, NotFoundError) else message
-                self._pull_failed(action.remote, action.relpath, reason)
-                return
-            self._fail(ActionFailure("download", action.relpath, message))
-        elif isinstance(action, DeleteLocal):
-            self._fail(ActionFailure("delete local", action.relpath, message))
-        elif isinstance(action, Upload | Verify):
-            self._fail(ActionFailure("upload", action.relpath, message))
-        else:
-            target = action.relpath or action.path
-            self._fail(ActionFailure("delete", target or "", message))
-
-    def _pull_failed(self, remote: RemoteFile, relpath: str, reason: str) -> None:
-        """A download the server cannot serve right now: retried on later passes, backing off."""
-        previous = self.index.pull_failures().get(remote.id)
-        attempts = previous.attempts + 1 if previous is not None else 1
-        delay = min(PULL_RETRY_MAX_S, PULL_RETRY_BASE_S * 2 ** (attempts - 1))
-        self.index.record_pull_failure(
-            PullFailure(remote.id, relpath, attempts, self._clock() + delay, reason)
-        )
-        self._fail(
-            ActionFailure(
-                "download",
-                relpath,
-                f"{reason} (file {remote.id}); retried in {delay:.0f} s",
-            )
-        )
-
-    def _fail(self, failure: ActionFailure) -> None:
-        self.result.failures.append(failure)
-        action = _FAILED_ACTIONS.get(failure.action, "upload")
-        self._journal(action, failure.target, failed=failure.message)
-
-    def _journal(
-        self,
-        action: JournalAction,
-        path: str,
-        *,
-        size: int | None = None,
-        reason: str = "",
-        failed: str | None = None,
-    ) -> None:
-        if self._journal_of_pass is not None:
-            self._journal_of_pass.record(action, path, size=size, reason=reason, failed=failed)
-
-    def _on_deleted(self, action: Delete) -> None:
-        self.index.record_delete(action.remote_id)
-        # The old id of a replaced file is part of its replace, not a deletion.
-        if action.reason not in ("replaced", "conflict"):
-            self.result.deleted += 1
-            self._progress.advance(TransferEvent("deleted", action.relpath or action.path))
-            self._journal("delete", action.relpath or action.path, reason=action.reason)
-
-    def _on_deleted_locally(self, action: DeleteLocal) -> None:
-        self.index.forget(action.relpath)
-        self.result.local_deleted += 1
-        self.result.local_files -= 1
-        self._progress.advance(TransferEvent("deleted locally", action.relpath))
-        self._journal(
-            "delete-local", action.relpath, size=action.expect.size, reason="deleted remotely"
-        )
-
-    def _on_downloaded(self, action: Download, written: LocalFile) -> None:
-        remote = action.remote
-        if action.record:
-            self.index.record_download(pulled_entry(action.relpath, remote, written, self._clock()))
-        else:
-            self.index.clear_pull_failure(remote.id)
-        if action.repoint is not None:
-            self.index.adopt(action.repoint)
-        self.index.hashes.store(
-            action.relpath,
-            written.inode,
-            written.size,
-            written.mtime_ns,
-            written.ctime_ns,
-            written.hash,
-        )
-        self.result.downloaded += 1
-        self.result.bytes_downloaded += written.size
-        if action.expect is None or action.move_aside_to is not None:
-            self.result.local_files += 1  # a new file here, not one written over
-        self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
-        kind: JournalAction = "conflict-copy" if action.reason == "conflict-copy" else "download"
-        self._journal(kind, action.relpath, size=written.size, reason=action.reason)
-        copy = ConflictCopy.made_by(action)
-        if copy is not None:
-            self.result.conflict_copies.append(copy)
-            conflict_copies.record(self.index, [(copy.copy, copy.path)], self._clock())
-
-    def _on_compared(self, compared: _Compared) -> Iterator[Action]:
-        action = compared.action
-        remote, local = action.remote, action.local
-        if compared.remote_hash == local.hash:
-            # The same content on both sides: the local file mirrors the remote one.
-            self.index.record_download(pulled_entry(action.relpath, remote, local, self._clock()))
-            self.result.adopted += 1
-            self._journal("adopt", action.relpath, size=local.size, reason="same-content")
-            return
-        self.result.conflicts += 1
-        # The conflict copy's name is taken in ``self._taken`` as it is chosen.
-        resolution = resolve_unrelated(remote, action.relpath, local, self._policy, self._taken)
-        for entry in resolution.repoints:
-            self.index.adopt(entry)
-        yield from resolution.downloads
-        self._remote_queue.extend(resolution.uploads)
-        self._remote_queue.extend(resolution.deletes)
-
-    def _on_verified(self, verified: _Verified) -> Iterator[Action]:
-        action = verified.action
-        for candidate, digest in verified.hashes:
-            if digest == action.local.hash and candidate.id not in self._verified_ids:
-                with self._lock:
-                    self._verified_ids.add(candidate.id)
-                self.index.adopt(
-                    mirror_entry(
-                        action.relpath,
-                        action.local,
-                        candidate,
-                        origin="push",
-                        synced_at=self._clock(),
-                    )
-                )
-                self.result.adopted += 1
-                self._journal(
-                    "adopt", action.relpath, size=action.local.size, reason="same-content"
-                )
-                return
-        looked_at = {candidate.id for candidate, _digest in verified.hashes}
-        rest = tuple(c for c in action.candidates if c.id not in looked_at)
-        if rest:
-            # The match it found went to a file with the same content: look on.
-            yield replace(action, candidates=rest)
-            return
-        # Not in the container after all: upload it (after the local actions, as planned).
-        self._remote_queue.append(action.upload)
-
-    def _on_changed_during_upload(self, done: _Uploaded) -> Iterator[Action]:
-        # What arrived may be a mix of old and new bytes: drop it, upload again.
-        action = done.action
-        self._learn_whether_names_are_kept(action, done.remote)
-        self.index.add_pending_delete(PendingDelete(done.remote.id, action.relpath))
-        self.index.clear_intent(action.relpath)
-        self._intended.discard(action.relpath)
-        yield Delete(done.remote.id, done.remote.path, "stale-upload", action.relpath)
-        yield from self._retry_changed(action)
-
-    def _on_uploaded(self, done: _Uploaded, *, as_sent: bool = False) -> Iterator[Delete]:
-        """Record a finished upload. ``as_sent``: the file grew meanwhile; the entry
-        describes the file as it was sent, so the next pass sees the growth."""
-        action = done.action
-        self._learn_whether_names_are_kept(action, done.remote)
-        size, mtime_ns = (
-            (action.size, action.mtime_ns)
-            if as_sent
-            else (done.stat.st_size, done.stat.st_mtime_ns)
-        )
-        entry = IndexEntry(
-            relpath=action.relpath,
-            remote_id=done.remote.id,
-            remote_path=done.remote.path,
-            size=size,
-            mtime_ns=mtime_ns,
-            hash=action.hash,
-            synced_at=self._clock(),
-            origin="push",
-            remote_size=done.remote.size,
-            remote_created_at=done.remote.created_at,
-        )
-        old = PendingDelete(action.replaces, action.relpath) if action.replaces else None
-        self.index.record_upload(entry, pending_delete=old)
-        self._intended.discard(action.relpath)
-        self.result.bytes_uploaded += action.size
-        if action.replaces:
-            self.result.replaced += 1
-            self._progress.advance(TransferEvent("replaced", action.relpath, action.size))
-            self._journal("replace", action.relpath, size=action.size, reason=action.reason)
-            yield Delete(action.replaces, "", "replaced", action.relpath)
-        else:
-            self.result.uploaded += 1
-            self._progress.advance(TransferEvent("uploaded", action.relpath, action.size))
-            self._journal("upload", action.relpath, size=action.size, reason=action.reason)
-
-    def _retry_changed(self, action: Upload) -> Iterator[Upload]:
-        """The file changed under its upload: hash it again and retry, if it holds still."""
-        count = self._retries.get(action.relpath, 0) + 1
-        self._retries[action.relpath] = count
-        rehashed = None
-        if count <= MAX_CHANGED_RETRIES:
-            rehashed = rehash_if_still(
-                self._root, action.relpath, follow_symlinks=self.pair.follow_symlinks
-            )
-        if rehashed is None:
-            self.result.deferred.append(action.relpath)
-            return
-        yield replace(
-            action,
-            size=rehashed.size,
-            mtime_ns=rehashed.mtime_ns,
-            hash=rehashed.hash,
-            inode=rehashed.inode,
-        )
-
-    def _learn_whether_names_are_kept(self, action: Upload, remote: RemoteFile) -> None:
-        """What this upload's answer tells about the server's names (``names.server_naming``).
-
-        A plain name that came back renamed is enough to stop trusting names
-        for good (a server keeping only some, say the last path segment, must
-        not have its names matched); an odd one proves nothing either way.
-        What the index knows is read once a pass: only this pass writes it, and
-        reading it after every recorded upload cost two SELECTs an upload.
-        """
-        shown = server_naming(action.relpath, remote.path)
-        if shown.keeps_names is None and shown.adds_prefix is None:
-            return
-        if self._server_names is None:
-            self._server_names = (self.index.server_keeps_names, self.index.server_adds_prefix)
-        keeps, adds_prefix = self._server_names
-        if shown.keeps_names is not None and (keeps is None or (keeps and not shown.keeps_names)):
-            self.index.set_server_keeps_names(shown.keeps_names)
-            keeps = shown.keeps_names
-        if shown.adds_prefix is not None and adds_prefix is None:
-            self.index.set_server_adds_prefix(shown.adds_prefix)
-            adds_prefix = shown.adds_prefix
-        self._server_names = (keeps, adds_prefix)
-
-
-# The journal's action for a failure of each kind.
-_FAILED_ACTIONS: dict[str, JournalAction] = {
-    "upload": "upload",
-    "download": "download",
-    "delete": "delete",
-    "delete local": "delete-local",
-}
 
 
 def _file_time(action: Download) -> float | None:
@@ -743,9 +383,3 @@ def _deadline_after(seconds: float | None) -> float | None:
     # A transfer's own deadline, on the clock its reader checks (``TickingReader``): real
     # time, as the socket's.
     return None if seconds is None else time.monotonic() + seconds
-
-
-def _os_message(exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return f"{exc.filename or ''}: {exc.strerror or exc}".strip(": ")
-    return str(exc)
