@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -19,55 +18,17 @@ from cntr_sync import backups
 from cntr_sync.api import ContainersClient
 from cntr_sync.backups import PassBackups, folder_time, prune, version_at, versions
 from cntr_sync.emulator import Emulator
-from cntr_sync.engine import Engine
-from cntr_sync.index import Index
 from cntr_sync.models import Pair
-from cntr_sync.result import PassResult
 from cntr_sync.transfer import restore_version
-from helpers import NoSleep, local_tree
+from helpers import local_tree
+from pass_rig import BASE_URL, PassRig, pass_rig
 
-BASE_URL = "http://emulator.test/v1"
 DAY = 86_400.0
 
 
-@dataclass
-class Rig:
-    emu: Emulator
-    root: Path
-    state: Path
-    pair: Pair
-    container_id: str = ""
-
-    def sync(self, **pair: object) -> PassResult:
-        with (
-            ContainersClient(
-                "sk-test", base_url=BASE_URL, transport=self.emu.transport(), sleep=NoSleep()
-            ) as client,
-            Index.open(
-                self.state, base_url=BASE_URL, root=self.root, container_spec="box"
-            ) as index,
-        ):
-            engine = Engine(client, index, replace(self.pair, **pair))  # type: ignore[arg-type]
-            result = engine.run_pass()
-            self.backup_dir = engine.backup_dir
-        assert result.container_id is not None and not result.failures, result.failures
-        self.container_id = result.container_id
-        return result
-
-    def entry_id(self, relpath: str) -> str:
-        with Index.open(
-            self.state, base_url=BASE_URL, root=self.root, container_spec="box", lock=False
-        ) as index:
-            return index.entries()[relpath].remote_id
-
-
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    root = tmp_path / "tree"
-    root.mkdir()
-    with Emulator(data_dir=tmp_path / "emulator") as emu:
-        made = Rig(emu, root, tmp_path / "state", Pair("t", root, "box", direction="both"))
-        made.sync()
+def rig(tmp_path: Path) -> Iterator[PassRig]:
+    with pass_rig(tmp_path) as made:
         yield made
 
 
@@ -78,7 +39,7 @@ def write(root: Path, relpath: str, content: bytes) -> None:
 
 
 def test_a_model_rewrite_of_an_unchanged_file_keeps_the_old_bytes_and_restore_brings_them_back(
-    rig: Rig,
+    rig: PassRig,
 ) -> None:
     write(rig.root, "notes/plan.md", b"my careful plan")
     rig.sync()
@@ -105,7 +66,7 @@ def test_a_model_rewrite_of_an_unchanged_file_keeps_the_old_bytes_and_restore_br
     ]
 
 
-def test_a_propagated_remote_deletion_is_backed_up(rig: Rig) -> None:
+def test_a_propagated_remote_deletion_is_backed_up(rig: PassRig) -> None:
     write(rig.root, "data.csv", b"1,2,3")
     rig.sync()
     with ContainersClient("k", base_url=BASE_URL, transport=rig.emu.transport()) as client:
@@ -116,7 +77,7 @@ def test_a_propagated_remote_deletion_is_backed_up(rig: Rig) -> None:
     assert kept.path.read_bytes() == b"1,2,3"
 
 
-def test_a_remote_wins_conflict_keeps_the_local_version_in_the_backups_too(rig: Rig) -> None:
+def test_a_remote_wins_conflict_keeps_the_local_version_in_the_backups_too(rig: PassRig) -> None:
     write(rig.root, "a.txt", b"base")
     rig.sync()
     write(rig.root, "a.txt", b"local edit")
@@ -127,7 +88,7 @@ def test_a_remote_wins_conflict_keeps_the_local_version_in_the_backups_too(rig: 
     assert (rig.root / "a.txt").read_bytes() == b"remote edit!"
 
 
-def test_a_pass_that_only_brings_new_files_keeps_nothing(rig: Rig) -> None:
+def test_a_pass_that_only_brings_new_files_keeps_nothing(rig: PassRig) -> None:
     rig.emu.add_assistant_file(rig.container_id, "/mnt/data/new.txt", b"new")
     assert rig.sync().backups == []
     assert not rig.backup_dir.exists()
@@ -137,7 +98,7 @@ def test_a_backup_directory_inside_the_root_is_never_uploaded(tmp_path: Path) ->
     root = tmp_path / "tree"
     root.mkdir()
     with Emulator(data_dir=tmp_path / "emulator") as emu:
-        rig = Rig(emu, root, root / ".state", Pair("t", root, "box", direction="both"))
+        rig = PassRig(emu, root, root / ".state", Pair("t", root, "box", direction="both"))
         write(root, "a.txt", b"v1")
         rig.sync()
         rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"v2 from the model")

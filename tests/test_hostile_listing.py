@@ -11,55 +11,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cntr_sync.api import ContainersClient
-from cntr_sync.emulator import Emulator
-from cntr_sync.engine import Engine
-from cntr_sync.index import Index
-from cntr_sync.models import ContainerFile, Pair
-from cntr_sync.result import PassResult
-from helpers import NoSleep, local_tree
-
-BASE_URL = "http://emulator.test/v1"
-
-
-@dataclass
-class Rig:
-    emu: Emulator
-    root: Path
-    state: Path
-    pair: Pair
-    container_id: str = ""
-
-    def sync(self) -> PassResult:
-        with (
-            ContainersClient(
-                "sk-test", base_url=BASE_URL, transport=self.emu.transport(), sleep=NoSleep()
-            ) as client,
-            Index.open(
-                self.state, base_url=BASE_URL, root=self.root, container_spec="box"
-            ) as index,
-        ):
-            result = Engine(client, index, self.pair, concurrency=2).run_pass()
-        assert result.container_id is not None
-        self.container_id = result.container_id
-        return result
-
-    def model_writes(self, path: str, content: bytes) -> str:
-        return str(self.emu.add_assistant_file(self.container_id, path, content)["id"])
+from cntr_sync.models import ContainerFile
+from helpers import local_tree
+from pass_rig import PassRig, pass_rig
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    root = tmp_path / "tree"
-    root.mkdir()
-    with Emulator(data_dir=tmp_path / "emulator") as emu:
-        made = Rig(emu, root, tmp_path / "state", Pair("t", root, "box", direction="both"))
-        made.sync()
+def rig(tmp_path: Path) -> Iterator[PassRig]:
+    with pass_rig(tmp_path) as made:
         yield made
 
 
@@ -77,7 +40,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     ],
 )
 def test_a_model_file_with_a_garbage_field_comes_home_and_the_pass_goes_on(
-    rig: Rig, shown: dict[str, object], hidden: tuple[str, ...], field: str | None
+    rig: PassRig, shown: dict[str, object], hidden: tuple[str, ...], field: str | None
 ) -> None:
     file_id = rig.model_writes("/mnt/data/out.txt", b"the model's output")
     rig.emu.show_fields(rig.container_id, file_id, shown, hidden)
@@ -99,7 +62,7 @@ def test_a_model_file_with_a_garbage_field_comes_home_and_the_pass_goes_on(
     assert not again.failures and again.downloaded == again.uploaded == 0
 
 
-def test_a_tracked_pulled_file_whose_size_turns_absurd_is_left_as_it_is(rig: Rig) -> None:
+def test_a_tracked_pulled_file_whose_size_turns_absurd_is_left_as_it_is(rig: PassRig) -> None:
     file_id = rig.model_writes("/mnt/data/data.csv", b"1,2,3\n")
     assert rig.sync().downloaded == 1
     rig.emu.show_fields(rig.container_id, file_id, {"bytes": 2**64, "created_at": 10**30})
@@ -120,7 +83,7 @@ def test_the_wire_model_takes_garbage_as_unknown_and_says_so() -> None:
     assert (fine.bytes, fine.created_at, fine.problems) == (3, 1_700_000_000, ())
 
 
-def test_a_file_rewritten_in_place_comes_home_newer_than_before(rig: Rig) -> None:
+def test_a_file_rewritten_in_place_comes_home_newer_than_before(rig: PassRig) -> None:
     file_id = rig.model_writes("/mnt/data/report.md", b"first")
     rig.sync()
     before = os.stat(rig.root / "report.md").st_mtime_ns
@@ -132,7 +95,7 @@ def test_a_file_rewritten_in_place_comes_home_newer_than_before(rig: Rig) -> Non
     assert after > before, (before, after)
 
 
-def test_a_new_model_file_keeps_the_time_the_model_made_it(rig: Rig) -> None:
+def test_a_new_model_file_keeps_the_time_the_model_made_it(rig: PassRig) -> None:
     made = rig.emu.add_assistant_file(rig.container_id, "/mnt/data/plot.png", b"png")
     rig.sync()
     assert os.stat(rig.root / "plot.png").st_mtime == made["created_at"]

@@ -5,69 +5,27 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from cntr_sync import journal
-from cntr_sync.api import ContainersClient
-from cntr_sync.emulator import Emulator
-from cntr_sync.engine import Engine
 from cntr_sync.index import Index
-from cntr_sync.models import Pair
-from cntr_sync.result import PassResult
-from helpers import NoSleep
-
-BASE_URL = "http://emulator.test/v1"
-
-
-@dataclass
-class Rig:
-    emu: Emulator
-    root: Path
-    state: Path
-    pair: Pair
-    container_id: str = ""
-
-    def sync(self, **pair: object) -> PassResult:
-        with (
-            ContainersClient(
-                "sk-test", base_url=BASE_URL, transport=self.emu.transport(), sleep=NoSleep()
-            ) as client,
-            Index.open(
-                self.state, base_url=BASE_URL, root=self.root, container_spec="box"
-            ) as index,
-        ):
-            result = Engine(client, index, replace(self.pair, **pair)).run_pass()  # type: ignore[arg-type]
-        assert result.container_id is not None
-        self.container_id = result.container_id
-        return result
-
-    def journal(self, since: float | None = None) -> list[journal.JournalEntry]:
-        with Index.open(
-            self.state, base_url=BASE_URL, root=self.root, container_spec="box", lock=False
-        ) as index:
-            return journal.read(index, since=since)
-
-    def entry_id(self, relpath: str) -> str:
-        with Index.open(
-            self.state, base_url=BASE_URL, root=self.root, container_spec="box", lock=False
-        ) as index:
-            return index.entries()[relpath].remote_id
+from pass_rig import BASE_URL, PassRig, pass_rig
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    root = tmp_path / "tree"
-    root.mkdir()
-    with Emulator(data_dir=tmp_path / "emulator") as emu:
-        made = Rig(emu, root, tmp_path / "state", Pair("t", root, "box", direction="both"))
-        made.sync()
+def rig(tmp_path: Path) -> Iterator[PassRig]:
+    with pass_rig(tmp_path) as made:
         yield made
 
 
-def test_each_action_of_a_push_and_a_pull_is_named_with_its_path(rig: Rig) -> None:
+def read_journal(rig: PassRig, since: float | None = None) -> list[journal.JournalEntry]:
+    with rig.index() as index:
+        return journal.read(index, since=since)
+
+
+def test_each_action_of_a_push_and_a_pull_is_named_with_its_path(rig: PassRig) -> None:
     (rig.root / "a.txt").write_bytes(b"alpha")
     (rig.root / "b.txt").write_bytes(b"bravo")
     pushed = rig.sync()
@@ -75,7 +33,7 @@ def test_each_action_of_a_push_and_a_pull_is_named_with_its_path(rig: Rig) -> No
     (rig.root / "b.txt").unlink()
     rig.emu.add_assistant_file(rig.container_id, "/mnt/data/out.csv", b"1,2")
     mixed = rig.sync()
-    entries = rig.journal()
+    entries = read_journal(rig)
     rows = [(e.action, e.path, e.bytes, e.outcome) for e in entries]
     # Transfers run in a pool: within a pass the order is the order they ended in,
     # but the local side (downloads) always before the remote side.
@@ -89,29 +47,29 @@ def test_each_action_of_a_push_and_a_pull_is_named_with_its_path(rig: Rig) -> No
     assert {e.reason for e in entries if e.action == "delete"} == {"removed"}
 
 
-def test_a_model_rewrite_journals_the_download_and_the_backup(rig: Rig) -> None:
+def test_a_model_rewrite_journals_the_download_and_the_backup(rig: PassRig) -> None:
     (rig.root / "plan.md").write_bytes(b"mine")
     rig.sync()
     rig.emu.rewrite_file(rig.container_id, rig.entry_id("plan.md"), b"the model's, longer")
     result = rig.sync()
-    latest = [e for e in rig.journal() if e.pass_id == result.pass_id]
+    latest = [e for e in read_journal(rig) if e.pass_id == result.pass_id]
     assert [(e.action, e.path) for e in latest] == [("download", "plan.md"), ("backup", "plan.md")]
     assert latest[1].reason == result.backups[0].folder
 
 
-def test_a_failed_action_is_journaled_with_its_reason(rig: Rig) -> None:
+def test_a_failed_action_is_journaled_with_its_reason(rig: PassRig) -> None:
     (rig.root / "a.txt").write_bytes(b"alpha")
     rig.emu.fail_next("create_file", 503, 20)
     assert rig.sync().failures
     rig.emu.clear_faults()
-    (failed,) = [e for e in rig.journal() if e.outcome != "done"]
+    (failed,) = [e for e in read_journal(rig) if e.outcome != "done"]
     assert (failed.action, failed.path) == ("upload", "a.txt")
     assert failed.outcome.startswith("failed: ")
 
 
-def test_a_pass_that_does_nothing_writes_no_journal(rig: Rig) -> None:
-    before = rig.journal()
-    assert rig.sync().pass_id is None or rig.journal() == before
+def test_a_pass_that_does_nothing_writes_no_journal(rig: PassRig) -> None:
+    before = read_journal(rig)
+    assert rig.sync().pass_id is None or read_journal(rig) == before
     with sqlite3.connect(next(rig.state.glob("*.sqlite"))) as db:
         assert db.execute(
             "SELECT count(*) FROM sqlite_master WHERE name = 'journal'"

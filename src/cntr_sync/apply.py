@@ -103,8 +103,8 @@ class Applier(OutcomeRecorder):
         policy: Policy,
         partial_tag: str,
         taken: TakenNames,
-        backups: PassBackups | None = None,
-        journal: Journal | None = None,
+        backups: PassBackups,
+        journal: Journal,
         keep_grown_uploads: bool = False,
         deadline: float | None = None,
     ) -> None:
@@ -127,8 +127,8 @@ class Applier(OutcomeRecorder):
         # Names in use under the root, for conflict copies decided at run time.
         self._taken = taken
         # Local files a download replaces or a remote deletion removes are kept there.
-        self._keep = backups.keep if backups is not None else None
-        self._journal_of_pass = journal
+        self._keep = backups.keep
+        self._pass_journal = journal
         self._retries: dict[str, int] = {}
         # Relpaths not to upload this pass: a conflict copy of theirs failed.
         self._blocked: set[str] = set()

@@ -114,7 +114,7 @@ class OutcomeRecorder:
     _progress: Progress
     _policy: Policy
     _taken: TakenNames
-    _journal_of_pass: Journal | None
+    _pass_journal: Journal
     _retries: dict[str, int]
     _blocked: set[str]
     _remote_queue: list[Action]
@@ -228,19 +228,7 @@ class OutcomeRecorder:
     def _fail(self, failure: ActionFailure) -> None:
         self.result.failures.append(failure)
         action = _FAILED_ACTIONS.get(failure.action, "upload")
-        self._journal(action, failure.target, failed=failure.message)
-
-    def _journal(
-        self,
-        action: JournalAction,
-        path: str,
-        *,
-        size: int | None = None,
-        reason: str = "",
-        failed: str | None = None,
-    ) -> None:
-        if self._journal_of_pass is not None:
-            self._journal_of_pass.record(action, path, size=size, reason=reason, failed=failed)
+        self._pass_journal.record(action, failure.target, failed=failure.message)
 
     def _on_deleted(self, action: Delete) -> None:
         self.index.record_delete(action.remote_id)
@@ -248,14 +236,14 @@ class OutcomeRecorder:
         if action.reason not in ("replaced", "conflict"):
             self.result.deleted += 1
             self._progress.advance(TransferEvent("deleted", action.relpath or action.path))
-            self._journal("delete", action.relpath or action.path, reason=action.reason)
+            self._pass_journal.record("delete", action.relpath or action.path, reason=action.reason)
 
     def _on_deleted_locally(self, action: DeleteLocal) -> None:
         self.index.forget(action.relpath)
         self.result.local_deleted += 1
         self.result.local_files -= 1
         self._progress.advance(TransferEvent("deleted locally", action.relpath))
-        self._journal(
+        self._pass_journal.record(
             "delete-local", action.relpath, size=action.expect.size, reason="deleted remotely"
         )
 
@@ -281,7 +269,7 @@ class OutcomeRecorder:
             self.result.local_files += 1  # a new file here, not one written over
         self._progress.advance(TransferEvent("downloaded", action.relpath, written.size))
         kind: JournalAction = "conflict-copy" if action.reason == "conflict-copy" else "download"
-        self._journal(kind, action.relpath, size=written.size, reason=action.reason)
+        self._pass_journal.record(kind, action.relpath, size=written.size, reason=action.reason)
         copy = ConflictCopy.made_by(action)
         if copy is not None:
             self.result.conflict_copies.append(copy)
@@ -294,7 +282,9 @@ class OutcomeRecorder:
             # The same content on both sides: the local file mirrors the remote one.
             self.index.record_download(pulled_entry(action.relpath, remote, local, self._clock()))
             self.result.adopted += 1
-            self._journal("adopt", action.relpath, size=local.size, reason="same-content")
+            self._pass_journal.record(
+                "adopt", action.relpath, size=local.size, reason="same-content"
+            )
             return
         self.result.conflicts += 1
         # The conflict copy's name is taken in ``self._taken`` as it is chosen.
@@ -321,7 +311,7 @@ class OutcomeRecorder:
                     )
                 )
                 self.result.adopted += 1
-                self._journal(
+                self._pass_journal.record(
                     "adopt", action.relpath, size=action.local.size, reason="same-content"
                 )
                 return
@@ -373,12 +363,16 @@ class OutcomeRecorder:
         if action.replaces:
             self.result.replaced += 1
             self._progress.advance(TransferEvent("replaced", action.relpath, action.size))
-            self._journal("replace", action.relpath, size=action.size, reason=action.reason)
+            self._pass_journal.record(
+                "replace", action.relpath, size=action.size, reason=action.reason
+            )
             yield Delete(action.replaces, "", "replaced", action.relpath)
         else:
             self.result.uploaded += 1
             self._progress.advance(TransferEvent("uploaded", action.relpath, action.size))
-            self._journal("upload", action.relpath, size=action.size, reason=action.reason)
+            self._pass_journal.record(
+                "upload", action.relpath, size=action.size, reason=action.reason
+            )
 
     def _retry_changed(self, action: Upload) -> Iterator[Upload]:
         """The file changed under its upload: hash it again and retry, if it holds still."""

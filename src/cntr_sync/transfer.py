@@ -289,6 +289,28 @@ def _directory(root: Path, relpath: str, *, create: bool) -> Iterator[tuple[int,
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _partial(directory: int, tag: str) -> Iterator[tuple[str, int]]:
+    """A new partial file in ``directory``: its name and an open descriptor (closed on
+    leaving). On any error it is removed, so a failed write leaves nothing behind."""
+    partial = f"{PARTIAL_PREFIX}{tag}-{secrets.token_hex(6)}"
+    fd = os.open(
+        partial,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o666,
+        dir_fd=directory,
+    )
+    try:
+        try:
+            yield partial, fd
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial, dir_fd=directory)
+        raise
+
+
 def _matches(directory: int, name: str, expect: LocalFile) -> bool:
     try:
         seen = os.stat(name, dir_fd=directory, follow_symlinks=False)
@@ -360,29 +382,17 @@ def write_download(
     with _directory(root, relpath, create=True) as (directory, name):
         directory_name = relpath.rpartition("/")[0]
         _check_target(directory, name, relpath, expect)  # before a byte is fetched
-        partial = f"{PARTIAL_PREFIX}{partial_tag}-{secrets.token_hex(6)}"
-        fd = os.open(
-            partial,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o666,
-            dir_fd=directory,
-        )
-        try:
-            try:
-                sink = _HashingSink(fd, expected_size, tick)
-                written = fetch(sink)
-                if expected_size is not None and written != expected_size:
-                    raise DownloadProblem(
-                        f"got {written} bytes where the listing says {expected_size}"
-                    )
-                if expected_size is None and written == 0:
-                    raise DownloadProblem("an empty body and no size in the listing")
-                os.fsync(fd)
-                if mtime is not None:
-                    os.utime(fd, ns=(int(mtime * 1e9), int(mtime * 1e9)))
-                final = os.fstat(fd)
-            finally:
-                os.close(fd)
+        with _partial(directory, partial_tag) as (partial, fd):
+            sink = _HashingSink(fd, expected_size, tick)
+            written = fetch(sink)
+            if expected_size is not None and written != expected_size:
+                raise DownloadProblem(f"got {written} bytes where the listing says {expected_size}")
+            if expected_size is None and written == 0:
+                raise DownloadProblem("an empty body and no size in the listing")
+            os.fsync(fd)
+            if mtime is not None:
+                os.utime(fd, ns=(int(mtime * 1e9), int(mtime * 1e9)))
+            final = os.fstat(fd)
             if move_aside_to is not None:
                 if expect is None or not _matches(directory, name, expect):
                     raise LocalChanged(f"{relpath!r} changed since the scan")
@@ -402,10 +412,6 @@ def write_download(
                     keep(directory, name, relpath, "link")  # the rename unlinks it here
                 os.rename(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
             os.fsync(directory)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(partial, dir_fd=directory)
-            raise
     return LocalFile(
         relpath, final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest(), final.st_ctime_ns
     )
@@ -545,21 +551,11 @@ def restore_version(root: Path, relpath: str, source: Path, keep: Keep | None) -
             present = None
         if present is not None and not stat.S_ISREG(present.st_mode):
             raise UnsafeTarget(f"{relpath!r} is a symlink, directory or special file here")
-        partial = f"{PARTIAL_PREFIX}restore-{secrets.token_hex(6)}"
-        fd = os.open(
-            partial,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o666,
-            dir_fd=directory,
-        )
-        try:
-            try:
-                with source.open("rb") as kept:
-                    while chunk := kept.read(1 << 20):
-                        os.write(fd, chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        with _partial(directory, "restore") as (partial, fd):
+            with source.open("rb") as kept:
+                while chunk := kept.read(1 << 20):
+                    os.write(fd, chunk)
+            os.fsync(fd)
             if present is not None:
                 if keep is not None:
                     keep(directory, name, relpath, "link")
@@ -567,7 +563,3 @@ def restore_version(root: Path, relpath: str, source: Path, keep: Keep | None) -
             else:
                 _place_new(directory, partial, name)
             os.fsync(directory)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(partial, dir_fd=directory)
-            raise
