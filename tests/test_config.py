@@ -304,6 +304,12 @@ def test_unknown_key_suggests_the_close_match(tmp_path: Path) -> None:
     assert load_error(config) == f"{config}: unknown key 'concurency'; did you mean 'concurrency'?"
 
 
+def test_keys_in_the_file_are_case_sensitive(tmp_path: Path) -> None:
+    # As TOML is, and as [[pairs]] tables always were.
+    config = write(tmp_path, "TIMEOUT = 5\n")
+    assert load_error(config) == f"{config}: unknown key 'TIMEOUT'; did you mean 'timeout'?"
+
+
 def test_unknown_pair_key_suggests_the_pair_field(tmp_path: Path) -> None:
     config = write(tmp_path, PAIR + "quiet_perod = 2\n")
     assert load_error(config) == (
@@ -426,6 +432,34 @@ def test_empty_environment_variable_means_unset() -> None:
     assert (
         Settings.load(env={"CNTR_SYNC_MEMORY_LIMIT": "", "CNTR_SYNC_API_KEY": ""}).api_key is None
     )
+
+
+def test_environment_names_are_case_insensitive_and_keys_merge_over_json() -> None:
+    env = {
+        "cntr_sync_timeout": "5",
+        "CNTR_SYNC_EXTRA_QUERY": '{"a": "1", "b": "1"}',
+        "CNTR_SYNC_EXTRA_QUERY__B": "2",
+    }
+    settings = Settings.load(env=env)
+    assert settings.timeout == 5
+    assert settings.extra_query == {"a": "1", "b": "2"}
+
+
+def test_a_delete_limit_from_the_environment_is_written_as_on_the_command_line() -> None:
+    assert Settings.load(env={"CNTR_SYNC_MAX_DELETE": "10%"}).max_delete == DeleteLimit(percent=10)
+    assert Settings.load(env={"CNTR_SYNC_MAX_DELETE": "10"}).max_delete == DeleteLimit(count=10)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("CNTR_SYNC_TIMEOUT__X", "timeout is not a table; drop the __KEY"),
+        ("CNTR_SYNC_IGNORE__0", "ignore is not a table; drop the __KEY"),
+        ("CNTR_SYNC_EXTRA_HEADERS__A__B", "a key of extra_headers holds text, not a table"),
+    ],
+)
+def test_a_key_of_something_that_is_not_a_table_is_refused(name: str, problem: str) -> None:
+    assert load_error(env={name: SECRET}) == f"environment {name}: {problem}"
 
 
 def test_bad_values_in_env_and_flags_name_the_variable_and_flag() -> None:

@@ -9,8 +9,8 @@ entry point), resolving the API key (re-read on every call, so rotated secrets
 work), the keyword arguments of ``ContainersClient``, building each
 ``models.Pair`` with inheritance resolved (the one pair value everything else
 uses), and a dump with every secret redacted. Defaults of pair settings come
-from ``models.PAIR_DEFAULTS``, so each is written once. The loading
-machinery behind ``load`` (the file and environment sources, and the one-line
+from ``models.PAIR_DEFAULTS``, so each is written once. The loading machinery
+behind ``load`` (reading the file and the environment, and the one-line
 ``ConfigError`` naming the layer and key) lives in ``cntr_sync.config_sources``.
 
 Must not: log or print, put a secret into an error, repr or dump, or touch the
@@ -258,14 +258,11 @@ class Settings(BaseSettings):
     defaults (no file, no environment): handy for tests of other modules.
     """
 
+    # Keys are matched exactly, as TOML is case-sensitive: "Timeout" is an unknown key
+    # (with a suggestion), as it is in a [[pairs]] table. Variable names are not: see
+    # config_sources.read_environment.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        # An empty variable (systemd's "Environment=CNTR_SYNC_X=") means "not set".
-        env_ignore_empty=True,
-        extra="forbid",
-        frozen=True,
-        hide_input_in_errors=True,
+        case_sensitive=True, extra="forbid", frozen=True, hide_input_in_errors=True
     )
 
     # -- connection --------------------------------------------------------------
