@@ -9,15 +9,23 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import certifi
 import pytest
 
+from cntr_sync import cli_flags
 from cntr_sync.api import ContainersClient
 from cntr_sync.config import PairSettings, Settings, parse_listen
 from cntr_sync.errors import ConfigError
-from cntr_sync.models import PAIR_DEFAULTS, DeleteLimit, Pair
+from cntr_sync.models import (
+    PAIR_DEFAULTS,
+    DeleteLimit,
+    Pair,
+    PairDaemonSettings,
+    PairSyncSettings,
+)
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -620,6 +628,84 @@ def test_settings_and_pairs_are_frozen() -> None:
     pair = PairSettings(name="a", local=Path("/a"), container="c")
     with pytest.raises(ValueError, match="frozen"):
         pair.keepalive = True  # type: ignore[misc]
+
+
+def test_a_pair_value_equal_to_the_default_still_overrides_the_top_level(tmp_path: Path) -> None:
+    # A table overrides what it sets, whatever the value: "unset" is not "the default".
+    config = write(
+        tmp_path,
+        'delete = false\ndirection = "both"\n' + PAIR + 'delete = true\ndirection = "push"\n',
+    )
+    (pair,) = Settings.load(config, env={}).resolved_pairs()
+    assert (pair.delete, pair.direction) == (True, "push")
+
+
+def test_a_table_keeps_what_it_did_not_set_through_with_overrides() -> None:
+    # `run DIRECTORY` builds its one table in code and hands it over like this.
+    settings = Settings.load(overrides={"delete": False, "max_delete": 3}, env={})
+    table = PairSettings(name="a", local=Path("/a"), container="c", quiet_period=2)
+    (pair,) = settings.with_overrides(pairs=[table]).resolved_pairs()
+    assert (pair.delete, pair.max_delete, pair.quiet_period) == (False, DeleteLimit(count=3), 2)
+
+
+def test_a_null_in_a_json_pair_inherits_like_a_missing_key() -> None:
+    env = {
+        "CNTR_SYNC_MEMORY_LIMIT": "4g",
+        "CNTR_SYNC_PAIRS": '[{"name": "a", "local": "/a", "container": "c",'
+        ' "memory_limit": null, "direction": null}]',
+    }
+    (pair,) = Settings.load(env=env).resolved_pairs()
+    assert (pair.memory_limit, pair.direction) == ("4g", "push")
+
+
+def test_each_pair_setting_is_declared_once_and_shared() -> None:
+    # Settings, a [[pairs]] table and Pair take their fields from the same two models.
+    assert issubclass(Settings, PairSyncSettings)
+    assert not issubclass(Settings, PairDaemonSettings)
+    for model in (PairSettings, Pair):
+        assert issubclass(model, PairSyncSettings) and issubclass(model, PairDaemonSettings)
+    identity = {"name", "local", "container", "ignore"}
+    assert set(Pair.model_fields) == set(PairSettings.model_fields)
+    assert set(Pair.model_fields) - identity == set(PAIR_DEFAULTS) - {"ignore"}
+
+
+def test_a_pair_is_a_frozen_hashable_value() -> None:
+    pair = Pair(name="a", local=Path("/a"), container="c", ignore=("*.tmp",))
+    assert {pair, pair.model_copy(), Pair(**dict(pair))} == {pair}
+    assert pair.model_copy(update={"delete": False}) != pair
+    with pytest.raises(ValueError, match="frozen"):
+        pair.delete = False  # type: ignore[misc]
+
+
+#: Settings with no flag (cli_flags' docstring says why).
+NOT_FLAGS = {"api_key", "ignore", "pairs", "log_format", "container", "local", "name"}
+
+
+def flag_kind(annotation: Any) -> Any:
+    """What typer should parse for a setting of this type."""
+    if get_origin(annotation) is Annotated:
+        return flag_kind(get_args(annotation)[0])
+    members = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) in (UnionType, Union) and len(members) == 1:
+        return flag_kind(members[0])
+    origin = get_origin(annotation) or annotation
+    if origin in (list, tuple, dict):
+        return list[str]
+    if origin in (bool, int, float, Path):
+        return origin
+    return str  # text, a Literal of choices, a secret, a delete limit
+
+
+def test_every_setting_has_a_flag_of_its_kind() -> None:
+    settings = {**Settings.model_fields, **PairSettings.model_fields}
+    assert set(settings) - set(cli_flags.FLAGS) == NOT_FLAGS
+    assert set(cli_flags.FLAGS) <= set(settings)
+    assert tuple(PairDaemonSettings.model_fields) == cli_flags.DAEMON_PAIR
+    assert set(PairSyncSettings.model_fields) <= set(cli_flags.SYNC)
+    for name, option in cli_flags.FLAGS.items():
+        kind, _ = get_args(option)
+        expected = flag_kind(settings[name].annotation)
+        assert kind == expected | None, name
 
 
 # -- the example file ------------------------------------------------------------------------

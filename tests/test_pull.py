@@ -44,7 +44,7 @@ class Rig:
     container_id: str = ""
 
     def sync(self, *, force: bool = False, **pair: object) -> PassResult:
-        spec = replace(self.pair, **pair)  # type: ignore[arg-type]
+        spec = self.pair.model_copy(update=pair)
         validating = ValidatingTransport(self.emu.transport(), allow_null_bytes=True)
         try:
             with (
@@ -654,7 +654,7 @@ def test_a_rescan_in_pull_mode_finds_nothing_to_do(emu: Emulator, tmp_path: Path
         Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
     ):
         assert not Engine(client, index, rig.pair).has_local_changes()
-        both = Engine(client, index, replace(rig.pair, direction="both"))
+        both = Engine(client, index, rig.pair.model_copy(update={"direction": "both"}))
         write(rig.root, "x (container conflict 2026-01-01 000000).txt", "a copy")
         assert both.has_local_changes()  # my-own-notes.txt would go up in both
         (rig.root / "my-own-notes.txt").unlink()
