@@ -125,7 +125,7 @@ def _redact_url(url: str) -> str:
     netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
     if parts.port is not None:
         netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _is_http_url(value: str) -> bool:
