@@ -9,15 +9,23 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import certifi
 import pytest
 
+from cntr_sync import cli_flags
 from cntr_sync.api import ContainersClient
 from cntr_sync.config import PairSettings, Settings, parse_listen
 from cntr_sync.errors import ConfigError
-from cntr_sync.models import PAIR_DEFAULTS, DeleteLimit, Pair
+from cntr_sync.models import (
+    PAIR_DEFAULTS,
+    DeleteLimit,
+    Pair,
+    PairDaemonSettings,
+    PairSyncSettings,
+)
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,6 +312,12 @@ def test_unknown_key_suggests_the_close_match(tmp_path: Path) -> None:
     assert load_error(config) == f"{config}: unknown key 'concurency'; did you mean 'concurrency'?"
 
 
+def test_keys_in_the_file_are_case_sensitive(tmp_path: Path) -> None:
+    # As TOML is, and as [[pairs]] tables always were.
+    config = write(tmp_path, "TIMEOUT = 5\n")
+    assert load_error(config) == f"{config}: unknown key 'TIMEOUT'; did you mean 'timeout'?"
+
+
 def test_unknown_pair_key_suggests_the_pair_field(tmp_path: Path) -> None:
     config = write(tmp_path, PAIR + "quiet_perod = 2\n")
     assert load_error(config) == (
@@ -427,6 +441,34 @@ def test_empty_environment_variable_means_unset() -> None:
     assert (
         Settings.load(env={"CNTR_SYNC_MEMORY_LIMIT": "", "CNTR_SYNC_API_KEY": ""}).api_key is None
     )
+
+
+def test_environment_names_are_case_insensitive_and_keys_merge_over_json() -> None:
+    env = {
+        "cntr_sync_timeout": "5",
+        "CNTR_SYNC_EXTRA_QUERY": '{"a": "1", "b": "1"}',
+        "CNTR_SYNC_EXTRA_QUERY__B": "2",
+    }
+    settings = Settings.load(env=env)
+    assert settings.timeout == 5
+    assert settings.extra_query == {"a": "1", "b": "2"}
+
+
+def test_a_delete_limit_from_the_environment_is_written_as_on_the_command_line() -> None:
+    assert Settings.load(env={"CNTR_SYNC_MAX_DELETE": "10%"}).max_delete == DeleteLimit(percent=10)
+    assert Settings.load(env={"CNTR_SYNC_MAX_DELETE": "10"}).max_delete == DeleteLimit(count=10)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("CNTR_SYNC_TIMEOUT__X", "timeout is not a table; drop the __KEY"),
+        ("CNTR_SYNC_IGNORE__0", "ignore is not a table; drop the __KEY"),
+        ("CNTR_SYNC_EXTRA_HEADERS__A__B", "a key of extra_headers holds text, not a table"),
+    ],
+)
+def test_a_key_of_something_that_is_not_a_table_is_refused(name: str, problem: str) -> None:
+    assert load_error(env={name: SECRET}) == f"environment {name}: {problem}"
 
 
 def test_bad_values_in_env_and_flags_name_the_variable_and_flag() -> None:
@@ -587,6 +629,80 @@ def test_settings_and_pairs_are_frozen() -> None:
     pair = PairSettings(name="a", local=Path("/a"), container="c")
     with pytest.raises(ValueError, match="frozen"):
         pair.keepalive = True  # type: ignore[misc]
+
+
+def test_a_pair_value_equal_to_the_default_still_overrides_the_top_level(tmp_path: Path) -> None:
+    # A table overrides what it sets, whatever the value: "unset" is not "the default".
+    config = write(
+        tmp_path,
+        'delete = false\ndirection = "both"\n' + PAIR + 'delete = true\ndirection = "push"\n',
+    )
+    (pair,) = Settings.load(config, env={}).resolved_pairs()
+    assert (pair.delete, pair.direction) == (True, "push")
+
+
+def test_a_table_keeps_what_it_did_not_set_through_with_overrides() -> None:
+    # `run DIRECTORY` builds its one table in code and hands it over like this.
+    settings = Settings.load(overrides={"delete": False, "max_delete": 3}, env={})
+    table = PairSettings(name="a", local=Path("/a"), container="c", quiet_period=2)
+    (pair,) = settings.with_overrides(pairs=[table]).resolved_pairs()
+    assert (pair.delete, pair.max_delete, pair.quiet_period) == (False, DeleteLimit(count=3), 2)
+
+
+def test_a_null_in_a_json_pair_inherits_like_a_missing_key() -> None:
+    env = {
+        "CNTR_SYNC_MEMORY_LIMIT": "4g",
+        "CNTR_SYNC_PAIRS": '[{"name": "a", "local": "/a", "container": "c",'
+        ' "memory_limit": null, "direction": null}]',
+    }
+    (pair,) = Settings.load(env=env).resolved_pairs()
+    assert (pair.memory_limit, pair.direction) == ("4g", "push")
+
+
+def test_each_pair_setting_is_declared_once_and_shared() -> None:
+    # Settings, a [[pairs]] table and Pair take their fields from the same two models.
+    assert issubclass(Settings, PairSyncSettings)
+    assert not issubclass(Settings, PairDaemonSettings)
+    for model in (PairSettings, Pair):
+        assert issubclass(model, PairSyncSettings) and issubclass(model, PairDaemonSettings)
+    identity = {"name", "local", "container", "ignore"}
+    assert set(Pair.model_fields) == set(PairSettings.model_fields)
+    assert set(Pair.model_fields) - identity == set(PAIR_DEFAULTS) - {"ignore"}
+
+
+def test_a_pair_is_a_frozen_hashable_value() -> None:
+    pair = Pair(name="a", local=Path("/a"), container="c", ignore=("*.tmp",))
+    assert {pair, pair.model_copy(), Pair(**dict(pair))} == {pair}
+    assert pair.model_copy(update={"delete": False}) != pair
+    with pytest.raises(ValueError, match="frozen"):
+        pair.delete = False  # type: ignore[misc]
+
+
+def flag_kind(annotation: Any) -> Any:
+    """What typer should parse for a setting of this type."""
+    if get_origin(annotation) is Annotated:
+        return flag_kind(get_args(annotation)[0])
+    members = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) in (UnionType, Union) and len(members) == 1:
+        return flag_kind(members[0])
+    origin = get_origin(annotation) or annotation
+    if origin in (list, tuple, dict):
+        return list[str]
+    if origin in (bool, int, float, Path):
+        return origin
+    return str  # text, a Literal of choices, a secret, a delete limit
+
+
+def test_each_flag_parses_what_its_setting_takes() -> None:
+    # That every setting has a flag or a reason not to: tests/test_cli.py (NOT_FLAGS).
+    settings = {**Settings.model_fields, **PairSettings.model_fields}
+    assert set(cli_flags.FLAGS) <= set(settings)
+    assert tuple(PairDaemonSettings.model_fields) == cli_flags.DAEMON_PAIR
+    assert set(PairSyncSettings.model_fields) <= set(cli_flags.SYNC)
+    for name, option in cli_flags.FLAGS.items():
+        kind, _ = get_args(option)
+        expected = flag_kind(settings[name].annotation)
+        assert kind == expected | None, name
 
 
 # -- the example file ------------------------------------------------------------------------

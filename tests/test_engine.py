@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class Harness:
         defer_unsettled: bool = False,
         **pair: object,
     ) -> PassResult:
-        spec = replace(self.pair, **pair)  # type: ignore[arg-type]
+        spec = self.pair.model_copy(update=pair)
         # Every exchange of the engine is checked against the OpenAPI contract too.
         inner = self.transport or self.emu.transport()
         validating = ValidatingTransport(inner, allow_null_bytes=self.allow_null_bytes)
@@ -304,7 +304,7 @@ def test_expiry_between_passes_creates_and_fills_a_new_container(
     harness: Harness, emu: Emulator, tmp_path: Path
 ) -> None:
     id_file = tmp_path / "container-id"
-    harness.pair = replace(harness.pair, container_id_file=id_file)
+    harness.pair = harness.pair.model_copy(update={"container_id_file": id_file})
     make_tree(harness.root, 12)
     first = harness.sync()
     assert id_file.read_text().strip() == first.container_id

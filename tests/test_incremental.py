@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -201,7 +201,7 @@ def test_the_models_files_and_remote_changes_wait_for_the_next_listing(d: Daemon
 def two_way(d: Daemonish, direction: Direction) -> str:
     """Turn the pair to ``direction``, with one file the model wrote brought home by a
     full pass (which earns the index trust in that direction); its container id."""
-    d.engine.pair = replace(d.engine.pair, direction=direction)
+    d.engine.pair = d.engine.pair.model_copy(update={"direction": direction})
     container_id = d.index.container_id
     assert container_id is not None
     d.emu.add_assistant_file(container_id, "/mnt/data/report.md", b"# report\n")

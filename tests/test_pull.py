@@ -45,7 +45,7 @@ class Rig:
     container_id: str = ""
 
     def sync(self, *, force: bool = False, **pair: object) -> PassResult:
-        spec = replace(self.pair, **pair)  # type: ignore[arg-type]
+        spec = self.pair.model_copy(update=pair)
         validating = ValidatingTransport(self.emu.transport(), allow_null_bytes=True)
         try:
             with (
@@ -655,7 +655,7 @@ def test_a_rescan_in_pull_mode_finds_nothing_to_do(emu: Emulator, tmp_path: Path
         Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
     ):
         assert not Engine(client, index, rig.pair).has_local_changes()
-        both = Engine(client, index, replace(rig.pair, direction="both"))
+        both = Engine(client, index, rig.pair.model_copy(update={"direction": "both"}))
         copy = "x (container conflict 2026-01-01 000000).txt"
         write(rig.root, copy, "a copy")
         conflict_copies.record(index, [(copy, "x.txt")], 0.0)  # as a pass makes one

@@ -10,10 +10,18 @@ Hand-written rather than a typer feature: typer has no option groups shared
 between commands, and listing ~35 options in each signature would be the same
 code three times.
 
+A setting's type, checks and default are declared once, in ``config`` and
+``models``; this table holds only what the command line adds (the help text,
+the panel, what typer parses), so that ``--help`` and ``--version`` start
+without importing pydantic. ``tests/test_config.py`` checks that the two agree:
+every setting has a flag of a matching kind, or is listed here as not a flag.
+
 Not a flag, on purpose: ``api_key`` (a secret in argv is readable by every user
 of the machine in ``ps``: use ``OPENAI_API_KEY``, ``CNTR_SYNC_API_KEY`` or
 ``--api-key-file``), ``ignore`` (``--exclude``/``--include`` add to it),
-``pairs`` (a file's job) and ``log_format`` (its own flag, shared by every command).
+``pairs`` (a file's job), ``log_format`` (its own flag, shared by every command),
+``container`` (its own ``--container`` flag), ``local`` (the DIRECTORY argument)
+and a pair's ``name`` (``run --name``).
 """
 
 from __future__ import annotations
@@ -22,197 +30,104 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
 from cntr_sync.errors import ConfigError
 
-_CONNECTION = "Connection"
-_SYNC = "Sync"
-_DAEMON = "Daemon"
+
+class _Flag(NamedTuple):
+    """How one setting looks on the command line (its spelling is its name's)."""
+
+    kind: Any  # what typer parses: str, int, float, bool (an on/off pair), Path, list[str]
+    help: str
+    metavar: str | None = None
 
 
-def _opt(kind: Any, flag: str, help_text: str, panel: str, metavar: str | None = None) -> Any:
-    option = typer.Option(flag, help=help_text, rich_help_panel=panel, metavar=metavar)
-    return Annotated[kind | None, option]
-
-
-#: Setting name -> the option that sets it. Panels group ``--help``.
-FLAGS: dict[str, Any] = {
-    # -- connection: where the API is and how to talk to it
-    "base_url": _opt(
-        str, "--base-url", "API root (default $OPENAI_BASE_URL or OpenAI).", _CONNECTION
+# Each group is a panel of ``--help``, and what a command takes with setting_flags.
+_CONNECTION_FLAGS = {
+    "base_url": _Flag(str, "API root (default $OPENAI_BASE_URL or OpenAI)."),
+    "auth_style": _Flag(str, "bearer, api-key (Azure), x-api-key, x-bf-vk or basic."),
+    "api_key_file": _Flag(Path, "File holding the API key (re-read)."),
+    "basic_username": _Flag(str, "User name for --auth-style basic."),
+    "organization": _Flag(str, "OpenAI-Organization header."),
+    "project": _Flag(str, "OpenAI-Project header."),
+    "extra_headers": _Flag(list[str], "NAME=VALUE header on every request (repeat).", "NAME=VALUE"),
+    "extra_query": _Flag(
+        list[str], "NAME=VALUE query parameter on every request (repeat).", "NAME=VALUE"
     ),
-    "auth_style": _opt(
-        str, "--auth-style", "bearer, api-key (Azure), x-api-key, x-bf-vk or basic.", _CONNECTION
+    "timeout": _Flag(float, "Seconds to wait for a response (default 60)."),
+    "connect_timeout": _Flag(float, "Seconds to wait for a connection (default 10)."),
+    "verify_tls": _Flag(bool, "Check the server's certificate."),
+    "ca_bundle": _Flag(Path, "PEM file of CAs to trust (a gateway's own)."),
+    "max_retries": _Flag(int, "Retries of a failed request (default 4)."),
+    "requests_per_second": _Flag(float, "Hard cap on requests a second (default: none, adaptive)."),
+    "request_deadline": _Flag(float, "Give up one transfer after this many seconds."),
+}
+# What a pass does.
+_SYNC_FLAGS = {
+    "state_dir": _Flag(Path, "Where the index lives."),
+    "direction": _Flag(str, "push (default), pull (bring home what the model writes), both."),
+    "conflict": _Flag(str, "Changed on both sides: keep-both, local-wins, remote-wins."),
+    "remote_delete": _Flag(str, "Deleted in the container: restore or propagate."),
+    "remote_prefixes": _Flag(list[str], "Container folder the mirror maps to (repeat).", "PREFIX"),
+    "outside_prefix": _Flag(str, "Model files outside the prefixes: subdir or skip."),
+    "outside_subdir": _Flag(str, "Local folder for model files outside the prefixes."),
+    "delete": _Flag(bool, "Delete remote files whose local file is gone."),
+    "delete_unknown": _Flag(bool, "Push: delete container files this tool never wrote."),
+    "max_delete": _Flag(str, "Refuse passes deleting more: '10%' of tracked files, or 10."),
+    "follow_symlinks": _Flag(bool, "Follow symlinks."),
+    "adopt_verify_max_bytes": _Flag(
+        int, "Download files up to this size to match them by content."
     ),
-    "api_key_file": _opt(
-        Path, "--api-key-file", "File holding the API key (re-read).", _CONNECTION
-    ),
-    "basic_username": _opt(
-        str, "--basic-username", "User name for --auth-style basic.", _CONNECTION
-    ),
-    "organization": _opt(str, "--organization", "OpenAI-Organization header.", _CONNECTION),
-    "project": _opt(str, "--project", "OpenAI-Project header.", _CONNECTION),
-    "extra_headers": _opt(
-        list[str],
-        "--extra-headers",
-        "NAME=VALUE header on every request (repeat).",
-        _CONNECTION,
-        "NAME=VALUE",
-    ),
-    "extra_query": _opt(
-        list[str],
-        "--extra-query",
-        "NAME=VALUE query parameter on every request (repeat).",
-        _CONNECTION,
-        "NAME=VALUE",
-    ),
-    "timeout": _opt(
-        float, "--timeout", "Seconds to wait for a response (default 60).", _CONNECTION
-    ),
-    "connect_timeout": _opt(
-        float, "--connect-timeout", "Seconds to wait for a connection (default 10).", _CONNECTION
-    ),
-    "verify_tls": _opt(
-        bool, "--verify-tls/--no-verify-tls", "Check the server's certificate.", _CONNECTION
-    ),
-    "ca_bundle": _opt(
-        Path, "--ca-bundle", "PEM file of CAs to trust (a gateway's own).", _CONNECTION
-    ),
-    "max_retries": _opt(
-        int, "--max-retries", "Retries of a failed request (default 4).", _CONNECTION
-    ),
-    "requests_per_second": _opt(
-        float,
-        "--requests-per-second",
-        "Hard cap on requests a second (default: none, adaptive).",
-        _CONNECTION,
-    ),
-    "request_deadline": _opt(
-        float, "--request-deadline", "Give up one transfer after this many seconds.", _CONNECTION
-    ),
-    # -- what a pass does
-    "state_dir": _opt(Path, "--state-dir", "Where the index lives.", _SYNC),
-    "direction": _opt(
-        str, "--direction", "push (default), pull (bring home what the model writes), both.", _SYNC
-    ),
-    "conflict": _opt(
-        str, "--conflict", "Changed on both sides: keep-both, local-wins, remote-wins.", _SYNC
-    ),
-    "remote_delete": _opt(
-        str, "--remote-delete", "Deleted in the container: restore or propagate.", _SYNC
-    ),
-    "remote_prefixes": _opt(
-        list[str],
-        "--remote-prefixes",
-        "Container folder the mirror maps to (repeat).",
-        _SYNC,
-        "PREFIX",
-    ),
-    "outside_prefix": _opt(
-        str, "--outside-prefix", "Model files outside the prefixes: subdir or skip.", _SYNC
-    ),
-    "outside_subdir": _opt(
-        str, "--outside-subdir", "Local folder for model files outside the prefixes.", _SYNC
-    ),
-    "delete": _opt(
-        bool, "--delete/--no-delete", "Delete remote files whose local file is gone.", _SYNC
-    ),
-    "delete_unknown": _opt(
-        bool,
-        "--delete-unknown/--no-delete-unknown",
-        "Push: delete container files this tool never wrote.",
-        _SYNC,
-    ),
-    "max_delete": _opt(
-        str, "--max-delete", "Refuse passes deleting more: '10%' of tracked files, or 10.", _SYNC
-    ),
-    "follow_symlinks": _opt(
-        bool, "--follow-symlinks/--no-follow-symlinks", "Follow symlinks.", _SYNC
-    ),
-    "adopt_verify_max_bytes": _opt(
-        int,
-        "--adopt-verify-max-bytes",
-        "Download files up to this size to match them by content.",
-        _SYNC,
-    ),
-    "concurrency": _opt(int, "--concurrency", "Parallel transfers (default 8).", _SYNC),
-    "expires_after_minutes": _opt(
-        int, "--expires-after-minutes", "Idle minutes before a new container expires.", _SYNC
-    ),
-    "memory_limit": _opt(
-        str, "--memory-limit", "A new container's memory: 1g, 4g, 16g, 64g.", _SYNC
-    ),
-    "container_id_file": _opt(
-        Path, "--container-id-file", "Write the container id in use to this file.", _SYNC
-    ),
-    # -- the daemon
-    "http_listen": _opt(str, "--http-listen", "HOST:PORT of /livez /readyz /metrics.", _DAEMON),
-    "flush_timeout": _opt(float, "--flush-timeout", "Seconds to flush on stop.", _DAEMON),
-    "pass_deadline": _opt(
-        float, "--pass-deadline", "Abandon a pass that runs longer (seconds).", _DAEMON
-    ),
-    # -- the daemon, per pair (one-pair mode: the pair's table)
-    "quiet_period": _opt(
-        float, "--quiet-period", "Seconds without changes before a pass.", _DAEMON
-    ),
-    "max_delay": _opt(float, "--max-delay", "Longest wait while changes keep coming.", _DAEMON),
-    "rescan_interval": _opt(float, "--rescan-interval", "Seconds between full rescans.", _DAEMON),
-    "remote_poll_interval": _opt(
-        float, "--remote-poll-interval", "Seconds between container listings.", _DAEMON
-    ),
-    "watch": _opt(str, "--watch", "auto, native, poll or off.", _DAEMON),
-    "keepalive": _opt(bool, "--keepalive/--no-keepalive", "Keep the container alive.", _DAEMON),
+    "concurrency": _Flag(int, "Parallel transfers (default 8)."),
+    "expires_after_minutes": _Flag(int, "Idle minutes before a new container expires."),
+    "memory_limit": _Flag(str, "A new container's memory: 1g, 4g, 16g, 64g."),
+    "container_id_file": _Flag(Path, "Write the container id in use to this file."),
+}
+_DAEMON_FLAGS = {
+    "http_listen": _Flag(str, "HOST:PORT of /livez /readyz /metrics."),
+    "flush_timeout": _Flag(float, "Seconds to flush on stop."),
+    "pass_deadline": _Flag(float, "Abandon a pass that runs longer (seconds)."),
+}
+# The settings of a [[pairs]] table only (models.PairDaemonSettings); in
+# one-pair mode, ``run`` builds that table from them.
+_DAEMON_PAIR_FLAGS = {
+    "quiet_period": _Flag(float, "Seconds without changes before a pass."),
+    "max_delay": _Flag(float, "Longest wait while changes keep coming."),
+    "rescan_interval": _Flag(float, "Seconds between full rescans."),
+    "remote_poll_interval": _Flag(float, "Seconds between container listings."),
+    "watch": _Flag(str, "auto, native, poll or off."),
+    "keepalive": _Flag(bool, "Keep the container alive."),
 }
 
-#: The groups a command takes, by setting name (every FLAGS key is in one).
-CONNECTION = (
-    "base_url",
-    "auth_style",
-    "api_key_file",
-    "basic_username",
-    "organization",
-    "project",
-    "extra_headers",
-    "extra_query",
-    "timeout",
-    "connect_timeout",
-    "verify_tls",
-    "ca_bundle",
-    "max_retries",
-    "requests_per_second",
-    "request_deadline",
-)
-SYNC = (
-    "state_dir",
-    "direction",
-    "conflict",
-    "remote_delete",
-    "remote_prefixes",
-    "outside_prefix",
-    "outside_subdir",
-    "delete",
-    "delete_unknown",
-    "max_delete",
-    "follow_symlinks",
-    "adopt_verify_max_bytes",
-    "concurrency",
-    "expires_after_minutes",
-    "memory_limit",
-    "container_id_file",
-)
-DAEMON = ("http_listen", "flush_timeout", "pass_deadline")
-#: Settings of a ``[[pairs]]`` table only (one-pair mode builds that table).
-DAEMON_PAIR = (
-    "quiet_period",
-    "max_delay",
-    "rescan_interval",
-    "remote_poll_interval",
-    "watch",
-    "keepalive",
-)
+#: The groups a command takes, by setting name.
+CONNECTION = tuple(_CONNECTION_FLAGS)
+SYNC = tuple(_SYNC_FLAGS)
+DAEMON = tuple(_DAEMON_FLAGS)
+DAEMON_PAIR = tuple(_DAEMON_PAIR_FLAGS)
+
+
+def _option(name: str, flag: _Flag, panel: str) -> Any:
+    spelling = "--" + name.replace("_", "-")
+    if flag.kind is bool:
+        spelling += "/--no-" + name.replace("_", "-")
+    option = typer.Option(spelling, help=flag.help, rich_help_panel=panel, metavar=flag.metavar)
+    return Annotated[flag.kind | None, option]
+
+
+#: Setting name -> the option that sets it.
+FLAGS: dict[str, Any] = {
+    name: _option(name, flag, panel)
+    for panel, group in (
+        ("Connection", _CONNECTION_FLAGS),
+        ("Sync", _SYNC_FLAGS),
+        ("Daemon", _DAEMON_FLAGS),
+        ("Daemon", _DAEMON_PAIR_FLAGS),
+    )
+    for name, flag in group.items()
+}
 
 #: Flags taking NAME=VALUE, gathered into a mapping.
 _MAPPINGS = frozenset({"extra_headers", "extra_query"})

@@ -8,10 +8,11 @@ Owns: the ``Settings`` and ``PairSettings`` models, ``Settings.load`` (the one
 entry point), resolving the API key (re-read on every call, so rotated secrets
 work), the keyword arguments of ``ContainersClient``, building each
 ``models.Pair`` with inheritance resolved (the one pair value everything else
-uses), and a dump with every secret redacted. Defaults of pair settings come
-from ``models.PAIR_DEFAULTS``, so each is written once. The loading
-machinery behind ``load`` (the file and environment sources, and the one-line
-``ConfigError`` naming the layer and key) lives in ``cntr_sync.config_sources``.
+uses), and a dump with every secret redacted. A pair's settings are declared
+once, in ``models.PairSyncSettings`` and ``models.PairDaemonSettings``: both
+models here inherit them. The loading machinery behind ``load`` (reading the
+file and the environment, and the one-line ``ConfigError`` naming the layer and
+key) lives in ``cntr_sync.config_sources``.
 
 Must not: log or print, put a secret into an error, repr or dump, or touch the
 network. Its only I/O is reading the config file and the API key file.
@@ -24,20 +25,17 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -47,30 +45,21 @@ from cntr_sync.config_sources import ENV_PREFIX, RESERVED_ENV_NAMES
 from cntr_sync.errors import ConfigError
 from cntr_sync.models import (
     DEFAULT_BASE_URL,
-    PAIR_DEFAULTS,
     AuthStyle,
-    ConflictPolicy,
-    DeleteLimit,
-    Direction,
-    MemoryLimit,
-    OutsidePrefix,
+    ConfigPath,
+    NonEmpty,
     Pair,
-    RemoteDeletePolicy,
-    WatchMode,
+    PairDaemonSettings,
+    PairSyncSettings,
+    Seconds,
 )
-from cntr_sync.remote_paths import relpath_problem
 
 __all__ = [
     "ENV_PREFIX",
     "REDACTED",
     "RESERVED_ENV_NAMES",
     "ApiKeySource",
-    "ConfigPath",
-    "ExpiryMinutes",
-    "NonEmpty",
     "PairSettings",
-    "Percent",
-    "Seconds",
     "Settings",
     "default_state_dir",
     "is_secret_name",
@@ -78,7 +67,6 @@ __all__ = [
 ]
 
 REDACTED = "[redacted]"
-_T = TypeVar("_T")
 
 ApiKeySource = Literal[
     "api_key_file", "CNTR_SYNC_API_KEY", "OPENAI_API_KEY", "config", "flag", "none"
@@ -89,63 +77,6 @@ _SECRET_HEADER_NAMES = frozenset(
 )
 _SECRET_NAME_PARTS = ("key", "token", "secret", "auth", "cookie", "password")
 _PAIR_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-
-
-def _path_not_empty(value: object) -> object:
-    # Path("") silently becomes ".", which would point a sync at the working directory.
-    if isinstance(value, str) and not value.strip():
-        raise PydanticCustomError("path_empty", "must not be empty")
-    return value
-
-
-def _expand_user(value: object) -> object:
-    if not isinstance(value, str | Path):
-        return value
-    try:
-        return Path(value).expanduser()
-    except RuntimeError:  # "~someone" with no such user, or no home directory
-        raise PydanticCustomError("path_home", "'~' names no known home directory") from None
-
-
-ConfigPath = Annotated[Path, BeforeValidator(_expand_user), BeforeValidator(_path_not_empty)]
-Seconds = Annotated[float, Field(gt=0)]
-Percent = Annotated[float, Field(ge=0, le=100)]
-ExpiryMinutes = Annotated[int, Field(ge=1, le=10080)]
-NonEmpty = Annotated[str, Field(min_length=1)]
-
-
-def _remote_prefix(value: object) -> object:
-    if isinstance(value, str) and not value.startswith("/"):
-        raise PydanticCustomError("prefix", "a remote prefix must start with '/'")
-    return value
-
-
-def _subdirectory(value: object) -> object:
-    if isinstance(value, str):
-        problem = relpath_problem(value.strip("/"))
-        if problem is not None:
-            raise PydanticCustomError(
-                "subdirectory", "must be a relative directory inside the root"
-            )
-        return value.strip("/")
-    return value
-
-
-def _delete_limit(value: object) -> DeleteLimit:
-    try:
-        return DeleteLimit.parse(value)
-    except ValueError as exc:
-        raise PydanticCustomError("max_delete", str(exc)) from None
-
-
-MaxDelete = Annotated[
-    DeleteLimit, BeforeValidator(_delete_limit), PlainSerializer(str, return_type=str)
-]
-
-RemotePrefixes = Annotated[
-    list[Annotated[str, BeforeValidator(_remote_prefix)]], Field(min_length=1)
-]
-Subdirectory = Annotated[str, BeforeValidator(_subdirectory)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -194,7 +125,7 @@ def _redact_url(url: str) -> str:
     netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
     if parts.port is not None:
         netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _is_http_url(value: str) -> bool:
@@ -205,67 +136,44 @@ def _is_http_url(value: str) -> bool:
         return False
 
 
-class PairSettings(BaseModel):
+class PairSettings(PairDaemonSettings, PairSyncSettings):
     """One ``[[pairs]]`` table: a local directory mirrored into one container by the daemon.
 
-    ``None`` means "inherit the top-level value"; ``Settings.pair`` resolves it.
+    A ``PairSyncSettings`` field the table does not set (not in ``model_fields_set``)
+    is inherited from the top level; ``Settings.pair`` resolves it. A copy must keep
+    that set: ``model_copy`` does, validating a ``model_dump`` would not.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: Annotated[str, Field(pattern=_PAIR_NAME_PATTERN)]
     local: ConfigPath
     container: NonEmpty
-    direction: Direction | None = None
-    conflict: ConflictPolicy | None = None
-    remote_delete: RemoteDeletePolicy | None = None
-    remote_prefixes: RemotePrefixes | None = None
-    outside_prefix: OutsidePrefix | None = None
-    outside_subdir: Subdirectory | None = None
-    delete: bool | None = None
-    delete_unknown: bool | None = None
-    adopt_verify_max_bytes: Annotated[int, Field(ge=0)] | None = None
-    max_delete: MaxDelete | None = None
+    # Added after the top-level patterns.
     ignore: list[str] = Field(default_factory=list)
-    follow_symlinks: bool | None = None
-    expires_after_minutes: ExpiryMinutes | None = None
-    memory_limit: MemoryLimit | None = None
-    container_id_file: ConfigPath | None = None
-    quiet_period: Seconds = PAIR_DEFAULTS["quiet_period"]
-    max_delay: Seconds = PAIR_DEFAULTS["max_delay"]
-    rescan_interval: Seconds = PAIR_DEFAULTS["rescan_interval"]
-    remote_poll_interval: Seconds = PAIR_DEFAULTS["remote_poll_interval"]
-    watch: WatchMode = PAIR_DEFAULTS["watch"]
-    keepalive: bool = PAIR_DEFAULTS["keepalive"]
 
-    @field_validator("max_delay")
+    @model_validator(mode="before")
     @classmethod
-    def _max_delay_covers_quiet_period(cls, value: float, info: ValidationInfo) -> float:
-        quiet_period = info.data.get("quiet_period")
-        if quiet_period is not None and value < quiet_period:
-            raise PydanticCustomError(
-                "max_delay_too_short",
-                "must be at least quiet_period ({quiet_period})",
-                {"quiet_period": quiet_period},
-            )
-        return value
+    def _null_is_unset(cls, data: Any) -> Any:
+        # JSON (CNTR_SYNC_PAIRS) can write null: like a key left out, it inherits.
+        if isinstance(data, dict):
+            inherited = PairSyncSettings.model_fields
+            return {k: v for k, v in data.items() if v is not None or k not in inherited}
+        return data
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, PairSyncSettings):
     """Every setting of cntr-sync. Build it with ``Settings.load``.
 
+    The settings of a pass (``PairSyncSettings``: direction, delete, max_delete, ...)
+    are the one-shot commands' values and the defaults of every ``[[pairs]]`` table.
     Constructing ``Settings(...)`` directly uses only the arguments and the
     defaults (no file, no environment): handy for tests of other modules.
     """
 
+    # Keys are matched exactly, as TOML is case-sensitive: "Timeout" is an unknown key
+    # (with a suggestion), as it is in a [[pairs]] table. Variable names are not: see
+    # config_sources.read_environment.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        # An empty variable (systemd's "Environment=CNTR_SYNC_X=") means "not set".
-        env_ignore_empty=True,
-        extra="forbid",
-        frozen=True,
-        hide_input_in_errors=True,
+        case_sensitive=True, extra="forbid", frozen=True, hide_input_in_errors=True
     )
 
     # -- connection --------------------------------------------------------------
@@ -292,26 +200,11 @@ class Settings(BaseSettings):
     # -- state -------------------------------------------------------------------
     state_dir: ConfigPath = Field(default_factory=lambda: default_state_dir(os.environ))
 
-    # -- one-shot sync, and the defaults of every pair ------------------------------
+    # -- one-shot sync (with the inherited PairSyncSettings) ------------------------
     container: NonEmpty | None = None
     local: ConfigPath | None = None
-    direction: Direction = PAIR_DEFAULTS["direction"]
-    conflict: ConflictPolicy = PAIR_DEFAULTS["conflict"]
-    remote_delete: RemoteDeletePolicy = PAIR_DEFAULTS["remote_delete"]
-    remote_prefixes: RemotePrefixes = Field(
-        default_factory=lambda: list(PAIR_DEFAULTS["remote_prefixes"])
-    )
-    outside_prefix: OutsidePrefix = PAIR_DEFAULTS["outside_prefix"]
-    outside_subdir: Subdirectory = PAIR_DEFAULTS["outside_subdir"]
-    expires_after_minutes: ExpiryMinutes = PAIR_DEFAULTS["expires_after_minutes"]
-    memory_limit: MemoryLimit | None = PAIR_DEFAULTS["memory_limit"]
-    delete: bool = PAIR_DEFAULTS["delete"]
-    delete_unknown: bool = PAIR_DEFAULTS["delete_unknown"]
-    adopt_verify_max_bytes: Annotated[int, Field(ge=0)] = PAIR_DEFAULTS["adopt_verify_max_bytes"]
-    max_delete: MaxDelete = PAIR_DEFAULTS["max_delete"]
+    # Every pair's patterns come after these.
     ignore: list[str] = Field(default_factory=list)
-    follow_symlinks: bool = PAIR_DEFAULTS["follow_symlinks"]
-    container_id_file: ConfigPath | None = PAIR_DEFAULTS["container_id_file"]
 
     # -- daemon ------------------------------------------------------------------
     http_listen: str = "127.0.0.1:9464"
@@ -518,39 +411,24 @@ class Settings(BaseSettings):
             "request_deadline": self.request_deadline,
         }
 
-    def pair(self, pair: PairSettings) -> Pair:
-        """The ``Pair`` of one ``[[pairs]]`` table, every None replaced by the top-level value.
+    def pair(self, table: PairSettings) -> Pair:
+        """The ``Pair`` of one ``[[pairs]]`` table, with what it does not set taken from
+        the top level.
 
         ``ignore`` is additive: the top-level patterns apply to every pair, and a
         pair's own patterns come after them.
         """
+        given = table.model_fields_set
         return Pair(
-            name=pair.name,
-            local=pair.local.absolute(),
-            container=pair.container,
-            direction=_inherit(pair.direction, self.direction),
-            conflict=_inherit(pair.conflict, self.conflict),
-            remote_delete=_inherit(pair.remote_delete, self.remote_delete),
-            remote_prefixes=tuple(_inherit(pair.remote_prefixes, self.remote_prefixes)),
-            outside_prefix=_inherit(pair.outside_prefix, self.outside_prefix),
-            outside_subdir=_inherit(pair.outside_subdir, self.outside_subdir),
-            delete=_inherit(pair.delete, self.delete),
-            delete_unknown=_inherit(pair.delete_unknown, self.delete_unknown),
-            adopt_verify_max_bytes=_inherit(
-                pair.adopt_verify_max_bytes, self.adopt_verify_max_bytes
-            ),
-            max_delete=_inherit(pair.max_delete, self.max_delete),
-            ignore=(*self.ignore, *pair.ignore),
-            follow_symlinks=_inherit(pair.follow_symlinks, self.follow_symlinks),
-            expires_after_minutes=_inherit(pair.expires_after_minutes, self.expires_after_minutes),
-            memory_limit=_inherit(pair.memory_limit, self.memory_limit),
-            container_id_file=_inherit(pair.container_id_file, self.container_id_file),
-            quiet_period=pair.quiet_period,
-            max_delay=pair.max_delay,
-            rescan_interval=pair.rescan_interval,
-            remote_poll_interval=pair.remote_poll_interval,
-            watch=pair.watch,
-            keepalive=pair.keepalive,
+            name=table.name,
+            local=table.local.absolute(),
+            container=table.container,
+            ignore=(*self.ignore, *table.ignore),
+            **{name: getattr(table, name) for name in PairDaemonSettings.model_fields},
+            **{
+                name: getattr(table if name in given else self, name)
+                for name in PairSyncSettings.model_fields
+            },
         )
 
     def resolved_pairs(self) -> list[Pair]:
@@ -653,7 +531,3 @@ def _read_key_file(path: Path) -> str:
     if any(ch.isspace() for ch in key):
         raise ConfigError(f"api_key_file {path} must hold the key alone on one line")
     return key
-
-
-def _inherit(own: _T | None, inherited: _T) -> _T:
-    return inherited if own is None else own

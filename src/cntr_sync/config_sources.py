@@ -1,13 +1,18 @@
 """How ``Settings.load`` reads its layers and explains what is wrong with them.
 
-Owns the loading machinery behind ``cntr_sync.config``: the pydantic-settings
-sources (the ``--config`` TOML file with its paths anchored next to it, the
-``CNTR_SYNC_*`` environment read from an injected mapping, and the context
-variable that hands both to ``Settings.settings_customise_sources``), the check
-for unknown flags and ``CNTR_SYNC_*`` names, and turning every validation
-failure into a one-line ``ConfigError`` that names the layer (file,
+Owns the loading machinery behind ``cntr_sync.config``: reading the ``--config``
+TOML file (its relative paths anchored next to it), reading the ``CNTR_SYNC_*``
+variables from an injected mapping, handing both to pydantic-settings as plain
+sources through a context variable that ``Settings.settings_customise_sources``
+reads, the check for unknown flags and ``CNTR_SYNC_*`` names, and turning every
+validation failure into a one-line ``ConfigError`` that names the layer (file,
 ``environment CNTR_SYNC_X`` or ``flag --x``) and the key, with a difflib
 suggestion for a misspelt key.
+
+pydantic-settings merges the layers and validates (its public
+``InitSettingsSource`` and ``settings_customise_sources``); reading them is done
+here, because its file and environment sources offer no public way to report a
+file's line or to take an environment other than ``os.environ``.
 
 Must not: import ``cntr_sync.config`` (the models come in as parameters, so
 there is no import cycle), print, log anything but the name of an ignored
@@ -20,29 +25,19 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsError,
-    TomlConfigSettingsSource,
-)
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
 from cntr_sync.errors import ConfigError
 from cntr_sync.logs import get_logger
-
-if TYPE_CHECKING:
-    from pydantic_settings.sources.types import Traversable
 
 ENV_PREFIX = "CNTR_SYNC_"
 # CNTR_SYNC_* names that are not settings but belong to the CLI; every other
@@ -112,20 +107,20 @@ class Layers:
 
     def __init__(
         self,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseModel],
         flags: Mapping[str, Any],
         environ: Mapping[str, str],
         config_file: Path | None,
     ) -> None:
         self.flags = flags
-        self.file = TomlFileSource(settings_cls, config_file) if config_file is not None else None
-        self.env = MappingEnvSource(settings_cls, environ)
+        self.file = ConfigFile(config_file) if config_file is not None else None
+        self.env = read_environment(settings_cls, environ)
 
     def origin_of(self, field: str) -> Origin:
         """The highest layer that gave ``field`` a value."""
         if field in self.flags:
             return "flag"
-        if field in self.env.data:
+        if field in self.env:
             return "env"
         if self.file is not None and field in self.file.data:
             return "file"
@@ -142,34 +137,32 @@ def build(
 
     ``pair_cls`` is the model of one ``[[pairs]]`` entry, for suggestions.
     """
-    file_source, env_source = layers.file, layers.env
-    defaults_source = InitSettingsSource(settings_cls, dict(defaults))
-    sources = [env_source] if file_source is None else [env_source, file_source]
-    token = _LOAD_SOURCES.set((*sources, defaults_source))
+    # Highest first; pydantic-settings merges them (tables key by key) below the flags.
+    layer_values = [layers.env, layers.file.data if layers.file else {}, dict(defaults)]
+    sources = tuple(InitSettingsSource(settings_cls, values) for values in layer_values)
+    token = _LOAD_SOURCES.set(sources)
     try:
         return settings_cls(**layers.flags)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, layers, settings_cls, pair_cls)) from None
-    except SettingsError as exc:
-        raise ConfigError(f"environment: {exc}") from None
     finally:
         _LOAD_SOURCES.reset(token)
 
 
-# -- sources ---------------------------------------------------------------------------
+# -- the file ----------------------------------------------------------------------------
 
 
-class TomlFileSource(TomlConfigSettingsSource):
-    """The ``--config`` file: must exist, and relative paths in it mean "next to it"."""
+class ConfigFile:
+    """The ``--config`` file, read and parsed: it must exist, and relative paths in
+    it mean "next to it"."""
 
-    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+    def __init__(self, path: Path) -> None:
         try:
             self.path = Path(path).expanduser()
         except RuntimeError:  # "~someone/..." with no such user
             raise ConfigError(f"config file not found: {path}") from None
         # Anchored once, so a later chdir of the daemon cannot move the paths.
         self.directory = self.path.absolute().parent
-        # The parent source silently skips a missing file; a named file must exist.
         try:
             exists, is_file = self.path.exists(), self.path.is_file()
         except OSError as exc:  # a name too long for the file system, say
@@ -178,18 +171,18 @@ class TomlFileSource(TomlConfigSettingsSource):
             raise ConfigError(f"config file not found: {self.path}")
         if not is_file:
             raise ConfigError(f"config file is not a regular file: {self.path}")
-        super().__init__(settings_cls, toml_file=self.path)
-
-    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:
-            with file_path.open(mode="rb") as handle:
-                raw = handle.read()
+            raw = self.path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
+        #: The file's settings, relative paths made absolute.
+        self.data = _anchor_paths(self._parse(raw), self.directory)
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
         import tomllib  # noqa: PLC0415 - only a config file needs it (7 ms at start-up)
 
         try:
-            data = tomllib.loads(raw.decode("utf-8"))
+            return tomllib.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             line = raw.count(b"\n", 0, exc.start) + 1
             raise ConfigError(f"{self.path}: not UTF-8 text at line {line}") from None
@@ -199,52 +192,6 @@ class TomlFileSource(TomlConfigSettingsSource):
             # tomllib's limits: an integer of over 4300 digits, arrays nested too deeply.
             raise ConfigError(
                 f"{self.path}: invalid TOML: a value is too long or nested too deeply"
-            ) from None
-        return _anchor_paths(data, self.directory)
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.init_kwargs
-
-
-class MappingEnvSource(EnvSettingsSource):
-    """The CNTR_SYNC_* layer, read from an injected mapping instead of os.environ.
-
-    The built-in source reads os.environ in ``_load_env_vars``; overriding that
-    one hook keeps its parsing (JSON for lists and dicts, ``__`` for dict keys)
-    while making the environment a plain argument of ``Settings.load``.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-        self.data = self()
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
-
-    def explode_env_vars(
-        self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]
-    ) -> dict[str, Any]:
-        exploded = super().explode_env_vars(field_name, field, env_vars)
-        if field_name == "extra_headers":
-            # Variable names cannot hold "-" and proxies drop headers with "_":
-            # CNTR_SYNC_EXTRA_HEADERS__X_BF_VK means the header x-bf-vk. The JSON
-            # form (CNTR_SYNC_EXTRA_HEADERS='{"X_Odd": "v"}') keeps names exactly.
-            return {name.replace("_", "-"): value for name, value in exploded.items()}
-        return exploded
-
-    def prepare_field_value(
-        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
-    ) -> Any:
-        try:
-            return super().prepare_field_value(field_name, field, value, value_is_complex)
-        except (ValueError, RecursionError):
-            # The parent's error carries no variable name; the value must not be echoed.
-            raise ConfigError(
-                f"environment {_env_name(field_name)}: not valid JSON for a list or table"
             ) from None
 
 
@@ -270,22 +217,109 @@ def _anchor(value: object, directory: Path) -> object:
     return value if path.is_absolute() else str(directory / path)
 
 
+# -- the environment -----------------------------------------------------------------------
+
+
+def read_environment(settings_cls: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``CNTR_SYNC_*`` variables of ``environ`` as setting values, by setting name.
+
+    Read here rather than by pydantic-settings' ``EnvSettingsSource``, whose
+    public constructor reads ``os.environ`` only, while ``Settings.load`` takes
+    the environment as an argument (tests, a library caller). The rules are that
+    source's, as these settings use them:
+
+    - names are case-insensitive; an empty value means "not set" (systemd's
+      ``Environment=CNTR_SYNC_X=``);
+    - a list or table setting is written as JSON (``CNTR_SYNC_IGNORE='["*.tmp"]'``),
+      any other as plain text, which validation converts;
+    - ``NAME__KEY`` sets one key of a table setting, over the keys of ``NAME``.
+
+    Names that are not settings are skipped: ``check_names`` refused them first,
+    or they are Kubernetes service variables.
+    """
+    values: dict[str, Any] = {}
+    keyed: dict[str, dict[str, str]] = {}
+    for variable, value in environ.items():
+        setting = _setting_of(variable)
+        if setting is None or not value:
+            continue
+        name, key = setting
+        field = settings_cls.model_fields.get(name)
+        if field is None:
+            continue
+        if key is None:
+            values[name] = _decode_json(name, value) if _takes_json(field) else value
+        elif not _is_table(field):
+            raise ConfigError(f"environment {variable}: {name} is not a table; drop the __KEY")
+        elif "__" in key:
+            raise ConfigError(f"environment {variable}: a key of {name} holds text, not a table")
+        else:
+            keyed.setdefault(name, {})[_table_key(name, key)] = value
+    for name, keys in keyed.items():
+        whole = values.get(name, {})
+        # A whole value that is no table is left for validation to refuse.
+        values[name] = {**whole, **keys} if isinstance(whole, dict) else whole
+    return values
+
+
+def _setting_of(variable: str) -> tuple[str, str | None] | None:
+    """``CNTR_SYNC_EXTRA_HEADERS__X_BF_VK`` -> ("extra_headers", "x_bf_vk"); None when
+    the name does not start with the prefix (in any case) or is reserved."""
+    upper = variable.upper()
+    if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV_NAMES:
+        return None
+    name, delimiter, key = upper[len(ENV_PREFIX) :].partition("__")
+    return name.lower(), key.lower() if delimiter else None
+
+
+def _table_key(name: str, key: str) -> str:
+    if name == "extra_headers":
+        # Variable names cannot hold "-" and proxies drop headers with "_":
+        # CNTR_SYNC_EXTRA_HEADERS__X_BF_VK means the header x-bf-vk. The JSON
+        # form (CNTR_SYNC_EXTRA_HEADERS='{"X_Odd": "v"}') keeps names exactly.
+        return key.replace("_", "-")
+    return key
+
+
+def _decode_json(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        # json's message quotes the text around the error; the value must not be echoed.
+        raise ConfigError(
+            f"environment {_env_name(name)}: not valid JSON for a list or table"
+        ) from None
+
+
+def _takes_json(field: FieldInfo) -> bool:
+    """Whether a setting holds a list, a table or a model (``X | None`` included)."""
+    for member in (field.annotation, *get_args(field.annotation)):
+        kind = get_args(member)[0] if get_origin(member) is Annotated else member
+        origin = get_origin(kind) or kind
+        if origin in (list, tuple, dict) or (
+            isinstance(origin, type) and issubclass(origin, BaseModel)
+        ):
+            return True
+    return False
+
+
+def _is_table(field: FieldInfo) -> bool:
+    return get_origin(field.annotation) is dict
+
+
 def _check_env_names(environ: Mapping[str, str], settings_cls: type[BaseModel]) -> None:
-    for name, value in environ.items():
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV_NAMES:
+    for variable, value in environ.items():
+        setting = _setting_of(variable)
+        if setting is None or setting[0] in settings_cls.model_fields:
             continue
-        field = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
-        if field in settings_cls.model_fields:
-            continue
-        if is_kubernetes_service_variable(name, value):
+        if is_kubernetes_service_variable(variable, value):
             # Not ours: Kubernetes sets these for a Service named cntr-sync(-*).
             # The name only: a value is never logged.
-            log.debug("ignoring a Kubernetes service variable", variable=name)
+            log.debug("ignoring a Kubernetes service variable", variable=variable)
             continue
-        match = difflib.get_close_matches(field, settings_cls.model_fields, n=1)
+        match = difflib.get_close_matches(setting[0], settings_cls.model_fields, n=1)
         hint = f"; did you mean {_env_name(match[0])}?" if match else ""
-        raise ConfigError(f"environment {name}: unknown setting{hint}")
+        raise ConfigError(f"environment {variable}: unknown setting{hint}")
 
 
 def is_kubernetes_service_variable(name: str, value: str) -> bool:
@@ -364,7 +398,7 @@ def _describe(
     field = str(loc[0]) if loc else ""
     if _holds(layers.flags, loc):
         where, path_is_named = f"flag {_flag_name(field)}", len(loc) == 1
-    elif _holds(layers.env.data, loc):
+    elif _holds(layers.env, loc):
         where, path_is_named = f"environment {_env_name(field)}", len(loc) == 1
     elif file_source is not None and _holds(file_source.data, loc):
         where, path_is_named = str(file_source.path), False
@@ -395,7 +429,7 @@ def suggest(key: str, model: type[BaseModel]) -> str:
 
 
 def _suggest(key: str, model: type[BaseModel]) -> str:
-    match = difflib.get_close_matches(key, model.model_fields, n=1)
+    match = difflib.get_close_matches(key.lower(), model.model_fields, n=1)
     return f"; did you mean '{match[0]}'?" if match else ""
 
 

@@ -3,28 +3,37 @@
 ``Pair`` is the one description of a mirrored pair (a local directory and a
 container, with every setting a pass or the daemon needs): the settings layer
 builds it, the engine, the daemon's worker, the CLI and the library use it.
+Each setting of a pair is declared once, with its type, checks and default, in
+``PairSyncSettings`` (inherited from the top level) or ``PairDaemonSettings``
+(per pair only); the settings models and ``Pair`` are built from those two.
 
 The wire types (``Container``, ``ContainerFile``) are deliberately tolerant:
 real servers and gateways add fields, drop fields, send ``bytes: null`` and
 hand out ids of any shape, so unknown fields are kept, most fields have a
-default, and ids are opaque strings. Nothing here performs I/O.
+default, and ids are opaque strings. Nothing here reads or writes files or the network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PlainSerializer,
     PrivateAttr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -75,17 +84,93 @@ class DeleteLimit:
         return f"{self.percent:g}%" if self.percent is not None else str(self.count)
 
 
-@dataclass(frozen=True, slots=True)
-class Pair:
-    """One local directory mirrored into one container, every inherited value filled in.
+# -- the checked types of settings ------------------------------------------------------
 
-    The defaults here are the product's defaults: the settings models take
-    theirs from ``PAIR_DEFAULTS``, so each is written once.
-    """
 
-    name: str
-    local: Path
-    container: str  # a name or an id, as the user gave it
+def _path_not_empty(value: object) -> object:
+    # Path("") silently becomes ".", which would point a sync at the working directory.
+    if isinstance(value, str) and not value.strip():
+        raise PydanticCustomError("path_empty", "must not be empty")
+    return value
+
+
+def _expand_user(value: object) -> object:
+    if not isinstance(value, str | Path):
+        return value
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # "~someone" with no such user, or no home directory
+        raise PydanticCustomError("path_home", "'~' names no known home directory") from None
+
+
+def _remote_prefix(value: object) -> object:
+    if isinstance(value, str) and not value.startswith("/"):
+        raise PydanticCustomError("prefix", "a remote prefix must start with '/'")
+    return value
+
+
+def _subdirectory(value: object) -> object:
+    # Imported when a setting is checked: the client alone imports this module for
+    # the wire types, and remote_paths would add about 14 M instructions to that.
+    from cntr_sync.remote_paths import relpath_problem  # noqa: PLC0415
+
+    if isinstance(value, str):
+        if relpath_problem(value.strip("/")) is not None:
+            raise PydanticCustomError(
+                "subdirectory", "must be a relative directory inside the root"
+            )
+        return value.strip("/")
+    return value
+
+
+def _some_prefix(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise PydanticCustomError("prefixes", "name at least one remote prefix")
+    return value
+
+
+def _delete_limit(value: object) -> DeleteLimit:
+    try:
+        return DeleteLimit.parse(value)
+    except ValueError as exc:
+        raise PydanticCustomError("max_delete", str(exc)) from None
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_expand_user), BeforeValidator(_path_not_empty)]
+Seconds = Annotated[float, Field(gt=0)]
+ExpiryMinutes = Annotated[int, Field(ge=1, le=10080)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+MaxDelete = Annotated[
+    DeleteLimit, BeforeValidator(_delete_limit), PlainSerializer(str, return_type=str)
+]
+RemotePrefixes = Annotated[
+    tuple[Annotated[str, BeforeValidator(_remote_prefix)], ...], AfterValidator(_some_prefix)
+]
+Subdirectory = Annotated[str, BeforeValidator(_subdirectory)]
+
+# -- a pair's settings, declared once ---------------------------------------------------
+#
+# Each setting of a pair is one field of one of the two models below, with its type,
+# its checks and the product's default. The other descriptions of a pair are built
+# from them by inheritance: ``config.Settings`` (the top-level values) takes
+# PairSyncSettings; ``config.PairSettings`` (one [[pairs]] table) and ``Pair`` (the
+# resolved value) take both. A new setting is one field here, plus its flag in
+# ``cli_flags`` (kept free of pydantic for the CLI's start-up; a test checks that
+# every setting has a flag or a reason not to).
+
+# defer_build: the validators are built on first use, so a process that imports this
+# module for the wire types only (the client alone) does not build the settings' too.
+_SETTINGS_CONFIG = ConfigDict(
+    extra="forbid", frozen=True, hide_input_in_errors=True, defer_build=True
+)
+
+
+class PairSyncSettings(BaseModel):
+    """What a pass does with a pair: set at the top level, and inherited by every
+    ``[[pairs]]`` table that does not set them itself."""
+
+    model_config = _SETTINGS_CONFIG
+
     direction: Direction = "push"
     # Pull and both: which version wins when both sides changed, and what a remote
     # deletion of a synced file does locally.
@@ -93,45 +178,82 @@ class Pair:
     remote_delete: RemoteDeletePolicy = "restore"
     # Pull and both: remote paths under these prefixes map to the root; others go
     # under outside_subdir ("subdir") or are left alone ("skip").
-    remote_prefixes: tuple[str, ...] = ("/mnt/data/",)
+    remote_prefixes: RemotePrefixes = ("/mnt/data/",)
     outside_prefix: OutsidePrefix = "subdir"
-    outside_subdir: str = "_container"
+    outside_subdir: Subdirectory = "_container"
     delete: bool = True
     delete_unknown: bool = False
     # After a lost index: the largest remote file downloaded to check by content
     # whether it already holds a local file (a server that drops names or dirs).
-    adopt_verify_max_bytes: int = 256 * 1024 * 1024
-    max_delete: DeleteLimit = DeleteLimit(percent=50.0)
-    ignore: tuple[str, ...] = ()
+    adopt_verify_max_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
+    max_delete: MaxDelete = DeleteLimit(percent=50.0)
     follow_symlinks: bool = False
-    expires_after_minutes: int = 20
+    expires_after_minutes: ExpiryMinutes = 20
     memory_limit: MemoryLimit | None = None
-    container_id_file: Path | None = None
-    quiet_period: float = 1.0  # seconds without changes before the daemon starts a pass
-    max_delay: float = 10.0  # ...or this long after the first pending change
-    rescan_interval: float = 600.0
-    remote_poll_interval: float = 60.0
+    container_id_file: ConfigPath | None = None
+
+
+class PairDaemonSettings(BaseModel):
+    """When the daemon runs a pair's passes: set per ``[[pairs]]`` table only."""
+
+    model_config = _SETTINGS_CONFIG
+
+    quiet_period: Seconds = 1.0  # seconds without changes before the daemon starts a pass
+    max_delay: Seconds = 10.0  # ...or this long after the first pending change
+    rescan_interval: Seconds = 600.0
+    remote_poll_interval: Seconds = 60.0
     watch: WatchMode = "auto"
     keepalive: bool = False
 
+    @field_validator("max_delay")
+    @classmethod
+    def _max_delay_covers_quiet_period(cls, value: float, info: ValidationInfo) -> float:
+        quiet_period = info.data.get("quiet_period")
+        if quiet_period is not None and value < quiet_period:
+            raise PydanticCustomError(
+                "max_delay_too_short",
+                "must be at least quiet_period ({quiet_period})",
+                {"quiet_period": quiet_period},
+            )
+        return value
+
+
+class Pair(PairDaemonSettings, PairSyncSettings):
+    """One local directory mirrored into one container, every inherited value filled in.
+
+    Frozen and hashable. ``config.Settings.pair`` builds it from the settings; a
+    test builds one directly and changes it with ``model_copy(update=...)``.
+    (pydantic lists the fields of the last base first: sync, then daemon.)
+    """
+
+    name: str
+    local: Path
+    container: str  # a name or an id, as the user gave it
+    # The top-level patterns, then the pair's own.
+    ignore: tuple[str, ...] = ()
+
     def as_json(self) -> dict[str, Any]:
-        """The pair as JSON-able data (paths as strings, tuples as lists)."""
-        out: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
+        """The pair as JSON-able data (paths as strings, tuples as lists), its identity first."""
+        out: dict[str, Any] = {"name": self.name, "local": str(self.local)}
+        out["container"] = self.container
+        for name in type(self).model_fields:
+            if name in out:
+                continue
+            value = getattr(self, name)
             if isinstance(value, Path | DeleteLimit):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            out[item.name] = value
+            out[name] = value
         return out
 
 
+#: Every pair setting's default but the pair's identity (name, local, container).
 PAIR_DEFAULTS: dict[str, Any] = {
-    item.name: item.default
-    for item in fields(Pair)
-    if item.name not in ("name", "local", "container")
-}
+    name: field.get_default(call_default_factory=True)
+    for model in (PairSyncSettings, PairDaemonSettings)
+    for name, field in model.model_fields.items()
+} | {"ignore": ()}
 
 
 class _Wire(BaseModel):
