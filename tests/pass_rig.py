@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -45,7 +45,7 @@ class PassRig:
                 self.state, base_url=BASE_URL, root=self.root, container_spec="box"
             ) as index,
         ):
-            engine = Engine(client, index, replace(self.pair, **pair))  # type: ignore[arg-type]
+            engine = Engine(client, index, self.pair.model_copy(update=pair))
             result = engine.run_pass()
             self.backup_dir = engine.backup_dir
         assert result.container_id is not None
@@ -78,7 +78,7 @@ def pass_rig(tmp_path: Path, direction: str = "both") -> Iterator[PassRig]:
     root = tmp_path / "tree"
     root.mkdir()
     with Emulator(data_dir=tmp_path / "emulator") as emu:
-        pair = Pair("t", root, "box", direction=direction)  # type: ignore[arg-type]
+        pair = Pair(name="t", local=root, container="box", direction=direction)  # type: ignore[arg-type]
         rig = PassRig(emu, root, tmp_path / "state", pair)
         rig.sync()
         yield rig

@@ -98,7 +98,12 @@ def test_a_backup_directory_inside_the_root_is_never_uploaded(tmp_path: Path) ->
     root = tmp_path / "tree"
     root.mkdir()
     with Emulator(data_dir=tmp_path / "emulator") as emu:
-        rig = PassRig(emu, root, root / ".state", Pair("t", root, "box", direction="both"))
+        rig = PassRig(
+            emu,
+            root,
+            root / ".state",
+            Pair(name="t", local=root, container="box", direction="both"),
+        )
         write(root, "a.txt", b"v1")
         rig.sync()
         rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"v2 from the model")

@@ -91,7 +91,7 @@ def sync(emu: Emulator, root: Path, state: Path, direction: str, order: str) -> 
         ContainersClient("sk-test", base_url=BASE_URL, transport=transport, sleep=NoSleep()) as c,
         Index.open(state, base_url=BASE_URL, root=root, container_spec="box") as index,
     ):
-        pair = Pair("t", root, "box", direction=direction)  # type: ignore[arg-type]
+        pair = Pair(name="t", local=root, container="box", direction=direction)  # type: ignore[arg-type]
         result = Engine(c, index, pair, concurrency=1).run_pass()
     assert not result.failures, result.failures
     return result

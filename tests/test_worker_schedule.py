@@ -124,7 +124,7 @@ def make_rig(tmp_path: Path, **pair_fields: Any) -> Rig:
         "watch": "off",
         **pair_fields,
     }
-    pair = Pair("docs", tmp_path, "box", **fields)
+    pair = Pair(name="docs", local=tmp_path, container="box", **fields)
     clock = ManualClock(start=0.0)
     engine = FakeEngine(clock)
     worker = PairWorker(pair, Settings(), Metrics(), clock=clock, engine=lambda: engine)
