@@ -69,19 +69,16 @@ from cntr_sync.ignore import IgnoreRules
 from cntr_sync.index import Index
 from cntr_sync.models import MAX_FILE_BYTES, MAX_TIMESTAMP, ContainerFile, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
-from cntr_sync.remote_paths import (
+from cntr_sync.remote_paths import PathRules, Refused, local_relpath, printable
+from cntr_sync.rest import PAGE_LIMIT
+from cntr_sync.result import PassResult
+from cntr_sync.tree_names import (
     IGNORE_FILE,
     MAX_RELPATH_BYTES,
     NAME_MAX_BYTES,
     PARTIAL_PREFIX,
     STATE_DIR_NAME,
-    PathRules,
-    Refused,
-    local_relpath,
-    printable,
 )
-from cntr_sync.rest import PAGE_LIMIT
-from cntr_sync.result import PassResult
 
 # Hypothesis fuzzing: many generated inputs a test.
 pytestmark = pytest.mark.machine

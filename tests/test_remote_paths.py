@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cntr_sync.remote_paths import (
-    NAME_MAX_BYTES,
     FileSystemTraits,
     PathRules,
     Refused,
@@ -16,6 +15,7 @@ from cntr_sync.remote_paths import (
     local_relpath,
     suffixed,
 )
+from cntr_sync.tree_names import NAME_MAX_BYTES
 
 RULES = PathRules()
 NOW = 1_798_000_000.0  # 2026-12-23 (UTC)

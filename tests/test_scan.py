@@ -34,8 +34,9 @@ from cntr_sync.hashcache import HashCache, SqliteHashCache, decode, encode
 from cntr_sync.hashing import hash_file
 from cntr_sync.ignore import DEFAULT_PATTERNS, IgnoreRules, Layer
 from cntr_sync.index import Index
-from cntr_sync.remote_paths import MAX_RELPATH_BYTES, printable
+from cntr_sync.remote_paths import printable
 from cntr_sync.scan import Snapshot, _name_problem, scan
+from cntr_sync.tree_names import MAX_RELPATH_BYTES
 from helpers import INDEX_BASE_URL, INDEX_SPEC, MemoryDatabase, open_index
 
 IS_ROOT = os.geteuid() == 0

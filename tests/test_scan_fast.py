@@ -27,8 +27,8 @@ from cntr_sync.hashcache import (
 from cntr_sync.hashing import HASH_CHUNK, hash_file, hash_listed_file
 from cntr_sync.ignore import IgnoreRules
 from cntr_sync.models import LocalFile
-from cntr_sync.remote_paths import PARTIAL_PREFIX
 from cntr_sync.scan import TICK_EVERY, Snapshot, _Walk, scan
+from cntr_sync.tree_names import PARTIAL_PREFIX
 from helpers import MemoryDatabase
 
 OLD_NS = time.time_ns() - 3600 * 10**9

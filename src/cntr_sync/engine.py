@@ -56,15 +56,11 @@ from cntr_sync.models import Container, IndexEntry, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import plan
 from cntr_sync.plan_inputs import Policy
-from cntr_sync.remote_paths import (
-    IGNORE_FILE,
-    FileSystemTraits,
-    TakenNames,
-    printable,
-)
+from cntr_sync.remote_paths import FileSystemTraits, TakenNames, printable
 from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
 from cntr_sync.scan import Snapshot
 from cntr_sync.transfer import Tick, remove_partials
+from cntr_sync.tree_names import IGNORE_FILE
 
 log = get_logger("cntr_sync.engine")
 

@@ -46,7 +46,7 @@ from pathspec import GitIgnoreSpec, RegexPattern
 
 from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.hashing import open_regular
-from cntr_sync.remote_paths import IGNORE_FILE, PARTIAL_PREFIX, STATE_DIR_NAME
+from cntr_sync.tree_names import IGNORE_FILE, PARTIAL_PREFIX, STATE_DIR_NAME, ancestors
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
     # ".git" without a slash also covers the gitlink *file* of submodules and worktrees.
@@ -127,13 +127,12 @@ class IgnoreRules:
         if any(line.strip() and not line.lstrip().startswith("#") for line in lines):
             self._nested[directory] = Layer(GitIgnoreSpec.from_lines(lines))
 
-    def ignored_path(self, relpath: str) -> bool:
-        """Whether a file at ``relpath`` would be left alone, a parent directory included
-        (what a download is checked against: nothing is written under ``.git/``)."""
-        parts = relpath.split("/")
-        return any(
-            self.ignored("/".join(parts[:depth]), is_dir=True) for depth in range(1, len(parts))
-        ) or self.ignored(relpath, is_dir=False)
+    def ignored_path(self, relpath: str, *, is_dir: bool = False) -> bool:
+        """Whether ``relpath`` would be left alone, a directory above it included (what a
+        download is checked against: nothing is written under ``.git/``)."""
+        return any(self.ignored(d, is_dir=True) for d in ancestors(relpath)) or self.ignored(
+            relpath, is_dir=is_dir
+        )
 
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         """True when ``relpath`` (POSIX, relative to the root) is not mirrored."""

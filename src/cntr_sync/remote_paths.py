@@ -8,8 +8,10 @@ no segment longer than the file system allows and nothing of ours
 the writer (``transfer``) refuses to write through any.
 
 Also here: the names of conflict copies (never uploaded back), suffixed names
-for collisions, and the key two names share on a case- or
-normalisation-insensitive file system.
+for collisions (both cut to fit a name's byte limit), the key two names share
+on a case- or normalisation-insensitive file system, and the names in use under
+the root (``TakenNames``). The local tree's own names and limits are
+``tree_names``'s.
 
 Must not: import anything that does I/O, or read the clock.
 """
@@ -24,15 +26,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cntr_sync.names import strip_hash_prefix
-
-STATE_DIR_NAME = ".cntrsync"
-PARTIAL_PREFIX = ".cntrsync-partial-"
-IGNORE_FILE = ".cntrignore"
-#: Version-control directories: a file written there can run code (``.git/config``,
-#: hooks). Compared case-folded, since ``.GIT`` is ``.git`` on macOS and Windows.
-VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs"})
-MAX_RELPATH_BYTES = 1024
-NAME_MAX_BYTES = 255
+from cntr_sync.tree_names import (
+    IGNORE_FILE,
+    MAX_RELPATH_BYTES,
+    NAME_MAX_BYTES,
+    PARTIAL_PREFIX,
+    STATE_DIR_NAME,
+    VCS_DIRS,
+    ancestors,
+)
 
 #: C0 and C1 controls, DEL, and the bidirectional marks, overrides and isolates that make
 #: a name display as another (``evil\u202egnp.exe`` shows as ``evilexe.png``).
@@ -205,12 +207,6 @@ def conflict_copy_name(
         candidate = with_mark(relpath, f" ({side} conflict {stamp} {number})")
         number += 1
     return candidate
-
-
-def ancestors(relpath: str) -> list[str]:
-    """The directories above ``relpath``, outermost first: ``a``, ``a/b`` for ``a/b/c``."""
-    parts = relpath.split("/")
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 class TakenNames:

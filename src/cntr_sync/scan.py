@@ -44,12 +44,8 @@ from cntr_sync.hashcache import HashCache
 from cntr_sync.hashing import Tick, hash_file, hash_listed_file, no_tick
 from cntr_sync.ignore import IgnoreRules, Prefilter
 from cntr_sync.models import LocalFile
-from cntr_sync.remote_paths import (
-    IGNORE_FILE,
-    MAX_RELPATH_BYTES,
-    PARTIAL_PREFIX,
-    printable,
-)
+from cntr_sync.remote_paths import printable
+from cntr_sync.tree_names import IGNORE_FILE, MAX_RELPATH_BYTES, PARTIAL_PREFIX, ancestors
 
 # A file rewritten within the file system's timestamp granularity after we
 # hashed it keeps its size and mtime, so a cached digest would hide the change
@@ -117,10 +113,7 @@ class Snapshot:
             return True
         if not self._uncertain_dirs:
             return False
-        parts = relpath.split("/")
-        return any(
-            "/".join(parts[:depth]) in self._uncertain_dirs for depth in range(1, len(parts))
-        )
+        return any(directory in self._uncertain_dirs for directory in ancestors(relpath))
 
 
 # -- the walk ----------------------------------------------------------------------
@@ -282,9 +275,7 @@ class _Walk:
             chosen.append(relpath)
         for relpath in chosen:
             parent, _, name = relpath.rpartition("/")
-            if not name or any(
-                self._rules.ignored(ancestor, is_dir=True) for ancestor in _ancestors(parent)
-            ):
+            if not name or any(self._rules.ignored(d, is_dir=True) for d in ancestors(relpath)):
                 continue
             try:
                 entry = _NamedEntry(f"{self._root}/{relpath}", name)
@@ -532,14 +523,8 @@ class _Walk:
         return self._regular(relpath, target_stat)
 
     def _target_ignored(self, target_relpath: str, is_dir: bool) -> bool:
-        if target_relpath == ".":
-            return False
-        parts = Path(target_relpath).parts
-        for depth in range(1, len(parts) + 1):
-            last = depth == len(parts)
-            if self._rules.ignored("/".join(parts[:depth]), is_dir or not last):
-                return True
-        return False
+        target = Path(target_relpath).as_posix()
+        return target != "." and self._rules.ignored_path(target, is_dir=is_dir)
 
     # -- files
 
@@ -605,14 +590,6 @@ class _Walk:
     def _unreadable_dir(self, relpath: str, exc: OSError) -> None:
         self._unreadable_dirs.append(relpath)
         self._warn(relpath, f"directory cannot be read: {exc.strerror or exc}")
-
-
-def _ancestors(parent: str) -> list[str]:
-    """``a``, ``a/b``, ``a/b/c`` for ``a/b/c``; nothing for the root."""
-    if not parent:
-        return []
-    parts = parent.split("/")
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
 
 
 class _NamedEntry:

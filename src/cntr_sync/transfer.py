@@ -34,7 +34,8 @@ import xxhash
 from cntr_sync.backups import KeepHow
 from cntr_sync.hashing import hash_fd, open_regular
 from cntr_sync.models import LocalFile
-from cntr_sync.remote_paths import PARTIAL_PREFIX, FileSystemTraits
+from cntr_sync.remote_paths import FileSystemTraits
+from cntr_sync.tree_names import PARTIAL_PREFIX
 
 Tick = Callable[[], None]
 #: Keeps a file of the tree before a download or a delete removes it: called with the

@@ -41,7 +41,7 @@ from watchdog.observers.polling import PollingObserver
 
 from cntr_sync.errors import LocalError
 from cntr_sync.models import WatchMode
-from cntr_sync.remote_paths import PARTIAL_PREFIX
+from cntr_sync.tree_names import PARTIAL_PREFIX
 
 __all__ = ["MAX_TRACKED_PATHS", "ChangeTracker", "WatchKind", "WatchMode", "Watcher"]
 

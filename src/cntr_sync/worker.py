@@ -326,11 +326,11 @@ class PairWorker:
         try:
             engine = self._engine()
             # Overdue and flush passes send what they see, as it is at that moment.
-            now_or_never = reason in ("overdue", "flush")
+            must_go_now = reason in ("overdue", "flush")
             result = engine.run_pass(
                 cancel=self.cancel,
-                defer_unsettled=not now_or_never,
-                keep_grown_uploads=now_or_never,
+                defer_unsettled=not must_go_now,
+                keep_grown_uploads=must_go_now,
                 deadline=self.settings.pass_deadline,
                 paths=only,
             )
