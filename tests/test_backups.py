@@ -197,3 +197,12 @@ def test_a_file_that_cannot_be_kept_is_not_removed(tmp_path: Path) -> None:
         os.close(fd)
     assert (root / "f").read_bytes() == b"precious"
     assert backups.versions(blocked) == []
+
+
+def test_backup_dir_chooses_where_versions_are_kept(rig: PassRig, tmp_path: Path) -> None:
+    chosen = tmp_path / "elsewhere"
+    write(rig.root, "a.txt", b"v1")
+    rig.sync(backup_dir=chosen)
+    rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"v2 from the model")
+    (kept,) = rig.sync(backup_dir=chosen).backups
+    assert kept.path.is_relative_to(chosen) and kept.path.read_bytes() == b"v1"

@@ -825,3 +825,19 @@ def test_only_copies_this_tool_made_are_held_back(emu: Emulator, tmp_path: Path)
         assert set(conflict_copies.made(index)) == {
             "old (container conflict 2024-05-05 050505).txt"
         }
+
+
+def test_delete_excluded_removes_our_copies_of_excluded_paths(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """Issue 22, item 5: rclone's ``--delete-excluded``, with the reason ``excluded``."""
+    rig = make_rig(emu, tmp_path, "push")
+    write(rig.root, "a.txt", "kept")
+    write(rig.root, "big/f2.bin", "a large file")
+    rig.sync()
+    result = rig.sync(ignore=("*.bin",), delete_excluded=True)
+    assert result.plan is not None
+    assert [(d.relpath, d.reason) for d in result.plan.deletes] == [("big/f2.bin", "excluded")]
+    assert list(rig.remote().values()) == [b"kept"]
+    assert "big/f2.bin" not in rig.entries()
+    assert local_tree(rig.root) == {"a.txt": b"kept", "big/f2.bin": b"a large file"}

@@ -113,6 +113,33 @@ def test_a_change_on_both_sides_is_a_conflict(
         assert p.downloads[0].move_aside_to == "a (local conflict 2027-01-15 080000).txt"
 
 
+@pytest.mark.parametrize(
+    ("changed_there", "local_mtime_s", "winner"),
+    [
+        (500, 400, "container"),  # a rewrite under a new id after the local edit
+        (500, 600, "here"),  # the local edit came after it
+        (None, 400, "both"),  # a rewrite with no time of its own: nothing to order by
+    ],
+)
+def test_newer_keeps_the_side_changed_last_and_a_copy_of_the_other(
+    changed_there: int | None, local_mtime_s: int, winner: str
+) -> None:
+    """Issue 22, item 3: ``conflict = newer``, as rclone's ``--conflict-resolve newer``."""
+    mine = LocalFile("a.txt", 4, local_mtime_s * 1_000_000_000, 7, "h:mine")
+    theirs = RemoteFile("r2", "/mnt/data/a.txt", "a.txt", 7, "assistant", changed_there)
+    p = run([mine], [entry("a.txt", "r1")], [theirs], conflict="newer")
+    assert p.conflicts == 1
+    if winner == "container":
+        (download,) = p.downloads
+        assert (download.relpath, download.reason) == ("a.txt", "remote-wins")
+        assert download.move_aside_to == "a (local conflict 2027-01-15 080000).txt"
+        assert not p.uploads
+    else:
+        (download,) = p.downloads
+        assert download.reason == "conflict-copy" and download.copy_of == "a.txt"
+        assert [u.relpath for u in p.uploads] == ["a.txt"]
+
+
 @pytest.mark.parametrize("direction", ["both", "pull"])
 def test_a_remote_deletion_restores_or_propagates(direction: str) -> None:
     restore = run([local("a")], [entry("a", "r1")], [], direction)

@@ -69,13 +69,14 @@ _CONNECTION_FLAGS = {
 _SYNC_FLAGS = {
     "state_dir": _Flag(Path, "Where the index lives."),
     "direction": _Flag(str, "push (default), pull (bring home what the model writes), both."),
-    "conflict": _Flag(str, "Changed on both sides: keep-both, local-wins, remote-wins."),
+    "conflict": _Flag(str, "Changed on both sides: keep-both, local-wins, remote-wins, newer."),
     "remote_delete": _Flag(str, "Deleted in the container: restore or propagate."),
     "remote_prefixes": _Flag(list[str], "Container folder the mirror maps to (repeat).", "PREFIX"),
     "outside_prefix": _Flag(str, "Model files outside the prefixes: subdir or skip."),
     "outside_subdir": _Flag(str, "Local folder for model files outside the prefixes."),
     "delete": _Flag(bool, "Delete remote files whose local file is gone."),
     "delete_unknown": _Flag(bool, "Push: delete container files this tool never wrote."),
+    "delete_excluded": _Flag(bool, "Delete our container copies of excluded paths."),
     "max_delete": _Flag(str, "Refuse passes deleting more: '10%' of tracked files, or 10."),
     "follow_symlinks": _Flag(bool, "Follow symlinks."),
     "adopt_verify_max_bytes": _Flag(
@@ -85,6 +86,10 @@ _SYNC_FLAGS = {
     "expires_after_minutes": _Flag(int, "Idle minutes before a new container expires."),
     "memory_limit": _Flag(str, "A new container's memory: 1g, 4g, 16g, 64g."),
     "container_id_file": _Flag(Path, "Write the container id in use to this file."),
+    "backup_dir": _Flag(Path, "Keep local files a pass replaced or deleted here."),
+    "backup_keep_days": _Flag(float, "Days a backup is kept (default 30)."),
+    "backup_max_bytes": _Flag(int, "Bytes of backups kept at most (default 1 GiB)."),
+    "journal_keep_days": _Flag(float, "Days the journal of actions is kept (default 30)."),
 }
 _DAEMON_FLAGS = {
     "http_listen": _Flag(str, "HOST:PORT of /livez /readyz /metrics."),

@@ -259,6 +259,8 @@ class Settings(BaseSettings, PairSyncSettings):
         inherited_id_file = info.data.get("container_id_file")
         seen_names: dict[str, int] = {}
         seen_id_files: dict[Path, int] = {}
+        inherited_backup_dir = info.data.get("backup_dir")
+        seen_backup_dirs: dict[Path, int] = {}
         for index, pair in enumerate(pairs):
             if pair.name in seen_names:
                 raise PydanticCustomError(
@@ -277,6 +279,20 @@ class Settings(BaseSettings, PairSyncSettings):
                         {"first": seen_id_files[id_file], "second": index, "path": str(id_file)},
                     )
                 seen_id_files[id_file] = index
+            # Two pairs keeping backups in one directory would mix their files.
+            backup_dir = pair.backup_dir or inherited_backup_dir
+            if backup_dir is not None:
+                if backup_dir in seen_backup_dirs:
+                    raise PydanticCustomError(
+                        "duplicate_backup_dir",
+                        "pairs[{first}] and pairs[{second}] share backup_dir {path}",
+                        {
+                            "first": seen_backup_dirs[backup_dir],
+                            "second": index,
+                            "path": str(backup_dir),
+                        },
+                    )
+                seen_backup_dirs[backup_dir] = index
         return pairs
 
     @classmethod

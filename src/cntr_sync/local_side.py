@@ -35,12 +35,6 @@ from cntr_sync.transfer import Tick, probe_traits
 
 log = get_logger("cntr_sync.engine")
 
-# How long, and up to how many bytes, kept versions of local files stay (oldest go
-# first; a file's newest version always stays).
-BACKUP_KEEP_DAYS = 30
-BACKUP_MAX_BYTES = 1 << 30
-# How long the journal keeps its rows.
-JOURNAL_KEEP_DAYS = 30
 # Hash-cache rows of gone files tolerated before a pass prunes them.
 PRUNE_SLACK = 16
 
@@ -83,7 +77,7 @@ class LocalSide:
     def upkeep(self) -> None:
         """Retention, on full passes: kept versions and journal rows past their time."""
         self.prune_backups()
-        journal.prune(self.index, before=self._clock() - JOURNAL_KEEP_DAYS * 86_400)
+        journal.prune(self.index, before=self._clock() - self.pair.journal_keep_days * 86_400)
 
     def conflict_copies(self, snapshot: Snapshot, *, dry_run: bool) -> dict[str, str]:
         """The conflict copies this tool made (copy -> original), as a full scan found the
@@ -122,8 +116,8 @@ class LocalSide:
         if self.backup_dir.is_dir():
             gone = prune(
                 self.backup_dir,
-                keep_days=BACKUP_KEEP_DAYS,
-                max_bytes=BACKUP_MAX_BYTES,
+                keep_days=self.pair.backup_keep_days,
+                max_bytes=self.pair.backup_max_bytes,
                 now=self._clock(),
             )
             if gone:
@@ -132,7 +126,7 @@ class LocalSide:
     @property
     def backup_dir(self) -> Path:
         """Where this pair keeps the local files passes replaced or deleted."""
-        return default_backup_dir(self.index.path)
+        return self.pair.backup_dir or default_backup_dir(self.index.path)
 
     def own_paths(self) -> list[str]:
         """Our state and backup directories and container-id file, where they sit

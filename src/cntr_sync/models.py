@@ -40,7 +40,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 AuthStyle = Literal["bearer", "api-key", "x-api-key", "x-bf-vk", "basic"]
 AUTH_STYLES: tuple[AuthStyle, ...] = ("bearer", "api-key", "x-api-key", "x-bf-vk", "basic")
 Direction = Literal["push", "pull", "both"]
-ConflictPolicy = Literal["keep-both", "local-wins", "remote-wins"]
+ConflictPolicy = Literal["keep-both", "local-wins", "remote-wins", "newer"]
 RemoteDeletePolicy = Literal["restore", "propagate"]
 OutsidePrefix = Literal["subdir", "skip"]
 Origin = Literal["push", "pull"]
@@ -183,6 +183,9 @@ class PairSyncSettings(BaseModel):
     outside_subdir: Subdirectory = "_container"
     delete: bool = True
     delete_unknown: bool = False
+    # Delete our remote copies of paths the ignore rules exclude (rclone's flag);
+    # otherwise an excluded path is left alone on both sides.
+    delete_excluded: bool = False
     # After a lost index: the largest remote file downloaded to check by content
     # whether it already holds a local file (a server that drops names or dirs).
     adopt_verify_max_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
@@ -191,6 +194,13 @@ class PairSyncSettings(BaseModel):
     expires_after_minutes: ExpiryMinutes = 20
     memory_limit: MemoryLimit | None = None
     container_id_file: ConfigPath | None = None
+    # Where local files a pass replaced or deleted because of the container are kept
+    # (None: STATE_DIR/<pair>.backups), and for how long / up to how many bytes.
+    backup_dir: ConfigPath | None = None
+    backup_keep_days: Annotated[float, Field(ge=0)] = 30.0
+    backup_max_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    # How long the journal of every action keeps its rows.
+    journal_keep_days: Annotated[float, Field(ge=0)] = 30.0
 
 
 class PairDaemonSettings(BaseModel):

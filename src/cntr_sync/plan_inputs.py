@@ -81,6 +81,7 @@ class Policy:
             remote_delete=pair.remote_delete,
             delete=pair.delete,
             delete_unknown=pair.delete_unknown,
+            delete_excluded=pair.delete_excluded,
             max_delete=pair.max_delete,
             adopt_verify_max_bytes=pair.adopt_verify_max_bytes,
             path_rules=PathRules(

@@ -44,7 +44,7 @@ from cntr_sync.actions import (
     Upload,
     mirror_entry,
 )
-from cntr_sync.models import IndexEntry, LocalFile, PullFailure, RemoteFile
+from cntr_sync.models import ConflictPolicy, IndexEntry, LocalFile, PullFailure, RemoteFile
 from cntr_sync.plan_inputs import IndexEntries, Policy, RemoteFiles
 from cntr_sync.remote_paths import Refused, TakenNames, local_relpath, printable
 
@@ -201,6 +201,7 @@ def _tracked_conflict(
 ) -> None:
     """Both sides changed since they last agreed."""
     out, policy = side.out, side.policy
+    conflict = _conflict_rule(policy, local_file, remote_now, entry.synced_at)
     repointed = replace(
         entry,
         remote_id=remote_now.id,
@@ -208,7 +209,7 @@ def _tracked_conflict(
         remote_size=remote_now.size,
         remote_created_at=remote_now.created_at,
     )
-    if policy.conflict == "keep-both":
+    if conflict == "keep-both":
         copy = side.names.conflict_copy(relpath, "container", policy.now)
         if policy.direction == "pull":
             # Nothing is pushed: the original's entry moves to the version saved.
@@ -239,7 +240,7 @@ def _tracked_conflict(
                 )
             )
         return
-    if policy.conflict == "local-wins":
+    if conflict == "local-wins":
         if policy.direction == "pull":
             out.repoints.append(repointed)
             out.decided.add(relpath)
@@ -332,13 +333,14 @@ def resolve_unrelated(
     """
     resolution = PlanBuilder()
     reason: DownloadReason
-    if policy.conflict == "keep-both":
+    conflict = _conflict_rule(policy, local, remote, None)
+    if conflict == "keep-both":
         copy = names.conflict_copy(relpath, "container", policy.now)
         reason = "conflict-copy"
         resolution.downloads.append(Download(remote, copy, reason, copy_of=relpath))
         if policy.direction == "both":
             resolution.uploads.append(_upload_local(relpath, local))
-    elif policy.conflict == "local-wins":
+    elif conflict == "local-wins":
         if policy.direction == "both":
             resolution.uploads.append(_upload_local(relpath, local))
             resolution.delete(remote, "conflict", relpath)
@@ -350,6 +352,22 @@ def resolve_unrelated(
             Download(remote, relpath, "remote-wins", expect=local, move_aside_to=aside)
         )
     return resolution.build()
+
+
+def _conflict_rule(
+    policy: Policy, local: LocalFile, remote: RemoteFile, synced_at: float | None
+) -> ConflictPolicy:
+    """The rule a conflict is resolved by. ``newer`` is keep-both (the local version,
+    changed last, stays and the container's is saved beside it) or remote-wins (the
+    container's, changed last, comes home and the local one is saved beside it). A
+    container change with no time of its own (a rewrite in place keeps the first
+    version's ``created_at``) cannot be ordered: both are kept."""
+    if policy.conflict != "newer":
+        return policy.conflict
+    changed_there = remote.created_at
+    if changed_there is None or (synced_at is not None and changed_there <= synced_at):
+        return "keep-both"
+    return "remote-wins" if changed_there * 1_000_000_000 > local.mtime_ns else "keep-both"
 
 
 def _upload_local(relpath: str, local: LocalFile) -> Upload:
