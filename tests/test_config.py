@@ -506,7 +506,10 @@ def test_bad_values_in_env_and_flags_name_the_variable_and_flag() -> None:
         ),
         ('remote_prefixes = ["mnt/data/"]\n', "remote_prefixes[0]: a remote prefix must start"),
         ('outside_subdir = "../out"\n', "outside_subdir: must be a relative directory inside"),
-        ('conflict = "mine"\n', "conflict: Input should be 'keep-both', 'local-wins', 'remote-wins' or 'newer'"),
+        (
+            'conflict = "mine"\n',
+            "conflict: Input should be 'keep-both', 'local-wins', 'remote-wins' or 'newer'",
+        ),
         (
             PAIR + PAIR.replace('"c"', '"d"'),
             "pairs: pair name 'docs' is used by pairs[0] and pairs[1]",
