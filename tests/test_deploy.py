@@ -195,7 +195,7 @@ def test_the_system_unit_is_rated_ok_or_better(tmp_path: Path) -> None:
 
 def test_the_units_numbers_follow_the_daemon() -> None:
     """Watchdog, timeouts and exit codes are derived from the code's own constants."""
-    from cntr_sync.cli import EXIT_BRAKE, EXIT_USAGE  # noqa: PLC0415
+    from cntr_sync.cli_common import EXIT_BRAKE, EXIT_USAGE  # noqa: PLC0415
     from cntr_sync.config import Settings  # noqa: PLC0415
     from cntr_sync.daemon import HEARTBEAT_TIMEOUT  # noqa: PLC0415
 

@@ -23,111 +23,45 @@ when it runs. ``--version`` and ``--help`` load none of them.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from cntr_sync import cli_flags
 from cntr_sync._version import __version__
-from cntr_sync.errors import (
-    AuthenticationError,
-    CntrSyncError,
-    ConfigError,
-    LocalError,
-    LockedError,
-    PermissionDeniedError,
-    SafetyBrakeError,
-    TransportError,
+from cntr_sync.cli_common import (
+    COMMANDS,
+    EXIT_CHANGES,
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    STATUS_EXIT_CODES_HELP,
+    ConfigOpt,
+    ContainerOpt,
+    DebugOpt,
+    ExcludeOpt,
+    IncludeOpt,
+    JsonOpt,
+    LogFormatOpt,
+    ProgressOpt,
+    QuietOpt,
+    VerboseOpt,
+    api_command,
+    command,
+    config_app,
+    configure_logs,
+    exit_code_for,
+    load_settings,
+    reporter_for,
+    reporting,
+    with_patterns,
 )
+from cntr_sync.errors import ConfigError
 
 if TYPE_CHECKING:
-    from cntr_sync.cli_output import JsonCommand, Reporter
     from cntr_sync.config import Settings
-
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_CHANGES = 1  # status: a sync would change something
-EXIT_USAGE = 2
-EXIT_BRAKE = 3
-EXIT_UNREACHABLE = 4
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 in sync; 1 some actions failed after retries (partial); "
-    "2 usage, configuration or authentication error; "
-    "3 a safety brake stopped it (missing or emptied root, mass deletion, lock held); "
-    "4 the API cannot be reached; 130 interrupted."
-)
-STATUS_EXIT_CODES_HELP = (
-    "Exit codes: 0 a sync would change nothing; 1 a sync would change something "
-    "(or an API call failed after retries: the error line says which); "
-    "2 usage, configuration or authentication error; "
-    "3 a safety brake would stop a sync (missing or emptied root, mass deletion); "
-    "4 the API cannot be reached; 130 interrupted."
-)
-
-# Every command by name, and how to add it to an app: see ``build_app``.
-_COMMANDS: dict[str, Callable[[typer.Typer], None]] = {}
-_Command = TypeVar("_Command", bound=Callable[..., None])
-
-
-def _command(name: str, **options: Any) -> Callable[[_Command], _Command]:
-    """Make the function the command ``name``; ``options`` go to typer's ``Typer.command``."""
-
-    def note(function: _Command) -> _Command:
-        def add(app: typer.Typer) -> None:
-            app.command(name, **options)(function)
-
-        _COMMANDS[name] = add
-        return function
-
-    return note
-
-
-config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
-_COMMANDS["config"] = lambda app: app.add_typer(config_app, name="config")
-
-# -- options shared by the commands ------------------------------------------------------
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file.", dir_okay=False)
-]
-ContainerOpt = Annotated[str | None, typer.Option("--container", help="Container name or id.")]
-ExcludeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--exclude",
-        metavar="PATTERN",
-        help="Leave out paths matching this gitignore pattern (repeat).",
-    ),
-]
-IncludeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--include",
-        metavar="PATTERN",
-        help="Mirror paths matching this pattern even if excluded (repeat).",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
-VerboseOpt = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, help="List each transfer; -vv debug logs.")
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
-ProgressOpt = Annotated[
-    bool | None,
-    typer.Option("--progress/--no-progress", help="A progress bar (default: on a terminal)."),
-]
-LogFormatOpt = Annotated[
-    str | None, typer.Option("--log-format", help="Log lines: auto, console or json.")
-]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Debug logs and tracebacks.")]
 
 
 def _version(value: bool) -> None:
@@ -144,150 +78,7 @@ def _root(
     """Mirror a local directory into an OpenAI container."""
 
 
-# -- helpers ------------------------------------------------------------------------------
-
-
-def exit_code_for(error: BaseException) -> int:
-    if isinstance(error, SafetyBrakeError | LockedError):
-        return EXIT_BRAKE
-    if isinstance(error, ConfigError | AuthenticationError | PermissionDeniedError | LocalError):
-        return EXIT_USAGE
-    if isinstance(error, TransportError) and error.status is None:
-        return EXIT_UNREACHABLE
-    return EXIT_PARTIAL
-
-
-class _Context:
-    """What an error line needs to know about the command that failed."""
-
-    base_url: str | None = None
-
-
-@contextmanager
-def _reporting(
-    reporter: Reporter, *, debug: bool, context: _Context | None = None
-) -> Iterator[None]:
-    """Turn any error into one stderr line and its exit code."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except CntrSyncError as exc:
-        message = exc.message
-        code = exit_code_for(exc)
-        if code == EXIT_UNREACHABLE and context is not None and context.base_url:
-            message = f"cannot reach the API at {context.base_url}: {message}"
-        _fail(
-            reporter,
-            message,
-            code,
-            debug=debug,
-            target=exc.path if isinstance(exc, LocalError) else None,
-            would_delete=exc.would_delete if isinstance(exc, SafetyBrakeError) else (),
-        )
-    except KeyboardInterrupt:
-        _fail(reporter, "interrupted", EXIT_INTERRUPTED, debug=debug)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        _fail(
-            reporter,
-            f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
-            EXIT_PARTIAL,
-            debug=debug,
-        )
-
-
-@contextmanager
-def _api_command(
-    reporter: Reporter,
-    config: Path | None,
-    flags: Mapping[str, Any],
-    *,
-    debug: bool,
-    verbose: int = 0,
-    quiet: bool = False,
-    log_format: str | None = None,
-) -> Iterator[Settings]:
-    """The start of a command that talks to the API: its settings and its logs,
-    and every error as one line (an unreachable API named by its redacted URL)."""
-    context = _Context()
-    with _reporting(reporter, debug=debug, context=context):
-        settings = _load_settings(config, flags)
-        _configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
-        context.base_url = settings.redacted_dump()["base_url"]
-        yield settings
-
-
-def _fail(
-    reporter: Reporter,
-    message: str,
-    code: int,
-    *,
-    debug: bool,
-    target: str | None = None,
-    would_delete: tuple[str, ...] = (),
-) -> NoReturn:
-    if debug:
-        traceback.print_exc()
-    reporter.error(message, code, target=target, would_delete=would_delete)
-    raise typer.Exit(code)
-
-
-def _reporter(command: JsonCommand = "sync", *, dry_run: bool = False, **mode: Any) -> Reporter:
-    from cntr_sync.cli_output import OutputMode, Reporter  # noqa: PLC0415 - see the docstring
-
-    return Reporter(OutputMode(**mode), command=command, dry_run=dry_run)
-
-
-def _load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
-    from cntr_sync.config import Settings  # noqa: PLC0415 - see the docstring
-
-    return Settings.load(config, overrides=cli_flags.overrides(flags or {}), env=os.environ)
-
-
-def _with_patterns(
-    settings: Settings, exclude: list[str] | None, include: list[str] | None
-) -> Settings:
-    """``--exclude`` and ``--include`` added after the ``ignore`` setting (includes last)."""
-    extra = [*(exclude or []), *(f"!{pattern}" for pattern in include or [])]
-    if not extra:
-        return settings
-    return settings.with_overrides(ignore=[*settings.ignore, *extra])
-
-
-def _configure_logs(
-    settings: Settings | None,
-    *,
-    verbose: int,
-    quiet: bool,
-    debug: bool,
-    log_format: str | None,
-    stream: TextIO | None = None,
-    daemon: bool = False,
-) -> None:
-    """Route logs; "auto" means JSON lines for a daemon off a terminal, console lines otherwise.
-
-    A one-shot command's log lines sit among its human output (a CI log is read by
-    people), so only the daemon, whose stdout goes to a log collector, picks JSON.
-    """
-    chosen = log_format or (settings.log_format if settings is not None else "auto")
-    if chosen not in ("auto", "console", "json"):
-        raise ConfigError(f"flag --log-format: {chosen!r} is not one of auto, console, json")
-    if chosen == "auto" and not daemon:
-        chosen = "console"
-    from cntr_sync import logs  # noqa: PLC0415 - see the docstring
-
-    logs.configure(
-        verbose=2 if debug else verbose,
-        quiet=quiet,
-        log_format=chosen,  # type: ignore[arg-type]
-        stream=stream,
-    )
-
-
-# -- commands -----------------------------------------------------------------------------
-
-
-@_command("sync", epilog=EXIT_CODES_HELP)
+@command("sync", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def sync(
     directory: Annotated[
@@ -312,15 +103,15 @@ def sync(
     flags: dict[str, Any],
 ) -> None:
     """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
-    reporter = _reporter(
+    reporter = reporter_for(
         dry_run=dry_run, verbose=verbose, quiet=quiet, progress=progress, json=json_output
     )
-    with _api_command(
+    with api_command(
         reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
     ) as loaded:
         from cntr_sync.session import run_pass  # noqa: PLC0415 - see the docstring
 
-        settings = _with_patterns(loaded, exclude, include)
+        settings = with_patterns(loaded, exclude, include)
         pair = settings.one_shot_pair(directory, container)
         with reporter:
             result = run_pass(settings, pair, progress=reporter, dry_run=dry_run, force=force)
@@ -329,7 +120,7 @@ def sync(
         raise typer.Exit(code)
 
 
-@_command("ls", epilog=EXIT_CODES_HELP)
+@command("ls", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION)
 def ls(
     container: ContainerOpt = None,
@@ -340,8 +131,8 @@ def ls(
     flags: dict[str, Any],
 ) -> None:
     """List the files in a container: source, bytes, path (names escaped)."""
-    reporter = _reporter("ls", json=json_output)
-    with _api_command(reporter, config, flags, debug=debug) as settings:
+    reporter = reporter_for("ls", json=json_output)
+    with api_command(reporter, config, flags, debug=debug) as settings:
         from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
         from cntr_sync.session import build_client  # noqa: PLC0415
 
@@ -358,7 +149,7 @@ def ls(
         reporter.listing(found, files)
 
 
-@_command("status", epilog=STATUS_EXIT_CODES_HELP)
+@command("status", epilog=STATUS_EXIT_CODES_HELP)
 @cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.SYNC)
 def status(
     directory: Annotated[
@@ -377,13 +168,13 @@ def status(
 
     Exits 0 when a sync would change nothing, 1 when it would change something.
     """
-    reporter = _reporter("status", json=json_output)
-    with _api_command(reporter, config, flags, debug=debug) as loaded:
+    reporter = reporter_for("status", json=json_output)
+    with api_command(reporter, config, flags, debug=debug) as loaded:
         from cntr_sync.cli_output import planned_counts  # noqa: PLC0415 - see the docstring
         from cntr_sync.result import iter_planned  # noqa: PLC0415
         from cntr_sync.session import PairSession  # noqa: PLC0415
 
-        settings = _with_patterns(loaded, exclude, include)
+        settings = with_patterns(loaded, exclude, include)
         pair = settings.one_shot_pair(directory, container)
         # Reads only, so it works beside a running sync or daemon (no lock).
         with PairSession(settings, pair, lock=False) as session:
@@ -416,13 +207,13 @@ def config_check(
     debug: DebugOpt = False,
 ) -> None:
     """Validate FILE and print the effective settings, secrets redacted."""
-    reporter = _reporter()
-    with _reporting(reporter, debug=debug):
-        settings = _load_settings(file)
+    reporter = reporter_for()
+    with reporting(reporter, debug=debug):
+        settings = load_settings(file)
         reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
-@_command("run", epilog=EXIT_CODES_HELP)
+@command("run", epilog=EXIT_CODES_HELP)
 @cli_flags.setting_flags(
     cli_flags.CONNECTION, cli_flags.SYNC, cli_flags.DAEMON, cli_flags.DAEMON_PAIR
 )
@@ -452,8 +243,8 @@ def run(
     With --config, every [[pairs]] table of the file; with DIRECTORY and
     --container, one pair configured by flags and environment alone.
     """
-    reporter = _reporter(quiet=quiet)
-    with _reporting(reporter, debug=debug):
+    reporter = reporter_for(quiet=quiet)
+    with reporting(reporter, debug=debug):
         from cntr_sync.config import PairSettings  # noqa: PLC0415 - see the docstring
 
         if directory is None and config is None:
@@ -467,7 +258,7 @@ def run(
             raise ConfigError(f"flag {given}: set per pair in the config file's [[pairs]] tables")
 
         def load() -> Settings:
-            settings = _with_patterns(_load_settings(config, top), exclude, include)
+            settings = with_patterns(load_settings(config, top), exclude, include)
             if directory is None:
                 return settings
             spec = container or settings.container
@@ -485,7 +276,7 @@ def run(
 
         settings = load()
         # The daemon logs one line per pass on stdout: info by default, JSON off a terminal.
-        _configure_logs(
+        configure_logs(
             settings,
             verbose=max(1, verbose),
             quiet=quiet,
@@ -504,7 +295,7 @@ def run(
     raise typer.Exit(code)
 
 
-@_command("emulator")
+@command("emulator")
 def emulator(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8000,
@@ -546,8 +337,8 @@ def emulator(
     path, rewrite or break them, inject faults, expire containers, move the
     clock, read request counts.
     """
-    reporter = _reporter()
-    with _reporting(reporter, debug=False):
+    reporter = reporter_for()
+    with reporting(reporter, debug=False):
         from pydantic import ValidationError  # noqa: PLC0415 - see the docstring
 
         try:
@@ -600,8 +391,8 @@ def build_app(command: str | None = None) -> typer.Typer:
         rich_markup_mode=None,
     )
     app.callback()(_root)
-    for name, add in _COMMANDS.items():
-        if command not in _COMMANDS or name == command:
+    for name, add in COMMANDS.items():
+        if command not in COMMANDS or name == command:
             add(app)
     return app
 

@@ -1,0 +1,260 @@
+"""What the ``cntr-sync`` commands share: exit codes, the command table, options, and
+turning every error into one line.
+
+Owns the exit codes (also in README and ``--help``), the table of commands
+(``command`` adds one; ``cli.build_app`` builds only the one that runs), the
+options several commands take, and ``reporting``/``api_command``: the start of a
+command (its settings, its logs) with every error as one stderr line and its
+code. Like ``cli``, it imports at the top only typer, the flag table and the
+error tree.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO, TypeVar
+
+import typer
+
+from cntr_sync import cli_flags
+from cntr_sync.errors import (
+    AuthenticationError,
+    CntrSyncError,
+    ConfigError,
+    LocalError,
+    LockedError,
+    PermissionDeniedError,
+    SafetyBrakeError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from cntr_sync.cli_output import JsonCommand, Reporter
+    from cntr_sync.config import Settings
+
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_CHANGES = 1  # status: a sync would change something
+EXIT_USAGE = 2
+EXIT_BRAKE = 3
+EXIT_UNREACHABLE = 4
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 in sync; 1 some actions failed after retries (partial); "
+    "2 usage, configuration or authentication error; "
+    "3 a safety brake stopped it (missing or emptied root, mass deletion, lock held); "
+    "4 the API cannot be reached; 130 interrupted."
+)
+STATUS_EXIT_CODES_HELP = (
+    "Exit codes: 0 a sync would change nothing; 1 a sync would change something "
+    "(or an API call failed after retries: the error line says which); "
+    "2 usage, configuration or authentication error; "
+    "3 a safety brake would stop a sync (missing or emptied root, mass deletion); "
+    "4 the API cannot be reached; 130 interrupted."
+)
+
+# Every command by name, and how to add it to an app: see ``build_app``.
+COMMANDS: dict[str, Callable[[typer.Typer], None]] = {}
+CommandT = TypeVar("CommandT", bound=Callable[..., None])
+
+
+def command(name: str, **options: Any) -> Callable[[CommandT], CommandT]:
+    """Make the function the command ``name``; ``options`` go to typer's ``Typer.command``."""
+
+    def note(function: CommandT) -> CommandT:
+        def add(app: typer.Typer) -> None:
+            app.command(name, **options)(function)
+
+        COMMANDS[name] = add
+        return function
+
+    return note
+
+
+config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
+COMMANDS["config"] = lambda app: app.add_typer(config_app, name="config")
+
+# -- options shared by the commands ------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file.", dir_okay=False)
+]
+ContainerOpt = Annotated[str | None, typer.Option("--container", help="Container name or id.")]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        metavar="PATTERN",
+        help="Leave out paths matching this gitignore pattern (repeat).",
+    ),
+]
+IncludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="PATTERN",
+        help="Mirror paths matching this pattern even if excluded (repeat).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
+VerboseOpt = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="List each transfer; -vv debug logs.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress", help="A progress bar (default: on a terminal)."),
+]
+LogFormatOpt = Annotated[
+    str | None, typer.Option("--log-format", help="Log lines: auto, console or json.")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Debug logs and tracebacks.")]
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, SafetyBrakeError | LockedError):
+        return EXIT_BRAKE
+    if isinstance(error, ConfigError | AuthenticationError | PermissionDeniedError | LocalError):
+        return EXIT_USAGE
+    if isinstance(error, TransportError) and error.status is None:
+        return EXIT_UNREACHABLE
+    return EXIT_PARTIAL
+
+
+class ErrorContext:
+    """What an error line needs to know about the command that failed."""
+
+    base_url: str | None = None
+
+
+@contextmanager
+def reporting(
+    reporter: Reporter, *, debug: bool, context: ErrorContext | None = None
+) -> Iterator[None]:
+    """Turn any error into one stderr line and its exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CntrSyncError as exc:
+        message = exc.message
+        code = exit_code_for(exc)
+        if code == EXIT_UNREACHABLE and context is not None and context.base_url:
+            message = f"cannot reach the API at {context.base_url}: {message}"
+        fail(
+            reporter,
+            message,
+            code,
+            debug=debug,
+            target=exc.path if isinstance(exc, LocalError) else None,
+            would_delete=exc.would_delete if isinstance(exc, SafetyBrakeError) else (),
+        )
+    except KeyboardInterrupt:
+        fail(reporter, "interrupted", EXIT_INTERRUPTED, debug=debug)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        fail(
+            reporter,
+            f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
+            EXIT_PARTIAL,
+            debug=debug,
+        )
+
+
+@contextmanager
+def api_command(
+    reporter: Reporter,
+    config: Path | None,
+    flags: Mapping[str, Any],
+    *,
+    debug: bool,
+    verbose: int = 0,
+    quiet: bool = False,
+    log_format: str | None = None,
+) -> Iterator[Settings]:
+    """The start of a command that talks to the API: its settings and its logs,
+    and every error as one line (an unreachable API named by its redacted URL)."""
+    context = ErrorContext()
+    with reporting(reporter, debug=debug, context=context):
+        settings = load_settings(config, flags)
+        configure_logs(settings, verbose=verbose, quiet=quiet, debug=debug, log_format=log_format)
+        context.base_url = settings.redacted_dump()["base_url"]
+        yield settings
+
+
+def fail(
+    reporter: Reporter,
+    message: str,
+    code: int,
+    *,
+    debug: bool,
+    target: str | None = None,
+    would_delete: tuple[str, ...] = (),
+) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    reporter.error(message, code, target=target, would_delete=would_delete)
+    raise typer.Exit(code)
+
+
+def reporter_for(command: JsonCommand = "sync", *, dry_run: bool = False, **mode: Any) -> Reporter:
+    from cntr_sync.cli_output import OutputMode, Reporter  # noqa: PLC0415 - see the docstring
+
+    return Reporter(OutputMode(**mode), command=command, dry_run=dry_run)
+
+
+def load_settings(config: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
+    from cntr_sync.config import Settings  # noqa: PLC0415 - see the docstring
+
+    return Settings.load(config, overrides=cli_flags.overrides(flags or {}), env=os.environ)
+
+
+def with_patterns(
+    settings: Settings, exclude: list[str] | None, include: list[str] | None
+) -> Settings:
+    """``--exclude`` and ``--include`` added after the ``ignore`` setting (includes last)."""
+    extra = [*(exclude or []), *(f"!{pattern}" for pattern in include or [])]
+    if not extra:
+        return settings
+    return settings.with_overrides(ignore=[*settings.ignore, *extra])
+
+
+def configure_logs(
+    settings: Settings | None,
+    *,
+    verbose: int,
+    quiet: bool,
+    debug: bool,
+    log_format: str | None,
+    stream: TextIO | None = None,
+    daemon: bool = False,
+) -> None:
+    """Route logs; "auto" means JSON lines for a daemon off a terminal, console lines otherwise.
+
+    A one-shot command's log lines sit among its human output (a CI log is read by
+    people), so only the daemon, whose stdout goes to a log collector, picks JSON.
+    """
+    chosen = log_format or (settings.log_format if settings is not None else "auto")
+    if chosen not in ("auto", "console", "json"):
+        raise ConfigError(f"flag --log-format: {chosen!r} is not one of auto, console, json")
+    if chosen == "auto" and not daemon:
+        chosen = "console"
+    from cntr_sync import logs  # noqa: PLC0415 - see the docstring
+
+    logs.configure(
+        verbose=2 if debug else verbose,
+        quiet=quiet,
+        log_format=chosen,  # type: ignore[arg-type]
+        stream=stream,
+    )
+
+
+# -- commands -----------------------------------------------------------------------------
