@@ -296,3 +296,21 @@ def test_the_summary_counts_the_files_in_sync_after_a_pull(cli: Cli, tmp_path: P
     assert line.startswith("in sync: 1 file -> "), line
     assert "1 downloaded" in line
     assert cli.sync_json(empty, "--direction", "pull")["local_files"] == 1
+
+
+def test_status_lists_the_conflict_copies_still_in_the_tree(cli: Cli, tmp_path: Path) -> None:
+    """Issue 22, item 3: conflicts that pile up unseen. ``status`` (text and ``--json``)
+    lists each copy this tool made while it is in the tree; a removed copy drops out."""
+    tree, proc = conflict_both_sides(cli, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (copy,) = [p.name for p in tree.iterdir() if is_conflict_copy(p.name)]
+    args = ("--direction", "both")
+    listed = json.loads(status(cli, tree, "--json", *args).stdout)
+    assert listed["index"]["conflict_copies"] == [
+        {"path": "notes.txt", "copy": copy, "holds": "container"}
+    ]
+    text = status(cli, tree, *args).stdout
+    assert f"  {copy} (the container's version of notes.txt)" in text
+    (tree / copy).unlink()
+    cli.sync(tree, *args)
+    assert json.loads(status(cli, tree, "--json", *args).stdout)["index"]["conflict_copies"] == []

@@ -23,7 +23,7 @@ from cntr_sync.emulator import ManualClock
 from cntr_sync.errors import CntrSyncError
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
-from cntr_sync.result import PassResult
+from cntr_sync.result import ConflictCopy, PassResult
 from cntr_sync.worker import BACKOFF_MAX, MIN_PASS_GAP, PairWorker, PassReason
 
 # Loop turns allowed per test: a worker that keeps finding a pass due at the same
@@ -350,3 +350,16 @@ def test_a_second_failure_after_a_success_starts_the_backoff_again(rig: Rig) -> 
     assert 3.2 <= starts[3] - starts[2] <= 4.8  # the third backoff: 4 s
     assert starts[4] == 31.0
     assert 0.8 <= starts[5] - starts[4] <= 1.2  # back to 1 s
+
+
+def test_status_lists_the_conflict_copies_a_full_pass_found(rig: Rig) -> None:
+    """Issue 22, item 3: the daemon's /status names the conflict copies still in the tree."""
+    copy = ConflictCopy("notes.md", "notes (container conflict 2026-12-07 120000).md", "container")
+    rig.engine.answers.append(PassResult(open_conflicts=[copy]))
+    rig.run_until(0.5)
+    assert rig.worker.status.as_json()["conflict_copies"] == [
+        {"path": "notes.md", "copy": copy.copy, "holds": "container"}
+    ]
+    rig.engine.answers.append(PassResult())
+    rig.run_until(5.0, changes=[(1.0, None)])  # a full pass that found none left
+    assert rig.worker.status.as_json()["conflict_copies"] == []

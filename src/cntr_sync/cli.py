@@ -180,7 +180,7 @@ def status(
         with PairSession(settings, pair, lock=False) as session:
             index = session.index
             keeps = index.server_keeps_names
-            known = {
+            known: dict[str, Any] = {
                 "root": str(pair.local),
                 "container": pair.container,
                 "direction": pair.direction,
@@ -193,6 +193,9 @@ def status(
                 "index_path": str(index.path),
             }
             result = session.engine().run_pass(dry_run=True)
+        known["conflict_copies"] = [
+            {"path": c.path, "copy": c.copy, "holds": c.holds} for c in result.open_conflicts
+        ]
         # Counted one action at a time: a tree never pushed plans an upload a file
         # (100,000 files: ~20 MB of action dicts, had the whole summary been built).
         would = planned_counts(iter_planned(result.plan) if result.plan is not None else ())

@@ -272,6 +272,12 @@ class Reporter:
         ]
         for label, value in lines:
             print(f"{label}: {value}")
+        copies = known.get("conflict_copies", [])
+        if copies:
+            print(f"conflict copies in the tree: {len(copies)}")
+            for copy in copies:
+                whose = "the container's" if copy["holds"] == "container" else "the local"
+                print(f"  {printable(copy['copy'])} ({whose} version of {printable(copy['path'])})")
         counted = ", ".join(
             f"{count} {what.replace('_', ' ')}"
             for what, count in would.items()

@@ -56,8 +56,8 @@ from cntr_sync.models import Container, IndexEntry, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import plan
 from cntr_sync.plan_inputs import Policy
-from cntr_sync.remote_paths import FileSystemTraits, TakenNames, printable
-from cntr_sync.result import ActionFailure, PassResult, Progress, TransferEvent
+from cntr_sync.remote_paths import FileSystemTraits, TakenNames, copy_side, printable
+from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, Progress, TransferEvent
 from cntr_sync.scan import Snapshot
 from cntr_sync.transfer import Tick, remove_partials
 from cntr_sync.tree_names import IGNORE_FILE
@@ -299,6 +299,10 @@ class Engine:
         policy = self._policy(dry_run=dry_run)
         known = container is not None
         copies = self.local.conflict_copies(snapshot, dry_run=dry_run)
+        result.open_conflicts = [
+            ConflictCopy(original, copy, copy_side(copy))
+            for copy, original in sorted(copies.items())
+        ]
         pass_plan = plan(
             local,
             self.index.entry_table(local, remote) if known else EntryTable(),

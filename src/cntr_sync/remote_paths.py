@@ -255,6 +255,11 @@ def is_conflict_copy(relpath: str) -> bool:
     return bool(CONFLICT_MARK.search(relpath.rpartition("/")[2]))
 
 
+def copy_side(copy: str) -> Literal["container", "local"]:
+    """Whose version a conflict copy holds, as its name says."""
+    return "local" if " (local conflict " in copy.rpartition("/")[2] else "container"
+
+
 def original_of(copy: str) -> str:
     """The relpath a conflict copy's name was made from (its mark taken out)."""
     directory, slash, name = copy.rpartition("/")

@@ -108,6 +108,9 @@ class PassResult:
     conflict_copies: list[ConflictCopy] = field(default_factory=list)
     # The pass's id in the journal (a pass that carried nothing out has none).
     pass_id: str | None = None
+    # Conflict copies this tool made that are still in the tree (a full pass's count:
+    # one the user deleted or renamed is gone from it), oldest passes' too.
+    open_conflicts: list[ConflictCopy] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:

@@ -89,6 +89,8 @@ class PairStatus:
     last_summary: dict[str, Any] = field(default_factory=dict)
     pending_changes: int = 0
     observer_restarts: int = 0
+    # Conflict copies this tool made that are still in the tree (as of the last full pass).
+    conflict_copies: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class PairStatus:
             "last_pass": self.last_summary,
             "pending_changes": self.pending_changes,
             "observer_restarts": self.observer_restarts,
+            "conflict_copies": self.conflict_copies,
         }
 
 
@@ -385,6 +388,9 @@ class PairWorker:
         status.last_error = None
         if result.listed:  # a full pass: it listed and scanned everything
             self._last_poll = self._last_rescan = self._clock()
+            status.conflict_copies = [
+                {"path": c.path, "copy": c.copy, "holds": c.holds} for c in result.open_conflicts
+            ]
         self._backoff = 0.0
         self._retry_at = 0.0
         if result.deferred or result.cancelled:
