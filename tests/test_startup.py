@@ -249,7 +249,17 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
         return list(group.commands)
 
     everything = names(cli.build_app())
-    assert everything == ["sync", "ls", "status", "run", "emulator", "config"]
+    assert everything == [
+        "sync",
+        "ls",
+        "status",
+        "log",
+        "backups",
+        "restore",
+        "run",
+        "emulator",
+        "config",
+    ]
     named = cli._command_named
     assert names(cli.build_app(named(["sync", "tree", "--container", "c"]))) == ["sync"]
     assert names(cli.build_app(named(["-v", "status", "--json"]))) == ["status"]

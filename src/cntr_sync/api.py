@@ -63,6 +63,12 @@ from cntr_sync.rest import (
 UploadSource = Path | bytes | IO[bytes] | io.RawIOBase
 
 
+def normalized_base_url(base_url: str | None) -> str:
+    """The base URL as a client keeps it (and a pair's files are named by): no "/" at
+    its end."""
+    return (base_url or DEFAULT_BASE_URL).rstrip("/")
+
+
 class ContainersClient:
     """Typed, retrying client of the Containers API.
 
@@ -107,7 +113,7 @@ class ContainersClient:
             raise ConfigError(f"auth_style {auth_style!r} is not one of: {', '.join(AUTH_STYLES)}")
         if max_retries < 0:
             raise ConfigError("max_retries must be 0 or more")
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = normalized_base_url(base_url)
         if urlsplit(self.base_url).username is not None:
             # httpx would turn user:password@ into Basic auth and drop the key.
             raise ConfigError(

@@ -58,6 +58,7 @@ from cntr_sync.cli_common import (
     reporting,
     with_patterns,
 )
+from cntr_sync.cli_history import backups, log, restore  # their @command adds them
 from cntr_sync.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -394,10 +395,18 @@ def build_app(command: str | None = None) -> typer.Typer:
         rich_markup_mode=None,
     )
     app.callback()(_root)
-    for name, add in COMMANDS.items():
+    for name in sorted(COMMANDS, key=_help_position):
         if command not in COMMANDS or name == command:
-            add(app)
+            COMMANDS[name](app)
     return app
+
+
+# The order of ``--help``: a pass and what it shows, looking back, the daemon, the rest.
+_HELP_ORDER = ("sync", "ls", "status", "log", "backups", "restore", "run", "emulator", "config")
+
+
+def _help_position(name: str) -> int:
+    return _HELP_ORDER.index(name) if name in _HELP_ORDER else len(_HELP_ORDER)
 
 
 def _command_named(argv: list[str]) -> str | None:
@@ -433,4 +442,4 @@ def main() -> NoReturn:
 console = main
 
 
-__all__ = ["build_app", "console", "exit_code_for", "main"]
+__all__ = ["backups", "build_app", "console", "exit_code_for", "log", "main", "restore"]

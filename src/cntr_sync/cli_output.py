@@ -83,7 +83,7 @@ class OutputMode:
     json: bool = False
 
 
-JsonCommand = Literal["sync", "status", "ls"]
+JsonCommand = Literal["sync", "status", "ls", "log", "backups", "restore"]
 
 
 class Reporter:
@@ -458,6 +458,13 @@ def error_document(
     under ``errors``."""
     if command == "ls":
         return {"container_id": None, "files": [], "exit_code": exit_code, "errors": [error]}
+    if command in ("log", "backups", "restore"):
+        empty: dict[str, dict[str, Any]] = {
+            "log": {"entries": []},
+            "backups": {"versions": []},
+            "restore": {"restored": None},
+        }
+        return {**empty[command], "exit_code": exit_code, "errors": [error]}
     if command == "status":
         return {
             "index": None,

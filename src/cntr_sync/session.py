@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from cntr_sync.api import ContainersClient
+from cntr_sync.api import ContainersClient, normalized_base_url
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
+from cntr_sync.index_file import pair_stem
+from cntr_sync.local_side import default_backup_dir
 from cntr_sync.models import DEFAULT_BASE_URL, Pair
 from cntr_sync.pacing import Pacer, shared_pacer
 from cntr_sync.rest import RequestOutcome
@@ -70,6 +73,27 @@ def build_client(
     )
 
 
+def open_index(settings: Settings, pair: Pair, *, lock: bool, base_url: str | None = None) -> Index:
+    """The pair's index (``base_url``: the client's, else the settings'): what
+    ``log``, ``backups`` and ``restore`` read without a client or a key."""
+    return Index.open(
+        settings.state_dir,
+        base_url=base_url or normalized_base_url(settings.effective_base_url),
+        root=pair.local,
+        container_spec=pair.container,
+        lock=lock,
+    )
+
+
+def backup_dir_of(settings: Settings, pair: Pair, *, base_url: str | None = None) -> Path:
+    """Where ``pair`` keeps the local files passes replaced or deleted."""
+    if pair.backup_dir is not None:
+        return pair.backup_dir
+    url = base_url or normalized_base_url(settings.effective_base_url)
+    stem = pair_stem(url, pair.local, pair.container)
+    return default_backup_dir(settings.state_dir / f"{stem}.sqlite")
+
+
 class PairSession:
     """A pair's client and index, open together; ``engine()`` makes a pass runner.
 
@@ -108,13 +132,7 @@ class PairSession:
             client = build_client(settings, pacer=self._pacer, **self._hooks)
         self.client = client
         try:
-            self.index = Index.open(
-                settings.state_dir,
-                base_url=self.client.base_url,
-                root=pair.local,
-                container_spec=pair.container,
-                lock=lock,
-            )
+            self.index = open_index(settings, pair, lock=lock, base_url=self.client.base_url)
         except BaseException:
             if self._owns_client:
                 self.client.close()

@@ -1,0 +1,205 @@
+"""The commands that look back: ``log``, ``backups`` and ``restore``.
+
+``log`` prints the journal: every action passes carried out on a pair, oldest
+first (``--json``: one object per line). ``backups`` lists the versions of local
+files that passes replaced or deleted because of the container, kept in the
+pair's backup directory. ``restore`` puts one back (the newest, or the one kept
+at or before ``--at``); the file it replaces is kept too, and the next pass
+pushes the restored file as any local edit.
+
+None of them talks to the API or needs a key: they read the pair's state
+directory. Like ``cli``, heavy imports wait until the command runs.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cntr_sync import cli_flags
+from cntr_sync.cli_common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    ConfigOpt,
+    ContainerOpt,
+    DebugOpt,
+    JsonOpt,
+    command,
+    load_settings,
+    reporter_for,
+    reporting,
+)
+from cntr_sync.errors import ConfigError, LocalError
+
+# What locates a pair's state: where the index is, and the API it talks to.
+_STATE_FLAGS = ("state_dir", "base_url", "backup_dir")
+
+DirectoryArg = Annotated[
+    Path | None,
+    typer.Argument(help="The local directory (default: 'local' in the settings)."),
+]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_time(text: str, now: float, *, flag: str) -> float:
+    """``1h``, ``30m``, ``2d`` ago; an ISO 8601 time (UTC unless it says); a backup
+    folder's name (``2026-12-07T140512Z``). ConfigError naming ``flag`` otherwise."""
+    found = _DURATION.match(text.strip())
+    if found is not None:
+        return now - float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    folder = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{6})Z(?:-\d+)?$", text.strip())
+    if folder is not None:
+        return float(calendar.timegm(time.strptime(folder.group(1), "%Y-%m-%dT%H%M%S")))
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"flag {flag}: {text!r} is not a time: write 1h, 30m, 2d, 2026-12-07T14:05 "
+            "or a backup folder's name"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@command("log", epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(_STATE_FLAGS)
+def log(
+    directory: DirectoryArg = None,
+    container: ContainerOpt = None,
+    config: ConfigOpt = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only from then on: 1h, 2d, 2026-12-07T14:05.")
+    ] = None,
+    json_output: JsonOpt = False,
+    debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason."""
+    reporter = reporter_for("log", json=json_output)
+    with reporting(reporter, debug=debug):
+        from cntr_sync import journal  # noqa: PLC0415 - see the module docstring
+        from cntr_sync.cli_output import human_size  # noqa: PLC0415
+        from cntr_sync.remote_paths import printable  # noqa: PLC0415
+        from cntr_sync.session import open_index  # noqa: PLC0415
+
+        settings = load_settings(config, flags)
+        pair = settings.one_shot_pair(directory, container)
+        start = parse_time(since, time.time(), flag="--since") if since else None
+        with open_index(settings, pair, lock=False) as index:
+            entries = journal.read(index, since=start)
+        for entry in entries:
+            if json_output:
+                print(json.dumps(entry.to_json(), ensure_ascii=False))
+                continue
+            size = f" ({human_size(entry.bytes)})" if entry.bytes is not None else ""
+            outcome = "" if entry.outcome == "done" else f" {entry.outcome}"
+            reason = f" [{entry.reason}]" if entry.reason else ""
+            what = f"{entry.action} {printable(entry.path)}"
+            print(f"{_when(entry.time)}  {what}{size}{reason}{outcome}")
+        raise typer.Exit(EXIT_OK)
+
+
+@command("backups", epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(_STATE_FLAGS)
+def backups(
+    directory: DirectoryArg = None,
+    container: ContainerOpt = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """The versions of local files passes replaced or deleted, kept to be restored."""
+    reporter = reporter_for("backups", json=json_output)
+    with reporting(reporter, debug=debug):
+        from cntr_sync.backups import versions  # noqa: PLC0415 - see the module docstring
+        from cntr_sync.cli_output import human_size  # noqa: PLC0415
+        from cntr_sync.remote_paths import printable  # noqa: PLC0415
+        from cntr_sync.session import backup_dir_of  # noqa: PLC0415
+
+        settings = load_settings(config, flags)
+        pair = settings.one_shot_pair(directory, container)
+        kept_in = backup_dir_of(settings, pair)
+        found = versions(kept_in)
+        if json_output:
+            document = {
+                "backup_dir": str(kept_in),
+                "versions": [
+                    {"path": v.relpath, "kept": v.folder, "bytes": v.size, "file": str(v.path)}
+                    for v in found
+                ],
+                "exit_code": EXIT_OK,
+                "errors": [],
+            }
+            print(json.dumps(document, ensure_ascii=False))
+        else:
+            for version in found:
+                print(
+                    f"{version.folder}  {printable(version.relpath)} ({human_size(version.size)})"
+                )
+            reporter.line(f"{len(found)} kept in {kept_in}")
+        raise typer.Exit(EXIT_OK)
+
+
+@command("restore", epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(_STATE_FLAGS)
+def restore(
+    directory: Annotated[Path, typer.Argument(help="The local directory.")],
+    path: Annotated[str, typer.Argument(help="The file to put back, relative to DIRECTORY.")],
+    container: ContainerOpt = None,
+    config: ConfigOpt = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="The version kept then or before: 1h, 2026-12-07T14:05, ..."),
+    ] = None,
+    json_output: JsonOpt = False,
+    debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """Put a kept version of PATH back in DIRECTORY; the next sync pushes it."""
+    reporter = reporter_for("restore", json=json_output)
+    with reporting(reporter, debug=debug):
+        from cntr_sync.backups import PassBackups, version_at  # noqa: PLC0415
+        from cntr_sync.remote_paths import printable, relpath_problem  # noqa: PLC0415
+        from cntr_sync.session import backup_dir_of  # noqa: PLC0415
+        from cntr_sync.transfer import restore_version  # noqa: PLC0415
+
+        settings = load_settings(config, flags)
+        pair = settings.one_shot_pair(directory, container)
+        relpath = Path(path).as_posix().strip("/")
+        problem = relpath_problem(relpath)
+        if problem is not None:
+            raise ConfigError(f"PATH {path!r}: not a file inside DIRECTORY ({problem})")
+        now = time.time()
+        moment = parse_time(at, now, flag="--at") if at else None
+        kept_in = backup_dir_of(settings, pair)
+        version = version_at(kept_in, relpath, moment)
+        if version is None:
+            when = f" kept at or before {at}" if at else ""
+            raise LocalError(f"no version of {printable(relpath)}{when} in {kept_in}", path=path)
+        restore_version(pair.local, relpath, version.path, PassBackups(kept_in, now).keep)
+        if json_output:
+            restored = {"path": relpath, "kept": version.folder, "bytes": version.size}
+            print(json.dumps({"restored": restored, "exit_code": EXIT_OK, "errors": []}))
+        else:
+            reporter.line(
+                f"restored {printable(relpath)} as kept at {version.folder}; "
+                "the next sync pushes it"
+            )
+        raise typer.Exit(EXIT_OK)
