@@ -279,3 +279,34 @@ def test_the_example_script_runs_against_the_emulator(server: EmulatorServer) ->
 def _files(server: EmulatorServer, container_id: str) -> list[object]:
     with ContainersClient(KEY, base_url=server.base_url) as client:
         return list(client.iter_files(container_id))
+
+
+def test_a_pass_names_what_it_kept_and_restore_puts_it_back(
+    env: None, server: EmulatorServer, work: Path
+) -> None:
+    """Issue 22, item 1, from Python: ``SyncResult.backups``, ``kept_versions``,
+    ``restore``; the restore is undoable and the next pass pushes it."""
+    first = cntr_sync.sync(work, "lib-box", direction="both")
+    assert first.container_id is not None
+    with ContainersClient(KEY, base_url=server.base_url) as client:
+        (data,) = [f for f in client.iter_files(first.container_id) if f.path.endswith("data.csv")]
+    server.emulator.rewrite_file(first.container_id, data.id, b"the model's rows\n")
+    pulled = cntr_sync.sync(work, "lib-box", direction="both")
+    (kept,) = pulled.backups
+    assert kept.relpath == "data.csv" and kept.path.read_text() == "a,b\n1,2\n"
+    assert pulled.pass_id is not None
+    assert pulled.to_json()["backups"] == [kept.to_json()]
+    assert cntr_sync.kept_versions(work, "lib-box") == [kept]
+    restored = cntr_sync.restore(work, "lib-box", "data.csv")
+    assert restored == kept and (work / "data.csv").read_text() == "a,b\n1,2\n"
+    assert [
+        v.path.read_bytes() for v in cntr_sync.kept_versions(work, "lib-box", path="data.csv")
+    ] == [
+        b"a,b\n1,2\n",
+        b"the model's rows\n",
+    ]
+    assert cntr_sync.sync(work, "lib-box", direction="both").replaced == 1
+    with pytest.raises(cntr_sync.LocalError, match=r"no kept version of 'nope\.txt'"):
+        cntr_sync.restore(work, "lib-box", "nope.txt")
+    with pytest.raises(cntr_sync.ConfigError, match="not a file inside DIRECTORY"):
+        cntr_sync.restore(work, "lib-box", "../outside.txt")

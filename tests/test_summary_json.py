@@ -83,6 +83,7 @@ def _reference_to_json(result: SyncResult) -> dict[str, Any]:
     data["failures"] = [asdict(failure) for failure in result.failures]
     data["warnings"] = list(result.warnings)
     data["deferred"] = list(result.deferred)
+    data["backups"] = [version.to_json() for version in result.backups]
     return data
 
 

@@ -44,8 +44,9 @@ from cntr_sync.errors import (
 )
 
 if TYPE_CHECKING:
+    from cntr_sync.backups import KeptVersion
     from cntr_sync.config import Settings
-    from cntr_sync.library import AsyncMirror, Mirror, async_sync, sync
+    from cntr_sync.library import AsyncMirror, Mirror, async_sync, kept_versions, restore, sync
     from cntr_sync.result import (
         ActionFailure,
         ConflictCopy,
@@ -63,6 +64,9 @@ _LAZY = {
     "Mirror": "cntr_sync.library",
     "async_sync": "cntr_sync.library",
     "sync": "cntr_sync.library",
+    "kept_versions": "cntr_sync.library",
+    "restore": "cntr_sync.library",
+    "KeptVersion": "cntr_sync.backups",
     "ActionFailure": "cntr_sync.result",
     "ConflictCopy": "cntr_sync.result",
     "PlannedAction": "cntr_sync.result",
@@ -94,6 +98,7 @@ __all__ = [
     "ConfigError",
     "ConflictCopy",
     "ContainerExpiredError",
+    "KeptVersion",
     "LocalError",
     "LockedError",
     "Mirror",
@@ -111,5 +116,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "async_sync",
+    "kept_versions",
+    "restore",
     "sync",
 ]

@@ -48,7 +48,7 @@ _COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class Version:
+class KeptVersion:
     """One kept version of a file: its relpath, when it was kept (the pass's UTC start,
     seconds), its size and where it is."""
 
@@ -57,6 +57,15 @@ class Version:
     size: int
     path: Path
     folder: str
+
+    def to_json(self) -> dict[str, object]:
+        """As ``--json`` shows it: the relpath, the pass folder, bytes, the kept file."""
+        return {
+            "path": self.relpath,
+            "kept": self.folder,
+            "bytes": self.size,
+            "file": str(self.path),
+        }
 
 
 def folder_time(name: str) -> float | None:
@@ -76,11 +85,11 @@ class PassBackups:
     def __init__(self, directory: Path, started_at: float) -> None:
         self.directory = directory
         self.started_at = started_at
-        self.kept: list[Version] = []
+        self.kept: list[KeptVersion] = []
         self._folders: list[Path] = []
         self._lock = threading.Lock()
 
-    def keep(self, directory_fd: int, name: str, relpath: str, how: KeepHow) -> Version:
+    def keep(self, directory_fd: int, name: str, relpath: str, how: KeepHow) -> KeptVersion:
         """Keep ``name`` (in the open directory ``directory_fd``) as ``relpath``'s version.
 
         Raises ``OSError`` when it cannot be kept; then the caller must leave the
@@ -106,7 +115,8 @@ class PassBackups:
             _copy_out(directory_fd, name, target)
             if how == "move":
                 os.unlink(name, dir_fd=directory_fd)
-        version = Version(relpath, self.started_at, found.st_size, target, folder.name)
+        kept_at = folder_time(folder.name) or self.started_at  # as versions() reads it back
+        version = KeptVersion(relpath, kept_at, found.st_size, target, folder.name)
         with self._lock:
             self.kept.append(version)
         return version
@@ -161,9 +171,9 @@ def _copy_out(directory_fd: int, name: str, target: Path) -> None:
 # -- what is kept ----------------------------------------------------------------------
 
 
-def versions(directory: Path, relpath: str | None = None) -> list[Version]:
+def versions(directory: Path, relpath: str | None = None) -> list[KeptVersion]:
     """Every kept version (of ``relpath`` only, if given), oldest first."""
-    found: list[Version] = []
+    found: list[KeptVersion] = []
     try:
         folders = sorted(os.scandir(directory), key=lambda entry: _folder_key(entry.name))
     except (FileNotFoundError, NotADirectoryError):
@@ -176,27 +186,27 @@ def versions(directory: Path, relpath: str | None = None) -> list[Version]:
         for path, size in _files(base):
             name = path.relative_to(base).as_posix()
             if relpath is None or name == relpath:
-                found.append(Version(name, kept_at, size, path, folder.name))
+                found.append(KeptVersion(name, kept_at, size, path, folder.name))
     return found
 
 
-def version_at(directory: Path, relpath: str, at: float | None = None) -> Version | None:
+def version_at(directory: Path, relpath: str, at: float | None = None) -> KeptVersion | None:
     """The newest version of ``relpath`` kept at or before ``at`` (any time if None)."""
     candidates = [v for v in versions(directory, relpath) if at is None or v.kept_at <= at]
     return candidates[-1] if candidates else None
 
 
-def prune(directory: Path, *, keep_days: float, max_bytes: int, now: float) -> list[Version]:
+def prune(directory: Path, *, keep_days: float, max_bytes: int, now: float) -> list[KeptVersion]:
     """Remove versions older than ``keep_days``, then the oldest until the rest fit
     ``max_bytes``; never the newest version of a file. Returns what went."""
     kept = versions(directory)
-    newest: dict[str, Version] = {}
+    newest: dict[str, KeptVersion] = {}
     for version in kept:
         newest[version.relpath] = version  # oldest first: the last one wins
     protected = {id(version) for version in newest.values()}
     total = sum(version.size for version in kept)
     cutoff = now - keep_days * 86_400
-    removed: list[Version] = []
+    removed: list[KeptVersion] = []
     for version in kept:
         if id(version) in protected:
             continue

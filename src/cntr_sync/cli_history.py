@@ -139,10 +139,7 @@ def backups(
         if json_output:
             document = {
                 "backup_dir": str(kept_in),
-                "versions": [
-                    {"path": v.relpath, "kept": v.folder, "bytes": v.size, "file": str(v.path)}
-                    for v in found
-                ],
+                "versions": [version.to_json() for version in found],
                 "exit_code": EXIT_OK,
                 "errors": [],
             }
@@ -176,16 +173,13 @@ def restore(
     reporter = reporter_for("restore", json=json_output)
     with reporting(reporter, debug=debug):
         from cntr_sync.backups import PassBackups, version_at  # noqa: PLC0415
-        from cntr_sync.remote_paths import printable, relpath_problem  # noqa: PLC0415
+        from cntr_sync.remote_paths import printable, restorable_relpath  # noqa: PLC0415
         from cntr_sync.session import backup_dir_of  # noqa: PLC0415
         from cntr_sync.transfer import restore_version  # noqa: PLC0415
 
         settings = load_settings(config, flags)
         pair = settings.one_shot_pair(directory, container)
-        relpath = Path(path).as_posix().strip("/")
-        problem = relpath_problem(relpath)
-        if problem is not None:
-            raise ConfigError(f"PATH {path!r}: not a file inside DIRECTORY ({problem})")
+        relpath = restorable_relpath(path)
         now = time.time()
         moment = parse_time(at, now, flag="--at") if at else None
         kept_in = backup_dir_of(settings, pair)

@@ -1,4 +1,5 @@
-"""The Python API: ``sync``, ``Mirror`` and their async flavours, for code around agents.
+"""The Python API: ``sync``, ``Mirror`` and their async flavours, for code around agents;
+``kept_versions`` and ``restore`` to undo what a pass replaced.
 
 Owns turning keyword arguments (and an optional ``openai.OpenAI`` client) into
 settings and a pair, running passes through the same wiring as the command
@@ -15,18 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from cntr_sync.api import ContainersClient
+from cntr_sync.backups import KeptVersion, PassBackups, version_at, versions
 from cntr_sync.config import PairSettings, Settings
-from cntr_sync.errors import ConfigError
+from cntr_sync.errors import ConfigError, LocalError
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Direction, Pair
+from cntr_sync.remote_paths import restorable_relpath
 from cntr_sync.result import SyncResult, TransferEvent
-from cntr_sync.session import run_pass
+from cntr_sync.session import backup_dir_of, run_pass
+from cntr_sync.transfer import restore_version
 
 OnProgress = Callable[[TransferEvent], None]
 
@@ -319,3 +324,49 @@ class AsyncMirror:
         traceback: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self._mirror.__exit__, exc_type, exc, traceback)
+
+
+def kept_versions(
+    local: str | os.PathLike[str],
+    container: str,
+    *,
+    path: str | None = None,
+    client: Any = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> list[KeptVersion]:
+    """The versions of local files that passes replaced or deleted because of the
+    container, kept in the pair's backup directory, oldest first (``path``: of that
+    relpath only). Reads the pair's state only: no request is made."""
+    resolved, pair, own_client = _prepare(
+        local, container, direction="both", client=client, settings=settings, overrides=overrides
+    )
+    base_url = own_client.base_url if own_client is not None else None
+    return versions(backup_dir_of(resolved, pair, base_url=base_url), path)
+
+
+def restore(
+    local: str | os.PathLike[str],
+    container: str,
+    path: str,
+    *,
+    at: float | None = None,
+    client: Any = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> KeptVersion:
+    """Put the newest kept version of ``path`` (a relpath), or the newest kept at or
+    before ``at`` (Unix seconds), back into ``local``; the file it replaces is kept
+    too, and the next pass pushes the restored file as any local edit. Returns the
+    version restored; ``LocalError`` when none is kept."""
+    resolved, pair, own_client = _prepare(
+        local, container, direction="both", client=client, settings=settings, overrides=overrides
+    )
+    base_url = own_client.base_url if own_client is not None else None
+    kept_in = backup_dir_of(resolved, pair, base_url=base_url)
+    relpath = restorable_relpath(path)
+    version = version_at(kept_in, relpath, at)
+    if version is None:
+        raise LocalError(f"no kept version of {relpath!r} in {kept_in}", path=path)
+    restore_version(pair.local, relpath, version.path, PassBackups(kept_in, time.time()).keep)
+    return version

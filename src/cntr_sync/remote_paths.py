@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from cntr_sync.errors import ConfigError
 from cntr_sync.names import strip_hash_prefix
 from cntr_sync.tree_names import (
     IGNORE_FILE,
@@ -122,6 +123,15 @@ def relpath_problem(relpath: str) -> str | None:
             # Ignore rules are the user's: a pulled one could re-include .git.
             return f"the remote path is a {IGNORE_FILE} (ignore rules come from you only)"
     return None
+
+
+def restorable_relpath(path: str) -> str:
+    """``path`` as a relpath a file can be restored at, or ``ConfigError`` naming it."""
+    relpath = path.replace("\\", "/").strip("/")
+    problem = relpath_problem(relpath)
+    if problem is not None:
+        raise ConfigError(f"PATH {path!r}: not a file inside DIRECTORY ({problem})")
+    return relpath
 
 
 def printable(text: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from cntr_sync.actions import Download, Plan
-from cntr_sync.backups import Version
+from cntr_sync.backups import KeptVersion
 
 TransferKind = Literal["uploaded", "replaced", "deleted", "downloaded", "deleted locally"]
 
@@ -103,7 +103,7 @@ class PassResult:
     # index for the container (no listing), so the remote side was not looked at.
     listed: bool = True
     # Local files this pass replaced or deleted because of the container, as kept.
-    backups: list[Version] = field(default_factory=list)
+    backups: list[KeptVersion] = field(default_factory=list)
     # Conflicts whose other version this pass saved under a new name.
     conflict_copies: list[ConflictCopy] = field(default_factory=list)
     # The pass's id in the journal (a pass that carried nothing out has none).
@@ -239,6 +239,10 @@ class SyncResult:
     failures: tuple[ActionFailure, ...]
     warnings: tuple[str, ...]
     deferred: tuple[str, ...]
+    # The local files this pass replaced or deleted, as kept (``cntr_sync.restore``).
+    backups: tuple[KeptVersion, ...] = ()
+    # The pass's id in the journal (``cntr-sync log``), if it carried anything out.
+    pass_id: str | None = None
 
     @classmethod
     def from_pass(cls, result: PassResult, *, planned: bool = True) -> SyncResult:
@@ -270,6 +274,8 @@ class SyncResult:
             failures=tuple(result.failures),
             warnings=tuple(result.warnings),
             deferred=tuple(result.deferred),
+            backups=tuple(result.backups),
+            pass_id=result.pass_id,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -291,6 +297,7 @@ class SyncResult:
         data["failures"] = [asdict(failure) for failure in self.failures]
         data["warnings"] = list(self.warnings)
         data["deferred"] = list(self.deferred)
+        data["backups"] = [version.to_json() for version in self.backups]
         return data
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 STATE_DIR_NAME = ".cntrsync"
 PARTIAL_PREFIX = ".cntrsync-partial-"
 IGNORE_FILE = ".cntrignore"
-#: Version-control directories: a file written there can run code (``.git/config``,
+#: KeptVersion-control directories: a file written there can run code (``.git/config``,
 #: hooks). Compared case-folded, since ``.GIT`` is ``.git`` on macOS and Windows.
 VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs"})
 MAX_RELPATH_BYTES = 1024
