@@ -7,7 +7,8 @@ hashes) and deleting them, and passes. After a quiet pass (two passes, the
 second with nothing to do) both sides agree: every local file and every
 remote file is tracked, each entry's local and remote contents are equal,
 and no local content that a pass found changed is ever lost: it survives in
-its file or in a conflict copy.
+its file or in a conflict copy; and every version of a local file a pass removed
+or replaced is in the pair's backup directory.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ class TwoWay(RuleBasedStateMachine):
             self.tmp / "state", base_url=BASE_URL, root=self.root, container_spec="box"
         ) as index:
             entries = index.entries()
+            before = local_tree(self.root)
             unsynced = {
                 content
-                for relpath, content in local_tree(self.root).items()
+                for relpath, content in before.items()
                 if (entry := entries.get(relpath)) is None
                 or entry.hash != xxhash.xxh3_128(content).hexdigest()
             }
@@ -91,11 +93,17 @@ class TwoWay(RuleBasedStateMachine):
             # One at a time: ids follow request order, so a replay is exact.
             engine = Engine(self.client, index, pair, concurrency=1, clock=self.clock)
             result = engine.run_pass(force=True)
+            kept = {path.read_bytes() for path in engine.backup_dir.rglob("*") if path.is_file()}
         assert result.container_id is not None
         self.container_id = result.container_id
         assert not result.failures, result.failures
-        lost = unsynced - set(local_tree(self.root).values())
+        after = local_tree(self.root)
+        lost = unsynced - set(after.values())
         assert not lost, f"local content lost by a pass: {sorted(lost)}"
+        # Every version of a local file that the pass removed or replaced is kept.
+        removed = {content for relpath, content in before.items() if after.get(relpath) != content}
+        unkept = removed - kept
+        assert not unkept, f"local content a pass removed is not in the backups: {sorted(unkept)}"
         return result
 
     @initialize(conflict=st.sampled_from(["keep-both", "local-wins", "remote-wins"]))
