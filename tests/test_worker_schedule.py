@@ -10,6 +10,7 @@ real-time tests (test_daemon.py) check the same loop end to end.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
@@ -23,8 +24,15 @@ from cntr_sync.emulator import ManualClock
 from cntr_sync.errors import CntrSyncError
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
-from cntr_sync.result import ConflictCopy, PassResult
-from cntr_sync.worker import BACKOFF_MAX, MIN_PASS_GAP, PairWorker, PassReason
+from cntr_sync.result import ConflictCopy, PassResult, TransferEvent
+from cntr_sync.worker import (
+    BACKOFF_MAX,
+    MIN_PASS_GAP,
+    TRANSFER_LINES,
+    PairWorker,
+    PassReason,
+    TransferLog,
+)
 
 # Loop turns allowed per test: a worker that keeps finding a pass due at the same
 # moment (a spin) fails the test instead of hanging it.
@@ -363,3 +371,21 @@ def test_status_lists_the_conflict_copies_a_full_pass_found(rig: Rig) -> None:
     rig.engine.answers.append(PassResult())
     rig.run_until(5.0, changes=[(1.0, None)])  # a full pass that found none left
     assert rig.worker.status.as_json()["conflict_copies"] == []
+
+
+def test_the_daemon_logs_each_transfer_up_to_a_hundred_a_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 22, item 2: each finished transfer is a line at the default (info) level;
+    past ``TRANSFER_LINES`` in a pass, the rest are counted in one line."""
+    transfers = TransferLog("docs")
+    with caplog.at_level(logging.INFO, logger="cntr_sync.worker"):
+        transfers.start(150, 0)
+        for number in range(150):
+            transfers.advance(TransferEvent("uploaded", f"f{number}.txt", 3))
+    lines = [r for r in caplog.records if r.getMessage().startswith("transfer ")]
+    assert len(lines) == TRANSFER_LINES
+    assert lines[0].getMessage() == "transfer pair=docs action=uploaded path=f0.txt bytes=3"
+    assert transfers.unlisted() == 50
+    transfers.start(1, 0)
+    assert transfers.unlisted() == 0  # counted afresh each pass

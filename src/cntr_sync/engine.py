@@ -109,6 +109,7 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self._clock = clock
         self._monotonic = monotonic
+        self.progress = progress  # as given: what a session keeps the engine by
         self._progress: Progress = progress or _NoProgress()
         self._tick = tick
         self._cancel = threading.Event()

@@ -141,12 +141,13 @@ class PairSession:
     def engine(self, *, progress: Progress | None = None) -> Engine:
         """The pass runner on this session's client and index.
 
-        Kept between calls (while the client stays the same): what it learnt
+        Kept between calls (while the client and ``progress`` stay the same): what it learnt
         in one pass (the index it may trust, the ignore rules) serves the next.
         """
-        if progress is None and self._engine is not None and self._engine.client is self.client:
-            return self._engine
-        engine = Engine(
+        engine = self._engine
+        if engine is not None and engine.client is self.client and engine.progress is progress:
+            return engine
+        engine = self._engine = Engine(
             self.client,
             self.index,
             self.pair,
@@ -154,8 +155,6 @@ class PairSession:
             progress=progress,
             tick=self._hooks["tick"] or _no_tick,
         )
-        if progress is None:
-            self._engine = engine
         return engine
 
     def refresh_client(self) -> None:

@@ -32,11 +32,38 @@ from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.rest import RequestOutcome
-from cntr_sync.result import PassResult
+from cntr_sync.result import PassResult, TransferEvent
 from cntr_sync.session import PairSession
 from cntr_sync.watch import ChangeTracker, Watcher
 
 log = get_logger("cntr_sync.worker")
+
+# Finished transfers a pass logs one line each; past these, one line counts the rest.
+TRANSFER_LINES = 100
+
+
+class TransferLog:
+    """The daemon's ``Progress``: each finished transfer is one log line (the
+    journal's record, as it happens), up to ``TRANSFER_LINES`` a pass."""
+
+    def __init__(self, pair: str) -> None:
+        self._pair = pair
+        self.count = 0
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self.count = 0
+
+    def advance(self, event: TransferEvent) -> None:
+        self.count += 1
+        if self.count <= TRANSFER_LINES:
+            log.info(
+                "transfer", pair=self._pair, action=event.action, path=event.path, bytes=event.bytes
+            )
+
+    def unlisted(self) -> int:
+        """Transfers of the pass that got no line of their own."""
+        return max(0, self.count - TRANSFER_LINES)
+
 
 PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
 # "overdue": changes kept coming past max_delay, so even files written a moment
@@ -151,6 +178,7 @@ class PairWorker:
         self._last_poll = clock()
         self._last_activity = clock()
         self.progress_at = clock()
+        self._transfers = TransferLog(pair.name)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -306,7 +334,7 @@ class PairWorker:
             )
         else:
             self._session.refresh_client()  # re-reads api_key_file
-        return self._session.engine()
+        return self._session.engine(progress=self._transfers)
 
     def _observe(self, outcome: RequestOutcome) -> None:
         self._metrics.record_request(outcome.operation, outcome.status)
@@ -458,6 +486,8 @@ class PairWorker:
         self._metrics.set_pair_up(self.pair.name, not result.failures)
         if result.container_recreated:
             self._metrics.record_recreation(self.pair.name)
+        if self._transfers.unlisted():
+            log.info("more transfers", pair=self.pair.name, count=self._transfers.unlisted())
         log.info(
             "sync pass",
             pair=self.pair.name,
