@@ -141,7 +141,14 @@ def test_pull_brings_home_nested_files_byte_for_byte_then_costs_only_the_listing
     second = rig.sync()
     assert (second.downloaded, second.uploaded, second.deleted) == (0, 0, 0)
     counts = {op: n for op, n in emu.counts().items() if n}
-    assert counts == {"list_files": math.ceil(len(written) / 100)}
+    # The listing, and the content of the files checked this pass (verify_per_listing).
+    assert counts == {"list_files": math.ceil(len(written) / 100), "file_content": 5}
+    emu.reset_counts()
+    unchecked = rig.sync(verify_per_listing=0)
+    assert unchecked.downloaded == 0
+    assert {op: n for op, n in emu.counts().items() if n} == {
+        "list_files": math.ceil(len(written) / 100)
+    }
 
 
 def test_pull_uploads_and_deletes_nothing_remotely(emu: Emulator, tmp_path: Path) -> None:
@@ -327,7 +334,8 @@ def test_two_remote_files_at_one_path_both_come_home(emu: Emulator, tmp_path: Pa
 def test_broken_content_is_skipped_retried_later_and_never_fatal(
     emu: Emulator, tmp_path: Path, kwargs: dict[str, object], fragment: str
 ) -> None:
-    rig = make_rig(emu, tmp_path, "pull")
+    # No content checks (verify_per_listing): this test counts the downloads' requests.
+    rig = make_rig(emu, tmp_path, "pull", verify_per_listing=0)
     content = kwargs.pop("content", b"the content")
     rig.model_writes("/mnt/data/broken.bin", content, **kwargs)  # type: ignore[arg-type]
     rig.model_writes("/mnt/data/good.txt", b"good")
@@ -841,3 +849,41 @@ def test_delete_excluded_removes_our_copies_of_excluded_paths(
     assert list(rig.remote().values()) == [b"kept"]
     assert "big/f2.bin" not in rig.entries()
     assert local_tree(rig.root) == {"a.txt": b"kept", "big/f2.bin": b"a large file"}
+
+
+@pytest.mark.parametrize("direction", ["pull", "both"])
+def test_a_same_size_rewrite_in_place_comes_home_within_a_rotation(
+    emu: Emulator, tmp_path: Path, direction: str
+) -> None:
+    """Reliability round two, finding 15: a rewrite in place with the same size shows in
+    no listing; each full pass checks ``verify_per_listing`` files' content in
+    rotation, so with N tracked files it is seen within ceil(N / verify_per_listing)."""
+    rig = make_rig(emu, tmp_path, direction, verify_per_listing=1)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        rig.model_writes(f"/mnt/data/{name}", b"model v1")
+    rig.sync()
+    emu.rewrite_file(rig.container_id, rig.entries()["b.txt"].remote_id, b"model v2")
+    seen = []
+    with (  # one engine, as the daemon keeps: it carries on from the last file checked
+        ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
+    ):
+        engine = Engine(client, index, rig.pair)
+        for _ in range(3):
+            result = engine.run_pass()
+            assert not result.failures and result.uploaded == 0
+            seen.append(result.downloaded)
+    assert sorted(seen) == [0, 0, 1]
+    assert local_tree(rig.root) == {
+        "a.txt": b"model v1",
+        "b.txt": b"model v2",
+        "c.txt": b"model v1",
+    }
+    # A dry run (status) checks nothing and so plans nothing: a sync would do nothing.
+    with (
+        ContainersClient("k", base_url=BASE_URL, transport=emu.transport()) as client,
+        Index.open(rig.state, base_url=BASE_URL, root=rig.root, container_spec="box") as index,
+    ):
+        emu.reset_counts()
+        dry = Engine(client, index, rig.pair).run_pass(dry_run=True)
+    assert dry.in_sync and emu.counts().get("file_content", 0) == 0

@@ -58,7 +58,7 @@ def run(
         by_path,
         PlainEntries(index),
         PlainFiles(remotes),
-        policy=Policy(direction=direction, now=NOW, **policy),  # type: ignore[arg-type]
+        policy=Policy(**{"direction": direction, "now": NOW, **policy}),  # type: ignore[arg-type]
         conflict_copies=conflict_copies,
     )
 
@@ -239,3 +239,32 @@ def test_on_a_server_that_renames_uploads_only_the_models_files_are_pulled() -> 
     p = run([], [], [stray, model], "pull", server_keeps_names=False)
     assert [d.relpath for d in p.downloads] == ["plot.png"]
     assert p.unknown_kept == 1
+
+
+def test_content_checks_rotate_through_unchanged_files() -> None:
+    """Reliability round two, finding 15: a same-size rewrite in place shows in no
+    listing, so a full pass checks ``recheck_count`` files' content, in rotation."""
+    names = [f"f{n:02}.txt" for n in range(12)]
+    locals_ = [local(name) for name in names]
+    index = [entry(name, f"r{n}") for n, name in enumerate(names)]
+    remotes = [remote(f"r{n}", name) for n, name in enumerate(names)]
+
+    def checked(after: str | None, **policy: object) -> list[str]:
+        p = run(locals_, index, remotes, recheck_count=5, recheck_after=after, **policy)
+        assert p.is_noop and p.transfers == 0  # a check is not a change
+        return [check.relpath for check in p.rechecks]
+
+    # With none checked yet, the clock's minute picks the start: passes of one-shot
+    # runs a minute apart move through the tree too.
+    assert checked(None, now=0.0) == names[:5]
+    assert checked(None, now=60.0) == names[5:10]
+    assert checked(None, now=120.0) == [*names[10:], *names[:3]]
+    assert checked("f04.txt") == names[5:10]
+    assert checked("f09.txt") == [*names[10:], *names[:3]]
+    # Push has none; nor has a file changed on either side (the planner sees those).
+    assert run(locals_, index, remotes, "push", recheck_count=5).rechecks == ()
+    edited = [local("f00.txt", "edited"), *locals_[1:]]
+    grown = [remote("r1", "f01.txt", "longer now"), *remotes[2:], remotes[0]]
+    p = run(edited, index, grown, recheck_count=12)
+    assert "f00.txt" not in [c.relpath for c in p.rechecks]
+    assert "f01.txt" not in [c.relpath for c in p.rechecks]

@@ -143,6 +143,20 @@ class Verify:
 
 
 @dataclass(frozen=True, slots=True)
+class Recheck:
+    """Download a tracked file whose listed size did not change and compare its content
+    with ``entry.hash`` (the local file is unchanged too): the model may have rewritten
+    it in place with the same size, which no listing shows. Different content comes
+    home as a remote edit.
+    """
+
+    remote: RemoteFile
+    relpath: str
+    entry: IndexEntry
+    local: LocalFile
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteLocal:
     """Delete a local file whose remote file was deleted (``remote_delete = propagate``)."""
 
@@ -150,7 +164,7 @@ class DeleteLocal:
     expect: LocalFile
 
 
-LocalAction = Download | Compare | Verify | DeleteLocal
+LocalAction = Download | Compare | Verify | Recheck | DeleteLocal
 RemoteAction = Upload | Delete
 
 
@@ -161,6 +175,9 @@ class Plan:
     downloads: tuple[Download, ...] = ()
     compares: tuple[Compare, ...] = ()
     verifies: tuple[Verify, ...] = ()
+    # Content checks of unchanged-looking files (pull and both): not changes, so not
+    # counted as transfers, and a dry run does none.
+    rechecks: tuple[Recheck, ...] = ()
     local_deletes: tuple[DeleteLocal, ...] = ()
     adopts: tuple[Adopt, ...] = ()
     refreshes: tuple[Refresh, ...] = ()
@@ -196,7 +213,13 @@ class Plan:
 
     @property
     def local_actions(self) -> tuple[LocalAction, ...]:
-        return (*self.downloads, *self.compares, *self.verifies, *self.local_deletes)
+        return (
+            *self.downloads,
+            *self.compares,
+            *self.verifies,
+            *self.rechecks,
+            *self.local_deletes,
+        )
 
     @property
     def is_noop(self) -> bool:
@@ -293,6 +316,7 @@ class PlanBuilder:
     downloads: list[Download] = field(default_factory=list)
     compares: list[Compare] = field(default_factory=list)
     verifies: list[Verify] = field(default_factory=list)
+    rechecks: list[Recheck] = field(default_factory=list)
     local_deletes: list[DeleteLocal] = field(default_factory=list)
     adopts: list[Adopt] = field(default_factory=list)
     refreshes: list[Refresh] = field(default_factory=list)
@@ -335,6 +359,7 @@ class PlanBuilder:
             downloads=tuple(self.downloads),
             compares=tuple(self.compares),
             verifies=tuple(self.verifies) if push else (),
+            rechecks=tuple(self.rechecks),
             local_deletes=tuple(self.local_deletes),
             adopts=tuple(self.adopts),
             refreshes=tuple(self.refreshes),

@@ -29,6 +29,7 @@ from cntr_sync.actions import (
     Delete,
     Download,
     Plan,
+    Recheck,
     Upload,
     Verify,
 )
@@ -52,6 +53,7 @@ from cntr_sync.outcomes import (
     Compared,
     NotStarted,
     OutcomeRecorder,
+    Rechecked,
     Uploaded,
     Verified,
 )
@@ -267,6 +269,8 @@ class Applier(OutcomeRecorder):
             return self._start(pool, self._compare, action)
         if isinstance(action, Verify):
             return self._start(pool, self._verify, action)
+        if isinstance(action, Recheck):
+            return self._start(pool, self._recheck, action)
         return self._start(
             pool, delete_local, self._root, action.relpath, action.expect, self._keep
         )
@@ -338,6 +342,12 @@ class Applier(OutcomeRecorder):
             self._fetch(action.remote.id), expected_size=action.remote.size, tick=self._tick
         )
         return Compared(action, digest)
+
+    def _recheck(self, action: Recheck) -> Rechecked:
+        digest = hash_download(
+            self._fetch(action.remote.id), expected_size=action.remote.size, tick=self._tick
+        )
+        return Rechecked(action, digest)
 
     def _verify(self, action: Verify) -> Verified:
         """Hash each candidate (each at most once a pass) until one matches the local file."""

@@ -90,6 +90,7 @@ _SYNC_FLAGS = {
     "backup_keep_days": _Flag(float, "Days a backup is kept (default 30)."),
     "backup_max_bytes": _Flag(int, "Bytes of backups kept at most (default 1 GiB)."),
     "journal_keep_days": _Flag(float, "Days the journal of actions is kept (default 30)."),
+    "verify_per_listing": _Flag(int, "Files a full listing checks by content (default 5)."),
 }
 _DAEMON_FLAGS = {
     "http_listen": _Flag(str, "HOST:PORT of /livez /readyz /metrics."),

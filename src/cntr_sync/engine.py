@@ -121,6 +121,8 @@ class Engine:
         self._trusted: str | None = None
         # Files in the tree as of the last pass (a full scan's count, kept up to date).
         self._tree_files = 0
+        # The last file whose content a pass checked (``Policy.recheck_after``).
+        self._rechecked: str | None = None
 
     # -- the pass -----------------------------------------------------------------
 
@@ -329,6 +331,8 @@ class Engine:
             raise SafetyBrakeError(brake.reason, would_delete=brake.would_delete)
         if dry_run or container is None:
             return None
+        if pass_plan.rechecks:
+            self._rechecked = pass_plan.rechecks[-1].relpath
         return _Planned(
             container.id,
             pass_plan,
@@ -425,7 +429,8 @@ class Engine:
         local, unsettled = self.local.settled(snapshot, defer_unsettled=defer_unsettled)
         entries = self.index.entries_under(paths)
         _note_scan(result, snapshot, unsettled)
-        policy = self._policy()
+        # No listing, so nothing to check the content of: that rides on full listings.
+        policy = dataclasses.replace(self._policy(), recheck_count=0)
         # The remote side of these paths as the index records it: the pull side sees
         # no remote change (that is the listing's to find), so it brings nothing
         # home, and the push side carries the local changes as a full pass would.
@@ -508,6 +513,7 @@ class Engine:
             server_keeps_names=self.index.server_keeps_names,
             server_adds_prefix=self.index.server_adds_prefix,
             traits=traits,
+            recheck_after=self._rechecked,
         )
 
     def _list(self, container_id: str, warnings: list[str]) -> Listing:

@@ -201,6 +201,9 @@ class PairSyncSettings(BaseModel):
     backup_max_bytes: Annotated[int, Field(ge=0)] = 1 << 30
     # How long the journal of every action keeps its rows.
     journal_keep_days: Annotated[float, Field(ge=0)] = 30.0
+    # Pull and both: tracked files whose content each full listing checks, in rotation
+    # (a same-size rewrite in place shows in no listing); 0: none.
+    verify_per_listing: Annotated[int, Field(ge=0, le=10_000)] = 5
 
 
 class PairDaemonSettings(BaseModel):

@@ -27,6 +27,7 @@ from cntr_sync.actions import (
     DeleteLocal,
     Download,
     LocalAction,
+    Recheck,
     RemoteAction,
     Upload,
     Verify,
@@ -96,6 +97,12 @@ class Compared:
 
 
 @dataclass(frozen=True)
+class Rechecked:
+    action: Recheck
+    remote_hash: str
+
+
+@dataclass(frozen=True)
 class Verified:
     action: Verify
     hashes: tuple[tuple[RemoteFile, str | None], ...]  # None: could not be read
@@ -158,6 +165,8 @@ class OutcomeRecorder:
                 self._on_downloaded(action, outcome)
             elif isinstance(outcome, Compared):
                 yield from self._on_compared(outcome)
+            elif isinstance(outcome, Rechecked):
+                yield from self._on_rechecked(outcome)
             elif isinstance(outcome, Verified):
                 yield from self._on_verified(outcome)
             elif isinstance(action, DeleteLocal):
@@ -178,6 +187,9 @@ class OutcomeRecorder:
 
     def _on_local_problem(self, action: Action, exc: Exception) -> None:
         relpath = getattr(action, "relpath", "")
+        if isinstance(action, Recheck):
+            self._check_failed(action, str(exc))
+            return
         if isinstance(action, Download) and action.copy_of is not None:
             self._blocked.add(action.copy_of)
         if isinstance(exc, LocalChanged):
@@ -191,6 +203,9 @@ class OutcomeRecorder:
 
     def _on_failed(self, action: Action, exc: Exception) -> None:
         message = exc.message if isinstance(exc, CntrSyncError) else _os_message(exc)
+        if isinstance(action, Recheck):
+            self._check_failed(action, message)
+            return
         if isinstance(action, Download | Compare):
             if isinstance(action, Download) and action.copy_of is not None:
                 self._blocked.add(action.copy_of)
@@ -208,6 +223,19 @@ class OutcomeRecorder:
         else:
             target = action.relpath or action.path
             self._fail(ActionFailure("delete", target or "", message))
+
+    def _check_failed(self, action: Recheck, message: str) -> None:
+        # A check is not a change: the file is checked again on a later rotation.
+        self.result.warnings.append(
+            f"{printable(action.relpath)}: its content could not be checked: {message}"
+        )
+
+    def _on_rechecked(self, rechecked: Rechecked) -> Iterator[Action]:
+        """A content check: the same content is nothing to do; other content is the
+        model's rewrite in place, which comes home over the unchanged local file."""
+        action = rechecked.action
+        if rechecked.remote_hash != action.entry.hash:
+            yield Download(action.remote, action.relpath, "changed", expect=action.local)
 
     def _pull_failed(self, remote: RemoteFile, relpath: str, reason: str) -> None:
         """A download the server cannot serve right now: retried on later passes, backing off."""

@@ -63,6 +63,12 @@ class Policy:
     # How the root's file system compares names (which names would overwrite others).
     traits: FileSystemTraits = field(default_factory=FileSystemTraits)
     now: float = 0.0  # the caller's clock: conflict copies' names, entries' synced_at
+    # Pull and both: tracked files whose content is checked this pass (their size did
+    # not change: an in-place rewrite of the same size shows nowhere else), in
+    # rotation: those after ``recheck_after`` (the last one checked), else from a
+    # place the clock picks, so that successive passes cover every file.
+    recheck_count: int = 0
+    recheck_after: str | None = None
 
     @classmethod
     def for_pair(
@@ -73,6 +79,7 @@ class Policy:
         server_keeps_names: bool | None = None,
         server_adds_prefix: bool | None = None,
         traits: FileSystemTraits | None = None,
+        recheck_after: str | None = None,
     ) -> Policy:
         """The policy of ``pair``'s pass at ``now``, with what the server has shown."""
         return cls(
@@ -93,6 +100,8 @@ class Policy:
             server_adds_prefix=server_adds_prefix,
             traits=traits or FileSystemTraits(),
             now=now,
+            recheck_count=pair.verify_per_listing if pair.direction != "push" else 0,
+            recheck_after=recheck_after,
         )
 
 

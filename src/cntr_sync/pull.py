@@ -31,8 +31,9 @@ iteration order of its inputs.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cntr_sync.actions import (
     Compare,
@@ -41,6 +42,7 @@ from cntr_sync.actions import (
     DownloadReason,
     Plan,
     PlanBuilder,
+    Recheck,
     Upload,
     mirror_entry,
 )
@@ -64,6 +66,9 @@ class _RemoteSide:
     failures: Mapping[str, PullFailure]
     uncertain: Callable[[str], bool]
     ignored: Callable[[str], bool]
+    # Tracked relpaths whose remote side looks unchanged and local side is unchanged:
+    # what a content check (``Recheck``) may pick from, in relpath order.
+    checkable: list[str] = field(default_factory=list)
 
 
 def plan_pull(
@@ -91,6 +96,10 @@ def plan_pull(
     by_target = _map_foreign(remote.values(), owned | set(index.remote_ids()), index, side)
     for relpath, entry in sorted(index.items()):
         _tracked(relpath, entry, local.get(relpath), remote, by_target, side)
+    for relpath in _rotation(side.checkable, policy):
+        entry = index[relpath]
+        live = remote[entry.remote_id]
+        out.rechecks.append(Recheck(live, relpath, entry, local[relpath]))
     for target in sorted(by_target):
         for position, file in enumerate(by_target[target]):
             _untracked(target, file, position == 0, local, index, side)
@@ -174,7 +183,12 @@ def _tracked(
         _remote_gone(relpath, entry, local_file, side)
         return
     if newer is None and live is not None and not _size_changed(live, entry):
-        return  # the remote side is as it was: local changes are the push side's
+        # As it was, as far as a listing can tell: local changes are the push side's.
+        # An unchanged local file may be checked against the content (``Recheck``):
+        # the entry's hash is then both sides' content, so a difference is the model's.
+        if local_file is not None and live.size is not None and local_file.hash == entry.hash:
+            side.checkable.append(relpath)
+        return
     if _waiting(remote_now, relpath, side):
         out.decided.add(relpath)
         return
@@ -352,6 +366,20 @@ def resolve_unrelated(
             Download(remote, relpath, "remote-wins", expect=local, move_aside_to=aside)
         )
     return resolution.build()
+
+
+def _rotation(relpaths: list[str], policy: Policy) -> list[str]:
+    """The ``recheck_count`` relpaths after ``recheck_after`` (wrapping around), or, with
+    none checked yet in this process, from a place the clock picks (one slot a minute),
+    so that passes of one-shot runs move through the tree too."""
+    count = min(policy.recheck_count, len(relpaths))
+    if not count:
+        return []
+    if policy.recheck_after is not None:
+        start = bisect_right(relpaths, policy.recheck_after)
+    else:
+        start = int(policy.now // 60) * count
+    return [relpaths[(start + offset) % len(relpaths)] for offset in range(count)]
 
 
 def _conflict_rule(
