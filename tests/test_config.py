@@ -535,6 +535,13 @@ def test_pairs_sharing_an_inherited_container_id_file_are_refused(tmp_path: Path
     assert "share container_id_file /run/id" in load_error(config)
 
 
+def test_pairs_sharing_a_backup_dir_are_refused(tmp_path: Path) -> None:
+    config = write(tmp_path, 'backup_dir = "/srv/kept"\n' + PAIR + PAIR.replace("docs", "b"))
+    assert "pairs[0] and pairs[1] share backup_dir /srv/kept" in load_error(config)
+    own = PAIR + 'backup_dir = "/srv/a"\n' + PAIR.replace("docs", "b") + 'backup_dir = "/srv/b"\n'
+    assert Settings.load(write(tmp_path, own), env={}).pairs[1].backup_dir == Path("/srv/b")
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     assert load_error(tmp_path / "nope.toml") == f"config file not found: {tmp_path / 'nope.toml'}"
 

@@ -17,9 +17,11 @@ import calendar
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -37,6 +39,11 @@ from cntr_sync.cli_common import (
     reporting,
 )
 from cntr_sync.errors import ConfigError, LocalError
+
+if TYPE_CHECKING:
+    from cntr_sync.cli_output import Reporter
+    from cntr_sync.config import Settings
+    from cntr_sync.models import Pair
 
 # What locates a pair's state: where the index is, and the API it talks to.
 _STATE_FLAGS = ("state_dir", "base_url", "backup_dir")
@@ -70,6 +77,23 @@ def parse_time(text: str, now: float, *, flag: str) -> float:
     return moment.timestamp()
 
 
+@contextmanager
+def _pair_state(
+    reporter: Reporter,
+    config: Path | None,
+    flags: dict[str, Any],
+    directory: Path | None,
+    container: str | None,
+    *,
+    debug: bool,
+) -> Iterator[tuple[Settings, Pair]]:
+    """The start of a command that reads a pair's state: its settings and pair, and
+    every error as one line."""
+    with reporting(reporter, debug=debug):
+        settings = load_settings(config, flags)
+        yield settings, settings.one_shot_pair(directory, container)
+
+
 def _when(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -90,14 +114,15 @@ def log(
 ) -> None:
     """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason."""
     reporter = reporter_for("log", json=json_output)
-    with reporting(reporter, debug=debug):
+    with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
+        settings,
+        pair,
+    ):
         from cntr_sync import journal  # noqa: PLC0415 - see the module docstring
         from cntr_sync.cli_output import human_size  # noqa: PLC0415
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.session import open_index  # noqa: PLC0415
 
-        settings = load_settings(config, flags)
-        pair = settings.one_shot_pair(directory, container)
         start = parse_time(since, time.time(), flag="--since") if since else None
         with open_index(settings, pair, lock=False) as index:
             entries = journal.read(index, since=start)
@@ -126,14 +151,15 @@ def backups(
 ) -> None:
     """The versions of local files passes replaced or deleted, kept to be restored."""
     reporter = reporter_for("backups", json=json_output)
-    with reporting(reporter, debug=debug):
+    with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
+        settings,
+        pair,
+    ):
         from cntr_sync.backups import versions  # noqa: PLC0415 - see the module docstring
         from cntr_sync.cli_output import human_size  # noqa: PLC0415
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.session import backup_dir_of  # noqa: PLC0415
 
-        settings = load_settings(config, flags)
-        pair = settings.one_shot_pair(directory, container)
         kept_in = backup_dir_of(settings, pair)
         found = versions(kept_in)
         if json_output:
@@ -171,14 +197,15 @@ def restore(
 ) -> None:
     """Put a kept version of PATH back in DIRECTORY; the next sync pushes it."""
     reporter = reporter_for("restore", json=json_output)
-    with reporting(reporter, debug=debug):
+    with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
+        settings,
+        pair,
+    ):
         from cntr_sync.backups import PassBackups, version_at  # noqa: PLC0415
         from cntr_sync.remote_paths import printable, restorable_relpath  # noqa: PLC0415
         from cntr_sync.session import backup_dir_of  # noqa: PLC0415
         from cntr_sync.transfer import restore_version  # noqa: PLC0415
 
-        settings = load_settings(config, flags)
-        pair = settings.one_shot_pair(directory, container)
         relpath = restorable_relpath(path)
         now = time.time()
         moment = parse_time(at, now, flag="--at") if at else None

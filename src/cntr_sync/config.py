@@ -76,6 +76,8 @@ _SECRET_HEADER_NAMES = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-bf-vk", "cookie"}
 )
 _SECRET_NAME_PARTS = ("key", "token", "secret", "auth", "cookie", "password")
+# Path settings that no two pairs may share.
+_ONE_PAIR_EACH = ("container_id_file", "backup_dir")
 _PAIR_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
@@ -255,12 +257,7 @@ class Settings(BaseSettings, PairSyncSettings):
     @field_validator("pairs")
     @classmethod
     def _pairs_distinct(cls, pairs: list[PairSettings], info: ValidationInfo) -> list[PairSettings]:
-        # Fields validate in order, so the top-level container_id_file is known here.
-        inherited_id_file = info.data.get("container_id_file")
         seen_names: dict[str, int] = {}
-        seen_id_files: dict[Path, int] = {}
-        inherited_backup_dir = info.data.get("backup_dir")
-        seen_backup_dirs: dict[Path, int] = {}
         for index, pair in enumerate(pairs):
             if pair.name in seen_names:
                 raise PydanticCustomError(
@@ -269,30 +266,28 @@ class Settings(BaseSettings, PairSyncSettings):
                     {"name": pair.name, "first": seen_names[pair.name], "second": index},
                 )
             seen_names[pair.name] = index
-            # Two pairs writing one container-id file would overwrite each other's id.
-            id_file = pair.container_id_file or inherited_id_file
-            if id_file is not None:
-                if id_file in seen_id_files:
+        # Two pairs writing one container-id file would overwrite each other's id; two
+        # keeping backups in one directory would mix their files. Fields validate in
+        # order, so the top-level values a pair inherits are known here.
+        for setting in _ONE_PAIR_EACH:
+            inherited = info.data.get(setting)
+            seen: dict[Path, int] = {}
+            for index, pair in enumerate(pairs):
+                path = getattr(pair, setting) or inherited
+                if path is None:
+                    continue
+                if path in seen:
                     raise PydanticCustomError(
-                        "duplicate_id_file",
-                        "pairs[{first}] and pairs[{second}] share container_id_file {path}",
-                        {"first": seen_id_files[id_file], "second": index, "path": str(id_file)},
-                    )
-                seen_id_files[id_file] = index
-            # Two pairs keeping backups in one directory would mix their files.
-            backup_dir = pair.backup_dir or inherited_backup_dir
-            if backup_dir is not None:
-                if backup_dir in seen_backup_dirs:
-                    raise PydanticCustomError(
-                        "duplicate_backup_dir",
-                        "pairs[{first}] and pairs[{second}] share backup_dir {path}",
+                        "shared_path",
+                        "pairs[{first}] and pairs[{second}] share {setting} {path}",
                         {
-                            "first": seen_backup_dirs[backup_dir],
+                            "first": seen[path],
                             "second": index,
-                            "path": str(backup_dir),
+                            "setting": setting,
+                            "path": str(path),
                         },
                     )
-                seen_backup_dirs[backup_dir] = index
+                seen[path] = index
         return pairs
 
     @classmethod
