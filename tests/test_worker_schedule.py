@@ -263,11 +263,50 @@ def test_a_poll_that_is_due_waits_for_changes_to_settle_then_makes_their_pass_fu
     assert rig.engine.passes[1].paths is None
 
 
-def test_polls_stop_on_a_container_left_idle_until_it_can_expire(tmp_path: Path) -> None:
+def test_polls_stop_on_a_push_containers_idle_spell_so_it_can_expire(tmp_path: Path) -> None:
     # Expiring after 5 minutes: no polls once nothing moved for 5 min - 120 s = 180 s.
     rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)
+    assert rig.worker.status.as_json()["remote_poll"] == "on"
     ran = rig.run_until(1000.0)
     assert ran == [(0.0, "initial"), (60.0, "poll"), (120.0, "poll")]
+    # /status says the polls stopped on purpose, not that all is polled as usual.
+    assert rig.worker.status.as_json()["remote_poll"] == "paused"
+    assert rig.worker.status.state == "idle"
+
+
+def test_a_local_change_ends_a_push_pairs_pause_and_the_polls_resume(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)
+    rig.engine.answers = [PassResult(), PassResult(), PassResult(), PassResult(uploaded=1)]
+    ran = rig.run_until(450.0, [(299.0, "a.txt")])
+    # The upload at 300 is use: a poll at once (the last was long ago), then on
+    # the interval, until the container has been left alone for 180 s again.
+    assert ran == [
+        (0.0, "initial"),
+        (60.0, "poll"),
+        (120.0, "poll"),
+        (300.0, "changes"),
+        (300.0, "poll"),
+        (360.0, "poll"),
+        (420.0, "poll"),
+    ]
+    assert rig.worker.status.as_json()["remote_poll"] == "on"
+    assert rig.run_until(1000.0) == []
+    assert rig.worker.status.as_json()["remote_poll"] == "paused"
+
+
+@pytest.mark.parametrize("direction", ["pull", "both"])
+def test_a_pair_that_pulls_polls_through_an_idle_spell_longer_than_the_expiry(
+    tmp_path: Path, direction: str
+) -> None:
+    """Issue 25, finding 3: a poll is how the model's writes are seen (and the
+    model's use keeps the container alive), so a pair that pulls never stops."""
+    rig = make_rig(
+        tmp_path, remote_poll_interval=60.0, expires_after_minutes=5, direction=direction
+    )
+    ran = rig.run_until(3 * 5 * 60.0 + 1)  # three expiry spans without a transfer
+    assert ran == [(0.0, "initial"), *((60.0 * n, "poll") for n in range(1, 16))]
+    assert all(p.paths is None for p in rig.engine.passes)  # every poll lists
+    assert rig.worker.status.as_json()["remote_poll"] == "on"
 
 
 def test_a_pass_that_moved_a_file_keeps_the_polls_going(tmp_path: Path) -> None:

@@ -66,14 +66,17 @@ class TransferLog:
 
 
 PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
+# "paused": a push pair left its container alone for nearly its expiry, so that an
+# unused container can expire; the next local change resumes the polls.
+RemotePoll = Literal["on", "paused"]
 # "overdue": changes kept coming past max_delay, so even files written a moment
 # ago are sent now (a log file that never goes quiet still gets mirrored).
 PassReason = Literal["initial", "changes", "overdue", "rescan", "poll", "flush"]
 
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0
-# Stop polling an idle container this long before it would expire, so that,
-# without keepalive, an unused container is allowed to expire.
+# A push pair without keepalive stops polling an idle container this long before
+# it would expire, so that an unused container is allowed to expire.
 EXPIRY_MARGIN = 120.0
 POLL_INTERVAL_FOR_WATCH_POLL = 1.0
 # The least time between a pass that deferred files and the next one.
@@ -106,6 +109,7 @@ class PairStatus:
     container_id: str | None = None
     state: PairState = "starting"
     watch: str = "off"
+    remote_poll: RemotePoll = "on"
     first_sync_done: bool = False
     first_attempt_done: bool = False
     passes: int = 0
@@ -126,6 +130,7 @@ class PairStatus:
             "container_id": self.container_id,
             "state": self.state,
             "watch": self.watch,
+            "remote_poll": self.remote_poll,
             "first_sync_done": self.first_sync_done,
             "passes": self.passes,
             "last_sync_at": self.last_sync_at,
@@ -252,6 +257,15 @@ class PairWorker:
         self.status.watch = self.watcher.kind
         self.status.pending_changes = self.tracker.pending
         self._metrics.set_pending(self.pair.name, self.tracker.pending)
+        polling: RemotePoll = "on" if self._container_wanted(self._clock()) else "paused"
+        if polling != self.status.remote_poll:
+            self.status.remote_poll = polling
+            if polling == "paused":
+                log.info(
+                    "remote polls paused: the idle container is left to expire", pair=self.pair.name
+                )
+            else:
+                log.info("remote polls resumed", pair=self.pair.name)
 
     def _due(self) -> PassReason | None:
         now = self._clock()
@@ -286,9 +300,12 @@ class PairWorker:
         return interval
 
     def _container_wanted(self, now: float) -> bool:
-        """Without keepalive, stop touching a container nobody has used for a while,
-        so that it can expire (a later change recreates and refills it)."""
-        if self.pair.keepalive:
+        """Whether the remote polls go on. A pair that pulls always polls: a poll is
+        how the model's writes are seen (and the model's own use keeps the container
+        alive). A push pair without keepalive stops touching a container nobody has
+        used for nearly its expiry, so that it can expire (a later change recreates
+        and refills it)."""
+        if self.pair.keepalive or self.pair.direction != "push":
             return True
         idle_limit = self.pair.expires_after_minutes * 60 - EXPIRY_MARGIN
         return now - self._last_activity < idle_limit
