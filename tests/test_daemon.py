@@ -1061,6 +1061,35 @@ def test_a_second_sigterm_skips_a_slow_flush(
     server.emulator.set_faults(FaultConfig())
 
 
+def test_sigterm_during_a_429_storm_exits_within_the_flush_bound(
+    tmp_path: Path, server: EmulatorServer, start_daemon: Any
+) -> None:
+    """Issue 25, finding 8: every upload answers 429 with Retry-After: 60. The
+    retry waits and the pacer's wait (the whole process pauses for the hint) end
+    when the flush bound passes: the pass is cut short, not failed, and the
+    process exits well before a supervisor's SIGKILL (systemd's TimeoutStopSec=60)."""
+    root = make_tree(tmp_path / "docs", {f"f{number}.txt": f"file {number}" for number in range(6)})
+    server.emulator.fail_next("create_file", 429, count=10_000, headers={"retry-after": "60"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_for(
+        lambda: server.emulator.counts().get("create_file", 0) >= 1, "the first refused upload"
+    )
+    mark = daemon.mark()
+
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait_exit(FLUSH_TIMEOUT + 5.0)
+    elapsed = time.monotonic() - started
+
+    assert code == 0, daemon.describe()
+    assert elapsed <= FLUSH_TIMEOUT + 5.0, f"stopping took {elapsed:.2f}s"
+    assert daemon.events("daemon stopped", since=mark)
+    # Cut short by the stop: neither a failed pass nor a backoff.
+    assert not daemon.events("sync pass failed", since=mark), daemon.describe()
+    cut_short = [e for e in daemon.events("sync pass", since=mark) if e.get("cancelled")]
+    assert cut_short or daemon.events("sync pass stopped", since=mark), daemon.describe()
+
+
 # -- 8. SIGHUP -----------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from cntr_sync.config import Settings
 from cntr_sync.emulator import ManualClock
-from cntr_sync.errors import CntrSyncError
+from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.result import ConflictCopy, PassResult, TransferEvent
@@ -397,6 +397,25 @@ def test_a_second_failure_after_a_success_starts_the_backoff_again(rig: Rig) -> 
     assert 3.2 <= starts[3] - starts[2] <= 4.8  # the third backoff: 4 s
     assert starts[4] == 31.0
     assert 0.8 <= starts[5] - starts[4] <= 1.2  # back to 1 s
+
+
+def test_a_pass_told_to_stop_while_waiting_on_the_server_is_cut_short_not_failed(
+    rig: Rig,
+) -> None:
+    """Issue 25, finding 8: a ``StoppedError`` (the flush bound passed during a
+    retry wait) is no failure: no error in /status, no backoff, changes kept."""
+    rig.engine.answers = [PassResult(), StoppedError("stopping: the request was not sent")]
+
+    ran = rig.run_until(30.0, [(10.0, "a.txt")])
+
+    assert [reason for _, reason in ran] == ["initial", "changes", "changes"]
+    # What it took is pending again: the next pass is a full one, a quiet period
+    # later, with no backoff on top.
+    assert ran[2][0] == 12.0
+    assert rig.engine.passes[2].paths is None
+    assert rig.worker.status.passes == 2  # the stopped one is not counted as a pass
+    assert rig.worker.status.last_error is None
+    assert rig.worker.status.state == "idle"
 
 
 def test_status_lists_the_conflict_copies_a_full_pass_found(rig: Rig) -> None:

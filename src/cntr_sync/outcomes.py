@@ -40,6 +40,7 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     ProtocolError,
+    StoppedError,
 )
 from cntr_sync.index import Index
 from cntr_sync.journal import Journal, JournalAction
@@ -134,8 +135,10 @@ class OutcomeRecorder:
             outcome = future.result()
         except FATAL:
             raise
-        except NotStarted:
-            self.result.cancelled = True  # left to the next pass, like the actions not handed over
+        except (NotStarted, StoppedError):
+            # Left to the next pass, like the actions not handed over (a stopped one
+            # waited on the server and was told to stop: the server did not do it).
+            self.result.cancelled = True
         except OutcomeUnknownError as exc:
             self._on_outcome_unknown(exc)
         except ChangedSinceScan:

@@ -199,8 +199,8 @@ class Requester:
     every retry wait and for every downloaded chunk, so a watcher can tell a slow
     exchange from a hung one.
 
-    ``sleep`` and ``clock`` are the retry policy's (``retries.RetryPolicy``).
-    Thread-safe, like the ``httpx.Client`` it drives.
+    ``sleep``, ``clock`` and ``stop`` are the retry policy's (``retries.RetryPolicy``);
+    ``stop`` also ends a pacing wait. Thread-safe, like the ``httpx.Client`` it drives.
     """
 
     def __init__(
@@ -215,8 +215,10 @@ class Requester:
         pacer: Pacer | None,
         tick: Callable[[], None] | None = None,
         request_deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.http = http
+        self._stop = stop
         self.request_deadline = request_deadline
         self._secret = secret
         self._tick = tick or _no_tick
@@ -226,7 +228,7 @@ class Requester:
         self.stats = RequestStats()
         self._urls: dict[str, httpx.URL] = {}
         self._retries = RetryPolicy(
-            max_retries=max_retries, sleep=sleep, clock=clock, tick=self._tick
+            max_retries=max_retries, sleep=sleep, clock=clock, tick=self._tick, stop=stop
         )
 
     # -- one request, retried
@@ -397,7 +399,7 @@ class Requester:
             yield
             return
         self._tick()
-        ticket = self._pacer.acquire(self._tick)
+        ticket = self._pacer.acquire(self._tick, self._stop)
         try:
             yield
         except Retryable as exc:

@@ -13,7 +13,7 @@ settings did that).
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -58,9 +58,14 @@ def build_client(
     on_request: Callable[[RequestOutcome], None] | None = None,
     tick: Callable[[], None] | None = None,
     transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
+    stop: threading.Event | None = None,
 ) -> ContainersClient:
-    """A client from the settings (the key is read now: a rotated key file counts)."""
+    """A client from the settings (the key is read now: a rotated key file counts).
+
+    ``stop``: once set, every retry and pacing wait ends and no request starts
+    (``StoppedError``): the daemon sets a pair's when its flush bound has passed.
+    """
     kwargs = settings.client_kwargs()
     return ContainersClient(
         **kwargs,
@@ -70,6 +75,7 @@ def build_client(
         tick=tick,
         transport=transport,
         sleep=sleep,
+        stop=stop,
     )
 
 
@@ -99,7 +105,8 @@ class PairSession:
 
     ``lock=False`` opens the index for reading beside a running sync (``status``).
     The pacer is shared by all pairs of a process on one endpoint and key; the
-    hooks see every request (metrics) and every sign of progress (liveness).
+    hooks see every request (metrics) and every sign of progress (liveness);
+    ``stop`` ends the waits of every client the session builds (``build_client``).
     """
 
     def __init__(
@@ -112,7 +119,8 @@ class PairSession:
         on_request: Callable[[RequestOutcome], None] | None = None,
         tick: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
+        stop: threading.Event | None = None,
         client: ContainersClient | None = None,
     ) -> None:
         """``client``: use this one (the caller keeps and closes it) instead of building one."""
@@ -124,6 +132,7 @@ class PairSession:
             "tick": tick,
             "transport": transport,
             "sleep": sleep,
+            "stop": stop,
         }
         self._owns_client = client is None
         self._engine: Engine | None = None

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
-from cntr_sync.errors import CntrSyncError
+from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
@@ -348,6 +348,9 @@ class PairWorker:
                 self.pair,
                 on_request=self._observe,
                 tick=self.beat,
+                # Past the flush bound, a retry or pacing wait ends at once: a stop
+                # is never held up by a server's Retry-After.
+                stop=self.cancel,
             )
         else:
             self._session.refresh_client()  # re-reads api_key_file
@@ -382,6 +385,14 @@ class PairWorker:
                 deadline=self.settings.pass_deadline,
                 paths=only,
             )
+        except StoppedError:
+            # Stopped past the flush bound while it waited on the server: cut short,
+            # not failed (no backoff, no error); what it took is pending again.
+            if taken_paths or taken_full:
+                self.tracker.mark_full(since=pending_since)
+            self.status.state = "idle"
+            log.info("sync pass stopped", pair=self.pair.name, reason=reason)
+            return None
         except CntrSyncError as exc:
             self._failed(
                 reason,
@@ -483,6 +494,7 @@ class PairWorker:
             "conflicts": result.conflicts,
             "failed": len(result.failures),
             "deferred": len(result.deferred),
+            "cancelled": result.cancelled,
             "bytes": result.bytes_uploaded,
             "requests": result.requests,
             "listed": result.listed,
