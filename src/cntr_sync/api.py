@@ -15,7 +15,9 @@ the caller's next listing).
 The transport is injectable (``transport=httpx.MockTransport(...)`` or the
 emulator's ``handle``), and so are ``sleep`` and ``clock``, so tests run
 retries without real waiting. ``stop`` (an event) ends every retry and pacing
-wait the moment it is set: the request raises ``StoppedError``.
+wait the moment it is set: the request raises ``StoppedError``. ``refusals``
+(a ``refusals.RefusalWatch``) counts how long every answer has been a 429 or
+503; past its limit a pass stops (``RefusedTooLongError``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from cntr_sync.models import (
     ContainerFile,
 )
 from cntr_sync.pacing import Pacer
+from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import (
     CHUNK_SIZE,
     Answer,
@@ -101,6 +104,7 @@ class ContainersClient:
         tick: Callable[[], None] | None = None,
         request_deadline: float | None = 1800.0,
         stop: threading.Event | None = None,
+        refusals: RefusalWatch | None = None,
     ) -> None:
         """``sleep``: how a retry wait is slept (``time.sleep``; ``stop.wait`` when
         ``stop`` is given, so that setting it ends the wait)."""
@@ -160,6 +164,7 @@ class ContainersClient:
             tick=tick,
             request_deadline=request_deadline,
             stop=stop,
+            refusals=refusals,
         )
 
     @property

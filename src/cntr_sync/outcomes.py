@@ -40,6 +40,8 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     ProtocolError,
+    QuotaExceededError,
+    RefusedTooLongError,
     StoppedError,
 )
 from cntr_sync.index import Index
@@ -67,7 +69,13 @@ PULL_RETRY_BASE_S = 60.0
 PULL_RETRY_MAX_S = 3600.0
 
 # Errors that end the whole pass: nothing else can succeed after them.
-FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
+FATAL = (
+    AuthenticationError,
+    PermissionDeniedError,
+    ContainerExpiredError,
+    QuotaExceededError,
+    RefusedTooLongError,
+)
 
 Action = LocalAction | RemoteAction
 

@@ -31,6 +31,7 @@ from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
+from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, TransferEvent
 from cntr_sync.session import PairSession
@@ -176,6 +177,9 @@ class PairWorker:
         self.cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pair-{pair.name}", daemon=True)
         self._session: PairSession | None = None
+        # Kept for the pair's life: a failed pass opens a new session and client,
+        # and a run of refusals (429, 503) must not start counting again with it.
+        self._refusals = RefusalWatch()
         self._engine = engine or self._session_engine
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -351,6 +355,7 @@ class PairWorker:
                 # Past the flush bound, a retry or pacing wait ends at once: a stop
                 # is never held up by a server's Retry-After.
                 stop=self.cancel,
+                refusals=self._refusals,
             )
         else:
             self._session.refresh_client()  # re-reads api_key_file
