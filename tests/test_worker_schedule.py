@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cntr_sync.config import Settings
+from cntr_sync.daemon import Daemon
 from cntr_sync.emulator import ManualClock
 from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.metrics import Metrics
@@ -272,6 +273,23 @@ def test_polls_stop_on_a_push_containers_idle_spell_so_it_can_expire(tmp_path: P
     # /status says the polls stopped on purpose, not that all is polled as usual.
     assert rig.worker.status.as_json()["remote_poll"] == "paused"
     assert rig.worker.status.state == "idle"
+
+
+def test_the_systemd_status_line_says_when_a_push_pairs_polls_are_paused(
+    tmp_path: Path,
+) -> None:
+    rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)
+    settings = Settings.model_validate(
+        {"pairs": [{"name": "docs", "local": tmp_path, "container": "box"}]}
+    )
+    daemon = Daemon(None, settings=settings, environ={})
+    daemon.workers["docs"] = rig.worker  # never started: its turns are driven here
+    rig.run_until(10.0)
+    assert daemon.summary_line() == "1 pairs: docs idle"
+    rig.run_until(1000.0)
+    assert daemon.summary_line() == (
+        "1 pairs: docs idle (polls paused: the container is left to expire)"
+    )
 
 
 def test_a_local_change_ends_a_push_pairs_pause_and_the_polls_resume(tmp_path: Path) -> None:
