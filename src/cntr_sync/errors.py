@@ -43,6 +43,7 @@ file being uploaded), ``containers`` (the id file), ``config`` and
 from __future__ import annotations
 
 import re
+import threading
 
 _SECRET_PATTERNS = (
     re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
@@ -119,6 +120,12 @@ class StoppedError(CntrSyncError):
     """A request was told to stop while it waited (a retry wait or the pacer's):
     the daemon is stopping a pair past its flush bound. Not a failure: nothing is
     known to have gone wrong, the pass ends cut short and the next one carries on."""
+
+
+def raise_if_stopped(stop: threading.Event | None) -> None:
+    """``StoppedError`` once ``stop`` is set: no request starts, no wait goes on."""
+    if stop is not None and stop.is_set():
+        raise StoppedError("stopping: the request was not sent")
 
 
 class ApiError(CntrSyncError):

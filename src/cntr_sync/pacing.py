@@ -31,7 +31,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-from cntr_sync.errors import ConfigError, StoppedError
+from cntr_sync.errors import ConfigError, raise_if_stopped
 
 #: After a throttle the send rate is this share of the rate measured before it.
 BETA = 0.7
@@ -78,7 +78,7 @@ class RateLimiter:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
             (self._sleep if stop is None else stop.wait)(wait)
-            _check(stop)
+            raise_if_stopped(stop)
 
 
 class Pacer:
@@ -125,7 +125,7 @@ class Pacer:
         ``stop``: the caller's event; its waits are ``stop.wait``, and once it is
         set, ``StoppedError`` (no ticket is taken).
         """
-        _check(stop)
+        raise_if_stopped(stop)
         nap = self._sleep if stop is None else stop.wait
         if self._cap is not None:
             self._cap.acquire(stop)
@@ -137,7 +137,7 @@ class Pacer:
                     self._free.wait(timeout=MAX_NAP)
                     if tick is not None:
                         tick()
-                    _check(stop)
+                    raise_if_stopped(stop)
                 now = self._monotonic()
                 wait = self._paused_until - now
                 if wait <= 0 and self._rate is not None:
@@ -154,7 +154,7 @@ class Pacer:
             if tick is not None:
                 tick()
             nap(min(wait, MAX_NAP))
-            _check(stop)
+            raise_if_stopped(stop)
 
     def release(self, ticket: int, *, throttled: bool, retry_after: float | None = None) -> None:
         """A request ended: ``throttled`` when the server pushed back, with its hint."""
@@ -228,11 +228,6 @@ class Pacer:
         capacity = max(1.0, self._rate)
         self._tokens = min(capacity, self._tokens + (now - self._refilled) * self._rate)
         self._refilled = now
-
-
-def _check(stop: threading.Event | None) -> None:
-    if stop is not None and stop.is_set():
-        raise StoppedError("stopping: the request was not sent")
 
 
 _shared: weakref.WeakValueDictionary[tuple[str, str, float | None], Pacer] = (

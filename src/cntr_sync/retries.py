@@ -30,7 +30,7 @@ from typing import TypeVar
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from cntr_sync.errors import StoppedError
+from cntr_sync.errors import raise_if_stopped
 
 #: The longest server hint obeyed (seconds); longer ones are cut to this.
 MAX_RETRY_AFTER = 120.0
@@ -143,7 +143,7 @@ class RetryPolicy:
         attempt (the first, or the one after a wait) raises ``StoppedError`` instead."""
 
         def once() -> _T:
-            self.check_stop()
+            raise_if_stopped(self._stop)
             try:
                 return attempt()
             except Retryable as exc:
@@ -155,11 +155,6 @@ class RetryPolicy:
             return self._retrying(once)
         except Retryable as exc:
             raise give_up(exc) from None
-
-    def check_stop(self) -> None:
-        """``StoppedError`` if ``stop`` is set: no request starts after it."""
-        if self._stop is not None and self._stop.is_set():
-            raise StoppedError("stopping: the request was not sent")
 
     def _wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: the server's hint, else backoff after
