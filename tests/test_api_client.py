@@ -26,6 +26,7 @@ from cntr_sync.errors import (
     ProtocolError,
     RateLimitedError,
     ServerError,
+    StoppedError,
     TransportError,
 )
 from cntr_sync.pacing import Pacer
@@ -60,7 +61,7 @@ def make_client(
         KEY,
         base_url="http://gateway.test/v1",
         transport=httpx.MockTransport(handler),
-        sleep=clock.sleep,
+        sleep=kwargs.pop("sleep", clock.sleep),
         clock=clock.time,
         **kwargs,
     )
@@ -293,6 +294,59 @@ def test_each_wait_is_one_call_of_sleep_which_may_return_early() -> None:
         assert client.retrieve_container("cntr_1").id == "cntr_1"
     assert waits == [30.0, 45.0]
     assert len(script.requests) == 3
+
+
+def test_a_stop_during_a_retry_wait_ends_the_retries_without_another_attempt() -> None:
+    """Issue 25, finding 8: the daemon stopping a pair mid-storm is not held up by
+    Retry-After; the request ends with ``StoppedError`` (a pass cut short, not failed)."""
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> bool:  # the stop comes while the first wait is slept
+        waits.append(seconds)
+        stop.set()
+        return stop.wait(seconds)
+
+    script = Script(error(429, "slow", {"retry-after": "60"}), httpx.Response(200, json=CONTAINER))
+    with (
+        make_client(script, sleep=sleep, stop=stop) as client,
+        pytest.raises(StoppedError),
+    ):
+        client.retrieve_container("cntr_1")
+    assert waits == [60.0]
+    assert len(script.requests) == 1  # no attempt after the stop
+
+
+def test_a_client_given_stop_sleeps_on_it_and_wakes_when_it_is_set() -> None:
+    stop = threading.Event()
+    script = Script(error(429, "slow", {"retry-after": "60"}), httpx.Response(200, json=CONTAINER))
+    timer = threading.Timer(0.2, stop.set)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with (
+            ContainersClient(
+                KEY,
+                base_url="http://gateway.test/v1",
+                transport=httpx.MockTransport(script),
+                stop=stop,
+            ) as client,
+            pytest.raises(StoppedError),
+        ):
+            client.retrieve_container("cntr_1")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 10.0  # not the 60 s the server asked for
+    assert len(script.requests) == 1
+
+
+def test_once_stopped_a_client_sends_nothing() -> None:
+    stop = threading.Event()
+    stop.set()
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with make_client(script, stop=stop) as client, pytest.raises(StoppedError):
+        client.retrieve_container("cntr_1")
+    assert script.requests == []
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503])

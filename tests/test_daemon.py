@@ -1061,6 +1061,60 @@ def test_a_second_sigterm_skips_a_slow_flush(
     server.emulator.set_faults(FaultConfig())
 
 
+def test_sigterm_during_a_429_storm_exits_within_the_flush_bound(
+    tmp_path: Path, server: EmulatorServer, start_daemon: Any
+) -> None:
+    """Issue 25, finding 8: every upload answers 429 with Retry-After: 60. The
+    retry waits and the pacer's wait (the whole process pauses for the hint) end
+    when the flush bound passes: the pass is cut short, not failed, and the
+    process exits well before a supervisor's SIGKILL (systemd's TimeoutStopSec=60)."""
+    root = make_tree(tmp_path / "docs", {f"f{number}.txt": f"file {number}" for number in range(6)})
+    server.emulator.fail_next("create_file", 429, count=10_000, headers={"retry-after": "60"})
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+    daemon.wait_for(
+        lambda: server.emulator.counts().get("create_file", 0) >= 1, "the first refused upload"
+    )
+    mark = daemon.mark()
+
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait_exit(FLUSH_TIMEOUT + 5.0)
+    elapsed = time.monotonic() - started
+
+    assert code == 0, daemon.describe()
+    assert elapsed <= FLUSH_TIMEOUT + 5.0, f"stopping took {elapsed:.2f}s"
+    assert daemon.events("daemon stopped", since=mark)
+    # Cut short by the stop: neither a failed pass nor a backoff.
+    assert not daemon.events("sync pass failed", since=mark), daemon.describe()
+    cut_short = [e for e in daemon.events("sync pass", since=mark) if e.get("cancelled")]
+    assert cut_short or daemon.events("sync pass stopped", since=mark), daemon.describe()
+
+
+def test_a_quota_error_fails_the_pass_at_once_with_a_backoff_and_a_reason(
+    tmp_path: Path, server: EmulatorServer, start_daemon: Any
+) -> None:
+    """Issue 25, finding 9: OpenAI's 429 ``insufficient_quota`` will not pass with
+    waiting. The pass fails at its first such answer, /status says why, and the
+    pair backs off; no file is tried five times."""
+    files = 30
+    root = make_tree(tmp_path / "docs", {f"f{number}.txt": "x" for number in range(files)})
+    server.emulator.fail_next("create_file", 429, count=10_000, code="insufficient_quota")
+    daemon = start_daemon(write_config(tmp_path / "daemon.toml", [pair("docs", root)]))
+
+    failed = daemon.wait_for_event("sync pass failed", pair="docs")
+    assert "insufficient_quota" in failed["error"]
+    assert failed["retry_in"] > 0
+    status = daemon.pair_status("docs")
+    assert status["state"] == "error"
+    assert "insufficient_quota" in status["last_error"]
+    assert daemon.get("/readyz").status_code == 503
+    # A pass sends at most the default concurrency (8) and the 8 handed out ahead,
+    # not 5 attempts a file (the backoff's next pass may have begun meanwhile).
+    uploads = server.emulator.counts()["create_file"]
+    passes = len(daemon.events("sync pass failed", pair="docs")) + 1
+    assert uploads <= 16 * passes < files * 5
+
+
 # -- 8. SIGHUP -----------------------------------------------------------------------------------
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 import pytest
 
-from cntr_sync.errors import ConfigError
+from cntr_sync.errors import ConfigError, StoppedError
 from cntr_sync.pacing import BETA, WINDOW, Pacer, RateLimiter, shared_pacer
 
 
@@ -231,3 +232,56 @@ def test_a_sleep_that_returns_early_only_makes_the_pacer_look_again() -> None:
     p.release(p.acquire(), throttled=False)
     assert clock.now >= paused_from + 2.0
     assert len(clock.sleeps) > 2
+
+
+# -- a stop ends every wait (issue 25, finding 8) ---------------------------------------
+# These wait on a real event (the pacer's waits are ``stop.wait`` then), set by a
+# timer thread; every wait is bounded.
+
+
+def stop_soon(seconds: float = 0.2) -> tuple[threading.Event, threading.Timer]:
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    return stop, timer
+
+
+def test_a_stop_ends_the_pause_a_throttle_set_at_once() -> None:
+    clock = FakeClock()  # frozen: only the stop can end this wait
+    p = pacer(clock)
+    p.release(p.acquire(), throttled=True, retry_after=60.0)
+    stop, timer = stop_soon()
+    started = time.monotonic()
+    with pytest.raises(StoppedError):
+        p.acquire(stop=stop)
+    timer.cancel()
+    assert time.monotonic() - started < 5.0
+    assert clock.sleeps == []  # waited on the event, not the pacer's own sleep
+    # No ticket was taken: the next request (after the pause) still goes.
+    clock.now += 60.0
+    p.release(p.acquire(), throttled=False)
+
+
+def test_a_stop_ends_a_wait_for_a_concurrency_slot() -> None:
+    clock = FakeClock()
+    p = pacer(clock)
+    first = [p.acquire() for _ in range(2)]
+    p.release(first[0], throttled=True)  # limit: 1, and one still in flight
+    stop, timer = stop_soon()
+    started = time.monotonic()
+    with pytest.raises(StoppedError):
+        p.acquire(stop=stop)
+    timer.cancel()
+    assert time.monotonic() - started < 5.0
+    p.release(first[1], throttled=False)
+
+
+def test_a_stop_set_before_the_call_takes_no_ticket_and_no_token() -> None:
+    clock = FakeClock()
+    p = pacer(clock, rate_cap=1.0)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(StoppedError):
+        p.acquire(stop=stop)
+    p.release(p.acquire(), throttled=False)
+    assert clock.sleeps == []  # the cap's one token was still there

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from cntr_sync.config import Settings
+from cntr_sync.daemon import Daemon
 from cntr_sync.emulator import ManualClock
-from cntr_sync.errors import CntrSyncError
+from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.result import ConflictCopy, PassResult, TransferEvent
@@ -263,11 +264,67 @@ def test_a_poll_that_is_due_waits_for_changes_to_settle_then_makes_their_pass_fu
     assert rig.engine.passes[1].paths is None
 
 
-def test_polls_stop_on_a_container_left_idle_until_it_can_expire(tmp_path: Path) -> None:
+def test_polls_stop_on_a_push_containers_idle_spell_so_it_can_expire(tmp_path: Path) -> None:
     # Expiring after 5 minutes: no polls once nothing moved for 5 min - 120 s = 180 s.
     rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)
+    assert rig.worker.status.as_json()["remote_poll"] == "on"
     ran = rig.run_until(1000.0)
     assert ran == [(0.0, "initial"), (60.0, "poll"), (120.0, "poll")]
+    # /status says the polls stopped on purpose, not that all is polled as usual.
+    assert rig.worker.status.as_json()["remote_poll"] == "paused"
+    assert rig.worker.status.state == "idle"
+
+
+def test_the_systemd_status_line_says_when_a_push_pairs_polls_are_paused(
+    tmp_path: Path,
+) -> None:
+    rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)
+    settings = Settings.model_validate(
+        {"pairs": [{"name": "docs", "local": tmp_path, "container": "box"}]}
+    )
+    daemon = Daemon(None, settings=settings, environ={})
+    daemon.workers["docs"] = rig.worker  # never started: its turns are driven here
+    rig.run_until(10.0)
+    assert daemon.summary_line() == "1 pairs: docs idle"
+    rig.run_until(1000.0)
+    assert daemon.summary_line() == (
+        "1 pairs: docs idle (polls paused: the container is left to expire)"
+    )
+
+
+def test_a_local_change_ends_a_push_pairs_pause_and_the_polls_resume(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)
+    rig.engine.answers = [PassResult(), PassResult(), PassResult(), PassResult(uploaded=1)]
+    ran = rig.run_until(450.0, [(299.0, "a.txt")])
+    # The upload at 300 is use: a poll at once (the last was long ago), then on
+    # the interval, until the container has been left alone for 180 s again.
+    assert ran == [
+        (0.0, "initial"),
+        (60.0, "poll"),
+        (120.0, "poll"),
+        (300.0, "changes"),
+        (300.0, "poll"),
+        (360.0, "poll"),
+        (420.0, "poll"),
+    ]
+    assert rig.worker.status.as_json()["remote_poll"] == "on"
+    assert rig.run_until(1000.0) == []
+    assert rig.worker.status.as_json()["remote_poll"] == "paused"
+
+
+@pytest.mark.parametrize("direction", ["pull", "both"])
+def test_a_pair_that_pulls_polls_through_an_idle_spell_longer_than_the_expiry(
+    tmp_path: Path, direction: str
+) -> None:
+    """Issue 25, finding 3: a poll is how the model's writes are seen (and the
+    model's use keeps the container alive), so a pair that pulls never stops."""
+    rig = make_rig(
+        tmp_path, remote_poll_interval=60.0, expires_after_minutes=5, direction=direction
+    )
+    ran = rig.run_until(3 * 5 * 60.0 + 1)  # three expiry spans without a transfer
+    assert ran == [(0.0, "initial"), *((60.0 * n, "poll") for n in range(1, 16))]
+    assert all(p.paths is None for p in rig.engine.passes)  # every poll lists
+    assert rig.worker.status.as_json()["remote_poll"] == "on"
 
 
 def test_a_pass_that_moved_a_file_keeps_the_polls_going(tmp_path: Path) -> None:
@@ -358,6 +415,25 @@ def test_a_second_failure_after_a_success_starts_the_backoff_again(rig: Rig) -> 
     assert 3.2 <= starts[3] - starts[2] <= 4.8  # the third backoff: 4 s
     assert starts[4] == 31.0
     assert 0.8 <= starts[5] - starts[4] <= 1.2  # back to 1 s
+
+
+def test_a_pass_told_to_stop_while_waiting_on_the_server_is_cut_short_not_failed(
+    rig: Rig,
+) -> None:
+    """Issue 25, finding 8: a ``StoppedError`` (the flush bound passed during a
+    retry wait) is no failure: no error in /status, no backoff, changes kept."""
+    rig.engine.answers = [PassResult(), StoppedError("stopping: the request was not sent")]
+
+    ran = rig.run_until(30.0, [(10.0, "a.txt")])
+
+    assert [reason for _, reason in ran] == ["initial", "changes", "changes"]
+    # What it took is pending again: the next pass is a full one, a quiet period
+    # later, with no backoff on top.
+    assert ran[2][0] == 12.0
+    assert rig.engine.passes[2].paths is None
+    assert rig.worker.status.passes == 2  # the stopped one is not counted as a pass
+    assert rig.worker.status.last_error is None
+    assert rig.worker.status.state == "idle"
 
 
 def test_status_lists_the_conflict_copies_a_full_pass_found(rig: Rig) -> None:

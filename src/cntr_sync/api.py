@@ -14,7 +14,10 @@ the caller's next listing).
 
 The transport is injectable (``transport=httpx.MockTransport(...)`` or the
 emulator's ``handle``), and so are ``sleep`` and ``clock``, so tests run
-retries without real waiting.
+retries without real waiting. ``stop`` (an event) ends every retry and pacing
+wait the moment it is set: the request raises ``StoppedError``. ``refusals``
+(a ``refusals.RefusalWatch``) counts how long every answer has been a 429 or
+503; past its limit a pass stops (``RefusedTooLongError``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import base64
 import io
 import os
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
@@ -49,6 +53,7 @@ from cntr_sync.models import (
     ContainerFile,
 )
 from cntr_sync.pacing import Pacer
+from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import (
     CHUNK_SIZE,
     Answer,
@@ -92,13 +97,17 @@ class ContainersClient:
         max_retries: int = 4,
         max_connections: int = 16,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         clock: Callable[[], float] = time.time,
         on_request: Callable[[RequestOutcome], None] | None = None,
         pacer: Pacer | None = None,
         tick: Callable[[], None] | None = None,
         request_deadline: float | None = 1800.0,
+        stop: threading.Event | None = None,
+        refusals: RefusalWatch | None = None,
     ) -> None:
+        """``sleep``: how a retry wait is slept (``time.sleep``; ``stop.wait`` when
+        ``stop`` is given, so that setting it ends the wait)."""
         if not api_key:
             raise ConfigError(
                 "no API key: set OPENAI_API_KEY, api_key_file or api_key in the settings"
@@ -148,12 +157,14 @@ class ContainersClient:
             http,
             secret=api_key,
             max_retries=max_retries,
-            sleep=sleep,
+            sleep=sleep or (time.sleep if stop is None else stop.wait),
             clock=clock,
             on_request=on_request,
             pacer=pacer,
             tick=tick,
             request_deadline=request_deadline,
+            stop=stop,
+            refusals=refusals,
         )
 
     @property

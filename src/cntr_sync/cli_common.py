@@ -28,6 +28,7 @@ from cntr_sync.errors import (
     LocalError,
     LockedError,
     PermissionDeniedError,
+    QuotaExceededError,
     SafetyBrakeError,
     TransportError,
 )
@@ -123,7 +124,10 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Debug logs and tracebac
 def exit_code_for(error: BaseException) -> int:
     if isinstance(error, SafetyBrakeError | LockedError):
         return EXIT_BRAKE
-    if isinstance(error, ConfigError | AuthenticationError | PermissionDeniedError | LocalError):
+    if isinstance(
+        error,
+        ConfigError | AuthenticationError | PermissionDeniedError | QuotaExceededError | LocalError,
+    ):
         return EXIT_USAGE
     if isinstance(error, TransportError) and error.status is None:
         return EXIT_UNREACHABLE

@@ -149,6 +149,8 @@ class Daemon:
                 text += " (no progress: hung?)"
             elif s.state == "error" and s.last_error:
                 text += f" ({s.last_error[:80]})"
+            elif s.remote_poll == "paused":
+                text += " (polls paused: the container is left to expire)"
             parts.append(text)
         return f"{len(self.workers)} pairs: " + "; ".join(parts)
 

@@ -11,6 +11,8 @@ messages are built from status codes, server messages and ids, and
     ├── LocalError                     the local tree: unreadable file, missing root
     ├── LockedError                    another run holds this pair's lock (exit 3)
     ├── SafetyBrakeError               a brake refused the pass (exit 3)
+    ├── StoppedError                   told to stop (the daemon's flush bound passed)
+    │                                  during a wait: not a failure, a pass cut short
     └── ApiError                       the Containers API; .status, .operation
         ├── AuthenticationError        401: key missing, wrong or revoked (exit 2)
         ├── PermissionDeniedError      403
@@ -18,6 +20,10 @@ messages are built from status codes, server messages and ids, and
         ├── ContainerExpiredError      400 "...expired..." or status != running
         ├── BadRequestError            any other 4xx the server refused
         ├── RateLimitedError           429, still after every retry
+        │   ├── QuotaExceededError     the account has no quota or billing
+        │   │                          (insufficient_quota): no wait helps (exit 2)
+        │   └── RefusedTooLongError    every answer a 429 or 503 for
+        │                              ``retries.REFUSAL_LIMIT``: the pass stops
         ├── ServerError                5xx, still after every retry
         ├── TransportError             connection or timeout, still after every retry
         ├── OutcomeUnknownError        an upload failed where the server may have
@@ -37,6 +43,7 @@ file being uploaded), ``containers`` (the id file), ``config`` and
 from __future__ import annotations
 
 import re
+import threading
 
 _SECRET_PATTERNS = (
     re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
@@ -109,6 +116,18 @@ class SafetyBrakeError(CntrSyncError):
         super().__init__(message, limit=4000)
 
 
+class StoppedError(CntrSyncError):
+    """A request was told to stop while it waited (a retry wait or the pacer's):
+    the daemon is stopping a pair past its flush bound. Not a failure: nothing is
+    known to have gone wrong, the pass ends cut short and the next one carries on."""
+
+
+def raise_if_stopped(stop: threading.Event | None) -> None:
+    """``StoppedError`` once ``stop`` is set: no request starts, no wait goes on."""
+    if stop is not None and stop.is_set():
+        raise StoppedError("stopping: the request was not sent")
+
+
 class ApiError(CntrSyncError):
     """The Containers API refused or failed a call."""
 
@@ -152,6 +171,16 @@ class BadRequestError(ApiError):
 
 class RateLimitedError(ApiError):
     """429 after every retry."""
+
+
+class QuotaExceededError(RateLimitedError):
+    """The account's quota or billing refuses every request (OpenAI's 429
+    ``insufficient_quota``): waiting will not help, so the pass stops at once."""
+
+
+class RefusedTooLongError(RateLimitedError):
+    """Every answer for a long while was a 429 or 503: the pass stops rather than
+    retrying for hours; the next pass tries again (one request, then this again)."""
 
 
 class ServerError(ApiError):

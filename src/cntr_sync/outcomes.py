@@ -41,6 +41,9 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     ProtocolError,
+    QuotaExceededError,
+    RefusedTooLongError,
+    StoppedError,
 )
 from cntr_sync.index import Index
 from cntr_sync.journal import Journal, JournalAction
@@ -67,7 +70,13 @@ PULL_RETRY_BASE_S = 60.0
 PULL_RETRY_MAX_S = 3600.0
 
 # Errors that end the whole pass: nothing else can succeed after them.
-FATAL = (AuthenticationError, PermissionDeniedError, ContainerExpiredError)
+FATAL = (
+    AuthenticationError,
+    PermissionDeniedError,
+    ContainerExpiredError,
+    QuotaExceededError,
+    RefusedTooLongError,
+)
 
 Action = LocalAction | RemoteAction
 
@@ -141,8 +150,10 @@ class OutcomeRecorder:
             outcome = future.result()
         except FATAL:
             raise
-        except NotStarted:
-            self.result.cancelled = True  # left to the next pass, like the actions not handed over
+        except (NotStarted, StoppedError):
+            # Left to the next pass, like the actions not handed over (a stopped one
+            # waited on the server and was told to stop: the server did not do it).
+            self.result.cancelled = True
         except OutcomeUnknownError as exc:
             self._on_outcome_unknown(exc)
         except ChangedSinceScan:

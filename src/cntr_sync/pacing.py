@@ -16,8 +16,10 @@ what happened), or keep the API key (the registry keys on a digest of it).
 
 The token bucket is a few lines, so it is written here rather than added as a
 dependency; clocks and sleep are injectable so tests need no real waiting. A
-sleep may return early (an ``Event.wait``, say): the pacer then checks again,
-and the cap only lets that request go sooner.
+sleep may return early: the pacer then checks again, and the cap only lets
+that request go sooner. A caller may pass its own ``stop`` event to
+``acquire``: its waits are then ``stop.wait`` (the pacer is shared, the event
+is the caller's), and once it is set the wait ends with ``StoppedError``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-from cntr_sync.errors import ConfigError
+from cntr_sync.errors import ConfigError, raise_if_stopped
 
 #: After a throttle the send rate is this share of the rate measured before it.
 BETA = 0.7
@@ -66,7 +68,8 @@ class RateLimiter:
         self._last = monotonic()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, stop: threading.Event | None = None) -> None:
+        """Take a token, waiting for it if need be (on ``stop``, when given)."""
         with self._lock:
             now = self._monotonic()
             self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.rate)
@@ -74,7 +77,8 @@ class RateLimiter:
             self._tokens -= 1.0
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait > 0:
-            self._sleep(wait)
+            (self._sleep if stop is None else stop.wait)(wait)
+            raise_if_stopped(stop)
 
 
 class Pacer:
@@ -113,17 +117,27 @@ class Pacer:
 
     # -- what the requester calls
 
-    def acquire(self, tick: Callable[[], None] | None = None) -> int:
-        """Wait until a request may start; returns the ticket to release it with."""
+    def acquire(
+        self, tick: Callable[[], None] | None = None, stop: threading.Event | None = None
+    ) -> int:
+        """Wait until a request may start; returns the ticket to release it with.
+
+        ``stop``: the caller's event; its waits are ``stop.wait``, and once it is
+        set, ``StoppedError`` (no ticket is taken).
+        """
+        raise_if_stopped(stop)
+        nap = self._sleep if stop is None else stop.wait
         if self._cap is not None:
-            self._cap.acquire()
+            self._cap.acquire(stop)
         while True:
             with self._free:
                 while self._limit is not None and self._in_flight >= int(self._limit):
-                    # Released requests notify; the timeout only bounds a missed one.
+                    # Released requests notify; the timeout only bounds a missed one
+                    # (and a set ``stop``: seen within MAX_NAP).
                     self._free.wait(timeout=MAX_NAP)
                     if tick is not None:
                         tick()
+                    raise_if_stopped(stop)
                 now = self._monotonic()
                 wait = self._paused_until - now
                 if wait <= 0 and self._rate is not None:
@@ -139,7 +153,8 @@ class Pacer:
                     return self._epoch
             if tick is not None:
                 tick()
-            self._sleep(min(wait, MAX_NAP))
+            nap(min(wait, MAX_NAP))
+            raise_if_stopped(stop)
 
     def release(self, ticket: int, *, throttled: bool, retry_after: float | None = None) -> None:
         """A request ended: ``throttled`` when the server pushed back, with its hint."""

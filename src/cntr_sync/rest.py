@@ -8,7 +8,8 @@ cookies a gateway sets); reading the answer into an ``Answer`` within
 ``request_deadline``, however slowly it trickles in; pacing (the shared
 ``Pacer`` admits each attempt and hears how it ended); which failures are
 worth retrying, and for an upload whether the server may have kept it (the
-waits and the count are ``retries.RetryPolicy``); request counts
+waits and the count are ``retries.RetryPolicy``; a refusal no retry cures,
+quota or a long run of 429s, is ``refusals``'s judgement); request counts
 (``RequestStats``, ``RequestOutcome``); mapping every HTTP failure into the
 ``errors`` tree; pagination (a response's ``after`` cursor, else the last id,
 with loop detection); and parsing answers into the tolerant wire models.
@@ -45,11 +46,14 @@ from cntr_sync.errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     ProtocolError,
+    QuotaExceededError,
     RateLimitedError,
+    RefusedTooLongError,
     ServerError,
     TransportError,
 )
 from cntr_sync.pacing import Pacer
+from cntr_sync.refusals import RefusalWatch, quota_refusal
 from cntr_sync.retries import Retryable, RetryPolicy, parse_retry_after
 
 PAGE_LIMIT = 100
@@ -160,13 +164,18 @@ class Answer:
         return self.content.decode("utf-8", "replace")
 
 
-def _server_message(answer: Answer) -> str:
-    """The error message of an OpenAI-style error body, or a short raw excerpt."""
+def _error_of(answer: Answer) -> tuple[object, str]:
+    """An error answer's parsed body (None when it is not JSON) and its message:
+    that of an OpenAI-style error body, or a short raw excerpt."""
     try:
         body = answer.json()
     except (ValueError, UnicodeDecodeError, RecursionError):
         text = answer.text.strip()
-        return text[:200] if text else answer.reason
+        return None, text[:200] if text else answer.reason
+    return body, _message_of(body)
+
+
+def _message_of(body: object) -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
@@ -199,8 +208,9 @@ class Requester:
     every retry wait and for every downloaded chunk, so a watcher can tell a slow
     exchange from a hung one.
 
-    ``sleep`` and ``clock`` are the retry policy's (``retries.RetryPolicy``).
-    Thread-safe, like the ``httpx.Client`` it drives.
+    ``sleep``, ``clock`` and ``stop`` are the retry policy's (``retries.RetryPolicy``);
+    ``stop`` also ends a pacing wait. ``refusals`` hears every answer (a new one
+    when not given). Thread-safe, like the ``httpx.Client`` it drives.
     """
 
     def __init__(
@@ -215,8 +225,12 @@ class Requester:
         pacer: Pacer | None,
         tick: Callable[[], None] | None = None,
         request_deadline: float | None = None,
+        stop: threading.Event | None = None,
+        refusals: RefusalWatch | None = None,
     ) -> None:
         self.http = http
+        self._stop = stop
+        self.refusals = refusals or RefusalWatch()
         self.request_deadline = request_deadline
         self._secret = secret
         self._tick = tick or _no_tick
@@ -226,7 +240,7 @@ class Requester:
         self.stats = RequestStats()
         self._urls: dict[str, httpx.URL] = {}
         self._retries = RetryPolicy(
-            max_retries=max_retries, sleep=sleep, clock=clock, tick=self._tick
+            max_retries=max_retries, sleep=sleep, clock=clock, tick=self._tick, stop=stop
         )
 
     # -- one request, retried
@@ -383,12 +397,16 @@ class Requester:
         upload: bool = False,
     ) -> _T:
         """``attempt()`` under the retry policy; a failure given up on becomes its
-        error in the ``errors`` tree."""
+        error in the ``errors`` tree. A refusal after ``refusals`` saw nothing but
+        refusals for its limit is not repeated."""
         return self._retries.run(
             attempt,
-            may_repeat=may_repeat,
+            may_repeat=lambda exc: not self._refused_too_long(exc) and may_repeat(exc),
             give_up=lambda exc: self._final_error(call, exc, upload=upload),
         )
+
+    def _refused_too_long(self, exc: Retryable) -> bool:
+        return exc.status in THROTTLE_STATUSES and self.refusals.exceeded()
 
     @contextlib.contextmanager
     def _paced(self) -> Iterator[None]:
@@ -397,7 +415,7 @@ class Requester:
             yield
             return
         self._tick()
-        ticket = self._pacer.acquire(self._tick)
+        ticket = self._pacer.acquire(self._tick, self._stop)
         try:
             yield
         except Retryable as exc:
@@ -418,6 +436,8 @@ class Requester:
 
     def _record(self, call: Call, status: int | None, started: float) -> None:
         self._tick()
+        if status is not None:
+            self.refusals.answered(refused=status in THROTTLE_STATUSES)
         outcome = RequestOutcome(call.operation, status, time.monotonic() - started)
         self.stats.record(outcome)
         if self._on_request is not None:
@@ -429,7 +449,20 @@ class Requester:
         status = answer.status
         if status < 400:
             return
-        message = self.scrub(_server_message(answer))
+        body, message = _error_of(answer)
+        message = self.scrub(message)
+        quota = quota_refusal(status, body, message)
+        if quota is not None:
+            raise QuotaExceededError(
+                f"the account has no quota for the API ({quota}): no request can succeed "
+                "until its plan or billing allows it, so the pass stops. "
+                f"{call.describe()}: HTTP {status}: {message}",
+                operation=call.operation,
+                status=status,
+                container_id=call.container_id,
+                file_id=call.file_id,
+                request_id=answer.headers.get("x-request-id"),
+            )
         if status in RETRYABLE_STATUSES or status >= 500:
             raise Retryable(status=status, message=message, headers=answer.headers)
         error_class: type[ApiError]
@@ -468,6 +501,13 @@ class Requester:
             "container_id": call.container_id,
             "file_id": call.file_id,
         }
+        if self._refused_too_long(exc):
+            minutes = self.refusals.refused_for() / 60
+            return RefusedTooLongError(
+                f"every answer for {minutes:.0f} min was HTTP 429 or 503, so the pass "
+                f"stops (the next one tries again). Last: {where}",
+                **kwargs,
+            )
         if exc.status == 429:
             return RateLimitedError(f"{where} (rate limited after retries)", **kwargs)
         if exc.status is None or exc.status == 408:

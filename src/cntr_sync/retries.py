@@ -11,9 +11,11 @@ Must not: send requests or decide which statuses are worth retrying (``rest``
 raises ``Retryable``); sleep anywhere but through the injected ``sleep``.
 
 ``sleep`` is called once per wait, with the whole wait, from the thread that
-retries. One that returns early (an ``Event.wait`` set at shutdown, say) only
-shortens that wait; ending the retries too would take
-``tenacity.stop_when_event_set`` beside ``stop_after_attempt``.
+retries; it may return early. ``stop`` (an event; the daemon sets a pair's when
+its flush bound has passed) is checked before every attempt: once it is set, no
+attempt is made and ``StoppedError`` ends the retries. With ``sleep=stop.wait``
+(what ``api.ContainersClient`` does when given ``stop``) a wait ends the moment
+the event is set.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from cntr_sync.errors import raise_if_stopped
 
 #: The longest server hint obeyed (seconds); longer ones are cut to this.
 MAX_RETRY_AFTER = 120.0
@@ -111,8 +116,10 @@ class RetryPolicy:
         sleep: Callable[[float], object],
         clock: Callable[[], float],
         tick: Callable[[], None],
+        stop: threading.Event | None = None,
     ) -> None:
         self._sleep = sleep
+        self._stop = stop
         self._clock = clock
         self._tick = tick
         self._retrying = Retrying(
@@ -132,9 +139,11 @@ class RetryPolicy:
     ) -> _T:
         """``attempt()`` under the policy. A ``Retryable`` failure that this call
         must not repeat (``may_repeat`` says no), or the last one when the retries
-        are spent, is raised as ``give_up(failure)``."""
+        are spent, is raised as ``give_up(failure)``. Once ``stop`` is set, the next
+        attempt (the first, or the one after a wait) raises ``StoppedError`` instead."""
 
         def once() -> _T:
+            raise_if_stopped(self._stop)
             try:
                 return attempt()
             except Retryable as exc:

@@ -13,7 +13,7 @@ settings did that).
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from cntr_sync.index_file import pair_stem
 from cntr_sync.local_side import default_backup_dir
 from cntr_sync.models import DEFAULT_BASE_URL, Pair
 from cntr_sync.pacing import Pacer, shared_pacer
+from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, Progress
 
@@ -58,9 +59,16 @@ def build_client(
     on_request: Callable[[RequestOutcome], None] | None = None,
     tick: Callable[[], None] | None = None,
     transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
+    stop: threading.Event | None = None,
+    refusals: RefusalWatch | None = None,
 ) -> ContainersClient:
-    """A client from the settings (the key is read now: a rotated key file counts)."""
+    """A client from the settings (the key is read now: a rotated key file counts).
+
+    ``stop``: once set, every retry and pacing wait ends and no request starts
+    (``StoppedError``): the daemon sets a pair's when its flush bound has passed.
+    ``refusals``: the pair's count of refused answers, kept across clients.
+    """
     kwargs = settings.client_kwargs()
     return ContainersClient(
         **kwargs,
@@ -70,6 +78,8 @@ def build_client(
         tick=tick,
         transport=transport,
         sleep=sleep,
+        stop=stop,
+        refusals=refusals,
     )
 
 
@@ -99,7 +109,9 @@ class PairSession:
 
     ``lock=False`` opens the index for reading beside a running sync (``status``).
     The pacer is shared by all pairs of a process on one endpoint and key; the
-    hooks see every request (metrics) and every sign of progress (liveness).
+    hooks see every request (metrics) and every sign of progress (liveness);
+    ``stop`` ends the waits of every client the session builds (``build_client``),
+    and ``refusals`` is the count of refused answers they all add to.
     """
 
     def __init__(
@@ -112,7 +124,9 @@ class PairSession:
         on_request: Callable[[RequestOutcome], None] | None = None,
         tick: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
+        stop: threading.Event | None = None,
+        refusals: RefusalWatch | None = None,
         client: ContainersClient | None = None,
     ) -> None:
         """``client``: use this one (the caller keeps and closes it) instead of building one."""
@@ -124,6 +138,8 @@ class PairSession:
             "tick": tick,
             "transport": transport,
             "sleep": sleep,
+            "stop": stop,
+            "refusals": refusals,
         }
         self._owns_client = client is None
         self._engine: Engine | None = None

@@ -27,10 +27,11 @@ from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
-from cntr_sync.errors import CntrSyncError
+from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
+from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, TransferEvent
 from cntr_sync.session import PairSession
@@ -66,14 +67,17 @@ class TransferLog:
 
 
 PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
+# "paused": a push pair left its container alone for nearly its expiry, so that an
+# unused container can expire; the next local change resumes the polls.
+RemotePoll = Literal["on", "paused"]
 # "overdue": changes kept coming past max_delay, so even files written a moment
 # ago are sent now (a log file that never goes quiet still gets mirrored).
 PassReason = Literal["initial", "changes", "overdue", "rescan", "poll", "flush"]
 
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0
-# Stop polling an idle container this long before it would expire, so that,
-# without keepalive, an unused container is allowed to expire.
+# A push pair without keepalive stops polling an idle container this long before
+# it would expire, so that an unused container is allowed to expire.
 EXPIRY_MARGIN = 120.0
 POLL_INTERVAL_FOR_WATCH_POLL = 1.0
 # The least time between a pass that deferred files and the next one.
@@ -106,6 +110,7 @@ class PairStatus:
     container_id: str | None = None
     state: PairState = "starting"
     watch: str = "off"
+    remote_poll: RemotePoll = "on"
     first_sync_done: bool = False
     first_attempt_done: bool = False
     passes: int = 0
@@ -126,6 +131,7 @@ class PairStatus:
             "container_id": self.container_id,
             "state": self.state,
             "watch": self.watch,
+            "remote_poll": self.remote_poll,
             "first_sync_done": self.first_sync_done,
             "passes": self.passes,
             "last_sync_at": self.last_sync_at,
@@ -171,6 +177,9 @@ class PairWorker:
         self.cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pair-{pair.name}", daemon=True)
         self._session: PairSession | None = None
+        # Kept for the pair's life: a failed pass opens a new session and client,
+        # and a run of refusals (429, 503) must not start counting again with it.
+        self._refusals = RefusalWatch()
         self._engine = engine or self._session_engine
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -252,6 +261,15 @@ class PairWorker:
         self.status.watch = self.watcher.kind
         self.status.pending_changes = self.tracker.pending
         self._metrics.set_pending(self.pair.name, self.tracker.pending)
+        polling: RemotePoll = "on" if self._container_wanted(self._clock()) else "paused"
+        if polling != self.status.remote_poll:
+            self.status.remote_poll = polling
+            if polling == "paused":
+                log.info(
+                    "remote polls paused: the idle container is left to expire", pair=self.pair.name
+                )
+            else:
+                log.info("remote polls resumed", pair=self.pair.name)
 
     def _due(self) -> PassReason | None:
         now = self._clock()
@@ -286,9 +304,12 @@ class PairWorker:
         return interval
 
     def _container_wanted(self, now: float) -> bool:
-        """Without keepalive, stop touching a container nobody has used for a while,
-        so that it can expire (a later change recreates and refills it)."""
-        if self.pair.keepalive:
+        """Whether the remote polls go on. A pair that pulls always polls: a poll is
+        how the model's writes are seen (and the model's own use keeps the container
+        alive). A push pair without keepalive stops touching a container nobody has
+        used for nearly its expiry, so that it can expire (a later change recreates
+        and refills it)."""
+        if self.pair.keepalive or self.pair.direction != "push":
             return True
         idle_limit = self.pair.expires_after_minutes * 60 - EXPIRY_MARGIN
         return now - self._last_activity < idle_limit
@@ -331,6 +352,10 @@ class PairWorker:
                 self.pair,
                 on_request=self._observe,
                 tick=self.beat,
+                # Past the flush bound, a retry or pacing wait ends at once: a stop
+                # is never held up by a server's Retry-After.
+                stop=self.cancel,
+                refusals=self._refusals,
             )
         else:
             self._session.refresh_client()  # re-reads api_key_file
@@ -365,6 +390,14 @@ class PairWorker:
                 deadline=self.settings.pass_deadline,
                 paths=only,
             )
+        except StoppedError:
+            # Stopped past the flush bound while it waited on the server: cut short,
+            # not failed (no backoff, no error); what it took is pending again.
+            if taken_paths or taken_full:
+                self.tracker.mark_full(since=pending_since)
+            self.status.state = "idle"
+            log.info("sync pass stopped", pair=self.pair.name, reason=reason)
+            return None
         except CntrSyncError as exc:
             self._failed(
                 reason,
@@ -466,6 +499,7 @@ class PairWorker:
             "conflicts": result.conflicts,
             "failed": len(result.failures),
             "deferred": len(result.deferred),
+            "cancelled": result.cancelled,
             "bytes": result.bytes_uploaded,
             "requests": result.requests,
             "listed": result.listed,

@@ -194,6 +194,23 @@ def test_fail_next_statuses_and_headers(client: httpx.Client, emulator: Emulator
     assert client.get(f"/containers/{container_id}/files").status_code == 200
 
 
+def test_fail_next_with_a_code_answers_openais_quota_error(
+    client: httpx.Client, emulator: Emulator
+) -> None:
+    """The 429 an account without quota gets: no waiting cures it (issue 25, finding 9)."""
+    emulator.fail_next("list_containers", 429, code="insufficient_quota", headers={})
+    emulator.fail_next("list_containers", 400, code="made_up")
+    quota = client.get("/containers")
+    assert quota.status_code == 429
+    error = quota.json()["error"]
+    assert (error["code"], error["type"]) == ("insufficient_quota", "insufficient_quota")
+    assert error["message"].startswith("You exceeded your current quota")
+    assert "retry-after-ms" not in quota.headers  # headers={}: no hint
+    other = client.get("/containers").json()["error"]
+    assert (other["code"], other["type"]) == ("made_up", "invalid_request_error")
+    assert client.get("/containers").status_code == 200
+
+
 def test_fail_next_drop_and_ambiguous(client: httpx.Client, emulator: Emulator) -> None:
     container_id = make_container(client)
     emulator.fail_next("create_file", "drop")
@@ -333,6 +350,8 @@ def test_control_surface_in_process(tmp_path: Path) -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             api.get("/containers")
         assert control.counts()["list_containers"] == 2
+        control.fail_next("list_containers", 429, code="insufficient_quota")
+        assert api.get("/containers").json()["error"]["code"] == "insufficient_quota"
         assert [r["operation"] for r in control.requests_log()][-1] == "list_containers"
         before = emu.now()
         assert control.advance_clock(30) >= before + 30

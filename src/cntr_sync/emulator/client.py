@@ -90,12 +90,14 @@ class EmulatorControl:
         status: ScriptedStatus,
         count: int = 1,
         headers: Mapping[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         payload = {
             "operation": operation,
             "status": status,
             "count": count,
             "headers": dict(headers) if headers is not None else None,
+            "code": code,
         }
         self._call("POST", "/fail_next", payload)
 

@@ -11,7 +11,7 @@ client is ``EmulatorControl`` in ``client``.
     POST /_emulator/counts/reset                    -> {"ok": true}
     GET  /_emulator/requests                        -> [{operation, method, path, query, headers}]
     GET|PUT /_emulator/faults         FaultConfig   -> FaultConfig
-    POST /_emulator/fail_next  {operation, status, count?, headers?} -> {"ok": true}
+    POST /_emulator/fail_next  {operation, status, count?, headers?, code?} -> {"ok": true}
     GET|PUT /_emulator/gateway        GatewayStyle  -> GatewayStyle
     POST /_emulator/clock/advance     {seconds}     -> {"now": float}
     POST /_emulator/containers        {name, minutes?} -> container
@@ -77,6 +77,7 @@ class FailNextBody(_Body):
     status: int | Literal["drop", "ambiguous", "ambiguous_drop"]
     count: int = Field(default=1, ge=1)
     headers: dict[str, str] | None = None
+    code: str | None = None
 
 
 class AdvanceClockBody(_Body):
@@ -124,7 +125,7 @@ def _route(
             return json_response(200, emulator.faults.model_dump(mode="json"))
         case ("fail_next",), "POST":
             fail = FailNextBody.model_validate_json(_body(request))
-            emulator.fail_next(fail.operation, fail.status, fail.count, fail.headers)
+            emulator.fail_next(fail.operation, fail.status, fail.count, fail.headers, fail.code)
             return json_response(200, OK)
         case ("gateway",), "GET":
             return json_response(200, emulator.gateway.model_dump(mode="json"))

@@ -525,14 +525,16 @@ class Emulator:
         status: ScriptedStatus,
         count: int = 1,
         headers: Mapping[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         """Script the next ``count`` requests of ``operation`` (or ``"*"``) to fail.
 
-        ``status`` is an HTTP status (answered with an OpenAI error body and ``headers``),
+        ``status`` is an HTTP status (answered with an OpenAI error body and ``headers``;
+        ``code`` sets the body's code, e.g. ``insufficient_quota`` with 429),
         ``"drop"``, ``"ambiguous"`` (carried out, answered 500) or ``"ambiguous_drop"``.
         """
         with self._lock:
-            self._faults.fail_next(operation, status, count, headers)
+            self._faults.fail_next(operation, status, count, headers, code)
 
     def clear_faults(self) -> None:
         """No faults from now on: the configuration back to none, scripted faults dropped."""

@@ -35,6 +35,8 @@ class ScriptedFault:
     status: ScriptedStatus
     headers: tuple[tuple[str, str], ...] | None
     """None: a 429 gets the configured retry hint, worked out when it is answered."""
+    code: str | None = None
+    """The error body's ``code`` (a known one brings its real message and type)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,32 @@ def rate_limited(headers: tuple[tuple[str, str], ...]) -> ApiError:
     )
 
 
-def scripted_error(status: int, headers: tuple[tuple[str, str], ...]) -> ApiError:
+# Error codes an account can meet, as OpenAI answers them: (message, type). A 429 with
+# ``insufficient_quota`` is the one that no waiting cures.
+KNOWN_CODES: dict[str, tuple[str, str]] = {
+    "insufficient_quota": (
+        "You exceeded your current quota, please check your plan and billing details. For "
+        "more information on this error, read the docs: "
+        "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        "insufficient_quota",
+    ),
+    "billing_not_active": (
+        "Your account is not active, please check your billing details on our website.",
+        "billing_not_active",
+    ),
+    "billing_hard_limit_reached": (
+        "Billing hard limit has been reached",
+        "invalid_request_error",
+    ),
+}
+
+
+def scripted_error(
+    status: int, headers: tuple[tuple[str, str], ...], code: str | None = None
+) -> ApiError:
+    if code is not None:
+        message, error_type = KNOWN_CODES.get(code, (f"Injected fault: HTTP {status}.", ""))
+        return ApiError(status, message, code=code, error_type=error_type or None, headers=headers)
     if status >= 500:
         return server_error(status, headers)
     if status == 429:
@@ -116,8 +143,11 @@ class FaultInjector:
         status: ScriptedStatus,
         count: int = 1,
         headers: Mapping[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
-        """Script the next ``count`` requests of ``operation`` (or ``*``) to fail."""
+        """Script the next ``count`` requests of ``operation`` (or ``*``) to fail;
+        ``code``: the error body's code (``insufficient_quota``: OpenAI's answer to an
+        account without quota)."""
         if operation != ANY_OPERATION and operation not in API_OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}")
         if isinstance(status, int) and not 400 <= status <= 599:
@@ -126,7 +156,7 @@ class FaultInjector:
             raise ValueError(f"unknown fault {status!r}")
         hint = None if headers is None else tuple(headers.items())
         for _ in range(count):
-            self._script.append(ScriptedFault(operation, status, hint))
+            self._script.append(ScriptedFault(operation, status, hint, code))
 
     def decide(self, operation: str) -> FaultDecision:
         """The fault, if any, for the next request of ``operation``."""
@@ -184,7 +214,9 @@ class FaultInjector:
             headers = (
                 retry_hint(config.retry_header, config.retry_value) if fault.status == 429 else ()
             )
-        return FaultDecision(latency_s=latency, error=scripted_error(fault.status, headers))
+        return FaultDecision(
+            latency_s=latency, error=scripted_error(fault.status, headers, fault.code)
+        )
 
     def _ambiguous_kind(self) -> Literal["error", "drop"]:
         mode = self._config.ambiguous_mode
