@@ -206,3 +206,18 @@ def test_backup_dir_chooses_where_versions_are_kept(rig: PassRig, tmp_path: Path
     rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"v2 from the model")
     (kept,) = rig.sync(backup_dir=chosen).backups
     assert kept.path.is_relative_to(chosen) and kept.path.read_bytes() == b"v1"
+
+
+def test_a_folder_name_picks_that_version_among_passes_of_one_second(tmp_path: Path) -> None:
+    """Two passes in one second keep their versions in ``...Z`` and ``...Z-2``: a time
+    cannot tell them apart, the folder's name can."""
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    for content in (b"first", b"second"):
+        write(root, "f.txt", content)
+        keep_file(kept, root, "f.txt", 1_000 * DAY)
+    first, second = versions(kept, "f.txt")
+    assert first.kept_at == second.kept_at and first.folder != second.folder
+    assert version_at(kept, "f.txt", first.folder) == first
+    assert version_at(kept, "f.txt", second.folder) == second
+    assert version_at(kept, "f.txt", 1_000 * DAY) == second  # the newest of that second

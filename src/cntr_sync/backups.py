@@ -190,10 +190,21 @@ def versions(directory: Path, relpath: str | None = None) -> list[KeptVersion]:
     return found
 
 
-def version_at(directory: Path, relpath: str, at: float | None = None) -> KeptVersion | None:
-    """The newest version of ``relpath`` kept at or before ``at`` (any time if None)."""
-    candidates = [v for v in versions(directory, relpath) if at is None or v.kept_at <= at]
+def version_at(directory: Path, relpath: str, at: float | str | None = None) -> KeptVersion | None:
+    """The newest version of ``relpath`` kept at or before ``at``: a time (Unix
+    seconds), or a pass folder's name (that folder, or an earlier one: two passes in
+    one second have folders ``T...Z`` and ``T...Z-2``); any time if None."""
+    if isinstance(at, str):
+        last = _folder_key(at)
+        candidates = [v for v in versions(directory, relpath) if _folder_key(v.folder) <= last]
+    else:
+        candidates = [v for v in versions(directory, relpath) if at is None or v.kept_at <= at]
     return candidates[-1] if candidates else None
+
+
+def is_folder_name(text: str) -> bool:
+    """Whether ``text`` names a pass folder (``2026-12-07T140512Z``, ``...Z-2``)."""
+    return _FOLDER.match(text) is not None
 
 
 def prune(directory: Path, *, keep_days: float, max_bytes: int, now: float) -> list[KeptVersion]:

@@ -201,14 +201,17 @@ def restore(
         settings,
         pair,
     ):
-        from cntr_sync.backups import PassBackups, version_at  # noqa: PLC0415
+        from cntr_sync.backups import PassBackups, is_folder_name, version_at  # noqa: PLC0415
         from cntr_sync.remote_paths import printable, restorable_relpath  # noqa: PLC0415
         from cntr_sync.session import backup_dir_of  # noqa: PLC0415
         from cntr_sync.transfer import restore_version  # noqa: PLC0415
 
         relpath = restorable_relpath(path)
         now = time.time()
-        moment = parse_time(at, now, flag="--at") if at else None
+        moment: float | str | None = None
+        if at is not None:
+            # A folder's name picks that folder even among several of one second.
+            moment = at.strip() if is_folder_name(at.strip()) else parse_time(at, now, flag="--at")
         kept_in = backup_dir_of(settings, pair)
         version = version_at(kept_in, relpath, moment)
         if version is None:

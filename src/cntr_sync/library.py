@@ -350,13 +350,14 @@ def restore(
     container: str,
     path: str,
     *,
-    at: float | None = None,
+    at: float | str | None = None,
     client: Any = None,
     settings: Settings | None = None,
     **overrides: Any,
 ) -> KeptVersion:
     """Put the newest kept version of ``path`` (a relpath), or the newest kept at or
-    before ``at`` (Unix seconds), back into ``local``; the file it replaces is kept
+    before ``at`` (Unix seconds, or a pass folder's name: ``KeptVersion.folder``),
+    back into ``local``; the file it replaces is kept
     too, and the next pass pushes the restored file as any local edit. Returns the
     version restored; ``LocalError`` when none is kept."""
     resolved, pair, own_client = _prepare(
