@@ -12,6 +12,7 @@ messages are built from status codes, server messages and ids, and
     ├── LocalError                     the local tree: unreadable file, missing root
     ├── LockedError                    another run holds this pair's lock (exit 3)
     ├── SafetyBrakeError               a brake refused the pass (exit 3)
+    ├── IncompleteSyncError            the library's pass left work undone; .result
     └── ApiError                       the Containers API; .status, .operation
         ├── AuthenticationError        401: key missing, wrong or revoked (exit 2)
         ├── PermissionDeniedError      403
@@ -38,6 +39,10 @@ file being uploaded), ``containers`` (the id file), ``config`` and
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cntr_sync.result import SyncResult
 
 REDACTED = "[redacted]"
 
@@ -150,6 +155,20 @@ class SafetyBrakeError(CntrSyncError):
         self.would_delete = would_delete
         # Room for the names the message gives (``plan.BRAKE_NAMED`` of them).
         super().__init__(message, limit=4000)
+
+
+class IncompleteSyncError(CntrSyncError):
+    """A pass of the Python API left work undone: an action failed, a file was
+    deferred (it changed during the pass), or the pass was cut short.
+
+    ``result``: the pass's ``SyncResult`` (its ``failures`` and ``deferred`` say
+    what); the next pass tries again. A dry run raises it for those reasons only,
+    never because it planned actions.
+    """
+
+    def __init__(self, message: str, *, result: SyncResult) -> None:
+        self.result = result
+        super().__init__(message)
 
 
 class ApiError(CntrSyncError):
