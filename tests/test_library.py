@@ -6,6 +6,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,6 +311,43 @@ def test_a_pass_names_what_it_kept_and_restore_puts_it_back(
         cntr_sync.restore(work, "lib-box", "nope.txt")
     with pytest.raises(cntr_sync.ConfigError, match="not a file inside DIRECTORY"):
         cntr_sync.restore(work, "lib-box", "../outside.txt")
+
+
+def test_a_cancelled_async_sync_stops_its_pass_and_frees_the_pair(
+    env: None, server: EmulatorServer, tmp_path: Path
+) -> None:
+    """Issue 25, finding 14: ``wait_for(async_sync(...))`` timing out stops the pass at
+    its next action and releases the pair's lock before ``CancelledError`` is raised:
+    ``asyncio.run`` does not wait for the whole pass, and a second call at once finds
+    the pair free and finishes the job."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for number in range(300):
+        (root / f"f{number:03}.txt").write_text(f"file {number}\n")
+    # 300 uploads, 8 at a time, 100 ms each: a whole pass takes about 4 s.
+    server.emulator.set_faults(FaultConfig(latency_ms=100))
+
+    async def cut_short() -> None:
+        await asyncio.wait_for(cntr_sync.async_sync(root, "slow-box"), 0.8)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        asyncio.run(cut_short())
+    assert time.monotonic() - started < 3.0  # asyncio.run did not wait for the whole pass
+    uploaded_by_the_first = server.emulator.counts()["create_file"]
+    assert 0 < uploaded_by_the_first < 300
+
+    async def cut_short_then_again() -> cntr_sync.SyncResult:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(cntr_sync.async_sync(root, "slow-box"), 0.8)
+        return await cntr_sync.async_sync(root, "slow-box")  # at once: no LockedError
+
+    second = asyncio.run(cut_short_then_again())
+    assert second.in_sync and second.local_files == 300
+    uploads = server.emulator.counts()["create_file"]
+    assert second.uploaded < 300 - uploaded_by_the_first  # the second cut pass did some
+    assert len(_files(server, second.container_id or "")) == 300
+    assert uploads == 300  # none sent twice
 
 
 # -- issue 25, finding 6: a pass that leaves work undone raises --------------------------

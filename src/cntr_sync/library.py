@@ -6,7 +6,9 @@ settings and a pair, running passes through the same wiring as the command
 line (``session.run_pass``: same engine, same brakes, same index), and giving
 back a frozen ``SyncResult``, or ``IncompleteSyncError`` carrying it when the
 pass left work undone. The async flavours run the same code in a worker
-thread, so the event loop is never blocked.
+thread, so the event loop is never blocked; cancelling one stops its pass at
+the next action and waits for the thread, so the pair's lock is free when
+``CancelledError`` reaches the caller.
 
 Must not: print, configure logging (the ``cntr_sync`` logger has a
 ``NullHandler``; the application decides), or import ``openai`` (a client is
@@ -16,13 +18,16 @@ read by duck typing, so the package stays optional).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.backups import KeptVersion, PassBackups, version_at, versions
@@ -36,6 +41,7 @@ from cntr_sync.session import backup_dir_of, run_pass
 from cntr_sync.transfer import restore_version
 
 OnProgress = Callable[[TransferEvent], None]
+T = TypeVar("T")
 
 log = get_logger("cntr_sync.library")
 
@@ -169,6 +175,7 @@ def sync(
     return _one_pass(
         local,
         container,
+        cancel=None,
         direction=direction,
         dry_run=dry_run,
         force=force,
@@ -184,6 +191,7 @@ def _one_pass(
     local: str | os.PathLike[str],
     container: str,
     *,
+    cancel: threading.Event | None,
     direction: Direction,
     dry_run: bool,
     force: bool,
@@ -193,7 +201,7 @@ def _one_pass(
     raise_on_incomplete: bool,
     overrides: Mapping[str, Any],
 ) -> SyncResult:
-    """``sync``, with its settings and raising gathered."""
+    """``sync``, stopped at its next action once ``cancel`` is set."""
     resolved, pair, own_client = _prepare(
         local,
         container,
@@ -210,6 +218,7 @@ def _one_pass(
         dry_run=dry_run,
         force=force,
         client=own_client,
+        cancel=cancel,
     )
     synced = SyncResult.from_pass(result)
     if raise_on_incomplete:
@@ -239,6 +248,30 @@ def _raise_if_undone(result: PassResult, synced: SyncResult) -> None:
         f"the pass left work undone: {'; '.join(undone)}; the next pass tries again",
         result=synced,
     )
+
+
+async def _off_the_loop(work: Callable[[threading.Event], T]) -> T:
+    """``work(cancel)`` in a worker thread, awaited without blocking the event loop.
+
+    Cancelling the awaiting task sets ``cancel`` (a pass then starts no further
+    action) and waits for the thread, through further cancellations too: the
+    pass's lock is released, and the thread gone, before ``CancelledError``
+    reaches the caller. What the cut-short work returned or raised is dropped.
+    """
+    cancel = threading.Event()
+    call = functools.partial(contextvars.copy_context().run, work, cancel)
+    running = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        # Shielded: cancelling the awaiting task must not drop ``running``'s outcome.
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        cancel.set()
+        while not running.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 class Mirror:
@@ -295,33 +328,34 @@ class Mirror:
 
     def sync(self, *, force: bool = False) -> SyncResult:
         """One pass now; returns what it did (``IncompleteSyncError`` as ``cntr_sync.sync``)."""
-        return self._pass(force=force)
+        return self._pass(None, force=force)
 
-    def _pass(self, *, force: bool = False) -> SyncResult:
+    def _pass(self, cancel: threading.Event | None, *, force: bool = False) -> SyncResult:
         result = run_pass(
             self._settings,
             self._pair,
             progress=self._progress,
             force=force,
             client=self._client,
+            cancel=cancel,
         )
         self.last_result = SyncResult.from_pass(result)
         if self._raise_on_incomplete:
             _raise_if_undone(result, self.last_result)
         return self.last_result
 
-    def _final_pass(self, *, block_failed: bool) -> None:
+    def _final_pass(self, cancel: threading.Event | None, *, block_failed: bool) -> None:
         """The pass on exit; its error is logged, not raised, over the block's own."""
         if not block_failed:
-            self._pass()
+            self._pass(cancel)
             return
         try:
-            self._pass()
+            self._pass(cancel)
         except Exception as error:  # noqa: BLE001 - the block's own exception is the one to see
             log.warning("the final sync after a failing block failed too", error=str(error))
 
     def __enter__(self) -> Mirror:
-        self._pass()
+        self._pass(None)
         return self
 
     def __exit__(
@@ -330,7 +364,7 @@ class Mirror:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._final_pass(block_failed=exc_type is not None)
+        self._final_pass(None, block_failed=exc_type is not None)
 
 
 async def async_sync(
@@ -347,12 +381,18 @@ async def async_sync(
     raise_on_incomplete: bool = True,
     **overrides: Any,
 ) -> SyncResult:
-    """``sync`` without blocking the event loop (the pass runs in a worker thread)."""
+    """``sync`` without blocking the event loop (the pass runs in a worker thread).
 
-    def one_pass() -> SyncResult:
+    Cancelled (``asyncio.wait_for``, a task's ``cancel()``), the pass starts no
+    further action; ``CancelledError`` is raised once it has stopped and released
+    the pair, so the next call can start at once.
+    """
+
+    def one_pass(cancel: threading.Event) -> SyncResult:
         return _one_pass(
             local,
             container,
+            cancel=cancel,
             direction=direction,
             dry_run=dry_run,
             force=force,
@@ -363,11 +403,12 @@ async def async_sync(
             overrides={"delete": delete, **overrides},
         )
 
-    return await asyncio.to_thread(one_pass)
+    return await _off_the_loop(one_pass)
 
 
 class AsyncMirror:
-    """``Mirror`` for ``async with``: every pass runs in a worker thread."""
+    """``Mirror`` for ``async with``: every pass runs in a worker thread (cancelled,
+    it stops at its next action and releases the pair, as ``async_sync``)."""
 
     def __init__(
         self,
@@ -403,7 +444,7 @@ class AsyncMirror:
 
     async def sync(self, *, force: bool = False) -> SyncResult:
         """One pass now, in a worker thread; returns what it did."""
-        return await asyncio.to_thread(functools.partial(self._mirror._pass, force=force))
+        return await _off_the_loop(functools.partial(self._mirror._pass, force=force))
 
     async def __aenter__(self) -> AsyncMirror:
         await self.sync()
@@ -416,7 +457,7 @@ class AsyncMirror:
         traceback: TracebackType | None,
     ) -> None:
         final = functools.partial(self._mirror._final_pass, block_failed=exc_type is not None)
-        await asyncio.to_thread(final)
+        await _off_the_loop(final)
 
 
 def kept_versions(
