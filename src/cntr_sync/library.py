@@ -245,7 +245,7 @@ def _raise_if_undone(result: PassResult, synced: SyncResult) -> None:
     if result.cancelled:
         undone.append("the pass was cut short")
     raise IncompleteSyncError(
-        f"the pass left work undone: {'; '.join(undone)}; the next pass tries again",
+        f"the pass left work undone, for the next pass to finish: {'; '.join(undone)}",
         result=synced,
     )
 
@@ -282,9 +282,10 @@ class Mirror:
     a final pass that brings home what the model wrote (``direction="both"``
     by default). Errors of a pass are raised (as ``cntr_sync`` errors), except
     on exit when the block itself is raising: its exception is not replaced.
-    A pass that left work undone (an action failed, a file was deferred) raises
-    ``IncompleteSyncError`` with its result, on enter, ``.sync()`` and exit alike
-    (``.last_result`` is that result too), unless ``raise_on_incomplete=False``.
+    A pass that left work undone (an action failed, a file was deferred, the pass
+    was cut short) raises ``IncompleteSyncError`` with its result, on enter,
+    ``.sync()`` and exit alike (``.last_result`` is that result too), unless
+    ``raise_on_incomplete=False``.
 
         with cntr_sync.Mirror("work", "analysis", client=openai_client) as mirror:
             response = openai_client.responses.create(
@@ -331,6 +332,7 @@ class Mirror:
         return self._pass(None, force=force)
 
     def _pass(self, cancel: threading.Event | None, *, force: bool = False) -> SyncResult:
+        """One pass, stopped at its next action once ``cancel`` is set."""
         result = run_pass(
             self._settings,
             self._pair,
