@@ -6,6 +6,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +311,159 @@ def test_a_pass_names_what_it_kept_and_restore_puts_it_back(
         cntr_sync.restore(work, "lib-box", "nope.txt")
     with pytest.raises(cntr_sync.ConfigError, match="not a file inside DIRECTORY"):
         cntr_sync.restore(work, "lib-box", "../outside.txt")
+
+
+def test_a_cancelled_async_sync_stops_its_pass_and_frees_the_pair(
+    env: None, server: EmulatorServer, tmp_path: Path
+) -> None:
+    """Issue 25, finding 14: ``wait_for(async_sync(...))`` timing out stops the pass at
+    its next action and releases the pair's lock before ``CancelledError`` is raised:
+    ``asyncio.run`` does not wait for the whole pass, and a second call at once finds
+    the pair free and finishes the job."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for number in range(300):
+        (root / f"f{number:03}.txt").write_text(f"file {number}\n")
+    # 300 uploads, 8 at a time, 100 ms each: a whole pass takes about 4 s.
+    server.emulator.set_faults(FaultConfig(latency_ms=100))
+
+    async def cut_short() -> None:
+        await asyncio.wait_for(cntr_sync.async_sync(root, "slow-box"), 0.8)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        asyncio.run(cut_short())
+    assert time.monotonic() - started < 3.0  # asyncio.run did not wait for the whole pass
+    uploaded_by_the_first = server.emulator.counts()["create_file"]
+    assert 0 < uploaded_by_the_first < 300
+
+    async def cut_short_then_again() -> cntr_sync.SyncResult:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(cntr_sync.async_sync(root, "slow-box"), 0.8)
+        return await cntr_sync.async_sync(root, "slow-box")  # at once: no LockedError
+
+    second = asyncio.run(cut_short_then_again())
+    assert second.in_sync and second.local_files == 300
+    uploads = server.emulator.counts()["create_file"]
+    assert second.uploaded < 300 - uploaded_by_the_first  # the second cut pass did some
+    assert len(_files(server, second.container_id or "")) == 300
+    assert uploads == 300  # none sent twice
+
+
+# -- issue 25, finding 6: a pass that leaves work undone raises --------------------------
+
+
+def test_mirror_raises_when_its_final_pass_does_not_bring_the_models_file_home(
+    env: None, server: EmulatorServer, work: Path
+) -> None:
+    with (
+        pytest.raises(cntr_sync.IncompleteSyncError) as incomplete,
+        cntr_sync.Mirror(work, "agent-run", max_retries=0) as mirror,
+    ):
+        server.emulator.add_assistant_file(mirror.container_id, "/mnt/data/summary.md", b"# done")
+        server.emulator.fail_next("file_content", 500)
+    assert not (work / "summary.md").exists()
+    result = incomplete.value.result
+    assert isinstance(incomplete.value, cntr_sync.CntrSyncError)
+    assert not result.in_sync and result is mirror.last_result
+    (failure,) = result.failures
+    assert failure.target == "summary.md"
+    assert "1 action failed" in incomplete.value.message
+    assert "summary.md" in incomplete.value.message
+    # Nothing was lost: the next pass brings it home.
+    assert cntr_sync.sync(work, "agent-run", direction="both").downloaded == 1
+    assert (work / "summary.md").read_bytes() == b"# done"
+
+
+def test_mirror_raises_when_its_entry_pass_or_a_sync_leaves_work_undone(
+    env: None, server: EmulatorServer, work: Path
+) -> None:
+    server.emulator.fail_next("create_file", 400)
+    body_ran = False
+    with (
+        pytest.raises(cntr_sync.IncompleteSyncError) as on_enter,
+        cntr_sync.Mirror(work, "agent-run", max_retries=0),
+    ):
+        body_ran = True
+    assert not body_ran
+    assert on_enter.value.result.uploaded == 1 and len(on_enter.value.result.failures) == 1
+    with cntr_sync.Mirror(work, "agent-run", max_retries=0) as mirror:
+        (work / "late.txt").write_text("late")
+        server.emulator.fail_next("create_file", 400)
+        with pytest.raises(cntr_sync.IncompleteSyncError) as on_sync:
+            mirror.sync()
+        assert on_sync.value.result.failures[0].target == "late.txt"
+        assert mirror.last_result is on_sync.value.result
+    # The final pass sent late.txt: the block ended cleanly.
+    assert mirror.last_result is not None and mirror.last_result.uploaded == 1
+
+
+def test_mirror_lets_the_blocks_own_error_through_over_an_incomplete_final_pass(
+    env: None, server: EmulatorServer, work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="cntr_sync"),
+        pytest.raises(ZeroDivisionError),
+        cntr_sync.Mirror(work, "agent-run", max_retries=0) as mirror,
+    ):
+        server.emulator.add_assistant_file(mirror.container_id, "/mnt/data/summary.md", b"#")
+        server.emulator.fail_next("file_content", 500)
+        _ = 1 / 0
+    assert mirror.last_result is not None and not mirror.last_result.in_sync
+    (warned,) = [r for r in caplog.records if r.name == "cntr_sync.library"]
+    assert "1 action failed" in warned.getMessage()
+
+
+def test_sync_raises_when_a_pass_leaves_work_undone_unless_told_not_to(
+    env: None, server: EmulatorServer, work: Path
+) -> None:
+    server.emulator.fail_next("create_file", 400)
+    with pytest.raises(cntr_sync.IncompleteSyncError) as incomplete:
+        cntr_sync.sync(work, "lib-box", max_retries=0)
+    assert incomplete.value.result.uploaded == 1
+    (work / "more.txt").write_text("more")
+    server.emulator.fail_next("create_file", 400)
+    result = cntr_sync.sync(work, "lib-box", max_retries=0, raise_on_incomplete=False)
+    assert not result.in_sync and len(result.failures) == 1
+    # A dry run that plans actions is not in sync, and does not raise for that.
+    planned = cntr_sync.sync(work, "lib-box", dry_run=True)
+    assert planned.planned and not planned.in_sync
+    assert cntr_sync.sync(work, "lib-box").in_sync
+
+
+def test_the_async_flavours_raise_when_a_pass_leaves_work_undone(
+    env: None, server: EmulatorServer, work: Path
+) -> None:
+    async def main() -> list[str]:
+        raised: list[str] = []
+        server.emulator.fail_next("create_file", 400)
+        try:
+            await cntr_sync.async_sync(work, "async-box", max_retries=0)
+        except cntr_sync.IncompleteSyncError:
+            raised.append("async_sync")
+        quiet = await cntr_sync.async_sync(
+            work, "async-box", max_retries=0, raise_on_incomplete=False
+        )
+        assert quiet.in_sync
+        (work / "new.txt").write_text("new")
+        server.emulator.fail_next("create_file", 400)
+        try:
+            async with cntr_sync.AsyncMirror(work, "async-box", max_retries=0):
+                raised.append("body")
+        except cntr_sync.IncompleteSyncError:
+            raised.append("enter")
+        try:
+            async with cntr_sync.AsyncMirror(work, "async-box", max_retries=0) as mirror:
+                (work / "late.txt").write_text("late")
+                server.emulator.fail_next("create_file", 400)
+                try:
+                    await mirror.sync()
+                except cntr_sync.IncompleteSyncError:
+                    raised.append("sync")
+                server.emulator.add_assistant_file(mirror.container_id, "/mnt/data/s.md", b"#")
+                server.emulator.fail_next("file_content", 500)
+        except cntr_sync.IncompleteSyncError as error:
+            raised.append(f"exit {error.result.failures[0].target}")
+        return raised
+
+    assert asyncio.run(main()) == ["async_sync", "enter", "sync", "exit s.md"]

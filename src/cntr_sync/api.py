@@ -44,6 +44,7 @@ from cntr_sync.errors import (
     LocalError,
     NotFoundError,
     ProtocolError,
+    redact_url,
 )
 from cntr_sync.models import (
     AUTH_STYLES,
@@ -189,7 +190,7 @@ class ContainersClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ContainersClient(base_url={self.base_url!r})"
+        return f"ContainersClient(base_url={redact_url(self.base_url)!r})"
 
     # -- containers ------------------------------------------------------------
 

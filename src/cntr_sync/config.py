@@ -8,7 +8,8 @@ Owns: the ``Settings`` and ``PairSettings`` models, ``Settings.load`` (the one
 entry point), resolving the API key (re-read on every call, so rotated secrets
 work), the keyword arguments of ``ContainersClient``, building each
 ``models.Pair`` with inheritance resolved (the one pair value everything else
-uses), and a dump with every secret redacted. A pair's settings are declared
+uses), and a dump with every secret redacted (a secret-looking header, every
+query value and a URL's password). A pair's settings are declared
 once, in ``models.PairSyncSettings`` and ``models.PairDaemonSettings``: both
 models here inherit them. The loading machinery behind ``load`` (reading the
 file and the environment, and the one-line ``ConfigError`` naming the layer and
@@ -26,7 +27,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -42,7 +43,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cntr_sync import config_sources
 from cntr_sync.config_sources import ENV_PREFIX, RESERVED_ENV_NAMES
-from cntr_sync.errors import ConfigError
+from cntr_sync.errors import REDACTED, ConfigError, redact_url
 from cntr_sync.models import (
     DEFAULT_BASE_URL,
     AuthStyle,
@@ -65,8 +66,6 @@ __all__ = [
     "is_secret_name",
     "parse_listen",
 ]
-
-REDACTED = "[redacted]"
 
 ApiKeySource = Literal[
     "api_key_file", "CNTR_SYNC_API_KEY", "OPENAI_API_KEY", "config", "flag", "none"
@@ -116,18 +115,14 @@ def is_secret_name(name: str) -> bool:
     return lowered in _SECRET_HEADER_NAMES or any(part in lowered for part in _SECRET_NAME_PARTS)
 
 
-def _redact_mapping(values: Mapping[str, str]) -> dict[str, str]:
+def _redact_headers(values: Mapping[str, str]) -> dict[str, str]:
     return {name: REDACTED if is_secret_name(name) else value for name, value in values.items()}
 
 
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def _redact_query(values: Mapping[str, str]) -> dict[str, str]:
+    # Every value, as in a URL's query (``errors.redact_url``): a gateway's token can
+    # have any name.
+    return dict.fromkeys(values, REDACTED)
 
 
 def _is_http_url(value: str) -> bool:
@@ -490,23 +485,25 @@ class Settings(BaseSettings, PairSyncSettings):
     def redacted_dump(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, every secret replaced by "[redacted]"."""
         data = self.model_dump(mode="json")
-        data["base_url"] = _redact_url(self.effective_base_url)
+        data["base_url"] = redact_url(self.effective_base_url)
         data["api_key"] = REDACTED if self.api_key is not None else None
         data["api_key_source"] = self.api_key_source()
-        data["extra_headers"] = _redact_mapping(self.extra_headers)
-        data["extra_query"] = _redact_mapping(self.extra_query)
+        data["extra_headers"] = _redact_headers(self.extra_headers)
+        data["extra_query"] = _redact_query(self.extra_query)
         data["pairs"] = [pair.as_json() for pair in self.resolved_pairs()]
         data["config_file"] = str(self._config_file) if self._config_file else None
         return data
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # SecretStr hides api_key already; header and query values and a password
-        # in the URL need the same care.
+        # SecretStr hides api_key already; secret headers, query values and a
+        # password in the URL need the same care.
         for name, value in super().__repr_args__():
-            if name in ("extra_headers", "extra_query"):
-                yield name, _redact_mapping(value)
+            if name == "extra_headers":
+                yield name, _redact_headers(value)
+            elif name == "extra_query":
+                yield name, _redact_query(value)
             elif name == "base_url" and value is not None:
-                yield name, _redact_url(value)
+                yield name, redact_url(value)
             else:
                 yield name, value
 

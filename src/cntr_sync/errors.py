@@ -4,7 +4,8 @@ Every failure the product reports is one of these classes. Each carries a
 one-line, user-facing ``message`` (what the CLI prints) and, where it applies,
 the path, container or file id it concerns. No error ever carries an API key:
 messages are built from status codes, server messages and ids, and
-``redact`` scrubs anything that looks like a credential from server text.
+``redact`` scrubs anything that looks like a credential from server text
+(every query value of a URL included: ``redact_url``).
 
     CntrSyncError                      base; .message is one line
     ├── ConfigError                    bad settings file, key or value (exit 2)
@@ -13,6 +14,7 @@ messages are built from status codes, server messages and ids, and
     ├── SafetyBrakeError               a brake refused the pass (exit 3)
     ├── StoppedError                   told to stop (the daemon's flush bound passed)
     │                                  during a wait: not a failure, a pass cut short
+    ├── IncompleteSyncError            the library's pass left work undone; .result
     └── ApiError                       the Containers API; .status, .operation
         ├── AuthenticationError        401: key missing, wrong or revoked (exit 2)
         ├── PermissionDeniedError      403
@@ -44,27 +46,73 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cntr_sync.result import SyncResult
+
+REDACTED = "[redacted]"
 
 _SECRET_PATTERNS = (
     re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
     re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}"),
-    re.compile(r"(?i)(api[-_]?key|x-bf-vk|authorization)([\"':=\s]+)[^\s\"',;]{6,}"),
+    # A value ends at "&" too: the next parameter of a query is not part of it.
+    re.compile(r"(?i)(api[-_]?key|x-bf-vk|authorization)([\"':=\s]+)[^\s\"',;&]{6,}"),
 )
 
 
+# A URL in running text (a scheme, then up to a space, a quote or an angle bracket),
+# or the target of a request line a server echoes ("Invalid URL (GET /v1/x?sig=...)").
+# Only those: a file name such as "page.php?id=3" is not a query to hide.
+_URL = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+"
+    r"|\b(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /[^\s\"'<>]+"
+)
+# A URL's password: from the ":" after the user name up to the last "@" before the path.
+_URL_PASSWORD = re.compile(r"^([^:/?#]+://[^:/?#@]*):[^/?#]*@")
+# A URL's query: from "?" to the fragment or the end, less the punctuation that ends a
+# sentence or a parenthesis around the URL.
+_URL_QUERY = re.compile(r"\?([^#]*?)(?=[).,:;]*(?:#|\Z))")
+
+
 def redact(text: str) -> str:
-    """Remove anything that looks like a credential from ``text``."""
+    """Remove anything that looks like a credential from ``text``: key-like strings,
+    and the password and every query value of each URL in it (``redact_url``)."""
+    if "?" in text or "@" in text:  # neither a query nor a password without them
+        text = _URL.sub(lambda match: redact_url(match.group()), text)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(_redact_match, text)
     return text
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password and every query value replaced by "[redacted]".
+
+    The names of the query parameters stay (``?api-key=[redacted]&sig=[redacted]``):
+    which parameters a gateway is given is worth seeing, their values are not. Any
+    value, not only those whose name looks secret: a gateway's signature or token
+    can have any name (``sig``, ``code``, ``st``).
+    """
+    url = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", url)
+    return _URL_QUERY.sub(_redacted_query, url, count=1)
+
+
+def _redacted_query(match: re.Match[str]) -> str:
+    parameters = match.group(1).split("&")
+    return "?" + "&".join(_redacted_parameter(parameter) for parameter in parameters)
+
+
+def _redacted_parameter(parameter: str) -> str:
+    name, equals, value = parameter.partition("=")
+    return f"{name}={REDACTED}" if equals and value else parameter
+
+
 def _redact_match(match: re.Match[str]) -> str:
     if match.re is _SECRET_PATTERNS[2]:
-        return f"{match.group(1)}{match.group(2)}[redacted]"
+        return f"{match.group(1)}{match.group(2)}{REDACTED}"
     if match.re is _SECRET_PATTERNS[1]:
-        return f"{match.group(1)} [redacted]"
-    return "[redacted]"
+        return f"{match.group(1)} {REDACTED}"
+    return REDACTED
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -126,6 +174,20 @@ def raise_if_stopped(stop: threading.Event | None) -> None:
     """``StoppedError`` once ``stop`` is set: no request starts, no wait goes on."""
     if stop is not None and stop.is_set():
         raise StoppedError("stopping: the request was not sent")
+
+
+class IncompleteSyncError(CntrSyncError):
+    """A pass of the Python API left work undone: an action failed, a file was
+    deferred (it changed during the pass), or the pass was cut short.
+
+    ``result``: the pass's ``SyncResult`` (its ``failures`` and ``deferred`` say
+    what); the next pass tries again. A dry run raises it for those reasons only,
+    never because it planned actions.
+    """
+
+    def __init__(self, message: str, *, result: SyncResult) -> None:
+        self.result = result
+        super().__init__(message)
 
 
 class ApiError(CntrSyncError):

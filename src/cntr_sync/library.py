@@ -4,8 +4,11 @@
 Owns turning keyword arguments (and an optional ``openai.OpenAI`` client) into
 settings and a pair, running passes through the same wiring as the command
 line (``session.run_pass``: same engine, same brakes, same index), and giving
-back a frozen ``SyncResult``. The async flavours run the same code in a worker
-thread, so the event loop is never blocked.
+back a frozen ``SyncResult``, or ``IncompleteSyncError`` carrying it when the
+pass left work undone. The async flavours run the same code in a worker
+thread, so the event loop is never blocked; cancelling one stops its pass at
+the next action and waits for the thread, so the pair's lock is free when
+``CancelledError`` reaches the caller.
 
 Must not: print, configure logging (the ``cntr_sync`` logger has a
 ``NullHandler``; the application decides), or import ``openai`` (a client is
@@ -15,25 +18,30 @@ read by duck typing, so the package stays optional).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from cntr_sync.api import ContainersClient
 from cntr_sync.backups import KeptVersion, PassBackups, version_at, versions
 from cntr_sync.config import PairSettings, Settings
-from cntr_sync.errors import ConfigError, LocalError
+from cntr_sync.errors import ConfigError, IncompleteSyncError, LocalError
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Direction, Pair
 from cntr_sync.remote_paths import restorable_relpath
-from cntr_sync.result import SyncResult, TransferEvent
+from cntr_sync.result import PassResult, SyncResult, TransferEvent
 from cntr_sync.session import backup_dir_of, run_pass
 from cntr_sync.transfer import restore_version
 
 OnProgress = Callable[[TransferEvent], None]
+T = TypeVar("T")
 
 log = get_logger("cntr_sync.library")
 
@@ -137,6 +145,7 @@ def sync(
     client: Any = None,
     settings: Settings | None = None,
     on_progress: OnProgress | None = None,
+    raise_on_incomplete: bool = True,
     **overrides: Any,
 ) -> SyncResult:
     """One sync pass of ``local`` with ``container`` (a name or an id); the same
@@ -153,24 +162,116 @@ def sync(
 
     Raises the ``cntr_sync`` errors: ``SafetyBrakeError`` when a brake refused
     the pass (its ``would_delete`` lists the files), ``ConfigError``,
-    ``AuthenticationError``, ... A pass where some actions failed returns a
-    result with ``in_sync`` False and ``failures``. ``in_sync`` is True only when
-    nothing was planned and nothing was left undone: a dry run that planned any
-    action says False (a real pass that carried out all it planned, True).
+    ``AuthenticationError``, ... and ``IncompleteSyncError`` (its ``result`` is
+    the pass's ``SyncResult``) when the pass left work undone: an action failed,
+    a file was deferred (it changed during the pass) or the pass was cut short.
+    With ``raise_on_incomplete=False`` such a pass returns its result instead.
+
+    ``in_sync`` is True only when nothing was planned and nothing was left
+    undone. So a real pass raises exactly when its ``in_sync`` would be False; a
+    dry run, which carries nothing out, says False when it planned any action
+    and raises only for the reasons above, never for what it planned.
     """
+    return _one_pass(
+        local,
+        container,
+        cancel=None,
+        direction=direction,
+        dry_run=dry_run,
+        force=force,
+        client=client,
+        settings=settings,
+        on_progress=on_progress,
+        raise_on_incomplete=raise_on_incomplete,
+        overrides={"delete": delete, **overrides},
+    )
+
+
+def _one_pass(
+    local: str | os.PathLike[str],
+    container: str,
+    *,
+    cancel: threading.Event | None,
+    direction: Direction,
+    dry_run: bool,
+    force: bool,
+    client: Any,
+    settings: Settings | None,
+    on_progress: OnProgress | None,
+    raise_on_incomplete: bool,
+    overrides: Mapping[str, Any],
+) -> SyncResult:
+    """``sync``, stopped at its next action once ``cancel`` is set."""
     resolved, pair, own_client = _prepare(
         local,
         container,
         direction=direction,
         client=client,
         settings=settings,
-        overrides={"delete": delete, **overrides},
+        overrides=overrides,
     )
     progress = _Callback(on_progress) if on_progress is not None else None
     result = run_pass(
-        resolved, pair, progress=progress, dry_run=dry_run, force=force, client=own_client
+        resolved,
+        pair,
+        progress=progress,
+        dry_run=dry_run,
+        force=force,
+        client=own_client,
+        cancel=cancel,
     )
-    return SyncResult.from_pass(result)
+    synced = SyncResult.from_pass(result)
+    if raise_on_incomplete:
+        _raise_if_undone(result, synced)
+    return synced
+
+
+def _raise_if_undone(result: PassResult, synced: SyncResult) -> None:
+    """``IncompleteSyncError`` carrying ``synced`` when ``result`` left work undone
+    (``PassResult.left_work_undone``)."""
+    if not result.left_work_undone:
+        return
+    undone: list[str] = []
+    if result.failures:
+        first = result.failures[0]
+        count = len(result.failures)
+        undone.append(
+            f"{count} action{'' if count == 1 else 's'} failed"
+            f" (the first: {first.action} {first.target}: {first.message})"
+        )
+    if result.deferred:
+        count = len(result.deferred)
+        undone.append(f"{count} file{'' if count == 1 else 's'} changed during the pass")
+    if result.cancelled:
+        undone.append("the pass was cut short")
+    raise IncompleteSyncError(
+        f"the pass left work undone, for the next pass to finish: {'; '.join(undone)}",
+        result=synced,
+    )
+
+
+async def _off_the_loop(work: Callable[[threading.Event], T]) -> T:
+    """``work(cancel)`` in a worker thread, awaited without blocking the event loop.
+
+    Cancelling the awaiting task sets ``cancel`` (a pass then starts no further
+    action) and waits for the thread, through further cancellations too: the
+    pass's lock is released, and the thread gone, before ``CancelledError``
+    reaches the caller. What the cut-short work returned or raised is dropped.
+    """
+    cancel = threading.Event()
+    call = functools.partial(contextvars.copy_context().run, work, cancel)
+    running = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        # Shielded: cancelling the awaiting task must not drop ``running``'s outcome.
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        cancel.set()
+        while not running.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 class Mirror:
@@ -181,6 +282,10 @@ class Mirror:
     a final pass that brings home what the model wrote (``direction="both"``
     by default). Errors of a pass are raised (as ``cntr_sync`` errors), except
     on exit when the block itself is raising: its exception is not replaced.
+    A pass that left work undone (an action failed, a file was deferred, the pass
+    was cut short) raises ``IncompleteSyncError`` with its result, on enter,
+    ``.sync()`` and exit alike (``.last_result`` is that result too), unless
+    ``raise_on_incomplete=False``.
 
         with cntr_sync.Mirror("work", "analysis", client=openai_client) as mirror:
             response = openai_client.responses.create(
@@ -200,8 +305,10 @@ class Mirror:
         client: Any = None,
         settings: Settings | None = None,
         on_progress: OnProgress | None = None,
+        raise_on_incomplete: bool = True,
         **overrides: Any,
     ) -> None:
+        self._raise_on_incomplete = raise_on_incomplete
         self._settings, self._pair, self._client = _prepare(
             local,
             container,
@@ -221,15 +328,36 @@ class Mirror:
         return self.last_result.container_id
 
     def sync(self, *, force: bool = False) -> SyncResult:
-        """One pass now; returns what it did."""
+        """One pass now; returns what it did (``IncompleteSyncError`` as ``cntr_sync.sync``)."""
+        return self._pass(None, force=force)
+
+    def _pass(self, cancel: threading.Event | None, *, force: bool = False) -> SyncResult:
+        """One pass, stopped at its next action once ``cancel`` is set."""
         result = run_pass(
-            self._settings, self._pair, progress=self._progress, force=force, client=self._client
+            self._settings,
+            self._pair,
+            progress=self._progress,
+            force=force,
+            client=self._client,
+            cancel=cancel,
         )
         self.last_result = SyncResult.from_pass(result)
+        if self._raise_on_incomplete:
+            _raise_if_undone(result, self.last_result)
         return self.last_result
 
+    def _final_pass(self, cancel: threading.Event | None, *, block_failed: bool) -> None:
+        """The pass on exit; its error is logged, not raised, over the block's own."""
+        if not block_failed:
+            self._pass(cancel)
+            return
+        try:
+            self._pass(cancel)
+        except Exception as error:  # noqa: BLE001 - the block's own exception is the one to see
+            log.warning("the final sync after a failing block failed too", error=str(error))
+
     def __enter__(self) -> Mirror:
-        self.sync()
+        self._pass(None)
         return self
 
     def __exit__(
@@ -238,13 +366,7 @@ class Mirror:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.sync()
-            return
-        try:
-            self.sync()
-        except Exception as error:  # noqa: BLE001 - the block's own exception is the one to see
-            log.warning("the final sync after a failing block failed too", error=str(error))
+        self._final_pass(None, block_failed=exc_type is not None)
 
 
 async def async_sync(
@@ -258,26 +380,37 @@ async def async_sync(
     client: Any = None,
     settings: Settings | None = None,
     on_progress: OnProgress | None = None,
+    raise_on_incomplete: bool = True,
     **overrides: Any,
 ) -> SyncResult:
-    """``sync`` without blocking the event loop (the pass runs in a worker thread)."""
-    return await asyncio.to_thread(
-        sync,
-        local,
-        container,
-        direction=direction,
-        delete=delete,
-        dry_run=dry_run,
-        force=force,
-        client=client,
-        settings=settings,
-        on_progress=on_progress,
-        **overrides,
-    )
+    """``sync`` without blocking the event loop (the pass runs in a worker thread).
+
+    Cancelled (``asyncio.wait_for``, a task's ``cancel()``), the pass starts no
+    further action; ``CancelledError`` is raised once it has stopped and released
+    the pair, so the next call can start at once.
+    """
+
+    def one_pass(cancel: threading.Event) -> SyncResult:
+        return _one_pass(
+            local,
+            container,
+            cancel=cancel,
+            direction=direction,
+            dry_run=dry_run,
+            force=force,
+            client=client,
+            settings=settings,
+            on_progress=on_progress,
+            raise_on_incomplete=raise_on_incomplete,
+            overrides={"delete": delete, **overrides},
+        )
+
+    return await _off_the_loop(one_pass)
 
 
 class AsyncMirror:
-    """``Mirror`` for ``async with``: every pass runs in a worker thread."""
+    """``Mirror`` for ``async with``: every pass runs in a worker thread (cancelled,
+    it stops at its next action and releases the pair, as ``async_sync``)."""
 
     def __init__(
         self,
@@ -288,6 +421,7 @@ class AsyncMirror:
         client: Any = None,
         settings: Settings | None = None,
         on_progress: OnProgress | None = None,
+        raise_on_incomplete: bool = True,
         **overrides: Any,
     ) -> None:
         self._mirror = Mirror(
@@ -297,6 +431,7 @@ class AsyncMirror:
             client=client,
             settings=settings,
             on_progress=on_progress,
+            raise_on_incomplete=raise_on_incomplete,
             **overrides,
         )
 
@@ -311,7 +446,7 @@ class AsyncMirror:
 
     async def sync(self, *, force: bool = False) -> SyncResult:
         """One pass now, in a worker thread; returns what it did."""
-        return await asyncio.to_thread(self._mirror.sync, force=force)
+        return await _off_the_loop(functools.partial(self._mirror._pass, force=force))
 
     async def __aenter__(self) -> AsyncMirror:
         await self.sync()
@@ -323,7 +458,8 @@ class AsyncMirror:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self._mirror.__exit__, exc_type, exc, traceback)
+        final = functools.partial(self._mirror._final_pass, block_failed=exc_type is not None)
+        await _off_the_loop(final)
 
 
 def kept_versions(

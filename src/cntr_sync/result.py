@@ -121,9 +121,16 @@ class PassResult:
         out, also when it planned any action (``has_planned_actions``). A real pass
         that carried out all it planned is in sync.
         """
-        if self.failures or self.deferred or self.cancelled:
+        if self.left_work_undone:
             return False
         return not (self.dry_run and self.has_planned_actions)
+
+    @property
+    def left_work_undone(self) -> bool:
+        """Whether an action failed, a file was deferred (it changed during the pass)
+        or the pass was cut short: what the next pass must finish. A real pass is in
+        sync exactly when this is False; a dry run's planned actions do not count."""
+        return bool(self.failures or self.deferred or self.cancelled)
 
     @property
     def has_planned_actions(self) -> bool:

@@ -217,10 +217,16 @@ def run_pass(
     force: bool = False,
     client: ContainersClient | None = None,
     lock: bool = True,
+    cancel: threading.Event | None = None,
 ) -> PassResult:
-    """One pass of ``pair``: what ``cntr-sync sync`` and ``cntr_sync.sync`` run."""
+    """One pass of ``pair``: what ``cntr-sync sync`` and ``cntr_sync.sync`` run.
+
+    Setting ``cancel`` (from another thread) stops the pass at its next action;
+    the pair's lock is released when this returns."""
     with PairSession(settings, pair, client=client, lock=lock) as session:
-        return session.engine(progress=progress).run_pass(dry_run=dry_run, force=force)
+        return session.engine(progress=progress).run_pass(
+            dry_run=dry_run, force=force, cancel=cancel
+        )
 
 
 def _no_tick() -> None:
