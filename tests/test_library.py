@@ -358,7 +358,8 @@ def test_mirror_raises_when_its_final_pass_does_not_bring_the_models_file_home(
 ) -> None:
     with (
         pytest.raises(cntr_sync.IncompleteSyncError) as incomplete,
-        cntr_sync.Mirror(work, "agent-run", max_retries=0) as mirror,
+        # No content checks (verify_per_listing): the one failed download is the case.
+        cntr_sync.Mirror(work, "agent-run", max_retries=0, verify_per_listing=0) as mirror,
     ):
         server.emulator.add_assistant_file(mirror.container_id, "/mnt/data/summary.md", b"# done")
         server.emulator.fail_next("file_content", 500)
@@ -404,7 +405,8 @@ def test_mirror_lets_the_blocks_own_error_through_over_an_incomplete_final_pass(
     with (
         caplog.at_level(logging.WARNING, logger="cntr_sync"),
         pytest.raises(ZeroDivisionError),
-        cntr_sync.Mirror(work, "agent-run", max_retries=0) as mirror,
+        # No content checks (verify_per_listing): the one failed download is the case.
+        cntr_sync.Mirror(work, "agent-run", max_retries=0, verify_per_listing=0) as mirror,
     ):
         server.emulator.add_assistant_file(mirror.container_id, "/mnt/data/summary.md", b"#")
         server.emulator.fail_next("file_content", 500)
@@ -453,7 +455,10 @@ def test_the_async_flavours_raise_when_a_pass_leaves_work_undone(
         except cntr_sync.IncompleteSyncError:
             raised.append("enter")
         try:
-            async with cntr_sync.AsyncMirror(work, "async-box", max_retries=0) as mirror:
+            # No content checks: the failed download of s.md is the case.
+            async with cntr_sync.AsyncMirror(
+                work, "async-box", max_retries=0, verify_per_listing=0
+            ) as mirror:
                 (work / "late.txt").write_text("late")
                 server.emulator.fail_next("create_file", 400)
                 try:
