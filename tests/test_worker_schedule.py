@@ -57,7 +57,7 @@ class FakeEngine:
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.passes: list[Pass] = []
-        self.answers: list[PassResult | CntrSyncError] = []
+        self.answers: list[PassResult | Exception] = []
         self.rescans: list[float] = []  # when has_local_changes was asked
         self.local_changes: list[bool] = []  # its answers, in order (then False)
 
@@ -75,7 +75,7 @@ class FakeEngine:
             Pass(self.clock.now, None if paths is None else frozenset(paths), not defer_unsettled)
         )
         answer = self.answers.pop(0) if self.answers else PassResult()
-        if isinstance(answer, CntrSyncError):
+        if isinstance(answer, Exception):
             raise answer
         return replace(answer, container_id="cntr_1", listed=paths is None)
 
@@ -434,6 +434,22 @@ def test_a_pass_told_to_stop_while_waiting_on_the_server_is_cut_short_not_failed
     assert rig.worker.status.passes == 2  # the stopped one is not counted as a pass
     assert rig.worker.status.last_error is None
     assert rig.worker.status.state == "idle"
+
+
+def test_a_pass_that_crashed_is_a_failure_whose_message_has_no_secret(rig: Rig) -> None:
+    """A bug's exception may carry a URL with a token in it: /status and the log
+    show its type and text, redacted, and the worker lives on to retry."""
+    rig.engine.answers = [
+        ValueError("bad answer from https://gw.example/v1?api-key=hunter2secret"),
+    ]
+
+    ran = rig.run_until(0.5)  # before the retry, a backoff of about a second later
+
+    assert [reason for _, reason in ran] == ["initial"]
+    assert rig.worker.status.last_result == "error"
+    error = rig.worker.status.last_error or ""
+    assert error.startswith("unexpected ValueError: bad answer from https://gw.example/v1?api-key=")
+    assert "hunter2secret" not in error
 
 
 def test_status_lists_the_conflict_copies_a_full_pass_found(rig: Rig) -> None:

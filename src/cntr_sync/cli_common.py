@@ -31,6 +31,7 @@ from cntr_sync.errors import (
     QuotaExceededError,
     SafetyBrakeError,
     TransportError,
+    redact,
 )
 
 if TYPE_CHECKING:
@@ -48,14 +49,14 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 in sync; 1 some actions failed after retries (partial); "
-    "2 usage, configuration or authentication error; "
+    "2 usage, configuration or authentication error, or no quota; "
     "3 a safety brake stopped it (missing or emptied root, mass deletion, lock held); "
     "4 the API cannot be reached; 130 interrupted."
 )
 STATUS_EXIT_CODES_HELP = (
     "Exit codes: 0 a sync would change nothing; 1 a sync would change something "
     "(or an API call failed after retries: the error line says which); "
-    "2 usage, configuration or authentication error; "
+    "2 usage, configuration or authentication error, or no quota; "
     "3 a safety brake would stop a sync (missing or emptied root, mass deletion); "
     "4 the API cannot be reached; 130 interrupted."
 )
@@ -167,7 +168,7 @@ def reporting(
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         fail(
             reporter,
-            f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"unexpected {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
             EXIT_PARTIAL,
             debug=debug,
         )

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
-from cntr_sync.errors import CntrSyncError, StoppedError
+from cntr_sync.errors import CntrSyncError, StoppedError, redact
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
@@ -411,7 +411,7 @@ class PairWorker:
             log.exception("pass crashed", pair=self.pair.name)
             self._failed(
                 reason,
-                f"unexpected {type(exc).__name__}: {exc}",
+                f"unexpected {type(exc).__name__}: {redact(str(exc))}",
                 started,
                 dirty=True,
                 pending_since=pending_since,
