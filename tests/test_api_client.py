@@ -59,7 +59,7 @@ def make_client(
     clock = clock or FakeClock()
     return ContainersClient(
         KEY,
-        base_url="http://gateway.test/v1",
+        base_url=kwargs.pop("base_url", "http://gateway.test/v1"),
         transport=httpx.MockTransport(handler),
         sleep=kwargs.pop("sleep", clock.sleep),
         clock=clock.time,
@@ -112,6 +112,30 @@ def test_extra_headers_query_org_project_and_user_agent_arrive_on_every_call() -
         assert request.headers["openai-organization"] == "org-1"
         assert request.headers["openai-project"] == "proj-1"
         assert request.headers["user-agent"].startswith("cntr-sync/")
+
+
+def test_a_query_in_the_base_url_goes_with_every_call_and_names_nothing() -> None:
+    """Azure-style gateways take ``?api-version=`` in the base URL: it goes with
+    every request (``extra_query`` wins a clash), the paths stay under the base
+    path, and the client's ``base_url`` (which names the index and the container
+    claim) has no query, since a query may carry a key."""
+    script = Script(httpx.Response(200, json=CONTAINER))
+    with make_client(
+        script,
+        base_url="https://gw.example/openai/v1/?api-version=2025-04-01&api-key=sk-q&sig=old",
+        extra_query={"sig": "new"},
+    ) as client:
+        assert client.base_url == "https://gw.example/openai/v1"
+        client.retrieve_container("cntr_1")
+        client.create_file("cntr_1", b"abc", filename="a.txt")
+    assert len(script.requests) == 2
+    for request in script.requests:
+        assert request.url.path.startswith("/openai/v1/containers/cntr_1")
+        assert dict(request.url.params) == {
+            "api-version": "2025-04-01",
+            "api-key": "sk-q",
+            "sig": "new",
+        }
 
 
 def test_the_client_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:

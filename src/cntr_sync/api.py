@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -70,9 +70,17 @@ UploadSource = Path | bytes | IO[bytes] | io.RawIOBase
 
 
 def normalized_base_url(base_url: str | None) -> str:
-    """The base URL as a client keeps it (and a pair's files are named by): no "/" at
-    its end."""
-    return (base_url or DEFAULT_BASE_URL).rstrip("/")
+    """The base URL as a client keeps it (and a pair's files are named by): no query,
+    no fragment, no "/" at its end. A query (a gateway's ``?api-version=``) is sent
+    with every request instead (``base_query``); it never names the index or the
+    container claim, since it may carry a key."""
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
+    return urlunsplit(parts._replace(query="", fragment="")).rstrip("/")
+
+
+def base_query(base_url: str | None) -> dict[str, str]:
+    """The query parameters written into the base URL, in order."""
+    return dict(parse_qsl(urlsplit(base_url or DEFAULT_BASE_URL).query, keep_blank_values=True))
 
 
 class ContainersClient:
@@ -144,7 +152,7 @@ class ContainersClient:
         http = httpx.Client(
             base_url=self.base_url + "/",
             headers=headers,
-            params=dict(extra_query or {}),
+            params={**base_query(base_url), **(extra_query or {})},
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             # Plain http never uses TLS: skip loading the CA bundle (~26 ms at start).
             verify=False if plain_http else _ssl_verify(verify),
