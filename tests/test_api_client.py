@@ -30,6 +30,7 @@ from cntr_sync.errors import (
     TransportError,
 )
 from cntr_sync.pacing import Pacer
+from cntr_sync.rest import EMPTY_PAGES
 from cntr_sync.retries import parse_retry_after
 from helpers import CONTAINER, FILE, Script
 
@@ -535,6 +536,34 @@ def test_an_empty_page_claiming_more_raises() -> None:
         pytest.raises(ProtocolError, match="no cursor"),
     ):
         list(client.iter_files("cntr_1"))
+
+
+def test_empty_pages_with_fresh_cursors_end_in_an_error_not_a_loop() -> None:
+    """An empty page that claims more is followed (a filtering server may send one);
+    an endless run of them, each with a new cursor, stops after ``EMPTY_PAGES``."""
+    first = {"data": [{**FILE, "id": "f0"}], "has_more": True, "after": "c0"}
+    empty = {"data": [], "has_more": True, "after": "c1"}
+    last = {"data": [FILE], "has_more": False}
+    one_empty = Script(*(httpx.Response(200, json=page) for page in [first, empty, last]))
+    with make_client(one_empty) as client:
+        assert [f.id for f in client.iter_files("cntr_1")] == ["f0", FILE["id"]]
+
+    asked = 0
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        nonlocal asked
+        asked += 1
+        if asked > 1 + EMPTY_PAGES:
+            pytest.fail("the listing did not stop")
+        page = first if asked == 1 else empty
+        return httpx.Response(200, json={**page, "after": f"c{asked}"})
+
+    with (
+        make_client(endless) as client,
+        pytest.raises(ProtocolError, match=f"{EMPTY_PAGES} empty pages in a row"),
+    ):
+        list(client.iter_files("cntr_1"))
+    assert asked == 1 + EMPTY_PAGES
 
 
 def test_missing_has_more_means_the_last_page() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cntr_sync import backups
+from cntr_sync import backups, fileio, local_side
 from cntr_sync.api import ContainersClient
 from cntr_sync.backups import PassBackups, folder_time, prune, version_at, versions
 from cntr_sync.emulator import Emulator
@@ -221,3 +221,113 @@ def test_a_folder_name_picks_that_version_among_passes_of_one_second(tmp_path: P
     assert version_at(kept, "f.txt", first.folder) == first
     assert version_at(kept, "f.txt", second.folder) == second
     assert version_at(kept, "f.txt", 1_000 * DAY) == second  # the newest of that second
+
+
+def test_short_writes_are_written_on_and_a_write_of_nothing_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``os.write`` may take fewer bytes than it is given (a full disk, a quota): a
+    copy that ignored the count would keep a file cut short, then delete the original."""
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    content = bytes(range(256)) * 5_000  # more than one chunk
+    write(root, "big.bin", content)
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:1000])))
+    kept_path = keep_file(kept, root, "big.bin", 1_000 * DAY)
+    assert kept_path.read_bytes() == content
+
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError, match="took no more bytes"):
+            fileio.write_all(fd, b"abc")
+    finally:
+        os.close(fd)
+
+
+def test_a_file_written_to_while_it_is_copied_is_not_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup directory on another file system means a copy, then an unlink: a
+    file that changed during the copy keeps its place, and no torn copy is kept."""
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    write(root, "f", b"before")
+
+    def cross_device(*args: object, **kwargs: object) -> None:
+        raise OSError(18, "Invalid cross-device link")  # EXDEV
+
+    real_copy = backups.copy_fd
+
+    def copy_then_append(source: int, target: int) -> int:
+        copied = real_copy(source, target)
+        with (root / "f").open("ab") as appended:
+            appended.write(b" and after")
+        return copied
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    monkeypatch.setattr(backups, "copy_fd", copy_then_append)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match="changed while it was copied"):
+            PassBackups(kept, 1_000 * DAY).keep(fd, "f", "f", "move")
+    finally:
+        os.close(fd)
+    assert (root / "f").read_bytes() == b"before and after"
+    assert versions(kept) == []
+
+
+def test_a_copied_version_and_its_restore_keep_the_files_mode(tmp_path: Path) -> None:
+    """A restored script runs again: the execute bit survives the copy and the restore."""
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    write(root, "run.sh", b"#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o750)
+    kept_path = keep_file(kept, root, "run.sh", 1_000 * DAY)
+    assert kept_path.stat().st_mode & 0o777 == 0o750
+    (root / "run.sh").unlink()
+    restore_version(root, "run.sh", kept_path, PassBackups(kept, 2_000 * DAY).keep)
+    assert (root / "run.sh").stat().st_mode & 0o777 == 0o750
+    assert (root / "run.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
+
+
+def test_a_version_that_cannot_be_removed_stays_and_the_rest_are_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, kept = tmp_path / "tree", tmp_path / "kept"
+    root.mkdir()
+    now = 2_000 * DAY
+    for age_days in (90, 80, 1):
+        write(root, "a.txt", f"{age_days} days old".encode())
+        keep_file(kept, root, "a.txt", now - age_days * DAY)
+    stuck = versions(kept, "a.txt")[0].path
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    gone = prune(kept, keep_days=30, max_bytes=10**9, now=now)
+    assert [round((now - v.kept_at) / DAY) for v in gone] == [80]
+    assert [v.path for v in versions(kept, "a.txt")][0] == stuck
+
+
+def test_retention_that_fails_does_not_fail_the_pass(
+    rig: PassRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention is housekeeping after a pass that went well: an unreadable backup
+    directory is a warning, not a failed pass (nor, in the daemon, a pair in error)."""
+    write(rig.root, "a.txt", b"v1")
+    rig.sync()
+    rig.emu.rewrite_file(rig.container_id, rig.entry_id("a.txt"), b"v2 from the model")
+
+    def unreadable(*args: object, **kwargs: object) -> list[backups.KeptVersion]:
+        raise PermissionError(13, "Permission denied", "backups")
+
+    monkeypatch.setattr(local_side, "prune", unreadable)
+    result = rig.sync()
+    assert result.downloaded == 1 and result.in_sync
+    assert (rig.root / "a.txt").read_bytes() == b"v2 from the model"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from cntr_sync import journal
+from cntr_sync.backups import versions
+from cntr_sync.errors import QuotaExceededError
 from cntr_sync.index import Index
 from pass_rig import BASE_URL, PassRig, pass_rig
 
@@ -55,6 +57,22 @@ def test_a_model_rewrite_journals_the_download_and_the_backup(rig: PassRig) -> N
     latest = [e for e in read_journal(rig) if e.pass_id == result.pass_id]
     assert [(e.action, e.path) for e in latest] == [("download", "plan.md"), ("backup", "plan.md")]
     assert latest[1].reason == result.backups[0].folder
+
+
+def test_a_backup_is_journaled_even_when_a_fatal_error_ends_the_pass(rig: PassRig) -> None:
+    """The local side runs first: a file it kept is in the backup folder, and the
+    journal says so, even when the remote side then stops the pass (no quota)."""
+    (rig.root / "plan.md").write_bytes(b"mine")
+    rig.sync()
+    rig.emu.rewrite_file(rig.container_id, rig.entry_id("plan.md"), b"the model's, longer")
+    (rig.root / "new.txt").write_bytes(b"to upload")
+    rig.emu.fail_next("create_file", 429, 1, code="insufficient_quota")
+    with pytest.raises(QuotaExceededError):
+        rig.sync()
+    (backup,) = [e for e in read_journal(rig) if e.action == "backup"]
+    assert backup.path == "plan.md"
+    (kept,) = versions(rig.backup_dir, "plan.md")
+    assert kept.folder == backup.reason and kept.path.read_bytes() == b"mine"
 
 
 def test_a_failed_action_is_journaled_with_its_reason(rig: PassRig) -> None:

@@ -434,6 +434,26 @@ def test_both_remote_wins_keeps_the_local_version_as_a_copy(emu: Emulator, tmp_p
     assert rig.sync().uploaded == 0
 
 
+def test_remote_wins_moves_the_local_version_aside_on_a_file_system_without_hard_links(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exFAT, FAT and many FUSE mounts answer ``link`` with EPERM: the local version
+    is renamed aside instead (checked not to exist first), not a failure every pass."""
+    rig = make_rig(emu, tmp_path, "both", conflict="remote-wins")
+    both_changed(rig, emu)
+
+    def no_hard_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    result = rig.sync()
+    assert result.conflicts == 1 and not result.failures
+    tree = local_tree(rig.root)
+    (copy,) = [name for name in tree if is_conflict_copy(name)]
+    assert tree == {"notes.txt": b"remote edit!", copy: b"local edit"}
+    assert [v.path.read_bytes() for v in result.backups] == [b"local edit"]
+
+
 @pytest.mark.parametrize("policy", ["keep-both", "local-wins", "remote-wins"])
 def test_pull_mode_conflicts_never_push(emu: Emulator, tmp_path: Path, policy: str) -> None:
     rig = make_rig(emu, tmp_path, "pull", conflict=policy)

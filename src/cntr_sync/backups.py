@@ -18,7 +18,7 @@ Owns: keeping a file (``PassBackups.keep``, given the open directory that holds
 it, as ``transfer`` walks there), listing what is kept (``versions``), retention
 (``prune``: ``backup_keep_days`` and ``backup_max_bytes``, oldest first, never
 the newest version of a file) and choosing the version to restore
-(``version_at``). Putting a version back into the tree is ``transfer.restore``'s.
+(``version_at``). Putting a version back into the tree is ``transfer.restore_version``'s.
 
 Must not: touch the index or the network, or follow a symlink in the tree.
 """
@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cntr_sync.fileio import copy_fd
+
 #: How a file leaves the tree: a link (it is replaced next), a move (it is deleted),
 #: or a copy (its bytes stay in the tree under another name, and may change there).
 KeepHow = Literal["link", "move", "copy"]
 
 _FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{6})Z(?:-(\d+))?$")
 _STAMP = "%Y-%m-%dT%H%M%S"
-_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +150,28 @@ def _new_folder(directory: Path, started_at: float) -> Path:
         return folder
 
 
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
+
+
 def _copy_out(directory_fd: int, name: str, target: Path) -> None:
-    """Copy a file of the tree (never through a symlink) to ``target``, fsynced."""
+    """Copy a file of the tree (never through a symlink) to ``target``, fsynced; an
+    OSError if it changed meanwhile (size, mtime or ctime), so nothing is removed
+    from the tree on the strength of a torn copy."""
     source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory_fd)
     try:
         written = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            while chunk := os.read(source, _COPY_CHUNK):
-                os.write(written, chunk)
+            before = os.fstat(source)
+            copied = copy_fd(source, written)
+            if copied != before.st_size or _changed(before, os.fstat(source)):
+                # Written to while it was copied: no backup, so it stays in the tree.
+                raise OSError(errno.EAGAIN, "the file changed while it was copied", name)
+            os.fchmod(written, stat.S_IMODE(before.st_mode))  # as a link or a move keeps it
             os.fsync(written)
         except BaseException:
             os.close(written)
@@ -209,7 +224,8 @@ def is_folder_name(text: str) -> bool:
 
 def prune(directory: Path, *, keep_days: float, max_bytes: int, now: float) -> list[KeptVersion]:
     """Remove versions older than ``keep_days``, then the oldest until the rest fit
-    ``max_bytes``; never the newest version of a file. Returns what went."""
+    ``max_bytes``; never the newest version of a file. Returns what went (a version
+    that cannot be removed stays, and is not in it)."""
     kept = versions(directory)
     newest: dict[str, KeptVersion] = {}
     for version in kept:
@@ -222,8 +238,12 @@ def prune(directory: Path, *, keep_days: float, max_bytes: int, now: float) -> l
         if id(version) in protected:
             continue
         if version.kept_at < cutoff or total > max_bytes:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 version.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue  # not removable (permissions): it stays, and counts
             total -= version.size
             removed.append(version)
     for folder in {version.path.parents[0] for version in removed}:

@@ -194,6 +194,7 @@ class Engine:
                 self._containers.replace(result, gone)
                 retry = PassResult(dry_run=dry_run, container_created=result.container_created)
                 retry.container_recreated = True
+                retry.backups = list(result.backups)  # what the first attempt kept stays kept
                 self._run(
                     retry,
                     dry_run=dry_run,
@@ -361,29 +362,35 @@ class Engine:
         result.pass_id = pass_journal.pass_id
         self._record_bookkeeping(pass_plan, result, pass_journal)
         backups = PassBackups(self.local.backup_dir, started)
-        Applier(
-            self.client,
-            self.index,
-            self.pair,
-            container_id,
-            result,
-            concurrency=self.concurrency,
-            clock=self._clock,
-            monotonic=self._monotonic,
-            progress=self._progress,
-            tick=self._tick,
-            cancel=self._cancel,
-            policy=policy,
-            partial_tag=self.local.partial_tag,
-            taken=taken,
-            backups=backups,
-            journal=pass_journal,
-            keep_grown_uploads=keep_grown,
-            deadline=self._deadline,
-        ).run(pass_plan)
-        result.backups.extend(backups.kept)
-        for version in backups.kept:
-            pass_journal.record("backup", version.relpath, size=version.size, reason=version.folder)
+        try:
+            Applier(
+                self.client,
+                self.index,
+                self.pair,
+                container_id,
+                result,
+                concurrency=self.concurrency,
+                clock=self._clock,
+                monotonic=self._monotonic,
+                progress=self._progress,
+                tick=self._tick,
+                cancel=self._cancel,
+                policy=policy,
+                partial_tag=self.local.partial_tag,
+                taken=taken,
+                backups=backups,
+                journal=pass_journal,
+                keep_grown_uploads=keep_grown,
+                deadline=self._deadline,
+            ).run(pass_plan)
+        finally:
+            # Kept files are reported even when a fatal error (quota, an expired
+            # container) ends the pass: they are in the backup folder either way.
+            result.backups.extend(backups.kept)
+            for version in backups.kept:
+                pass_journal.record(
+                    "backup", version.relpath, size=version.size, reason=version.folder
+                )
 
     def _incremental_allowed(self, trusted: str | None, paths: Collection[str]) -> bool:
         """Whether a pass over ``paths`` alone, without a listing, is as right as a full one."""

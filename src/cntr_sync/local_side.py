@@ -33,7 +33,7 @@ from cntr_sync.scan import Snapshot
 from cntr_sync.scan import scan as scan_tree
 from cntr_sync.transfer import Tick, probe_traits
 
-log = get_logger("cntr_sync.engine")
+log = get_logger("cntr_sync.local_side")
 
 # Hash-cache rows of gone files tolerated before a pass prunes them.
 PRUNE_SLACK = 16
@@ -113,15 +113,20 @@ class LocalSide:
 
     def prune_backups(self) -> None:
         """Retention, on full passes: kept versions past their age or the byte budget go."""
-        if self.backup_dir.is_dir():
+        if not self.backup_dir.is_dir():
+            return
+        try:
             gone = prune(
                 self.backup_dir,
                 keep_days=self.pair.backup_keep_days,
                 max_bytes=self.pair.backup_max_bytes,
                 now=self._clock(),
             )
-            if gone:
-                log.info("old backups removed", versions=len(gone))
+        except OSError as exc:  # housekeeping: the pass itself went well
+            log.warning("old backups could not be removed", error=str(exc))
+            return
+        if gone:
+            log.info("old backups removed", versions=len(gone))
 
     @property
     def backup_dir(self) -> Path:

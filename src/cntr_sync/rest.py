@@ -57,6 +57,9 @@ from cntr_sync.refusals import RefusalWatch, quota_refusal
 from cntr_sync.retries import Retryable, RetryPolicy, parse_retry_after
 
 PAGE_LIMIT = 100
+# Empty pages in a row that claim more before a listing gives up: a server that
+# filters pages may send one, one that hands out fresh cursors forever would loop.
+EMPTY_PAGES = 5
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Answers that tell the pacer to slow down (a 503 is how some gateways say 429).
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -531,12 +534,13 @@ class Requester:
         servers send strings; a page cut short by the server says "true"). Missing
         or anything else ends the listing only on a short page: after a full page
         the next page is asked for, since planning from half a listing would
-        re-upload the rest. A cursor seen
-        before, or an empty page that claims more, raises ``ProtocolError``
-        instead of looping.
+        re-upload the rest. A cursor seen before, a page that starts at an item
+        seen before, or ``EMPTY_PAGES`` empty pages in a row that claim more raise
+        ``ProtocolError`` instead of looping.
         """
         cursor: str | None = None
         seen: set[str] = set()
+        empty_in_a_row = 0
         # A gateway that ignores "after" but hands out fresh cursors would loop
         # forever: a page starting with an item already seen is the same tell.
         first_ids: set[str] = set()
@@ -569,6 +573,9 @@ class Requester:
             if cursor in seen:
                 raise protocol_error(call, f"page repeats cursor {cursor!r}; stopping")
             seen.add(cursor)
+            empty_in_a_row = 0 if data else empty_in_a_row + 1
+            if empty_in_a_row >= EMPTY_PAGES:
+                raise protocol_error(call, f"{EMPTY_PAGES} empty pages in a row claim more")
 
     def json_object(self, call: Call, answer: Answer) -> dict[str, Any]:
         try:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import xxhash
 
 from cntr_sync.backups import KeepHow
+from cntr_sync.fileio import copy_fd, write_all
 from cntr_sync.hashing import hash_fd, open_regular
 from cntr_sync.models import LocalFile
 from cntr_sync.remote_paths import FileSystemTraits
@@ -220,9 +221,7 @@ class _HashingSink:
         if self._limit is not None and self.written + len(data) > self._limit:
             raise DownloadProblem(f"the body is longer than the listed {self._limit} bytes")
         if self._fd is not None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, data)
         self._digest.update(data)
         self.written += len(data)
         self._tick()
@@ -342,18 +341,19 @@ def _check_target(directory: int, name: str, relpath: str, expect: LocalFile | N
 
 
 def _place_new(directory: int, source: str, target: str) -> None:
-    """Give ``source`` the name ``target`` only if nothing has it (never an overwrite)."""
+    """Give ``source`` the name ``target`` only if nothing has it (never an overwrite):
+    a download put in place, a file moved aside for a conflict copy."""
     try:
         os.link(source, target, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
     except FileExistsError:
-        raise LocalChanged(f"{target!r} appeared while it was being written") from None
+        raise LocalChanged(f"{target!r} appeared since the scan") from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
             raise
         # A file system without hard links: check, then rename (a small race remains).
         with contextlib.suppress(FileNotFoundError):
             os.stat(target, dir_fd=directory, follow_symlinks=False)
-            raise LocalChanged(f"{target!r} appeared while it was being written") from None
+            raise LocalChanged(f"{target!r} appeared since the scan") from None
         os.rename(source, target, src_dir_fd=directory, dst_dir_fd=directory)
         return
     os.unlink(source, dir_fd=directory)
@@ -402,7 +402,7 @@ def write_download(
                     raise UnsafeTarget("a conflict copy must stay in its file's directory")
                 if keep is not None:
                     keep(directory, name, relpath, "copy")  # the copy may change later
-                _move_aside(directory, name, aside_name)
+                _place_new(directory, name, aside_name)  # moved aside, never over a file
                 _place_new(directory, partial, name)
             elif expect is None:
                 _place_new(directory, partial, name)
@@ -416,15 +416,6 @@ def write_download(
     return LocalFile(
         relpath, final.st_size, final.st_mtime_ns, final.st_ino, sink.hexdigest(), final.st_ctime_ns
     )
-
-
-def _move_aside(directory: int, name: str, aside: str) -> None:
-    """Rename ``name`` to ``aside`` without overwriting anything at ``aside``."""
-    try:
-        os.link(name, aside, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
-    except FileExistsError:
-        raise LocalChanged(f"{aside!r} exists") from None
-    os.unlink(name, dir_fd=directory)
 
 
 def hash_download(fetch: Fetch, *, expected_size: int | None, tick: Tick) -> str:
@@ -553,9 +544,14 @@ def restore_version(root: Path, relpath: str, source: Path, keep: Keep | None) -
         if present is not None and not stat.S_ISREG(present.st_mode):
             raise UnsafeTarget(f"{relpath!r} is a symlink, directory or special file here")
         with _partial(directory, "restore") as (partial, fd):
-            with source.open("rb") as kept:
-                while chunk := kept.read(1 << 20):
-                    os.write(fd, chunk)
+            kept = open_regular(source, follow_symlinks=False)
+            try:
+                before = os.fstat(kept)
+                if copy_fd(kept, fd) != before.st_size:
+                    raise OSError(errno.EIO, "the kept version changed while it was read", source)
+            finally:
+                os.close(kept)
+            os.fchmod(fd, stat.S_IMODE(before.st_mode))  # a restored script runs again
             os.fsync(fd)
             if present is not None:
                 if keep is not None:
