@@ -115,3 +115,29 @@ def test_restore_refuses_with_one_line(cli: Cli, tmp_path: Path) -> None:
     bad_time = run(cli, "log", tree, "--since", "last tuesday")
     assert bad_time.returncode == 2
     assert_one_error_line(bad_time, "flag --since: 'last tuesday' is not a time")
+
+
+def test_restore_over_something_that_is_not_a_file_is_one_line_and_nothing_moves(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A directory (or a symlink) now where the file was: one line naming it, exit 2,
+    and both the tree and the kept version as they were."""
+    tree = tmp_path / "work"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"v1")
+    first = cli.sync_json(tree, "--direction", "both")
+    (remote,) = cli.listing().files
+    cli.server.emulator.rewrite_file(first["container_id"], remote["id"], b"v2 from the model")
+    cli.sync_json(tree, "--direction", "both")
+    (tree / "a.txt").unlink()
+    (tree / "a.txt").mkdir()
+    (tree / "a.txt" / "inside").write_bytes(b"mine")
+    refused = run(cli, "restore", tree, "a.txt", "--at", "2d")
+    assert refused.returncode == 2
+    assert_one_error_line(refused, "no version of a.txt kept at or before 2d")
+    refused = run(cli, "restore", tree, "a.txt")
+    assert refused.returncode == 2
+    assert_one_error_line(refused, "cannot restore a.txt: 'a.txt' is a symlink, directory")
+    assert (tree / "a.txt" / "inside").read_bytes() == b"mine"
+    versions = json.loads(run(cli, "backups", tree, "--json").stdout)["versions"]
+    assert [v["bytes"] for v in versions] == [2]

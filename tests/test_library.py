@@ -307,10 +307,17 @@ def test_a_pass_names_what_it_kept_and_restore_puts_it_back(
         b"the model's rows\n",
     ]
     assert cntr_sync.sync(work, "lib-box", direction="both").replaced == 1
-    with pytest.raises(cntr_sync.LocalError, match=r"no kept version of 'nope\.txt'"):
+    with pytest.raises(cntr_sync.LocalError, match=r"no version of nope\.txt in "):
         cntr_sync.restore(work, "lib-box", "nope.txt")
     with pytest.raises(cntr_sync.ConfigError, match="not a file inside DIRECTORY"):
         cntr_sync.restore(work, "lib-box", "../outside.txt")
+    # ``at`` as text: a time or a span ago, never a string compared blindly.
+    with pytest.raises(cntr_sync.ConfigError, match="at: 'yesterday-ish' is not a time"):
+        cntr_sync.restore(work, "lib-box", "data.csv", at="yesterday-ish")
+    with pytest.raises(cntr_sync.LocalError, match="kept at or before 2000-01-01"):
+        cntr_sync.restore(work, "lib-box", "data.csv", at="2000-01-01T00:00")
+    assert cntr_sync.restore(work, "lib-box", "./data.csv", at="0s").relpath == "data.csv"
+    assert cntr_sync.kept_versions(work, "lib-box", path="./data.csv")
 
 
 def test_a_cancelled_async_sync_stops_its_pass_and_frees_the_pair(

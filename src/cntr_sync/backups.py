@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,8 @@ from cntr_sync.fileio import copy_fd
 KeepHow = Literal["link", "move", "copy"]
 
 _FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{6})Z(?:-(\d+))?$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _STAMP = "%Y-%m-%dT%H%M%S"
 
 
@@ -208,8 +211,11 @@ def versions(directory: Path, relpath: str | None = None) -> list[KeptVersion]:
 def version_at(directory: Path, relpath: str, at: float | str | None = None) -> KeptVersion | None:
     """The newest version of ``relpath`` kept at or before ``at``: a time (Unix
     seconds), or a pass folder's name (that folder, or an earlier one: two passes in
-    one second have folders ``T...Z`` and ``T...Z-2``); any time if None."""
+    one second have folders ``T...Z`` and ``T...Z-2``); any time if None.
+    ValueError for a string that names no folder (``parse_moment`` reads the rest)."""
     if isinstance(at, str):
+        if not is_folder_name(at):
+            raise ValueError(f"{at!r} is not a backup folder's name")
         last = _folder_key(at)
         candidates = [v for v in versions(directory, relpath) if _folder_key(v.folder) <= last]
     else:
@@ -220,6 +226,28 @@ def version_at(directory: Path, relpath: str, at: float | str | None = None) -> 
 def is_folder_name(text: str) -> bool:
     """Whether ``text`` names a pass folder (``2026-12-07T140512Z``, ``...Z-2``)."""
     return _FOLDER.match(text) is not None
+
+
+def parse_moment(text: str, now: float) -> float | str:
+    """A moment as a person writes it: ``1h``, ``30m``, ``2d`` ago; an ISO 8601
+    time (UTC unless it says); or a pass folder's name, returned as it is (it
+    picks that folder even among several of one second: ``folder_time`` for its
+    time). ValueError for anything else."""
+    text = text.strip()
+    found = _DURATION.match(text)
+    if found is not None:
+        return now - float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    if is_folder_name(text):
+        return text
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: write 1h, 30m, 2d, 2026-12-07T14:05 or a backup folder's name"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def prune(directory: Path, *, keep_days: float, max_bytes: int, now: float) -> list[KeptVersion]:

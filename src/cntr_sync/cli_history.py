@@ -13,9 +13,7 @@ directory. Like ``cli``, heavy imports wait until the command runs.
 
 from __future__ import annotations
 
-import calendar
 import json
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +36,7 @@ from cntr_sync.cli_common import (
     reporter_for,
     reporting,
 )
-from cntr_sync.errors import ConfigError, LocalError
+from cntr_sync.errors import ConfigError
 
 if TYPE_CHECKING:
     from cntr_sync.cli_output import Reporter
@@ -52,29 +50,18 @@ DirectoryArg = Annotated[
     Path | None,
     typer.Argument(help="The local directory (default: 'local' in the settings)."),
 ]
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
 def parse_time(text: str, now: float, *, flag: str) -> float:
     """``1h``, ``30m``, ``2d`` ago; an ISO 8601 time (UTC unless it says); a backup
-    folder's name (``2026-12-07T140512Z``). ConfigError naming ``flag`` otherwise."""
-    found = _DURATION.match(text.strip())
-    if found is not None:
-        return now - float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
-    folder = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{6})Z(?:-\d+)?$", text.strip())
-    if folder is not None:
-        return float(calendar.timegm(time.strptime(folder.group(1), "%Y-%m-%dT%H%M%S")))
+    folder's name (its time). ConfigError naming ``flag`` otherwise."""
+    from cntr_sync.backups import folder_time, parse_moment  # noqa: PLC0415
+
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ConfigError(
-            f"flag {flag}: {text!r} is not a time: write 1h, 30m, 2d, 2026-12-07T14:05 "
-            "or a backup folder's name"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        moment = parse_moment(text, now)
+    except ValueError as exc:
+        raise ConfigError(f"flag {flag}: {exc}") from None
+    return moment if isinstance(moment, float) else (folder_time(moment) or now)
 
 
 @contextmanager
@@ -201,23 +188,14 @@ def restore(
         settings,
         pair,
     ):
-        from cntr_sync.backups import PassBackups, is_folder_name, version_at  # noqa: PLC0415
-        from cntr_sync.remote_paths import printable, restorable_relpath  # noqa: PLC0415
+        from cntr_sync.remote_paths import printable  # noqa: PLC0415
+        from cntr_sync.restoring import restore_kept  # noqa: PLC0415
         from cntr_sync.session import backup_dir_of  # noqa: PLC0415
-        from cntr_sync.transfer import restore_version  # noqa: PLC0415
 
-        relpath = restorable_relpath(path)
-        now = time.time()
-        moment: float | str | None = None
-        if at is not None:
-            # A folder's name picks that folder even among several of one second.
-            moment = at.strip() if is_folder_name(at.strip()) else parse_time(at, now, flag="--at")
-        kept_in = backup_dir_of(settings, pair)
-        version = version_at(kept_in, relpath, moment)
-        if version is None:
-            when = f" kept at or before {at}" if at else ""
-            raise LocalError(f"no version of {printable(relpath)}{when} in {kept_in}", path=path)
-        restore_version(pair.local, relpath, version.path, PassBackups(kept_in, now).keep)
+        version = restore_kept(
+            backup_dir_of(settings, pair), pair.local, path, at, now=time.time(), name="--at"
+        )
+        relpath = version.relpath
         if json_output:
             restored = {"path": relpath, "kept": version.folder, "bytes": version.size}
             print(json.dumps({"restored": restored, "exit_code": EXIT_OK, "errors": []}))

@@ -39,9 +39,9 @@ from cntr_sync.index_file import (
     copy_for_reading,
     create_private,
     db_error,
+    index_path,
     init_meta,
     migrate,
-    pair_stem,
     strip_userinfo,
     transaction,
 )
@@ -91,9 +91,8 @@ class Index:
         (migrated there if the file is older; empty if there is no file yet).
         State files are created 0600 in a 0700 directory: they name your files.
         """
-        stem = pair_stem(base_url, root, container_spec)
-        path = state_dir / f"{stem}.sqlite"
-        lock_path = state_dir / f"{stem}.lock"
+        path = index_path(state_dir, base_url, root, container_spec)
+        lock_path = path.with_suffix(".lock")
         if not lock:
             conn = copy_for_reading(path)
             try:

@@ -1,7 +1,7 @@
 """The SQLite file under an ``Index``: its schema and migrations, and how it is opened.
 
 Owns: the statements that take the schema from each version to the next
-(``PRAGMA user_version``), the file's name per pair (``pair_stem``), creating it
+(``PRAGMA user_version``), the file's name per pair (``index_path``), creating it
 0600, opening it in WAL mode, a private copy for readers that must not write
 (``status``), the single ``meta`` row, transactions, and turning sqlite3 errors
 into a ``LocalError`` that names the file. ``index.Index`` is everything a pass
@@ -142,6 +142,12 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # SQLite result codes that mean "this file is not (or no longer) a database".
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+
+
+def index_path(state_dir: Path, base_url: str, root: Path, container_spec: str) -> Path:
+    """A pair's index file, ``STATE_DIR/<stem>.sqlite``; its lock (``.lock``) and
+    backups (``.backups``) sit beside it under the same stem."""
+    return state_dir / f"{pair_stem(base_url, root, container_spec)}.sqlite"
 
 
 def pair_stem(base_url: str, root: Path, container_spec: str) -> str:

@@ -30,15 +30,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cntr_sync.api import ContainersClient
-from cntr_sync.backups import KeptVersion, PassBackups, version_at, versions
+from cntr_sync.backups import KeptVersion, versions
 from cntr_sync.config import PairSettings, Settings
-from cntr_sync.errors import ConfigError, IncompleteSyncError, LocalError
+from cntr_sync.errors import ConfigError, IncompleteSyncError
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Direction, Pair
 from cntr_sync.remote_paths import restorable_relpath
+from cntr_sync.restoring import restore_kept
 from cntr_sync.result import PassResult, SyncResult, TransferEvent
 from cntr_sync.session import backup_dir_of, run_pass
-from cntr_sync.transfer import restore_version
 
 OnProgress = Callable[[TransferEvent], None]
 T = TypeVar("T")
@@ -478,7 +478,8 @@ def kept_versions(
         local, container, direction="both", client=client, settings=settings, overrides=overrides
     )
     base_url = own_client.base_url if own_client is not None else None
-    return versions(backup_dir_of(resolved, pair, base_url=base_url), path)
+    kept_in = backup_dir_of(resolved, pair, base_url=base_url)
+    return versions(kept_in, None if path is None else restorable_relpath(path))
 
 
 def restore(
@@ -492,18 +493,14 @@ def restore(
     **overrides: Any,
 ) -> KeptVersion:
     """Put the newest kept version of ``path`` (a relpath), or the newest kept at or
-    before ``at`` (Unix seconds, or a pass folder's name: ``KeptVersion.folder``),
-    back into ``local``; the file it replaces is kept
-    too, and the next pass pushes the restored file as any local edit. Returns the
-    version restored; ``LocalError`` when none is kept."""
+    before ``at`` (Unix seconds; or text: a pass folder's name, ``KeptVersion.folder``,
+    an ISO 8601 time, or ``1h``/``30m``/``2d`` ago) back into ``local``; the file it
+    replaces is kept too, and the next pass pushes the restored file as any local
+    edit. Returns the version restored; ``LocalError`` when none is kept or it
+    cannot be put back, ``ConfigError`` for an ``at`` that is no time."""
     resolved, pair, own_client = _prepare(
         local, container, direction="both", client=client, settings=settings, overrides=overrides
     )
     base_url = own_client.base_url if own_client is not None else None
     kept_in = backup_dir_of(resolved, pair, base_url=base_url)
-    relpath = restorable_relpath(path)
-    version = version_at(kept_in, relpath, at)
-    if version is None:
-        raise LocalError(f"no kept version of {relpath!r} in {kept_in}", path=path)
-    restore_version(pair.local, relpath, version.path, PassBackups(kept_in, time.time()).keep)
-    return version
+    return restore_kept(kept_in, pair.local, path, at, now=time.time())

@@ -126,8 +126,10 @@ def relpath_problem(relpath: str) -> str | None:
 
 
 def restorable_relpath(path: str) -> str:
-    """``path`` as a relpath a file can be restored at, or ``ConfigError`` naming it."""
-    relpath = path.replace("\\", "/").strip("/")
+    """``path`` as a relpath a file can be restored at (``./a//b`` is ``a/b``), or
+    ``ConfigError`` naming it."""
+    parts = path.replace("\\", "/").split("/")
+    relpath = "/".join(part for part in parts if part not in ("", "."))
     problem = relpath_problem(relpath)
     if problem is not None:
         raise ConfigError(f"PATH {path!r}: not a file inside DIRECTORY ({problem})")

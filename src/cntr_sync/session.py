@@ -25,7 +25,7 @@ from cntr_sync.api import ContainersClient, normalized_base_url
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
-from cntr_sync.index_file import pair_stem
+from cntr_sync.index_file import index_path
 from cntr_sync.local_side import default_backup_dir
 from cntr_sync.models import DEFAULT_BASE_URL, Pair
 from cntr_sync.pacing import Pacer, shared_pacer
@@ -100,8 +100,7 @@ def backup_dir_of(settings: Settings, pair: Pair, *, base_url: str | None = None
     if pair.backup_dir is not None:
         return pair.backup_dir
     url = base_url or normalized_base_url(settings.effective_base_url)
-    stem = pair_stem(url, pair.local, pair.container)
-    return default_backup_dir(settings.state_dir / f"{stem}.sqlite")
+    return default_backup_dir(index_path(settings.state_dir, url, pair.local, pair.container))
 
 
 class PairSession:
