@@ -357,6 +357,26 @@ def test_a_cancelled_async_sync_stops_its_pass_and_frees_the_pair(
     assert uploads == 300  # none sent twice
 
 
+def test_a_cancelled_async_sync_does_not_sit_out_the_servers_retry_after(
+    env: None, server: EmulatorServer, tmp_path: Path
+) -> None:
+    """The cancel that stops the pass also ends the client's retry wait: a server that
+    says "Retry-After: 30" does not hold ``wait_for`` for half a minute."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a.txt").write_text("a\n")
+    server.emulator.fail_next("create_file", 429, 10, headers={"Retry-After": "30"})
+
+    async def cut_short() -> None:
+        await asyncio.wait_for(cntr_sync.async_sync(root, "patient-box"), 0.8)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        asyncio.run(cut_short())
+    assert time.monotonic() - started < 10.0
+    assert server.emulator.counts()["create_file"] == 1  # refused once, never retried
+
+
 # -- issue 25, finding 6: a pass that leaves work undone raises --------------------------
 
 

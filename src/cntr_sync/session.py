@@ -220,9 +220,10 @@ def run_pass(
 ) -> PassResult:
     """One pass of ``pair``: what ``cntr-sync sync`` and ``cntr_sync.sync`` run.
 
-    Setting ``cancel`` (from another thread) stops the pass at its next action;
-    the pair's lock is released when this returns."""
-    with PairSession(settings, pair, client=client, lock=lock) as session:
+    Setting ``cancel`` (from another thread) stops the pass at its next action,
+    and ends the retry and pacing waits of the client this builds (a client
+    passed in keeps its own); the pair's lock is released when this returns."""
+    with PairSession(settings, pair, client=client, lock=lock, stop=cancel) as session:
         return session.engine(progress=progress).run_pass(
             dry_run=dry_run, force=force, cancel=cancel
         )
