@@ -5,7 +5,7 @@ Exit codes (also in README and ``--help``):
        would change nothing
   1    partial: some actions failed after retries; the next run retries them;
        for status: a sync would change something (as ``git diff --exit-code``)
-  2    usage, configuration or authentication error
+  2    usage, configuration or authentication error, or no quota
   3    a safety brake stopped it (missing or emptied root, mass deletion, lock held)
   4    the API cannot be reached (connection refused, DNS, timeouts after retries)
   130  interrupted (Ctrl-C)
