@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -481,3 +482,49 @@ def test_the_daemon_logs_each_transfer_up_to_a_hundred_a_pass(
     assert transfers.unlisted() == 50
     transfers.start(1, 0)
     assert transfers.unlisted() == 0  # counted afresh each pass
+
+
+class TimedEvent(threading.Event):
+    """An event that remembers when it was set."""
+
+    set_at: float | None = None
+
+    def set(self) -> None:
+        self.set_at = time.monotonic()
+        super().set()
+
+
+class StuckWorker:
+    """A worker past its flush bound: its thread ends ``linger`` seconds after ``cancel``."""
+
+    def __init__(self, linger: float) -> None:
+        self.cancel = TimedEvent()
+        self.linger = linger
+
+    def stop(self, flush_deadline: float) -> None:
+        pass
+
+    def join(self, timeout: float) -> bool:
+        if not self.cancel.wait(max(0.0, timeout)) or self.cancel.set_at is None:
+            return False
+        ends_at = self.cancel.set_at + self.linger
+        time.sleep(max(0.0, min(ends_at - time.monotonic(), timeout)))
+        return time.monotonic() >= ends_at
+
+
+def test_late_pairs_are_all_cancelled_at_once_and_share_one_grace_period(
+    tmp_path: Path,
+) -> None:
+    """Four pairs each needing 1 s after the cancel: stopping takes about 1 s past the
+    flush bound, not 4 (each one cancelled only when the one before had ended)."""
+    settings = Settings.model_validate(
+        {"pairs": [{"name": "docs", "local": tmp_path, "container": "box"}]}
+    )
+    daemon = Daemon(None, settings=settings, environ={})
+    stuck = {f"p{number}": StuckWorker(linger=1.0) for number in range(4)}
+    daemon.workers.update(stuck)  # type: ignore[arg-type]
+    started = time.monotonic()
+    daemon._stop_workers(list(stuck), timeout=0.1)
+    assert time.monotonic() - started < 3.0
+    assert all(worker.cancel.is_set() for worker in stuck.values())
+    assert daemon.workers == {}

@@ -232,12 +232,15 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for name in names:
             self.workers[name].stop(deadline)
-        for name in names:
-            worker = self.workers[name]
-            if not worker.join(deadline - time.monotonic()):
-                # Past the flush bound: let in-flight actions finish, start no more.
-                worker.cancel.set()
-                worker.join(5.0)
+        late = [name for name in names if not self.workers[name].join(deadline - time.monotonic())]
+        # Past the flush bound: in-flight actions may finish, no more start. Every
+        # late pair is told at once and all get the same 5 s, however many they are.
+        for name in late:
+            self.workers[name].cancel.set()
+        cancel_deadline = time.monotonic() + 5.0
+        for name in late:
+            if not self.workers[name].join(cancel_deadline - time.monotonic()):
+                log.warning("pair did not stop in time; leaving it behind", pair=name)
         for name in names:
             self.metrics.forget_pair(name)
             del self.workers[name]
