@@ -233,6 +233,14 @@ def test_the_exit_keeps_a_usage_error_and_its_status() -> None:
     assert proc.stdout == "atexit ran\ntorn down\n"
 
 
+def test_a_usage_error_never_echoes_a_key_pasted_as_an_argument() -> None:
+    key = "sk-proj-" + "Q" * 40
+    proc = console_child("sync", "some/dir", key)
+    assert proc.returncode == 2
+    assert "unexpected extra argument" in proc.stderr
+    assert key not in proc.stderr and "[redacted]" in proc.stderr
+
+
 def test_with_a_thread_still_running_the_exit_waits_for_it() -> None:
     proc = console_child("--with-thread", "--version")
     assert proc.returncode == 0, proc.stderr

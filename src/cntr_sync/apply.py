@@ -138,8 +138,8 @@ class Applier(OutcomeRecorder):
         self._keep_grown = keep_grown_uploads
         # Monotonic time after which no new action starts (the daemon's pass deadline).
         self._deadline = deadline
-        # Content hashes of remote files downloaded to verify a match, once a pass.
         self._lock = threading.Lock()
+        # Content hashes of remote files downloaded to verify a match, once a pass.
         self._remote_hashes: dict[str, str] = {}
         self._hash_locks: dict[str, threading.Lock] = {}
         self._verified_ids: set[str] = set()
@@ -374,8 +374,6 @@ class Applier(OutcomeRecorder):
             if digest == action.local.hash:
                 break
         return Verified(action, tuple(hashes))
-
-    # -- outcomes: one handler each, all on the calling thread --------------------------
 
 
 def _file_time(action: Download) -> float | None:

@@ -59,7 +59,7 @@ from cntr_sync.cli_common import (
     with_patterns,
 )
 from cntr_sync.cli_history import backups, log, restore  # their @command adds them
-from cntr_sync.errors import ConfigError
+from cntr_sync.errors import ConfigError, redact
 
 if TYPE_CHECKING:
     from cntr_sync.config import Settings
@@ -433,7 +433,9 @@ def main() -> NoReturn:
             exc.show()  # type: ignore[attr-defined]
         else:
             command = getattr(getattr(exc, "ctx", None), "command_path", "cntr-sync")
-            print(f"cntr-sync: error: {format_message()} (see '{command} --help')", file=sys.stderr)
+            # A key pasted where an argument goes must not be echoed back.
+            message = redact(format_message())
+            print(f"cntr-sync: error: {message} (see '{command} --help')", file=sys.stderr)
         sys.exit(exit_code)
     sys.exit(result if isinstance(result, int) else 0)
 

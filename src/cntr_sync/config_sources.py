@@ -93,7 +93,7 @@ def check_names(
     for key in flags:
         if key not in settings_cls.model_fields:
             raise ConfigError(
-                f"flag {_flag_name(key)}: unknown setting{_suggest(key, settings_cls)}"
+                f"flag {_flag_name(key)}: unknown setting{suggest(key, settings_cls)}"
             )
     _check_env_names(environ, settings_cls)
 
@@ -425,10 +425,6 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 def suggest(key: str, model: type[BaseModel]) -> str:
     """ "; did you mean 'x'?" for a misspelt key, or nothing."""
-    return _suggest(key, model)
-
-
-def _suggest(key: str, model: type[BaseModel]) -> str:
     match = difflib.get_close_matches(key.lower(), model.model_fields, n=1)
     return f"; did you mean '{match[0]}'?" if match else ""
 
@@ -441,8 +437,8 @@ def _suggest_for(
         if key in settings_cls.model_fields and key not in pair_cls.model_fields:
             # TOML puts every key after a [[pairs]] header into that pair.
             return "; top-level keys must come before the first [[pairs]] table"
-        return _suggest(key, pair_cls)
-    return _suggest(key, settings_cls) if len(loc) == 1 else ""
+        return suggest(key, pair_cls)
+    return suggest(key, settings_cls) if len(loc) == 1 else ""
 
 
 def _toml_problem(exc: ValueError) -> str:

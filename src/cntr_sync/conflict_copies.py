@@ -10,7 +10,7 @@ unseen; a copy you delete or rename drops out of the list.
 Owns the ``conflict_copies`` table (made by the first copy, so a pair without
 conflicts writes nothing). An index from before this table existed may hold
 copies made earlier: the first full pass records the files in the tree named
-like copies (``adopt_existing``), once.
+like copies (``start``, called from ``LocalSide.conflict_copies``), once.
 
 Must not: decide what is a conflict (``pull`` does), or touch the tree.
 """

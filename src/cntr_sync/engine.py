@@ -47,6 +47,7 @@ from cntr_sync.errors import (
     NotFoundError,
     SafetyBrakeError,
 )
+from cntr_sync.hashing import no_tick
 from cntr_sync.index import Index
 from cntr_sync.journal import Journal, new_pass_id
 from cntr_sync.listing import Listing
@@ -73,10 +74,6 @@ class _NoProgress:
         pass
 
 
-def _no_tick() -> None:
-    pass
-
-
 class _Planned(NamedTuple):
     """A full pass's plan, with what carrying it out needs besides."""
 
@@ -100,7 +97,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         progress: Progress | None = None,
-        tick: Tick = _no_tick,
+        tick: Tick = no_tick,
         fs_traits: FileSystemTraits | None = None,
     ) -> None:
         self.client = client

@@ -25,7 +25,7 @@ messages are built from status codes, server messages and ids, and
         │   ├── QuotaExceededError     the account has no quota or billing
         │   │                          (insufficient_quota): no wait helps (exit 2)
         │   └── RefusedTooLongError    every answer a 429 or 503 for
-        │                              ``retries.REFUSAL_LIMIT``: the pass stops
+        │                              ``refusals.REFUSAL_LIMIT``: the pass stops
         ├── ServerError                5xx, still after every retry
         ├── TransportError             connection or timeout, still after every retry
         ├── OutcomeUnknownError        an upload failed where the server may have
@@ -160,7 +160,7 @@ class SafetyBrakeError(CntrSyncError):
 
     def __init__(self, message: str, *, would_delete: tuple[str, ...] = ()) -> None:
         self.would_delete = would_delete
-        # Room for the names the message gives (``plan.BRAKE_NAMED`` of them).
+        # Room for the names the message gives (``brakes.BRAKE_NAMED`` of them).
         super().__init__(message, limit=4000)
 
 

@@ -117,7 +117,8 @@ class IgnoreRules:
 
     def always_ignore(self, relpaths: Iterable[str]) -> None:
         """Never mirror these relpaths (and what is under them), whatever any pattern says:
-        cntr-sync's own state directory and container-id file when they sit in the tree."""
+        cntr-sync's own state and backup directories and container-id file when they sit in
+        the tree."""
         self._always = frozenset(relpaths)
         self._prefilters.clear()
 

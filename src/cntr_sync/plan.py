@@ -246,7 +246,7 @@ def _plan_push(
         name = canonical(upload_name(relpath))
         same_name = by_name.get(name, []) if name not in shared else []
         if relpath in out.decided or (relpath not in local and uncertain(relpath)):
-            _hold(relpath, index.get(relpath), same_name, out)
+            _hold(index.get(relpath), same_name, out)
             continue
         if relpath not in local and ignored(relpath):
             _excluded(relpath, index.get(relpath), same_name, remote, policy, out)
@@ -299,7 +299,7 @@ def _excluded(
     """A relpath the ignore rules exclude: its remote copies are left alone, or, with
     ``delete_excluded`` (never in pull), deleted."""
     if not policy.delete_excluded or policy.direction == "pull":
-        _hold(relpath, entry, same_name, out)
+        _hold(entry, same_name, out)
         return
     live = remote.get(entry.remote_id) if entry is not None else None
     if live is not None:
@@ -368,9 +368,7 @@ def _count_moves(deletes: Sequence[Delete], uploads: Iterable[Upload], index: In
     return moves
 
 
-def _hold(
-    relpath: str, entry: IndexEntry | None, same_name: list[RemoteFile], out: PlanBuilder
-) -> None:
+def _hold(entry: IndexEntry | None, same_name: list[RemoteFile], out: PlanBuilder) -> None:
     """Keep everything about a relpath as it is (uncertain, or the pull side's this
     pass): its remote copies are ours."""
     if entry is not None:
@@ -511,9 +509,7 @@ def _plan_relpath(
             out.forgets.append(relpath)
         if intent is not None:
             # Only an intent proves same-name uploads ours once the local file is gone.
-            _drop_leftovers(
-                relpath, intent, candidates, policy=policy, out=out, reason="stale-upload"
-            )
+            _drop_leftovers(relpath, intent, candidates, out=out, reason="stale-upload")
         return
 
     current: RemoteFile | None = None
@@ -553,12 +549,10 @@ def _plan_relpath(
                 inode=local.inode,
             )
         )
-        _drop_leftovers(relpath, intent, candidates, policy=policy, out=out, reason="stale-upload")
+        _drop_leftovers(relpath, intent, candidates, out=out, reason="stale-upload")
         return
 
-    _drop_leftovers(
-        relpath, intent, candidates, policy=policy, out=out, reason="duplicate", keep=current.id
-    )
+    _drop_leftovers(relpath, intent, candidates, out=out, reason="duplicate", keep=current.id)
 
 
 def _adoptable(
@@ -587,7 +581,6 @@ def _drop_leftovers(
     intent: UploadIntent | None,
     candidates: list[RemoteFile],
     *,
-    policy: Policy,
     out: PlanBuilder,
     reason: DeleteReason,
     keep: str | None = None,

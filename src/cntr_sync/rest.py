@@ -52,6 +52,7 @@ from cntr_sync.errors import (
     ServerError,
     TransportError,
 )
+from cntr_sync.hashing import no_tick
 from cntr_sync.pacing import Pacer
 from cntr_sync.refusals import RefusalWatch, quota_refusal
 from cntr_sync.retries import Retryable, RetryPolicy, parse_retry_after
@@ -236,7 +237,7 @@ class Requester:
         self.refusals = refusals or RefusalWatch()
         self.request_deadline = request_deadline
         self._secret = secret
-        self._tick = tick or _no_tick
+        self._tick = tick or no_tick
         self._clock = clock
         self._on_request = on_request
         self._pacer = pacer
@@ -590,10 +591,6 @@ class Requester:
 
     def parse(self, call: Call, model: type[ModelT], answer: Answer) -> ModelT:
         return parse_item(call, model, self.json_object(call, answer))
-
-
-def _no_tick() -> None:
-    pass
 
 
 def parse_item(call: Call, model: type[ModelT], item: Mapping[str, Any]) -> ModelT:

@@ -24,6 +24,7 @@ import httpx
 from cntr_sync.api import ContainersClient, normalized_base_url
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
+from cntr_sync.hashing import no_tick
 from cntr_sync.index import Index
 from cntr_sync.index_file import index_path
 from cntr_sync.local_side import default_backup_dir
@@ -168,7 +169,7 @@ class PairSession:
             self.pair,
             concurrency=self.settings.concurrency,
             progress=progress,
-            tick=self._hooks["tick"] or _no_tick,
+            tick=self._hooks["tick"] or no_tick,
         )
         return engine
 
@@ -227,10 +228,6 @@ def run_pass(
         return session.engine(progress=progress).run_pass(
             dry_run=dry_run, force=force, cancel=cancel
         )
-
-
-def _no_tick() -> None:
-    pass
 
 
 __all__ = ["PairSession", "build_client", "pacer_for", "pool_size", "run_pass"]

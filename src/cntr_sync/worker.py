@@ -16,7 +16,6 @@ one-shot command.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
@@ -582,5 +581,9 @@ class PairWorker:
     def _close_session(self) -> None:
         session, self._session = self._session, None
         if session is not None:
-            with contextlib.suppress(Exception):
+            try:
                 session.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not kill the pair thread
+                log.warning(
+                    "closing the pair's session failed", pair=self.pair.name, error=str(exc)
+                )
