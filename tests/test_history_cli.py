@@ -10,27 +10,18 @@ a real emulator on 127.0.0.1 (``test_cli``'s ``Cli``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cntr_sync.emulator import EmulatorServer
+import test_cli
 from test_cli import NAME, Cli, assert_one_error_line
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmulatorServer]:
-    with EmulatorServer("127.0.0.1", 0, control=True, data_dir=tmp_path / "emu") as running:
-        yield running
-
-
-@pytest.fixture
-def cli(server: EmulatorServer, tmp_path: Path) -> Cli:
-    return Cli(server, tmp_path)
+# test_cli's fixtures: an emulator with its control surface, and a Cli on it.
+server, cli = test_cli.server, test_cli.cli
 
 
 def run(cli: Cli, name: str, tree: Path, *args: str | Path) -> Any:

@@ -12,36 +12,19 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cntr_sync.emulator import EmulatorServer
+import test_cli
 from cntr_sync.remote_paths import is_conflict_copy
 from test_cli import NAME, TREE, Cli, assert_one_error_line, write_tree
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmulatorServer]:
-    with EmulatorServer("127.0.0.1", 0, control=True, data_dir=tmp_path / "emu") as running:
-        yield running
-
-
-@pytest.fixture
-def cli(server: EmulatorServer, tmp_path: Path) -> Cli:
-    return Cli(server, tmp_path)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    directory = tmp_path / "my tree"
-    directory.mkdir()
-    write_tree(directory, TREE)
-    return directory
+# test_cli's fixtures: an emulator with its control surface, a Cli on it, a written tree.
+server, cli, root = test_cli.server, test_cli.cli, test_cli.root
 
 
 def status(cli: Cli, root: Path, *args: str, **kwargs: Any) -> Any:
