@@ -456,21 +456,17 @@ class Requester:
         body, message = _error_of(answer)
         message = self.scrub(message)
         quota = quota_refusal(status, body, message)
-        if quota is not None:
-            raise QuotaExceededError(
-                f"the account has no quota for the API ({quota}): no request can succeed "
-                "until its plan or billing allows it, so the pass stops. "
-                f"{call.describe()}: HTTP {status}: {message}",
-                operation=call.operation,
-                status=status,
-                container_id=call.container_id,
-                file_id=call.file_id,
-                request_id=answer.headers.get("x-request-id"),
-            )
-        if status in RETRYABLE_STATUSES or status >= 500:
+        if quota is None and (status in RETRYABLE_STATUSES or status >= 500):
             raise Retryable(status=status, message=message, headers=answer.headers)
+        text = f"{call.describe()}: HTTP {status}: {message}"
         error_class: type[ApiError]
-        if status == 400 and is_container_expired(message):
+        if quota is not None:
+            error_class = QuotaExceededError
+            text = (
+                f"the account has no quota for the API ({quota}): no request can succeed "
+                f"until its plan or billing allows it, so the pass stops. {text}"
+            )
+        elif status == 400 and is_container_expired(message):
             error_class = ContainerExpiredError
         else:
             error_class = {
@@ -479,7 +475,7 @@ class Requester:
                 404: NotFoundError,
             }.get(status, BadRequestError)
         raise error_class(
-            f"{call.describe()}: HTTP {status}: {message}",
+            text,
             operation=call.operation,
             status=status,
             container_id=call.container_id,
