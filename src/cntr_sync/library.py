@@ -474,11 +474,7 @@ def kept_versions(
     """The versions of local files that passes replaced or deleted because of the
     container, kept in the pair's backup directory, oldest first (``path``: of that
     relpath only). Reads the pair's state only: no request is made."""
-    resolved, pair, own_client = _prepare(
-        local, container, direction="both", client=client, settings=settings, overrides=overrides
-    )
-    base_url = own_client.base_url if own_client is not None else None
-    kept_in = backup_dir_of(resolved, pair, base_url=base_url)
+    kept_in, _ = _backups_of(local, container, client, settings, overrides)
     return versions(kept_in, None if path is None else restorable_relpath(path))
 
 
@@ -498,9 +494,20 @@ def restore(
     replaces is kept too, and the next pass pushes the restored file as any local
     edit. Returns the version restored; ``LocalError`` when none is kept or it
     cannot be put back, ``ConfigError`` for an ``at`` that is no time."""
+    kept_in, pair = _backups_of(local, container, client, settings, overrides)
+    return restore_kept(kept_in, pair.local, path, at, now=time.time())
+
+
+def _backups_of(
+    local: str | os.PathLike[str],
+    container: str,
+    client: Any,
+    settings: Settings | None,
+    overrides: Mapping[str, Any],
+) -> tuple[Path, Pair]:
+    """The pair's backup directory, and the pair, as ``sync`` would name them."""
     resolved, pair, own_client = _prepare(
         local, container, direction="both", client=client, settings=settings, overrides=overrides
     )
     base_url = own_client.base_url if own_client is not None else None
-    kept_in = backup_dir_of(resolved, pair, base_url=base_url)
-    return restore_kept(kept_in, pair.local, path, at, now=time.time())
+    return backup_dir_of(resolved, pair, base_url=base_url), pair
