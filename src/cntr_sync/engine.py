@@ -44,6 +44,7 @@ from cntr_sync.containers import ContainerResolver
 from cntr_sync.entry_table import EntryTable
 from cntr_sync.errors import (
     ContainerExpiredError,
+    LocalError,
     NotFoundError,
     SafetyBrakeError,
 )
@@ -205,6 +206,7 @@ class Engine:
             if not dry_run and result.listed:
                 self.local.upkeep()
         finally:
+            self._settle_index()
             after = self.client.stats.by_operation()
             result.requests_by_operation = {
                 op: n - requests_before.get(op, 0)
@@ -496,6 +498,16 @@ class Engine:
                 log.info("a file changed in the container; listing", remote_id=remote_id)
                 return False
         return True
+
+    def _settle_index(self) -> None:
+        """The index back to its rollback journal if the pass wrote (``Index.settle``):
+        the next pass that finds nothing to do then writes nothing. Failing to is
+        harmless (the next open writes the WAL's -shm), so it never fails a pass."""
+        try:
+            self.index.hashes.flush()
+            self.index.settle()
+        except LocalError as exc:
+            log.warning("the index stays in WAL mode", error=exc.message)
 
     @property
     def backup_dir(self) -> Path:
