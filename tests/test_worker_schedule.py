@@ -70,6 +70,7 @@ class FakeEngine:
         deadline: float | None,
         cancel: threading.Event | None,
         paths: Collection[str] | None,
+        poll: bool = False,
     ) -> PassResult:
         assert keep_grown_uploads == (not defer_unsettled)
         self.passes.append(

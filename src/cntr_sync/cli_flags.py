@@ -103,7 +103,8 @@ _DAEMON_PAIR_FLAGS = {
     "quiet_period": _Flag(float, "Seconds without changes before a pass."),
     "max_delay": _Flag(float, "Longest wait while changes keep coming."),
     "rescan_interval": _Flag(float, "Seconds between full rescans."),
-    "remote_poll_interval": _Flag(float, "Seconds between container listings."),
+    "remote_poll_interval": _Flag(float, "Seconds between container polls."),
+    "full_listing_interval": _Flag(float, "Seconds between full container listings."),
     "watch": _Flag(str, "auto, native, poll or off."),
     "keepalive": _Flag(bool, "Keep the container alive."),
 }

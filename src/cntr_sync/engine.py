@@ -29,7 +29,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -58,7 +58,9 @@ from cntr_sync.models import Container, IndexEntry, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import plan
 from cntr_sync.plan_inputs import Policy
+from cntr_sync.quick_listing import Mark
 from cntr_sync.remote_paths import FileSystemTraits, TakenNames, copy_side, printable
+from cntr_sync.remote_poll import QuickPoll, read_news
 from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, Progress, TransferEvent
 from cntr_sync.scan import Snapshot
 from cntr_sync.transfer import Tick, remove_partials
@@ -121,6 +123,11 @@ class Engine:
         self._tree_files = 0
         # The last file whose content a pass checked (``Policy.recheck_after``).
         self._rechecked: str | None = None
+        # Where the last listing ended (``quick_listing.Mark``) and when the last full
+        # one was (monotonic): a poll within full_listing_interval lists from there.
+        self._mark: Mark | None = None
+        self._next_mark: Mark | None = None  # the mark this pass leaves, if it ends clean
+        self._listed_at: float | None = None
 
     # -- the pass -----------------------------------------------------------------
 
@@ -134,8 +141,15 @@ class Engine:
         deadline: float | None = None,
         cancel: threading.Event | None = None,
         paths: Collection[str] | None = None,
+        poll: bool = False,
     ) -> PassResult:
         """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
+
+        ``poll`` (the daemon's remote poll): look at what is new in the container.
+        Within ``full_listing_interval`` of the last full listing, with the index
+        trusted, only the newest files are listed (``quick_listing``) and only the
+        new ones planned (with ``paths``, if any); otherwise, or at any doubt, a
+        full pass runs. A push pair's new files (the model's) take a full pass.
 
         ``paths`` (relpaths the file events named; a directory stands for all below
         it): when the index can be trusted, only they are scanned and nothing is
@@ -157,6 +171,19 @@ class Engine:
         requests_before = self.client.stats.by_operation()
         result = PassResult(dry_run=dry_run)
         trusted, self._trusted = self._trusted, None
+        mark, self._mark = self._mark, None
+        news: list[RemoteFile] = []
+        if not dry_run and poll:
+            # The quick poll decides what the pass covers: nothing, the new files
+            # (and ``paths``), or, at any doubt, everything.
+            quick = self._quick_poll(trusted, mark, paths)
+            paths = None if quick is None else quick.paths
+            news = [] if quick is None else quick.news
+            if quick is not None and not paths:
+                result.container_id, result.listed = self.index.container_id, False
+                self._trusted, self._mark = trusted, quick.head
+                return self._finished(result, requests_before, started)
+            self._next_mark = None if quick is None else quick.head
         incremental = (
             not dry_run and paths is not None and self._incremental_allowed(trusted, paths)
         )
@@ -169,6 +196,7 @@ class Engine:
                         paths,
                         defer_unsettled=defer_unsettled,
                         keep_grown=keep_grown_uploads,
+                        news=news,
                     )
                     if not done:  # the container changed under the index: list it
                         result = PassResult(dry_run=dry_run)
@@ -203,18 +231,28 @@ class Engine:
                 result = retry
             if not dry_run and not result.failures and not result.cancelled:
                 self._trusted = result.container_id
+                # A quick poll's mark holds only while the index it read does.
+                self._mark = self._next_mark or mark
             if not dry_run and result.listed:
                 self.local.upkeep()
         finally:
+            self._next_mark = None
             self._settle_index()
-            after = self.client.stats.by_operation()
-            result.requests_by_operation = {
-                op: n - requests_before.get(op, 0)
-                for op, n in after.items()
-                if n - requests_before.get(op, 0)
-            }
-            result.requests = sum(result.requests_by_operation.values())
-            result.seconds = self._monotonic() - started
+            self._finished(result, requests_before, started)
+        return result
+
+    def _finished(
+        self, result: PassResult, requests_before: Mapping[str, int], started: float
+    ) -> PassResult:
+        """The pass's request counts and duration, into ``result``."""
+        after = self.client.stats.by_operation()
+        result.requests_by_operation = {
+            op: n - requests_before.get(op, 0)
+            for op, n in after.items()
+            if n - requests_before.get(op, 0)
+        }
+        result.requests = sum(result.requests_by_operation.values())
+        result.seconds = self._monotonic() - started
         return result
 
     def _run(
@@ -298,6 +336,9 @@ class Engine:
                     if not result.container_created:
                         remote = self._list(container.id, odd_files)
         result.warnings.extend(odd_files)
+        if container is not None and not dry_run:
+            self._next_mark = Mark.of(remote.created_times())
+            self._listed_at = self._monotonic()
 
         policy = self._policy(dry_run=dry_run)
         known = container is not None
@@ -415,8 +456,11 @@ class Engine:
         *,
         defer_unsettled: bool,
         keep_grown: bool,
+        news: Sequence[RemoteFile] = (),
     ) -> bool:
-        """Scan ``paths``, plan them against their index entries, apply; no listing.
+        """Scan ``paths``, plan them against their index entries, apply; no listing
+        but a poll's ``news`` (the files new in the container, whose relpaths are
+        among ``paths``).
 
         The index stands in for the listing: what this tool uploaded is there
         under the recorded ids. A remote change is seen at the next full pass.
@@ -443,7 +487,7 @@ class Engine:
         pass_plan = plan(
             local,
             EntryTable(entries.values()),
-            Listing(_as_listed(entry) for entry in entries.values()).by_id(),
+            Listing([*(_as_listed(entry) for entry in entries.values()), *news]).by_id(),
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures(),
@@ -498,6 +542,36 @@ class Engine:
                 log.info("a file changed in the container; listing", remote_id=remote_id)
                 return False
         return True
+
+    def _quick_poll(
+        self, trusted: str | None, mark: Mark | None, paths: Collection[str] | None
+    ) -> QuickPoll | None:
+        """A poll's quick listing, when it may stand in for a full one: the new files,
+        the paths a pass must cover (``paths`` and where the new files land) and the
+        mark it leaves. None: a full pass must run (too long since the last full
+        listing, the index not trusted, a push pair's new file, or any doubt)."""
+        container_id = self.index.container_id
+        last = self._listed_at
+        if (
+            mark is None
+            or trusted is None
+            or trusted != container_id
+            or last is None
+            or self._monotonic() - last >= self.pair.full_listing_interval
+            or self.local.rules is None
+            or self.index.has_unfinished_work()
+        ):
+            return None
+        return read_news(
+            self.client,
+            self.index,
+            container_id,
+            mark,
+            paths=paths,
+            push=self.pair.direction == "push",
+            policy=self._policy,
+            tick=self._tick,
+        )
 
     def _settle_index(self) -> None:
         """The index back to its rollback journal if the pass wrote (``Index.settle``):

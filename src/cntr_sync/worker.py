@@ -94,6 +94,7 @@ class PassRunner(Protocol):
         deadline: float | None,
         cancel: threading.Event | None,
         paths: Collection[str] | None,
+        poll: bool,
     ) -> PassResult: ...
 
     def has_local_changes(self) -> bool: ...
@@ -371,7 +372,8 @@ class PairWorker:
         self.status.state = "syncing"
         started = self._clock()
         # Changes the events named: the engine scans only them when it can trust its
-        # index; start-up, rescans and polls scan everything and list the container.
+        # index; start-up and rescans scan everything and list the container, a poll
+        # lists what the engine decides (the newest files, or all of them).
         # A poll that is due makes this pass the full one: under steady changes the
         # poll itself would never come, and with it what the model writes.
         incremental = reason == "flush" or (
@@ -388,6 +390,8 @@ class PairWorker:
                 keep_grown_uploads=must_go_now,
                 deadline=self.settings.pass_deadline,
                 paths=only,
+                # The engine decides what a poll lists: the newest files, or all.
+                poll=reason == "poll",
             )
         except StoppedError:
             # Stopped past the flush bound while it waited on the server: cut short,
