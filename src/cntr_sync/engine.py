@@ -6,7 +6,10 @@ listings the daemon runs incremental passes: the paths its events named are
 scanned, planned against the index (trusted as the container's state since the
 last clean full pass) and applied, with no listing; anything that casts doubt
 on the index (a failure, an open upload or delete, an ignore file changed, a
-container replaced) makes the next pass a full one. Owns the order
+container replaced) makes the next pass a full one. A remote poll reads only
+the head of the listing (``remote_poll``) and plans the new files the same
+incremental way, within ``full_listing_interval`` of the last full listing;
+when to list in full is decided here. Owns the order
 of steps and the rules that keep data safe: nothing is deleted, on either
 side, unless the listing was complete and the brakes agree; an expired
 container is replaced and refilled (``containers`` finds, creates and
