@@ -248,3 +248,12 @@ def test_a_mark_names_the_newest_files_of_a_complete_listing() -> None:
     assert Mark.of([]) is None  # an empty container: the next poll lists in full
     assert Mark.of([("a", 5), ("b", None)]) is None
     assert Mark.of([("a", 5), ("b", 7), ("c", 7), ("d", 6)]) == Mark(7, frozenset({"b", "c"}), "c")
+
+
+def test_an_expired_container_takes_the_full_pass_that_replaces_it(rig: PollRig) -> None:
+    container_id = rig.engine.index.container_id
+    assert container_id is not None
+    rig.emu.expire_container(container_id)
+    result = rig.poll()
+    assert result.container_recreated and result.listed
+    assert rig.engine.index.container_id not in (None, container_id)
