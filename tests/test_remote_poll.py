@@ -7,6 +7,7 @@ one list request, whatever the container holds; new files cost what they are.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from cntr_sync.emulator import Emulator, GatewayStyle
 from cntr_sync.engine import Engine
 from cntr_sync.index import Index
 from cntr_sync.models import Pair, RemoteFile
+from cntr_sync.names import strip_hash_prefix
 from cntr_sync.quick_listing import HeadReader, Mark
 from cntr_sync.result import PassResult
 from helpers import NoSleep
@@ -51,19 +53,26 @@ class PollRig:
         return str(made["id"])
 
 
-def make_rig(tmp_path: Path, direction: str, gateway: GatewayStyle | None = None) -> PollRig:
-    """FILES files on both sides after a first pass: uploaded (push, both) or written
-    by the model and downloaded (pull)."""
+def make_rig(
+    tmp_path: Path,
+    direction: str,
+    gateway: GatewayStyle | None = None,
+    *,
+    files: int = FILES,
+    **settings: object,
+) -> PollRig:
+    """``files`` files on both sides after a first pass: uploaded (push, both) or
+    written by the model and downloaded (pull)."""
     root = tmp_path / "tree"
     root.mkdir()
     state = tmp_path / "state"
     emu = Emulator(data_dir=tmp_path / "emulator", gateway=gateway)
     if direction == "pull":
         container_id = str(emu.create_container("box")["id"])
-        for number in range(FILES):
+        for number in range(files):
             emu.add_assistant_file(container_id, f"/mnt/data/f{number:03}.txt", b"model")
     else:
-        for number in range(FILES):
+        for number in range(files):
             path = root / f"f{number:03}.txt"
             path.write_text(f"file {number}\n")
             os.utime(path, (OLD, OLD))
@@ -71,11 +80,11 @@ def make_rig(tmp_path: Path, direction: str, gateway: GatewayStyle | None = None
         "sk-test", base_url=BASE_URL, transport=emu.transport(), sleep=NoSleep()
     )
     index = Index.open(state, base_url=BASE_URL, root=root, container_spec="box")
-    pair = Pair(name="t", local=root, container="box", direction=direction)  # type: ignore[arg-type]
+    pair = Pair(name="t", local=root, container="box", direction=direction, **settings)  # type: ignore[arg-type]
     now = [0.0]
     engine = Engine(client, index, pair, monotonic=lambda: now[0])
     first = engine.run_pass()
-    assert first.uploaded + first.downloaded == FILES
+    assert first.uploaded + first.downloaded == files
     for path in root.iterdir():
         os.utime(path, (OLD, OLD))  # settled, and their digests cached
     return PollRig(engine, emu, client, root, state, now)
@@ -257,3 +266,57 @@ def test_an_expired_container_takes_the_full_pass_that_replaces_it(rig: PollRig)
     result = rig.poll()
     assert result.container_recreated and result.listed
     assert rig.engine.index.container_id not in (None, container_id)
+
+
+@pytest.mark.parametrize("direction", ["pull", "both"])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_model_writes_deletes_and_rewrites_with_polls(
+    tmp_path: Path, seed: int, direction: str
+) -> None:
+    """The model adds, rewrites in place and deletes files between polls: each poll
+    brings every new file home, and the full listing after it all leaves the tree
+    exactly the container."""
+    rng = random.Random(seed)
+    made = make_rig(tmp_path, direction, files=20, remote_delete="propagate")
+    try:
+        container_id = made.engine.index.container_id
+        assert container_id is not None
+        live: dict[str, str] = {}  # name -> id, the model's files still in the container
+        made.poll()
+        for step in range(25):
+            action = rng.choice(["add", "add", "rewrite", "delete", "poll", "full"])
+            if action == "add":
+                name = f"s{step}.txt"
+                live[name] = made.model_writes(name)
+            elif action == "rewrite" and live:
+                name = rng.choice(sorted(live))
+                # A new size: a same-size rewrite shows only to content checks.
+                made.emu.rewrite_file(container_id, live[name], b"!" * (100 + step))
+            elif action == "delete" and live:
+                name = rng.choice(sorted(live))
+                made.client.delete_file(container_id, live.pop(name))
+            elif action == "full":
+                made.now[0] += made.engine.pair.full_listing_interval
+            else:
+                result = made.poll()
+                assert not result.failures
+                assert all((made.root / name).exists() for name in live), sorted(live)
+                for path in made.root.iterdir():
+                    os.utime(path, (OLD, OLD))  # settled by the next pass, as time would
+        made.now[0] += made.engine.pair.full_listing_interval
+        final = made.poll()
+        assert final.listed and not final.failures, (final.deferred, final.warnings)
+        assert not final.deferred, final.deferred
+        remote = {
+            strip_hash_prefix(item.path.rpartition("/")[2]): item.id
+            for item in made.client.iter_files(container_id)
+        }
+        assert sorted(p.name for p in made.root.iterdir()) == sorted(remote)
+        for name, file_id in remote.items():
+            blob = made.emu.blob_path(container_id, file_id)
+            assert blob is not None
+            assert (made.root / name).read_bytes() == blob.read_bytes(), name
+    finally:
+        made.engine.index.close()
+        made.client.close()
+        made.emu.close()
