@@ -374,11 +374,12 @@ class PairWorker:
         # Changes the events named: the engine scans only them when it can trust its
         # index; start-up and rescans scan everything and list the container, a poll
         # lists what the engine decides (the newest files, or all of them).
-        # A poll that is due makes this pass the full one: under steady changes the
-        # poll itself would never come, and with it what the model writes.
-        incremental = reason == "flush" or (
-            reason in ("changes", "overdue") and not self._poll_due(started)
-        )
+        # A poll that is due rides on this pass: under steady changes the poll
+        # itself would never come, and with it what the model writes.
+        poll = reason == "poll" or (reason in ("changes", "overdue") and self._poll_due(started))
+        if poll:
+            self._last_poll = started
+        incremental = reason in ("flush", "changes", "overdue")
         only = self._relpaths(taken_paths) if incremental and not taken_full else None
         try:
             engine = self._engine()
@@ -391,7 +392,7 @@ class PairWorker:
                 deadline=self.settings.pass_deadline,
                 paths=only,
                 # The engine decides what a poll lists: the newest files, or all.
-                poll=reason == "poll",
+                poll=poll,
             )
         except StoppedError:
             # Stopped past the flush bound while it waited on the server: cut short,
