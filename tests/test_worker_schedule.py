@@ -274,6 +274,13 @@ def test_a_poll_that_is_due_waits_for_changes_to_settle_then_rides_on_their_pass
     assert [p.poll for p in rig.engine.passes] == [False, True, True, True]
 
 
+def test_a_due_poll_with_changes_everywhere_is_a_full_pass(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, remote_poll_interval=30.0)
+    ran = rig.run_until(100.0, [(29.5, None)])  # an overflow: anything may have changed
+    assert ran == [(0.0, "initial"), (30.5, "changes"), (60.5, "poll"), (90.5, "poll")]
+    assert rig.engine.passes[1].paths is None and not rig.engine.passes[1].poll
+
+
 def test_polls_stop_on_a_push_containers_idle_spell_so_it_can_expire(tmp_path: Path) -> None:
     # Expiring after 5 minutes: no polls once nothing moved for 5 min - 120 s = 180 s.
     rig = make_rig(tmp_path, remote_poll_interval=60.0, expires_after_minutes=5)

@@ -151,8 +151,10 @@ class Engine:
         ``poll`` (the daemon's remote poll): look at what is new in the container.
         Within ``full_listing_interval`` of the last full listing, with the index
         trusted, only the newest files are listed (``quick_listing``) and only the
-        new ones planned (with ``paths``, if any); otherwise, or at any doubt, a
-        full pass runs. A push pair's new files (the model's) take a full pass.
+        new ones planned, with ``paths`` if given (None here: no local change is
+        known; the caller never polls when the whole tree may have changed);
+        otherwise, or at any doubt, a full pass runs. A push pair's new files
+        (the model's) take a full pass.
 
         ``paths`` (relpaths the file events named; a directory stands for all below
         it): when the index can be trusted, only they are scanned and nothing is

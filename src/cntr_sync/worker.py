@@ -375,12 +375,17 @@ class PairWorker:
         # index; start-up and rescans scan everything and list the container, a poll
         # lists what the engine decides (the newest files, or all of them).
         # A poll that is due rides on this pass: under steady changes the poll
-        # itself would never come, and with it what the model writes.
-        poll = reason == "poll" or (reason in ("changes", "overdue") and self._poll_due(started))
+        # itself would never come, and with it what the model writes. A poll covers
+        # the paths events named (none, or some that came as it started); when
+        # anything may have changed, its pass is the full one.
+        due_poll = reason == "poll" or (
+            reason in ("changes", "overdue") and self._poll_due(started)
+        )
+        incremental = reason in ("flush", "changes", "overdue", "poll")
+        only = self._relpaths(taken_paths) if incremental and not taken_full else None
+        poll = due_poll and only is not None
         if poll:
             self._last_poll = started
-        incremental = reason in ("flush", "changes", "overdue")
-        only = self._relpaths(taken_paths) if incremental and not taken_full else None
         try:
             engine = self._engine()
             # Overdue and flush passes send what they see, as it is at that moment.
@@ -390,7 +395,7 @@ class PairWorker:
                 defer_unsettled=not must_go_now,
                 keep_grown_uploads=must_go_now,
                 deadline=self.settings.pass_deadline,
-                paths=only,
+                paths=only or None,
                 # The engine decides what a poll lists: the newest files, or all.
                 poll=poll,
             )
