@@ -178,23 +178,22 @@ class Engine:
         trusted, self._trusted = self._trusted, None
         mark, self._mark = self._mark, None
         news: list[RemoteFile] = []
+        quiet = False  # a quick poll found nothing to do
         if not dry_run and poll:
             # The quick poll decides what the pass covers: nothing, the new files
             # (and ``paths``), or, at any doubt, everything.
             quick = self._quick_poll(trusted, mark, paths)
-            paths = None if quick is None else quick.paths
-            news = [] if quick is None else quick.news
-            if quick is not None and not paths:
-                result.container_id, result.listed = self.index.container_id, False
-                self._trusted, self._mark = trusted, quick.head
-                return self._finished(result, requests_before, started)
+            paths, news = (None, []) if quick is None else (quick.paths, quick.news)
             self._next_mark = None if quick is None else quick.head
+            quiet = quick is not None and not paths
+            if quiet:
+                result.container_id, result.listed = trusted, False
         incremental = (
             not dry_run and paths is not None and self._incremental_allowed(trusted, paths)
         )
         try:
             try:
-                done = False
+                done = quiet
                 if incremental and paths is not None:
                     done = self._run_incremental(
                         result,
@@ -236,28 +235,21 @@ class Engine:
                 result = retry
             if not dry_run and not result.failures and not result.cancelled:
                 self._trusted = result.container_id
-                # A quick poll's mark holds only while the index it read does.
+                # The mark this pass's listing left, else the last one's.
                 self._mark = self._next_mark or mark
             if not dry_run and result.listed:
                 self.local.upkeep()
         finally:
             self._next_mark = None
             self._settle_index()
-            self._finished(result, requests_before, started)
-        return result
-
-    def _finished(
-        self, result: PassResult, requests_before: Mapping[str, int], started: float
-    ) -> PassResult:
-        """The pass's request counts and duration, into ``result``."""
-        after = self.client.stats.by_operation()
-        result.requests_by_operation = {
-            op: n - requests_before.get(op, 0)
-            for op, n in after.items()
-            if n - requests_before.get(op, 0)
-        }
-        result.requests = sum(result.requests_by_operation.values())
-        result.seconds = self._monotonic() - started
+            after = self.client.stats.by_operation()
+            result.requests_by_operation = {
+                op: n - requests_before.get(op, 0)
+                for op, n in after.items()
+                if n - requests_before.get(op, 0)
+            }
+            result.requests = sum(result.requests_by_operation.values())
+            result.seconds = self._monotonic() - started
         return result
 
     def _run(
@@ -551,12 +543,9 @@ class Engine:
     def _quick_poll(
         self, trusted: str | None, mark: Mark | None, paths: Collection[str] | None
     ) -> QuickPoll | None:
-        """A poll's quick listing, when it may stand in for a full one: the new files,
-        the paths a pass must cover (``paths`` and where the new files land) and the
-        mark it leaves. None: a full pass must run (too long since the last full
-        listing, the index not trusted, a push pair's new file, or any doubt)."""
-        container_id = self.index.container_id
-        last = self._listed_at
+        """A poll's quick listing where it may stand in for a full one (``remote_poll``);
+        None: a full pass must run (the index not trusted, a full listing due, a doubt)."""
+        container_id, last = self.index.container_id, self._listed_at
         if (
             mark is None
             or trusted is None
@@ -567,26 +556,27 @@ class Engine:
             or self.index.has_unfinished_work()
         ):
             return None
+        push = self.pair.direction == "push"
         return read_news(
             self.client,
             self.index,
-            container_id,
+            trusted,
             mark,
             paths=paths,
-            push=self.pair.direction == "push",
+            push=push,
             policy=self._policy,
             tick=self._tick,
         )
 
     def _settle_index(self) -> None:
-        """The index back to its rollback journal if the pass wrote (``Index.settle``):
-        the next pass that finds nothing to do then writes nothing. Failing to is
-        harmless (the next open writes the WAL's -shm), so it never fails a pass."""
+        """Buffered hashes written, and the index back to its rollback journal if the
+        pass wrote (``Index.settle``): the next pass that finds nothing to do writes
+        nothing. Failing costs a re-hash or the next open's -shm: it fails no pass."""
         try:
             self.index.hashes.flush()
             self.index.settle()
         except LocalError as exc:
-            log.warning("the index stays in WAL mode", error=exc.message)
+            log.warning("the index was not settled after the pass", error=exc.message)
 
     @property
     def backup_dir(self) -> Path:

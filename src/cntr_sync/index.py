@@ -303,28 +303,6 @@ class Index:
             found.update((row[0], IndexEntry(*row)) for row in rows)
         return found
 
-    def knows_remote_id(self, remote_id: str) -> bool:
-        """Whether an entry of the current container mirrors ``remote_id`` (a poll's
-        question about each file newer than the last listing)."""
-        return bool(
-            self.read(
-                "SELECT 1 FROM entries WHERE remote_id = ? AND container_id ="
-                " (SELECT container_id FROM meta WHERE id = 1) LIMIT 1",
-                (remote_id,),
-            )
-        )
-
-    def remote_ids_created_between(self, after: int, until: int) -> list[str]:
-        """The remote ids of the entries created after ``after`` and at most ``until``
-        (what a poll's page must show, unless the files are gone)."""
-        rows = self.read(
-            "SELECT remote_id FROM entries WHERE remote_created_at > ?"
-            " AND remote_created_at <= ? AND container_id ="
-            " (SELECT container_id FROM meta WHERE id = 1)",
-            (after, until),
-        )
-        return [row[0] for row in rows]
-
     def has_unfinished_work(self) -> bool:
         """Whether an upload's outcome or a delete is still open (a listing must decide)."""
         container_id = self.container_id

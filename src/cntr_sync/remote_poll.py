@@ -9,7 +9,8 @@ they land at. ``None`` means a full listing must run, with the reason logged.
 
 Must not: plan, write anything, or decide when a poll may be quick (the engine
 does: the index trusted, within ``full_listing_interval`` of the last full
-listing).
+listing). It reads the index only through ``Index.read`` (two questions about
+the entries' remote ids), as ``journal`` does.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def read_news(
 ) -> QuickPoll | None:
     """The files created since ``mark``, or None when only a full listing will do
     (any doubt; in a push pair, any new file: the full pass decides about strangers)."""
-    reader = HeadReader(mark, index.knows_remote_id, PAGE_LIMIT)
+    reader = HeadReader(mark, lambda remote_id: _knows(index, remote_id), PAGE_LIMIT)
     try:
         for item in client.iter_files(container_id, order="desc"):
             tick()
@@ -70,7 +71,7 @@ def read_news(
         reader.doubt = "the container did not answer"  # the full pass finds out why
     span = reader.expected_range() if reader.doubt is None else None
     if span is not None:
-        reader.doubt = reader.expected_gone(index.remote_ids_created_between(*span))
+        reader.doubt = reader.expected_gone(_created_between(index, *span))
     covered = set(paths or ())
     if reader.doubt is None and reader.news:
         if push:
@@ -84,6 +85,29 @@ def read_news(
         log.info("listing the whole container", container_id=container_id, why=reader.doubt)
         return None
     return QuickPoll(reader.news, covered, reader.head)
+
+
+def _knows(index: Index, remote_id: str) -> bool:
+    """Whether an entry of the current container mirrors ``remote_id``."""
+    return bool(
+        index.read(
+            "SELECT 1 FROM entries WHERE remote_id = ? AND container_id ="
+            " (SELECT container_id FROM meta WHERE id = 1) LIMIT 1",
+            (remote_id,),
+        )
+    )
+
+
+def _created_between(index: Index, after: int, until: int) -> list[str]:
+    """The remote ids of the current container's entries created after ``after`` and
+    at most ``until``: what the page read must show, unless the files are gone."""
+    rows = index.read(
+        "SELECT remote_id FROM entries WHERE remote_created_at > ?"
+        " AND remote_created_at <= ? AND container_id ="
+        " (SELECT container_id FROM meta WHERE id = 1)",
+        (after, until),
+    )
+    return [row[0] for row in rows]
 
 
 def _landing_paths(index: Index, news: Sequence[RemoteFile], policy: Policy) -> set[str] | None:
