@@ -160,14 +160,21 @@ def find_container(client: ContainersClient, spec: str) -> Container | None:
 
     A container found by id that is no longer running stands for its name: the
     newest running container with that name is used instead (it replaced the
-    expired one), else None.
+    expired one), else None. A ``spec`` not shaped like an id is looked up by name
+    first, so finding a container by its name costs no 404 (which the metrics would
+    count as a failed request); only when no running container has that name is it
+    tried as an id (gateways' ids need not look like OpenAI's).
     """
+    if not looks_like_an_id(spec):
+        by_name = newest_running(client, spec)
+        if by_name is not None:
+            return by_name
     try:
         found: Container | None = client.retrieve_container(spec)
     except (NotFoundError, BadRequestError):
         found = None
     if found is None:
-        return newest_running(client, spec)
+        return None if not looks_like_an_id(spec) else newest_running(client, spec)
     if found.is_running:
         return found
     return newest_running(client, found.name) if found.name else None

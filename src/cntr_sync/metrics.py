@@ -22,6 +22,11 @@ Series (all per ``pair`` unless noted):
     cntr_sync_last_success_timestamp_seconds{pair}         gauge, unix time
     cntr_sync_container_recreations_total{pair}            counter
     cntr_sync_pair_up{pair}                                gauge, 1 healthy / 0 not
+
+No ``*_created`` series: they double the series count, and Prometheus reads a
+counter's start from its own scrapes. prometheus_client's switch for that
+(``disable_created_metrics``, public API) is process-wide; only the daemon makes a
+``Metrics``, and ``cntr-sync run`` is a process of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ from __future__ import annotations
 import threading
 from typing import Literal, TypeVar, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -57,6 +68,7 @@ class Metrics:
     """Every cntr-sync series in one private registry; thread-safe."""
 
     def __init__(self) -> None:
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
         # Which labelled children exist per pair, so forget_pair removes all of
