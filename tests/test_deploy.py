@@ -416,16 +416,18 @@ def test_the_image_is_two_stages_and_runs_as_a_user_with_a_healthcheck() -> None
     assert users and re.fullmatch(r"USER [1-9][0-9]*:[1-9][0-9]*", users[-1])
     assert final[-2:] == ['ENTRYPOINT ["cntr-sync"]', 'CMD ["--help"]']
     (healthcheck,) = [step for step in final if step.startswith("HEALTHCHECK")]
-    assert "http://127.0.0.1:9464/livez" in healthcheck
+    assert "cntr-sync healthcheck" in healthcheck.replace('", "', " ")
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignored[1:5] == ["*", "!pyproject.toml", "!README.md", "!LICENSE"]
 
 
-def test_the_healthcheck_command_follows_livez() -> None:
-    """The HEALTHCHECK's python one-liner exits 0 on 200 and fails on /livez's 503."""
+def test_the_healthcheck_command_follows_livez(tmp_path: Path) -> None:
+    """HEALTHCHECK's command, with the settings pointing at a stub: 200 passes, 503
+    fails, and nothing listening passes only with --absent-ok (a one-shot container)."""
     (healthcheck,) = [step for step in dockerfile_stages()[-1] if step.startswith("HEALTHCHECK")]
     command = json.loads(healthcheck[healthcheck.index("CMD ") + 4 :])
-    assert command[:2] == ["python", "-c"]
+    assert command == ["cntr-sync", "healthcheck", "--absent-ok"]
+    executable = str(Path(sys.executable).with_name("cntr-sync"))
     status = {"code": 200}
 
     class Handler(BaseHTTPRequestHandler):
@@ -436,17 +438,54 @@ def test_the_healthcheck_command_follows_livez() -> None:
         def log_message(self, *args: object) -> None:
             pass
 
+    def check(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CNTR_SYNC_HTTP_LISTEN": f"0.0.0.0:{port}", "HOME": str(tmp_path)}
+        return run(executable, "healthcheck", *args, env=env)
+
     with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            code = command[2].replace("9464", str(server.server_address[1]))
-            assert run(sys.executable, "-c", code).returncode == 0
+            live = check(port, *command[2:])
+            assert live.returncode == 0, live.stderr
+            assert live.stdout == f"healthy: http://127.0.0.1:{port}/livez answered 200\n"
             status["code"] = 503
-            assert run(sys.executable, "-c", code).returncode != 0
+            sick = check(port, *command[2:])
+            assert sick.returncode == 1
+            assert sick.stderr == f"unhealthy: http://127.0.0.1:{port}/livez answered 503\n"
         finally:
             server.shutdown()
             thread.join(10)
+    # The port is free now: no daemon, as in a container that runs `sync`.
+    assert check(port, *command[2:]).returncode == 0
+    absent = check(port)
+    assert absent.returncode == 1
+    assert absent.stderr == f"unhealthy: no daemon listens at http://127.0.0.1:{port}/livez\n"
+    # Docker reserves exit 2: bad settings are unhealthy, 1, with one line.
+    bad = run(
+        executable,
+        "healthcheck",
+        env={**os.environ, "CNTR_SYNC_HTTP_LISTEN": "nowhere", "HOME": str(tmp_path)},
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("unhealthy: "), bad.stderr
+
+
+def test_the_image_carries_oci_labels() -> None:
+    from cntr_sync._version import __version__  # noqa: PLC0415
+
+    final = dockerfile_stages()[-1]
+    args = dict(step[4:].partition("=")[::2] for step in final if step.startswith("ARG "))
+    assert args["VERSION"] == __version__
+    (label,) = [step for step in final if step.startswith("LABEL ")]
+    labels = {
+        key: value.strip('"')
+        for key, _, value in (word.partition("=") for word in re.findall(r'\S+="[^"]*"', label))
+    }
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert labels["org.opencontainers.image.source"] == "${SOURCE}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
 
 
 # -- README ----------------------------------------------------------------------------------

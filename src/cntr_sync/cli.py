@@ -58,6 +58,7 @@ from cntr_sync.cli_common import (
     reporting,
     with_patterns,
 )
+from cntr_sync.cli_health import healthcheck  # its @command adds it
 from cntr_sync.cli_history import backups, log, restore  # their @command adds them
 from cntr_sync.errors import ConfigError, redact
 
@@ -444,4 +445,13 @@ def main() -> NoReturn:
 console = main
 
 
-__all__ = ["backups", "build_app", "console", "exit_code_for", "log", "main", "restore"]
+__all__ = [
+    "backups",
+    "build_app",
+    "console",
+    "exit_code_for",
+    "healthcheck",
+    "log",
+    "main",
+    "restore",
+]

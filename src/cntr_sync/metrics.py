@@ -68,7 +68,7 @@ class Metrics:
     """Every cntr-sync series in one private registry; thread-safe."""
 
     def __init__(self) -> None:
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
         # Which labelled children exist per pair, so forget_pair removes all of
