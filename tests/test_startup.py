@@ -266,6 +266,7 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
         "restore",
         "run",
         "emulator",
+        "healthcheck",
         "config",
     ]
     named = cli._command_named

@@ -14,12 +14,12 @@ pass), and a daemon whose main loop hangs still answers, with 503, so a refusal
 means no daemon in this container, not a sick one.
 
 Must not start, change or stop anything, or import httpx: a probe every 30 s
-pays only for the settings and one stdlib request.
+pays only for the settings and one stdlib request. Like ``cli``, it imports at
+the top only typer and what the command table needs.
 """
 
 from __future__ import annotations
 
-import http.client
 import sys
 from typing import Annotated
 
@@ -46,6 +46,10 @@ def livez_url(host: str, port: int) -> str:
 
 def probe(host: str, port: int, *, absent_ok: bool, timeout: float = PROBE_TIMEOUT) -> int:
     """Ask ``/livez`` once; print one line saying what came back; the exit status."""
+    # Here, not at the top: cli imports this module for every command, and
+    # http.client brings email and ssl, which --version must not pay for.
+    import http.client  # noqa: PLC0415
+
     url = livez_url(host, port)
     connection = http.client.HTTPConnection(_LOOPBACK.get(host, host), port, timeout=timeout)
     try:
