@@ -260,12 +260,14 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
     assert everything == [
         "sync",
         "ls",
+        "containers",
         "status",
         "log",
         "backups",
         "restore",
         "run",
         "emulator",
+        "completion",
         "config",
     ]
     named = cli._command_named

@@ -1,11 +1,13 @@
 """What the command line prints: progress, transfer lines, plans, summaries, listings.
 
-Owns every line the CLI writes about a pass: the progress bar (on a terminal,
-or when asked), one line per transfer with ``-v``, the dry-run plan, warnings
+Owns every line the CLI writes about a pass: the progress bar (on a terminal),
+off a terminal a stats line every ``--stats`` interval (as rclone's ``--stats``),
+one line per transfer with ``-v``, the dry-run plan, warnings
 and failures on stderr, the one-line human summary (always on stderr, terminal
 or not: CI logs are read by people; a dry run's says what a sync would do)
 followed by one line per conflict copy, and the ``--json`` document on stdout.
-``-q`` leaves only errors. Also what ``ls`` and ``status`` print.
+``-q`` leaves only errors. Also what ``ls``, ``containers``, ``status`` and
+``config`` print. Sizes are IEC units everywhere (KiB, MiB: ``human_size``).
 
 A command's ``--json`` document has one shape whatever happens: the same keys
 on success and on an error that stopped it (a brake, an unreachable API, bad
@@ -23,8 +25,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from cntr_sync.remote_paths import printable
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn
 
+    from cntr_sync.cli_listing import LocalPlace
     from cntr_sync.models import Container, ContainerFile
     from cntr_sync.result import (
         ConflictCopy,
@@ -55,22 +61,42 @@ def human_size(size: int) -> str:
 
 
 def progress_columns() -> tuple[ProgressColumn, ...]:
+    """The bar's columns; sizes and speed in IEC units, as every other line."""
     from rich.progress import (  # noqa: PLC0415 - only a bar needs rich
         BarColumn,
         DownloadColumn,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text  # noqa: PLC0415
+
+    class SpeedColumn(ProgressColumn):
+        """rich's TransferSpeedColumn speaks SI units (MB/s) only."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_size(int(speed))}/s")
 
     return (
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[files]} files"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        DownloadColumn(binary_units=True),
+        SpeedColumn(),
         TimeRemainingColumn(),
     )
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``1h02m``: an elapsed time in a stats line."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)
@@ -81,9 +107,11 @@ class OutputMode:
     quiet: bool = False
     progress: bool | None = None  # None: a bar on a terminal only
     json: bool = False
+    # Off a terminal, a stats line this often (seconds) during a pass; None: never.
+    stats_every: float | None = None
 
 
-JsonCommand = Literal["sync", "status", "ls", "log", "backups", "restore"]
+JsonCommand = Literal["sync", "status", "ls", "containers", "config", "log", "backups", "restore"]
 
 
 class Reporter:
@@ -110,6 +138,12 @@ class Reporter:
         self._task: Any = None
         self._files_total = 0
         self._files_done = 0
+        self._bytes_total = 0
+        self._bytes_done = 0
+        self._started = time.monotonic()
+        self._planned = False
+        self._stats_stop: threading.Event | None = None
+        self._stats_thread: threading.Thread | None = None
 
     @property
     def err(self) -> Console:
@@ -140,38 +174,82 @@ class Reporter:
 
     # -- the Progress protocol ------------------------------------------------------
 
-    @property
-    def wants_bar(self) -> bool:
-        if self.mode.quiet or self.mode.json:
-            return False
-        if self.mode.progress is not None:
-            return self.mode.progress
+    def _on_terminal(self) -> bool:
         if self._err is not None:
             return self._err.is_terminal
-        stream = self._stderr or sys.stderr
-        return stream.isatty()
+        return (self._stderr or sys.stderr).isatty()
+
+    @property
+    def wants_bar(self) -> bool:
+        """A bar needs a terminal (off one it would draw only a blank line at the end):
+        on a terminal unless --no-progress; off one, --progress means stats lines."""
+        if self.mode.quiet or self.mode.json or self.mode.progress is False:
+            return False
+        return self._on_terminal()
+
+    @property
+    def wants_stats(self) -> bool:
+        """Stats lines: off a terminal, every ``stats_every`` seconds, unless -q or --json."""
+        return (
+            self.mode.stats_every is not None
+            and not (self.mode.quiet or self.mode.json)
+            and not self._on_terminal()
+        )
 
     def __enter__(self) -> Reporter:
+        self._started = time.monotonic()
         if self.wants_bar:
             from rich.progress import Progress  # noqa: PLC0415 - only a bar needs rich
 
             self._bar = Progress(*progress_columns(), console=self.err, transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task("syncing", total=None, files="0/0")
+        elif self.wants_stats:
+            self._stats_stop = threading.Event()
+            self._stats_thread = threading.Thread(
+                target=self._stats_loop, name="cntr-sync-stats", daemon=True
+            )
+            self._stats_thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
+        if self._stats_stop is not None and self._stats_thread is not None:
+            self._stats_stop.set()
+            self._stats_thread.join(timeout=5.0)
+            self._stats_stop = self._stats_thread = None
+
+    def _stats_loop(self) -> None:
+        assert self._stats_stop is not None and self.mode.stats_every is not None
+        while not self._stats_stop.wait(self.mode.stats_every):
+            self._print_err(self.stats_line())
+
+    def stats_line(self) -> str:
+        """``cntr-sync: stats: 3/10 files, 1.2 MiB/4.0 MiB (30%), 512.0 KiB/s, 2m05s``:
+        where a pass is, for a log read while it runs (sizes of finished files)."""
+        elapsed = time.monotonic() - self._started
+        if not self._planned:
+            return f"{PREFIX}: stats: scanning and listing, {duration(elapsed)}"
+        share = self._bytes_done * 100 // self._bytes_total if self._bytes_total else 100
+        speed = human_size(int(self._bytes_done / elapsed)) if elapsed > 0 else "0 B"
+        return (
+            f"{PREFIX}: stats: {self._files_done}/{self._files_total} files, "
+            f"{human_size(self._bytes_done)}/{human_size(self._bytes_total)} ({share}%), "
+            f"{speed}/s, {duration(elapsed)}"
+        )
 
     def start(self, files: int, total_bytes: int) -> None:
         self._files_total, self._files_done = files, 0
+        self._bytes_total, self._bytes_done = total_bytes, 0
+        self._planned = True
         if self._bar is not None:
             self._bar.update(self._task, total=max(total_bytes, 1), files=f"0/{files}")
 
     def advance(self, event: TransferEvent) -> None:
         self._files_done += 1
+        self._bytes_done += event.bytes
         if self._bar is not None:
             self._bar.update(
                 self._task,
@@ -211,27 +289,42 @@ class Reporter:
 
     # -- the commands that are not a pass -------------------------------------------
 
-    def listing(self, container: Container, files: list[ContainerFile]) -> None:
+    def listing(
+        self,
+        container: Container,
+        files: list[ContainerFile],
+        local: Mapping[str, LocalPlace] | None = None,
+    ) -> None:
         """``ls``: the JSON document; on a pipe whole tab-separated lines (paths
-        escaped: easy to cut and grep); on a terminal a table."""
+        escaped: easy to cut and grep); on a terminal a table. With ``local`` (a
+        pair's directory was given), each file's local path and whether it is tracked
+        (``-``: a pull would not write it)."""
         if self.mode.json:
-            listed = [
-                {
-                    "id": f.id,
-                    "source": f.source,
-                    "bytes": f.bytes,
-                    "path": f.path,
-                    "created_at": f.created_at,
-                }
-                for f in files
-            ]
+            listed = []
+            for f in files:
+                place = local.get(f.id) if local is not None else None
+                listed.append(
+                    {
+                        "id": f.id,
+                        "source": f.source,
+                        "bytes": f.bytes,
+                        "path": f.path,
+                        "created_at": f.created_at,
+                        "local_path": str(place.path) if place and place.path else None,
+                        "tracked": place.tracked if place else None,
+                    }
+                )
             document = {"container_id": container.id, "files": listed}
             print(json.dumps({**document, "exit_code": 0, "errors": []}))
             return
-        rows = [
-            (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
-            for f in sorted(files, key=lambda f: f.path)
-        ]
+        rows = []
+        for f in sorted(files, key=lambda f: f.path):
+            row = [f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id]
+            if local is not None:
+                place = local[f.id]
+                row.append(printable(str(place.path)) if place.path else "-")
+                row.append("tracked" if place.tracked else "untracked")
+            rows.append(row)
         if not self.out.is_terminal:
             for row in rows:
                 print("\t".join(row))
@@ -245,10 +338,64 @@ class Reporter:
         table.add_column("bytes", justify="right")
         table.add_column("path", overflow="fold")
         table.add_column("id", no_wrap=True)
+        if local is not None:
+            table.add_column("local path", overflow="fold")
+            table.add_column("index")
         for row in rows:
             # Paths come from the model: never let rich read them as markup.
             table.add_row(*(Text(cell) for cell in row))
         self.out.print(table)
+
+    def containers(self, found: list[Container], indexed: Mapping[str, list[str]]) -> None:
+        """``containers``: name, id, status, created, last active, the local directories
+        whose index points at it; a JSON document, or aligned columns."""
+        if self.mode.json:
+            listed = [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "status": c.status,
+                    "created_at": c.created_at,
+                    "last_active_at": c.last_active_at,
+                    "indexed_by": indexed.get(c.id, []),
+                }
+                for c in found
+            ]
+            print(json.dumps({"containers": listed, "exit_code": 0, "errors": []}))
+            return
+        header = ["NAME", "ID", "STATUS", "CREATED", "LAST ACTIVE", "LOCAL INDEX"]
+        rows = [
+            [
+                printable(c.name) or "-",
+                printable(c.id),
+                printable(c.status),
+                _when(c.created_at),
+                _when(c.last_active_at),
+                ", ".join(printable(root) for root in indexed.get(c.id, [])) or "-",
+            ]
+            for c in found
+        ]
+        if not self.mode.quiet:
+            for line in aligned([header, *rows]):
+                print(line)
+
+    def settings(self, described: str, origin: str, dump: dict[str, Any]) -> None:
+        """``config``: which file was read and the settings in effect (redacted)."""
+        if self.mode.json:
+            document = {"config_file": dump.get("config_file"), "config_origin": origin}
+            print(json.dumps({**document, "settings": dump, "exit_code": 0, "errors": []}))
+            return
+        if self.mode.quiet:
+            return
+        print(f"# config file: {described}")
+        pairs = dump.pop("pairs", [])
+        dump.pop("config_file", None)
+        for line in _toml_lines(dump):
+            print(line)
+        for pair in pairs:
+            print("\n[[pairs]]")
+            for line in _toml_lines(pair):
+                print(line)
 
     def status(
         self, known: dict[str, Any], would: dict[str, int], warnings: list[str], exit_code: int
@@ -311,6 +458,31 @@ class Reporter:
                 error["would_delete"] = list(would_delete)
             print(json.dumps(error_document(self.command, exit_code, error, dry_run=self.dry_run)))
         self.line(f"error: {message}")
+
+
+def _when(seconds: int | None) -> str:
+    """A Unix time as ``2026-12-07 14:05`` UTC, or ``-``."""
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as lines of columns padded to their widest cell (the last is not padded)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _toml_lines(values: Mapping[str, Any]) -> list[str]:
+    """``key = value`` lines (a JSON value is TOML for these settings); an unset one as
+    a comment, as in config.example.toml."""
+    return [
+        f"# {key} is not set" if value is None else f"{key} = {json.dumps(value)}"
+        for key, value in values.items()
+    ]
 
 
 def _console(stream: TextIO | None) -> Console:
@@ -458,6 +630,16 @@ def error_document(
     under ``errors``."""
     if command == "ls":
         return {"container_id": None, "files": [], "exit_code": exit_code, "errors": [error]}
+    if command == "containers":
+        return {"containers": [], "exit_code": exit_code, "errors": [error]}
+    if command == "config":
+        return {
+            "config_file": None,
+            "config_origin": None,
+            "settings": None,
+            "exit_code": exit_code,
+            "errors": [error],
+        }
     if command in ("log", "backups", "restore"):
         empty: dict[str, dict[str, Any]] = {
             "log": {"entries": []},
@@ -488,12 +670,16 @@ def _summary_parts(result: SyncResult, exit_code: int) -> tuple[dict[str, Any], 
 def print_plan(console: Console, synced: SyncResult, result: PassResult) -> None:
     if result.container_id is None or result.container_recreated:
         console.print("create container (none running with this name)", markup=False)
-    labels = {"delete-local": "delete local", "replace": "replace", "upload": "upload "}
-    for action in synced.planned:
-        label = labels.get(action.action, action.action)
+    labels = [action.action.replace("-", " ") for action in synced.planned]
+    # The paths start in one column: the labels padded to the widest this plan uses
+    # (at least "replace", so a plan of uploads reads "upload  a.txt" as it always has).
+    width = max((len(label) for label in labels), default=0)
+    width = max(width, len("replace"))
+    for label, action in zip(labels, synced.planned, strict=True):
         size = "" if action.bytes is None else f"{human_size(action.bytes)}, "
         if action.action == "download" and action.bytes is None:
             size = "size unknown, "
-        console.print(f"{label} {printable(action.path)} ({size}{action.reason})", markup=False)
+        line = f"{label.ljust(width)} {printable(action.path)} ({size}{action.reason})"
+        console.print(line, markup=False)
     if not synced.planned:
         console.print("nothing to do: both sides are in sync", markup=False)
