@@ -102,7 +102,7 @@ def sync(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
-    stats: StatsOpt = "1m",
+    stats: StatsOpt = 60.0,
     log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
     *,
@@ -115,7 +115,7 @@ def sync(
         quiet=quiet,
         progress=progress,
         json=json_output,
-        stats_every=stats_interval(stats),
+        stats_every=stats or None,
     )
     with api_command(
         reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
@@ -499,19 +499,6 @@ def completion(
     build_app()(args=[], prog_name="cntr-sync")
 
 
-def stats_interval(text: str) -> float | None:
-    """``--stats``: ``30s``, ``1m``, ``1h``, ``90`` (seconds) as seconds; None for 0."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
-    try:
-        seconds = float(number) * unit
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0 or seconds == float("inf"):  # also NaN
-        raise typer.BadParameter(f"{text!r} is not an interval such as 30s, 1m or 0")
-    return seconds or None
-
-
 def build_app(command: str | None = None) -> typer.Typer:
     """The ``cntr-sync`` app: every command, or only ``command`` if that names one.
 
@@ -604,5 +591,4 @@ __all__ = [
     "log",
     "main",
     "restore",
-    "stats_interval",
 ]

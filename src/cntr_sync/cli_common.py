@@ -197,13 +197,30 @@ ProgressOpt = Annotated[
         rich_help_panel=_OUTPUT,
     ),
 ]
+
+
+def stats_interval(text: str) -> float:
+    """``--stats``: ``30s``, ``1m``, ``1h`` or ``90`` (seconds) as seconds; 0 for none."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):  # also NaN
+        raise typer.BadParameter(f"{text!r} is not an interval such as 30s, 1m or 0")
+    return seconds
+
+
 StatsOpt = Annotated[
-    str,
+    float,
     typer.Option(
         "--stats",
         metavar="INTERVAL",
+        parser=stats_interval,
+        show_default=False,
         help="Without a bar (off a terminal), a progress line this often during a pass: "
-        "30s, 1m, 0 for none.",
+        "30s, 1m (default), 0 for none.",
         rich_help_panel=_OUTPUT,
     ),
 ]

@@ -227,17 +227,20 @@ class Reporter:
             self._print_err(self.stats_line())
 
     def stats_line(self) -> str:
-        """``cntr-sync: stats: 3/10 files, 1.2 MiB/4.0 MiB (30%), 512.0 KiB/s, 2m05s``:
-        where a pass is, for a log read while it runs (sizes of finished files)."""
+        """``cntr-sync: stats: 3/10 files, 1.2 MiB/4.0 MiB (30%), 512.0 KiB/s, 2m05s
+        elapsed, ETA 5s``: where a pass is, for a log read while it runs (the bytes
+        of finished transfers)."""
         elapsed = time.monotonic() - self._started
         if not self._planned:
             return f"{PREFIX}: stats: scanning and listing, {duration(elapsed)}"
         share = self._bytes_done * 100 // self._bytes_total if self._bytes_total else 100
-        speed = human_size(int(self._bytes_done / elapsed)) if elapsed > 0 else "0 B"
+        speed = self._bytes_done / elapsed if elapsed > 0 else 0.0
+        left = self._bytes_total - self._bytes_done
+        eta = f", ETA {duration(left / speed)}" if speed > 0 and left > 0 else ""
         return (
             f"{PREFIX}: stats: {self._files_done}/{self._files_total} files, "
             f"{human_size(self._bytes_done)}/{human_size(self._bytes_total)} ({share}%), "
-            f"{speed}/s, {duration(elapsed)}"
+            f"{human_size(int(speed))}/s, {duration(elapsed)} elapsed{eta}"
         )
 
     def start(self, files: int, total_bytes: int) -> None:

@@ -128,8 +128,8 @@ class ContainerResolver:
         """ConfigError when the pair says ``create = false``: a dry run asks too."""
         if not self.pair.create:
             raise ConfigError(
-                f"no container named {name!r} (create = false, or --no-create: "
-                "not creating one; check the name, or drop --no-create to make it)"
+                f"no container named {name!r}, and create = false (--no-create) "
+                "lets no pass create one"
             )
 
     def _create_once(self, name: str) -> Container:
