@@ -199,8 +199,10 @@ ProgressOpt = Annotated[
 ]
 
 
-def stats_interval(text: str) -> float:
-    """``--stats``: ``30s``, ``1m``, ``1h`` or ``90`` (seconds) as seconds; 0 for none."""
+def stats_interval(given: str | float) -> float:
+    """``--stats``: ``30s``, ``1m``, ``1h`` or ``90`` (seconds) as seconds; 0 for none.
+    (typer hands the default over as it is, a float.)"""
+    text = str(given)
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
     number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
     try:

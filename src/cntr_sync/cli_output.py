@@ -408,6 +408,8 @@ class Reporter:
             document = {"index": known, "would": would, "warnings": warnings}
             print(json.dumps({**document, "exit_code": exit_code, "errors": []}))
             return
+        if self.mode.quiet:  # the exit code says it all, as ``git diff --quiet``
+            return
         keeps = {True: "yes", False: "no (matched by content)", None: "not known yet"}
         lines = [
             ("directory", known["root"]),
