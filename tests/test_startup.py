@@ -278,3 +278,5 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
     # for typer's "No such command ... Did you mean" line.
     for argv in (["--help"], ["--version"], [], ["synk", "tree"]):
         assert names(cli.build_app(named(argv))) == everything
+    # main() builds none for --version alone.
+    assert names(cli.build_app(None, commands=False)) == []

@@ -499,8 +499,9 @@ def completion(
     build_app()(args=[], prog_name="cntr-sync")
 
 
-def build_app(command: str | None = None) -> typer.Typer:
-    """The ``cntr-sync`` app: every command, or only ``command`` if that names one.
+def build_app(command: str | None = None, *, commands: bool = True) -> typer.Typer:
+    """The ``cntr-sync`` app: every command, or only ``command`` if that names one
+    (``commands=False``: none, for ``--version``).
 
     typer turns every command of an app into a click command (signatures, type
     hints, one option object per flag) before it parses a word: 54 M instructions,
@@ -523,7 +524,7 @@ def build_app(command: str | None = None) -> typer.Typer:
     )
     app.callback()(_root)
     for name in sorted(COMMANDS, key=_help_position):
-        if command not in COMMANDS or name == command:
+        if commands and (command not in COMMANDS or name == command):
             COMMANDS[name](app)
     return app
 
@@ -559,8 +560,12 @@ def _command_named(argv: list[str]) -> str | None:
 def main() -> NoReturn:
     """The console script: runs the command and exits with its status; click's
     usage errors become one line too."""
+    args = sys.argv[1:]
+    named = _command_named(args)
+    # --version alone needs no command: building all eleven would be most of its cost.
+    app = build_app(named, commands=named is not None or "--version" not in args)
     try:
-        result = build_app(_command_named(sys.argv[1:]))(standalone_mode=False)
+        result = app(standalone_mode=False)
     except Exception as exc:
         # typer bundles its own click privately; its exceptions keep click's
         # public interface (exit_code, format_message, show), so match on that.
