@@ -316,3 +316,19 @@ def test_warnings_come_out_in_the_commands_own_style(cli: Cli, root: Path) -> No
     assert warning == [
         f"cntr-sync: warning: container expired or gone; replacing it container_id={box}"
     ]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(cli: Cli) -> None:
+    # `cntr-sync config | head -1`: the pipe closes before the output is written.
+    reader = subprocess.Popen(
+        [CNTR_SYNC, "config"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()
+    stderr = reader.stderr.read()
+    reader.stderr.close()
+    assert reader.wait(timeout=60) == 141
+    assert stderr == b""

@@ -9,6 +9,7 @@ Exit codes (also in README and ``--help``):
   3    a safety brake stopped it (missing or emptied root, mass deletion, lock held)
   4    the API cannot be reached (connection refused, DNS, timeouts after retries)
   130  interrupted (Ctrl-C)
+  141  the reader of stdout went away (``cntr-sync ls | head``): ended quietly
 
 Errors print as one line on stderr; ``--debug`` adds the traceback. What a pass
 printed is ``cli_output``'s business; settings come from ``config``; passes run

@@ -14,6 +14,7 @@ the top only typer, the flag table and the error tree.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ EXIT_USAGE = 2
 EXIT_BRAKE = 3
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # as a shell reports a process that SIGPIPE ended
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 in sync; 1 some actions failed after retries (partial); "
@@ -287,6 +289,11 @@ def reporting(
         )
     except KeyboardInterrupt:
         fail(reporter, "interrupted", EXIT_INTERRUPTED, debug=debug)
+    except BrokenPipeError:
+        # The reader went away (`cntr-sync ls | head`): stop quietly, as `ls` or `cat`
+        # do. stdout points at /dev/null so that the exit's own flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         fail(
             reporter,

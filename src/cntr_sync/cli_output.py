@@ -391,6 +391,7 @@ class Reporter:
         if self.mode.quiet:
             return
         print(f"# config file: {described}")
+        print(f"# api key from: {dump.pop('api_key_source', 'none')}")
         pairs = dump.pop("pairs", [])
         dump.pop("config_file", None)
         for line in _toml_lines(dump):
