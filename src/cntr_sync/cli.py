@@ -296,13 +296,18 @@ def config_shown(
 @config_app.command("check", context_settings=CONTEXT_SETTINGS)
 def config_check(
     file: Annotated[Path, typer.Argument(help="The TOML settings file.")],
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Validate FILE and print the effective settings, secrets redacted."""
-    reporter = reporter_for()
+    """Validate FILE and print the effective settings, secrets redacted (-q: only
+    whether it is valid, by the exit code)."""
+    reporter = reporter_for(quiet=quiet)
     with reporting(reporter, debug=debug):
+        configure_logs(None, verbose=verbose, quiet=quiet, debug=debug, log_format=None)
         settings = load_settings(file)
-        reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
+        if not quiet:
+            reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
 @command("run", epilog=EXIT_CODES_HELP)
