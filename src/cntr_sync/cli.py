@@ -177,7 +177,9 @@ def ls(
 
             pair = settings.one_shot_pair(directory, spec)
             local = local_places(settings, pair, found, files)
-        reporter.listing(found, files, local)
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+
+        cli_views.listing(reporter, found, files, local)
 
 
 @command("containers", epilog=EXIT_CODES_HELP)
@@ -201,12 +203,13 @@ def containers(
     with api_command(
         reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
     ) as settings:
-        from cntr_sync.cli_listing import indexed_roots  # noqa: PLC0415 - see the docstring
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+        from cntr_sync.cli_listing import indexed_roots  # noqa: PLC0415
         from cntr_sync.session import build_client  # noqa: PLC0415
 
         with build_client(settings) as client:
             seen = list(client.iter_containers(name=name))
-        reporter.containers(seen, indexed_roots(settings))
+        cli_views.containers(reporter, seen, indexed_roots(settings))
 
 
 @command("status", epilog=STATUS_EXIT_CODES_HELP)
@@ -236,7 +239,8 @@ def status(
     with api_command(
         reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
     ) as loaded:
-        from cntr_sync.cli_output import planned_counts  # noqa: PLC0415 - see the docstring
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+        from cntr_sync.cli_output import planned_counts  # noqa: PLC0415
         from cntr_sync.result import iter_planned  # noqa: PLC0415
         from cntr_sync.session import PairSession  # noqa: PLC0415
 
@@ -266,7 +270,7 @@ def status(
         # (100,000 files: ~20 MB of action dicts, had the whole summary been built).
         would = planned_counts(iter_planned(result.plan) if result.plan is not None else ())
         code = EXIT_OK if result.in_sync else EXIT_CHANGES
-        reporter.status(known, would, result.warnings, code)
+        cli_views.status(reporter, known, would, result.warnings, code)
         raise typer.Exit(code)
 
 
@@ -289,7 +293,9 @@ def config_shown(
         configure_logs(None, verbose=verbose, quiet=quiet, debug=debug, log_format=None)
         found = config_file_of(config)
         settings = load_settings(config)
-        reporter.settings(found.describe(), found.origin, settings.redacted_dump())
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+
+        cli_views.settings(reporter, found.describe(), found.origin, settings.redacted_dump())
     raise typer.Exit(EXIT_OK)
 
 

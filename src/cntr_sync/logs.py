@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 LOGGER_NAME = "cntr_sync"
 #: Said at a command's default level, not a problem (see the module docstring).
+#: Its name is registered by ``configure`` only: an embedding program's levels are its own.
 NOTICE = 25
-logging.addLevelName(NOTICE, "NOTICE")
 LogFormat = Literal["auto", "console", "json"]
 # The key fields ride under on a LogRecord (its own attributes must not be overwritten).
 RECORD_FIELD = "cntr_sync"
@@ -221,6 +221,7 @@ def configure(
     ``verbose``: 0 notices, 1 info, 2+ debug; ``quiet``: errors only. ``cli_prefix``
     (console lines only): notices and above as the command's own lines, so prefixed.
     """
+    logging.addLevelName(NOTICE, "NOTICE")
     target: TextIO = stream or cast(TextIO, _CurrentStderr())
     json_lines = log_format == "json" or (log_format == "auto" and not target.isatty())
     formatter: logging.Formatter = _FirstLineFormatter(
