@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from cntr_sync.logs import RECORD_FIELD, configure, get_logger
+from cntr_sync.logs import RECORD_FIELD, RETRIES_LOGGER, configure, get_logger
 
 SECRET = "sk-abcdefghijklmnopqrstuvwx"
 
@@ -136,3 +136,18 @@ def test_notices_show_by_default_and_a_command_draws_them_as_its_own_lines() -> 
     configure(log_format="json", stream=as_json, cli_prefix="cntr-sync")
     log.notice("made", container_id="cntr_1")
     assert json.loads(as_json.getvalue())["level"] == "notice"
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_retry_waits_can_be_kept_to_debug_logs() -> None:
+    def waits(**options: object) -> list[str]:
+        stream = io.StringIO()
+        configure(log_format="json", stream=stream, **options)  # type: ignore[arg-type]
+        get_logger(RETRIES_LOGGER).info("retrying list files")
+        get_logger("cntr_sync.test_logs").info("pass done")
+        return [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+
+    assert waits(verbose=1) == ["retrying list files", "pass done"]
+    # The daemon without -v: its pass lines, not one line per retried request.
+    assert waits(verbose=1, retries=False) == ["pass done"]
+    assert waits(verbose=2, retries=False) == ["retrying list files", "pass done"]

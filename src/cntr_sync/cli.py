@@ -390,7 +390,8 @@ def run(
             return settings.with_overrides(pairs=[table])
 
         settings = load()
-        # The daemon logs one line per pass on stdout: info by default, JSON off a terminal.
+        # The daemon logs one line per pass on stdout: info by default, JSON off a terminal;
+        # each retry's wait only with -v (a throttled pass would log one per request).
         configure_logs(
             settings,
             verbose=max(1, verbose),
@@ -399,6 +400,7 @@ def run(
             log_format=log_format,
             stream=sys.stdout,
             daemon=True,
+            retries=verbose >= 1,
         )
         # Once more, now that lines can be logged: what loading noted at debug level
         # (Kubernetes service variables it ignored) shows on the first start too.

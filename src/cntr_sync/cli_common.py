@@ -381,8 +381,10 @@ def configure_logs(
     log_format: str | None,
     stream: TextIO | None = None,
     daemon: bool = False,
+    retries: bool = True,
 ) -> None:
     """Route logs; "auto" means JSON lines for a daemon off a terminal, console lines otherwise.
+    ``retries``: each retry's wait at info level (else only with debug logs).
 
     A one-shot command's log lines sit among its human output (a CI log is read by
     people), so only the daemon, whose stdout goes to a log collector, picks JSON.
@@ -401,6 +403,7 @@ def configure_logs(
         stream=stream,
         # A one-shot command's warnings read like the rest of its lines.
         cli_prefix=None if daemon else "cntr-sync",
+        retries=retries or debug,
     )
 
 

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
 LOGGER_NAME = "cntr_sync"
+#: Where ``retries`` logs each wait (``configure(retries=False)`` keeps it to debug logs).
+RETRIES_LOGGER = "cntr_sync.retries"
 #: Said at a command's default level, not a problem (see the module docstring).
 #: Its name is registered by ``configure`` only: an embedding program's levels are its own.
 NOTICE = 25
@@ -215,11 +217,13 @@ def configure(
     log_format: LogFormat = "auto",
     stream: TextIO | None = None,
     cli_prefix: str | None = None,
+    retries: bool = True,
 ) -> None:
     """Route every log record of this process to ``stream`` (the CLI's and daemon's setup).
 
     ``verbose``: 0 notices, 1 info, 2+ debug; ``quiet``: errors only. ``cli_prefix``
     (console lines only): notices and above as the command's own lines, so prefixed.
+    ``retries``: each retry's wait at info level too (else only at debug, -vv).
     """
     logging.addLevelName(NOTICE, "NOTICE")
     target: TextIO = stream or cast(TextIO, _CurrentStderr())
@@ -240,6 +244,8 @@ def configure(
     if not quiet and verbose == 0:
         level = NOTICE
     logging.getLogger(LOGGER_NAME).setLevel(level)
+    waits = logging.getLogger(RETRIES_LOGGER)
+    waits.setLevel(logging.NOTSET if retries or level <= logging.DEBUG else logging.WARNING)
     # httpx logs every request at INFO, with URLs: far too chatty for a sync loop.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

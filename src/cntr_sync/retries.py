@@ -36,9 +36,9 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from cntr_sync.errors import raise_if_stopped
-from cntr_sync.logs import get_logger
+from cntr_sync.logs import RETRIES_LOGGER, get_logger
 
-log = get_logger("cntr_sync.retries")
+log = get_logger(RETRIES_LOGGER)
 
 #: The longest server hint obeyed (seconds); longer ones are cut to this.
 MAX_RETRY_AFTER = 120.0
