@@ -334,3 +334,15 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(cli: Cli) -> None:
     reader.stderr.close()
     assert reader.wait(timeout=60) == 141
     assert stderr == b""
+
+
+def test_run_finds_its_config_file_as_every_command(cli: Cli, tmp_path: Path) -> None:
+    nothing = cli.run("run")
+    assert nothing.returncode == 2
+    assert_one_error_line(nothing, "give --config FILE (or set CNTR_SYNC_CONFIG")
+    # A file that CNTR_SYNC_CONFIG names is read (here, refused for its typo).
+    named = tmp_path / "daemon.toml"
+    named.write_text('[[pairs]]\nname = "a"\nlocal = "."\ncontainer = "c"\nquiet_perod = 2\n')
+    refused = cli.run("run", env={"CNTR_SYNC_CONFIG": str(named)})
+    assert refused.returncode == 2
+    assert_one_error_line(refused, str(named), "quiet_perod", "did you mean 'quiet_period'")
