@@ -289,7 +289,7 @@ def test_a_long_pass_prints_stats_lines_off_a_terminal(cli: Cli, root: Path) -> 
     lines = proc.stderr.splitlines()
     stats = [line for line in lines if line.startswith("cntr-sync: stats: ")]
     assert stats, proc.stderr
-    assert any(" files, " in line and "/s, " in line and " elapsed" in line for line in stats)
+    assert any(" transfers, " in line and "/s, " in line and " elapsed" in line for line in stats)
     assert "" not in lines  # --progress off a terminal draws no (blank) bar
     assert lines[-1].startswith("in sync: 6 files")
     never = cli.sync(root, "--stats", "0", "--json")

@@ -62,13 +62,13 @@ def test_stats_lines_off_a_terminal_say_where_the_pass_is() -> None:
         reporter.start(4, 4096)
         reporter.advance(TransferEvent("uploaded", "a", 1024))
         for _ in range(1000):  # bounded: the thread writes within a few ticks
-            if "1/4 files" in out.getvalue():
+            if "1/4 transfers" in out.getvalue():
                 break
             threading.Event().wait(0.01)
     line = reporter.stats_line()
-    assert line.startswith("cntr-sync: stats: 1/4 files, 1.0 KiB/4.0 KiB (25%), ")
+    assert line.startswith("cntr-sync: stats: 1/4 transfers, 1.0 KiB/4.0 KiB (25%), ")
     assert " elapsed" in line
-    assert "cntr-sync: stats: 1/4 files" in out.getvalue()
+    assert "cntr-sync: stats: 1/4 transfers" in out.getvalue()
     written = len(out.getvalue())
     threading.Event().wait(0.05)
     assert len(out.getvalue()) == written  # the thread stopped with the pass

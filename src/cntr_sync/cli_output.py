@@ -225,7 +225,7 @@ class Reporter:
             self._print_err(self.stats_line())
 
     def stats_line(self) -> str:
-        """``cntr-sync: stats: 3/10 files, 1.2 MiB/4.0 MiB (30%), 512.0 KiB/s, 2m05s
+        """``cntr-sync: stats: 3/10 transfers, 1.2 MiB/4.0 MiB (30%), 512.0 KiB/s, 2m05s
         elapsed, ETA 5s``: where a pass is, for a log read while it runs (the bytes
         of finished transfers)."""
         elapsed = time.monotonic() - self._started
@@ -236,7 +236,7 @@ class Reporter:
         left = self._bytes_total - self._bytes_done
         eta = f", ETA {duration(left / speed)}" if speed > 0 and left > 0 else ""
         return (
-            f"{PREFIX}: stats: {self._files_done}/{self._files_total} files, "
+            f"{PREFIX}: stats: {self._files_done}/{self._files_total} transfers, "
             f"{human_size(self._bytes_done)}/{human_size(self._bytes_total)} ({share}%), "
             f"{human_size(int(speed))}/s, {duration(elapsed)} elapsed{eta}"
         )
