@@ -738,8 +738,12 @@ def test_verbose_lists_each_transfer_and_quiet_prints_nothing(cli: Cli, root: Pa
 def test_the_summary_is_a_readable_line_on_stderr_without_a_terminal(cli: Cli, root: Path) -> None:
     proc = cli.sync(root)
     assert proc.returncode == 0
-    (line,) = proc.stderr.splitlines()
+    # A new container is announced at the default level (issue 24), then the summary.
+    notice, line = proc.stderr.splitlines()
+    assert notice.startswith(f'cntr-sync: new container "{NAME}" created container_id=cntr_')
     assert line.startswith("in sync: 6 files -> cntr_") and "6 uploaded" in line
+    (again,) = cli.sync(root).stderr.splitlines()
+    assert again.startswith("in sync: 6 files -> cntr_") and "nothing to do" in again
 
 
 def test_log_format_json_gives_json_lines(cli: Cli, tmp_path: Path) -> None:

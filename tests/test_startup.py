@@ -260,6 +260,7 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
     assert everything == [
         "sync",
         "ls",
+        "containers",
         "status",
         "log",
         "backups",
@@ -267,6 +268,7 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
         "run",
         "emulator",
         "healthcheck",
+        "completion",
         "config",
     ]
     named = cli._command_named
@@ -277,3 +279,5 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
     # for typer's "No such command ... Did you mean" line.
     for argv in (["--help"], ["--version"], [], ["synk", "tree"]):
         assert names(cli.build_app(named(argv))) == everything
+    # main() builds none for --version alone.
+    assert names(cli.build_app(None, commands=False)) == []

@@ -191,6 +191,9 @@ class PairSyncSettings(BaseModel):
     adopt_verify_max_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
     max_delete: MaxDelete = DeleteLimit(percent=50.0)
     follow_symlinks: bool = False
+    # False: a pass whose container cannot be found stops (exit 2) instead of creating
+    # one, so a mistyped name never becomes a new container that gets every file.
+    create: bool = True
     expires_after_minutes: ExpiryMinutes = 20
     memory_limit: MemoryLimit | None = None
     container_id_file: ConfigPath | None = None
