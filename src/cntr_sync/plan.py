@@ -243,8 +243,11 @@ def _plan_push(
     # cannot tell whose upload is whose, so only content can (_verify_unmatched_uploads).
     shared = _shared_names(relpaths) if by_name else set()
     for relpath in relpaths:
-        name = canonical(upload_name(relpath))
-        same_name = by_name.get(name) if name not in shared else []
+        same_name: list[RemoteFile] = []
+        if by_name:  # else (most passes) no upload waits to be matched by name
+            name = canonical(upload_name(relpath))
+            if name not in shared:
+                same_name = by_name.get(name)
         if relpath in out.decided or (relpath not in local and uncertain(relpath)):
             _hold(index.get(relpath), same_name, out)
             continue
@@ -321,11 +324,11 @@ def _shared_names(relpaths: Iterable[str]) -> set[str]:
     return shared
 
 
-def _unaccounted(remote: RemoteFiles, accounted: Container[str]) -> Iterator[RemoteFile]:
+def _unaccounted(remote: RemoteFiles, accounted: AccountedIds) -> Iterator[RemoteFile]:
     """The listed files whose id is not in ``accounted`` (as it is when each is reached),
     looked up only for those: most of a listing is accounted for, and a columnar
     listing makes each file it is asked for."""
-    return (remote[file_id] for file_id in remote if file_id not in accounted)
+    return (remote[file_id] for file_id in accounted.unaccounted(remote))
 
 
 def _relpaths(
