@@ -85,7 +85,8 @@ def mirror_entry(
         hash=local.hash,
         synced_at=synced_at,
         origin=origin,
-        remote_size=remote.size,
+        # The local size's object where equal: a columnar listing makes a new int each time.
+        remote_size=local.size if remote.size == local.size else remote.size,
         remote_created_at=remote.created_at,
     )
 

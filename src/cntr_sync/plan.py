@@ -247,7 +247,7 @@ def _plan_push(
         if by_name:  # else (most passes) no upload waits to be matched by name
             name = canonical(upload_name(relpath))
             if name not in shared:
-                same_name = by_name.get(name)
+                same_name = by_name.take(name)
         if relpath in out.decided or (relpath not in local and uncertain(relpath)):
             _hold(index.get(relpath), same_name, out)
             continue
@@ -440,6 +440,14 @@ class UploadsByName:
         found = [self._remote[file_id] for file_id in held]
         # Newest first, so adoption keeps the latest upload.
         found.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
+        return found
+
+    def take(self, name: str) -> list[RemoteFile]:
+        """``get``, and the name let go: a relpath asks for its own name once, and the
+        ids held go as the plan's adoptions come."""
+        found = self.get(name)
+        for ids in self._ranks:
+            ids.pop(name, None)
         return found
 
     def __bool__(self) -> bool:
