@@ -240,22 +240,41 @@ def emulator_listing_checks(parsed: Any) -> list[dict[str, Any]]:
 
 def startup_checks(parsed: Any) -> list[dict[str, Any]]:
     """Target 8 from ``startup.py --json``: ``target_s`` and ``figures`` (name, wall_s,
-    cpu_s, wall_over_python_s), the first being ``python -c pass``."""
+    cpu_s, wall_over_python_s), the first being ``python -c pass``; and ``own_part``.
+
+    Issue 23 replaced the wall-clock target (at most ``target_s`` over ``python -c
+    pass``: a shared machine's load moves it more than the code does) with our own
+    part in CPU time; the wall figures stay, reported."""
     target_s = float(parsed["target_s"])
     floor, *commands = parsed["figures"]
-    return [
+    own = parsed.get("own_part")
+    checks = [
         check(
             f"{item['name']}: wall minus python -c pass"
             f" (cpu {float(item['cpu_s']) - float(floor['cpu_s']):.3f} s over)",
             measured=float(item["wall_over_python_s"]),
             reference=target_s,
-            reference_name="the target",
+            reference_name=f"issue 13's {target_s:g} s",
             ratio=float(item["wall_over_python_s"]) / target_s,
-            target=f"<= {target_s:g} s",
-            passed=float(item["wall_over_python_s"]) <= target_s,
+            target="reported" if own is not None else f"<= {target_s:g} s",
+            passed=own is not None or float(item["wall_over_python_s"]) <= target_s,
         )
         for item in commands
     ]
+    if own is not None:  # issue 23: our own part of the no-op sync, in CPU seconds
+        checks.append(
+            check(
+                f"no-op sync, our own part in CPU (beside it: third-party imports"
+                f" {own['third_party_s']:.3f} s, standard library {own['stdlib_s']:.3f} s)",
+                measured=float(own["own_s"]),
+                reference=float(own["target_s"]),
+                reference_name="the target",
+                ratio=float(own["own_s"]) / float(own["target_s"]),
+                target=f"<= {own['target_s']:g} s",
+                passed=float(own["own_s"]) <= float(own["target_s"]),
+            )
+        )
+    return checks
 
 
 # -- the soak (target 7) ----------------------------------------------------------------------

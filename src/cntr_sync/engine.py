@@ -535,9 +535,18 @@ class Engine:
         return listing
 
     def _record_bookkeeping(self, pass_plan: Plan, result: PassResult, journal: Journal) -> None:
-        for adopt in pass_plan.adopts:
-            self.index.adopt(adopt.entry)
-            journal.record("adopt", adopt.entry.relpath, size=adopt.entry.size, reason=adopt.reason)
+        if pass_plan.adopts:
+            # One transaction, not two a file: rebuilding a lost index of 100,000 files
+            # was 200,000 of them (~8 s). A crash loses the batch; the next listing
+            # adopts again.
+            self.index.begin_batch()
+            try:
+                for adopt in pass_plan.adopts:
+                    entry = adopt.entry
+                    self.index.adopt(entry)
+                    journal.record("adopt", entry.relpath, size=entry.size, reason=adopt.reason)
+            finally:
+                self.index.end_batch()
         result.adopted = len(pass_plan.adopts)
         for entry in pass_plan.repoints:
             self.index.adopt(entry)

@@ -203,6 +203,10 @@ class RemoteById(RemoteFiles):
     def __iter__(self) -> Iterator[str]:
         return (self._listing.file_id(row) for row in self._first_rows())
 
+    def ids_and_rows(self) -> Iterator[tuple[str, int]]:
+        file_id = self._listing.file_id
+        return ((file_id(row), row) for row in self._first_rows())
+
     def __len__(self) -> int:
         return self._lookup.count
 
