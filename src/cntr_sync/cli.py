@@ -58,6 +58,7 @@ from cntr_sync.cli_common import (
     reporting,
     with_patterns,
 )
+from cntr_sync.cli_daemon import flush, pause, resume  # their @command adds them (and pair)
 from cntr_sync.cli_history import backups, log, restore  # their @command adds them
 from cntr_sync.errors import ConfigError, redact
 
@@ -402,7 +403,10 @@ def build_app(command: str | None = None) -> typer.Typer:
 
 
 # The order of ``--help``: a pass and what it shows, looking back, the daemon, the rest.
-_HELP_ORDER = ("sync", "ls", "status", "log", "backups", "restore", "run", "emulator", "config")
+_HELP_ORDER = (
+    *("sync", "ls", "status", "log", "backups", "restore"),
+    *("run", "flush", "pause", "resume", "pair", "emulator", "config"),
+)
 
 
 def _help_position(name: str) -> int:
@@ -444,4 +448,15 @@ def main() -> NoReturn:
 console = main
 
 
-__all__ = ["backups", "build_app", "console", "exit_code_for", "log", "main", "restore"]
+__all__ = [
+    "backups",
+    "build_app",
+    "console",
+    "exit_code_for",
+    "flush",
+    "log",
+    "main",
+    "pause",
+    "restore",
+    "resume",
+]

@@ -95,12 +95,25 @@ def log(
         str | None, typer.Option("--since", help="Only from then on: 1h, 2d, 2026-12-07T14:05.")
     ] = None,
     json_output: JsonOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Print the running daemon's events as they come."),
+    ] = False,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
-    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason."""
+    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason.
+
+    With --follow, what the running daemon does, as it happens, until it stops.
+    """
     reporter = reporter_for("log", json=json_output)
+    if follow:
+        from cntr_sync.cli_daemon import follow_events  # noqa: PLC0415 - only --follow
+
+        with reporting(reporter, debug=debug):
+            follow_events(config, json_output=json_output)
+        raise typer.Exit(EXIT_OK)
     with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
         settings,
         pair,

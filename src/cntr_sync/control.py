@@ -14,7 +14,7 @@ pair is paused, or belongs to the config file). A flush's answer per pair is
 ``sync --json``'s document (cli_output.summary) and the lines ``sync`` prints,
 with ``sync``'s exit code.
 
-Owns the routes and where the socket is (``socket_path``). The servers and
+Owns the routes (where the socket is: ``control_client.socket_path``). The servers and
 the token check are ``health``'s; what each route does is the daemon's
 (``ControlledDaemon``). Must not: run passes or touch workers itself, or wait
 without bound (a flush's wait ends when its pass does, or when the pair or the
@@ -24,24 +24,21 @@ daemon stops).
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cntr_sync.control_client import SOCKET_NAME, socket_path
 from cntr_sync.errors import CntrSyncError, ConfigError, UnknownPairError
 from cntr_sync.events import EventBus, sse_frame
 from cntr_sync.health import ControlAnswer
 
 if TYPE_CHECKING:
-    from cntr_sync.config import Settings
     from cntr_sync.result import PassResult
     from cntr_sync.worker import FlushRequest
 
 __all__ = ["SOCKET_NAME", "ControlRoutes", "ControlledDaemon", "flush_outcome", "socket_path"]
 
-SOCKET_NAME = "control.sock"
 # A stream with nothing to say sends a comment this often: a reader that went
 # away is noticed, and proxies keep the connection.
 KEEPALIVE_SECONDS = 15.0
@@ -73,39 +70,33 @@ class ControlledDaemon(Protocol):
     def remove_pair(self, name: str) -> None: ...
 
 
-def socket_path(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
-    """``control_socket``, else ``control.sock`` in ``$RUNTIME_DIRECTORY`` (systemd's
-    ``RuntimeDirectory=``; the first when it names several), else in the state directory."""
-    if settings.control_socket is not None:
-        return settings.control_socket
-    environ = os.environ if environ is None else environ
-    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if runtime:
-        return Path(runtime) / SOCKET_NAME
-    return settings.state_dir / SOCKET_NAME
-
-
 def flush_outcome(result: PassResult | None, error: CntrSyncError | None) -> dict[str, Any]:
     """One pair's flush answer: ``exit_code``, ``summary`` (``sync --json``'s
     document) and ``lines`` (what ``sync`` prints on stderr), from the pass."""
     from cntr_sync.cli_common import EXIT_OK, EXIT_PARTIAL, exit_code_for  # noqa: PLC0415
     from cntr_sync.cli_output import (  # noqa: PLC0415
+        PREFIX,
         conflict_line,
         error_document,
         human_summary,
         summary,
     )
+    from cntr_sync.remote_paths import printable  # noqa: PLC0415
     from cntr_sync.result import SyncResult  # noqa: PLC0415
 
     if result is None:
         failure = error or CntrSyncError("the pass ended without a result")
         code = exit_code_for(failure)
         document = error_document("sync", code, {"message": failure.message})
-        return {"exit_code": code, "summary": document, "lines": [failure.message]}
+        return {
+            "exit_code": code,
+            "summary": document,
+            "lines": [f"{PREFIX}: error: {failure.message}"],
+        }
     code = EXIT_OK if result.in_sync else EXIT_PARTIAL
     synced = SyncResult.from_pass(result, planned=False)
-    lines = [f"{f.action} {f.target}: {f.message}" for f in synced.failures]
-    lines += [f"warning: {warning}" for warning in synced.warnings]
+    lines = [f"{PREFIX}: {f.action} {printable(f.target)}: {f.message}" for f in synced.failures]
+    lines += [f"{PREFIX}: warning: {warning}" for warning in synced.warnings]
     lines.append(human_summary(synced))
     lines += [conflict_line(copy) for copy in synced.conflict_copies]
     return {"exit_code": code, "summary": summary(synced, code), "lines": lines}

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -42,13 +42,30 @@ from cntr_sync.errors import (
     UnknownPairError,
 )
 
-__all__ = ["ControlClient", "PairFlush"]
+if TYPE_CHECKING:
+    from cntr_sync.config import Settings
+
+__all__ = ["SOCKET_NAME", "ControlClient", "PairFlush", "socket_path"]
+
+SOCKET_NAME = "control.sock"
 
 # Connecting to a local socket takes microseconds; a daemon that does not accept
 # within this is not serving.
 CONNECT_TIMEOUT = 5.0
 # Every call but a waiting flush and the event stream answers at once.
 QUICK_TIMEOUT = 30.0
+
+
+def socket_path(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
+    """``control_socket``, else ``control.sock`` in ``$RUNTIME_DIRECTORY`` (systemd's
+    ``RuntimeDirectory=``; the first when it names several), else in the state directory."""
+    if settings.control_socket is not None:
+        return settings.control_socket
+    environ = os.environ if environ is None else environ
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return Path(runtime) / SOCKET_NAME
+    return settings.state_dir / SOCKET_NAME
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from typing import Any
 
 from cntr_sync._version import __version__
 from cntr_sync.config import Settings
-from cntr_sync.control import ControlRoutes, PairConflictError, socket_path
+from cntr_sync.control import ControlRoutes, PairConflictError
+from cntr_sync.control_client import socket_path
 from cntr_sync.errors import CntrSyncError, ConfigError, UnknownPairError, redact_url
 from cntr_sync.events import EventBus
 from cntr_sync.health import HealthServer, SocketServer, read_token
@@ -459,7 +460,13 @@ class Daemon:
             if self.refused_pairs.get(file) != reason:
                 log.error("pair file refused", file=file, error=reason)
                 self.events.publish(
-                    {"type": "pair", "change": "refused", "file": file, "error": reason}
+                    {
+                        "type": "pair",
+                        "change": "refused",
+                        "file": file,
+                        "error": reason,
+                        "time": time.time(),
+                    }
                 )
         self.refused_pairs = refused
         settings_changed = top != self._dir_settings
@@ -476,13 +483,17 @@ class Daemon:
                 self.paused.discard(name)
                 self.hooks.forget(name)
                 log.info("pair removed", pair=name)
-                self.events.publish({"type": "pair", "change": "removed", "pair": name})
+                self.events.publish(
+                    {"type": "pair", "change": "removed", "pair": name, "time": time.time()}
+                )
         for name, pair in wanted.items():
             if name not in self.workers:
                 self.dir_pairs[name] = pair
                 self._start_worker(pair)
                 log.info("pair added", pair=name, file=str(found.files[name]))
-                self.events.publish({"type": "pair", "change": "added", "pair": name})
+                self.events.publish(
+                    {"type": "pair", "change": "added", "pair": name, "time": time.time()}
+                )
 
     # -- signals ------------------------------------------------------------------------------
 
