@@ -125,6 +125,12 @@ class EventBus:
         with self._lock:
             return len(self._subscribers)
 
+    def backlog(self) -> list[int]:
+        """Events each reader has yet to take (each at most its buffer's size)."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        return [subscription.buffered for subscription in subscribers]
+
     def close(self) -> None:
         """Ends every reader's stream (the daemon stops)."""
         with self._lock:
