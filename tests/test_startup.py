@@ -265,7 +265,11 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
         "backups",
         "restore",
         "run",
+        "flush",
+        "pause",
+        "resume",
         "emulator",
+        "pair",
         "config",
     ]
     named = cli._command_named

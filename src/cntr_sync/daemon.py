@@ -118,6 +118,7 @@ class Daemon:
             weakref.WeakKeyDictionary()
         )
         self._dir_settings: dict[str, Any] = {}
+        self._dir_settings_source: Settings | None = None
         self.control = ControlRoutes(self)
         token_file = self.settings.control_token_file
         if token_file is not None:
@@ -441,9 +442,12 @@ class Daemon:
 
     def _check_pairs_dir(self) -> None:
         """Start, restart and stop the pairs of the pairs directory as its files say."""
-        top = self.settings.model_dump(exclude={"pairs"})
-        if not self.pairs_dir.changed() and top == self._dir_settings:
+        # The settings object is replaced only by a reload: compare their values then.
+        reloaded = self.settings is not self._dir_settings_source
+        if not self.pairs_dir.changed() and not reloaded:
             return
+        self._dir_settings_source = self.settings
+        top = self.settings.model_dump(exclude={"pairs"})
         found = self.pairs_dir.read()
         self._dir_files = dict(found.files)
         configured = {p.name for p in self.settings.pairs}

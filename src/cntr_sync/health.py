@@ -211,7 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         token_file = self.server.token_file
         if token_file is None:
             return True
-        expected = read_token(token_file)
+        try:
+            expected = read_token(token_file)
+        except ConfigError as exc:  # removed or emptied since the start: nobody gets in
+            log.warning("control_token_unreadable", error=exc.message)
+            return False
         scheme, _, given = self.headers.get("Authorization", "").partition(" ")
         # Constant time: how much of a guess matched must not show in the answer's timing.
         return scheme.lower() == "bearer" and hmac.compare_digest(
