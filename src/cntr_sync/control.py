@@ -34,8 +34,8 @@ from cntr_sync.events import EventBus, sse_frame
 from cntr_sync.health import ControlAnswer
 
 if TYPE_CHECKING:
+    from cntr_sync.flush_request import FlushRequest
     from cntr_sync.result import PassResult
-    from cntr_sync.worker import FlushRequest
 
 __all__ = ["SOCKET_NAME", "ControlRoutes", "ControlledDaemon", "flush_outcome", "socket_path"]
 

@@ -32,6 +32,7 @@ from cntr_sync.control import ControlRoutes, PairConflictError
 from cntr_sync.control_client import socket_path
 from cntr_sync.errors import CntrSyncError, ConfigError, UnknownPairError, redact_url
 from cntr_sync.events import EventBus
+from cntr_sync.flush_request import FlushRequest
 from cntr_sync.health import HealthServer, SocketServer, read_token
 from cntr_sync.hooks import HookRunner
 from cntr_sync.logs import get_logger
@@ -40,7 +41,7 @@ from cntr_sync.models import Pair
 from cntr_sync.pairs_dir import PairsDir, pairs_dir_path, validate_table
 from cntr_sync.retries import MAX_RETRY_AFTER
 from cntr_sync.sdnotify import Notifier
-from cntr_sync.worker import FlushRequest, PairWorker
+from cntr_sync.worker import PairWorker
 
 __all__ = ["HEARTBEAT_TIMEOUT", "STALL_MARGIN", "Daemon", "running", "stall_limit"]
 

@@ -22,11 +22,25 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SUBSCRIBER_BUFFER", "EventBus", "Subscription", "sse_frame"]
+if TYPE_CHECKING:
+    from cntr_sync.errors import CntrSyncError
+    from cntr_sync.journal import JournalEntry
+    from cntr_sync.result import PassResult
+
+__all__ = [
+    "SUBSCRIBER_BUFFER",
+    "EventBus",
+    "Subscription",
+    "action_event",
+    "pass_end_event",
+    "pass_start_event",
+    "sse_frame",
+]
 
 # Events kept for a reader that has not taken them yet (about 300 bytes each).
 SUBSCRIBER_BUFFER = 1000
@@ -137,6 +151,37 @@ class EventBus:
             subscribers = list(self._subscribers)
         for subscription in subscribers:
             subscription.close()
+
+
+def pass_start_event(pair: str, reason: str) -> Event:
+    return {"type": "pass-start", "pair": pair, "reason": reason, "time": time.time()}
+
+
+def pass_end_event(
+    pair: str,
+    reason: str,
+    label: str | None,
+    result: PassResult | None,
+    error: CntrSyncError | None,
+    summary: dict[str, Any],
+) -> Event:
+    """``label``: success, noop, partial, error, or stopped (cut short by a stop)."""
+    return {
+        "type": "pass-end",
+        "pair": pair,
+        "reason": reason,
+        "time": time.time(),
+        "result": label,
+        "pass_id": result.pass_id if result is not None else None,
+        "changed": result is not None and result.changed_anything,
+        "error": error.message if error is not None else None,
+        "summary": summary,
+    }
+
+
+def action_event(pair: str, entry: JournalEntry) -> Event:
+    """The journal's row, as it is written, with its pair."""
+    return {"type": "action", "pair": pair, **entry.to_json()}
 
 
 def sse_frame(event: Event) -> bytes:

@@ -33,6 +33,8 @@ from typing import Any, Literal, Protocol
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.errors import CntrSyncError, StoppedError, redact
+from cntr_sync.events import action_event, pass_end_event, pass_start_event
+from cntr_sync.flush_request import FlushRequest
 from cntr_sync.journal import JournalEntry
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
@@ -89,32 +91,6 @@ EXPIRY_MARGIN = 120.0
 POLL_INTERVAL_FOR_WATCH_POLL = 1.0
 # The least time between a pass that deferred files and the next one.
 MIN_PASS_GAP = 1.0
-
-
-class FlushRequest:
-    """A full pass asked for now, and everyone waiting for it (``cntr-sync flush``).
-
-    Asks that arrive before a pass takes the request share it; one that arrives
-    during that pass gets the next request, served by the next pass. Whoever runs
-    the pass completes it, with the pass's result or the error that ended it.
-    """
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self.result: PassResult | None = None
-        self.error: CntrSyncError | None = None
-
-    def complete(self, result: PassResult | None, error: CntrSyncError | None = None) -> None:
-        self.result, self.error = result, error
-        self._done.set()
-
-    def wait(self, timeout: float) -> bool:
-        """True once the pass ended (``result`` or ``error`` is set)."""
-        return self._done.wait(max(0.0, timeout))
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
 
 def _no_event(event: dict[str, Any]) -> None:
@@ -439,7 +415,7 @@ class PairWorker:
         return engine
 
     def _journal_entry(self, entry: JournalEntry) -> None:
-        self.on_event({"type": "action", "pair": self.pair.name, **entry.to_json()})
+        self.on_event(action_event(self.pair.name, entry))
 
     def _observe(self, outcome: RequestOutcome) -> None:
         self._metrics.record_request(outcome.operation, outcome.status)
@@ -451,9 +427,7 @@ class PairWorker:
         if reason == "requested":
             with self._flush_lock:
                 flushes, self._flush_waiting = self._flush_waiting, None
-        self.on_event(
-            {"type": "pass-start", "pair": self.pair.name, "reason": reason, "time": time.time()}
-        )
+        self.on_event(pass_start_event(self.pair.name, reason))
         result: PassResult | None = None
         error: CntrSyncError | None = None
         try:
@@ -463,19 +437,9 @@ class PairWorker:
                 if result is None and error is None:
                     error = StoppedError("the pass was stopped before it ended")
                 flushes.complete(result, error)
-            self.on_event(
-                {
-                    "type": "pass-end",
-                    "pair": self.pair.name,
-                    "reason": reason,
-                    "time": time.time(),
-                    "result": self.status.last_result if result is not None else "error",
-                    "pass_id": result.pass_id if result is not None else None,
-                    "changed": result is not None and result.changed_anything,
-                    "error": error.message if error is not None else None,
-                    "summary": self.status.last_summary if result is not None else {},
-                }
-            )
+            label = self.status.last_result if result is not None or error else "stopped"
+            summary = self.status.last_summary if result is not None else {}
+            self.on_event(pass_end_event(self.pair.name, reason, label, result, error, summary))
         return result
 
     def _carry_pass(self, reason: PassReason) -> tuple[PassResult | None, CntrSyncError | None]:
