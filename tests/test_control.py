@@ -22,10 +22,12 @@ import pytest
 
 import test_daemon
 from cntr_sync.api import ContainersClient
-from cntr_sync.control_client import ControlClient
+from cntr_sync.config import Settings
+from cntr_sync.control_client import ControlClient, socket_path
 from cntr_sync.daemon import Daemon, running
 from cntr_sync.emulator import EmulatorServer, FaultConfig
 from cntr_sync.errors import ConfigError, TransportError, UnknownPairError
+from cntr_sync.pairs_dir import pairs_dir_path
 from helpers import remote_bytes, remote_name_counts
 from test_daemon import SYNC_TIMEOUT, make_tree, pair, wait_until, write_config
 
@@ -346,3 +348,23 @@ def test_a_configmap_style_swap_of_a_symlinked_directory_is_seen(
             2.5,
             message="the swapped settings",
         )
+
+
+# -- where things are ----------------------------------------------------------------------
+
+
+def test_the_socket_is_control_socket_else_in_the_runtime_directory_else_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "conf" / "daemon.toml"
+    config.parent.mkdir()
+    config.write_text('state_dir = "state"\n')
+    settings = Settings.load(config, env={})
+    assert socket_path(settings, {}) == tmp_path / "conf" / "state" / "control.sock"
+    runtime = {"RUNTIME_DIRECTORY": "/run/cntr-sync-docs:/run/other"}
+    assert socket_path(settings, runtime) == Path("/run/cntr-sync-docs/control.sock")
+    # Relative paths in the file mean "next to it", as state_dir's do.
+    config.write_text('control_socket = "run/c.sock"\npairs_dir = "pairs.d"\n')
+    settings = Settings.load(config, env={})
+    assert socket_path(settings, runtime) == tmp_path / "conf" / "run" / "c.sock"
+    assert pairs_dir_path(settings) == tmp_path / "conf" / "pairs.d"
