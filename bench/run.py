@@ -15,6 +15,7 @@ to each answer, and the product with its default settings.
   7 soak                bench/daemon_soak.py --minutes M --summary F (child process)
   8 start-up            bench/startup.py --json             (child process)
   E emulator listing    bench/emulator_listing.py --json    (child process)
+  C control             bench/control_flush.py   (here): flush, 100 flushes, a stalled reader
 
 A child script that is missing, fails, or prints JSON the harness cannot read makes its
 target "not measured" with the reason; the rest go on. A child's JSON is read as
@@ -475,8 +476,9 @@ TARGETS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "6": in_process("6", "big file", "big_file"),
     "8": child_target("8", "start-up", "startup.py", startup_checks),
     "E": child_target("E", "emulator listing", "emulator_listing.py", emulator_listing_checks),
+    "C": in_process("C", "control: flush and events", "control_flush"),
 }
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E", "C")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -266,9 +266,14 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
         "backups",
         "restore",
         "run",
-        "emulator",
+        "flush",
+        "pause",
+        "resume",
         "healthcheck",
+        "emulator",
         "completion",
+        # typer lists the commands with subcommands (groups) after the others
+        "pair",
         "config",
     ]
     named = cli._command_named

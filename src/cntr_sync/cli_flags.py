@@ -151,6 +151,9 @@ _DAEMON_FLAGS = {
     "http_listen": _Flag(str, "HOST:PORT of /livez /readyz /metrics."),
     "flush_timeout": _Flag(float, "Seconds to flush on stop."),
     "pass_deadline": _Flag(float, "Abandon a pass that runs longer (seconds)."),
+    "control_socket": _Flag(Path, "The control socket (flush, pause, events)."),
+    "control_token_file": _Flag(Path, "Bearer token opening the control routes on HTTP."),
+    "pairs_dir": _Flag(Path, "One TOML file per pair, watched (default: STATE/pairs.d)."),
 }
 # The settings of a [[pairs]] table only (models.PairDaemonSettings); in
 # one-pair mode, ``run`` builds that table from them.
@@ -165,6 +168,9 @@ _DAEMON_PAIR_FLAGS = {
         choices=("auto", "native", "poll", "off"),
     ),
     "keepalive": _Flag(bool, "Keep the container alive."),
+    "exec_hook": _Flag(list[str], "After a pass that changed something: run this (repeat).", "ARG"),
+    "webhook_url": _Flag(str, "After a pass that changed something: POST its summary here."),
+    "hook_timeout": _Flag(float, "Seconds a hook may take (default 30)."),
 }
 
 #: The groups a command takes, by setting name.

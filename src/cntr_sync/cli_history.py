@@ -104,12 +104,25 @@ def log(
     json_output: JsonOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Print the running daemon's events as they come."),
+    ] = False,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
-    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason."""
+    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason.
+
+    With --follow, what the running daemon does, as it happens, until it stops.
+    """
     reporter = reporter_for("log", json=json_output, quiet=quiet)
+    if follow:
+        from cntr_sync.cli_daemon import follow_events  # noqa: PLC0415 - only --follow
+
+        with reporting(reporter, debug=debug):
+            follow_events(config, json_output=json_output)
+        raise typer.Exit(EXIT_OK)
     state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
     with (
         state as (

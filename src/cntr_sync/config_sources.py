@@ -73,7 +73,10 @@ _SERVICE_URL = re.compile(
 log = get_logger("cntr_sync.config")
 # Path fields that a TOML file may give relative to its own directory.
 # api_key_file is not here: it looks in $CREDENTIALS_DIRECTORY first.
-_FILE_RELATIVE_PATHS = ("state_dir", "local", "ca_bundle", "container_id_file", "backup_dir")
+_FILE_RELATIVE_PATHS = (
+    *("state_dir", "local", "ca_bundle", "container_id_file", "backup_dir"),
+    *("control_socket", "control_token_file", "pairs_dir"),
+)
 _PAIR_FILE_RELATIVE_PATHS = ("local", "container_id_file", "backup_dir")
 
 _S = TypeVar("_S", bound=BaseSettings)

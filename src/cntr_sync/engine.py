@@ -49,7 +49,7 @@ from cntr_sync.errors import (
 )
 from cntr_sync.hashing import no_tick
 from cntr_sync.index import Index
-from cntr_sync.journal import Journal, new_pass_id
+from cntr_sync.journal import Journal, JournalEntry, new_pass_id
 from cntr_sync.listing import Listing
 from cntr_sync.local_side import LocalSide
 from cntr_sync.logs import get_logger
@@ -120,6 +120,8 @@ class Engine:
         self._tree_files = 0
         # The last file whose content a pass checked (``Policy.recheck_after``).
         self._rechecked: str | None = None
+        # Hears each journal row as it is written (the daemon's event stream).
+        self.journal_listener: Callable[[JournalEntry], None] | None = None
 
     # -- the pass -----------------------------------------------------------------
 
@@ -355,7 +357,7 @@ class Engine:
         if partials:
             remove_partials(self.pair.local, list(partials), self.local.partial_tag)
         started = self._clock()
-        pass_journal = Journal(self.index, new_pass_id(started), self._clock)
+        pass_journal = Journal(self.index, new_pass_id(started), self._clock, self.journal_listener)
         result.pass_id = pass_journal.pass_id
         self._record_bookkeeping(pass_plan, result, pass_journal)
         backups = PassBackups(self.local.backup_dir, started)
