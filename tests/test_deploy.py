@@ -469,6 +469,15 @@ def test_the_sidecar_follows_the_daemon_and_its_config(tmp_path: Path) -> None:
     (pair,) = settings.resolved_pairs()
     assert str(pair.local) == mounts["workdir"]
     assert "workdir" in {m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    # The control socket is on a volume the app's container mounts too, at the same
+    # path, and both run as one UID (the socket is 0600): the app can call flush.
+    assert settings.control_socket is not None
+    app_mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert str(settings.control_socket.parent) == mounts["cntr-sync-control"]
+    assert app_mounts["cntr-sync-control"] == mounts["cntr-sync-control"]
+    assert "emptyDir" in volumes["cntr-sync-control"]
+    app_uid = spec["containers"][0].get("securityContext", {}).get("runAsUser")
+    assert (app_uid or spec["securityContext"]["runAsUser"]) == 10001
 
     host, port = settings.listen_address
     assert host in ("0.0.0.0", "::")  # probes and scrapes come to the pod's IP
