@@ -871,6 +871,52 @@ def test_emulator_help_documents_its_knobs(cli: Cli) -> None:
         assert knob in flat, knob
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("flag", ["-q", "-v"])
+def test_emulator_quiet_prints_nothing_and_verbose_a_line_per_request(
+    flag: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [CNTR_SYNC, "emulator", flag, "--port", str(port), "--data-dir", str(tmp_path / "emu")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/containers", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the emulator did not start within 30 s"
+                time.sleep(0.05)
+        assert answer.status_code == 200  # any key, or none, is taken
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    if flag == "-q":
+        assert (out, err) == ("", "")
+    else:
+        assert "listening on" in out
+        assert re.search(r'"GET /v1/containers HTTP/1.1" 200', err), err
+
+
+def test_emulator_choices_are_listed_and_checked(cli: Cli) -> None:
+    assert "[hashed|plain]" in cli.run("emulator", "--help").stdout
+    bad = cli.run("emulator", "--path-style", "weird")
+    assert bad.returncode == 2
+    assert "weird" in bad.stderr and "hashed" in bad.stderr
+
+
 def test_ls_escapes_names_from_the_model_and_an_unknown_container_is_exit_2(
     cli: Cli, root: Path
 ) -> None:

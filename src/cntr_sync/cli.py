@@ -424,7 +424,7 @@ def emulator(
         typer.Option(
             "--control",
             help="Enable the /_emulator/ control surface: model-written files, faults, "
-            "gateway styles, clock, counts (see README).",
+            "gateway styles, clock, counts (docs/emulator.md).",
         ),
     ] = False,
     data_dir: Annotated[
@@ -440,13 +440,30 @@ def emulator(
         float | None, typer.Option("--rate-limit", help="Requests a second before 429s.")
     ] = None,
     path_style: Annotated[
-        str, typer.Option("--path-style", help="hashed (/mnt/data/<32 hex>-name) or plain.")
+        Literal["hashed", "plain"],
+        typer.Option(
+            "--path-style",
+            metavar="[hashed|plain]",
+            help="hashed (/mnt/data/<32 hex>-name) or plain.",
+        ),
     ] = "hashed",
     cursor_style: Annotated[
-        str, typer.Option("--cursor-style", help="id, or opaque (Bifrost's cursors).")
+        Literal["id", "opaque"],
+        typer.Option(
+            "--cursor-style", metavar="[id|opaque]", help="id, or opaque (Bifrost's cursors)."
+        ),
     ] = "id",
     drop_filenames: Annotated[
         bool, typer.Option("--drop-filenames", help="Store every upload as 'file' (Bifrost).")
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, show_default=False, help="A line per request served."
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing, not even the URL.")
     ] = False,
 ) -> None:
     """Serve a local emulator of the Containers API (no API key needed).
@@ -490,7 +507,16 @@ def emulator(
             first = exc.errors(include_url=False, include_input=False)[0]
             flag = "--" + str(first["loc"][0]).replace("_", "-")
             raise ConfigError(f"flag {flag}: {first['msg']}") from None
-        serve(host, port, control=control, data_dir=data_dir, faults=faults, gateway=gateway)
+        serve(
+            host,
+            port,
+            control=control,
+            data_dir=data_dir,
+            faults=faults,
+            gateway=gateway,
+            verbose=verbose > 0,
+            quiet=quiet,
+        )
 
 
 # The variable typer's completion scripts set when they ask for completions.
