@@ -77,7 +77,6 @@ class Journal:
         self.pass_id = pass_id
         self._clock = clock
         self._made = False
-        self.entries: list[JournalEntry] = []
 
     def record(
         self,
@@ -114,7 +113,6 @@ class Journal:
                     entry.outcome,
                 ),
             )
-        self.entries.append(entry)
         return entry
 
 
