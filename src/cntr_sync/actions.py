@@ -73,29 +73,45 @@ _NO_TIME = -1
 
 
 class Adoptions(Sequence[Adopt]):
-    """A plan's adoptions, kept as what each is made of; an ``Adopt`` is made when read.
+    """A plan's adoptions, kept as the fields of their entries; an ``Adopt`` is made
+    when read.
 
     After a lost index every listed upload may be adopted: at 100,000 files an
     ``Adopt``, its ``IndexEntry``, a time and a float each were ~21 MiB at the
-    pass's peak. A row here is the relpath, the scan's ``LocalFile`` and the
-    listing's id and path strings (all held anyway while the pass plans), the
-    creation time in an array and the reason in a byte. Each adoption's entry
-    says the local file and the remote one hold the same content, the local
-    side's pushed (``mirror_entry``); synced when the remote file was made, else
-    at ``now``. Equal to any sequence of the same adoptions (``()`` when empty).
+    pass's peak. A row here holds the objects the entry is made of (the scan's
+    relpath, size, mtime and digest, the listing's id and path: held anyway while
+    the pass plans), the creation time in an array and the reason in a byte. Not
+    the scan's ``LocalFile``: once planned, the rest of the scan can go. Each
+    entry is ``mirror_entry``'s (the local side's, pushed), synced when the remote
+    file was made, else at ``now``. Equal to any sequence of the same adoptions
+    (``()`` when empty).
     """
 
-    __slots__ = ("_created", "_locals", "_reasons", "_relpaths", "_remotes", "_sizes", "_synced")
+    __slots__ = (
+        "_created",
+        "_hashes",
+        "_mtimes",
+        "_reasons",
+        "_relpaths",
+        "_remote_ids",
+        "_remote_paths",
+        "_remote_sizes",
+        "_sizes",
+        "_synced",
+    )
 
     def __init__(self) -> None:
         self._relpaths: list[str] = []
-        self._locals: list[LocalFile] = []
-        self._remotes: list[tuple[str, str]] = []
+        self._sizes: list[int] = []
+        self._mtimes: list[int] = []
+        self._hashes: list[str] = []
+        self._remote_ids: list[str] = []
+        self._remote_paths: list[str] = []
         self._created = array("q")
         self._reasons = bytearray()
         # The remote sizes that are not the local file's, by row (rare: a size that
         # differs is no proof of the same content, so only ``None`` gets here).
-        self._sizes: dict[int, int | None] = {}
+        self._remote_sizes: dict[int, int | None] = {}
         # When the adoptions of remote files listed without a time are synced, by row.
         self._synced: dict[int, float] = {}
 
@@ -104,15 +120,18 @@ class Adoptions(Sequence[Adopt]):
     ) -> None:
         """Adopt ``remote`` as the mirror of ``local`` at ``relpath`` (``now``: the
         time of the pass, the entry's if the remote file has none)."""
-        created = remote.created_at
-        if created is None:
-            self._synced[len(self._relpaths)] = now
+        row = len(self._relpaths)
+        if remote.created_at is None:
+            self._synced[row] = now
         if remote.size != local.size:
-            self._sizes[len(self._relpaths)] = remote.size
+            self._remote_sizes[row] = remote.size
         self._relpaths.append(relpath)
-        self._locals.append(local)
-        self._remotes.append((remote.id, remote.path))
-        self._created.append(_NO_TIME if created is None else created)
+        self._sizes.append(local.size)
+        self._mtimes.append(local.mtime_ns)
+        self._hashes.append(local.hash)
+        self._remote_ids.append(remote.id)
+        self._remote_paths.append(remote.path)
+        self._created.append(_NO_TIME if remote.created_at is None else remote.created_at)
         self._reasons.append(_ADOPT_REASONS.index(reason))
 
     def __len__(self) -> int:
@@ -141,21 +160,22 @@ class Adoptions(Sequence[Adopt]):
         return f"Adoptions({list(self)!r})"
 
     def _adopt(self, row: int) -> Adopt:
-        local = self._locals[row]
-        remote_id, remote_path = self._remotes[row]
         created: int | None = self._created[row]
         if created == _NO_TIME:
             created = None
-        remote = RemoteFile(
-            id=remote_id,
-            path=remote_path,
-            name="",  # not part of an entry
-            size=self._sizes.get(row, local.size),
-            source="user",
-            created_at=created,
+        size = self._sizes[row]
+        entry = IndexEntry(
+            relpath=self._relpaths[row],
+            remote_id=self._remote_ids[row],
+            remote_path=self._remote_paths[row],
+            size=size,
+            mtime_ns=self._mtimes[row],
+            hash=self._hashes[row],
+            synced_at=float(created) if created is not None else self._synced[row],
+            origin="push",
+            remote_size=self._remote_sizes.get(row, size),
+            remote_created_at=created,
         )
-        synced_at = float(created) if created is not None else self._synced[row]
-        entry = mirror_entry(self._relpaths[row], local, remote, origin="push", synced_at=synced_at)
         return Adopt(entry, _ADOPT_REASONS[self._reasons[row]])
 
 
