@@ -110,6 +110,23 @@ def test_a_read_through_cache_asks_its_own_writes_before_the_rows(tmp_path: Path
     assert second.files == first.files
 
 
+# Counts stored digests: guards issue 23's lost-index figure at 100,000 files (a dry
+# run's scan kept each digest it hashed, ~11 MiB, though nothing asked for it again).
+@pytest.mark.perf_guard
+def test_a_read_through_cache_for_one_scan_keeps_no_write(tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", "a")
+    write(tmp_path / "d" / "b.txt", "b")
+    backing = SqliteHashCache(MemoryDatabase())
+    cache = ReadThroughCache(backing, keep_writes=False)
+
+    first = run(tmp_path, cache)
+    second = run(tmp_path, cache)
+
+    assert (first.hashed_count, second.hashed_count) == (2, 2)  # nothing kept to ask
+    assert backing.count() == 0
+    assert second.files == first.files
+
+
 def test_a_memory_cache_is_asked_through_lookup(tmp_path: Path) -> None:
     write(tmp_path / "a.txt", "a")
     cache = MemoryHashCache()

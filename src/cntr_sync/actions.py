@@ -11,9 +11,10 @@ delete must find it unchanged, or not happen. Nothing here performs I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, overload
 
 from cntr_sync.models import ConflictPolicy, IndexEntry, LocalFile, Origin, RemoteFile
 from cntr_sync.plan_inputs import RemoteFiles
@@ -55,12 +56,127 @@ class Delete:
     relpath: str | None = None
 
 
+AdoptReason = Literal["lost-index", "ambiguous-upload", "same-content"]
+_ADOPT_REASONS: tuple[AdoptReason, ...] = ("lost-index", "ambiguous-upload", "same-content")
+
+
 @dataclass(frozen=True, slots=True)
 class Adopt:
     """Record an existing remote file as the mirror of ``entry.relpath`` (index only)."""
 
     entry: IndexEntry
-    reason: Literal["lost-index", "ambiguous-upload", "same-content"]
+    reason: AdoptReason
+
+
+# Stands for None in the creation-time column (a listed time is from 0 to 2**32 - 1).
+_NO_TIME = -1
+
+
+class Adoptions(Sequence[Adopt]):
+    """A plan's adoptions, kept as the fields of their entries; an ``Adopt`` is made
+    when read.
+
+    After a lost index every listed upload may be adopted: at 100,000 files an
+    ``Adopt``, its ``IndexEntry``, a time and a float each were ~21 MiB at the
+    pass's peak. A row here holds the objects the entry is made of (the scan's
+    relpath, size, mtime and digest, the listing's id and path: held anyway while
+    the pass plans), the creation time in an array and the reason in a byte. Not
+    the scan's ``LocalFile``: once planned, the rest of the scan can go. Each
+    entry is ``mirror_entry``'s (the local side's, pushed), synced when the remote
+    file was made, else at ``now``. Equal to any sequence of the same adoptions
+    (``()`` when empty).
+    """
+
+    __slots__ = (
+        "_created",
+        "_hashes",
+        "_mtimes",
+        "_reasons",
+        "_relpaths",
+        "_remote_ids",
+        "_remote_paths",
+        "_remote_sizes",
+        "_sizes",
+        "_synced",
+    )
+
+    def __init__(self) -> None:
+        self._relpaths: list[str] = []
+        self._sizes: list[int] = []
+        self._mtimes: list[int] = []
+        self._hashes: list[str] = []
+        self._remote_ids: list[str] = []
+        self._remote_paths: list[str] = []
+        self._created = array("q")
+        self._reasons = bytearray()
+        # The remote sizes that are not the local file's, by row (rare: a size that
+        # differs is no proof of the same content, so only ``None`` gets here).
+        self._remote_sizes: dict[int, int | None] = {}
+        # When the adoptions of remote files listed without a time are synced, by row.
+        self._synced: dict[int, float] = {}
+
+    def add(
+        self, relpath: str, local: LocalFile, remote: RemoteFile, reason: AdoptReason, now: float
+    ) -> None:
+        """Adopt ``remote`` as the mirror of ``local`` at ``relpath`` (``now``: the
+        time of the pass, the entry's if the remote file has none)."""
+        row = len(self._relpaths)
+        if remote.created_at is None:
+            self._synced[row] = now
+        if remote.size != local.size:
+            self._remote_sizes[row] = remote.size
+        self._relpaths.append(relpath)
+        self._sizes.append(local.size)
+        self._mtimes.append(local.mtime_ns)
+        self._hashes.append(local.hash)
+        self._remote_ids.append(remote.id)
+        self._remote_paths.append(remote.path)
+        self._created.append(_NO_TIME if remote.created_at is None else remote.created_at)
+        self._reasons.append(_ADOPT_REASONS.index(reason))
+
+    def __len__(self) -> int:
+        return len(self._relpaths)
+
+    @overload
+    def __getitem__(self, row: int) -> Adopt: ...
+    @overload
+    def __getitem__(self, row: slice) -> tuple[Adopt, ...]: ...
+    def __getitem__(self, row: int | slice) -> Adopt | tuple[Adopt, ...]:
+        if isinstance(row, slice):
+            return tuple(self._adopt(at) for at in range(len(self))[row])
+        return self._adopt(range(len(self))[row])
+
+    def __iter__(self) -> Iterator[Adopt]:
+        return (self._adopt(row) for row in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Adoptions({list(self)!r})"
+
+    def _adopt(self, row: int) -> Adopt:
+        created: int | None = self._created[row]
+        if created == _NO_TIME:
+            created = None
+        size = self._sizes[row]
+        entry = IndexEntry(
+            relpath=self._relpaths[row],
+            remote_id=self._remote_ids[row],
+            remote_path=self._remote_paths[row],
+            size=size,
+            mtime_ns=self._mtimes[row],
+            hash=self._hashes[row],
+            synced_at=float(created) if created is not None else self._synced[row],
+            origin="push",
+            remote_size=self._remote_sizes.get(row, size),
+            remote_created_at=created,
+        )
+        return Adopt(entry, _ADOPT_REASONS[self._reasons[row]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +296,7 @@ class Plan:
     # counted as transfers, and a dry run does none.
     rechecks: tuple[Recheck, ...] = ()
     local_deletes: tuple[DeleteLocal, ...] = ()
-    adopts: tuple[Adopt, ...] = ()
+    adopts: Sequence[Adopt] = ()
     refreshes: tuple[Refresh, ...] = ()
     repoints: tuple[IndexEntry, ...] = ()
     forgets: tuple[str, ...] = ()
@@ -327,7 +443,7 @@ class PlanBuilder:
     verifies: list[Verify] = field(default_factory=list)
     rechecks: list[Recheck] = field(default_factory=list)
     local_deletes: list[DeleteLocal] = field(default_factory=list)
-    adopts: list[Adopt] = field(default_factory=list)
+    adopts: Adoptions = field(default_factory=Adoptions)
     refreshes: list[Refresh] = field(default_factory=list)
     repoints: list[IndexEntry] = field(default_factory=list)
     forgets: list[str] = field(default_factory=list)
@@ -370,7 +486,7 @@ class PlanBuilder:
             verifies=tuple(self.verifies) if push else (),
             rechecks=tuple(self.rechecks),
             local_deletes=tuple(self.local_deletes),
-            adopts=tuple(self.adopts),
+            adopts=self.adopts,
             refreshes=tuple(self.refreshes),
             repoints=tuple(self.repoints),
             forgets=tuple(sorted(set(self.forgets))),

@@ -52,6 +52,8 @@ from cntr_sync.models import (
     AuthStyle,
     Container,
     ContainerFile,
+    ListedFile,
+    listed_file,
 )
 from cntr_sync.pacing import Pacer
 from cntr_sync.refusals import RefusalWatch
@@ -314,6 +316,21 @@ class ContainersClient:
         path = f"containers/{_seg(container_id)}/files"
         for item in self._rest.paginate(call, path, order, {}):
             yield parse_item(call, ContainerFile, item)
+
+    def iter_listed(
+        self, container_id: str, *, order: Literal["asc", "desc"] = "asc"
+    ) -> Iterator[ListedFile]:
+        """``iter_files`` as a pass reads it: each file by the wire model's rules,
+        without a model each (``models.listed_file``); the model reads the odd one."""
+        call = Call("list_files", container_id=container_id)
+        path = f"containers/{_seg(container_id)}/files"
+        for item in self._rest.paginate(call, path, order, {}):
+            listed = listed_file(item)
+            yield (
+                listed
+                if listed is not None
+                else ListedFile.of(parse_item(call, ContainerFile, item))
+            )
 
     def retrieve_file(self, container_id: str, file_id: str) -> ContainerFile:
         call = Call("retrieve_file", container_id=container_id, file_id=file_id)

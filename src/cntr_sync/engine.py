@@ -608,7 +608,7 @@ class Engine:
         A file whose fields are garbage is listed with them unknown, and named in
         ``warnings``."""
         listing = Listing()
-        for item in self.client.iter_files(container_id):
+        for item in self.client.iter_listed(container_id):
             self._tick()
             listing.add(item.id, item.path, item.bytes, item.source, item.created_at)
             warnings.extend(

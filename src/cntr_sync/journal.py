@@ -85,7 +85,6 @@ class Journal:
         self._clock = clock
         self._listener = listener
         self._made = False
-        self.entries: list[JournalEntry] = []
 
     def record(
         self,
@@ -122,7 +121,6 @@ class Journal:
                     entry.outcome,
                 ),
             )
-        self.entries.append(entry)
         if self._listener is not None:
             self._listener(entry)
         return entry

@@ -224,8 +224,11 @@ class LocalSide:
             rules = IgnoreRules.load(self.pair.local, self.pair.ignore)
             rules.always_ignore(self.own_paths())
             self.rules = rules
-        # A dry run reads the hash cache but writes nothing.
-        cache: HashCache = ReadThroughCache(self.index.hashes) if dry_run else self.index.hashes
+        # A dry run reads the hash cache but writes nothing, and keeps nothing of what
+        # it hashed: this scan is the cache's only reader.
+        cache: HashCache = (
+            ReadThroughCache(self.index.hashes, keep_writes=False) if dry_run else self.index.hashes
+        )
         return scan_tree(
             self.pair.local,
             rules=rules,

@@ -43,7 +43,6 @@ from typing import Literal
 from cntr_sync import pull
 from cntr_sync.actions import (
     AccountedIds,
-    Adopt,
     Delete,
     DeleteReason,
     Plan,
@@ -52,7 +51,6 @@ from cntr_sync.actions import (
     Upload,
     UploadReason,
     Verify,
-    mirror_entry,
 )
 from cntr_sync.models import (
     IndexEntry,
@@ -511,8 +509,7 @@ def _verify_unmatched_uploads(
         if upload.size == 0 and upload.replaces is None:
             # Two empty files are the same content: no download needed.
             out.accounted.add(chosen[0].id)
-            entry = _adopted_entry(upload.relpath, local_file, chosen[0], policy)
-            out.adopts.append(Adopt(entry, "lost-index"))
+            out.adopts.add(upload.relpath, local_file, chosen[0], "lost-index", policy.now)
             continue
         # Offered, not taken: files of the same size share candidates, and the
         # pass gives each remote file to the first local file it matches.
@@ -576,7 +573,7 @@ def _plan_relpath(
                 "ambiguous-upload" if intent is not None else "lost-index"
             )
             out.accounted.add(adopted.id)
-            out.adopts.append(Adopt(_adopted_entry(relpath, local, adopted, policy), reason))
+            out.adopts.add(relpath, local, adopted, reason, policy.now)
             if live is not None:
                 out.delete(live, "replaced", relpath)
 
@@ -657,11 +654,3 @@ def _not_older_than(remote: RemoteFile, local: LocalFile) -> bool:
         return True
     changed_ns = max(local.mtime_ns, local.ctime_ns)
     return remote.created_at + ADOPT_CLOCK_SLACK_S >= changed_ns // 1_000_000_000
-
-
-def _adopted_entry(
-    relpath: str, local: LocalFile, remote: RemoteFile, policy: Policy
-) -> IndexEntry:
-    """The entry of a local file found already uploaded as ``remote``."""
-    synced_at = float(remote.created_at) if remote.created_at is not None else policy.now
-    return mirror_entry(relpath, local, remote, origin="push", synced_at=synced_at)
