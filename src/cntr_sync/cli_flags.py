@@ -96,6 +96,7 @@ _DAEMON_FLAGS = {
     "http_listen": _Flag(str, "HOST:PORT of /livez /readyz /metrics."),
     "flush_timeout": _Flag(float, "Seconds to flush on stop."),
     "pass_deadline": _Flag(float, "Abandon a pass that runs longer (seconds)."),
+    "max_parallel_passes": _Flag(int, "Passes of different pairs run at once (default 4)."),
 }
 # The settings of a [[pairs]] table only (models.PairDaemonSettings); in
 # one-pair mode, ``run`` builds that table from them.

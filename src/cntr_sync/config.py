@@ -208,6 +208,8 @@ class Settings(BaseSettings, PairSyncSettings):
     flush_timeout: Annotated[float, Field(ge=0)] = 10.0
     # The daemon starts no new transfer in a pass older than this; the next pass goes on.
     pass_deadline: Seconds = 3600.0
+    # Passes of different pairs the daemon runs at once; the rest wait their turn.
+    max_parallel_passes: Annotated[int, Field(ge=1, le=64)] = 4
 
     # -- output --------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"
