@@ -139,9 +139,16 @@ class TurnQueue:
 class Scheduler:
     """Runs jobs' turns when they are due, at most ``max_parallel`` at once."""
 
-    def __init__(self, max_parallel: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_parallel: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        crash_retry: float = CRASH_RETRY,
+    ) -> None:
         self.max_parallel = max(1, max_parallel)
         self._clock = clock
+        self._crash_retry = crash_retry
         self._queue = TurnQueue(self.max_parallel)
         self._cond = threading.Condition()
         self._closed = False
@@ -245,7 +252,7 @@ class Scheduler:
 
     def _serve(self) -> None:
         while (job := self._handoff.get()) is not None:
-            next_in: float | None = CRASH_RETRY
+            next_in: float | None = self._crash_retry
             try:
                 next_in = job.step()
             except Exception:  # a pair's bug must not end the others' turns
