@@ -15,6 +15,7 @@ to each answer, and the product with its default settings.
   7 soak                bench/daemon_soak.py --minutes M --summary F (child process)
   8 start-up            bench/startup.py --json             (child process)
   E emulator listing    bench/emulator_listing.py --json    (child process)
+  P pairs in one daemon bench/daemon_pairs.py    (here)
 
 A child script that is missing, fails, or prints JSON the harness cannot read makes its
 target "not measured" with the reason; the rest go on. A child's JSON is read as
@@ -456,8 +457,9 @@ TARGETS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "6": in_process("6", "big file", "big_file"),
     "8": child_target("8", "start-up", "startup.py", startup_checks),
     "E": child_target("E", "emulator listing", "emulator_listing.py", emulator_listing_checks),
+    "P": in_process("P", "pairs in one daemon", "daemon_pairs"),
 }
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E", "P")
 
 
 def main(argv: list[str] | None = None) -> int:
