@@ -135,6 +135,11 @@ def test_the_pair_waiting_longest_goes_first_and_a_wake_keeps_its_place() -> Non
     turns.done(early, None)
     assert turns.take(6.0) is woken
     turns.done(woken, None)
+    stopping = ScriptedJob("stopping", [1.0])
+    turns.add(stopping, 50.0)
+    turns.wake(stopping, 6.0, first=True)  # a stop: ahead of every due job
+    assert turns.take(6.0) is stopping
+    turns.done(stopping, None)
     assert turns.take(6.0) is late
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import queue
 import threading
 import time
@@ -76,14 +77,16 @@ class TurnQueue:
         self._entry[job] = entry
         heapq.heappush(self._heap, (*entry, job))
 
-    def wake(self, job: Job, now: float) -> None:
-        """Bring ``job``'s next turn forward to ``now`` (a change, a stop)."""
+    def wake(self, job: Job, now: float, *, first: bool = False) -> None:
+        """Bring ``job``'s next turn forward to ``now`` (a change), or with ``first``
+        ahead of every due job (a stop: its flush has a deadline)."""
+        at = -math.inf if first else now
         entry = self._entry.get(job)
-        if entry is not None and entry[0] <= now:
+        if entry is not None and entry[0] <= at:
             return  # already due: it keeps its place in the line
         if entry is None and job not in self._running:
             return  # ended, or never added
-        self.add(job, now)
+        self.add(job, at)
 
     def take(self, now: float) -> Job | None:
         """The job due longest, if one is due and a slot is free; it is running then."""
@@ -168,10 +171,11 @@ class Scheduler:
             self._queue.add(job, self._clock() + delay)
             self._cond.notify()
 
-    def wake(self, job: Job) -> None:
-        """``job`` should look again now (its tracker turned dirty, a stop, a flush)."""
+    def wake(self, job: Job, *, first: bool = False) -> None:
+        """``job`` should look again now (its tracker turned dirty, a flush), or
+        before every other due job (``first``: a stop, whose flush has a deadline)."""
         with self._cond:
-            self._queue.wake(job, self._clock())
+            self._queue.wake(job, self._clock(), first=first)
             self._cond.notify()
 
     def resize(self, max_parallel: int) -> None:

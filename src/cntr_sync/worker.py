@@ -150,7 +150,7 @@ class TurnRunner(Protocol):
 
     def add(self, job: PairWorker, delay: float = 0.0) -> None: ...
 
-    def wake(self, job: PairWorker) -> None: ...
+    def wake(self, job: PairWorker, *, first: bool = False) -> None: ...
 
 
 class PairWorker:
@@ -212,7 +212,8 @@ class PairWorker:
     def start(self, turns: TurnRunner) -> None:
         """Take turns from ``turns`` from now on: the first at once, the next when
         ``step`` says, or sooner when a change (or ``stop``) wakes the worker."""
-        self.tracker.listener = lambda: turns.wake(self)
+        # A stopping pair goes first: its flush has a deadline.
+        self.tracker.listener = lambda: turns.wake(self, first=self._stop.is_set())
         turns.add(self)
 
     def stop(self, flush_deadline: float) -> None:
