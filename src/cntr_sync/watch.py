@@ -360,6 +360,7 @@ class Watcher:
         self._scheduled: _Watch | None = None
         # start, check and stop may come from the pair's turn and the daemon's loop.
         self._lock = threading.RLock()
+        self._stopped = False
         self.kind: WatchKind = "off"
         self.restarts = 0
         self._limit_warned = False
@@ -369,6 +370,7 @@ class Watcher:
     def start(self) -> None:
         """Start watching. Raises LocalError when a native-only watch cannot start."""
         with self._lock:
+            self._stopped = False
             self._start()
             self._hub.register(self)
 
@@ -437,6 +439,8 @@ class Watcher:
         """Reschedule a dead watch, or one of a root that was replaced; True when it
         had to (a full rescan is then pending)."""
         with self._lock:
+            if self._stopped:  # a sweep that took it before its stop
+                return False
             if self.kind == "off":
                 self._root_identity = _identity(self.root)
                 return False
@@ -456,6 +460,7 @@ class Watcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
+            self._stopped = True
             self._hub.forget(self)
             scheduled, self._scheduled = self._scheduled, None
             if scheduled is not None:
