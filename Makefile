@@ -8,9 +8,21 @@ DOCS_BIN := $(DOCS_VENV)/bin
 # subprocess, so two workers halve the suite even on two busy cores.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test test-fast lint docs venv clean
+.PHONY: demo test test-fast lint docs venv clean promtool
 
-venv: $(VENV)/.installed $(DOCS_VENV)/.installed
+venv: $(VENV)/.installed $(DOCS_VENV)/.installed promtool
+
+# promtool checks and unit-tests the alert rules (tests/test_deploy_monitoring.py). It
+# comes from Debian's prometheus package, not PyPI: installed here where apt-get can
+# (as root); elsewhere the rule tests skip and say how to get it.
+promtool:
+	@command -v promtool >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+		echo "promtool is missing: sudo apt-get install prometheus (the alert rule tests skip without it)"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml deploy/ci-tools.txt
 	$(PYTHON) -m venv $(VENV)

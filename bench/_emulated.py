@@ -173,6 +173,7 @@ class CliRun:
     stdout: str
     stderr: str
     summary: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = 0.0  # user + system CPU of the command, from its own wait4
 
     def failure(self) -> str | None:
         """None if it exited 0, else one line naming the exit code and the last stderr."""
@@ -182,7 +183,7 @@ class CliRun:
         return f"cntr-sync exited {self.exit_code}: {tail[0][:300]}"
 
 
-# Runs argv[2:] and writes its peak RSS (ru_maxrss, KiB) and wall time to argv[1]. A
+# Runs argv[2:] and writes its peak RSS (ru_maxrss, KiB), wall time and CPU time to argv[1]. A
 # command started straight from a benchmark (which may hold the emulator and, at 100,000
 # files, well over 150 MB) inherits the benchmark's high-water mark when it execs (Linux
 # carries the mm it was forked from into the new process's maxrss), so its own ru_maxrss
@@ -198,7 +199,7 @@ child = subprocess.Popen(sys.argv[2:], preexec_fn=die_with_parent)
 _pid, status, usage = os.wait4(child.pid, 0)
 wall_s = time.perf_counter() - started
 with open(sys.argv[1], "w") as out:
-    out.write(f"{usage.ru_maxrss} {wall_s}")
+    out.write(f"{usage.ru_maxrss} {wall_s} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -229,15 +230,15 @@ def run_command(
             process.wait()
         finally:
             timer.cancel()
-        wall_s, max_rss_kib = time.perf_counter() - started, 0
+        wall_s, max_rss_kib, cpu_s = time.perf_counter() - started, 0, 0.0
         if figures.exists():
-            rss, wall = figures.read_text().split()
-            max_rss_kib, wall_s = int(rss), float(wall)
+            rss, wall, cpu = figures.read_text().split()
+            max_rss_kib, wall_s, cpu_s = int(rss), float(wall), float(cpu)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
-    run = CliRun(command, process.returncode, wall_s, max_rss_kib, stdout, stderr)
+    run = CliRun(command, process.returncode, wall_s, max_rss_kib, stdout, stderr, cpu_s=cpu_s)
     lines = [line for line in stdout.splitlines() if line.strip()]
     if lines:
         with contextlib.suppress(json.JSONDecodeError):

@@ -17,13 +17,27 @@ peak RSS of both commands and of the set-up push, a cold push of the N files (``
 each the command's own (target 5: at most 150 MB for any command at 100,000 files,
 listing included: ``--files 100000``).
 
-Run: ``.venv/bin/python bench/no_change.py [--quick] [--json] [--files N]``.
+Issue 23 adds, in the same run, with no added latency (the emulator answering at once):
+
+- the whole command against its reference (target: at most 2x): a warm no-change
+  ``sync`` (listing included) against a bare walk plus paging the same listing with
+  plain httpx, ``--rounds`` times each (3; ``--quick`` 1), interleaved; the medians
+  with their spread and the load average. Wall time is the target's measure; CPU
+  time (the command's own, from ``wait4``, against this process's thread doing the
+  walk and the paging, so the emulator's threads are not counted) is the one a busy
+  machine does not disturb;
+- a lost index (``sync`` and ``status`` with a new, empty state dir; the files
+  already in the container): peak RSS (target: at most 143 MiB at 100,000 files).
+
+Run: ``.venv/bin/python bench/no_change.py [--quick] [--json] [--files N] [--rounds R]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +62,7 @@ TIMEOUT_S = 1800.0
 
 
 RSS_LIMIT_MIB = 150e6 / 2**20  # 150 MB
+LOST_INDEX_RSS_MIB = 143.0  # issue 23
 
 
 def page_through(base_url: str, container_id: str) -> tuple[int, int]:
@@ -70,7 +85,83 @@ def page_through(base_url: str, container_id: str) -> tuple[int, int]:
             after = body["data"][-1]["id"]
 
 
-def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[str, Any]:
+def spread(values: list[float]) -> dict[str, float]:
+    """The median with the lowest and highest of ``values``."""
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def reference_pass(root: Path, base_url: str, container_id: str) -> tuple[float, float, int]:
+    """(wall s, CPU s of this thread, files listed): a bare walk, then the listing paged
+    with plain httpx; CPU by ``thread_time`` so the in-process emulator is not counted."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    bare_walk(root)
+    listed, _pages = page_through(base_url, container_id)
+    return time.perf_counter() - wall, time.thread_time() - cpu, listed
+
+
+def whole_pass(
+    root: Path,
+    sync_args: list[str],
+    env: dict[str, str],
+    server_url: str,
+    container_id: str,
+    rounds: int,
+) -> tuple[dict[str, Any], str | None]:
+    """Issue 23, item 4: a warm no-change ``sync`` against walk + httpx paging, no
+    added latency, ``rounds`` times each, interleaved. (details, failure)."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    ref_walls: list[float] = []
+    ref_cpus: list[float] = []
+    peaks: list[float] = []
+    for _ in range(rounds):
+        cli = run_cli(sync_args, env, TIMEOUT_S)
+        if cli.failure() is not None:
+            return {}, cli.failure()
+        walls.append(cli.wall_s)
+        cpus.append(cli.cpu_s)
+        peaks.append(cli.max_rss_kib / 1024)
+        wall, cpu, _listed = reference_pass(root, server_url, container_id)
+        ref_walls.append(wall)
+        ref_cpus.append(cpu)
+    return {
+        "rounds": rounds,
+        "load_average": [round(load, 2) for load in os.getloadavg()],
+        "sync_wall_s": spread(walls),
+        "sync_cpu_s": spread(cpus),
+        "sync_peak_rss_mib": spread(peaks),
+        "reference_wall_s": spread(ref_walls),
+        "reference_cpu_s": spread(ref_cpus),
+    }, None
+
+
+def lost_index(sync_args: list[str], env: dict[str, str], work_dir: Path) -> dict[str, Any]:
+    """Issue 23, item 2: ``status`` then ``sync`` with a new, empty state dir each."""
+    figures: dict[str, Any] = {}
+    for command in ("status", "sync"):
+        state = work_dir / f"lost-index-{command}"
+        args = [command if part == "sync" else part for part in sync_args]
+        args[args.index("--state-dir") + 1] = str(state)
+        if command == "status":
+            args.remove("--json")
+        run = run_cli([*args, "--json"] if command == "status" else args, env, TIMEOUT_S)
+        figures[command] = {
+            "exit_code": run.exit_code,
+            "wall_s": round(run.wall_s, 3),
+            "cpu_s": round(run.cpu_s, 3),
+            "peak_rss_mib": round(run.max_rss_kib / 1024, 1),
+            "adopted": run.summary.get("adopted"),
+        }
+    return figures
+
+
+def measure(
+    work_dir: Path, *, quick: bool, files: int | None = None, rounds: int | None = None
+) -> dict[str, Any]:
     count = files or (500 if quick else 10000)
     command = ".venv/bin/python bench/no_change.py" + (" --quick" if quick else "")
     root = work_dir / "tree"
@@ -120,6 +211,15 @@ def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[st
             "wall_s": round(status.wall_s, 3),
             "peak_rss_mib": round(status.max_rss_kib / 1024, 1),
         }
+        # Issue 23, with no added latency: the warm pass against its reference, and a
+        # lost index (status first: it writes no index).
+        emulator.set_faults(latency(0.0))
+        whole, whole_failure = whole_pass(
+            root, sync_args, env, server.base_url, container_id, rounds or (1 if quick else 3)
+        )
+        details["whole_pass_0ms"] = whole
+        details["lost_index"] = lost_index(sync_args, env, work_dir)
+        emulator.set_faults(latency())
         started = time.perf_counter()
         walked = bare_walk(root)
         walk_s = time.perf_counter() - started
@@ -133,7 +233,9 @@ def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[st
             "listed_files": listed,
             "pages": pages,
         }
-    failure = cli.failure() or status.failure()
+    failure = cli.failure() or status.failure() or whole_failure
+    if failure is None and details["lost_index"]["sync"]["exit_code"] != 0:
+        failure = f"lost-index sync exited {details['lost_index']['sync']['exit_code']}"
     if failure is not None:
         return target_record("3", "no-change pass", command, [], details, reason=failure)
     reference_s = walk_s + list_s
@@ -179,11 +281,55 @@ def measure(work_dir: Path, *, quick: bool, files: int | None = None) -> dict[st
             passed=setup.max_rss_kib / 1024 <= RSS_LIMIT_MIB,
         ),
     ]
+    checks.extend(issue_23_checks(count, whole, details["lost_index"]))
     return target_record("3", "no-change pass", command, checks, details)
+
+
+def issue_23_checks(
+    count: int, whole: dict[str, Any], lost: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The whole warm pass against walk + httpx paging (wall, the target; CPU beside
+    it), and the peak RSS of a lost index's sync and status."""
+    wall, ref_wall = whole["sync_wall_s"]["median"], whole["reference_wall_s"]["median"]
+    cpu, ref_cpu = whole["sync_cpu_s"]["median"], whole["reference_cpu_s"]["median"]
+    lost_peak = max(lost["sync"]["peak_rss_mib"], lost["status"]["peak_rss_mib"])
+    return [
+        check(
+            f"{count} files, 0 ms: warm sync / (walk + httpx paging), wall, median",
+            measured=wall,
+            reference=ref_wall,
+            reference_name="scandir+stat + httpx pages, no latency",
+            ratio=wall / ref_wall,
+            target="<= 2x",
+            passed=wall <= 2 * ref_wall,
+        ),
+        check(
+            f"{count} files, 0 ms: the same in CPU time (command / walk + paging thread)",
+            measured=cpu,
+            reference=ref_cpu,
+            reference_name="scandir+stat + httpx pages, no latency",
+            ratio=cpu / ref_cpu,
+            target="reported",
+            passed=True,
+        ),
+        check(
+            f"{count} files, lost index: peak RSS of sync / status",
+            measured=lost_peak,
+            reference=LOST_INDEX_RSS_MIB,
+            reference_name="143 MiB (issue 23, at 100,000 files)",
+            unit="MiB",
+            ratio=lost_peak / LOST_INDEX_RSS_MIB,
+            target="<= 143 MiB",
+            passed=lost_peak <= LOST_INDEX_RSS_MIB,
+        ),
+    ]
 
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", type=int, default=None, help="files (10000; --quick 500)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="warm passes at 0 ms, each beside its reference"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ to each answer, and the product with its default settings.
   7 soak                bench/daemon_soak.py --minutes M --summary F (child process)
   8 start-up            bench/startup.py --json             (child process)
   E emulator listing    bench/emulator_listing.py --json    (child process)
+  C control             bench/control_flush.py   (here): flush, 100 flushes, a stalled reader
   P pairs in one daemon bench/daemon_pairs.py    (here)
 
 A child script that is missing, fails, or prints JSON the harness cannot read makes its
@@ -241,22 +242,41 @@ def emulator_listing_checks(parsed: Any) -> list[dict[str, Any]]:
 
 def startup_checks(parsed: Any) -> list[dict[str, Any]]:
     """Target 8 from ``startup.py --json``: ``target_s`` and ``figures`` (name, wall_s,
-    cpu_s, wall_over_python_s), the first being ``python -c pass``."""
+    cpu_s, wall_over_python_s), the first being ``python -c pass``; and ``own_part``.
+
+    Issue 23 replaced the wall-clock target (at most ``target_s`` over ``python -c
+    pass``: a shared machine's load moves it more than the code does) with our own
+    part in CPU time; the wall figures stay, reported."""
     target_s = float(parsed["target_s"])
     floor, *commands = parsed["figures"]
-    return [
+    own = parsed.get("own_part")
+    checks = [
         check(
             f"{item['name']}: wall minus python -c pass"
             f" (cpu {float(item['cpu_s']) - float(floor['cpu_s']):.3f} s over)",
             measured=float(item["wall_over_python_s"]),
             reference=target_s,
-            reference_name="the target",
+            reference_name=f"issue 13's {target_s:g} s",
             ratio=float(item["wall_over_python_s"]) / target_s,
-            target=f"<= {target_s:g} s",
-            passed=float(item["wall_over_python_s"]) <= target_s,
+            target="reported" if own is not None else f"<= {target_s:g} s",
+            passed=own is not None or float(item["wall_over_python_s"]) <= target_s,
         )
         for item in commands
     ]
+    if own is not None:  # issue 23: our own part of the no-op sync, in CPU seconds
+        checks.append(
+            check(
+                f"no-op sync, our own part in CPU (beside it: third-party imports"
+                f" {own['third_party_s']:.3f} s, standard library {own['stdlib_s']:.3f} s)",
+                measured=float(own["own_s"]),
+                reference=float(own["target_s"]),
+                reference_name="the target",
+                ratio=float(own["own_s"]) / float(own["target_s"]),
+                target=f"<= {own['target_s']:g} s",
+                passed=float(own["own_s"]) <= float(own["target_s"]),
+            )
+        )
+    return checks
 
 
 # -- the soak (target 7) ----------------------------------------------------------------------
@@ -457,9 +477,10 @@ TARGETS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "6": in_process("6", "big file", "big_file"),
     "8": child_target("8", "start-up", "startup.py", startup_checks),
     "E": child_target("E", "emulator listing", "emulator_listing.py", emulator_listing_checks),
+    "C": in_process("C", "control: flush and events", "control_flush"),
     "P": in_process("P", "pairs in one daemon", "daemon_pairs"),
 }
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E", "P")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E", "C", "P")
 
 
 def main(argv: list[str] | None = None) -> int:

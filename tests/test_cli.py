@@ -738,8 +738,12 @@ def test_verbose_lists_each_transfer_and_quiet_prints_nothing(cli: Cli, root: Pa
 def test_the_summary_is_a_readable_line_on_stderr_without_a_terminal(cli: Cli, root: Path) -> None:
     proc = cli.sync(root)
     assert proc.returncode == 0
-    (line,) = proc.stderr.splitlines()
+    # A new container is announced at the default level (issue 24), then the summary.
+    notice, line = proc.stderr.splitlines()
+    assert notice.startswith(f'cntr-sync: new container "{NAME}" created container_id=cntr_')
     assert line.startswith("in sync: 6 files -> cntr_") and "6 uploaded" in line
+    (again,) = cli.sync(root).stderr.splitlines()
+    assert again.startswith("in sync: 6 files -> cntr_") and "nothing to do" in again
 
 
 def test_log_format_json_gives_json_lines(cli: Cli, tmp_path: Path) -> None:
@@ -865,6 +869,52 @@ def test_emulator_help_documents_its_knobs(cli: Cli) -> None:
         "the model wrote",
     ):
         assert knob in flat, knob
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("flag", ["-q", "-v"])
+def test_emulator_quiet_prints_nothing_and_verbose_a_line_per_request(
+    flag: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [CNTR_SYNC, "emulator", flag, "--port", str(port), "--data-dir", str(tmp_path / "emu")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/containers", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the emulator did not start within 30 s"
+                time.sleep(0.05)
+        assert answer.status_code == 200  # any key, or none, is taken
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    if flag == "-q":
+        assert (out, err) == ("", "")
+    else:
+        assert "listening on" in out
+        assert re.search(r'"GET /v1/containers HTTP/1.1" 200', err), err
+
+
+def test_emulator_choices_are_listed_and_checked(cli: Cli) -> None:
+    assert "[hashed|plain]" in cli.run("emulator", "--help").stdout
+    bad = cli.run("emulator", "--path-style", "weird")
+    assert bad.returncode == 2
+    assert "weird" in bad.stderr and "hashed" in bad.stderr
 
 
 def test_ls_escapes_names_from_the_model_and_an_unknown_container_is_exit_2(

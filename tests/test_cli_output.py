@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 
@@ -37,6 +38,48 @@ def test_progress_bar_renders_files_and_bytes() -> None:
         reporter.advance(TransferEvent("uploaded", "b", 1000))
         reporter._bar.refresh()
     assert "2/3" in out.getvalue()
+
+
+def test_the_bar_speaks_iec_units_as_every_other_line() -> None:
+    out = io.StringIO()
+    reporter = Reporter(OutputMode(), stderr=out)
+    reporter.err = reporter.err.__class__(file=out, force_terminal=True, width=120)
+    with reporter:
+        reporter.start(2, 4 * 1024 * 1024)
+        reporter.advance(TransferEvent("uploaded", "a", 2 * 1024 * 1024))
+        assert reporter._bar is not None
+        reporter._bar.refresh()
+    text = out.getvalue()
+    assert "2.0/4.0 MiB" in text and "MB" not in text
+
+
+def test_stats_lines_off_a_terminal_say_where_the_pass_is() -> None:
+    out = io.StringIO()  # not a terminal
+    reporter = Reporter(OutputMode(stats_every=0.01), stderr=out)
+    assert not reporter.wants_bar and reporter.wants_stats
+    assert reporter.stats_line().startswith("cntr-sync: stats: scanning and listing, ")
+    with reporter:
+        reporter.start(4, 4096)
+        reporter.advance(TransferEvent("uploaded", "a", 1024))
+        for _ in range(1000):  # bounded: the thread writes within a few ticks
+            if "1/4 transfers" in out.getvalue():
+                break
+            threading.Event().wait(0.01)
+    line = reporter.stats_line()
+    assert line.startswith("cntr-sync: stats: 1/4 transfers, 1.0 KiB/4.0 KiB (25%), ")
+    assert " elapsed" in line
+    assert "cntr-sync: stats: 1/4 transfers" in out.getvalue()
+    written = len(out.getvalue())
+    threading.Event().wait(0.05)
+    assert len(out.getvalue()) == written  # the thread stopped with the pass
+    for mode in (
+        OutputMode(),
+        OutputMode(stats_every=1, quiet=True),
+        OutputMode(stats_every=1, json=True),
+    ):
+        assert not Reporter(mode, stderr=io.StringIO()).wants_stats
+    # --progress off a terminal: no bar (it would only draw a blank line at the end).
+    assert not Reporter(OutputMode(progress=True), stderr=io.StringIO()).wants_bar
 
 
 def test_verbose_prints_one_line_per_transfer_and_quiet_none() -> None:
@@ -116,6 +159,23 @@ def test_a_dry_run_prints_its_summary_last_and_no_in_sync_line(
         "dry run, nothing changed: a sync would upload 1 (3 B to send, 0 B to receive)"
     ]
     assert "upload  a (3 B, new)" in capsys.readouterr().out
+
+
+def test_the_plans_paths_start_in_one_column(capsys: pytest.CaptureFixture[str]) -> None:
+    here = LocalFile("old.txt", 3, 1, 2, "h")
+    plan = Plan(
+        uploads=(Upload("a", 3, 1, "h", "new"),),
+        deletes=(Delete("file-9", "/mnt/data/gone", "removed", "gone"),),
+        local_deletes=(DeleteLocal("old.txt", here),),
+    )
+    Reporter(OutputMode(), stderr=io.StringIO()).report(
+        PassResult("cntr_1", dry_run=True, plan=plan), 0
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        "delete local old.txt (3 B, deleted remotely)",
+        "upload       a (3 B, new)",
+        "delete       gone (removed)",
+    ]
 
 
 def test_in_sync_means_nothing_planned_and_nothing_left_undone() -> None:

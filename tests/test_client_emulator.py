@@ -168,3 +168,19 @@ def test_each_auth_style_is_accepted_and_a_wrong_key_refused(tmp_path: Path, sty
                     with pytest.raises(AuthenticationError) as caught:
                         client.create_container(style)
                     assert key not in caught.value.message
+
+
+def test_finding_a_container_by_name_costs_no_404(api: ContainersClient, emu: Emulator) -> None:
+    """The start-up lookup of a name lists by name; it never asks for the name as an id."""
+    from cntr_sync.containers import find_container  # noqa: PLC0415
+
+    created = api.create_container("notes")
+    emu.reset_counts()
+    found = find_container(api, "notes")
+    assert found is not None and found.id == created.id
+    assert emu.counts()["retrieve_container"] == 0 and emu.counts()["list_containers"] == 1
+    # An id is still asked for as an id; a name nobody has is tried as one, once.
+    assert find_container(api, created.id) == api.retrieve_container(created.id)
+    emu.reset_counts()
+    assert find_container(api, "nobody") is None
+    assert emu.counts()["retrieve_container"] == 1

@@ -225,11 +225,21 @@ def test_the_units_numbers_follow_the_daemon() -> None:
 # -- Kubernetes --------------------------------------------------------------------------------
 
 K8S = DEPLOY / "k8s"
-KUSTOMIZATIONS = sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
+SIDECAR = K8S / "components" / "sidecar"
+OPERATOR = K8S / "components" / "prometheus-operator"
+ALL_KUSTOMIZATIONS = sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
+# A Component is rendered through the kustomizations that use it, never alone.
+COMPONENTS = [
+    path
+    for path in ALL_KUSTOMIZATIONS
+    if yaml.safe_load((path / "kustomization.yaml").read_text("utf-8"))["kind"] == "Component"
+]
+KUSTOMIZATIONS = [path for path in ALL_KUSTOMIZATIONS if path not in COMPONENTS]
 # Native sidecars (initContainers with restartPolicy: Always) are on by default from
 # 1.29; validate against that and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 PODMONITOR_SCHEMA = ROOT / "tests" / "data" / "podmonitor-v1.schema.json"
+RULES = DEPLOY / "prometheus" / "cntr-sync.rules.yaml"
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -239,21 +249,9 @@ def render(directory: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
-def test_every_kustomization_is_checked() -> None:
-    names = {str(path.relative_to(K8S)) for path in KUSTOMIZATIONS}
-    assert names == {
-        ".",
-        "base",
-        "cronjob",
-        "overlays/prometheus-operator",
-        "overlays/wait-for-first-sync",
-    }
-
-
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S)))
-def test_each_kustomization_renders_and_validates_offline(directory: Path, tmp_path: Path) -> None:
-    objects = render(directory)
-    assert objects
+def validate_strictly(objects: list[dict[str, Any]], tmp_path: Path) -> None:
+    """kubernetes-validate --strict on the core objects, for every version checked;
+    the PodMonitor against its CRD's schema, the PrometheusRule's groups by promtool."""
     core = [doc for doc in objects if not doc["apiVersion"].startswith("monitoring.coreos.com/")]
     custom = [doc for doc in objects if doc not in core]
     validate = tool("kubernetes-validate", "pip install kubernetes-validate")
@@ -270,8 +268,66 @@ def test_each_kustomization_renders_and_validates_offline(directory: Path, tmp_p
         )
     schema = json.loads(PODMONITOR_SCHEMA.read_text(encoding="utf-8"))
     for doc in custom:
-        assert doc["kind"] == "PodMonitor", doc["kind"]
-        jsonschema.validate(doc, schema)
+        if doc["kind"] == "PodMonitor":
+            jsonschema.validate(doc, schema)
+        else:
+            assert doc["kind"] == "PrometheusRule", doc["kind"]
+            assert sorted(doc) == ["apiVersion", "kind", "metadata", "spec"]
+            assert doc["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+
+
+def documented_patch(kustomization: Path) -> str:
+    """The ``patches:`` block a kustomization's comment shows, as YAML an overlay takes."""
+    comment = [
+        line[1:]
+        for line in kustomization.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    ]
+    start = comment.index("   patches:")
+    block = []
+    for line in comment[start:]:
+        if not line.strip():
+            break
+        block.append(line[3:])
+    return "\n".join(block) + "\n"
+
+
+def overlay(directory: Path, body: str, files: dict[str, str] | None = None) -> Path:
+    """A kustomization in ``directory`` (files beside it); paths relative to it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (files or {}).items():
+        (directory / name).write_text(text, encoding="utf-8")
+    (directory / "kustomization.yaml").write_text(body, encoding="utf-8")
+    return directory
+
+
+def relative(target: Path, start: Path) -> str:
+    """kustomize refuses absolute paths to components and resources."""
+    return os.path.relpath(target, start)
+
+
+def test_every_kustomization_is_checked() -> None:
+    names = {str(path.relative_to(K8S)) for path in ALL_KUSTOMIZATIONS}
+    assert names == {
+        ".",
+        "example",
+        "cronjob",
+        "components/sidecar",
+        "components/prometheus-operator",
+        "overlays/prometheus-operator",
+        "overlays/wait-for-first-sync",
+    }
+    assert {str(path.relative_to(K8S)) for path in COMPONENTS} == {
+        "components/sidecar",
+        "components/prometheus-operator",
+    }
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S)))
+def test_each_kustomization_renders_and_validates_offline(directory: Path, tmp_path: Path) -> None:
+    objects = render(directory)
+    assert objects
+    validate_strictly(objects, tmp_path)
 
 
 def test_the_validator_refuses_a_misspelt_field(tmp_path: Path) -> None:
@@ -284,6 +340,97 @@ def test_the_validator_refuses_a_misspelt_field(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(deployment), encoding="utf-8")
     proc = run(validate, "--strict", "-k", KUBERNETES_VERSIONS[0], broken)
     assert proc.returncode != 0 and "'startupProbes' was unexpected" in analyze_output(proc)
+
+
+SAMPLE_WORKLOADS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: my-app
+  annotations: {cntr-sync.io/sidecar: "true"}
+spec:
+  selector: {matchLabels: {app: my-app}}
+  template:
+    metadata: {labels: {app: my-app}}
+    spec:
+      containers:
+        - name: app
+          image: busybox:1.36
+          volumeMounts: [{name: my-volume, mountPath: /srv/out}]
+      volumes: [{name: my-volume, emptyDir: {}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: notebook
+  annotations: {cntr-sync.io/sidecar: "true"}
+spec:
+  serviceName: notebook
+  selector: {matchLabels: {app: notebook}}
+  template:
+    metadata: {labels: {app: notebook}}
+    spec:
+      initContainers:
+        - {name: fetch, image: busybox:1.36, command: ["true"]}
+      containers:
+        - name: notebook
+          image: busybox:1.36
+          volumeMounts: [{name: workdir, mountPath: /home/work}]
+  volumeClaimTemplates:
+    - metadata: {name: workdir}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: unrelated
+spec:
+  selector: {matchLabels: {app: unrelated}}
+  template:
+    metadata: {labels: {app: unrelated}}
+    spec:
+      containers: [{name: web, image: busybox:1.36}]
+"""
+
+
+def test_the_component_adds_the_sidecar_to_the_workloads_marked(tmp_path: Path) -> None:
+    """Rendered onto a sample Deployment and StatefulSet of a user (with the volume
+    patch the component documents) and validated strictly; an unmarked one is untouched."""
+    work = tmp_path / "overlay"
+    body = (
+        "resources: [workloads.yaml]\n"
+        f"components: [{relative(SIDECAR, work)}]\n"
+        "configMapGenerator:\n"
+        "  - name: cntr-sync-config\n"
+        "    files: [cntr-sync.toml]\n" + documented_patch(SIDECAR / "kustomization.yaml")
+    )
+    config = (K8S / "example" / "cntr-sync.toml").read_text(encoding="utf-8")
+    objects = render(
+        overlay(work, body, {"workloads.yaml": SAMPLE_WORKLOADS, "cntr-sync.toml": config})
+    )
+    validate_strictly(objects, tmp_path)
+    by_name = {doc["metadata"]["name"]: doc for doc in objects}
+    configmap_name = next(name for name in by_name if name.startswith("cntr-sync-config-"))
+    for name, workdir in (("my-app", "my-volume"), ("notebook", "workdir")):
+        pod = by_name[name]["spec"]["template"]
+        init = pod["spec"]["initContainers"]
+        sidecar = next(container for container in init if container["name"] == "cntr-sync")
+        assert sidecar["restartPolicy"] == "Always"
+        mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+        assert mounts["/data"] == workdir
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["cntr-sync-config"]["configMap"]["name"] == configmap_name
+        assert volumes["cntr-sync-api-key"]["secret"]["secretName"] == "cntr-sync-openai"
+        assert pod["metadata"]["labels"]["cntr-sync.io/sidecar"] == "true"
+        assert "securityContext" not in pod["spec"]  # the pod's own is the user's business
+    # The user's own init container, volume and containers are kept.
+    notebook = by_name["notebook"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in notebook["initContainers"]] == ["cntr-sync", "fetch"]
+    # Its workdir is a claim template: the component adds no volume of that name.
+    assert "workdir" not in {v["name"] for v in notebook["volumes"]}
+    app = by_name["my-app"]["spec"]["template"]["spec"]
+    assert {"my-volume", "cntr-sync-state"} <= {v["name"] for v in app["volumes"]}
+    assert by_name["unrelated"] == yaml.safe_load(SAMPLE_WORKLOADS.split("---\n")[2])
 
 
 def test_the_sidecar_follows_the_daemon_and_its_config(tmp_path: Path) -> None:
@@ -309,17 +456,28 @@ def test_the_sidecar_follows_the_daemon_and_its_config(tmp_path: Path) -> None:
 
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["args"] == ["run", "--config", "/etc/cntr-sync/cntr-sync.toml"]
+    # `cntr-sync healthcheck` and `kubectl exec ... cntr-sync status` find the same file.
+    assert {"name": "CNTR_SYNC_CONFIG", "value": sidecar["args"][2]} in sidecar["env"]
     mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
-    assert mounts["config"] == "/etc/cntr-sync"
+    assert volumes["cntr-sync-config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert mounts["cntr-sync-config"] == "/etc/cntr-sync"
     assert settings.api_key_file is not None
-    assert str(settings.api_key_file.parent) == mounts["api-key"]
-    assert "secret" in volumes["api-key"]
-    assert str(settings.state_dir) == mounts["state"]
+    assert str(settings.api_key_file.parent) == mounts["cntr-sync-api-key"]
+    assert "secret" in volumes["cntr-sync-api-key"]
+    assert str(settings.state_dir) == mounts["cntr-sync-state"]
     (pair,) = settings.resolved_pairs()
-    assert str(pair.local) == mounts["shared"]
-    assert mounts["shared"] in {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert str(pair.local) == mounts["workdir"]
+    assert "workdir" in {m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    # The control socket is on a volume the app's container mounts too, at the same
+    # path, and both run as one UID (the socket is 0600): the app can call flush.
+    assert settings.control_socket is not None
+    app_mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert str(settings.control_socket.parent) == mounts["cntr-sync-control"]
+    assert app_mounts["cntr-sync-control"] == mounts["cntr-sync-control"]
+    assert "emptyDir" in volumes["cntr-sync-control"]
+    app_uid = spec["containers"][0].get("securityContext", {}).get("runAsUser")
+    assert (app_uid or spec["securityContext"]["runAsUser"]) == 10001
 
     host, port = settings.listen_address
     assert host in ("0.0.0.0", "::")  # probes and scrapes come to the pod's IP
@@ -336,11 +494,15 @@ def test_the_sidecar_follows_the_daemon_and_its_config(tmp_path: Path) -> None:
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
         assert container["resources"]["limits"]["memory"]
+    # The sidecar is non-root on its own, whatever the pod it is added to says.
+    assert sidecar["securityContext"]["runAsNonRoot"] is True
+    assert sidecar["securityContext"]["runAsUser"] == 10001
+    assert sidecar["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-def test_the_overlays_change_what_they_say() -> None:
+def test_the_overlays_change_what_they_say(tmp_path: Path) -> None:
     gated = render(K8S / "overlays" / "wait-for-first-sync")
     (deployment,) = [doc for doc in gated if doc["kind"] == "Deployment"]
     (sidecar,) = deployment["spec"]["template"]["spec"]["initContainers"]
@@ -350,14 +512,45 @@ def test_the_overlays_change_what_they_say() -> None:
 
     monitored = render(K8S / "overlays" / "prometheus-operator")
     (monitor,) = [doc for doc in monitored if doc["kind"] == "PodMonitor"]
+    (rule,) = [doc for doc in monitored if doc["kind"] == "PrometheusRule"]
     (deployment,) = [doc for doc in monitored if doc["kind"] == "Deployment"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    # No label a particular Prometheus might select by; the documented patch adds one.
+    assert "labels" not in monitor["metadata"] and "labels" not in rule["metadata"]
+    work = tmp_path / "labelled"
+    body = (
+        f"resources: [{relative(K8S / 'example', work)}]\n"
+        f"components: [{relative(OPERATOR, work)}]\n"
+        + documented_patch(OPERATOR / "kustomization.yaml")
+    )
+    labelled = render(overlay(work, body))
+    for kind in ("PodMonitor", "PrometheusRule"):
+        (doc,) = [doc for doc in labelled if doc["kind"] == kind]
+        assert doc["metadata"]["labels"] == {"release": "prometheus"}
 
-    (cronjob,) = render(K8S / "cronjob")
-    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+def test_the_cronjob_keeps_its_index_and_runs_within_the_expiry() -> None:
+    """Each run finds the container alive and the index of the last run: no re-upload."""
+    from cntr_sync.config import Settings  # noqa: PLC0415
+
+    objects = render(K8S / "cronjob")
+    (cronjob,) = [doc for doc in objects if doc["kind"] == "CronJob"]
+    (claim,) = [doc for doc in objects if doc["kind"] == "PersistentVolumeClaim"]
+    minutes = re.fullmatch(r"\*/(\d+) \* \* \* \*", cronjob["spec"]["schedule"])
+    assert minutes is not None, cronjob["spec"]["schedule"]
+    expiry = Settings.model_fields["expires_after_minutes"].default
+    assert int(minutes.group(1)) < expiry
+    spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
     assert container["args"][0] == "sync"
+    env = {item["name"]: item["value"] for item in container["env"]}
+    (state,) = [
+        m for m in container["volumeMounts"] if m["mountPath"] == env["CNTR_SYNC_STATE_DIR"]
+    ]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes[state["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
 
 
 # -- container image -------------------------------------------------------------------------
@@ -416,16 +609,18 @@ def test_the_image_is_two_stages_and_runs_as_a_user_with_a_healthcheck() -> None
     assert users and re.fullmatch(r"USER [1-9][0-9]*:[1-9][0-9]*", users[-1])
     assert final[-2:] == ['ENTRYPOINT ["cntr-sync"]', 'CMD ["--help"]']
     (healthcheck,) = [step for step in final if step.startswith("HEALTHCHECK")]
-    assert "http://127.0.0.1:9464/livez" in healthcheck
+    assert "cntr-sync healthcheck" in healthcheck.replace('", "', " ")
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignored[1:5] == ["*", "!pyproject.toml", "!README.md", "!LICENSE"]
 
 
-def test_the_healthcheck_command_follows_livez() -> None:
-    """The HEALTHCHECK's python one-liner exits 0 on 200 and fails on /livez's 503."""
+def test_the_healthcheck_command_follows_livez(tmp_path: Path) -> None:
+    """HEALTHCHECK's command, with the settings pointing at a stub: 200 passes, 503
+    fails, and nothing listening passes only with --absent-ok (a one-shot container)."""
     (healthcheck,) = [step for step in dockerfile_stages()[-1] if step.startswith("HEALTHCHECK")]
     command = json.loads(healthcheck[healthcheck.index("CMD ") + 4 :])
-    assert command[:2] == ["python", "-c"]
+    assert command == ["cntr-sync", "healthcheck", "--absent-ok"]
+    executable = str(Path(sys.executable).with_name("cntr-sync"))
     status = {"code": 200}
 
     class Handler(BaseHTTPRequestHandler):
@@ -436,17 +631,54 @@ def test_the_healthcheck_command_follows_livez() -> None:
         def log_message(self, *args: object) -> None:
             pass
 
+    def check(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CNTR_SYNC_HTTP_LISTEN": f"0.0.0.0:{port}", "HOME": str(tmp_path)}
+        return run(executable, "healthcheck", *args, env=env)
+
     with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            code = command[2].replace("9464", str(server.server_address[1]))
-            assert run(sys.executable, "-c", code).returncode == 0
+            live = check(port, *command[2:])
+            assert live.returncode == 0, live.stderr
+            assert live.stdout == f"healthy: http://127.0.0.1:{port}/livez answered 200\n"
             status["code"] = 503
-            assert run(sys.executable, "-c", code).returncode != 0
+            sick = check(port, *command[2:])
+            assert sick.returncode == 1
+            assert sick.stderr == f"unhealthy: http://127.0.0.1:{port}/livez answered 503\n"
         finally:
             server.shutdown()
             thread.join(10)
+    # The port is free now: no daemon, as in a container that runs `sync`.
+    assert check(port, *command[2:]).returncode == 0
+    absent = check(port)
+    assert absent.returncode == 1
+    assert absent.stderr == f"unhealthy: no daemon listens at http://127.0.0.1:{port}/livez\n"
+    # Docker reserves exit 2: bad settings are unhealthy, 1, with one line.
+    bad = run(
+        executable,
+        "healthcheck",
+        env={**os.environ, "CNTR_SYNC_HTTP_LISTEN": "nowhere", "HOME": str(tmp_path)},
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("unhealthy: "), bad.stderr
+
+
+def test_the_image_carries_oci_labels() -> None:
+    from cntr_sync._version import __version__  # noqa: PLC0415
+
+    final = dockerfile_stages()[-1]
+    args = dict(step[4:].partition("=")[::2] for step in final if step.startswith("ARG "))
+    assert args["VERSION"] == __version__
+    (label,) = [step for step in final if step.startswith("LABEL ")]
+    labels = {
+        key: value.strip('"')
+        for key, _, value in (word.partition("=") for word in re.findall(r'\S+="[^"]*"', label))
+    }
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert labels["org.opencontainers.image.source"] == "${SOURCE}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
 
 
 # -- README ----------------------------------------------------------------------------------

@@ -202,3 +202,33 @@ def test_an_entry_table_holds_the_entries_of_a_dict() -> None:
     assert list(table.values()) == [expected["a"], expected["b"], expected["d/c"]]
     assert list(table.remote_ids()) == ["f9", "f2", "f3"]
     assert EntryTable() == {} and list(EntryTable().values()) == []
+
+
+def test_unaccounted_ids_read_rows_and_agree_with_membership() -> None:
+    listing = Listing()
+    for n in range(6):
+        listing.add(f"f{n % 5}", f"/mnt/data/{n}", n, "user", n)  # f0 twice: its first row
+    by_id = listing.by_id()
+    accounted = AccountedIds(by_id)
+    accounted.update(["f1", "f3", "gone"])
+    walked = list(accounted.unaccounted(by_id))
+    assert walked == ["f0", "f2", "f4"]
+    assert walked == [file_id for file_id in by_id if file_id not in accounted]
+    # Each id as it is when reached: one accounted for while walking is left out.
+    seen = []
+    for file_id in accounted.unaccounted(by_id):
+        seen.append(file_id)
+        accounted.add("f4")
+    assert seen == ["f0", "f2"]
+    # Counted against another listing (or none): each id is looked up instead.
+    other = Listing([to_remote_file("f2", "/mnt/data/x", 1, "user", 1)]).by_id()
+    assert list(AccountedIds().unaccounted(other)) == ["f2"]
+    assert list(accounted.unaccounted(PlainFiles({}))) == []
+
+
+def test_unaccounted_ids_of_plain_files_come_through_their_rows() -> None:
+    files = PlainFiles([to_remote_file(f"f{n}", f"/mnt/data/{n}", n, "user", n) for n in range(4)])
+    accounted = AccountedIds(files)
+    accounted.add("f2")
+    assert list(files.ids_and_rows()) == [("f0", 0), ("f1", 1), ("f2", 2), ("f3", 3)]
+    assert list(accounted.unaccounted(files)) == ["f0", "f1", "f3"]

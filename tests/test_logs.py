@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from cntr_sync.logs import RECORD_FIELD, configure, get_logger
+from cntr_sync.logs import RECORD_FIELD, RETRIES_LOGGER, configure, get_logger
 
 SECRET = "sk-abcdefghijklmnopqrstuvwx"
 
@@ -107,3 +107,47 @@ def test_the_levels_follow_verbose_and_quiet() -> None:
     assert lines(verbose=1) == ["i", "w", "e"]
     assert lines(verbose=2) == ["d", "i", "w", "e"]
     assert lines(verbose=2, quiet=True) == ["e"]
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_notices_show_by_default_and_a_command_draws_them_as_its_own_lines() -> None:
+    stream = io.StringIO()
+    configure(log_format="console", stream=stream, cli_prefix="cntr-sync")
+    log = get_logger("cntr_sync.test_logs")
+    log.info("not at the default level")
+    log.notice('new container "box" created', container_id="cntr_1")
+    log.warning("rescan failed", pair="docs", key=f"Bearer {SECRET}")
+    logging.getLogger("httpx").warning("pool full")
+    assert stream.getvalue().splitlines() == [
+        'cntr-sync: new container "box" created container_id=cntr_1',
+        "cntr-sync: warning: rescan failed pair=docs key=Bearer [redacted]",
+        "cntr-sync: warning: pool full",
+    ]
+    verbose = io.StringIO()
+    configure(verbose=1, log_format="console", stream=verbose, cli_prefix="cntr-sync")
+    log.info("creating container", name="box")
+    # -v's lines stay structlog's console lines (a time, a level), among the command's own.
+    assert "[info     ] creating container" in verbose.getvalue()
+    quiet = io.StringIO()
+    configure(quiet=True, log_format="console", stream=quiet, cli_prefix="cntr-sync")
+    log.notice("not when quiet")
+    assert quiet.getvalue() == ""
+    as_json = io.StringIO()
+    configure(log_format="json", stream=as_json, cli_prefix="cntr-sync")
+    log.notice("made", container_id="cntr_1")
+    assert json.loads(as_json.getvalue())["level"] == "notice"
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_retry_waits_can_be_kept_to_debug_logs() -> None:
+    def waits(**options: object) -> list[str]:
+        stream = io.StringIO()
+        configure(log_format="json", stream=stream, **options)  # type: ignore[arg-type]
+        get_logger(RETRIES_LOGGER).info("retrying list files")
+        get_logger("cntr_sync.test_logs").info("pass done")
+        return [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+
+    assert waits(verbose=1) == ["retrying list files", "pass done"]
+    # The daemon without -v: its pass lines, not one line per retried request.
+    assert waits(verbose=1, retries=False) == ["pass done"]
+    assert waits(verbose=2, retries=False) == ["retrying list files", "pass done"]

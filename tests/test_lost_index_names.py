@@ -162,3 +162,30 @@ def test_a_two_way_pass_after_a_lost_index_recovers_files_as_pushed_not_pulled(
         assert pushed.deleted == 2, "files recovered by a two-way pass are ours to delete"
         assert first.container_id is not None
         assert remote_count(emu, first.container_id) == 18
+
+
+# Counts COMMITs: guards issue 23's lost-index figure (100,000 adoptions were 200,000
+# transactions, most of the pass's time): the adoptions are recorded in one batch.
+@pytest.mark.perf_guard
+def test_a_lost_index_records_its_adoptions_in_one_batch(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    for number in range(120):
+        path = root / f"d{number % 4}" / f"f{number:03d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"file {number}\n".encode())
+    with Emulator(data_dir=tmp_path / "emulator") as emu:
+        assert sync(emu, root, tmp_path / "state", "push", "server").uploaded == 120
+        statements: list[str] = []
+        with (
+            ContainersClient(
+                "sk-test", base_url=BASE_URL, transport=emu.transport(), sleep=NoSleep()
+            ) as client,
+            Index.open(tmp_path / "lost", base_url=BASE_URL, root=root, container_spec="box") as ix,
+        ):
+            ix._conn.set_trace_callback(statements.append)
+            result = Engine(client, ix, Pair(name="p", local=root, container="box")).run_pass()
+            ix._conn.set_trace_callback(None)
+            adopted = ix.entry_count()
+    assert (result.adopted, result.uploaded, adopted) == (120, 0, 120)
+    commits = sum(1 for statement in statements if statement.strip().upper() == "COMMIT")
+    assert commits < 10, commits  # was two per adoption

@@ -194,3 +194,14 @@ def test_forget_pair_removes_only_that_pair() -> None:
     samples = scrape(metrics)
     assert value(samples, "cntr_sync_passes_total", pair="gone", result="success") == 0
     assert value(samples, "cntr_sync_passes_total", pair="gone", result="noop") == 1
+
+
+def test_no_created_series() -> None:
+    metrics = Metrics()
+    metrics.record_request("list_files", 200)
+    metrics.record_pass("a", "success", 1.0, uploaded_files=1, uploaded_bytes=3, conflicts=1)
+    metrics.record_recreation("a")
+    body = metrics.render()[0].decode()
+    # Counters and the histogram are there, without a *_created sample for any of them.
+    assert "cntr_sync_passes_total{" in body and "cntr_sync_pass_duration_seconds_count{" in body
+    assert "_created" not in body

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,8 @@ from cntr_sync.models import (
     RemoteFile,
     UploadIntent,
 )
-from cntr_sync.names import remote_names, to_remote_file
+from cntr_sync.names import names_dropped, remote_names, to_remote_file
+from cntr_sync.plan import UploadsByName, _unindexed_uploads_by_name
 from cntr_sync.plan import plan as plan_pass
 from cntr_sync.plan_inputs import Policy
 from plain_inputs import PlainEntries, PlainFiles
@@ -477,3 +479,36 @@ def test_excluded_paths_are_left_alone_unless_delete_excluded() -> None:
         policy=Policy(direction="pull", delete_excluded=True),
     )
     assert pulled.deletes == () and pulled.downloads == ()
+
+
+def test_names_dropped_needs_every_upload_called_file() -> None:
+    hashed = "/mnt/data/0123456789abcdef0123456789abcdef-"
+    assert names_dropped(["/mnt/data/file", hashed + "file"])
+    assert not names_dropped([])
+    assert not names_dropped(["/mnt/data/file", "/mnt/data/a.txt", "/mnt/data/file"])
+
+
+# A lost index at 100,000 files held a list of RemoteFile values per name (~45 MB at
+# the pass's peak): the names hold ids, keyed by the scan's own relpath strings.
+@pytest.mark.perf_guard
+def test_uploads_by_name_hold_ids_under_the_local_relpath_strings() -> None:
+    files = {relpath: local(relpath) for relpath in ("a.txt", "d/b.txt")}
+    listing = [
+        remote("f1", "a.txt", hashed=True),
+        remote("f2", "d/b.txt", hashed=True),
+        remote("f3", "d/b.txt", hashed=True, created_at=NOW_S - 5),
+        remote("f4", "zzz", hashed=True),
+    ]
+    by_id = PlainFiles(listing)
+    by_name = _unindexed_uploads_by_name(by_id, listing, set(), Policy(), True, files)
+    local_key = next(key for key in by_name._ranks[1] if key == "d/b.txt")
+    assert local_key is files["d/b.txt"].relpath
+    assert all(isinstance(ids, tuple) for ids in by_name._ranks[1].values())
+    assert [r.id for r in by_name.take("d/b.txt")] == ["f2", "f3"]  # newest first
+    assert by_name.get("d/b.txt") == []
+    assert [r.id for r in by_name.get("a.txt")] == ["f1"]
+    # The whole name outranks one a hash prefix hid.
+    whole = UploadsByName(by_id, files)
+    whole.add("a.txt", 1, "f1")
+    whole.add("a.txt", 0, "f4")
+    assert [r.id for r in whole.get("a.txt")] == ["f4"]

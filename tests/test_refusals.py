@@ -262,7 +262,9 @@ def test_sync_prints_one_line_and_exits_2_when_the_account_has_no_quota(
         )
         uploads = server.emulator.counts()["create_file"]
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    # The new container is announced (issue 24); then the one error line.
+    notice, *lines = proc.stderr.strip().splitlines()
+    assert notice.startswith('cntr-sync: new container "box" created container_id='), notice
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("cntr-sync: error:")
     assert "insufficient_quota" in lines[0]

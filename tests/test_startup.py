@@ -260,12 +260,20 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
     assert everything == [
         "sync",
         "ls",
+        "containers",
         "status",
         "log",
         "backups",
         "restore",
         "run",
+        "flush",
+        "pause",
+        "resume",
+        "healthcheck",
         "emulator",
+        "completion",
+        # typer lists the commands with subcommands (groups) after the others
+        "pair",
         "config",
     ]
     named = cli._command_named
@@ -276,3 +284,5 @@ def test_only_the_named_command_is_built_and_the_rest_fall_back_to_the_whole_app
     # for typer's "No such command ... Did you mean" line.
     for argv in (["--help"], ["--version"], [], ["synk", "tree"]):
         assert names(cli.build_app(named(argv))) == everything
+    # main() builds none for --version alone.
+    assert names(cli.build_app(None, commands=False)) == []

@@ -215,7 +215,8 @@ def test_reporter_makes_planned_actions_only_to_show_them(
     reporter.report(PassResult(container_id="cntr_1", dry_run=dry_run, plan=_plan(3)), 0)
     assert made == ([3 + 7] if wanted else [])
     if dry_run:
-        assert "upload  d/f1" in capsys.readouterr().out
+        # The paths start in one column, after the widest label ("delete local").
+        assert "\nupload       d/f1 (1 B, new)\n" in capsys.readouterr().out
 
 
 @pytest.mark.usefixtures("logging_restored")  # main() configures logging, as the CLI does

@@ -9,9 +9,11 @@ The library API, for Python code around the Responses API and code interpreter::
         ...  # give mirror.container_id to the code interpreter tool
 
 ``sync`` and ``Mirror`` (and ``async_sync``, ``AsyncMirror``) run the same engine
-as the ``cntr-sync`` command. Errors are the classes below, all subclasses of
-``CntrSyncError``. The library never prints and never configures logging: it
-logs under the ``cntr_sync`` logger, which has a ``NullHandler``.
+as the ``cntr-sync`` command; ``ControlClient`` drives a running daemon (flush,
+pause, resume, events, pairs) through its control socket. Errors are the
+classes below, all subclasses of ``CntrSyncError``. The library never prints
+and never configures logging: it logs under the ``cntr_sync`` logger, which has
+a ``NullHandler``.
 
 ``import cntr_sync`` is cheap: the error classes and ``__version__`` load at once;
 ``sync``, ``Mirror``, ``Settings`` and the result types (which bring in pydantic,
@@ -47,6 +49,7 @@ from cntr_sync.errors import (
 if TYPE_CHECKING:
     from cntr_sync.backups import KeptVersion
     from cntr_sync.config import Settings
+    from cntr_sync.control_client import ControlClient, PairFlush
     from cntr_sync.library import AsyncMirror, Mirror, async_sync, kept_versions, restore, sync
     from cntr_sync.result import (
         ActionFailure,
@@ -61,6 +64,8 @@ logging.getLogger("cntr_sync").addHandler(logging.NullHandler())
 # Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
     "Settings": "cntr_sync.config",
+    "ControlClient": "cntr_sync.control_client",
+    "PairFlush": "cntr_sync.control_client",
     "AsyncMirror": "cntr_sync.library",
     "Mirror": "cntr_sync.library",
     "async_sync": "cntr_sync.library",
@@ -99,6 +104,7 @@ __all__ = [
     "ConfigError",
     "ConflictCopy",
     "ContainerExpiredError",
+    "ControlClient",
     "IncompleteSyncError",
     "KeptVersion",
     "LocalError",
@@ -106,6 +112,7 @@ __all__ = [
     "Mirror",
     "NotFoundError",
     "OutcomeUnknownError",
+    "PairFlush",
     "PermissionDeniedError",
     "PlannedAction",
     "ProtocolError",

@@ -11,7 +11,7 @@ delete must find it unchanged, or not happen. Nothing here performs I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -85,7 +85,8 @@ def mirror_entry(
         hash=local.hash,
         synced_at=synced_at,
         origin=origin,
-        remote_size=remote.size,
+        # The local size's object where equal: a columnar listing makes a new int each time.
+        remote_size=local.size if remote.size == local.size else remote.size,
         remote_created_at=remote.created_at,
     )
 
@@ -295,6 +296,14 @@ class AccountedIds:
             return False
         row = self._row(file_id)
         return bool(self._listed[row]) if row is not None else file_id in self._others
+
+    def unaccounted(self, remote: RemoteFiles) -> Iterator[str]:
+        """The ids of ``remote`` (the listing these ids are counted against) not
+        accounted for, each as it is when reached: its row's byte, no lookup by id."""
+        listed = self._listed
+        if len(listed) != remote.rows:  # counted against another listing: look each up
+            return (file_id for file_id in remote if file_id not in self)
+        return (file_id for file_id, row in remote.ids_and_rows() if not listed[row])
 
 
 def _unlisted(_file_id: str) -> None:

@@ -9,6 +9,7 @@ Exit codes (also in README and ``--help``):
   3    a safety brake stopped it (missing or emptied root, mass deletion, lock held)
   4    the API cannot be reached (connection refused, DNS, timeouts after retries)
   130  interrupted (Ctrl-C)
+  141  the reader of stdout went away (``cntr-sync ls | head``): ended quietly
 
 Errors print as one line on stderr; ``--debug`` adds the traceback. What a pass
 printed is ``cli_output``'s business; settings come from ``config``; passes run
@@ -23,9 +24,12 @@ when it runs. ``--version`` and ``--help`` load none of them.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -33,6 +37,7 @@ from cntr_sync import cli_flags
 from cntr_sync._version import __version__
 from cntr_sync.cli_common import (
     COMMANDS,
+    CONTEXT_SETTINGS,
     EXIT_CHANGES,
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -41,16 +46,20 @@ from cntr_sync.cli_common import (
     ConfigOpt,
     ContainerOpt,
     DebugOpt,
+    DryRunOpt,
     ExcludeOpt,
+    ForceOpt,
     IncludeOpt,
     JsonOpt,
     LogFormatOpt,
     ProgressOpt,
     QuietOpt,
+    StatsOpt,
     VerboseOpt,
     api_command,
     command,
     config_app,
+    config_file_of,
     configure_logs,
     exit_code_for,
     load_settings,
@@ -58,6 +67,7 @@ from cntr_sync.cli_common import (
     reporting,
     with_patterns,
 )
+from cntr_sync.cli_health import healthcheck  # its @command adds it
 from cntr_sync.cli_history import backups, log, restore  # their @command adds them
 from cntr_sync.errors import ConfigError, redact
 
@@ -88,16 +98,15 @@ def sync(
     ] = None,
     container: ContainerOpt = None,
     config: ConfigOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Override the safety brakes.")] = False,
+    force: ForceOpt = False,
     exclude: ExcludeOpt = None,
     include: IncludeOpt = None,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     progress: ProgressOpt = None,
+    stats: StatsOpt = 60.0,
     log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
     *,
@@ -105,7 +114,12 @@ def sync(
 ) -> None:
     """Make the container mirror DIRECTORY (and, with --direction, bring files home), then exit."""
     reporter = reporter_for(
-        dry_run=dry_run, verbose=verbose, quiet=quiet, progress=progress, json=json_output
+        dry_run=dry_run,
+        verbose=verbose,
+        quiet=quiet,
+        progress=progress,
+        json=json_output,
+        stats_every=stats or None,
     )
     with api_command(
         reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
@@ -122,18 +136,31 @@ def sync(
 
 
 @command("ls", epilog=EXIT_CODES_HELP)
-@cli_flags.setting_flags(cli_flags.CONNECTION)
+@cli_flags.setting_flags(cli_flags.CONNECTION, cli_flags.PATH_MAPPING)
 def ls(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The local directory of the pair: show where each file maps and whether "
+            "the index tracks it (default: 'local' in the settings)."
+        ),
+    ] = None,
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
-    """List the files in a container: source, bytes, path (names escaped)."""
-    reporter = reporter_for("ls", json=json_output)
-    with api_command(reporter, config, flags, debug=debug) as settings:
+    """List the files in a container: source, bytes, path (names escaped), id, and
+    with a DIRECTORY the local path each maps to and whether it is tracked."""
+    reporter = reporter_for("ls", json=json_output, quiet=quiet)
+    with api_command(
+        reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
+    ) as settings:
         from cntr_sync.containers import find_container  # noqa: PLC0415 - see the docstring
         from cntr_sync.session import build_client  # noqa: PLC0415
 
@@ -147,7 +174,45 @@ def ls(
             if found is None:
                 raise ConfigError(f"no running container with id or name {spec!r}")
             files = list(client.iter_files(found.id))
-        reporter.listing(found, files)
+        local = None
+        if directory is not None or settings.local is not None:
+            from cntr_sync.cli_listing import local_places  # noqa: PLC0415
+
+            pair = settings.one_shot_pair(directory, spec)
+            local = local_places(settings, pair, found, files)
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+
+        cli_views.listing(reporter, found, files, local)
+
+
+@command("containers", epilog=EXIT_CODES_HELP)
+@cli_flags.setting_flags(cli_flags.CONNECTION, ("state_dir",))
+def containers(
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only the containers with this name.")
+    ] = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = None,
+    debug: DebugOpt = False,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """The containers the key can see, newest first: name, id, status, created, last
+    active, and the local directory whose index points at it."""
+    reporter = reporter_for("containers", json=json_output, quiet=quiet)
+    with api_command(
+        reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
+    ) as settings:
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+        from cntr_sync.cli_listing import indexed_roots  # noqa: PLC0415
+        from cntr_sync.session import build_client  # noqa: PLC0415
+
+        with build_client(settings) as client:
+            seen = list(client.iter_containers(name=name))
+        cli_views.containers(reporter, seen, indexed_roots(settings))
 
 
 @command("status", epilog=STATUS_EXIT_CODES_HELP)
@@ -161,17 +226,24 @@ def status(
     exclude: ExcludeOpt = None,
     include: IncludeOpt = None,
     json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = None,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
     """What the index knows, and what a sync would do (nothing is transferred).
 
-    Exits 0 when a sync would change nothing, 1 when it would change something.
+    Exits 0 when a sync would change nothing, 1 when it would change something
+    (with -q, that is all it says: as ``git diff --quiet``).
     """
-    reporter = reporter_for("status", json=json_output)
-    with api_command(reporter, config, flags, debug=debug) as loaded:
-        from cntr_sync.cli_output import planned_counts  # noqa: PLC0415 - see the docstring
+    reporter = reporter_for("status", json=json_output, quiet=quiet)
+    with api_command(
+        reporter, config, flags, debug=debug, verbose=verbose, quiet=quiet, log_format=log_format
+    ) as loaded:
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+        from cntr_sync.cli_output import planned_counts  # noqa: PLC0415
         from cntr_sync.result import iter_planned  # noqa: PLC0415
         from cntr_sync.session import PairSession  # noqa: PLC0415
 
@@ -201,20 +273,50 @@ def status(
         # (100,000 files: ~20 MB of action dicts, had the whole summary been built).
         would = planned_counts(iter_planned(result.plan) if result.plan is not None else ())
         code = EXIT_OK if result.in_sync else EXIT_CHANGES
-        reporter.status(known, would, result.warnings, code)
+        cli_views.status(reporter, known, would, result.warnings, code)
         raise typer.Exit(code)
 
 
-@config_app.command("check")
-def config_check(
-    file: Annotated[Path, typer.Argument(help="The TOML settings file.")],
+@config_app.callback(invoke_without_command=True)
+def config_shown(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Validate FILE and print the effective settings, secrets redacted."""
-    reporter = reporter_for()
+    """Which config file is read (--config, else $CNTR_SYNC_CONFIG, else
+    $XDG_CONFIG_HOME/cntr-sync/config.toml), and the settings in effect with the
+    environment, secrets redacted."""
+    if ctx.invoked_subcommand is not None:
+        return
+    reporter = reporter_for("config", json=json_output, quiet=quiet)
     with reporting(reporter, debug=debug):
+        configure_logs(None, verbose=verbose, quiet=quiet, debug=debug, log_format=None)
+        found = config_file_of(config)
+        settings = load_settings(config)
+        from cntr_sync import cli_views  # noqa: PLC0415 - see the docstring
+
+        cli_views.settings(reporter, found.describe(), found.origin, settings.redacted_dump())
+    raise typer.Exit(EXIT_OK)
+
+
+@config_app.command("check", context_settings=CONTEXT_SETTINGS)
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The TOML settings file.")],
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Validate FILE and print the effective settings, secrets redacted (-q: only
+    whether it is valid, by the exit code)."""
+    reporter = reporter_for(quiet=quiet)
+    with reporting(reporter, debug=debug):
+        configure_logs(None, verbose=verbose, quiet=quiet, debug=debug, log_format=None)
         settings = load_settings(file)
-        reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
+        if not quiet:
+            reporter.out.print_json(json.dumps(settings.redacted_dump(), default=str))
 
 
 @command("run", epilog=EXIT_CODES_HELP)
@@ -228,7 +330,13 @@ def run(
     ] = None,
     container: ContainerOpt = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML settings file with [[pairs]].")
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML settings file with [[pairs]] (default: $CNTR_SYNC_CONFIG, else "
+            "$XDG_CONFIG_HOME/cntr-sync/config.toml).",
+        ),
     ] = None,
     name: Annotated[
         str, typer.Option("--name", help="The pair's name (one-pair mode).")
@@ -251,8 +359,14 @@ def run(
     with reporting(reporter, debug=debug):
         from cntr_sync.config import PairSettings  # noqa: PLC0415 - see the docstring
 
+        if directory is None:
+            # --config, CNTR_SYNC_CONFIG or the default file: the daemon reloads it on SIGHUP.
+            config = config_file_of(config).path
         if directory is None and config is None:
-            raise ConfigError("give --config FILE, or a DIRECTORY and --container")
+            raise ConfigError(
+                "give --config FILE (or set CNTR_SYNC_CONFIG, or write "
+                "~/.config/cntr-sync/config.toml), or a DIRECTORY and --container"
+            )
         top = {k: v for k, v in flags.items() if k not in cli_flags.DAEMON_PAIR}
         pair_flags = cli_flags.overrides(
             {k: v for k, v in flags.items() if k in cli_flags.DAEMON_PAIR}
@@ -279,7 +393,8 @@ def run(
             return settings.with_overrides(pairs=[table])
 
         settings = load()
-        # The daemon logs one line per pass on stdout: info by default, JSON off a terminal.
+        # The daemon logs one line per pass on stdout: info by default, JSON off a terminal;
+        # each retry's wait only with -v (a throttled pass would log one per request).
         configure_logs(
             settings,
             verbose=max(1, verbose),
@@ -288,6 +403,7 @@ def run(
             log_format=log_format,
             stream=sys.stdout,
             daemon=True,
+            retries=verbose >= 1,
         )
         # Once more, now that lines can be logged: what loading noted at debug level
         # (Kubernetes service variables it ignored) shows on the first start too.
@@ -308,7 +424,7 @@ def emulator(
         typer.Option(
             "--control",
             help="Enable the /_emulator/ control surface: model-written files, faults, "
-            "gateway styles, clock, counts (see README).",
+            "gateway styles, clock, counts (docs/emulator.md).",
         ),
     ] = False,
     data_dir: Annotated[
@@ -324,13 +440,30 @@ def emulator(
         float | None, typer.Option("--rate-limit", help="Requests a second before 429s.")
     ] = None,
     path_style: Annotated[
-        str, typer.Option("--path-style", help="hashed (/mnt/data/<32 hex>-name) or plain.")
+        Literal["hashed", "plain"],
+        typer.Option(
+            "--path-style",
+            metavar="[hashed|plain]",
+            help="hashed (/mnt/data/<32 hex>-name) or plain.",
+        ),
     ] = "hashed",
     cursor_style: Annotated[
-        str, typer.Option("--cursor-style", help="id, or opaque (Bifrost's cursors).")
+        Literal["id", "opaque"],
+        typer.Option(
+            "--cursor-style", metavar="[id|opaque]", help="id, or opaque (Bifrost's cursors)."
+        ),
     ] = "id",
     drop_filenames: Annotated[
         bool, typer.Option("--drop-filenames", help="Store every upload as 'file' (Bifrost).")
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, show_default=False, help="A line per request served."
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing, not even the URL.")
     ] = False,
 ) -> None:
     """Serve a local emulator of the Containers API (no API key needed).
@@ -374,11 +507,60 @@ def emulator(
             first = exc.errors(include_url=False, include_input=False)[0]
             flag = "--" + str(first["loc"][0]).replace("_", "-")
             raise ConfigError(f"flag {flag}: {first['msg']}") from None
-        serve(host, port, control=control, data_dir=data_dir, faults=faults, gateway=gateway)
+        serve(
+            host,
+            port,
+            control=control,
+            data_dir=data_dir,
+            faults=faults,
+            gateway=gateway,
+            verbose=verbose > 0,
+            quiet=quiet,
+        )
 
 
-def build_app(command: str | None = None) -> typer.Typer:
-    """The ``cntr-sync`` app: every command, or only ``command`` if that names one.
+# The variable typer's completion scripts set when they ask for completions.
+COMPLETE_VAR = "_CNTR_SYNC_COMPLETE"
+
+
+@command("completion")
+def completion(
+    shell: Annotated[
+        Literal["bash", "zsh", "fish"],
+        typer.Argument(help="The shell: bash, zsh or fish.", metavar="[bash|zsh|fish]"),
+    ],
+) -> None:
+    """Print the shell completion script for SHELL (commands, options, their values).
+
+    bash: eval "$(cntr-sync completion bash)" in ~/.bashrc; zsh: cntr-sync
+    completion zsh > "${fpath[1]}/_cntr-sync"; fish: cntr-sync completion fish >
+    ~/.config/fish/completions/cntr-sync.fish.
+    """
+    # The script is what typer's completion protocol answers to "source_SHELL":
+    # the same path a shell's request for completions takes (see build_app).
+    os.environ[COMPLETE_VAR] = f"source_{shell}"
+    build_app()(args=[], prog_name="cntr-sync")
+
+
+def _added_on_use(name: str) -> Callable[[typer.Typer], None]:
+    """Adds the command ``name`` of ``cli_daemon``, importing it first: its import
+    (flag tables, typer options) cost 20 M instructions, 4 % of ``--version``."""
+
+    def add(app: typer.Typer) -> None:
+        import_module("cntr_sync.cli_daemon")  # its @command replaces this entry
+        COMMANDS[name](app)
+
+    return add
+
+
+# The commands that drive a running daemon (cli_daemon), imported when built.
+for _name in ("flush", "pause", "resume", "pair"):
+    COMMANDS.setdefault(_name, _added_on_use(_name))
+
+
+def build_app(command: str | None = None, *, commands: bool = True) -> typer.Typer:
+    """The ``cntr-sync`` app: every command, or only ``command`` if that names one
+    (``commands=False``: none, for ``--version``).
 
     typer turns every command of an app into a click command (signatures, type
     hints, one option object per flag) before it parses a word: 54 M instructions,
@@ -390,19 +572,28 @@ def build_app(command: str | None = None) -> typer.Typer:
         help="Mirror a local directory into an OpenAI container, and bring back what the "
         "model writes.\n\n" + EXIT_CODES_HELP,
         no_args_is_help=True,
-        add_completion=False,
+        # Completion is `cntr-sync completion SHELL` (typer's --install-completion and
+        # --show-completion guess the shell from the parent process). typer answers a
+        # completion script's requests (its variable set) with the classes that
+        # add_completion registers; otherwise they cost every start-up.
+        add_completion=bool(os.environ.get(COMPLETE_VAR)),
+        context_settings=CONTEXT_SETTINGS,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
     )
     app.callback()(_root)
     for name in sorted(COMMANDS, key=_help_position):
-        if command not in COMMANDS or name == command:
+        if commands and (command not in COMMANDS or name == command):
             COMMANDS[name](app)
     return app
 
 
 # The order of ``--help``: a pass and what it shows, looking back, the daemon, the rest.
-_HELP_ORDER = ("sync", "ls", "status", "log", "backups", "restore", "run", "emulator", "config")
+_HELP_ORDER = (
+    *("sync", "ls", "containers", "status", "log", "backups", "restore"),
+    *("run", "flush", "pause", "resume", "pair", "healthcheck"),
+    *("emulator", "completion", "config"),
+)
 
 
 def _help_position(name: str) -> int:
@@ -420,8 +611,12 @@ def _command_named(argv: list[str]) -> str | None:
 def main() -> NoReturn:
     """The console script: runs the command and exits with its status; click's
     usage errors become one line too."""
+    args = sys.argv[1:]
+    named = _command_named(args)
+    # --version alone needs no command: building all eleven would be most of its cost.
+    app = build_app(named, commands=named is not None or "--version" not in args)
     try:
-        result = build_app(_command_named(sys.argv[1:]))(standalone_mode=False)
+        result = app(standalone_mode=False)
     except Exception as exc:
         # typer bundles its own click privately; its exceptions keep click's
         # public interface (exit_code, format_message, show), so match on that.
@@ -444,4 +639,13 @@ def main() -> NoReturn:
 console = main
 
 
-__all__ = ["backups", "build_app", "console", "exit_code_for", "log", "main", "restore"]
+__all__ = [
+    "backups",
+    "build_app",
+    "console",
+    "exit_code_for",
+    "healthcheck",
+    "log",
+    "main",
+    "restore",
+]

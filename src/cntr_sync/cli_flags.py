@@ -38,17 +38,39 @@ from cntr_sync.errors import ConfigError
 
 
 class _Flag(NamedTuple):
-    """How one setting looks on the command line (its spelling is its name's)."""
+    """How one setting looks on the command line (its spelling is its name's).
+
+    ``choices``: the values of a setting that is one of a few words (a ``Literal``
+    in ``models``; ``tests/test_config.py`` checks they agree). ``--help`` shows
+    them as the metavar (``[push|pull|both]``) and completion offers them; they
+    are parsed as text, so a wrong one gets the settings' own one-line error.
+    ``panel``: the group of ``--help`` it is listed in, when not its table's.
+    """
 
     kind: Any  # what typer parses: str, int, float, bool (an on/off pair), Path, list[str]
     help: str
     metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    panel: str | None = None
 
 
-# Each group is a panel of ``--help``, and what a command takes with setting_flags.
+# The groups of ``sync --help``, in the order they are listed (see cli_common.GroupedCommand).
+CONNECTION_PANEL = "Connection"
+WHAT_PANEL = "What to sync"
+SAFETY_PANEL = "Safety"
+OUTPUT_PANEL = "Output"
+DAEMON_PANEL = "Daemon"
+PANELS = (WHAT_PANEL, SAFETY_PANEL, CONNECTION_PANEL, OUTPUT_PANEL, DAEMON_PANEL)
+
+# Each table is what a command takes with setting_flags, and (but for a flag's own
+# ``panel``) a group of ``--help``.
 _CONNECTION_FLAGS = {
     "base_url": _Flag(str, "API root (default $OPENAI_BASE_URL or OpenAI)."),
-    "auth_style": _Flag(str, "bearer, api-key (Azure), x-api-key, x-bf-vk or basic."),
+    "auth_style": _Flag(
+        str,
+        "How the key is sent: Authorization: Bearer, or a gateway's header (api-key: Azure).",
+        choices=("bearer", "api-key", "x-api-key", "x-bf-vk", "basic"),
+    ),
     "api_key_file": _Flag(Path, "File holding the API key (re-read)."),
     "basic_username": _Flag(str, "User name for --auth-style basic."),
     "organization": _Flag(str, "OpenAI-Organization header."),
@@ -68,28 +90,61 @@ _CONNECTION_FLAGS = {
 # What a pass does.
 _SYNC_FLAGS = {
     "state_dir": _Flag(Path, "Where the index lives."),
-    "direction": _Flag(str, "push (default), pull (bring home what the model writes), both."),
-    "conflict": _Flag(str, "Changed on both sides: keep-both, local-wins, remote-wins, newer."),
-    "remote_delete": _Flag(str, "Deleted in the container: restore or propagate."),
+    "direction": _Flag(
+        str,
+        "push (default), pull (bring home what the model writes), both.",
+        choices=("push", "pull", "both"),
+    ),
+    "conflict": _Flag(
+        str,
+        "Changed on both sides: which version wins (keep-both keeps the other as a copy).",
+        choices=("keep-both", "local-wins", "remote-wins", "newer"),
+    ),
+    "remote_delete": _Flag(
+        str,
+        "Deleted in the container: restore it, or delete it here.",
+        choices=("restore", "propagate"),
+    ),
     "remote_prefixes": _Flag(list[str], "Container folder the mirror maps to (repeat).", "PREFIX"),
-    "outside_prefix": _Flag(str, "Model files outside the prefixes: subdir or skip."),
+    "outside_prefix": _Flag(
+        str,
+        "Model files outside the prefixes: into --outside-subdir, or left alone.",
+        choices=("subdir", "skip"),
+    ),
     "outside_subdir": _Flag(str, "Local folder for model files outside the prefixes."),
-    "delete": _Flag(bool, "Delete remote files whose local file is gone."),
-    "delete_unknown": _Flag(bool, "Push: delete container files this tool never wrote."),
-    "delete_excluded": _Flag(bool, "Delete our container copies of excluded paths."),
-    "max_delete": _Flag(str, "Refuse passes deleting more: '10%' of tracked files, or 10."),
+    "delete": _Flag(bool, "Delete remote files whose local file is gone.", panel=SAFETY_PANEL),
+    "delete_unknown": _Flag(
+        bool, "Push: delete container files this tool never wrote.", panel=SAFETY_PANEL
+    ),
+    "delete_excluded": _Flag(
+        bool, "Delete our container copies of excluded paths.", panel=SAFETY_PANEL
+    ),
+    "max_delete": _Flag(
+        str, "Refuse passes deleting more: '10%' of tracked files, or 10.", panel=SAFETY_PANEL
+    ),
+    "create": _Flag(
+        bool,
+        "Create the container when none has its name (--no-create: exit 2 instead).",
+        panel=SAFETY_PANEL,
+    ),
     "follow_symlinks": _Flag(bool, "Follow symlinks."),
     "adopt_verify_max_bytes": _Flag(
         int, "Download files up to this size to match them by content."
     ),
     "concurrency": _Flag(int, "Parallel transfers (default 8)."),
     "expires_after_minutes": _Flag(int, "Idle minutes before a new container expires."),
-    "memory_limit": _Flag(str, "A new container's memory: 1g, 4g, 16g, 64g."),
+    "memory_limit": _Flag(str, "A new container's memory.", choices=("1g", "4g", "16g", "64g")),
     "container_id_file": _Flag(Path, "Write the container id in use to this file."),
-    "backup_dir": _Flag(Path, "Keep local files a pass replaced or deleted here."),
-    "backup_keep_days": _Flag(float, "Days a backup is kept (default 30)."),
-    "backup_max_bytes": _Flag(int, "Bytes of backups kept at most (default 1 GiB)."),
-    "journal_keep_days": _Flag(float, "Days the journal of actions is kept (default 30)."),
+    "backup_dir": _Flag(
+        Path, "Keep local files a pass replaced or deleted here.", panel=SAFETY_PANEL
+    ),
+    "backup_keep_days": _Flag(float, "Days a backup is kept (default 30).", panel=SAFETY_PANEL),
+    "backup_max_bytes": _Flag(
+        int, "Bytes of backups kept at most (default 1 GiB).", panel=SAFETY_PANEL
+    ),
+    "journal_keep_days": _Flag(
+        float, "Days the journal of actions is kept (default 30).", panel=SAFETY_PANEL
+    ),
     "verify_per_listing": _Flag(int, "Files a full listing checks by content (default 5)."),
 }
 _DAEMON_FLAGS = {
@@ -97,6 +152,9 @@ _DAEMON_FLAGS = {
     "flush_timeout": _Flag(float, "Seconds to flush on stop."),
     "pass_deadline": _Flag(float, "Abandon a pass that runs longer (seconds)."),
     "max_parallel_passes": _Flag(int, "Passes of different pairs run at once (default 4)."),
+    "control_socket": _Flag(Path, "The control socket (flush, pause, events)."),
+    "control_token_file": _Flag(Path, "Bearer token opening the control routes on HTTP."),
+    "pairs_dir": _Flag(Path, "One TOML file per pair, watched (default: STATE/pairs.d)."),
 }
 # The settings of a [[pairs]] table only (models.PairDaemonSettings); in
 # one-pair mode, ``run`` builds that table from them.
@@ -105,8 +163,15 @@ _DAEMON_PAIR_FLAGS = {
     "max_delay": _Flag(float, "Longest wait while changes keep coming."),
     "rescan_interval": _Flag(float, "Seconds between full rescans."),
     "remote_poll_interval": _Flag(float, "Seconds between container listings."),
-    "watch": _Flag(str, "auto, native, poll or off."),
+    "watch": _Flag(
+        str,
+        "How changes are noticed: inotify & co (native), polling, or not at all.",
+        choices=("auto", "native", "poll", "off"),
+    ),
     "keepalive": _Flag(bool, "Keep the container alive."),
+    "exec_hook": _Flag(list[str], "After a pass that changed something: run this (repeat).", "ARG"),
+    "webhook_url": _Flag(str, "After a pass that changed something: POST its summary here."),
+    "hook_timeout": _Flag(float, "Seconds a hook may take (default 30)."),
 }
 
 #: The groups a command takes, by setting name.
@@ -114,13 +179,35 @@ CONNECTION = tuple(_CONNECTION_FLAGS)
 SYNC = tuple(_SYNC_FLAGS)
 DAEMON = tuple(_DAEMON_FLAGS)
 DAEMON_PAIR = tuple(_DAEMON_PAIR_FLAGS)
+#: What ``ls DIRECTORY`` needs to say where a container's files map locally.
+PATH_MAPPING = ("state_dir", "remote_prefixes", "outside_prefix", "outside_subdir")
+
+
+def choices_metavar(choices: tuple[str, ...]) -> str:
+    """``[push|pull|both]``: how ``--help`` shows an option that takes one of a few words."""
+    return "[" + "|".join(choices) + "]"
+
+
+def completing(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """Shell completion of one of ``choices`` (typer calls it with the word so far)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
 
 
 def _option(name: str, flag: _Flag, panel: str) -> Any:
     spelling = "--" + name.replace("_", "-")
     if flag.kind is bool:
         spelling += "/--no-" + name.replace("_", "-")
-    option = typer.Option(spelling, help=flag.help, rich_help_panel=panel, metavar=flag.metavar)
+    option = typer.Option(
+        spelling,
+        help=flag.help,
+        rich_help_panel=flag.panel or panel,
+        metavar=choices_metavar(flag.choices) if flag.choices else flag.metavar,
+        autocompletion=completing(flag.choices) if flag.choices else None,
+    )
     return Annotated[flag.kind | None, option]
 
 
@@ -128,12 +215,20 @@ def _option(name: str, flag: _Flag, panel: str) -> Any:
 FLAGS: dict[str, Any] = {
     name: _option(name, flag, panel)
     for panel, group in (
-        ("Connection", _CONNECTION_FLAGS),
-        ("Sync", _SYNC_FLAGS),
-        ("Daemon", _DAEMON_FLAGS),
-        ("Daemon", _DAEMON_PAIR_FLAGS),
+        (CONNECTION_PANEL, _CONNECTION_FLAGS),
+        (WHAT_PANEL, _SYNC_FLAGS),
+        (DAEMON_PANEL, _DAEMON_FLAGS),
+        (DAEMON_PANEL, _DAEMON_PAIR_FLAGS),
     )
     for name, flag in group.items()
+}
+
+#: Setting name -> the values it takes, for the settings that take one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    name: flag.choices
+    for group in (_CONNECTION_FLAGS, _SYNC_FLAGS, _DAEMON_FLAGS, _DAEMON_PAIR_FLAGS)
+    for name, flag in group.items()
+    if flag.choices
 }
 
 #: Flags taking NAME=VALUE, gathered into a mapping.

@@ -31,7 +31,10 @@ from cntr_sync.cli_common import (
     ContainerOpt,
     DebugOpt,
     JsonOpt,
+    QuietOpt,
+    VerboseOpt,
     command,
+    configure_logs,
     load_settings,
     reporter_for,
     reporting,
@@ -73,11 +76,15 @@ def _pair_state(
     container: str | None,
     *,
     debug: bool,
+    verbose: int,
 ) -> Iterator[tuple[Settings, Pair]]:
-    """The start of a command that reads a pair's state: its settings and pair, and
-    every error as one line."""
+    """The start of a command that reads a pair's state: its settings and pair, its
+    logs, and every error as one line."""
     with reporting(reporter, debug=debug):
         settings = load_settings(config, flags)
+        configure_logs(
+            settings, verbose=verbose, quiet=reporter.mode.quiet, debug=debug, log_format=None
+        )
         yield settings, settings.one_shot_pair(directory, container)
 
 
@@ -95,15 +102,33 @@ def log(
         str | None, typer.Option("--since", help="Only from then on: 1h, 2d, 2026-12-07T14:05.")
     ] = None,
     json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Print the running daemon's events as they come."),
+    ] = False,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
-    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason."""
-    reporter = reporter_for("log", json=json_output)
-    with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
-        settings,
-        pair,
+    """What passes did to DIRECTORY's mirror, oldest first: time, action, path, bytes, reason.
+
+    With --follow, what the running daemon does, as it happens, until it stops.
+    """
+    reporter = reporter_for("log", json=json_output, quiet=quiet)
+    if follow:
+        from cntr_sync.cli_daemon import follow_events  # noqa: PLC0415 - only --follow
+
+        with reporting(reporter, debug=debug):
+            follow_events(config, json_output=json_output)
+        raise typer.Exit(EXIT_OK)
+    state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
+    with (
+        state as (
+            settings,
+            pair,
+        )
     ):
         from cntr_sync import journal  # noqa: PLC0415 - see the module docstring
         from cntr_sync.cli_output import human_size  # noqa: PLC0415
@@ -132,15 +157,20 @@ def backups(
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
     """The versions of local files passes replaced or deleted, kept to be restored."""
-    reporter = reporter_for("backups", json=json_output)
-    with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
-        settings,
-        pair,
+    reporter = reporter_for("backups", json=json_output, quiet=quiet)
+    state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
+    with (
+        state as (
+            settings,
+            pair,
+        )
     ):
         from cntr_sync.backups import versions  # noqa: PLC0415 - see the module docstring
         from cntr_sync.cli_output import human_size  # noqa: PLC0415
@@ -162,7 +192,8 @@ def backups(
                 print(
                     f"{version.folder}  {printable(version.relpath)} ({human_size(version.size)})"
                 )
-            reporter.line(f"{len(found)} kept in {kept_in}")
+            if not quiet:
+                reporter.line(f"{len(found)} kept in {kept_in}")
         raise typer.Exit(EXIT_OK)
 
 
@@ -178,15 +209,20 @@ def restore(
         typer.Option("--at", help="The version kept then or before: 1h, 2026-12-07T14:05, ..."),
     ] = None,
     json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
 ) -> None:
     """Put a kept version of PATH back in DIRECTORY; the next sync pushes it."""
-    reporter = reporter_for("restore", json=json_output)
-    with _pair_state(reporter, config, flags, directory, container, debug=debug) as (
-        settings,
-        pair,
+    reporter = reporter_for("restore", json=json_output, quiet=quiet)
+    state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
+    with (
+        state as (
+            settings,
+            pair,
+        )
     ):
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.restoring import restore_kept  # noqa: PLC0415
@@ -199,7 +235,7 @@ def restore(
         if json_output:
             restored = {"path": relpath, "kept": version.folder, "bytes": version.size}
             print(json.dumps({"restored": restored, "exit_code": EXIT_OK, "errors": []}))
-        else:
+        elif not quiet:
             reporter.line(
                 f"restored {printable(relpath)} as kept at {version.folder}; "
                 "the next sync pushes it"

@@ -1,11 +1,14 @@
 """What the command line prints: progress, transfer lines, plans, summaries, listings.
 
-Owns every line the CLI writes about a pass: the progress bar (on a terminal,
-or when asked), one line per transfer with ``-v``, the dry-run plan, warnings
+Owns every line the CLI writes about a pass: the progress bar (on a terminal),
+off a terminal a stats line every ``--stats`` interval (as rclone's ``--stats``),
+one line per transfer with ``-v``, the dry-run plan, warnings
 and failures on stderr, the one-line human summary (always on stderr, terminal
 or not: CI logs are read by people; a dry run's says what a sync would do)
 followed by one line per conflict copy, and the ``--json`` document on stdout.
-``-q`` leaves only errors. Also what ``ls`` and ``status`` print.
+``-q`` leaves only errors. Sizes are IEC units everywhere (KiB, MiB:
+``human_size``). What ``ls``, ``containers``, ``status`` and ``config`` print
+is ``cli_views``'s.
 
 A command's ``--json`` document has one shape whatever happens: the same keys
 on success and on an error that stopped it (a brake, an unreachable API, bad
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -33,7 +38,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn
 
-    from cntr_sync.models import Container, ContainerFile
     from cntr_sync.result import (
         ConflictCopy,
         PassResult,
@@ -55,22 +59,42 @@ def human_size(size: int) -> str:
 
 
 def progress_columns() -> tuple[ProgressColumn, ...]:
+    """The bar's columns; sizes and speed in IEC units, as every other line."""
     from rich.progress import (  # noqa: PLC0415 - only a bar needs rich
         BarColumn,
         DownloadColumn,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text  # noqa: PLC0415
+
+    class SpeedColumn(ProgressColumn):
+        """rich's TransferSpeedColumn speaks SI units (MB/s) only."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_size(int(speed))}/s")
 
     return (
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[files]} files"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        DownloadColumn(binary_units=True),
+        SpeedColumn(),
         TimeRemainingColumn(),
     )
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``1h02m``: an elapsed time in a stats line."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)
@@ -81,9 +105,11 @@ class OutputMode:
     quiet: bool = False
     progress: bool | None = None  # None: a bar on a terminal only
     json: bool = False
+    # Off a terminal, a stats line this often (seconds) during a pass; None: never.
+    stats_every: float | None = None
 
 
-JsonCommand = Literal["sync", "status", "ls", "log", "backups", "restore"]
+JsonCommand = Literal["sync", "status", "ls", "containers", "config", "log", "backups", "restore"]
 
 
 class Reporter:
@@ -110,6 +136,12 @@ class Reporter:
         self._task: Any = None
         self._files_total = 0
         self._files_done = 0
+        self._bytes_total = 0
+        self._bytes_done = 0
+        self._started = time.monotonic()
+        self._planned = False
+        self._stats_stop: threading.Event | None = None
+        self._stats_thread: threading.Thread | None = None
 
     @property
     def err(self) -> Console:
@@ -140,38 +172,85 @@ class Reporter:
 
     # -- the Progress protocol ------------------------------------------------------
 
-    @property
-    def wants_bar(self) -> bool:
-        if self.mode.quiet or self.mode.json:
-            return False
-        if self.mode.progress is not None:
-            return self.mode.progress
+    def _on_terminal(self) -> bool:
         if self._err is not None:
             return self._err.is_terminal
-        stream = self._stderr or sys.stderr
-        return stream.isatty()
+        return (self._stderr or sys.stderr).isatty()
+
+    @property
+    def wants_bar(self) -> bool:
+        """A bar needs a terminal (off one it would draw only a blank line at the end):
+        on a terminal unless --no-progress; off one, --progress means stats lines."""
+        if self.mode.quiet or self.mode.json or self.mode.progress is False:
+            return False
+        return self._on_terminal()
+
+    @property
+    def wants_stats(self) -> bool:
+        """Stats lines: off a terminal, every ``stats_every`` seconds, unless -q or --json."""
+        return (
+            self.mode.stats_every is not None
+            and not (self.mode.quiet or self.mode.json)
+            and not self._on_terminal()
+        )
 
     def __enter__(self) -> Reporter:
+        self._started = time.monotonic()
         if self.wants_bar:
             from rich.progress import Progress  # noqa: PLC0415 - only a bar needs rich
 
             self._bar = Progress(*progress_columns(), console=self.err, transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task("syncing", total=None, files="0/0")
+        elif self.wants_stats:
+            self._stats_stop = threading.Event()
+            self._stats_thread = threading.Thread(
+                target=self._stats_loop, name="cntr-sync-stats", daemon=True
+            )
+            self._stats_thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
+        if self._stats_stop is not None and self._stats_thread is not None:
+            self._stats_stop.set()
+            self._stats_thread.join(timeout=5.0)
+            self._stats_stop = self._stats_thread = None
+
+    def _stats_loop(self) -> None:
+        assert self._stats_stop is not None and self.mode.stats_every is not None
+        while not self._stats_stop.wait(self.mode.stats_every):
+            self._print_err(self.stats_line())
+
+    def stats_line(self) -> str:
+        """``cntr-sync: stats: 3/10 transfers, 1.2 MiB/4.0 MiB (30%), 512.0 KiB/s, 2m05s
+        elapsed, ETA 5s``: where a pass is, for a log read while it runs (the bytes
+        of finished transfers)."""
+        elapsed = time.monotonic() - self._started
+        if not self._planned:
+            return f"{PREFIX}: stats: scanning and listing, {duration(elapsed)}"
+        share = self._bytes_done * 100 // self._bytes_total if self._bytes_total else 100
+        speed = self._bytes_done / elapsed if elapsed > 0 else 0.0
+        left = self._bytes_total - self._bytes_done
+        eta = f", ETA {duration(left / speed)}" if speed > 0 and left > 0 else ""
+        return (
+            f"{PREFIX}: stats: {self._files_done}/{self._files_total} transfers, "
+            f"{human_size(self._bytes_done)}/{human_size(self._bytes_total)} ({share}%), "
+            f"{human_size(int(speed))}/s, {duration(elapsed)} elapsed{eta}"
+        )
 
     def start(self, files: int, total_bytes: int) -> None:
         self._files_total, self._files_done = files, 0
+        self._bytes_total, self._bytes_done = total_bytes, 0
+        self._planned = True
         if self._bar is not None:
             self._bar.update(self._task, total=max(total_bytes, 1), files=f"0/{files}")
 
     def advance(self, event: TransferEvent) -> None:
         self._files_done += 1
+        self._bytes_done += event.bytes
         if self._bar is not None:
             self._bar.update(
                 self._task,
@@ -208,88 +287,6 @@ class Reporter:
         self._print_err(human_summary(synced))
         for copy in synced.conflict_copies:
             self._print_err(conflict_line(copy))
-
-    # -- the commands that are not a pass -------------------------------------------
-
-    def listing(self, container: Container, files: list[ContainerFile]) -> None:
-        """``ls``: the JSON document; on a pipe whole tab-separated lines (paths
-        escaped: easy to cut and grep); on a terminal a table."""
-        if self.mode.json:
-            listed = [
-                {
-                    "id": f.id,
-                    "source": f.source,
-                    "bytes": f.bytes,
-                    "path": f.path,
-                    "created_at": f.created_at,
-                }
-                for f in files
-            ]
-            document = {"container_id": container.id, "files": listed}
-            print(json.dumps({**document, "exit_code": 0, "errors": []}))
-            return
-        rows = [
-            (f.source, "-" if f.bytes is None else str(f.bytes), printable(f.path), f.id)
-            for f in sorted(files, key=lambda f: f.path)
-        ]
-        if not self.out.is_terminal:
-            for row in rows:
-                print("\t".join(row))
-            return
-        from rich.table import Table  # noqa: PLC0415 - a terminal only
-        from rich.text import Text  # noqa: PLC0415
-
-        title = f"{printable(container.name)} ({container.id}): {len(rows)} files"
-        table = Table(box=None, title=title)
-        table.add_column("source")
-        table.add_column("bytes", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("id", no_wrap=True)
-        for row in rows:
-            # Paths come from the model: never let rich read them as markup.
-            table.add_row(*(Text(cell) for cell in row))
-        self.out.print(table)
-
-    def status(
-        self, known: dict[str, Any], would: dict[str, int], warnings: list[str], exit_code: int
-    ) -> None:
-        """``status``: what the index knows (``known``) and what a sync would do."""
-        if self.mode.json:
-            document = {"index": known, "would": would, "warnings": warnings}
-            print(json.dumps({**document, "exit_code": exit_code, "errors": []}))
-            return
-        keeps = {True: "yes", False: "no (matched by content)", None: "not known yet"}
-        lines = [
-            ("directory", known["root"]),
-            ("container", f"{known['container']} ({known['container_id'] or 'not created yet'})"),
-            ("direction", known["direction"]),
-            ("files in sync", known["tracked_files"]),
-            ("uploads whose answer was lost", known["pending_uploads"]),
-            ("old remote versions still to delete", known["pending_deletes"]),
-            ("downloads waiting to be retried", known["failed_downloads"]),
-            ("server keeps upload names", keeps[known["server_keeps_names"]]),
-            ("index", known["index_path"]),
-        ]
-        for label, value in lines:
-            print(f"{label}: {value}")
-        copies = known.get("conflict_copies", [])
-        if copies:
-            print(f"conflict copies in the tree: {len(copies)}")
-            for copy in copies:
-                whose = "the container's" if copy["holds"] == "container" else "the local"
-                print(f"  {printable(copy['copy'])} ({whose} version of {printable(copy['path'])})")
-        counted = ", ".join(
-            f"{count} {what.replace('_', ' ')}"
-            for what, count in would.items()
-            if count and not what.startswith("bytes")
-        )
-        print(
-            f"a sync would: {counted or 'do nothing'} "
-            f"({human_size(would['bytes'])} to upload, "
-            f"{human_size(would['bytes_download'])} to download)"
-        )
-        for warning in warnings:
-            self.line(f"warning: {warning}")
 
     def line(self, text: str) -> None:
         self._print_err(f"{PREFIX}: {text}")
@@ -458,6 +455,16 @@ def error_document(
     under ``errors``."""
     if command == "ls":
         return {"container_id": None, "files": [], "exit_code": exit_code, "errors": [error]}
+    if command == "containers":
+        return {"containers": [], "exit_code": exit_code, "errors": [error]}
+    if command == "config":
+        return {
+            "config_file": None,
+            "config_origin": None,
+            "settings": None,
+            "exit_code": exit_code,
+            "errors": [error],
+        }
     if command in ("log", "backups", "restore"):
         empty: dict[str, dict[str, Any]] = {
             "log": {"entries": []},
@@ -488,12 +495,16 @@ def _summary_parts(result: SyncResult, exit_code: int) -> tuple[dict[str, Any], 
 def print_plan(console: Console, synced: SyncResult, result: PassResult) -> None:
     if result.container_id is None or result.container_recreated:
         console.print("create container (none running with this name)", markup=False)
-    labels = {"delete-local": "delete local", "replace": "replace", "upload": "upload "}
-    for action in synced.planned:
-        label = labels.get(action.action, action.action)
+    labels = [action.action.replace("-", " ") for action in synced.planned]
+    # The paths start in one column: the labels padded to the widest this plan uses
+    # (at least "replace", so a plan of uploads reads "upload  a.txt" as it always has).
+    width = max((len(label) for label in labels), default=0)
+    width = max(width, len("replace"))
+    for label, action in zip(labels, synced.planned, strict=True):
         size = "" if action.bytes is None else f"{human_size(action.bytes)}, "
         if action.action == "download" and action.bytes is None:
             size = "size unknown, "
-        console.print(f"{label} {printable(action.path)} ({size}{action.reason})", markup=False)
+        line = f"{label.ljust(width)} {printable(action.path)} ({size}{action.reason})"
+        console.print(line, markup=False)
     if not synced.planned:
         console.print("nothing to do: both sides are in sync", markup=False)

@@ -208,6 +208,13 @@ class Settings(BaseSettings, PairSyncSettings):
     flush_timeout: Annotated[float, Field(ge=0)] = 10.0
     # The daemon starts no new transfer in a pass older than this; the next pass goes on.
     pass_deadline: Seconds = 3600.0
+    # The control surface (docs/control.md): the Unix socket (None: in
+    # $RUNTIME_DIRECTORY, else the state directory), the bearer token that opens the
+    # control routes on http_listen too, and the directory of one TOML file per pair
+    # (None: pairs.d in the state directory).
+    control_socket: ConfigPath | None = None
+    control_token_file: ConfigPath | None = None
+    pairs_dir: ConfigPath | None = None
     # Passes of different pairs the daemon runs at once; the rest wait their turn.
     max_parallel_passes: Annotated[int, Field(ge=1, le=64)] = 4
 

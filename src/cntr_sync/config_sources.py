@@ -1,6 +1,9 @@
 """How ``Settings.load`` reads its layers and explains what is wrong with them.
 
-Owns the loading machinery behind ``cntr_sync.config``: reading the ``--config``
+Owns the loading machinery behind ``cntr_sync.config``: which file a command
+reads (``find_config_file``: ``--config``, else ``CNTR_SYNC_CONFIG``, else the
+default file if there is one; the library's ``Settings.load`` takes a file only
+when given one), reading that
 TOML file (its relative paths anchored next to it), reading the ``CNTR_SYNC_*``
 variables from an injected mapping, handing both to pydantic-settings as plain
 sources through a context variable that ``Settings.settings_customise_sources``
@@ -29,8 +32,9 @@ import json
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -40,9 +44,11 @@ from cntr_sync.errors import ConfigError
 from cntr_sync.logs import get_logger
 
 ENV_PREFIX = "CNTR_SYNC_"
+#: The config file a command reads when not given --config.
+CONFIG_ENV: Final = "CNTR_SYNC_CONFIG"
 # CNTR_SYNC_* names that are not settings but belong to the CLI; every other
 # unknown CNTR_SYNC_* variable is a typo and is refused rather than ignored.
-RESERVED_ENV_NAMES = frozenset({"CNTR_SYNC_CONFIG"})
+RESERVED_ENV_NAMES = frozenset({CONFIG_ENV})
 # What the kubelet injects for every Service in the namespace (Docker links had
 # the same shapes): a Service named "cntr-sync" gives CNTR_SYNC_SERVICE_HOST,
 # CNTR_SYNC_SERVICE_PORT[_<PORT NAME>], CNTR_SYNC_PORT and
@@ -67,7 +73,10 @@ _SERVICE_URL = re.compile(
 log = get_logger("cntr_sync.config")
 # Path fields that a TOML file may give relative to its own directory.
 # api_key_file is not here: it looks in $CREDENTIALS_DIRECTORY first.
-_FILE_RELATIVE_PATHS = ("state_dir", "local", "ca_bundle", "container_id_file", "backup_dir")
+_FILE_RELATIVE_PATHS = (
+    *("state_dir", "local", "ca_bundle", "container_id_file", "backup_dir"),
+    *("control_socket", "control_token_file", "pairs_dir"),
+)
 _PAIR_FILE_RELATIVE_PATHS = ("local", "container_id_file", "backup_dir")
 
 _S = TypeVar("_S", bound=BaseSettings)
@@ -150,6 +159,56 @@ def build(
 
 
 # -- the file ----------------------------------------------------------------------------
+
+ConfigOrigin = Literal["--config", "CNTR_SYNC_CONFIG", "default", "none"]
+
+
+@dataclass(frozen=True)
+class FoundConfig:
+    """The config file a command reads, and what named it (``none``: no file)."""
+
+    path: Path | None
+    origin: ConfigOrigin
+
+    def describe(self) -> str:
+        """``/etc/cntr-sync.toml (from CNTR_SYNC_CONFIG)``, for ``cntr-sync config``."""
+        if self.path is None:
+            return "none (no --config, no CNTR_SYNC_CONFIG, no default file)"
+        origin = "the default location" if self.origin == "default" else self.origin
+        return f"{self.path} (from {origin})"
+
+
+def default_config_file(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/cntr-sync/config.toml``, else ``~/.config/cntr-sync/config.toml``."""
+    xdg = environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "cntr-sync" / "config.toml"
+    home = environ.get("HOME")
+    return (Path(home) if home else Path.home()) / ".config" / "cntr-sync" / "config.toml"
+
+
+def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> FoundConfig:
+    """``explicit`` (``--config``), else the file ``CNTR_SYNC_CONFIG`` names (it must
+    exist), else the default file when it exists, else no file (as rclone and aws)."""
+    if explicit is not None:
+        return FoundConfig(explicit, "--config")
+    named = environ.get(CONFIG_ENV, "").strip()
+    if named:
+        try:
+            path = Path(named).expanduser()
+            present = path.is_file()
+        except (RuntimeError, OSError):  # "~nobody/...", a name too long
+            path, present = Path(named), False
+        if not present:
+            raise ConfigError(f"environment {CONFIG_ENV}: config file not found: {path}")
+        return FoundConfig(path, "CNTR_SYNC_CONFIG")
+    default = default_config_file(environ)
+    try:
+        present = default.is_file()
+    except OSError:  # unreadable home: as if there were none
+        present = False
+    return FoundConfig(default, "default") if present else FoundConfig(None, "none")
 
 
 class ConfigFile:

@@ -2,8 +2,11 @@
 
 Owns the container lifecycle of a pass and the one lookup rule every command
 uses (``find_container``: by id, else the newest running container with that
-name): resolving the pair's container (the indexed id, else found, else a new
-one); creating without making a duplicate when a create's answer is lost;
+name; a spec not shaped like an id is looked up by name first, so finding a
+container by its name costs no 404): resolving the pair's container (the
+indexed id, else found, else a new one, never when the pair says ``create =
+false``, and announced at the default level: ``new container "NAME"
+created``); creating without making a duplicate when a create's answer is lost;
 confirming a container is really gone before abandoning it (and the index of
 it); replacing an expired one; claiming it in the index; and publishing its
 id to the pair's id file, atomically.
@@ -30,6 +33,7 @@ from cntr_sync.errors import (
 from cntr_sync.index import Index
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, Pair
+from cntr_sync.remote_paths import printable
 
 log = get_logger("cntr_sync.containers")
 
@@ -72,6 +76,7 @@ class ContainerResolver:
                         "a value shaped like an id is never used as a name"
                     )
                 if dry_run:
+                    self.refuse_to_create(self._name_for_new())
                     return None
                 found = self._create(self._name_for_new())
                 result.container_created = True
@@ -113,7 +118,21 @@ class ContainerResolver:
         return self.index.container_name or self.pair.container
 
     def _create(self, name: str) -> Container:
+        self.refuse_to_create(name)
         log.info("creating container", name=name)
+        made = self._create_once(name)
+        log.notice(f'new container "{printable(name)}" created', container_id=made.id)
+        return made
+
+    def refuse_to_create(self, name: str) -> None:
+        """ConfigError when the pair says ``create = false``: a dry run asks too."""
+        if not self.pair.create:
+            raise ConfigError(
+                f"no container named {name!r}, and create = false (--no-create) "
+                "lets no pass create one"
+            )
+
+    def _create_once(self, name: str) -> Container:
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
                 return self.client.create_container(
@@ -161,13 +180,21 @@ def find_container(client: ContainersClient, spec: str) -> Container | None:
     A container found by id that is no longer running stands for its name: the
     newest running container with that name is used instead (it replaced the
     expired one), else None.
+
+    A spec shaped like an OpenAI id is retrieved first; any other is looked up by
+    name first (one listing, and no 404 counted against the server for asking
+    by id), then, when no container has that name, retrieved by id after all:
+    a gateway's ids may have another shape.
     """
+    by_name_first = not looks_like_an_id(spec)
+    if by_name_first and (named := newest_running(client, spec)) is not None:
+        return named
     try:
         found: Container | None = client.retrieve_container(spec)
     except (NotFoundError, BadRequestError):
         found = None
     if found is None:
-        return newest_running(client, spec)
+        return None if by_name_first else newest_running(client, spec)
     if found.is_running:
         return found
     return newest_running(client, found.name) if found.name else None

@@ -17,8 +17,11 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, ValuesView
 
-from cntr_sync.models import IndexEntry
+from cntr_sync.models import IndexEntry, Origin
 from cntr_sync.plan_inputs import IndexEntries
+
+# An entry's fields, in ``IndexEntry``'s order.
+EntryRow = tuple[str, str, str, int, int, str, float, Origin, int | None, int | None]
 
 
 class EntryTable(IndexEntries):
@@ -63,17 +66,56 @@ class EntryTable(IndexEntries):
         self._remote_sizes: list[int | None] = []
         self._created: list[int | None] = []
 
+    @classmethod
+    def from_rows(cls, rows: Iterable[EntryRow]) -> EntryTable:
+        """The table of ``rows`` (an ``IndexEntry``'s fields, in its order), without an
+        ``IndexEntry`` a row: how the index loads a whole container's entries."""
+        table = cls()
+        unsorted = False
+        for row in rows:
+            if table._relpaths and row[0] <= table._relpaths[-1]:
+                unsorted = True
+            table._append_row(*row)
+        # Out of order: sorted and made unique, as the constructor does.
+        return cls(table.values()) if unsorted else table
+
     def _append(self, entry: IndexEntry) -> None:
-        self._relpaths.append(entry.relpath)
-        self._remote_ids.append(entry.remote_id)
-        self._remote_paths.append(entry.remote_path)
-        self._sizes.append(entry.size)
-        self._mtimes.append(entry.mtime_ns)
-        self._hashes.append(entry.hash)
-        self._synced.append(entry.synced_at)
-        self._origins.append(1 if entry.origin == "pull" else 0)
-        self._remote_sizes.append(entry.remote_size)
-        self._created.append(entry.remote_created_at)
+        self._append_row(
+            entry.relpath,
+            entry.remote_id,
+            entry.remote_path,
+            entry.size,
+            entry.mtime_ns,
+            entry.hash,
+            entry.synced_at,
+            entry.origin,
+            entry.remote_size,
+            entry.remote_created_at,
+        )
+
+    def _append_row(
+        self,
+        relpath: str,
+        remote_id: str,
+        remote_path: str,
+        size: int,
+        mtime_ns: int,
+        digest: str,
+        synced_at: float,
+        origin: Origin,
+        remote_size: int | None,
+        remote_created_at: int | None,
+    ) -> None:
+        self._relpaths.append(relpath)
+        self._remote_ids.append(remote_id)
+        self._remote_paths.append(remote_path)
+        self._sizes.append(size)
+        self._mtimes.append(mtime_ns)
+        self._hashes.append(digest)
+        self._synced.append(synced_at)
+        self._origins.append(1 if origin == "pull" else 0)
+        self._remote_sizes.append(remote_size)
+        self._created.append(remote_created_at)
 
     def _row(self, relpath: object) -> int | None:
         if not isinstance(relpath, str):

@@ -9,6 +9,7 @@ messages are built from status codes, server messages and ids, and
 
     CntrSyncError                      base; .message is one line
     ├── ConfigError                    bad settings file, key or value (exit 2)
+    │   └── UnknownPairError           the daemon runs no pair of that name
     ├── LocalError                     the local tree: unreadable file, missing root
     ├── LockedError                    another run holds this pair's lock (exit 3)
     ├── SafetyBrakeError               a brake refused the pass (exit 3)
@@ -132,6 +133,10 @@ class CntrSyncError(Exception):
 
 class ConfigError(CntrSyncError):
     """A settings file, key or value is wrong; the message names which."""
+
+
+class UnknownPairError(ConfigError):
+    """No running pair has this name (the daemon's control surface)."""
 
 
 class LocalError(CntrSyncError):

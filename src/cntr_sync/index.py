@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cntr_sync.entry_table import EntryTable
+from cntr_sync.entry_table import EntryRow, EntryTable
 from cntr_sync.errors import LocalError
 from cntr_sync.hashcache import SqliteHashCache
 from cntr_sync.index_file import (
@@ -248,7 +248,7 @@ class Index:
     def entry_table(self, local: Mapping[str, LocalFile], listing: Listing) -> EntryTable:
         """``entries(local, listing)`` as an ``EntryTable``: the same entries in columns
         (~100 B an entry less), for a full pass, which holds them all while it plans."""
-        return EntryTable(self._shared_entries(local, listing, ordered=True))
+        return EntryTable.from_rows(self._shared_rows(local, listing, ordered=True))
 
     def _shared_entries(
         self,
@@ -258,7 +258,18 @@ class Index:
         ordered: bool = False,
     ) -> Iterator[IndexEntry]:
         """The entries, row by row, sharing ``local``'s and ``listing``'s objects
-        (``_shared_entry``); by relpath if ``ordered``."""
+        (``_shared_row``); by relpath if ``ordered``."""
+        for row in self._shared_rows(local, listing, ordered=ordered):
+            yield IndexEntry(*row)
+
+    def _shared_rows(
+        self,
+        local: Mapping[str, LocalFile] | None,
+        listing: Listing | None,
+        *,
+        ordered: bool = False,
+    ) -> Iterator[EntryRow]:
+        """``_shared_entries``' fields, row by row (``_shared_row``)."""
         share = listing.shared if listing is not None else _as_given
         seen = (local or {}).get
         # Files uploaded in the same second share one creation time object.
@@ -270,7 +281,7 @@ class Index:
                 (self.container_id,),
             )
             for row in cursor:
-                yield _shared_entry(row, seen(row[0]), share, times)
+                yield _shared_row(row, seen(row[0]), share, times)
         except sqlite3.Error as exc:
             raise db_error(self._path, exc) from exc
 
@@ -556,14 +567,14 @@ def _insert_pending_delete(
 # -- opening -----------------------------------------------------------------------
 
 
-def _shared_entry(
+def _shared_row(
     row: tuple[Any, ...],
     local: LocalFile | None,
     share: Callable[[str, str], tuple[str, str]],
     times: dict[int | None, int | None],
-) -> IndexEntry:
-    """The entry of one row (``_ENTRY_COLUMNS``), holding the objects of ``local`` and
-    of the listing (``share``) wherever they are equal to its own."""
+) -> EntryRow:
+    """The entry fields of one row (``_ENTRY_COLUMNS``), holding the objects of ``local``
+    and of the listing (``share``) wherever they are equal to its own."""
     (
         relpath,
         remote_id,
@@ -582,7 +593,7 @@ def _shared_entry(
         size = local.size if local.size == size else size
         mtime_ns = local.mtime_ns if local.mtime_ns == mtime_ns else mtime_ns
     remote_id, remote_path = share(remote_id, remote_path)
-    return IndexEntry(
+    return (
         relpath,
         remote_id,
         remote_path,

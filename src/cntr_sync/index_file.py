@@ -3,7 +3,8 @@
 Owns: the statements that take the schema from each version to the next
 (``PRAGMA user_version``), the file's name per pair (``index_path``), creating it
 0600, opening it in WAL mode, a private copy for readers that must not write
-(``status``), the single ``meta`` row, transactions, and turning sqlite3 errors
+(``status``), the single ``meta`` row (and ``indexed_pairs``: every file's, read
+only), transactions, and turning sqlite3 errors
 into a ``LocalError`` that names the file. ``index.Index`` is everything a pass
 asks of the file.
 
@@ -19,6 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -293,3 +295,33 @@ def db_error(path: Path, exc: sqlite3.Error) -> LocalError:
             path=str(path),
         )
     return LocalError(f"index {path} failed: {exc}", path=str(path))
+
+
+@dataclass(frozen=True)
+class IndexedPair:
+    """What one index file says about its pair (its ``meta`` row)."""
+
+    path: Path
+    base_url: str
+    root: str
+    container_id: str | None
+
+
+def indexed_pairs(state_dir: Path) -> list[IndexedPair]:
+    """The pair and container of every index file in ``state_dir``, read without
+    writing (``cntr-sync containers``); a file that cannot be read is left out."""
+    found: list[IndexedPair] = []
+    for path in sorted(state_dir.glob("*.sqlite")):
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+            try:
+                row = conn.execute(
+                    "SELECT base_url, root, container_id FROM meta WHERE id = 1"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue
+        if row is not None:
+            found.append(IndexedPair(path, *row))
+    return found

@@ -72,10 +72,18 @@ def new_pass_id(now: float) -> str:
 class Journal:
     """The rows of one pass, written through the pair's index (thread: its recorder's)."""
 
-    def __init__(self, db: Database, pass_id: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        pass_id: str,
+        clock: Callable[[], float],
+        listener: Callable[[JournalEntry], None] | None = None,
+    ) -> None:
+        """``listener`` hears each row once it is written (the daemon's events)."""
         self._db = db
         self.pass_id = pass_id
         self._clock = clock
+        self._listener = listener
         self._made = False
         self.entries: list[JournalEntry] = []
 
@@ -115,6 +123,8 @@ class Journal:
                 ),
             )
         self.entries.append(entry)
+        if self._listener is not None:
+            self._listener(entry)
         return entry
 
 

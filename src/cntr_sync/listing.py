@@ -21,6 +21,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, ValuesView
+from itertools import compress
 
 from cntr_sync.models import RemoteFile
 from cntr_sync.names import remote_names
@@ -164,8 +165,10 @@ class _SortedIds:
             return self._rows[at]
         return None
 
-    def is_first(self, row: int) -> bool:
-        return bool(self._first[row])
+    @property
+    def first_rows(self) -> bytearray:
+        """A byte a row, 1 where the row is the first of its id (read only)."""
+        return self._first
 
 
 class RemoteById(RemoteFiles):
@@ -203,6 +206,10 @@ class RemoteById(RemoteFiles):
     def __iter__(self) -> Iterator[str]:
         return (self._listing.file_id(row) for row in self._first_rows())
 
+    def ids_and_rows(self) -> Iterator[tuple[str, int]]:
+        ids, first = self._listing._ids, self._lookup.first_rows
+        return zip(compress(ids, first), compress(range(len(ids)), first), strict=True)
+
     def __len__(self) -> int:
         return self._lookup.count
 
@@ -210,8 +217,7 @@ class RemoteById(RemoteFiles):
         return _Values(self)
 
     def _first_rows(self) -> Iterator[int]:
-        is_first = self._lookup.is_first
-        return (row for row in range(len(self._listing)) if is_first(row))
+        return compress(range(len(self._listing)), self._lookup.first_rows)
 
 
 class _Values(ValuesView[RemoteFile]):

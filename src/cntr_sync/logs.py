@@ -11,6 +11,10 @@ our own rather than a ``structlog.stdlib`` bound logger: ``import structlog``
 loads its console renderer, tracebacks and rich (70-100 ms), which importing
 ``cntr_sync`` and every command would pay.
 
+Levels are the stdlib's and ``NOTICE`` (25, between info and warning, as
+rclone's): what a command says at its default level without it being a
+problem (``new container "box" created``).
+
 ``configure`` is for the CLI and the daemon only: one handler on the root
 logger whose formatter is structlog's ``ProcessorFormatter``, so structlog's
 processors render every record, ours and other libraries' (httpx, watchdog):
@@ -19,7 +23,9 @@ the fields, level, an ISO timestamp, the logger's name for records not under
 (a last line of defence behind the error tree's redaction), then ``JSONRenderer``
 or ``ConsoleRenderer`` by ``log_format`` ("auto": JSON when the stream is not a
 terminal). structlog is imported with the first line drawn, so a command that
-logs nothing does not pay for it.
+logs nothing does not pay for it. A one-shot command (``cli_prefix``) writes its
+notices, warnings and errors as its own lines (``cntr-sync: warning: ...``,
+like the rest of its output); only the ``-v`` and ``-vv`` lines are structlog's.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
 LOGGER_NAME = "cntr_sync"
+#: Where ``retries`` logs each wait (``configure(retries=False)`` keeps it to debug logs).
+RETRIES_LOGGER = "cntr_sync.retries"
+#: Said at a command's default level, not a problem (see the module docstring).
+#: Its name is registered by ``configure`` only: an embedding program's levels are its own.
+NOTICE = 25
 LogFormat = Literal["auto", "console", "json"]
 # The key fields ride under on a LogRecord (its own attributes must not be overwritten).
 RECORD_FIELD = "cntr_sync"
@@ -71,6 +82,9 @@ class KeyValueLogger:
 
     def info(self, event: str, **fields: Any) -> None:
         self._emit(logging.INFO, event, fields, fields.pop("exc_info", None))
+
+    def notice(self, event: str, **fields: Any) -> None:
+        self._emit(NOTICE, event, fields, fields.pop("exc_info", None))
 
     def warning(self, event: str, **fields: Any) -> None:
         self._emit(logging.WARNING, event, fields, fields.pop("exc_info", None))
@@ -163,6 +177,25 @@ class _FirstLineFormatter(logging.Formatter):
         return self._formatter.format(record)
 
 
+class _CommandLineFormatter(logging.Formatter):
+    """A one-shot command's notices, warnings and errors as its own lines
+    (``cntr-sync: warning: rescan failed pair=docs``); lower levels go to ``detail``."""
+
+    def __init__(self, prefix: str, detail: logging.Formatter) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._detail = detail
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < NOTICE:
+            return self._detail.format(record)
+        level = "" if record.levelno == NOTICE else f"{record.levelname.lower()}: "
+        line = f"{self._prefix}: {level}{redact(record.getMessage())}"
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
+
+
 class _CurrentStderr(io.TextIOBase):
     """Whatever ``sys.stderr`` is at the time of each write: a progress bar that
     redirects it shows log lines above the bar instead of through it."""
@@ -183,15 +216,25 @@ def configure(
     quiet: bool = False,
     log_format: LogFormat = "auto",
     stream: TextIO | None = None,
+    cli_prefix: str | None = None,
+    retries: bool = True,
 ) -> None:
     """Route every log record of this process to ``stream`` (the CLI's and daemon's setup).
 
-    ``verbose``: 0 warnings, 1 info, 2+ debug; ``quiet``: errors only.
+    ``verbose``: 0 notices, 1 info, 2+ debug; ``quiet``: errors only. ``cli_prefix``
+    (console lines only): notices and above as the command's own lines, so prefixed.
+    ``retries``: each retry's wait at info level too (else only at debug, -vv).
     """
+    logging.addLevelName(NOTICE, "NOTICE")
     target: TextIO = stream or cast(TextIO, _CurrentStderr())
     json_lines = log_format == "json" or (log_format == "auto" and not target.isatty())
+    formatter: logging.Formatter = _FirstLineFormatter(
+        json_lines=json_lines, colors=target.isatty()
+    )
+    if cli_prefix is not None and not json_lines:
+        formatter = _CommandLineFormatter(cli_prefix, formatter)
     handler = logging.StreamHandler(target)
-    handler.setFormatter(_FirstLineFormatter(json_lines=json_lines, colors=target.isatty()))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -199,8 +242,10 @@ def configure(
     root.setLevel(logging.WARNING)
     level = logging.ERROR if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
     if not quiet and verbose == 0:
-        level = logging.WARNING
+        level = NOTICE
     logging.getLogger(LOGGER_NAME).setLevel(level)
+    waits = logging.getLogger(RETRIES_LOGGER)
+    waits.setLevel(logging.NOTSET if retries or level <= logging.DEBUG else logging.WARNING)
     # httpx logs every request at INFO, with URLs: far too chatty for a sync loop.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -22,6 +22,13 @@ Series (all per ``pair`` unless noted):
     cntr_sync_last_success_timestamp_seconds{pair}         gauge, unix time
     cntr_sync_container_recreations_total{pair}            counter
     cntr_sync_pair_up{pair}                                gauge, 1 healthy / 0 not
+    cntr_sync_pair_paused{pair}                            gauge, 1 paused (cntr-sync pause)
+    cntr_sync_hook_runs_total{pair,hook,result}            exec|webhook, ok|failed
+
+No ``*_created`` series: they double the series count, and Prometheus reads a
+counter's start from its own scrapes. prometheus_client's switch for that
+(``disable_created_metrics``, public API) is process-wide; only the daemon makes a
+``Metrics``, and ``cntr-sync run`` is a process of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from __future__ import annotations
 import threading
 from typing import Literal, TypeVar, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -57,6 +70,7 @@ class Metrics:
     """Every cntr-sync series in one private registry; thread-safe."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
         # Which labelled children exist per pair, so forget_pair removes all of
@@ -133,6 +147,19 @@ class Metrics:
             registry=registry,
         )
 
+        self._paused = Gauge(
+            "cntr_sync_pair_paused",
+            "1 while the pair is paused (cntr-sync pause), 0 otherwise.",
+            ["pair"],
+            registry=registry,
+        )
+        self._hook_runs = Counter(
+            "cntr_sync_hook_runs",
+            "Hooks run after a pass that changed something, by kind and result.",
+            ["pair", "hook", "result"],
+            registry=registry,
+        )
+
     def record_request(self, operation: str, status: int | None) -> None:
         """Count one API request; ``status`` None means no HTTP answer at all."""
         self._requests.labels(operation, "error" if status is None else str(status)).inc()
@@ -190,6 +217,16 @@ class Metrics:
         self._ensure_pair(pair)
         self._child(self._pair_up, pair).set(1 if up else 0)
 
+    def set_paused(self, pair: str, paused: bool) -> None:
+        """Set whether ``pair`` is paused (1) or not (0)."""
+        self._ensure_pair(pair)
+        self._child(self._paused, pair).set(1 if paused else 0)
+
+    def record_hook(self, pair: str, hook: Literal["exec", "webhook"], ok: bool) -> None:
+        """Count one hook run of ``pair`` that succeeded or failed."""
+        self._ensure_pair(pair)
+        self._child(self._hook_runs, pair, hook, "ok" if ok else "failed").inc()
+
     def forget_pair(self, pair: str) -> None:
         """Remove every series of ``pair``, e.g. when a reload drops it."""
         with self._lock:
@@ -218,6 +255,7 @@ class Metrics:
         self._child(self._recreations, pair)
         self._child(self._conflicts, pair)
         self._child(self._pass_duration, pair)
+        self._child(self._paused, pair)
 
     def _child(self, metric: _M, pair: str, *rest: str) -> _M:
         labelvalues = (pair, *rest)

@@ -123,6 +123,12 @@ def _subdirectory(value: object) -> object:
     return value
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("http_url", "must be an http:// or https:// URL")
+    return value
+
+
 def _some_prefix(value: tuple[str, ...]) -> tuple[str, ...]:
     if not value:
         raise PydanticCustomError("prefixes", "name at least one remote prefix")
@@ -147,6 +153,7 @@ RemotePrefixes = Annotated[
     tuple[Annotated[str, BeforeValidator(_remote_prefix)], ...], AfterValidator(_some_prefix)
 ]
 Subdirectory = Annotated[str, BeforeValidator(_subdirectory)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 # -- a pair's settings, declared once ---------------------------------------------------
 #
@@ -191,6 +198,9 @@ class PairSyncSettings(BaseModel):
     adopt_verify_max_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
     max_delete: MaxDelete = DeleteLimit(percent=50.0)
     follow_symlinks: bool = False
+    # False: a pass whose container cannot be found stops (exit 2) instead of creating
+    # one, so a mistyped name never becomes a new container that gets every file.
+    create: bool = True
     expires_after_minutes: ExpiryMinutes = 20
     memory_limit: MemoryLimit | None = None
     container_id_file: ConfigPath | None = None
@@ -217,6 +227,11 @@ class PairDaemonSettings(BaseModel):
     remote_poll_interval: Seconds = 60.0
     watch: WatchMode = "auto"
     keepalive: bool = False
+    # Called after a pass that changed something, with the pass summary as JSON on
+    # stdin / as the POST body (hooks.py); off the pass's thread, one at a time.
+    exec_hook: tuple[NonEmpty, ...] = ()  # argv, run without a shell
+    webhook_url: HttpUrl | None = None
+    hook_timeout: Seconds = 30.0
 
     @field_validator("max_delay")
     @classmethod

@@ -174,9 +174,9 @@ def _ours_by_name(
     if prefix is None:
         prefix = infer_prefix(r.path for r in user)
     ours: set[str] = set()
-    by_name = _unindexed_uploads_by_name(user, owned, policy, prefix)
+    by_name = _unindexed_uploads_by_name(remote, user, owned, policy, prefix, local)
     for relpath in index.keys() | intents.keys():
-        ours.update(r.id for r in by_name.get(canonical(upload_name(relpath)), []))
+        ours.update(r.id for r in by_name.get(canonical(upload_name(relpath))))
     if by_name:
         # A local file with no history and an upload of its name, size and time: ours
         # (a lost index), recovered by the push side as pushed, not pulled and compared.
@@ -184,7 +184,7 @@ def _ours_by_name(
             if relpath not in index and relpath not in intents:
                 ours.update(
                     r.id
-                    for r in by_name.get(canonical(upload_name(relpath)), [])
+                    for r in by_name.get(canonical(upload_name(relpath)))
                     if _size_matches(r, file.size) and _not_older_than(r, file)
                 )
     nested = {
@@ -234,7 +234,7 @@ def _plan_push(
     if prefix is None:
         prefix = infer_prefix(user_paths)
     by_name = _unindexed_uploads_by_name(
-        _unaccounted(remote, out.accounted), out.accounted, policy, prefix
+        remote, _unaccounted(remote, out.accounted), out.accounted, policy, prefix, local
     )
 
     first_upload = len(out.uploads)  # the pull side's conflict uploads come before
@@ -243,8 +243,11 @@ def _plan_push(
     # cannot tell whose upload is whose, so only content can (_verify_unmatched_uploads).
     shared = _shared_names(relpaths) if by_name else set()
     for relpath in relpaths:
-        name = canonical(upload_name(relpath))
-        same_name = by_name.get(name, []) if name not in shared else []
+        same_name: list[RemoteFile] = []
+        if by_name:  # else (most passes) no upload waits to be matched by name
+            name = canonical(upload_name(relpath))
+            if name not in shared:
+                same_name = by_name.take(name)
         if relpath in out.decided or (relpath not in local and uncertain(relpath)):
             _hold(index.get(relpath), same_name, out)
             continue
@@ -321,11 +324,11 @@ def _shared_names(relpaths: Iterable[str]) -> set[str]:
     return shared
 
 
-def _unaccounted(remote: RemoteFiles, accounted: Container[str]) -> Iterator[RemoteFile]:
+def _unaccounted(remote: RemoteFiles, accounted: AccountedIds) -> Iterator[RemoteFile]:
     """The listed files whose id is not in ``accounted`` (as it is when each is reached),
     looked up only for those: most of a listing is accounted for, and a columnar
     listing makes each file it is asked for."""
-    return (remote[file_id] for file_id in remote if file_id not in accounted)
+    return (remote[file_id] for file_id in accounted.unaccounted(remote))
 
 
 def _relpaths(
@@ -377,31 +380,78 @@ def _hold(entry: IndexEntry | None, same_name: list[RemoteFile], out: PlanBuilde
 
 
 def _unindexed_uploads_by_name(
-    remote: Iterable[RemoteFile], excluded: Container[str], policy: Policy, prefix: bool | None
-) -> dict[str, list[RemoteFile]]:
-    """User uploads nobody accounts for yet, by every canonical name they may carry.
+    remote: RemoteFiles,
+    candidates: Iterable[RemoteFile],
+    excluded: Container[str],
+    policy: Policy,
+    prefix: bool | None,
+    local: Mapping[str, LocalFile],
+) -> UploadsByName:
+    """User uploads nobody accounts for yet (of ``candidates``), by every canonical
+    name they may carry.
 
-    Each name's list holds its best candidates only: a file whose whole name is
-    the relpath outranks one that matches only once a hash prefix is stripped
+    Each name keeps its best candidates only: a file whose whole name is the
+    relpath outranks one that matches only once a hash prefix is stripped
     (``a3f1...-README.md`` beside ``README.md`` on a server that adds none).
     """
-    ranked: dict[str, list[tuple[int, RemoteFile]]] = defaultdict(list)
+    by_name = UploadsByName(remote, local)
     if policy.server_keeps_names is False:
-        return {}
-    for item in remote:
+        return by_name
+    for item in candidates:
         if item.source != "user" or item.id in excluded:
             continue
         whole = item.path.removeprefix(MOUNT_PREFIX)
         for name in remote_names(item.path, prefix):
-            ranked[canonical(name)].append((0 if name == whole else 1, item))
-    by_name: dict[str, list[RemoteFile]] = {}
-    for name, candidates in ranked.items():
-        best = min(rank for rank, _item in candidates)
-        kept = [item for rank, item in candidates if rank == best]
-        # Newest first, so adoption keeps the latest upload; ids break ties.
-        kept.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
-        by_name[name] = kept
+            by_name.add(canonical(name), 0 if name == whole else 1, item.id)
     return by_name
+
+
+class UploadsByName:
+    """Remote ids by canonical upload name, the best-ranked candidates of each name.
+
+    After a lost index every listed upload is a candidate: at 100,000 files a dict
+    of names to lists of ``RemoteFile`` values was ~45 MB at the pass's peak. Here
+    a name holds a tuple of ids (the listing's own strings), the name itself is the
+    local relpath's string where one is equal, and the ``RemoteFile`` values are made
+    when a relpath asks for its name (~110 B a name).
+    """
+
+    __slots__ = ("_local", "_ranks", "_remote")
+
+    def __init__(self, remote: RemoteFiles, local: Mapping[str, LocalFile]) -> None:
+        self._remote = remote
+        self._local = local
+        # By rank: ids by the whole name, then by the name a hash prefix hid.
+        self._ranks: tuple[dict[str, tuple[str, ...]], ...] = ({}, {})
+
+    def add(self, name: str, rank: Literal[0, 1], file_id: str) -> None:
+        ids = self._ranks[rank]
+        held = ids.get(name)
+        if held is not None:
+            ids[name] = (*held, file_id)
+            return
+        file = self._local.get(name)
+        # Keyed by the scan's own string where the name is a local relpath's.
+        ids[file.relpath if file is not None and file.relpath == name else name] = (file_id,)
+
+    def get(self, name: str) -> list[RemoteFile]:
+        """The best candidates named ``name``, newest first (ids break ties)."""
+        held = next((ids[name] for ids in self._ranks if name in ids), ())
+        found = [self._remote[file_id] for file_id in held]
+        # Newest first, so adoption keeps the latest upload.
+        found.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
+        return found
+
+    def take(self, name: str) -> list[RemoteFile]:
+        """``get``, and the name let go: a relpath asks for its own name once, and the
+        ids held go as the plan's adoptions come."""
+        found = self.get(name)
+        for ids in self._ranks:
+            ids.pop(name, None)
+        return found
+
+    def __bool__(self) -> bool:
+        return any(self._ranks)
 
 
 # Candidates compared at most, per local file, to find a match by content. A

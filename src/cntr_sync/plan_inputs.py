@@ -125,5 +125,13 @@ class RemoteFiles(Mapping[str, RemoteFile]):
     def rows(self) -> int:
         """Every ``row`` is below this."""
 
+    def ids_and_rows(self) -> Iterator[tuple[str, int]]:
+        """Each id with its ``row``, in iteration order (a listing knows the rows as it
+        goes: no lookup by id)."""
+        for file_id in self:
+            row = self.row(file_id)
+            assert row is not None
+            yield file_id, row
+
 
 __all__ = ["IndexEntries", "Policy", "RemoteFiles"]

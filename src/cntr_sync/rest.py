@@ -400,13 +400,13 @@ class Requester:
         may_repeat: Callable[[Retryable], bool],
         upload: bool = False,
     ) -> _T:
-        """``attempt()`` under the retry policy; a failure given up on becomes its
-        error in the ``errors`` tree. A refusal after ``refusals`` saw nothing but
-        refusals for its limit is not repeated."""
+        """``attempt()`` under the retry policy; a failure given up on becomes its error
+        in the ``errors`` tree; not repeated once ``refusals`` saw only refusals too long."""
         return self._retries.run(
             attempt,
             may_repeat=lambda exc: not self._refused_too_long(exc) and may_repeat(exc),
             give_up=lambda exc: self._final_error(call, exc, upload=upload),
+            describe=call.describe,
         )
 
     def _refused_too_long(self, exc: Retryable) -> bool:

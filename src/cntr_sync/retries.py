@@ -7,6 +7,11 @@ an HTTP date, each also with LiteLLM's ``llm_provider-`` prefix; at most
 120 s), else exponential backoff with jitter; ``Retryable``, the failure
 worth retrying.
 
+Every wait is logged at info level (what ``-v`` shows) before it starts: which
+request, what failed (the status, or the transport error), which attempt, and
+how long the wait is (``retrying list files in container cntr_x after HTTP
+503 (attempt 2 of 5): waiting 1.2 s``).
+
 Must not: send requests or decide which statuses are worth retrying (``rest``
 raises ``Retryable``); sleep anywhere but through the injected ``sleep``.
 
@@ -25,12 +30,15 @@ import math
 import random
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from cntr_sync.errors import raise_if_stopped
+from cntr_sync.logs import RETRIES_LOGGER, get_logger
+
+log = get_logger(RETRIES_LOGGER)
 
 #: The longest server hint obeyed (seconds); longer ones are cut to this.
 MAX_RETRY_AFTER = 120.0
@@ -101,6 +109,20 @@ def _cap(seconds: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+class _Attempt(Generic[_T]):
+    """One call's attempt, and how its request is named (tenacity hands the
+    callable to ``before_sleep`` as ``state.fn``; one ``Retrying`` serves every call)."""
+
+    __slots__ = ("_attempt", "describe")
+
+    def __init__(self, attempt: Callable[[], _T], describe: Callable[[], str]) -> None:
+        self._attempt = attempt
+        self.describe = describe
+
+    def __call__(self) -> _T:
+        return self._attempt()
+
+
 class RetryPolicy:
     """Runs attempts until one succeeds, one fails for good, or the retries are spent.
 
@@ -122,11 +144,13 @@ class RetryPolicy:
         self._stop = stop
         self._clock = clock
         self._tick = tick
+        self._attempts = max_retries + 1
         self._retrying = Retrying(
-            stop=stop_after_attempt(max_retries + 1),
+            stop=stop_after_attempt(self._attempts),
             wait=self._wait,
             retry=retry_if_exception_type(Retryable),
             sleep=self._sleep_ticking,
+            before_sleep=self._log_wait,
             reraise=True,
         )
 
@@ -136,11 +160,13 @@ class RetryPolicy:
         *,
         may_repeat: Callable[[Retryable], bool],
         give_up: Callable[[Retryable], Exception],
+        describe: Callable[[], str] = lambda: "a request",
     ) -> _T:
         """``attempt()`` under the policy. A ``Retryable`` failure that this call
         must not repeat (``may_repeat`` says no), or the last one when the retries
         are spent, is raised as ``give_up(failure)``. Once ``stop`` is set, the next
-        attempt (the first, or the one after a wait) raises ``StoppedError`` instead."""
+        attempt (the first, or the one after a wait) raises ``StoppedError`` instead.
+        ``describe()`` names the request in the log line of a wait."""
 
         def once() -> _T:
             raise_if_stopped(self._stop)
@@ -152,9 +178,21 @@ class RetryPolicy:
                 raise give_up(exc) from None
 
         try:
-            return self._retrying(once)
+            return self._retrying(_Attempt(once, describe))
         except Retryable as exc:
             raise give_up(exc) from None
+
+    def _log_wait(self, state: RetryCallState) -> None:
+        """The info line of a wait (tenacity's before_sleep): request, failure, attempt, wait."""
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        failure = f"HTTP {exc.status}" if isinstance(exc, Retryable) and exc.status else str(exc)
+        what = state.fn.describe() if isinstance(state.fn, _Attempt) else "a request"
+        wait = state.upcoming_sleep
+        log.info(
+            f"retrying {what} after {failure} (attempt {state.attempt_number + 1} of "
+            f"{self._attempts}): waiting {wait:.1f} s",
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: the server's hint, else backoff after

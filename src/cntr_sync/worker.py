@@ -8,6 +8,12 @@ next is due; the ``PairStatus`` it reports; and its progress stamp
 (``progress_at``): every turn, scanned entry, request, transfer chunk and
 finished action moves it, so the daemon can tell a slow pair from a hung one.
 
+The control surface's half lives here too, at the level of decisions only: a
+flush asked for (``request_flush``: the waiters of one ``FlushRequest`` are
+served by the next full pass, whoever runs it), the pause flag (a paused pair
+keeps collecting changes and runs no pass), and ``on_event``, told of each pass's
+start and end and of each action the journal records.
+
 Must not: decide what to sync (``engine`` and ``plan`` do), talk HTTP to the
 API itself, own a thread, or touch process-level things (signals, systemd
 notifications, the health endpoint, other pairs, the pool; ``daemon`` and
@@ -28,6 +34,9 @@ from typing import Any, Literal, Protocol
 from cntr_sync.config import Settings
 from cntr_sync.engine import Engine
 from cntr_sync.errors import CntrSyncError, StoppedError, redact
+from cntr_sync.events import action_event, pass_end_event, pass_start_event
+from cntr_sync.flush_request import FlushRequest
+from cntr_sync.journal import JournalEntry
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
@@ -72,7 +81,8 @@ PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
 RemotePoll = Literal["on", "paused"]
 # "overdue": changes kept coming past max_delay, so even files written a moment
 # ago are sent now (a log file that never goes quiet still gets mirrored).
-PassReason = Literal["initial", "changes", "overdue", "rescan", "poll", "flush"]
+# "flush": the last pass on stop; "requested": a full pass the control surface asked for.
+PassReason = Literal["initial", "changes", "overdue", "rescan", "poll", "flush", "requested"]
 
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0
@@ -82,6 +92,10 @@ EXPIRY_MARGIN = 120.0
 POLL_INTERVAL_FOR_WATCH_POLL = 1.0
 # The least time between a pass that deferred files and the next one.
 MIN_PASS_GAP = 1.0
+
+
+def _no_event(event: dict[str, Any]) -> None:
+    return
 
 
 class PassRunner(Protocol):
@@ -121,6 +135,7 @@ class PairStatus:
     last_summary: dict[str, Any] = field(default_factory=dict)
     pending_changes: int = 0
     observer_restarts: int = 0
+    paused: bool = False
     # Conflict copies this tool made that are still in the tree (as of the last full pass).
     conflict_copies: list[dict[str, str]] = field(default_factory=list)
 
@@ -140,6 +155,7 @@ class PairStatus:
             "last_error": self.last_error,
             "last_pass": self.last_summary,
             "pending_changes": self.pending_changes,
+            "paused": self.paused,
             "observer_restarts": self.observer_restarts,
             "conflict_copies": self.conflict_copies,
         }
@@ -202,6 +218,37 @@ class PairWorker:
         self._last_activity = clock()
         self.progress_at = clock()
         self._transfers = TransferLog(pair.name)
+        # Control: the flush asked for and not yet taken by a pass, the pause flag
+        # (the daemon sets it), and who hears of passes and actions (the event bus).
+        self._flush_lock = threading.Lock()
+        self._flush_waiting: FlushRequest | None = None
+        self.paused = False
+        self.on_event: Callable[[dict[str, Any]], None] = _no_event
+
+    # -- control -----------------------------------------------------------------------
+
+    def request_flush(self) -> FlushRequest:
+        """Ask for a full pass now (push, and pull per direction); the request is
+        shared with every ask that comes before a pass takes it."""
+        with self._flush_lock:
+            if self._flush_waiting is None:
+                self._flush_waiting = FlushRequest()
+            request = self._flush_waiting
+        self.tracker.wake()
+        return request
+
+    def pause(self) -> None:
+        """Run no pass until ``resume``; changes are still collected."""
+        self.paused = self.status.paused = True
+        self._metrics.set_paused(self.pair.name, True)
+
+    def resume(self) -> None:
+        """Passes again; the next one scans and lists everything, since what the
+        events named while paused may not be all (the model's side was not polled)."""
+        self.paused = self.status.paused = False
+        self._metrics.set_paused(self.pair.name, False)
+        self.tracker.mark_full()
+        self.tracker.wake()  # mark_full wakes the pair only if nothing was pending
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -315,6 +362,10 @@ class PairWorker:
                 log.info("remote polls resumed", pair=self.pair.name)
 
     def _due(self) -> PassReason | None:
+        if self.paused:
+            return None
+        if self._flush_waiting is not None:
+            return "requested"  # asked for now: no quiet period, no backoff
         now = self._clock()
         if now < self._retry_at:
             return None
@@ -363,8 +414,13 @@ class PairWorker:
 
     def seconds_to_wait(self) -> float:
         """How long the worker may wait for a change before its next turn: until the
-        earliest of its own deadlines. Nothing else wakes an idle pair (a change or a
-        stop does, through its tracker), so 500 idle pairs cost no periodic turns."""
+        earliest of its own deadlines. Nothing else wakes an idle pair (a change, a
+        stop, a flush asked for or a resume does, through its tracker), so 500 idle
+        pairs cost no periodic turns."""
+        if self.paused:
+            return BACKOFF_MAX  # nothing is due until resumed (which wakes it)
+        if self._flush_waiting is not None:
+            return 0.0
         now = self._clock()
         deadlines = [self._retry_at, self._last_rescan + self.pair.rescan_interval]
         if self._container_wanted(now):
@@ -411,12 +467,39 @@ class PairWorker:
             )
         else:
             self._session.refresh_client()  # re-reads api_key_file
-        return self._session.engine(progress=self._transfers)
+        engine = self._session.engine(progress=self._transfers)
+        engine.journal_listener = self._journal_entry
+        return engine
+
+    def _journal_entry(self, entry: JournalEntry) -> None:
+        self.on_event(action_event(self.pair.name, entry))
 
     def _observe(self, outcome: RequestOutcome) -> None:
         self._metrics.record_request(outcome.operation, outcome.status)
 
     def _run_pass(self, reason: PassReason) -> PassResult | None:
+        """Run one pass; the flush waiters it takes (a requested pass takes them
+        all) and the event listener hear how it ended."""
+        flushes: FlushRequest | None = None
+        if reason == "requested":
+            with self._flush_lock:
+                flushes, self._flush_waiting = self._flush_waiting, None
+        self.on_event(pass_start_event(self.pair.name, reason))
+        result: PassResult | None = None
+        error: CntrSyncError | None = None
+        try:
+            result, error = self._carry_pass(reason)
+        finally:
+            if flushes is not None:
+                if result is None and error is None:
+                    error = StoppedError("the pass was stopped before it ended")
+                flushes.complete(result, error)
+            label = self.status.last_result if result is not None or error else "stopped"
+            summary = self.status.last_summary if result is not None else {}
+            self.on_event(pass_end_event(self.pair.name, reason, label, result, error, summary))
+        return result
+
+    def _carry_pass(self, reason: PassReason) -> tuple[PassResult | None, CntrSyncError | None]:
         # When the oldest pending change happened: a pass that defers or fails
         # puts it back, so max_delay still counts from the first change.
         pending_since = self.tracker.first_at
@@ -426,15 +509,16 @@ class PairWorker:
         # Changes the events named: the engine scans only them when it can trust its
         # index; start-up, rescans and polls scan everything and list the container.
         # A poll that is due makes this pass the full one: under steady changes the
-        # poll itself would never come, and with it what the model writes.
+        # poll itself would never come, and with it what the model writes. A
+        # requested pass is full: it lists, so the model's files come home too.
         incremental = reason == "flush" or (
             reason in ("changes", "overdue") and not self._poll_due(started)
         )
         only = self._relpaths(taken_paths) if incremental and not taken_full else None
         try:
             engine = self._engine()
-            # Overdue and flush passes send what they see, as it is at that moment.
-            must_go_now = reason in ("overdue", "flush")
+            # Overdue, flush and requested passes send what they see, as it is now.
+            must_go_now = reason in ("overdue", "flush", "requested")
             result = engine.run_pass(
                 cancel=self.cancel,
                 defer_unsettled=not must_go_now,
@@ -449,7 +533,7 @@ class PairWorker:
                 self.tracker.mark_full(since=pending_since)
             self.status.state = "idle"
             log.info("sync pass stopped", pair=self.pair.name, reason=reason)
-            return None
+            return None, None
         except CntrSyncError as exc:
             self._failed(
                 reason,
@@ -458,19 +542,14 @@ class PairWorker:
                 dirty=bool(taken_paths) or taken_full,
                 pending_since=pending_since,
             )
-            return None
+            return None, exc
         except Exception as exc:  # a bug must not end the pair's turns
             log.exception("pass crashed", pair=self.pair.name)
-            self._failed(
-                reason,
-                f"unexpected {type(exc).__name__}: {redact(str(exc))}",
-                started,
-                dirty=True,
-                pending_since=pending_since,
-            )
-            return None
+            message = f"unexpected {type(exc).__name__}: {redact(str(exc))}"
+            self._failed(reason, message, started, dirty=True, pending_since=pending_since)
+            return None, CntrSyncError(message)
         self._succeeded(reason, result, started, pending_since=pending_since)
-        return result
+        return result, None
 
     @property
     def _root_prefix(self) -> str:
@@ -622,6 +701,8 @@ class PairWorker:
     def _flush(self) -> None:
         """On stop: one last pass for pending changes, if the flush bound allows."""
         deadline = self._flush_deadline
+        if self.paused:
+            return  # a paused pair transfers nothing, on stop either
         if deadline is None or not self.status.first_attempt_done or self._clock() >= deadline:
             return
         # The last events may still be on their way: the scan decides, not the events.

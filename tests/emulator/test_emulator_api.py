@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from cntr_sync.emulator import Emulator, GatewayStyle, ManualClock
 
@@ -157,12 +158,41 @@ def test_retrieve_and_delete_container(client: httpx.Client, emulator: Emulator)
 
 
 @pytest.mark.parametrize("prefix", ["", "/v1", "/openai", "/openai/v1"])
-def test_every_route_prefix_is_served(emulator: Emulator, prefix: str) -> None:
+def test_every_route_prefix_is_served_by_a_gateway_style(emulator: Emulator, prefix: str) -> None:
+    emulator.set_gateway(GatewayStyle(api_prefixes=(prefix,)))
     with httpx.Client(
         transport=httpx.MockTransport(emulator.handle), base_url=f"http://gw.test{prefix}"
     ) as gateway_client:
         container_id = make_container(gateway_client)
         assert gateway_client.get(f"/containers/{container_id}/files").status_code == 200
+
+
+@pytest.mark.parametrize("prefix", ["", "/openai", "/openai/v1", "/v1/v1"])
+def test_only_v1_is_served_by_default(emulator: Emulator, prefix: str) -> None:
+    """A base URL missing ``/v1`` fails here as it does against api.openai.com."""
+    with httpx.Client(
+        transport=httpx.MockTransport(emulator.handle), base_url=f"http://gw.test{prefix}"
+    ) as gateway_client:
+        response = gateway_client.get("/containers")
+    assert response.status_code == 404
+    assert error_of(response)["message"] == f"Invalid URL (GET {prefix}/containers)"
+    assert emulator.counts()["unknown"] == 1
+
+
+def test_a_gateway_style_serves_several_prefixes(emulator: Emulator) -> None:
+    emulator.set_gateway(GatewayStyle(api_prefixes=("/openai/v1", "/openai")))
+    for prefix in ("/openai/v1", "/openai"):
+        with httpx.Client(
+            transport=httpx.MockTransport(emulator.handle), base_url=f"http://gw.test{prefix}"
+        ) as gateway_client:
+            assert gateway_client.get("/containers").status_code == 200
+    assert emulator.counts()["list_containers"] == 2
+
+
+@pytest.mark.parametrize("bad", [(), ("v1",), ("/v1/",), ("/v 1",)])
+def test_a_prefix_must_be_path_segments(bad: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError):
+        GatewayStyle(api_prefixes=bad)
 
 
 def test_unknown_route_and_wrong_method(client: httpx.Client, emulator: Emulator) -> None:

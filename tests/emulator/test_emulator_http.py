@@ -15,7 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cntr_sync.emulator import Emulator, EmulatorControl, EmulatorServer, GatewayStyle
+from cntr_sync.emulator import (
+    Emulator,
+    EmulatorControl,
+    EmulatorServer,
+    FaultConfig,
+    GatewayStyle,
+)
 
 MiB = 1024 * 1024
 
@@ -177,6 +183,23 @@ def test_control_client_over_http(server: EmulatorServer, http: httpx.Client) ->
         assert control.counts()["retrieve_container"] == 1
         control.reset()
         assert http.get("/containers").json()["data"] == []
+
+
+def test_control_clears_faults_without_touching_containers(
+    server: EmulatorServer, http: httpx.Client
+) -> None:
+    with EmulatorControl(server.base_url) as control:
+        container_id = make_container(http)
+        control.set_faults(FaultConfig(latency_ms=1.0, only_operations=frozenset({"list_files"})))
+        control.fail_next("*", 503, count=5)
+        assert http.get(f"/containers/{container_id}").status_code == 503
+        control.clear_faults()
+        assert control.faults() == FaultConfig()
+        # The four scripted failures left are gone; the container is still there.
+        assert http.get(f"/containers/{container_id}").status_code == 200
+        assert http.get("/containers").json()["data"][0]["id"] == container_id
+        raw = http.post(f"{server.root_url}/_emulator/faults/clear")
+        assert raw.status_code == 200 and raw.json() == FaultConfig().model_dump(mode="json")
 
 
 def test_control_shows_hostile_fields_and_hides_others(

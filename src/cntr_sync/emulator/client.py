@@ -84,6 +84,10 @@ class EmulatorControl:
     def set_faults(self, config: FaultConfig) -> None:
         self._call("PUT", "/faults", config.model_dump(mode="json"))
 
+    def clear_faults(self) -> None:
+        """No faults from now on: the configuration back to none, scripted faults dropped."""
+        self._call("POST", "/faults/clear")
+
     def fail_next(
         self,
         operation: str,

@@ -11,6 +11,7 @@ client is ``EmulatorControl`` in ``client``.
     POST /_emulator/counts/reset                    -> {"ok": true}
     GET  /_emulator/requests                        -> [{operation, method, path, query, headers}]
     GET|PUT /_emulator/faults         FaultConfig   -> FaultConfig
+    POST /_emulator/faults/clear                    -> FaultConfig (none; scripted ones gone too)
     POST /_emulator/fail_next  {operation, status, count?, headers?, code?} -> {"ok": true}
     GET|PUT /_emulator/gateway        GatewayStyle  -> GatewayStyle
     POST /_emulator/clock/advance     {seconds}     -> {"now": float}
@@ -122,6 +123,9 @@ def _route(
             return json_response(200, emulator.faults.model_dump(mode="json"))
         case ("faults",), "PUT" | "POST":
             emulator.set_faults(FaultConfig.model_validate_json(_body(request)))
+            return json_response(200, emulator.faults.model_dump(mode="json"))
+        case ("faults", "clear"), "POST":
+            emulator.clear_faults()
             return json_response(200, emulator.faults.model_dump(mode="json"))
         case ("fail_next",), "POST":
             fail = FailNextBody.model_validate_json(_body(request))

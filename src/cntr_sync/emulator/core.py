@@ -162,7 +162,7 @@ class Emulator:
 
     def dispatch(self, request: EmuRequest) -> EmuResponse:
         """Route one request: control, count and log, authenticate, inject faults, run."""
-        route = match_route(request.method, request.path)
+        route = match_route(request.method, request.path, self._store.gateway.api_prefixes)
         if route.operation == CONTROL and self.control_enabled:
             return dispatch_control(self, route.control_path, request)
         operation = route.operation if route.operation in self._handlers else UNKNOWN_OPERATION

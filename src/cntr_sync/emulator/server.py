@@ -491,10 +491,12 @@ def serve(
     data_dir: Path | None = None,
     api_keys: set[str] | None = None,
     verbose: bool = False,
+    quiet: bool = False,
     faults: FaultConfig | None = None,
     gateway: GatewayStyle | None = None,
 ) -> None:
-    """Serve the emulator until SIGINT or SIGTERM; prints the base URL once on start.
+    """Serve the emulator until SIGINT or SIGTERM; prints the base URL once on start
+    (``quiet``: not even that), and with ``verbose`` a line per request.
 
     ``faults`` and ``gateway`` are where it starts (the control surface can change them).
     """
@@ -513,8 +515,9 @@ def serve(
             data_dir=data_dir, control=control, api_keys=api_keys, faults=faults, gateway=gateway
         )
         with emulator, EmulatorServer(host, port, emulator=emulator, verbose=verbose) as server:
-            sys.stdout.write(f"cntr-sync emulator listening on {server.base_url}\n")
-            sys.stdout.flush()
+            if not quiet:
+                sys.stdout.write(f"cntr-sync emulator listening on {server.base_url}\n")
+                sys.stdout.flush()
             with suppress(KeyboardInterrupt):
                 while not stopping.wait(0.5):
                     pass

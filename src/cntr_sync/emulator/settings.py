@@ -8,9 +8,9 @@ no I/O.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Operation = Literal[
     "list_containers",
@@ -38,6 +38,8 @@ RetryHeader = Literal[
     "none",
 ]
 AmbiguousMode = Literal["alternate", "random", "error", "drop"]
+ApiPrefix = Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9._~-]+)*$")]
+"""Where a server serves the API: path segments with a leading slash, or "" (the root)."""
 
 
 class GatewayStyle(BaseModel):
@@ -45,6 +47,10 @@ class GatewayStyle(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    api_prefixes: tuple[ApiPrefix, ...] = Field(default=("/v1",), min_length=1)
+    """Where the API is served. ``/v1`` only, as api.openai.com: a base URL without it
+    fails here as it would there. Gateways serve it elsewhere: ``/openai/v1`` (Azure,
+    Bifrost), ``""`` (the server's root); list every prefix a test needs."""
     path_style: Literal["plain", "hashed"] = "hashed"
     """``/mnt/data/<name>`` or, like the official example, ``/mnt/data/<32 hex>-<name>``."""
     cursor_style: Literal["id", "opaque"] = "id"

@@ -25,6 +25,8 @@ JSON_BODY_LIMIT = 1024 * 1024
 """JSON request bodies above this are refused rather than buffered."""
 
 API_PREFIXES = ("/openai/v1", "/openai", "/v1", "")
+"""The prefixes gateways put before ``/containers``; ``GatewayStyle.api_prefixes`` says
+which of them (or others) a server answers; ``EmulatorControl`` strips any of these."""
 CONTROL_PREFIX = "/_emulator/"
 CONTROL = "control"
 
@@ -188,13 +190,18 @@ _ROUTES: dict[tuple[int, str], dict[str, str]] = {
 }
 
 
-def match_route(method: str, raw_path: str) -> Route:
-    """Map a method and a raw (still percent-encoded) path to a ``Route``."""
+def match_route(method: str, raw_path: str, prefixes: Iterable[str] = ("/v1",)) -> Route:
+    """Map a method and a raw (still percent-encoded) path to a ``Route``.
+
+    The API answers under ``prefixes`` only (``GatewayStyle.api_prefixes``); the
+    control surface under ``/_emulator/`` on the server's root.
+    """
     if raw_path.startswith(CONTROL_PREFIX):
         rest = raw_path[len(CONTROL_PREFIX) :].strip("/")
         parts = tuple(unquote(part) for part in rest.split("/")) if rest else ()
         return Route(CONTROL, control_path=parts)
-    for prefix in API_PREFIXES:
+    # Longest first, so "/openai/v1" is not read as "/openai" followed by "/v1".
+    for prefix in sorted(prefixes, key=len, reverse=True):
         if raw_path == prefix + "/containers" or raw_path.startswith(prefix + "/containers/"):
             return _match_containers(method, raw_path[len(prefix) + 1 :])
     return Route("unknown")
