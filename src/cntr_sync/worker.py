@@ -28,7 +28,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
@@ -40,6 +39,7 @@ from cntr_sync.journal import JournalEntry
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
+from cntr_sync.pair_status import PairStatus, RemotePoll, pass_summary
 from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, TransferEvent
@@ -75,10 +75,6 @@ class TransferLog:
         return max(0, self.count - TRANSFER_LINES)
 
 
-PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
-# "paused": a push pair left its container alone for nearly its expiry, so that an
-# unused container can expire; the next local change resumes the polls.
-RemotePoll = Literal["on", "paused"]
 # "overdue": changes kept coming past max_delay, so even files written a moment
 # ago are sent now (a log file that never goes quiet still gets mirrored).
 # "flush": the last pass on stop; "requested": a full pass the control surface asked for.
@@ -112,53 +108,6 @@ class PassRunner(Protocol):
     ) -> PassResult: ...
 
     def has_local_changes(self) -> bool: ...
-
-
-@dataclass
-class PairStatus:
-    """What /status and STATUS= say about one pair. Written by its worker only."""
-
-    name: str
-    local: str
-    container: str
-    container_id: str | None = None
-    state: PairState = "starting"
-    watch: str = "off"
-    remote_poll: RemotePoll = "on"
-    first_sync_done: bool = False
-    first_attempt_done: bool = False
-    passes: int = 0
-    last_sync_at: float | None = None
-    last_success_at: float | None = None
-    last_result: str | None = None
-    last_error: str | None = None
-    last_summary: dict[str, Any] = field(default_factory=dict)
-    pending_changes: int = 0
-    observer_restarts: int = 0
-    paused: bool = False
-    # Conflict copies this tool made that are still in the tree (as of the last full pass).
-    conflict_copies: list[dict[str, str]] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "local": self.local,
-            "container": self.container,
-            "container_id": self.container_id,
-            "state": self.state,
-            "watch": self.watch,
-            "remote_poll": self.remote_poll,
-            "first_sync_done": self.first_sync_done,
-            "passes": self.passes,
-            "last_sync_at": self.last_sync_at,
-            "last_success_at": self.last_success_at,
-            "last_result": self.last_result,
-            "last_error": self.last_error,
-            "last_pass": self.last_summary,
-            "pending_changes": self.pending_changes,
-            "paused": self.paused,
-            "observer_restarts": self.observer_restarts,
-            "conflict_copies": self.conflict_copies,
-        }
 
 
 class TurnRunner(Protocol):
@@ -619,23 +568,7 @@ class PairWorker:
         status.state = "idle" if not result.failures else "error"
         if result.failures:
             self._schedule_retry()
-        status.last_summary = {
-            "reason": reason,
-            "uploaded": result.uploaded,
-            "replaced": result.replaced,
-            "deleted": result.deleted,
-            "adopted": result.adopted,
-            "downloaded": result.downloaded,
-            "deleted_locally": result.local_deleted,
-            "conflicts": result.conflicts,
-            "failed": len(result.failures),
-            "deferred": len(result.deferred),
-            "cancelled": result.cancelled,
-            "bytes": result.bytes_uploaded,
-            "requests": result.requests,
-            "listed": result.listed,
-            "seconds": round(result.seconds, 3),
-        }
+        status.last_summary = pass_summary(reason, result)
         self._metrics.record_pass(
             self.pair.name,
             label,
