@@ -1,4 +1,4 @@
-"""Target P: hundreds of pairs in one daemon (issue 26, item 7).
+"""Target M: hundreds of pairs in one daemon (issue 26, item 7).
 
 Builds N pairs of 20 files of 512 bytes each (500; ``--quick`` 40), serves the
 emulator on 127.0.0.1 in this process, and starts ``cntr-sync run --config FILE``
@@ -297,7 +297,7 @@ def measure(
             passed=worst_change <= change_bound,
         ),
     ]
-    return target_record("P", f"{count} pairs in one daemon", command, checks, details)
+    return target_record("M", f"{count} pairs in one daemon", command, checks, details)
 
 
 def options(parser: argparse.ArgumentParser) -> None:

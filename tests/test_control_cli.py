@@ -94,12 +94,14 @@ def test_pause_resume_and_pair_commands(
     extra = make_tree(tmp_path / "extra", {"x.txt": "ex"})
     with running(daemon):
         wait_until(lambda: synced(daemon, "docs"), SYNC_TIMEOUT, message="the first sync")
-        done = cli(env, "pause", "--config", config)
+        done = cli(env, "pause", "--config", config, "-v")
         assert done.returncode == 0, done.stderr
         assert "paused: docs" in done.stderr
+        assert "asking the daemon at " in done.stderr  # -v says which socket
         assert daemon.workers["docs"].paused
-        done = cli(env, "resume", "docs", "--config", config)
+        done = cli(env, "resume", "docs", "--config", config, "-q")
         assert done.returncode == 0, done.stderr
+        assert done.stderr == ""  # -q: nothing but errors
         assert not daemon.workers["docs"].paused
 
         done = cli(

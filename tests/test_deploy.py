@@ -647,6 +647,11 @@ def test_the_healthcheck_command_follows_livez(tmp_path: Path) -> None:
             sick = check(port, *command[2:])
             assert sick.returncode == 1
             assert sick.stderr == f"unhealthy: http://127.0.0.1:{port}/livez answered 503\n"
+            # -q: the exit status alone; -v: which settings were read, too.
+            hushed = check(port, "-q")
+            assert (hushed.returncode, hushed.stdout, hushed.stderr) == (1, "", "")
+            told = check(port, "-v")
+            assert told.stdout.startswith("settings: no file"), told.stdout
         finally:
             server.shutdown()
             thread.join(10)

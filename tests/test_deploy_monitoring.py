@@ -149,6 +149,8 @@ def daemon_metrics(tmp_path: Path) -> Iterator[tuple[str, str]]:
                     'name = "docs"',
                     f"local = {json.dumps(str(root))}",
                     'container = "dashboard"',
+                    # A hook, so that its series exists: it runs after the first pass.
+                    f"exec_hook = {json.dumps([sys.executable, '-c', 'pass'])}",
                 ]
             )
             + "\n",
@@ -166,7 +168,12 @@ def daemon_metrics(tmp_path: Path) -> Iterator[tuple[str, str]]:
         try:
             url = wait_until_synced(proc, log_path)
             with httpx.Client(base_url=url, timeout=10.0) as http:
-                yield http.get("/metrics").text, url
+                # The hook runs off the pass's thread: wait (bounded) for its count.
+                deadline = time.monotonic() + DAEMON_DEADLINE_S
+                while "cntr_sync_hook_runs_total{" not in (text := http.get("/metrics").text):
+                    assert time.monotonic() < deadline, "the hook did not run"
+                    time.sleep(POLL_S)
+                yield text, url
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -58,14 +58,16 @@ def test_open_creates_schema_in_a_private_state_dir(state_dir: Path, root: Path)
         assert index.path == state_dir / f"{stem}.sqlite"
         assert index.lock_path == state_dir / f"{stem}.lock"
         assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
-        assert index.lock_path.read_text().strip() == str(os.getpid())
+        # Taking the lock writes nothing (the holder is named from /proc/locks).
+        assert index.lock_path.read_bytes() == b""
         db = sqlite3.connect(index.path)
         try:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
             assert {"meta", "entries", "intents", "pending_deletes", "hashes"} <= tables
             assert "entries_by_remote_id" in tables
             assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
-            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            # The rollback journal until a write: opening and reading write nothing.
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
             meta = db.execute("SELECT base_url, root, container_spec FROM meta").fetchall()
             assert meta == [(BASE_URL, str(root.resolve()), SPEC)]
         finally:
@@ -405,36 +407,39 @@ def test_hundred_thousand_entries_roundtrip(state_dir: Path, root: Path) -> None
 
 
 @pytest.mark.e2e
-def test_a_lock_that_cannot_be_written_is_released(tmp_path: Path) -> None:
-    # A full disk, for real: a file size limit of 0 makes the PID write fail
-    # (EFBIG) after the flock was taken. The lock must not stay held.
+def test_a_lock_is_taken_on_a_full_disk_and_writes_nothing(tmp_path: Path) -> None:
+    # A full disk, for real: a file size limit of 0 fails any write (EFBIG). Taking
+    # the lock writes nothing (the holder is named from /proc/locks), so it works,
+    # and the holder is still named to a second taker.
     script = """
-import resource, signal, sys
+import os, resource, signal, sys
 from pathlib import Path
-from cntr_sync.errors import LocalError
+from cntr_sync.errors import LockedError
 from cntr_sync.locks import FileLock
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 path = Path(sys.argv[1])
+path.write_text("")
 resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
-try:
-    FileLock.acquire(path, "test")
-except LocalError as exc:
-    print("refused:", exc.message)
-resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 lock = FileLock.acquire(path, "test")
 print("held:", lock.held)
+try:
+    FileLock.acquire(path, "test")
+except LockedError as exc:
+    print("named:", exc.pid == os.getpid())
+lock.release()
+print("again:", FileLock.acquire(path, "test").held)
 """
+    lock_path = tmp_path / "pair.lock"
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "pair.lock")],
+        [sys.executable, "-c", script, str(lock_path)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0].startswith("refused: cannot write lock ")
-    assert lines[1] == "held: True"
+    assert proc.stdout.splitlines() == ["held: True", "named: True", "again: True"]
+    assert lock_path.read_bytes() == b""
 
 
 def _state_files(state_dir: Path) -> dict[str, tuple[int, int, int]]:
@@ -539,3 +544,62 @@ def test_unfinished_work_is_counted_for_the_current_container_only(
         assert not index.has_unfinished_work()
         index.add_intent(intent("c.txt"))
         assert index.has_unfinished_work()
+
+
+def journal_mode(path: Path) -> str:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        mode: str = db.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode
+    finally:
+        db.close()
+
+
+def test_writes_run_in_wal_and_settle_returns_to_the_rollback_journal(
+    state_dir: Path, root: Path
+) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        assert journal_mode(index.path) == "wal"
+        assert Path(f"{index.path}-wal").exists()
+        index.settle()
+        assert journal_mode(index.path) == "delete"
+        assert not Path(f"{index.path}-wal").exists()
+        assert not Path(f"{index.path}-shm").exists()
+        assert index.container_id == "cntr_1"  # reads go on, and write nothing
+        assert not Path(f"{index.path}-shm").exists()
+        index.record_upload(entry("a.txt", "cfile_a"))
+        assert journal_mode(index.path) == "wal"
+    # Closing settles too.
+    assert journal_mode(index.path) == "delete"
+    with open_index(state_dir, root) as index:
+        assert set(index.entries()) == {"a.txt"}
+
+
+def test_a_file_left_in_wal_by_a_crash_is_settled(state_dir: Path, root: Path) -> None:
+    with open_index(state_dir, root) as index:
+        path = index.path
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.close()
+    with open_index(state_dir, root) as index:
+        index.settle()
+        assert journal_mode(path) == "delete"
+
+
+def test_a_reader_holding_the_file_leaves_it_in_wal_until_later(
+    state_dir: Path, root: Path
+) -> None:
+    with open_index(state_dir, root) as index:
+        index.set_container("cntr_1", "box")
+        reader = sqlite3.connect(f"file:{index.path}?mode=ro", uri=True, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM entries").fetchone()
+            index.settle()  # does not wait for the reader, and does not fail
+            assert journal_mode(index.path) == "wal"
+            reader.execute("COMMIT")
+        finally:
+            reader.close()
+        index.settle()
+        assert journal_mode(index.path) == "delete"

@@ -257,6 +257,7 @@ class RecordingEngine:
         deadline: float | None,
         cancel: threading.Event | None,
         paths: Collection[str] | None,
+        poll: bool = False,
     ) -> PassResult:
         self.passes.append(None if paths is None else frozenset(paths))
         return PassResult(container_id="cntr_1", listed=paths is None)

@@ -48,6 +48,7 @@ class Pass:
     at: float
     paths: frozenset[str] | None  # None: a full pass (scan everything, list the container)
     sends_unsettled: bool  # overdue and flush passes send files still being written
+    poll: bool = False  # the engine was asked to look at the container too
 
 
 class FakeEngine:
@@ -70,10 +71,16 @@ class FakeEngine:
         deadline: float | None,
         cancel: threading.Event | None,
         paths: Collection[str] | None,
+        poll: bool = False,
     ) -> PassResult:
         assert keep_grown_uploads == (not defer_unsettled)
         self.passes.append(
-            Pass(self.clock.now, None if paths is None else frozenset(paths), not defer_unsettled)
+            Pass(
+                self.clock.now,
+                None if paths is None else frozenset(paths),
+                not defer_unsettled,
+                poll,
+            )
         )
         answer = self.answers.pop(0) if self.answers else PassResult()
         if isinstance(answer, Exception):
@@ -256,13 +263,22 @@ def test_a_pass_that_listed_the_container_moves_the_next_poll(tmp_path: Path) ->
     ]
 
 
-def test_a_poll_that_is_due_waits_for_changes_to_settle_then_makes_their_pass_full(
+def test_a_poll_that_is_due_waits_for_changes_to_settle_then_rides_on_their_pass(
     tmp_path: Path,
 ) -> None:
     rig = make_rig(tmp_path, remote_poll_interval=30.0)
     ran = rig.run_until(100.0, [(29.5, "a.txt")])
     assert ran == [(0.0, "initial"), (30.5, "changes"), (60.5, "poll"), (90.5, "poll")]
-    assert rig.engine.passes[1].paths is None
+    # The changed path, and a look at the container (the engine lists what it must).
+    assert rig.engine.passes[1].paths == {"a.txt"} and rig.engine.passes[1].poll
+    assert [p.poll for p in rig.engine.passes] == [False, True, True, True]
+
+
+def test_a_due_poll_with_changes_everywhere_is_a_full_pass(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, remote_poll_interval=30.0)
+    ran = rig.run_until(100.0, [(29.5, None)])  # an overflow: anything may have changed
+    assert ran == [(0.0, "initial"), (30.5, "changes"), (60.5, "poll"), (90.5, "poll")]
+    assert rig.engine.passes[1].paths is None and not rig.engine.passes[1].poll
 
 
 def test_polls_stop_on_a_push_containers_idle_spell_so_it_can_expire(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -32,6 +32,8 @@ from cntr_sync.cli_common import (
     ContainerOpt,
     DebugOpt,
     JsonOpt,
+    QuietOpt,
+    VerboseOpt,
     command,
     load_settings,
     reporter_for,
@@ -40,6 +42,7 @@ from cntr_sync.cli_common import (
 from cntr_sync.errors import ConfigError
 
 if TYPE_CHECKING:
+    from cntr_sync.cli_output import Reporter
     from cntr_sync.control_client import ControlClient
 
 SocketOpt = Annotated[
@@ -56,12 +59,24 @@ _PAIR_FLAGS = (
 )
 
 
-def _client(config: Path | None, socket: Path | None) -> ControlClient:
+def _client(
+    config: Path | None, socket: Path | None, reporter: Reporter | None = None, verbose: int = 0
+) -> ControlClient:
+    """The daemon's control client; with ``verbose``, a line saying which socket."""
     from cntr_sync.control_client import ControlClient, socket_path  # noqa: PLC0415
 
     if socket is None:
         socket = socket_path(load_settings(config), os.environ)
+    if verbose and reporter is not None:
+        reporter.line(f"asking the daemon at {socket}")
     return ControlClient(socket)
+
+
+def _done(reporter: Reporter, text: str, *, quiet: bool) -> NoReturn:
+    """The one line a command that changes the daemon prints (none with -q); exit 0."""
+    if not quiet:
+        reporter.line(text)
+    raise typer.Exit(EXIT_OK)
 
 
 @command("flush", epilog=EXIT_CODES_HELP)
@@ -73,14 +88,19 @@ def flush(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Ask for the passes and return at once.")
     ] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Have the running daemon sync PAIRS now (push, and pull per direction); wait for it.
 
     Prints each pass's summary as sync does and exits with sync's codes.
     """
-    reporter = reporter_for("sync", json=json_output)
-    with reporting(reporter, debug=debug), _client(config, socket) as daemon:
+    reporter = reporter_for("sync", json=json_output, quiet=quiet)
+    with (
+        reporting(reporter, debug=debug),
+        _client(config, socket, reporter, verbose) as daemon,
+    ):
         outcomes = daemon.flush(*(pairs or []), wait=not no_wait)
         if no_wait:
             raise typer.Exit(EXIT_OK)
@@ -88,7 +108,7 @@ def flush(
         if json_output:
             documents = {name: o.summary for name, o in outcomes.items()}
             print(json.dumps({"exit_code": code, "pairs": documents}))
-        else:
+        elif not quiet:
             for name, outcome in outcomes.items():
                 for line in outcome.lines:
                     print(f"{name}: {line}" if len(outcomes) > 1 else line, file=sys.stderr)
@@ -100,6 +120,8 @@ def pause(
     pairs: PairsArg = None,
     config: ConfigOpt = None,
     socket: SocketOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Stop the running daemon's passes of PAIRS (changes are still noted) until resume.
@@ -107,9 +129,9 @@ def pause(
     A pause lasts until resume or a restart of the daemon; a reload (SIGHUP) keeps it.
     """
     reporter = reporter_for()
-    with reporting(reporter, debug=debug), _client(config, socket) as daemon:
-        reporter.line("paused: " + ", ".join(daemon.pause(*(pairs or []))))
-    raise typer.Exit(EXIT_OK)
+    with reporting(reporter, debug=debug), _client(config, socket, reporter, verbose) as daemon:
+        names = daemon.pause(*(pairs or []))
+    _done(reporter, "paused: " + ", ".join(names), quiet=quiet)
 
 
 @command("resume", epilog=EXIT_CODES_HELP)
@@ -117,13 +139,15 @@ def resume(
     pairs: PairsArg = None,
     config: ConfigOpt = None,
     socket: SocketOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Let the running daemon sync PAIRS again: a full pass first, over all that changed."""
     reporter = reporter_for()
-    with reporting(reporter, debug=debug), _client(config, socket) as daemon:
-        reporter.line("resumed: " + ", ".join(daemon.resume(*(pairs or []))))
-    raise typer.Exit(EXIT_OK)
+    with reporting(reporter, debug=debug), _client(config, socket, reporter, verbose) as daemon:
+        names = daemon.resume(*(pairs or []))
+    _done(reporter, "resumed: " + ", ".join(names), quiet=quiet)
 
 
 pair_app = typer.Typer(
@@ -138,11 +162,13 @@ def pair_list(
     config: ConfigOpt = None,
     socket: SocketOpt = None,
     json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """The pairs the daemon runs (and the pair files it refused)."""
     reporter = reporter_for()
-    with reporting(reporter, debug=debug), _client(config, socket) as daemon:
+    with reporting(reporter, debug=debug), _client(config, socket, reporter, verbose) as daemon:
         listed = daemon.pairs()
         if json_output:
             print(json.dumps(listed))
@@ -153,7 +179,7 @@ def pair_list(
             print(
                 f"{name}\t{settings['local']}\t{settings['container']}\t{about['source']}\t{state}"
             )
-        for file, reason in sorted(listed["refused"].items()):
+        for file, reason in sorted(listed["refused"].items()) if not quiet else ():
             reporter.line(f"refused {file}: {reason}")
     raise typer.Exit(EXIT_OK)
 
@@ -166,6 +192,8 @@ def pair_add(
     container: ContainerOpt = None,
     config: ConfigOpt = None,
     socket: SocketOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
     *,
     flags: dict[str, Any],
@@ -179,10 +207,9 @@ def pair_add(
             key: str(value) if isinstance(value, Path) else value
             for key, value in cli_flags.overrides(flags).items()
         }
-        with _client(config, socket) as daemon:
+        with _client(config, socket, reporter, verbose) as daemon:
             added = daemon.add_pair(name, directory.expanduser(), container, **settings)
-        reporter.line(f"added {name}: {added['local']} -> {added['container']}")
-    raise typer.Exit(EXIT_OK)
+    _done(reporter, f"added {name}: {added['local']} -> {added['container']}", quiet=quiet)
 
 
 @pair_app.command("remove")
@@ -190,14 +217,15 @@ def pair_remove(
     name: Annotated[str, typer.Argument(help="The pair to remove (a pairs directory's).")],
     config: ConfigOpt = None,
     socket: SocketOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove a pair's file from the daemon's pairs directory; the pair stops."""
     reporter = reporter_for()
-    with reporting(reporter, debug=debug), _client(config, socket) as daemon:
+    with reporting(reporter, debug=debug), _client(config, socket, reporter, verbose) as daemon:
         daemon.remove_pair(name)
-        reporter.line(f"removed {name}")
-    raise typer.Exit(EXIT_OK)
+    _done(reporter, f"removed {name}", quiet=quiet)
 
 
 # -- log --follow ---------------------------------------------------------------------------

@@ -162,7 +162,8 @@ _DAEMON_PAIR_FLAGS = {
     "quiet_period": _Flag(float, "Seconds without changes before a pass."),
     "max_delay": _Flag(float, "Longest wait while changes keep coming."),
     "rescan_interval": _Flag(float, "Seconds between full rescans."),
-    "remote_poll_interval": _Flag(float, "Seconds between container listings."),
+    "remote_poll_interval": _Flag(float, "Seconds between container polls."),
+    "full_listing_interval": _Flag(float, "Seconds between full container listings."),
     "watch": _Flag(
         str,
         "How changes are noticed: inotify & co (native), polling, or not at all.",

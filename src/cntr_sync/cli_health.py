@@ -25,7 +25,14 @@ from typing import Annotated
 
 import typer
 
-from cntr_sync.cli_common import ConfigOpt, command, load_settings
+from cntr_sync.cli_common import (
+    ConfigOpt,
+    QuietOpt,
+    VerboseOpt,
+    command,
+    config_file_of,
+    load_settings,
+)
 from cntr_sync.errors import CntrSyncError
 
 EXIT_HEALTHY = 0
@@ -44,33 +51,42 @@ def livez_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/livez"
 
 
-def probe(host: str, port: int, *, absent_ok: bool, timeout: float = PROBE_TIMEOUT) -> int:
-    """Ask ``/livez`` once; print one line saying what came back; the exit status."""
+def probe(
+    host: str,
+    port: int,
+    *,
+    absent_ok: bool,
+    timeout: float = PROBE_TIMEOUT,
+    quiet: bool = False,
+) -> int:
+    """Ask ``/livez`` once; print one line saying what came back (``quiet``: none,
+    the exit status says); the exit status."""
     # Here, not at the top: cli imports this module for every command, and
     # http.client brings email and ssl, which --version must not pay for.
     import http.client  # noqa: PLC0415
 
     url = livez_url(host, port)
+
+    def say(line: str, healthy: bool) -> int:
+        if not quiet:
+            print(line, file=sys.stdout if healthy else sys.stderr)
+        return EXIT_HEALTHY if healthy else EXIT_UNHEALTHY
+
     connection = http.client.HTTPConnection(_LOOPBACK.get(host, host), port, timeout=timeout)
     try:
         connection.request("GET", "/livez")
         status = connection.getresponse().status
     except ConnectionRefusedError:
         if absent_ok:
-            print(f"healthy: no daemon listens at {url} (a one-shot command)")
-            return EXIT_HEALTHY
-        print(f"unhealthy: no daemon listens at {url}", file=sys.stderr)
-        return EXIT_UNHEALTHY
+            return say(f"healthy: no daemon listens at {url} (a one-shot command)", True)
+        return say(f"unhealthy: no daemon listens at {url}", False)
     except (OSError, http.client.HTTPException) as exc:
-        print(f"unhealthy: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_UNHEALTHY
+        return say(f"unhealthy: {url}: {type(exc).__name__}: {exc}", False)
     finally:
         connection.close()
     if status == 200:
-        print(f"healthy: {url} answered 200")
-        return EXIT_HEALTHY
-    print(f"unhealthy: {url} answered {status}", file=sys.stderr)
-    return EXIT_UNHEALTHY
+        return say(f"healthy: {url} answered 200", True)
+    return say(f"unhealthy: {url} answered {status}", False)
 
 
 @command("healthcheck")
@@ -84,14 +100,21 @@ def healthcheck(
             "commands).",
         ),
     ] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Exit 0 if the daemon at http_listen answers /livez with 200, else 1 (for HEALTHCHECK).
 
     Reads the settings as 'run' does: give the same --config (or CNTR_SYNC_* variables).
+    -q prints nothing (the exit status says); -v also names the settings file read.
     """
     try:
+        if verbose and not quiet:
+            path = config_file_of(config).path
+            print(f"settings: {path or 'no file (the environment and defaults)'}")
         host, port = load_settings(config).listen_address
     except CntrSyncError as exc:
-        print(f"unhealthy: {exc.message}", file=sys.stderr)
+        if not quiet:
+            print(f"unhealthy: {exc.message}", file=sys.stderr)
         raise typer.Exit(EXIT_UNHEALTHY) from None
-    raise typer.Exit(probe(host, port, absent_ok=absent_ok))
+    raise typer.Exit(probe(host, port, absent_ok=absent_ok, quiet=quiet))

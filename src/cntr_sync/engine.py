@@ -6,7 +6,10 @@ listings the daemon runs incremental passes: the paths its events named are
 scanned, planned against the index (trusted as the container's state since the
 last clean full pass) and applied, with no listing; anything that casts doubt
 on the index (a failure, an open upload or delete, an ignore file changed, a
-container replaced) makes the next pass a full one. Owns the order
+container replaced) makes the next pass a full one. A remote poll reads only
+the head of the listing (``remote_poll``) and plans the new files the same
+incremental way, within ``full_listing_interval`` of the last full listing;
+when to list in full is decided here. Owns the order
 of steps and the rules that keep data safe: nothing is deleted, on either
 side, unless the listing was complete and the brakes agree; an expired
 container is replaced and refilled (``containers`` finds, creates and
@@ -29,7 +32,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -44,6 +47,7 @@ from cntr_sync.containers import ContainerResolver
 from cntr_sync.entry_table import EntryTable
 from cntr_sync.errors import (
     ContainerExpiredError,
+    LocalError,
     NotFoundError,
     SafetyBrakeError,
 )
@@ -57,7 +61,9 @@ from cntr_sync.models import Container, IndexEntry, Pair, RemoteFile
 from cntr_sync.names import to_remote_file
 from cntr_sync.plan import plan
 from cntr_sync.plan_inputs import Policy
+from cntr_sync.quick_listing import Mark
 from cntr_sync.remote_paths import FileSystemTraits, TakenNames, copy_side, printable
+from cntr_sync.remote_poll import QuickPoll, read_news
 from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, Progress, TransferEvent
 from cntr_sync.scan import Snapshot
 from cntr_sync.transfer import Tick, remove_partials
@@ -120,6 +126,11 @@ class Engine:
         self._tree_files = 0
         # The last file whose content a pass checked (``Policy.recheck_after``).
         self._rechecked: str | None = None
+        # Where the last listing ended (``quick_listing.Mark``) and when the last full
+        # one was (monotonic): a poll within full_listing_interval lists from there.
+        self._mark: Mark | None = None
+        self._next_mark: Mark | None = None  # the mark this pass leaves, if it ends clean
+        self._listed_at: float | None = None
         # Hears each journal row as it is written (the daemon's event stream).
         self.journal_listener: Callable[[JournalEntry], None] | None = None
 
@@ -135,8 +146,17 @@ class Engine:
         deadline: float | None = None,
         cancel: threading.Event | None = None,
         paths: Collection[str] | None = None,
+        poll: bool = False,
     ) -> PassResult:
         """One reconcile pass. Raises SafetyBrakeError, LocalError or fatal ApiErrors.
+
+        ``poll`` (the daemon's remote poll): look at what is new in the container.
+        Within ``full_listing_interval`` of the last full listing, with the index
+        trusted, only the newest files are listed (``quick_listing``) and only the
+        new ones planned, with ``paths`` if given (None here: no local change is
+        known; the caller never polls when the whole tree may have changed);
+        otherwise, or at any doubt, a full pass runs. A push pair's new files
+        (the model's) take a full pass.
 
         ``paths`` (relpaths the file events named; a directory stands for all below
         it): when the index can be trusted, only they are scanned and nothing is
@@ -158,18 +178,31 @@ class Engine:
         requests_before = self.client.stats.by_operation()
         result = PassResult(dry_run=dry_run)
         trusted, self._trusted = self._trusted, None
+        mark, self._mark = self._mark, None
+        news: list[RemoteFile] = []
+        quiet = False  # a quick poll found nothing to do
+        if not dry_run and poll:
+            # The quick poll decides what the pass covers: nothing, the new files
+            # (and ``paths``), or, at any doubt, everything.
+            quick = self._quick_poll(trusted, mark, paths)
+            paths, news = (None, []) if quick is None else (quick.paths, quick.news)
+            self._next_mark = None if quick is None else quick.head
+            quiet = quick is not None and not paths
+            if quiet:
+                result.container_id, result.listed = trusted, False
         incremental = (
             not dry_run and paths is not None and self._incremental_allowed(trusted, paths)
         )
         try:
             try:
-                done = False
+                done = quiet
                 if incremental and paths is not None:
                     done = self._run_incremental(
                         result,
                         paths,
                         defer_unsettled=defer_unsettled,
                         keep_grown=keep_grown_uploads,
+                        news=news,
                     )
                     if not done:  # the container changed under the index: list it
                         result = PassResult(dry_run=dry_run)
@@ -204,9 +237,13 @@ class Engine:
                 result = retry
             if not dry_run and not result.failures and not result.cancelled:
                 self._trusted = result.container_id
+                # The mark this pass's listing left, else the last one's.
+                self._mark = self._next_mark or mark
             if not dry_run and result.listed:
                 self.local.upkeep()
         finally:
+            self._next_mark = None
+            self._settle_index()
             after = self.client.stats.by_operation()
             result.requests_by_operation = {
                 op: n - requests_before.get(op, 0)
@@ -298,6 +335,9 @@ class Engine:
                     if not result.container_created:
                         remote = self._list(container.id, odd_files)
         result.warnings.extend(odd_files)
+        if container is not None and not dry_run:
+            self._next_mark = Mark.of(remote.created_times())
+            self._listed_at = self._monotonic()
 
         policy = self._policy(dry_run=dry_run)
         known = container is not None
@@ -415,8 +455,11 @@ class Engine:
         *,
         defer_unsettled: bool,
         keep_grown: bool,
+        news: Sequence[RemoteFile] = (),
     ) -> bool:
-        """Scan ``paths``, plan them against their index entries, apply; no listing.
+        """Scan ``paths``, plan them against their index entries, apply; no listing
+        but a poll's ``news`` (the files new in the container, whose relpaths are
+        among ``paths``).
 
         The index stands in for the listing: what this tool uploaded is there
         under the recorded ids. A remote change is seen at the next full pass.
@@ -443,7 +486,7 @@ class Engine:
         pass_plan = plan(
             local,
             EntryTable(entries.values()),
-            Listing(_as_listed(entry) for entry in entries.values()).by_id(),
+            Listing([*(_as_listed(entry) for entry in entries.values()), *news]).by_id(),
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures(),
@@ -498,6 +541,44 @@ class Engine:
                 log.info("a file changed in the container; listing", remote_id=remote_id)
                 return False
         return True
+
+    def _quick_poll(
+        self, trusted: str | None, mark: Mark | None, paths: Collection[str] | None
+    ) -> QuickPoll | None:
+        """A poll's quick listing where it may stand in for a full one (``remote_poll``);
+        None: a full pass must run (the index not trusted, a full listing due, a doubt)."""
+        container_id, last = self.index.container_id, self._listed_at
+        if (
+            mark is None
+            or trusted is None
+            or trusted != container_id
+            or last is None
+            or self._monotonic() - last >= self.pair.full_listing_interval
+            or self.local.rules is None
+            or self.index.has_unfinished_work()
+        ):
+            return None
+        push = self.pair.direction == "push"
+        return read_news(
+            self.client,
+            self.index,
+            trusted,
+            mark,
+            paths=paths,
+            push=push,
+            policy=self._policy,
+            tick=self._tick,
+        )
+
+    def _settle_index(self) -> None:
+        """Buffered hashes written, and the index back to its rollback journal if the
+        pass wrote (``Index.settle``): the next pass that finds nothing to do writes
+        nothing. Failing costs a re-hash or the next open's -shm: it fails no pass."""
+        try:
+            self.index.hashes.flush()
+            self.index.settle()
+        except LocalError as exc:
+            log.warning("the index was not settled after the pass", error=exc.message)
 
     @property
     def backup_dir(self) -> Path:

@@ -39,11 +39,14 @@ from cntr_sync.index_file import (
     copy_for_reading,
     create_private,
     db_error,
+    in_wal,
     index_path,
     init_meta,
+    leave_wal,
     migrate,
     strip_userinfo,
     transaction,
+    use_wal,
 )
 from cntr_sync.listing import Listing
 from cntr_sync.locks import FileLock
@@ -68,9 +71,14 @@ class Index:
         self._closed = False
         self._claim: FileLock | None = None
         self._claimed: str | None = None
-        # Between ``begin_batch`` and ``end_batch``: writes join that transaction.
-        self._batched = False
+        # Between ``begin_batch`` and ``end_batch``: writes join one transaction,
+        # begun by the first of them (a batch with no write writes nothing).
+        self._batching = False
+        self._batched = False  # that transaction is open
         self._meta_rows: dict[str, Any] = {}
+        # Whether the file is in WAL mode: switched on by the first write, off by
+        # ``settle`` (a crash may have left it on). Readers' copies stay as they are.
+        self._wal = lock is not None and in_wal(conn)
         self.hashes = SqliteHashCache(self)
 
     @classmethod
@@ -142,6 +150,7 @@ class Index:
         self._closed = True
         try:
             self.hashes.flush()
+            self.settle()
         finally:
             self._conn.close()
             self._release_claim()
@@ -386,7 +395,7 @@ class Index:
     def add_intents(self, intents: Iterable[UploadIntent]) -> None:
         """Record uploads about to start, in one transaction of their own (committed
         even inside a batch: an intent must be on disk before its request leaves)."""
-        batched = self._batched
+        batched = self._batching
         self.end_batch()  # what the batch holds goes first, then the intents alone
         try:
             with self.write() as db:
@@ -474,13 +483,18 @@ class Index:
         Between ``begin_batch`` and ``end_batch`` it is part of that transaction.
         """
         self._meta_rows.clear()
-        if self._batched:
+        if self._batching:
             try:
+                if not self._batched:
+                    self._writing()
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._batched = True
                 yield self._conn
             except sqlite3.Error as exc:
                 raise db_error(self._path, exc) from exc
             return
         try:
+            self._writing()
             with transaction(self._conn) as db:
                 yield db
         except sqlite3.Error as exc:
@@ -492,16 +506,11 @@ class Index:
         For records that a crash may lose (the next listing rebuilds them from
         the intents), never for an intent, which must be on disk before its upload.
         """
-        if self._batched:
-            return
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise db_error(self._path, exc) from exc
-        self._batched = True
+        self._batching = True
 
     def end_batch(self) -> None:
         """Commit the batch (roll it back if the commit fails)."""
+        self._batching = False
         if not self._batched:
             return
         self._batched = False
@@ -511,6 +520,24 @@ class Index:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise db_error(self._path, exc) from exc
+
+    def settle(self) -> None:
+        """After a pass that wrote: the file back to the rollback journal, so that a
+        later pass that only reads (the daemon's idle polls) writes nothing to the
+        state directory, not even the WAL's -shm. Writes nothing when nothing was
+        written; a reader holding the file leaves it in WAL until the next time."""
+        if not self._wal or self._batching or self._batched or self._lock is None:
+            return
+        try:
+            self._wal = not leave_wal(self._conn)
+        except sqlite3.Error as exc:
+            raise db_error(self._path, exc) from exc
+
+    def _writing(self) -> None:
+        """Before a write transaction: WAL, for the commits of the pass (see ``settle``)."""
+        if not self._wal and self._lock is not None:
+            use_wal(self._conn)
+            self._wal = True
 
     def _meta(self, column: str) -> Any:
         # Kept until the next write: only this process writes the index (it holds the lock).

@@ -2,7 +2,8 @@
 
 Owns: the statements that take the schema from each version to the next
 (``PRAGMA user_version``), the file's name per pair (``index_path``), creating it
-0600, opening it in WAL mode, a private copy for readers that must not write
+0600, opening it, its journal mode (the rollback journal while a pass only reads,
+WAL while it writes), a private copy for readers that must not write
 (``status``), the single ``meta`` row (and ``indexed_pairs``: every file's, read
 only), transactions, and turning sqlite3 errors
 into a ``LocalError`` that names the file. ``index.Index`` is everything a pass
@@ -244,7 +245,9 @@ def connect(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise db_error(path, exc) from exc
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        # The rollback journal until the first write (``use_wal``): opening and
+        # reading a WAL file writes its -shm, and a pass that finds nothing to do
+        # must write nothing to the state directory.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
@@ -253,29 +256,71 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
+def in_wal(conn: sqlite3.Connection) -> bool:
+    """Whether the file is in WAL mode (``use_wal`` was called, or a crash left it so)."""
+    mode: str = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return mode.lower() == "wal"
+
+
+def use_wal(conn: sqlite3.Connection) -> None:
+    """WAL for the writes to come: a commit costs no fsync (``synchronous = NORMAL``)
+    and readers (``status``) never wait for the writer."""
+    conn.execute("PRAGMA journal_mode = WAL")
+
+
+def leave_wal(conn: sqlite3.Connection) -> bool:
+    """Back to the rollback journal (the WAL checkpointed, its -wal and -shm files
+    removed), so that the next open and the reads after it write nothing. False,
+    with the file left in WAL, when a reader holds it: that costs nothing but the
+    -shm writes of the next open. Not inside a transaction."""
+    (wait_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute("PRAGMA busy_timeout = 0")  # a reader's copy must not hold up the pass
     try:
+        mode: str = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+    return mode.lower() != "wal"
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to ``SCHEMA_VERSION``. A current file is only read: a pass
+    that finds nothing to do must write nothing to the state directory."""
+    try:
+        if _schema_version(conn, path) == SCHEMA_VERSION:
+            return
         with transaction(conn):
-            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise LocalError(
-                    f"index {path} was made by a newer cntr-sync (schema {version}, this one"
-                    f" knows {SCHEMA_VERSION}); upgrade cntr-sync or delete the file",
-                    path=str(path),
-                )
+            # Again inside the write lock: another process may have migrated meanwhile.
+            version = _schema_version(conn, path)
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
                     conn.execute(statement)
-            # PRAGMA takes no parameters; SCHEMA_VERSION is our own int.
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:
+                # PRAGMA takes no parameters; SCHEMA_VERSION is our own int.
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
         raise db_error(path, exc) from exc
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LocalError(
+            f"index {path} was made by a newer cntr-sync (schema {version}, this one"
+            f" knows {SCHEMA_VERSION}); upgrade cntr-sync or delete the file",
+            path=str(path),
+        )
+    return version
 
 
 def init_meta(
     conn: sqlite3.Connection, path: Path, base_url: str, root: Path, container_spec: str
 ) -> None:
+    """The ``meta`` row, written once (a file that has it is only read)."""
     try:
+        if conn.execute("SELECT 1 FROM meta WHERE id = 1").fetchone() is not None:
+            return
         with transaction(conn):
             conn.execute(
                 "INSERT OR IGNORE INTO meta (id, base_url, root, container_spec, created_at)"

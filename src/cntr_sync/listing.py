@@ -116,6 +116,15 @@ class Listing:
             created_at=created_at,
         )
 
+    def created_times(self) -> Iterator[tuple[str, int | None]]:
+        """Each row's id and ``created_at`` (no ``RemoteFile`` made)."""
+        for row, file_id in enumerate(self._ids):
+            if row in self._wide:
+                yield file_id, self._wide[row][1]
+            else:
+                raw = self._created[row]
+                yield file_id, None if raw == _NONE else raw
+
     def by_id(self) -> RemoteById:
         """The listed files by id (an id listed twice: its first row)."""
         return RemoteById(self, self._lookup())

@@ -2,8 +2,11 @@
 
 Owns the lock files in the state directory: ``flock`` on a file that holds the
 holder's PID. The kernel drops an flock when its holder dies, even by
-SIGKILL, so a leftover file with a dead PID never blocks anyone and there is
-no stale-PID logic; the PID is there only to name the holder in the error.
+SIGKILL, so a leftover file never blocks anyone and there is no stale-PID
+logic. Taking a lock writes nothing (a pass that does nothing writes nothing
+to the state directory): the holder named in the error is found in
+``/proc/locks`` by the file's inode, else read from the file (where an older
+cntr-sync wrote its PID).
 
 Must not: read or write anything but its own lock files, or wait: a lock that
 is held raises ``LockedError`` at once (rclone bisync's habit: refuse, do not queue).
@@ -11,7 +14,6 @@ is held raises ``LockedError`` at once (rclone bisync's habit: refuse, do not qu
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -36,7 +38,7 @@ class FileLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _read_pid(fd)
+            pid = _holder(fd)
             os.close(fd)
             holder = f"pid {pid}" if pid is not None else "pid unknown"
             raise LockedError(
@@ -45,13 +47,6 @@ class FileLock:
         except OSError as exc:
             os.close(fd)
             raise LocalError(f"cannot lock {path}: {exc.strerror}", path=str(path)) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:
-            # A full disk must not leave the lock held by a descriptor nobody owns.
-            os.close(fd)
-            raise LocalError(f"cannot write lock {path}: {exc.strerror}", path=str(path)) from None
         return cls(path, fd)
 
     @property
@@ -62,13 +57,46 @@ class FileLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
         os.close(fd)  # closing the last descriptor releases the flock
+
+
+def _holder(fd: int) -> int | None:
+    """The PID holding the flock on ``fd``'s file: the kernel's word, else the file's."""
+    return _flock_holder(fd) or _read_pid(fd)
+
+
+def _flock_holder(fd: int, table: Path = Path("/proc/locks")) -> int | None:
+    """The PID ``/proc/locks`` gives for an flock on ``fd``'s file (Linux), if any.
+
+    A line reads ``1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF``: the PID,
+    then the device (major:minor, hex) and the inode.
+    """
+    try:
+        info = os.fstat(fd)
+        lines = table.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        device, _, inode = fields[5].rpartition(":")
+        major, _, minor = device.partition(":")
+        try:
+            same = (int(inode), int(major, 16), int(minor, 16)) == (
+                info.st_ino,
+                os.major(info.st_dev),
+                os.minor(info.st_dev),
+            )
+            if same:
+                return int(fields[4]) or None
+        except ValueError:
+            continue
+    return None
 
 
 def _read_pid(fd: int) -> int | None:
     try:
         return int(os.pread(fd, 32, 0).decode("ascii").strip())
     except (OSError, ValueError):
-        return None  # the holder may be between truncate and write
+        return None  # no PID written (this version writes none) or a partial write

@@ -225,6 +225,9 @@ class PairDaemonSettings(BaseModel):
     max_delay: Seconds = 10.0  # ...or this long after the first pending change
     rescan_interval: Seconds = 600.0
     remote_poll_interval: Seconds = 60.0
+    # A poll lists only the newest files; every this often (and after any doubt) it
+    # lists the whole container, which alone shows deletions and in-place rewrites.
+    full_listing_interval: Seconds = 600.0
     watch: WatchMode = "auto"
     keepalive: bool = False
     # Called after a pass that changed something, with the pass summary as JSON on

@@ -105,6 +105,7 @@ class PassRunner(Protocol):
         deadline: float | None,
         cancel: threading.Event | None,
         paths: Collection[str] | None,
+        poll: bool,
     ) -> PassResult: ...
 
     def has_local_changes(self) -> bool: ...
@@ -456,14 +457,21 @@ class PairWorker:
         self.status.state = "syncing"
         started = self._clock()
         # Changes the events named: the engine scans only them when it can trust its
-        # index; start-up, rescans and polls scan everything and list the container.
-        # A poll that is due makes this pass the full one: under steady changes the
-        # poll itself would never come, and with it what the model writes. A
-        # requested pass is full: it lists, so the model's files come home too.
-        incremental = reason == "flush" or (
-            reason in ("changes", "overdue") and not self._poll_due(started)
+        # index; start-up and rescans scan everything and list the container, a poll
+        # lists what the engine decides (the newest files, or all of them).
+        # A poll that is due rides on this pass: under steady changes the poll
+        # itself would never come, and with it what the model writes. A poll covers
+        # the paths events named (none, or some that came as it started); when
+        # anything may have changed, its pass is the full one. A requested pass is
+        # full: it lists, so the model's files come home too.
+        due_poll = reason == "poll" or (
+            reason in ("changes", "overdue") and self._poll_due(started)
         )
+        incremental = reason in ("flush", "changes", "overdue", "poll")
         only = self._relpaths(taken_paths) if incremental and not taken_full else None
+        poll = due_poll and only is not None
+        if poll:
+            self._last_poll = started
         try:
             engine = self._engine()
             # Overdue, flush and requested passes send what they see, as it is now.
@@ -473,7 +481,9 @@ class PairWorker:
                 defer_unsettled=not must_go_now,
                 keep_grown_uploads=must_go_now,
                 deadline=self.settings.pass_deadline,
-                paths=only,
+                paths=only or None,
+                # The engine decides what a poll lists: the newest files, or all.
+                poll=poll,
             )
         except StoppedError:
             # Stopped past the flush bound while it waited on the server: cut short,

@@ -79,6 +79,8 @@ class GatewayStyle(BaseModel):
     fewer): small trees then page too, and a client that stops early is caught."""
     json_file_id: bool = True
     """Accept ``{"file_id": ...}`` JSON creates; Bifrost and LiteLLM refuse them."""
+    ignore_order: bool = False
+    """List oldest first whatever ``order`` asks, as a gateway that drops the parameter."""
 
 
 class FaultConfig(BaseModel):

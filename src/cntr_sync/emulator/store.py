@@ -410,7 +410,8 @@ class Store:
         cursor = None if params.after is None else self._cursor_key(params.after, records)
         limit = min(params.limit, self.gateway.max_page_size or params.limit)
         # One more than the page: whether it exists is has_more.
-        found = records.page(cursor, params.order == "desc", limit + 1, accept)
+        newest_first = params.order == "desc" and not self.gateway.ignore_order
+        found = records.page(cursor, newest_first, limit + 1, accept)
         page = found[:limit]
         has_more = len(found) > limit
         body: dict[str, Any] = {
