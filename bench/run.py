@@ -17,6 +17,7 @@ to each answer, and the product with its default settings.
   E emulator listing    bench/emulator_listing.py --json    (child process)
   C control             bench/control_flush.py   (here): flush, 100 flushes, a stalled reader
   P remote poll         bench/remote_poll.py     (here; strace counts the state dir's writes)
+  M pairs in one daemon bench/daemon_pairs.py    (here)
 
 A child script that is missing, fails, or prints JSON the harness cannot read makes its
 target "not measured" with the reason; the rest go on. A child's JSON is read as
@@ -479,8 +480,9 @@ TARGETS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "E": child_target("E", "emulator listing", "emulator_listing.py", emulator_listing_checks),
     "C": in_process("C", "control: flush and events", "control_flush"),
     "P": in_process("P", "remote poll, quiet passes", "remote_poll"),
+    "M": in_process("M", "pairs in one daemon", "daemon_pairs"),
 }
-ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E", "C", "P")
+ORDER = ("1", "2", "3", "4", "5", "6", "7", "8", "E", "C", "P", "M")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -763,6 +763,54 @@ def test_a_killed_observer_is_restarted_and_changes_still_sync(
         assert_exact_mirror(client, container_id, root)
 
 
+# -- 4a. many pairs: one observer, a bounded pool, no thread per pair (in-process) -------------
+
+
+def test_pairs_share_one_observer_and_a_pool_of_max_parallel_passes(
+    tmp_path: Path, client: ContainersClient, env: dict[str, str]
+) -> None:
+    roots = [make_tree(tmp_path / f"p{n}", {f"f{n}.txt": f"file {n}"}) for n in range(6)]
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair(f"p{n}", root, watch="native") for n, root in enumerate(roots)],
+        max_parallel_passes=2,
+    )
+    daemon = Daemon(config, environ=env)
+    with running(daemon):
+        wait_until(
+            lambda: len(daemon.workers) == 6 and daemon.ready(),
+            SYNC_TIMEOUT,
+            message="the first sync of six pairs",
+        )
+        [observer] = daemon.observers.observers
+        assert all(w.watcher.observer is observer for w in daemon.workers.values())
+        assert len(observer.emitters) == 6  # watchdog's one emitter thread per root
+        assert daemon.scheduler.threads <= 2
+        names = [thread.name for thread in threading.enumerate()]
+        assert not [name for name in names if name.startswith("pair-")]
+
+        # A change in one pair wakes it; the others stay idle.
+        (roots[3] / "new.txt").write_text("woken")
+        container_id = daemon.workers["p3"].status.container_id
+        assert container_id
+        wait_until(
+            lambda: remote_bytes(client, container_id, "new.txt") == b"woken",
+            SYNC_TIMEOUT,
+            message="new.txt in p3's container",
+        )
+
+        # A reload that changes only the pool resizes it and restarts no pair.
+        workers = dict(daemon.workers)
+        write_config(
+            config,
+            [pair(f"p{n}", root, watch="native") for n, root in enumerate(roots)],
+            max_parallel_passes=3,
+        )
+        daemon.reload()
+        assert daemon.scheduler.max_parallel == 3
+        assert all(daemon.workers[name] is worker for name, worker in workers.items())
+
+
 # -- 4b. a hung pair is not live --------------------------------------------------------------
 
 

@@ -26,7 +26,14 @@ from watchdog.observers.api import BaseObserver, EventEmitter
 from watchdog.observers.inotify import InotifyObserver
 
 from cntr_sync.errors import LocalError
-from cntr_sync.watch import MAX_TRACKED_PATHS, ChangeTracker, Watcher, WatchMode, _Handler
+from cntr_sync.watch import (
+    MAX_TRACKED_PATHS,
+    ChangeTracker,
+    ObserverHub,
+    Watcher,
+    WatchMode,
+    _Handler,
+)
 
 WAIT = 10.0  # generous bound for an observer to report a change on a loaded machine
 
@@ -156,6 +163,23 @@ def test_tracker_wait_wakes_on_mark_and_on_wake() -> None:
     assert tracker.take() == (frozenset({"/r/x"}), False)
 
 
+def test_the_listener_hears_a_clean_tracker_turn_dirty_and_a_wake_only() -> None:
+    """The scheduler's wake-up: the first change of a quiet pair and a stop call it;
+    the rest of a burst only pushes the quiet period back, which the turn sees."""
+    tracker = ChangeTracker(FakeClock())
+    calls: list[int] = []
+    tracker.listener = lambda: calls.append(tracker.pending)
+    tracker.mark("/r/a")
+    tracker.mark("/r/b")
+    tracker.mark_full()
+    assert calls == [1]
+    tracker.wake()
+    assert calls == [1, 3]
+    tracker.take()
+    tracker.mark("/r/c")
+    assert calls == [1, 3, 1]
+
+
 def test_tracker_wait_times_out() -> None:
     tracker = ChangeTracker()
     started = time.monotonic()
@@ -230,6 +254,62 @@ def test_watcher_sees_a_created_file(
     created.parent.mkdir()
     created.write_text("hello")
     wait_until(saw_path(tracker, created), WAIT, f"a {mode} event for {created}")
+
+
+@pytest.mark.parametrize("mode", ["native", "poll"])
+def test_roots_share_one_observer_of_their_hub(
+    tmp_path: Path, watchers: list[Watcher], mode: WatchMode
+) -> None:
+    """A daemon's pairs share one observer (for native: one inotify instance), with
+    watchdog's emitter thread per root; each root's events reach its own tracker."""
+    hub = ObserverHub()
+    trackers = [ChangeTracker() for _ in range(3)]
+    roots = [tmp_path / f"root{n}" for n in range(3)]
+    for root, tracker in zip(roots, trackers, strict=True):
+        root.mkdir()
+        watcher = Watcher(root, tracker, mode, poll_interval=0.1, hub=hub)
+        watchers.append(watcher)
+        watcher.start()
+    [observer] = hub.observers
+    assert all(watcher.observer is observer for watcher in watchers)
+    assert len(observer.emitters) == 3
+    created = roots[1] / "new.txt"
+    created.write_text("hello")
+    wait_until(saw_path(trackers[1], created), WAIT, "the event in root1")
+    assert trackers[0].take() == (frozenset(), False)
+    assert trackers[2].take() == (frozenset(), False)
+
+    watchers[0].stop()
+    assert observer.is_alive() and len(observer.emitters) == 2  # the others watch on
+    for watcher in watchers[1:]:
+        watcher.stop()
+    assert hub.observers == []
+    assert not observer.is_alive()  # stopped with its last root
+
+
+def test_a_dead_shared_observer_is_replaced_for_every_root_by_one_check(
+    tmp_path: Path, watchers: list[Watcher]
+) -> None:
+    hub = ObserverHub()
+    trackers = [ChangeTracker() for _ in range(2)]
+    for number, tracker in enumerate(trackers):
+        root = tmp_path / f"root{number}"
+        root.mkdir()
+        watchers.append(Watcher(root, tracker, "native", hub=hub))
+        watchers[-1].start()
+    [first] = hub.observers
+    first.stop()
+    first.join(5.0)
+
+    assert sorted(w.root.name for w in hub.check()) == ["root0", "root1"]
+    [second] = hub.observers
+    assert second is not first and len(second.emitters) == 2
+    assert all(w.alive and w.restarts == 1 for w in watchers)
+    assert all(t.take() == (frozenset(), True) for t in trackers)  # events were lost
+    assert hub.check() == []
+    created = tmp_path / "root0" / "after.txt"
+    created.write_text("seen")
+    wait_until(saw_path(trackers[0], created), WAIT, "an event from the new observer")
 
 
 def test_mode_off_starts_nothing(tmp_path: Path, watchers: list[Watcher]) -> None:

@@ -151,6 +151,7 @@ _DAEMON_FLAGS = {
     "http_listen": _Flag(str, "HOST:PORT of /livez /readyz /metrics."),
     "flush_timeout": _Flag(float, "Seconds to flush on stop."),
     "pass_deadline": _Flag(float, "Abandon a pass that runs longer (seconds)."),
+    "max_parallel_passes": _Flag(int, "Passes of different pairs run at once (default 4)."),
     "control_socket": _Flag(Path, "The control socket (flush, pause, events)."),
     "control_token_file": _Flag(Path, "Bearer token opening the control routes on HTTP."),
     "pairs_dir": _Flag(Path, "One TOML file per pair, watched (default: STATE/pairs.d)."),

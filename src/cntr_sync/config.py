@@ -215,6 +215,8 @@ class Settings(BaseSettings, PairSyncSettings):
     control_socket: ConfigPath | None = None
     control_token_file: ConfigPath | None = None
     pairs_dir: ConfigPath | None = None
+    # Passes of different pairs the daemon runs at once; the rest wait their turn.
+    max_parallel_passes: Annotated[int, Field(ge=1, le=64)] = 4
 
     # -- output --------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"

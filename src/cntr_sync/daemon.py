@@ -1,16 +1,19 @@
 """The long-running sync: the process around the pair workers.
 
-Owns: the registry of pair workers (``worker.PairWorker``, one thread per
-pair; started, revived when dead, stopped with a bounded flush), liveness
-(the main loop's heartbeat and every pair's progress, within ``stall_limit``),
-signals (stop with a bounded flush, reload on SIGHUP), systemd notifications,
-the rate limit all pairs share (one account) and the status the HTTP endpoint
-serves. And what the control surface asks (``control``): a flush, a pause (kept
-across a reload, not a restart), the pairs of the pairs directory (``pairs_dir``,
+Owns: the registry of pair workers (``worker.PairWorker``: started, stopped
+with a bounded flush), the one ``scheduler.Scheduler`` that runs their turns
+on at most ``max_parallel_passes`` threads, the one ``watch.ObserverHub`` all
+their roots are watched through (checked every ``SUPERVISE_EVERY`` seconds),
+liveness (the main loop's heartbeat, the scheduler, and the progress of every
+pair whose turn is under way, within ``stall_limit``), signals (stop with a
+bounded flush, reload on SIGHUP), systemd notifications, the rate limit all
+pairs share (one account) and the status the HTTP endpoint serves. And what
+the control surface asks (``control``): a flush, a pause (kept across a
+reload, not a restart), the pairs of the pairs directory (``pairs_dir``,
 checked on every turn of the main loop), the event bus and the pairs' hooks.
 
 Must not: decide what to sync (``engine`` and ``plan`` do), talk HTTP to the
-API itself, or schedule a pair's passes (its worker does).
+API itself, or decide when a pair's pass is due (its worker does).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
 from cntr_sync.pairs_dir import PairsDir, pairs_dir_path, validate_table
 from cntr_sync.retries import MAX_RETRY_AFTER
+from cntr_sync.scheduler import Scheduler
 from cntr_sync.sdnotify import Notifier
+from cntr_sync.watch import ObserverHub
 from cntr_sync.worker import PairWorker
 
 __all__ = ["HEARTBEAT_TIMEOUT", "STALL_MARGIN", "Daemon", "running", "stall_limit"]
@@ -51,6 +56,8 @@ log = get_logger("cntr_sync.daemon")
 HEARTBEAT_TIMEOUT = 30.0
 # Added to the longest quiet moment a healthy pass can have.
 STALL_MARGIN = 30.0
+# Seconds between two checks of every pair's watch (one sweep for all pairs).
+SUPERVISE_EVERY = 2.0
 # How long ``pair add`` and ``pair remove`` wait for the main loop to act on the file.
 PAIR_CHANGE_WAIT = 5.0
 
@@ -99,6 +106,8 @@ class Daemon:
         self.metrics = Metrics()
         self.notifier = Notifier(self._environ)
         self.workers: dict[str, PairWorker] = {}
+        self.scheduler = Scheduler(self.settings.max_parallel_passes, clock=clock)
+        self.observers = ObserverHub()
         self.started_at = time.time()
         self.heartbeat = clock()
         self._stop = threading.Event()
@@ -106,6 +115,7 @@ class Daemon:
         self._signals = 0
         self._ready_sent = False
         self._stalled: set[str] = set()
+        self._scheduler_started = False
         # The control surface's state: names paused (kept across reloads), the pairs
         # of the pairs directory that run and the files it refused.
         self.events = EventBus()
@@ -145,8 +155,11 @@ class Daemon:
     # -- StatusProvider ---------------------------------------------------------------------
 
     def live(self) -> bool:
-        """The main loop beats, and no pair has gone ``stall_limit`` without progress."""
+        """The main loop beats, the scheduler runs, and no pair's turn has gone
+        ``stall_limit`` without progress (a pass hung on the pool shows here)."""
         if self.clock() - self.heartbeat >= HEARTBEAT_TIMEOUT:
+            return False
+        if self._scheduler_started and not self.scheduler.alive:
             return False
         limit = stall_limit(self.settings)
         return all(w.stalled_for() < limit for w in list(self.workers.values()))
@@ -168,6 +181,8 @@ class Daemon:
             "pairs": {
                 name: {
                     **w.status.as_json(),
+                    # Read now: the worker's own copy is as of its last turn.
+                    "pending_changes": w.tracker.pending,
                     "seconds_since_progress": round(w.stalled_for(), 1),
                     "source": "pairs_dir" if name in self.dir_pairs else "config",
                     "hooks": self.hooks.status(name),
@@ -213,11 +228,14 @@ class Daemon:
             control_socket=str(self.socket.path),
             version=__version__,
         )
+        self.scheduler.start()
+        self._scheduler_started = True
         for pair in self.settings.resolved_pairs():
             self._start_worker(pair)
         self._check_pairs_dir()
         watchdog_every = self.notifier.watchdog_interval()
         last_watchdog = 0.0
+        last_supervised = time.monotonic()
         last_status = ""
         try:
             while not self._stop.is_set():
@@ -225,18 +243,22 @@ class Daemon:
                 if self._reload.is_set():
                     self._reload.clear()
                     self.reload()
+                if time.monotonic() - last_supervised >= SUPERVISE_EVERY:
+                    last_supervised = time.monotonic()
+                    self.observers.check()
                 self._check_pairs_dir()
-                self._revive_dead_workers()
                 self._report_stalls()
                 if not self._ready_sent and all(
                     w.status.first_attempt_done for w in self.workers.values()
                 ):
                     self._ready_sent = True
                     self.notifier.ready()
-                line = self.summary_line()
-                if line != last_status:
-                    self.notifier.status(line)
-                    last_status = line
+                if self.notifier.enabled:
+                    # Built only for systemd: at 500 pairs it is long, twice a second.
+                    line = self.summary_line()
+                    if line != last_status:
+                        self.notifier.status(line)
+                        last_status = line
                 if (
                     watchdog_every
                     and self.live()
@@ -255,11 +277,11 @@ class Daemon:
     def _start_worker(self, pair: Pair) -> None:
         worker = self._new_worker(pair)
         self.workers[pair.name] = worker
-        worker.start()
+        worker.start(self.scheduler)
 
     def _new_worker(self, pair: Pair) -> PairWorker:
         """A pair's worker wired to the control surface: events, hooks, the pause."""
-        worker = PairWorker(pair, self.settings, self.metrics, clock=self.clock)
+        worker = PairWorker(pair, self.settings, self.metrics, clock=self.clock, hub=self.observers)
 
         def on_event(event: dict[str, Any]) -> None:
             self.events.publish(event)
@@ -283,12 +305,6 @@ class Daemon:
         for name in sorted(self._stalled - stalled):
             log.info("pair is making progress again", pair=name)
         self._stalled = stalled
-
-    def _revive_dead_workers(self) -> None:
-        for name, worker in list(self.workers.items()):
-            if not worker.alive and not self._stop.is_set():
-                log.error("pair worker died; restarting it", pair=name)
-                self._start_worker(worker.pair)
 
     def _stop_workers(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -316,8 +332,10 @@ class Daemon:
             return
         old_pairs = {p.name: p for p in self.settings.resolved_pairs()}
         new_pairs = {p.name: p for p in new.resolved_pairs()}
-        connection_changed = new.model_dump(exclude={"pairs"}) != self.settings.model_dump(
-            exclude={"pairs"}
+        # The pool's size is the scheduler's alone: no pair restarts for it.
+        process_only = {"pairs", "max_parallel_passes"}
+        connection_changed = new.model_dump(exclude=process_only) != self.settings.model_dump(
+            exclude=process_only
         )
         changed = [
             name
@@ -327,6 +345,7 @@ class Daemon:
         self.notifier.reloading()
         self._stop_workers([n for n in changed if n in self.workers], self.settings.flush_timeout)
         self.settings = new
+        self.scheduler.resize(new.max_parallel_passes)
         for name, pair in new_pairs.items():
             if name not in self.workers:
                 self._start_worker(pair)
@@ -337,6 +356,7 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: flushing pending changes", timeout=self.settings.flush_timeout)
         self._stop_workers(list(self.workers), self.settings.flush_timeout)
+        self.scheduler.stop()
         self.events.close()
         self.hooks.close()
         self.socket.stop()

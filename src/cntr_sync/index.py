@@ -119,13 +119,13 @@ class Index:
         pair_lock = FileLock.acquire(lock_path, f"{root} -> {container_spec}")
         try:
             create_private(path)
+            # Set up on a connection of its own: the migrations' statements would stay
+            # in the kept connection's statement cache (about 230 KiB a pair, which a
+            # daemon with 500 pairs holds 500 times).
+            with contextlib.closing(connect(path)) as setup:
+                migrate(setup, path)
+                init_meta(setup, path, strip_userinfo(base_url), root, container_spec)
             conn = connect(path)
-            try:
-                migrate(conn, path)
-                init_meta(conn, path, strip_userinfo(base_url), root, container_spec)
-            except BaseException:
-                conn.close()
-                raise
         except BaseException:
             if pair_lock is not None:
                 pair_lock.release()

@@ -239,7 +239,9 @@ def _backup(path: Path, copy: sqlite3.Connection) -> None:
 
 def connect(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        # A daemon pair's turns run on whichever pool thread is free, one at a time:
+        # the connection moves between threads, and is never used by two at once.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise db_error(path, exc) from exc
     try:

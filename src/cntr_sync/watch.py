@@ -1,10 +1,13 @@
 """File system events as hints: a debounced dirty set, and supervised observers.
 
 Owns: the watchdog handler (O(1) work per event, never raises), the
-``ChangeTracker`` that coalesces events into "something changed, and when",
-and ``Watcher``, which starts a native (inotify) or polling observer for one
-root, restarts it when it dies and falls back to polling when the kernel's
-inotify limits are reached.
+``ChangeTracker`` that coalesces events into "something changed, and when"
+(and tells a listener, the daemon's scheduler, when a clean pair turns
+dirty), ``ObserverHub``, the observers roots share (one native observer for
+all of a daemon's pairs: one inotify instance, one dispatch thread, and
+watchdog's one emitter thread per root; one polling observer likewise), and
+``Watcher``, which watches one root through a hub, restarts its watch when it
+dies and falls back to polling when the kernel's inotify limits are reached.
 
 Must not: decide what to sync. Events only mark paths dirty; the next scan
 decides. Lost events are harmless because periodic rescans catch up.
@@ -20,6 +23,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -36,14 +40,14 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, EventEmitter, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from cntr_sync.errors import LocalError
 from cntr_sync.models import WatchMode
 from cntr_sync.tree_names import PARTIAL_PREFIX
 
-__all__ = ["MAX_TRACKED_PATHS", "ChangeTracker", "WatchKind", "WatchMode", "Watcher"]
+__all__ = ["MAX_TRACKED_PATHS", "ChangeTracker", "ObserverHub", "WatchKind", "WatchMode", "Watcher"]
 
 WatchKind = Literal["native", "poll", "off"]
 
@@ -76,7 +80,9 @@ class ChangeTracker:
     """Thread-safe record of pending changes for one pair, with debounce timing.
 
     ``mark`` is called from observer threads and must stay O(1); the pair's
-    worker waits on it and takes the pending set with ``take``.
+    worker takes the pending set with ``take``. ``listener`` (the scheduler's
+    wake-up) is called when a clean tracker turns dirty and on ``wake``: later
+    marks only push the quiet period back, which the next turn sees anyway.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -87,12 +93,14 @@ class ChangeTracker:
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.events = 0
+        self.listener: Callable[[], None] | None = None
 
     def mark(self, path: str | None = None) -> None:
         """Note a change at ``path`` (None: somewhere, rescan everything)."""
         with self._cond:
             now = self._clock()
-            if self.first_at is None:
+            became_dirty = self.first_at is None
+            if became_dirty:
                 self.first_at = now
             self.last_at = now
             self.events += 1
@@ -101,6 +109,14 @@ class ChangeTracker:
             else:
                 self._paths.add(path)
             self._cond.notify_all()
+        if became_dirty:
+            self._tell_listener()
+
+    def _tell_listener(self) -> None:
+        # Outside the lock: the listener takes the scheduler's.
+        listener = self.listener
+        if listener is not None:
+            listener()
 
     def mark_full(self, *, since: float | None = None) -> None:
         """Ask for a full rescan. ``since``: when the still-unsynced change first
@@ -143,6 +159,7 @@ class ChangeTracker:
         """Wake a waiting worker without marking anything (stop, reload)."""
         with self._cond:
             self._cond.notify_all()
+        self._tell_listener()
 
 
 class _Handler(FileSystemEventHandler):
@@ -199,11 +216,128 @@ for _name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
     logging.getLogger(_name).addHandler(_overflow)
 
 
-class Watcher:
-    """The observer of one root, by mode: native, polling, or none.
+@dataclass(frozen=True)
+class _Watch:
+    """One root scheduled on a hub's observer: what unscheduling it takes, and its
+    emitter (watchdog's thread for that root), found once so that a health check
+    costs two ``is_alive`` calls, not a walk over every pair's emitters."""
 
-    ``check()`` is the supervisor: called periodically, it restarts a dead
-    observer (and asks for a full rescan, since events were lost).
+    observer: BaseObserver
+    watch: ObservedWatch
+    emitter: EventEmitter | None
+    #: Kernel watches its scheduling added (native only; None where /proc cannot tell).
+    added_watches: int | None
+
+
+class ObserverHub:
+    """The observers the roots of a process share, one per kind: a native one
+    (inotify: one kernel instance and two reader threads for every root) and a
+    polling one per interval, each started with its first root and stopped with
+    its last. An observer that died is replaced for the next root scheduled; each
+    ``Watcher`` on the dead one reschedules itself when ``check`` finds it dead.
+
+    A ``Watcher`` given no hub gets one of its own (an observer of its own).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[str, BaseObserver] = {}
+        self._roots: dict[BaseObserver, int] = {}
+        # The inotify descriptors of each native observer, found when it opened them.
+        self._fds: dict[BaseObserver, set[int]] = {}
+        self._holders: dict[tuple[BaseObserver, ObservedWatch], int] = {}
+        self._watchers: set[Watcher] = set()
+
+    def schedule(
+        self, key: str, make: Callable[[], BaseObserver], handler: _Handler, root: Path
+    ) -> _Watch:
+        """Watch ``root`` on the observer of ``key`` (made by ``make`` when there is
+        none alive). Raises OSError as watchdog does (a kernel limit, say)."""
+        with self._lock:
+            observer = self._current.get(key)
+            fresh = observer is None or not observer.is_alive()
+            if fresh:
+                observer = make()
+                observer.daemon = True
+            assert observer is not None
+            native = key == "native"
+            fds_before = _inotify_fds() if native and fresh else set()
+            known = self._fds.get(observer, set())
+            before = _watch_total(known)
+            try:
+                watch = observer.schedule(
+                    handler, str(root), recursive=True, event_filter=_WATCHED_EVENTS
+                )
+                if fresh:
+                    observer.start()
+            except BaseException:
+                if fresh:
+                    _stop_quietly(observer)
+                raise
+            if fresh:
+                self._current[key] = observer
+                self._roots[observer] = 0
+                if native:
+                    known = self._fds[observer] = _inotify_fds() - fds_before
+                    before = 0
+            self._roots[observer] += 1
+            self._holders[observer, watch] = self._holders.get((observer, watch), 0) + 1
+            after = _watch_total(known) if native and known else None
+            added = None if after is None or before is None else after - before
+            return _Watch(observer, watch, _emitter_of(observer, watch), added)
+
+    def unschedule(self, scheduled: _Watch) -> None:
+        """Stop watching a root; the observer stops with its last root."""
+        observer, watch = scheduled.observer, scheduled.watch
+        with self._lock:
+            holders = self._holders.pop((observer, watch), 0) - 1
+            try:
+                if holders > 0:  # another Watcher has the same root: only this handler goes
+                    self._holders[observer, watch] = holders
+                elif observer.is_alive():
+                    observer.unschedule(watch)
+            except (KeyError, ValueError, RuntimeError):
+                logging.getLogger(__name__).debug("unschedule failed", exc_info=True)
+            roots = self._roots.get(observer, 1) - 1
+            if roots > 0:
+                self._roots[observer] = roots
+                return
+            self._roots.pop(observer, None)
+            self._fds.pop(observer, None)
+            for key, current in list(self._current.items()):
+                if current is observer:
+                    del self._current[key]
+        _stop_quietly(observer)
+
+    def register(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._watchers.add(watcher)
+
+    def forget(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._watchers.discard(watcher)
+
+    def check(self) -> list[Watcher]:
+        """Supervise every watcher of the hub (``Watcher.check``); the ones that had
+        to restart, each with a full rescan pending."""
+        with self._lock:
+            watchers = list(self._watchers)
+        return [watcher for watcher in watchers if watcher.check()]
+
+    @property
+    def observers(self) -> list[BaseObserver]:
+        """The observers running now (one per kind in use)."""
+        with self._lock:
+            return list(self._current.values())
+
+
+class Watcher:
+    """The watch of one root, by mode: native, polling, or none, on a hub's
+    shared observer (``hub``; by default one of its own).
+
+    ``check()`` is the supervisor: called periodically (the daemon calls the
+    hub's, which checks every root), it reschedules a dead watch (and asks for a
+    full rescan, since events were lost).
     """
 
     def __init__(
@@ -214,13 +348,19 @@ class Watcher:
         *,
         poll_interval: float = 1.0,
         warn: Callable[[str], None] = lambda _message: None,
+        hub: ObserverHub | None = None,
     ) -> None:
         self.root = root
         self.tracker = tracker
         self.mode = mode
         self.poll_interval = poll_interval
         self._warn = warn
-        self._observer: BaseObserver | None = None
+        self._hub = hub or ObserverHub()
+        self._handler = _Handler(tracker)
+        self._scheduled: _Watch | None = None
+        # start, check and stop may come from the pair's turn and the daemon's loop.
+        self._lock = threading.RLock()
+        self._stopped = False
         self.kind: WatchKind = "off"
         self.restarts = 0
         self._limit_warned = False
@@ -229,6 +369,12 @@ class Watcher:
 
     def start(self) -> None:
         """Start watching. Raises LocalError when a native-only watch cannot start."""
+        with self._lock:
+            self._stopped = False
+            self._start()
+            self._hub.register(self)
+
+    def _start(self) -> None:
         self._root_identity = _identity(self.root)
         if self.mode == "off":
             self.kind = "off"
@@ -236,15 +382,16 @@ class Watcher:
         if self.mode in ("auto", "native"):
             try:
                 with _NATIVE_START:
-                    before = _inotify_fds()
-                    observer = self._start(self._native_observer())
-                    missing = _unwatched_directories(self.root, _inotify_fds() - before)
+                    scheduled = self._hub.schedule(
+                        "native", self._native_observer, self._handler, self.root
+                    )
+                missing = _unwatched_directories(self.root, scheduled.added_watches)
                 if missing and self.mode == "auto":
                     # watchdog skips subdirectories it could not watch (ENOSPC)
                     # without a word: most of the tree would go unseen.
-                    _stop_quietly(observer)
+                    self._hub.unschedule(scheduled)
                     raise OSError(errno.ENOSPC, f"{missing} directories could not be watched")
-                self._observer = observer
+                self._scheduled = scheduled
                 self.kind = "native"
                 return
             except OSError as exc:
@@ -253,24 +400,15 @@ class Watcher:
                         f"cannot watch {self.root}: {exc.strerror or exc}", path=str(self.root)
                     ) from exc
                 self._warn_limit(exc)
-        self._observer = self._start(PollingObserver(timeout=self.poll_interval))
+        interval = self.poll_interval
+        self._scheduled = self._hub.schedule(
+            f"poll {interval}", lambda: PollingObserver(timeout=interval), self._handler, self.root
+        )
         self.kind = "poll"
 
     def _native_observer(self) -> BaseObserver:
         """The platform's native observer (inotify on Linux); a seam for tests."""
         return Observer()
-
-    def _start(self, observer: BaseObserver) -> BaseObserver:
-        observer.daemon = True
-        observer.schedule(
-            _Handler(self.tracker), str(self.root), recursive=True, event_filter=_WATCHED_EVENTS
-        )
-        try:
-            observer.start()
-        except BaseException:
-            _stop_quietly(observer)
-            raise
-        return observer
 
     def _warn_limit(self, exc: OSError) -> None:
         if self._limit_warned:
@@ -284,10 +422,11 @@ class Watcher:
 
     @property
     def alive(self) -> bool:
-        observer = self._observer
-        if observer is None:
+        scheduled = self._scheduled
+        if scheduled is None:
             return self.kind == "off"
-        return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
+        emitter = scheduled.emitter
+        return scheduled.observer.is_alive() and emitter is not None and emitter.is_alive()
 
     @property
     def root_replaced(self) -> bool:
@@ -297,39 +436,47 @@ class Watcher:
         return now is not None and now != self._root_identity
 
     def check(self) -> bool:
-        """Restart a dead observer, or one watching a root that was replaced; True
-        when it had to (a full rescan is then pending)."""
-        if self.kind == "off":
-            self._root_identity = _identity(self.root)
-            return False
-        if self.alive and not self.root_replaced:
-            return False
-        self.restarts += 1
-        old, self._observer = self._observer, None
-        if old is not None:
-            _stop_quietly(old)
-        self.tracker.mark_full()
-        try:
-            self.start()
-        except LocalError as exc:
-            self._warn(f"{exc.message}; relying on periodic rescans")
-            self.kind = "off"
-        return True
+        """Reschedule a dead watch, or one of a root that was replaced; True when it
+        had to (a full rescan is then pending)."""
+        with self._lock:
+            if self._stopped:  # a sweep that took it before its stop
+                return False
+            if self.kind == "off":
+                self._root_identity = _identity(self.root)
+                return False
+            if self.alive and not self.root_replaced:
+                return False
+            self.restarts += 1
+            old, self._scheduled = self._scheduled, None
+            if old is not None:
+                self._hub.unschedule(old)
+            self.tracker.mark_full()
+            try:
+                self._start()
+            except LocalError as exc:
+                self._warn(f"{exc.message}; relying on periodic rescans")
+                self.kind = "off"
+            return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            _stop_quietly(observer, timeout)
-        _overflow.trackers.discard(self.tracker)
+        with self._lock:
+            self._stopped = True
+            self._hub.forget(self)
+            scheduled, self._scheduled = self._scheduled, None
+            if scheduled is not None:
+                self._hub.unschedule(scheduled)
+            _overflow.trackers.discard(self.tracker)
 
     @property
     def observer(self) -> BaseObserver | None:
-        """The running observer, if any (tests stop it to exercise ``check``)."""
-        return self._observer
+        """The observer this root is watched by, if any (tests stop it to exercise
+        ``check``); under a shared hub, every root's."""
+        scheduled = self._scheduled
+        return None if scheduled is None else scheduled.observer
 
 
-# Native observers start one at a time, so the inotify descriptor a start
-# opened can be told apart from another pair's.
+# Native watches are scheduled one at a time, so the inotify descriptor a new
+# observer opened, and the watches a root added to it, can be told apart.
 _NATIVE_START = threading.Lock()
 _PROC_FD = Path("/proc/self/fd")
 
@@ -350,28 +497,37 @@ def _inotify_fds() -> set[int]:
     return fds
 
 
-def _watch_count(fd: int) -> int | None:
+def _watch_total(fds: set[int]) -> int | None:
+    """The kernel's watches on ``fds`` (Linux's /proc/self/fdinfo); None when it
+    cannot tell, or when an observer has not exactly one descriptor."""
+    if len(fds) != 1:
+        return None
+    [fd] = fds
     try:
         text = Path(f"/proc/self/fdinfo/{fd}").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
-    return sum(1 for line in text.splitlines() if line.startswith("inotify wd:"))
+    return text.count("inotify wd:")
 
 
-def _unwatched_directories(root: Path, new_fds: set[int]) -> int:
-    """How many directories under ``root`` a freshly started native observer misses.
+def _emitter_of(observer: BaseObserver, watch: ObservedWatch) -> EventEmitter | None:
+    try:
+        return next((e for e in list(observer.emitters) if e.watch == watch), None)
+    except RuntimeError:  # the set changed while copied: the next check reschedules
+        return None
 
-    Counts the kernel's watches on the observer's inotify descriptor (Linux's
-    /proc/self/fdinfo) against the directories of the tree; 0 when it cannot tell.
-    """
-    counts = [count for fd in new_fds if (count := _watch_count(fd)) is not None]
-    if len(counts) != 1:
+
+def _unwatched_directories(root: Path, added_watches: int | None) -> int:
+    """How many directories under ``root`` a fresh native watch misses: the
+    directories of the tree less the kernel watches its scheduling added; 0 when
+    that is not known."""
+    if added_watches is None:
         return 0
     directories = 1
     for dirpath, dirnames, _files in os.walk(root, followlinks=False):
         # watchdog does not watch through symlinks; neither does this count.
         directories += sum(1 for d in dirnames if not (Path(dirpath) / d).is_symlink())
-    return max(0, directories - counts[0])
+    return max(0, directories - added_watches)
 
 
 def _identity(root: Path) -> tuple[int, int] | None:

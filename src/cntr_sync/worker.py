@@ -1,11 +1,12 @@
-"""One pair kept in sync on its own thread: the per-pair half of the daemon.
+"""One pair kept in sync: the per-pair half of the daemon.
 
-Owns: ``PairWorker`` (observers first, then a full reconcile, then passes on
-quiet periods, max delays, rescans and remote polls; backoff after failures;
-the bounded flush on stop), the ``PairStatus`` it reports, and its progress
-stamp (``progress_at``): every loop turn, scanned entry, request, transfer
-chunk and finished action moves it, so the daemon can tell a slow pair from a
-hung one.
+Owns: ``PairWorker``, the decisions of one pair (observers first, then a full
+reconcile, then passes on quiet periods, max delays, rescans and remote polls;
+backoff after failures; the bounded flush on stop) taken in turns: ``step`` is
+one turn as the daemon's scheduler runs it on a pool thread, and says when the
+next is due; the ``PairStatus`` it reports; and its progress stamp
+(``progress_at``): every turn, scanned entry, request, transfer chunk and
+finished action moves it, so the daemon can tell a slow pair from a hung one.
 
 The control surface's half lives here too, at the level of decisions only: a
 flush asked for (``request_flush``: the waiters of one ``FlushRequest`` are
@@ -14,10 +15,10 @@ keeps collecting changes and runs no pass), and ``on_event``, told of each pass'
 start and end and of each action the journal records.
 
 Must not: decide what to sync (``engine`` and ``plan`` do), talk HTTP to the
-API itself, or touch process-level things (signals, systemd notifications,
-the health endpoint, other pairs; ``daemon`` owns those). Nothing a worker
-meets may stop the process. Each pass is the same ``Engine.run_pass`` as the
-one-shot command.
+API itself, own a thread, or touch process-level things (signals, systemd
+notifications, the health endpoint, other pairs, the pool; ``daemon`` and
+``scheduler`` own those). Nothing a worker meets may stop the process. Each
+pass is the same ``Engine.run_pass`` as the one-shot command.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
@@ -39,11 +39,12 @@ from cntr_sync.journal import JournalEntry
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
+from cntr_sync.pair_status import PairStatus, RemotePoll, pass_summary
 from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import RequestOutcome
 from cntr_sync.result import PassResult, TransferEvent
 from cntr_sync.session import PairSession
-from cntr_sync.watch import ChangeTracker, Watcher
+from cntr_sync.watch import ChangeTracker, ObserverHub, Watcher
 
 log = get_logger("cntr_sync.worker")
 
@@ -74,10 +75,6 @@ class TransferLog:
         return max(0, self.count - TRANSFER_LINES)
 
 
-PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
-# "paused": a push pair left its container alone for nearly its expiry, so that an
-# unused container can expire; the next local change resumes the polls.
-RemotePoll = Literal["on", "paused"]
 # "overdue": changes kept coming past max_delay, so even files written a moment
 # ago are sent now (a log file that never goes quiet still gets mirrored).
 # "flush": the last pass on stop; "requested": a full pass the control surface asked for.
@@ -114,55 +111,16 @@ class PassRunner(Protocol):
     def has_local_changes(self) -> bool: ...
 
 
-@dataclass
-class PairStatus:
-    """What /status and STATUS= say about one pair. Written by its worker only."""
+class TurnRunner(Protocol):
+    """What gives a worker its turns: the daemon's ``scheduler.Scheduler``."""
 
-    name: str
-    local: str
-    container: str
-    container_id: str | None = None
-    state: PairState = "starting"
-    watch: str = "off"
-    remote_poll: RemotePoll = "on"
-    first_sync_done: bool = False
-    first_attempt_done: bool = False
-    passes: int = 0
-    last_sync_at: float | None = None
-    last_success_at: float | None = None
-    last_result: str | None = None
-    last_error: str | None = None
-    last_summary: dict[str, Any] = field(default_factory=dict)
-    pending_changes: int = 0
-    observer_restarts: int = 0
-    paused: bool = False
-    # Conflict copies this tool made that are still in the tree (as of the last full pass).
-    conflict_copies: list[dict[str, str]] = field(default_factory=list)
+    def add(self, job: PairWorker, delay: float = 0.0) -> None: ...
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "local": self.local,
-            "container": self.container,
-            "container_id": self.container_id,
-            "state": self.state,
-            "watch": self.watch,
-            "remote_poll": self.remote_poll,
-            "first_sync_done": self.first_sync_done,
-            "passes": self.passes,
-            "last_sync_at": self.last_sync_at,
-            "last_success_at": self.last_success_at,
-            "last_result": self.last_result,
-            "last_error": self.last_error,
-            "last_pass": self.last_summary,
-            "pending_changes": self.pending_changes,
-            "paused": self.paused,
-            "observer_restarts": self.observer_restarts,
-            "conflict_copies": self.conflict_copies,
-        }
+    def wake(self, job: PairWorker, *, first: bool = False) -> None: ...
 
 
 class PairWorker:
-    """Keeps one pair in sync on its own thread. Nothing it meets stops the process."""
+    """Keeps one pair in sync, a turn at a time. Nothing it meets stops the process."""
 
     def __init__(
         self,
@@ -172,9 +130,11 @@ class PairWorker:
         *,
         clock: Callable[[], float] = time.monotonic,
         engine: Callable[[], PassRunner] | None = None,
+        hub: ObserverHub | None = None,
     ) -> None:
         """``engine``: what gives the pass runner before each pass (by default the
-        pair's ``PairSession``, opened on first use and again after a failed pass)."""
+        pair's ``PairSession``, opened on first use and again after a failed pass).
+        ``hub``: the observers the daemon's pairs share (by default one of its own)."""
         self.pair = pair
         self.settings = settings
         self._metrics = metrics
@@ -187,11 +147,15 @@ class PairWorker:
             pair.watch,
             poll_interval=POLL_INTERVAL_FOR_WATCH_POLL,
             warn=lambda message: log.warning(message, pair=pair.name),
+            hub=hub,
         )
         self._stop = threading.Event()
         self._flush_deadline: float | None = None
         self.cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"pair-{pair.name}", daemon=True)
+        self._started = False
+        # Set while a turn runs: only then can the pair be hung (a waiting pair is not).
+        self._in_turn = False
+        self._finished = threading.Event()
         self._session: PairSession | None = None
         # Kept for the pair's life: a failed pass opens a new session and client,
         # and a run of refusals (429, 503) must not start counting again with it.
@@ -234,11 +198,20 @@ class PairWorker:
         self.paused = self.status.paused = False
         self._metrics.set_paused(self.pair.name, False)
         self.tracker.mark_full()
+        self.tracker.wake()  # mark_full wakes the pair only if nothing was pending
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def name(self) -> str:
+        return self.pair.name
+
+    def start(self, turns: TurnRunner) -> None:
+        """Take turns from ``turns`` from now on: the first at once, the next when
+        ``step`` says, or sooner when a change (or ``stop``) wakes the worker."""
+        # A stopping pair goes first: its flush has a deadline.
+        self.tracker.listener = lambda: turns.wake(self, first=self._stop.is_set())
+        turns.add(self)
 
     def stop(self, flush_deadline: float) -> None:
         """Ask the worker to flush pending changes until ``flush_deadline``, then end."""
@@ -247,39 +220,58 @@ class PairWorker:
         self.tracker.wake()
 
     def join(self, timeout: float) -> bool:
-        self._thread.join(max(0.0, timeout))
-        return not self._thread.is_alive()
+        """Wait until the worker has ended (its last turn flushed and closed)."""
+        return self._finished.wait(max(0.0, timeout))
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """Not ended yet (waiting for a turn counts)."""
+        return not self._finished.is_set()
 
     def beat(self) -> None:
         """A sign of progress (called from the pass's threads too): moves ``progress_at``."""
         self.progress_at = self._clock()
 
     def stalled_for(self) -> float:
-        """Seconds since the last sign of progress; 0 once the worker has stopped."""
-        if not self._thread.is_alive():
+        """Seconds since the last sign of progress while a turn runs; 0 between turns
+        (a pair waiting for its turn or its next change is not hung)."""
+        if not self._in_turn:
             return 0.0
         return max(0.0, self._clock() - self.progress_at)
 
-    # -- the loop -----------------------------------------------------------------------
+    # -- turns ------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        log.info("pair starting", pair=self.pair.name, local=str(self.pair.local))
-        # Observers first, then the full pass: no change between the two is missed.
-        self._start_watcher()
+    def step(self) -> float | None:
+        """One turn as the scheduler runs it: seconds until the next turn (0: another
+        at once, after the pairs waiting meanwhile), or None once the worker has ended."""
+        self.progress_at = self._clock()
+        self._in_turn = True
         try:
-            while not self._stop.is_set():
-                if self.turn() is None:
-                    self.tracker.wait(self.seconds_to_wait())
-            self._flush()
+            if self._stop.is_set():
+                self._finish()
+                return None
+            if not self._started:
+                self._started = True
+                log.info("pair starting", pair=self.pair.name, local=str(self.pair.local))
+                # Observers first, then the full pass: no change between the two is missed.
+                self._start_watcher()
+            if self.turn() is not None:
+                return 0.0
+            return self.seconds_to_wait()
+        finally:
+            self._in_turn = False
+
+    def _finish(self) -> None:
+        try:
+            if self._started:
+                self._flush()
         finally:
             self.watcher.stop()
             self._close_session()
             self.status.state = "stopped"
-            log.info("pair stopped", pair=self.pair.name)
+            if self._started:
+                log.info("pair stopped", pair=self.pair.name)
+            self._finished.set()
 
     def _start_watcher(self) -> None:
         try:
@@ -291,8 +283,8 @@ class PairWorker:
         self.status.watch = self.watcher.kind
 
     def turn(self) -> PassReason | None:
-        """One turn of the loop, without its wait: supervise the observer, then run
-        the pass that is due, if any, and say which (a rescan may find nothing to do)."""
+        """One turn, without its wait: note the observer's state, then run the pass
+        that is due, if any, and say which (a rescan may find nothing to do)."""
         self.beat()
         self._supervise()
         reason = self._due()
@@ -301,7 +293,9 @@ class PairWorker:
         return reason
 
     def _supervise(self) -> None:
-        if self.watcher.check():
+        # The daemon's loop checks every watcher (ObserverHub.check); a restart
+        # asks for a full rescan, which wakes this pair for a turn.
+        if self.watcher.restarts != self.status.observer_restarts:
             self.status.observer_restarts = self.watcher.restarts
             log.warning("observer died and was restarted", pair=self.pair.name)
         self.status.watch = self.watcher.kind
@@ -359,24 +353,36 @@ class PairWorker:
         alive). A push pair without keepalive stops touching a container nobody has
         used for nearly its expiry, so that it can expire (a later change recreates
         and refills it)."""
+        wanted_until = self._container_wanted_until()
+        return wanted_until is None or now < wanted_until
+
+    def _container_wanted_until(self) -> float | None:
+        """When the remote polls pause (None: never, for this pair)."""
         if self.pair.keepalive or self.pair.direction != "push":
-            return True
-        idle_limit = self.pair.expires_after_minutes * 60 - EXPIRY_MARGIN
-        return now - self._last_activity < idle_limit
+            return None
+        return self._last_activity + self.pair.expires_after_minutes * 60 - EXPIRY_MARGIN
 
     def seconds_to_wait(self) -> float:
-        """How long the loop may wait for a change before its next turn."""
-        if self._flush_waiting is not None and not self.paused:
+        """How long the worker may wait for a change before its next turn: until the
+        earliest of its own deadlines. Nothing else wakes an idle pair (a change, a
+        stop, a flush asked for or a resume does, through its tracker), so 500 idle
+        pairs cost no periodic turns."""
+        if self.paused:
+            return BACKOFF_MAX  # nothing is due until resumed (which wakes it)
+        if self._flush_waiting is not None:
             return 0.0
         now = self._clock()
         deadlines = [self._retry_at, self._last_rescan + self.pair.rescan_interval]
         if self._container_wanted(now):
             deadlines.append(self._last_poll + self._poll_interval())
+            # The moment the polls pause is shown in /status then, not at the next pass.
+            wanted_until = self._container_wanted_until()
+            if wanted_until is not None:
+                deadlines.append(wanted_until)
         first, last = self.tracker.first_at, self.tracker.last_at
         if first is not None and last is not None:
             deadlines += [last + self.pair.quiet_period, first + self.pair.max_delay]
-        # Wake at least once a second for the heartbeat and observer supervision.
-        return min([1.0, *(d - now for d in deadlines if d > now)])
+        return min((d - now for d in deadlines if d > now), default=MIN_PASS_GAP)
 
     # -- passes --------------------------------------------------------------------------
 
@@ -496,7 +502,7 @@ class PairWorker:
                 pending_since=pending_since,
             )
             return None, exc
-        except Exception as exc:  # a bug must not kill the pair thread
+        except Exception as exc:  # a bug must not end the pair's turns
             log.exception("pass crashed", pair=self.pair.name)
             message = f"unexpected {type(exc).__name__}: {redact(str(exc))}"
             self._failed(reason, message, started, dirty=True, pending_since=pending_since)
@@ -572,23 +578,7 @@ class PairWorker:
         status.state = "idle" if not result.failures else "error"
         if result.failures:
             self._schedule_retry()
-        status.last_summary = {
-            "reason": reason,
-            "uploaded": result.uploaded,
-            "replaced": result.replaced,
-            "deleted": result.deleted,
-            "adopted": result.adopted,
-            "downloaded": result.downloaded,
-            "deleted_locally": result.local_deleted,
-            "conflicts": result.conflicts,
-            "failed": len(result.failures),
-            "deferred": len(result.deferred),
-            "cancelled": result.cancelled,
-            "bytes": result.bytes_uploaded,
-            "requests": result.requests,
-            "listed": result.listed,
-            "seconds": round(result.seconds, 3),
-        }
+        status.last_summary = pass_summary(reason, result)
         self._metrics.record_pass(
             self.pair.name,
             label,
@@ -670,7 +660,7 @@ class PairWorker:
         if session is not None:
             try:
                 session.close()
-            except Exception as exc:  # noqa: BLE001 - closing must not kill the pair thread
+            except Exception as exc:  # noqa: BLE001 - closing must not end the pair's turns
                 log.warning(
                     "closing the pair's session failed", pair=self.pair.name, error=str(exc)
                 )
