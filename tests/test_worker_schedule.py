@@ -26,15 +26,9 @@ from cntr_sync.emulator import ManualClock
 from cntr_sync.errors import CntrSyncError, StoppedError
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
+from cntr_sync.pair_status import TRANSFER_LINES, TransferLog
 from cntr_sync.result import ConflictCopy, PassResult, TransferEvent
-from cntr_sync.worker import (
-    BACKOFF_MAX,
-    MIN_PASS_GAP,
-    TRANSFER_LINES,
-    PairWorker,
-    PassReason,
-    TransferLog,
-)
+from cntr_sync.worker import BACKOFF_MAX, MIN_PASS_GAP, PairWorker, PassReason
 
 # Loop turns allowed per test: a worker that keeps finding a pass due at the same
 # moment (a spin) fails the test instead of hanging it.

@@ -462,9 +462,7 @@ def emulator(
             "--verbose", "-v", count=True, show_default=False, help="A line per request served."
         ),
     ] = 0,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing, not even the URL.")
-    ] = False,
+    quiet: QuietOpt = False,  # not even the URL
 ) -> None:
     """Serve a local emulator of the Containers API (no API key needed).
 

@@ -58,26 +58,18 @@ from cntr_sync.listing import Listing
 from cntr_sync.local_side import LocalSide
 from cntr_sync.logs import get_logger
 from cntr_sync.models import Container, IndexEntry, Pair, RemoteFile
-from cntr_sync.names import to_remote_file
+from cntr_sync.names import as_listed
 from cntr_sync.plan import plan
 from cntr_sync.plan_inputs import Policy
 from cntr_sync.quick_listing import Mark
 from cntr_sync.remote_paths import FileSystemTraits, TakenNames, copy_side, printable
 from cntr_sync.remote_poll import QuickPoll, read_news
-from cntr_sync.result import ActionFailure, ConflictCopy, PassResult, Progress, TransferEvent
+from cntr_sync.result import ActionFailure, ConflictCopy, NoProgress, PassResult, Progress
 from cntr_sync.scan import Snapshot
 from cntr_sync.transfer import Tick, remove_partials
 from cntr_sync.tree_names import IGNORE_FILE
 
 log = get_logger("cntr_sync.engine")
-
-
-class _NoProgress:
-    def start(self, files: int, total_bytes: int) -> None:
-        pass
-
-    def advance(self, event: TransferEvent) -> None:
-        pass
 
 
 class _Planned(NamedTuple):
@@ -113,7 +105,7 @@ class Engine:
         self._clock = clock
         self._monotonic = monotonic
         self.progress = progress  # as given: what a session keeps the engine by
-        self._progress: Progress = progress or _NoProgress()
+        self._progress: Progress = progress or NoProgress()
         self._tick = tick
         self._cancel = threading.Event()
         self._containers = ContainerResolver(client, index, pair)
@@ -486,7 +478,7 @@ class Engine:
         pass_plan = plan(
             local,
             EntryTable(entries.values()),
-            Listing([*(_as_listed(entry) for entry in entries.values()), *news]).by_id(),
+            Listing([*(as_listed(entry) for entry in entries.values()), *news]).by_id(),
             policy=policy,
             uncertain=lambda relpath: relpath in unsettled or snapshot.is_uncertain(relpath),
             failures=self.index.pull_failures(),
@@ -529,7 +521,7 @@ class Engine:
         it: there, with the recorded ``bytes`` (what a listing would compare)."""
         to_delete = {upload.replaces for upload in pass_plan.uploads if upload.replaces}
         to_delete.update(delete.remote_id for delete in pass_plan.deletes)
-        recorded = {entry.remote_id: _as_listed(entry).size for entry in entries.values()}
+        recorded = {entry.remote_id: as_listed(entry).size for entry in entries.values()}
         for remote_id in sorted(to_delete):
             try:
                 seen = self.client.retrieve_file(container_id, remote_id)
@@ -648,17 +640,6 @@ def _note_scan(result: PassResult, snapshot: Snapshot, unsettled: set[str]) -> N
     result.warnings.extend(f"{w.relpath}: {w.reason}" for w in snapshot.warnings)
     result.deferred.extend(snapshot.unstable)
     result.deferred.extend(sorted(unsettled))
-
-
-def _as_listed(entry: IndexEntry) -> RemoteFile:
-    """The remote file an index entry records, as a listing would show it."""
-    return to_remote_file(
-        entry.remote_id,
-        entry.remote_path,
-        entry.remote_size if entry.remote_size is not None else entry.size,
-        "user" if entry.origin == "push" else "assistant",
-        entry.remote_created_at,
-    )
 
 
 __all__ = ["Engine"]

@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cntr_sync.models import RemoteFile
+from cntr_sync.models import IndexEntry, RemoteFile
 
 MOUNT_PREFIX = "/mnt/data/"
 HASH_PREFIX = re.compile(r"^[0-9a-f]{32}-")
@@ -141,4 +141,15 @@ def to_remote_file(
         size=size,
         source=source,
         created_at=created_at,
+    )
+
+
+def as_listed(entry: IndexEntry) -> RemoteFile:
+    """The remote file an index entry records, as a listing would show it."""
+    return to_remote_file(
+        entry.remote_id,
+        entry.remote_path,
+        entry.remote_size if entry.remote_size is not None else entry.size,
+        "user" if entry.origin == "push" else "assistant",
+        entry.remote_created_at,
     )

@@ -1,8 +1,10 @@
 """What one pair of the daemon reports: ``PairStatus`` (its /status entry and
-the part of STATUS= it shows) and ``pass_summary``, a finished pass as /status,
-the log line and the events show it.
+the part of STATUS= it shows), ``pass_summary``, a finished pass as /status,
+the log line and the events show it, and ``TransferLog``, its transfers as log
+lines.
 
-Must not: decide anything or do I/O; its worker writes it, the daemon reads it.
+Must not: decide anything, or do I/O beyond TransferLog's log lines; its worker
+writes it, the daemon reads it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cntr_sync.result import PassResult
+from cntr_sync.logs import get_logger
+from cntr_sync.result import PassResult, TransferEvent
 
-__all__ = ["PairState", "PairStatus", "RemotePoll", "pass_summary"]
+log = get_logger("cntr_sync.worker")  # the worker's lines, as they were
+
+__all__ = ["TRANSFER_LINES", "PairState", "PairStatus", "RemotePoll", "TransferLog", "pass_summary"]
 
 PairState = Literal["starting", "syncing", "idle", "error", "stopped"]
 # "paused": a push pair left its container alone for nearly its expiry, so that an
@@ -86,3 +91,30 @@ def pass_summary(reason: str, result: PassResult) -> dict[str, Any]:
         "listed": result.listed,
         "seconds": round(result.seconds, 3),
     }
+
+
+# Finished transfers a pass logs one line each; past these, one line counts the rest.
+TRANSFER_LINES = 100
+
+
+class TransferLog:
+    """The daemon's ``Progress``: each finished transfer is one log line (the
+    journal's record, as it happens), up to ``TRANSFER_LINES`` a pass."""
+
+    def __init__(self, pair: str) -> None:
+        self._pair = pair
+        self.count = 0
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self.count = 0
+
+    def advance(self, event: TransferEvent) -> None:
+        self.count += 1
+        if self.count <= TRANSFER_LINES:
+            log.info(
+                "transfer", pair=self._pair, action=event.action, path=event.path, bytes=event.bytes
+            )
+
+    def unlisted(self) -> int:
+        """Transfers of the pass that got no line of their own."""
+        return max(0, self.count - TRANSFER_LINES)

@@ -37,6 +37,16 @@ class Progress(Protocol):
     def advance(self, event: TransferEvent) -> None: ...
 
 
+class NoProgress:
+    """The ``Progress`` of a pass nobody watches."""
+
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, event: TransferEvent) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class ActionFailure:
     """One action that failed after retries; the next pass tries again."""
@@ -311,6 +321,7 @@ class SyncResult:
 __all__ = [
     "ActionFailure",
     "ConflictCopy",
+    "NoProgress",
     "PassResult",
     "PlannedAction",
     "Progress",

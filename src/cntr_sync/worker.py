@@ -39,41 +39,14 @@ from cntr_sync.journal import JournalEntry
 from cntr_sync.logs import get_logger
 from cntr_sync.metrics import Metrics
 from cntr_sync.models import Pair
-from cntr_sync.pair_status import PairStatus, RemotePoll, pass_summary
+from cntr_sync.pair_status import PairStatus, RemotePoll, TransferLog, pass_summary
 from cntr_sync.refusals import RefusalWatch
 from cntr_sync.rest import RequestOutcome
-from cntr_sync.result import PassResult, TransferEvent
+from cntr_sync.result import PassResult
 from cntr_sync.session import PairSession
 from cntr_sync.watch import ChangeTracker, ObserverHub, Watcher
 
 log = get_logger("cntr_sync.worker")
-
-# Finished transfers a pass logs one line each; past these, one line counts the rest.
-TRANSFER_LINES = 100
-
-
-class TransferLog:
-    """The daemon's ``Progress``: each finished transfer is one log line (the
-    journal's record, as it happens), up to ``TRANSFER_LINES`` a pass."""
-
-    def __init__(self, pair: str) -> None:
-        self._pair = pair
-        self.count = 0
-
-    def start(self, files: int, total_bytes: int) -> None:
-        self.count = 0
-
-    def advance(self, event: TransferEvent) -> None:
-        self.count += 1
-        if self.count <= TRANSFER_LINES:
-            log.info(
-                "transfer", pair=self._pair, action=event.action, path=event.path, bytes=event.bytes
-            )
-
-    def unlisted(self) -> int:
-        """Transfers of the pass that got no line of their own."""
-        return max(0, self.count - TRANSFER_LINES)
-
 
 # "overdue": changes kept coming past max_delay, so even files written a moment
 # ago are sent now (a log file that never goes quiet still gets mirrored).
