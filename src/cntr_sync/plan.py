@@ -231,10 +231,7 @@ def _plan_push(
 
     # Here the accounted ids are the indexed, pending and pull side's ones: excluded
     # from matching by name.
-    user_paths = [r.path for r in unaccounted(remote, out.accounted) if r.source == "user"]
-    prefix = policy.server_adds_prefix
-    if prefix is None:
-        prefix = infer_prefix(user_paths)
+    prefix, dropped = _server_naming(remote, out.accounted, policy)
     by_name = unindexed_uploads_by_name(
         remote, unaccounted(remote, out.accounted), out.accounted, policy, prefix, local
     )
@@ -274,7 +271,7 @@ def _plan_push(
         intents,
         policy,
         prefix,
-        dropped=policy.server_keeps_names is False or names_dropped(user_paths),
+        dropped=dropped,
         out=out,
         first_upload=first_upload,
     )
@@ -291,6 +288,19 @@ def _plan_push(
         moves=_count_moves(out.deletes, out.uploads, index),
         push=policy.direction != "pull",
     )
+
+
+def _server_naming(
+    remote: RemoteFiles, accounted: AccountedIds, policy: Policy
+) -> tuple[bool | None, bool]:
+    """(whether the server adds hash prefixes, whether it drops names), as the policy
+    knows it or the unaccounted uploads tell. Their paths are held here only: after a
+    lost index, a list of 100,000 of them was still held at the peak of planning."""
+    user_paths = [r.path for r in unaccounted(remote, accounted) if r.source == "user"]
+    prefix = policy.server_adds_prefix
+    if prefix is None:
+        prefix = infer_prefix(user_paths)
+    return prefix, policy.server_keeps_names is False or names_dropped(user_paths)
 
 
 def _excluded(
