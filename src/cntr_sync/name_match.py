@@ -94,13 +94,16 @@ class UploadsByName:
     ``RemoteFile`` values are made when a relpath asks for its name.
     """
 
-    __slots__ = ("_local", "_ranks", "_remote")
+    __slots__ = ("_local", "_ranks", "_remote", "_table_sizes")
 
     def __init__(self, remote: RemoteFiles, local: Mapping[str, LocalFile]) -> None:
         self._remote = remote
         self._local = local
         # By rank: ids by the whole name, then by the name a hash prefix hid.
-        self._ranks: tuple[dict[str, str | tuple[str, ...]], ...] = ({}, {})
+        self._ranks: list[dict[str, str | tuple[str, ...]]] = [{}, {}]
+        # The most names each rank's dict held: a dict's table does not shrink as
+        # names are taken (``take``), so a rank is copied when a quarter is left.
+        self._table_sizes = [0, 0]
 
     def add(self, name: str, rank: Literal[0, 1], file_id: str) -> None:
         ids = self._ranks[rank]
@@ -111,6 +114,7 @@ class UploadsByName:
         file = self._local.get(name)
         # Keyed by the scan's own string where the name is a local relpath's.
         ids[file.relpath if file is not None and file.relpath == name else name] = file_id
+        self._table_sizes[rank] = max(self._table_sizes[rank], len(ids))
 
     def get(self, name: str) -> list[RemoteFile]:
         """The best candidates named ``name``, newest first (ids break ties)."""
@@ -124,8 +128,12 @@ class UploadsByName:
         """``get``, and the name let go: a relpath asks for its own name once, and the
         ids held go as the plan's adoptions come."""
         found = self.get(name)
-        for ids in self._ranks:
-            ids.pop(name, None)
+        for rank, ids in enumerate(self._ranks):
+            if ids.pop(name, None) is not None and len(ids) < self._table_sizes[rank] // 4:
+                # After a lost index every relpath takes its name: the table of
+                # 100,000 names (~3.7 MiB) goes as the plan's adoptions grow.
+                self._ranks[rank] = dict(ids)
+                self._table_sizes[rank] = len(ids)
         return found
 
     def __bool__(self) -> bool:
