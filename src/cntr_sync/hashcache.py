@@ -58,9 +58,12 @@ from typing import Any, Protocol
 from xxhash import xxh3_64_digest
 
 # Files buffered (as deltas or folded blobs) before one transaction writes them: a
-# commit per file would dominate a first scan of 100k files. A lost row only costs
-# a re-hash (25,000 small files: about a third of a second).
-HASH_BATCH = 25_000
+# commit per file would dominate a first scan of 100k files, and a WAL commit does not
+# sync, so 50 of them cost no more CPU than 4. A batch of 25,000 kept ~6 MiB more at
+# a lost index's peak (100,000 new digests: the buffered rows, their blobs and the
+# transaction's memory, left as free fragments in the heap the plan grows into). A
+# lost row only costs a re-hash.
+HASH_BATCH = 2_000
 
 _INSERT_DIR = "INSERT OR REPLACE INTO hashes (dir, files, newest, entries) VALUES (?, ?, ?, ?)"
 _INSERT_DELTA = (

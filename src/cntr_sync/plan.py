@@ -36,7 +36,7 @@ Ownership rules, in one place:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -50,7 +50,6 @@ from cntr_sync.actions import (
     Refresh,
     Upload,
     UploadReason,
-    Verify,
 )
 from cntr_sync.models import (
     IndexEntry,
@@ -60,8 +59,13 @@ from cntr_sync.models import (
     RemoteFile,
     UploadIntent,
 )
+from cntr_sync.name_match import (
+    shared_names,
+    unaccounted,
+    unindexed_uploads_by_name,
+    verify_unmatched_uploads,
+)
 from cntr_sync.names import (
-    MOUNT_PREFIX,
     basename,
     canonical,
     infer_prefix,
@@ -172,7 +176,7 @@ def _ours_by_name(
     if prefix is None:
         prefix = infer_prefix(r.path for r in user)
     ours: set[str] = set()
-    by_name = _unindexed_uploads_by_name(remote, user, owned, policy, prefix, local)
+    by_name = unindexed_uploads_by_name(remote, user, owned, policy, prefix, local)
     for relpath in index.keys() | intents.keys():
         ours.update(r.id for r in by_name.get(canonical(upload_name(relpath))))
     if by_name:
@@ -227,19 +231,16 @@ def _plan_push(
 
     # Here the accounted ids are the indexed, pending and pull side's ones: excluded
     # from matching by name.
-    user_paths = [r.path for r in _unaccounted(remote, out.accounted) if r.source == "user"]
-    prefix = policy.server_adds_prefix
-    if prefix is None:
-        prefix = infer_prefix(user_paths)
-    by_name = _unindexed_uploads_by_name(
-        remote, _unaccounted(remote, out.accounted), out.accounted, policy, prefix, local
+    prefix, dropped = _server_naming(remote, out.accounted, policy)
+    by_name = unindexed_uploads_by_name(
+        remote, unaccounted(remote, out.accounted), out.accounted, policy, prefix, local
     )
 
     first_upload = len(out.uploads)  # the pull side's conflict uploads come before
     relpaths = _relpaths(local, index, intents)
     # Relpaths whose upload names compare equal (NFC and NFD, '"' and '%22'): a name
-    # cannot tell whose upload is whose, so only content can (_verify_unmatched_uploads).
-    shared = _shared_names(relpaths) if by_name else set()
+    # cannot tell whose upload is whose, so only content can (verify_unmatched_uploads).
+    shared = shared_names(relpaths) if by_name else set()
     for relpath in relpaths:
         same_name: list[RemoteFile] = []
         if by_name:  # else (most passes) no upload waits to be matched by name
@@ -264,18 +265,18 @@ def _plan_push(
             is_copy=relpath in conflict_copies,
         )
 
-    _verify_unmatched_uploads(
+    verify_unmatched_uploads(
         local,
         remote,
         intents,
         policy,
         prefix,
-        dropped=policy.server_keeps_names is False or names_dropped(user_paths),
+        dropped=dropped,
         out=out,
         first_upload=first_upload,
     )
     unknown_kept = 0
-    for item in _unaccounted(remote, out.accounted):
+    for item in unaccounted(remote, out.accounted):
         if policy.delete and policy.delete_unknown:
             out.delete(item, "unknown", None)
         else:
@@ -287,6 +288,19 @@ def _plan_push(
         moves=_count_moves(out.deletes, out.uploads, index),
         push=policy.direction != "pull",
     )
+
+
+def _server_naming(
+    remote: RemoteFiles, accounted: AccountedIds, policy: Policy
+) -> tuple[bool | None, bool]:
+    """(whether the server adds hash prefixes, whether it drops names), as the policy
+    knows it or the unaccounted uploads tell. Their paths are held here only: after a
+    lost index, a list of 100,000 of them was still held at the peak of planning."""
+    user_paths = [r.path for r in unaccounted(remote, accounted) if r.source == "user"]
+    prefix = policy.server_adds_prefix
+    if prefix is None:
+        prefix = infer_prefix(user_paths)
+    return prefix, policy.server_keeps_names is False or names_dropped(user_paths)
 
 
 def _excluded(
@@ -310,23 +324,6 @@ def _excluded(
     for candidate in same_name:
         if candidate.id not in out.accounted:
             out.delete(candidate, "excluded", relpath)
-
-
-def _shared_names(relpaths: Iterable[str]) -> set[str]:
-    """The canonical upload names that more than one of ``relpaths`` has."""
-    seen: set[str] = set()
-    shared: set[str] = set()
-    for relpath in relpaths:
-        name = canonical(upload_name(relpath))
-        (shared if name in seen else seen).add(name)
-    return shared
-
-
-def _unaccounted(remote: RemoteFiles, accounted: AccountedIds) -> Iterator[RemoteFile]:
-    """The listed files whose id is not in ``accounted`` (as it is when each is reached),
-    looked up only for those: most of a listing is accounted for, and a columnar
-    listing makes each file it is asked for."""
-    return (remote[file_id] for file_id in accounted.unaccounted(remote))
 
 
 def _relpaths(
@@ -377,148 +374,6 @@ def _hold(entry: IndexEntry | None, same_name: list[RemoteFile], out: PlanBuilde
     out.accounted.update(r.id for r in same_name)
 
 
-def _unindexed_uploads_by_name(
-    remote: RemoteFiles,
-    candidates: Iterable[RemoteFile],
-    excluded: Container[str],
-    policy: Policy,
-    prefix: bool | None,
-    local: Mapping[str, LocalFile],
-) -> UploadsByName:
-    """User uploads nobody accounts for yet (of ``candidates``), by every canonical
-    name they may carry.
-
-    Each name keeps its best candidates only: a file whose whole name is the
-    relpath outranks one that matches only once a hash prefix is stripped
-    (``a3f1...-README.md`` beside ``README.md`` on a server that adds none).
-    """
-    by_name = UploadsByName(remote, local)
-    if policy.server_keeps_names is False:
-        return by_name
-    for item in candidates:
-        if item.source != "user" or item.id in excluded:
-            continue
-        whole = item.path.removeprefix(MOUNT_PREFIX)
-        for name in remote_names(item.path, prefix):
-            by_name.add(canonical(name), 0 if name == whole else 1, item.id)
-    return by_name
-
-
-class UploadsByName:
-    """Remote ids by canonical upload name, the best-ranked candidates of each name.
-
-    After a lost index every listed upload is a candidate: at 100,000 files a dict
-    of names to lists of ``RemoteFile`` values was ~45 MB at the pass's peak. Here
-    a name holds a tuple of ids (the listing's own strings), the name itself is the
-    local relpath's string where one is equal, and the ``RemoteFile`` values are made
-    when a relpath asks for its name (~110 B a name).
-    """
-
-    __slots__ = ("_local", "_ranks", "_remote")
-
-    def __init__(self, remote: RemoteFiles, local: Mapping[str, LocalFile]) -> None:
-        self._remote = remote
-        self._local = local
-        # By rank: ids by the whole name, then by the name a hash prefix hid.
-        self._ranks: tuple[dict[str, tuple[str, ...]], ...] = ({}, {})
-
-    def add(self, name: str, rank: Literal[0, 1], file_id: str) -> None:
-        ids = self._ranks[rank]
-        held = ids.get(name)
-        if held is not None:
-            ids[name] = (*held, file_id)
-            return
-        file = self._local.get(name)
-        # Keyed by the scan's own string where the name is a local relpath's.
-        ids[file.relpath if file is not None and file.relpath == name else name] = (file_id,)
-
-    def get(self, name: str) -> list[RemoteFile]:
-        """The best candidates named ``name``, newest first (ids break ties)."""
-        held = next((ids[name] for ids in self._ranks if name in ids), ())
-        found = [self._remote[file_id] for file_id in held]
-        # Newest first, so adoption keeps the latest upload.
-        found.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
-        return found
-
-    def take(self, name: str) -> list[RemoteFile]:
-        """``get``, and the name let go: a relpath asks for its own name once, and the
-        ids held go as the plan's adoptions come."""
-        found = self.get(name)
-        for ids in self._ranks:
-            ids.pop(name, None)
-        return found
-
-    def __bool__(self) -> bool:
-        return any(self._ranks)
-
-
-# Candidates compared at most, per local file, to find a match by content. A
-# remote file is downloaded at most once a pass, however many files it is offered to.
-MAX_VERIFY_CANDIDATES = 64
-
-
-def _verify_unmatched_uploads(
-    local: Mapping[str, LocalFile],
-    remote: RemoteFiles,
-    intents: Mapping[str, UploadIntent],
-    policy: Policy,
-    prefix: bool | None,
-    *,
-    dropped: bool,
-    out: PlanBuilder,
-    first_upload: int,
-) -> None:
-    """New uploads that an unaccounted upload may already hold under another name.
-
-    After a lost index, a server that kept only the base name (``x.txt`` for
-    ``dir/x.txt``) or no name at all (``file``) leaves nothing to match by
-    name: candidates of the same size (and base name, where names are kept)
-    are downloaded and compared by content instead of uploading a duplicate.
-    Only the push side's uploads (from ``first_upload`` on) are looked at.
-    """
-    pool = [
-        r for r in _unaccounted(remote, out.accounted) if r.source == "user" and r.size is not None
-    ]
-    if not pool:
-        return
-    kept_uploads: list[Upload] = out.uploads[:first_upload]
-    offered: set[str] = set()
-    for upload in out.uploads[first_upload:]:
-        intent = intents.get(upload.relpath)
-        # A new file, or one whose upload's answer was lost (the intent is for
-        # this very content): it may be in the container under another name.
-        lost_answer = intent is not None and intent.hash == upload.hash
-        if not (upload.reason == "new" and intent is None) and not lost_answer:
-            kept_uploads.append(upload)
-            continue
-        base = canonical(basename(upload_name(upload.relpath)))
-        candidates = [
-            r
-            for r in pool
-            if r.id not in out.accounted
-            and r.size == upload.size
-            and r.size <= policy.adopt_verify_max_bytes
-            and (dropped or base in {canonical(basename(n)) for n in remote_names(r.path, prefix)})
-        ]
-        if not candidates:
-            kept_uploads.append(upload)
-            continue
-        candidates.sort(key=lambda r: (r.created_at or 0, r.id), reverse=True)
-        chosen = tuple(candidates[:MAX_VERIFY_CANDIDATES])
-        local_file = local[upload.relpath]
-        if upload.size == 0 and upload.replaces is None:
-            # Two empty files are the same content: no download needed.
-            out.accounted.add(chosen[0].id)
-            out.adopts.add(upload.relpath, local_file, chosen[0], "lost-index", policy.now)
-            continue
-        # Offered, not taken: files of the same size share candidates, and the
-        # pass gives each remote file to the first local file it matches.
-        offered.update(r.id for r in chosen)
-        out.verifies.append(Verify(upload.relpath, local_file, chosen, upload))
-    out.accounted.update(offered)
-    out.uploads[:] = kept_uploads
-
-
 def _plan_relpath(
     relpath: str,
     *,
@@ -531,7 +386,9 @@ def _plan_relpath(
     out: PlanBuilder,
     is_copy: bool,
 ) -> None:
-    live = remote.get(entry.remote_id) if entry is not None else None
+    # The entry's remote file, if listed: its id only. Most listed files a pass compares
+    # are current, and a ``RemoteFile`` is made only for one the plan deletes.
+    live = entry.remote_id if entry is not None and entry.remote_id in remote else None
     candidates = [r for r in same_name if r.id not in out.accounted]
 
     if (
@@ -542,7 +399,7 @@ def _plan_relpath(
     ):
         # Brought in by a pull and deleted here: a push leaves the model's file.
         if live is not None:
-            out.accounted.add(live.id)
+            out.accounted.add(live)
         return
     if entry is None and intent is None and local is not None and is_copy:
         # A remote version saved beside the local one: never uploaded back.
@@ -551,7 +408,7 @@ def _plan_relpath(
 
     if local is None:
         if live is not None and policy.delete:
-            out.delete(live, "removed", relpath)
+            out.delete(remote[live], "removed", relpath)
         elif entry is not None and live is None:
             out.forgets.append(relpath)
         if intent is not None:
@@ -559,7 +416,7 @@ def _plan_relpath(
             _drop_leftovers(relpath, intent, candidates, out=out, reason="stale-upload")
         return
 
-    current: RemoteFile | None = None
+    current: str | None = None  # the id of the remote file that holds the local content
     if live is not None and entry is not None and entry.hash == local.hash:
         current = live
         if (entry.size, entry.mtime_ns) != (local.size, local.mtime_ns):
@@ -568,14 +425,14 @@ def _plan_relpath(
     if current is None:
         adopted = _adoptable(local, entry, intent, candidates)
         if adopted is not None:
-            current = adopted
+            current = adopted.id
             reason: Literal["lost-index", "ambiguous-upload"] = (
                 "ambiguous-upload" if intent is not None else "lost-index"
             )
             out.accounted.add(adopted.id)
             out.adopts.add(relpath, local, adopted, reason, policy.now)
             if live is not None:
-                out.delete(live, "replaced", relpath)
+                out.delete(remote[live], "replaced", relpath)
 
     if current is None:
         if entry is None:
@@ -584,7 +441,6 @@ def _plan_relpath(
             upload_reason = "missing-remote"
         else:
             upload_reason = "changed"
-        replaces = live.id if live is not None else None
         out.uploads.append(
             Upload(
                 relpath,
@@ -592,14 +448,14 @@ def _plan_relpath(
                 local.mtime_ns,
                 local.hash,
                 upload_reason,
-                replaces,
+                live,
                 inode=local.inode,
             )
         )
         _drop_leftovers(relpath, intent, candidates, out=out, reason="stale-upload")
         return
 
-    _drop_leftovers(relpath, intent, candidates, out=out, reason="duplicate", keep=current.id)
+    _drop_leftovers(relpath, intent, candidates, out=out, reason="duplicate", keep=current)
 
 
 def _adoptable(
