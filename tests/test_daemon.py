@@ -873,6 +873,36 @@ def test_the_passes_of_all_pairs_share_one_pool_of_concurrency_transfer_threads(
     assert alive == []
 
 
+def test_a_reload_that_changes_concurrency_gives_the_passes_a_new_pool(
+    tmp_path: Path, client: ContainersClient, env: dict[str, str]
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    config = write_config(
+        tmp_path / "daemon.toml", [pair("docs", root, watch="native")], concurrency=2
+    )
+    daemon = Daemon(config, environ=env)
+    with running(daemon):
+        wait_until(daemon.ready, SYNC_TIMEOUT, message="the first sync")
+        old = daemon.transfers
+        write_config(config, [pair("docs", root, watch="native")], concurrency=3)
+        daemon.reload()
+        assert daemon.transfers is not old
+        with pytest.raises(RuntimeError):  # shut down: the restarted pair uses the new one
+            old.submit(lambda: None)
+        container_id = wait_until(
+            lambda: daemon.workers["docs"].status.container_id,
+            SYNC_TIMEOUT,
+            message="the restarted pair's first pass",
+        )
+        assert container_id
+        (root / "b.txt").write_text("beta")
+        wait_until(
+            lambda: remote_bytes(client, container_id, "b.txt") == b"beta",
+            SYNC_TIMEOUT,
+            message="b.txt in the container after the reload",
+        )
+
+
 # -- 4b. a hung pair is not live --------------------------------------------------------------
 
 
