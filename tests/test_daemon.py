@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from cntr_sync.api import ContainersClient
+from cntr_sync.apply import TRANSFER_THREAD_PREFIX
 from cntr_sync.daemon import STALL_MARGIN, Daemon, running, stall_limit
 from cntr_sync.emulator import EmulatorServer, FaultConfig, ManualClock
 from cntr_sync.errors import NotFoundError
@@ -809,6 +810,97 @@ def test_pairs_share_one_observer_and_a_pool_of_max_parallel_passes(
         daemon.reload()
         assert daemon.scheduler.max_parallel == 3
         assert all(daemon.workers[name] is worker for name, worker in workers.items())
+
+
+class ThreadSampler:
+    """Samples, until stopped, the most transfer threads alive and passes running at once."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.most_transfer_threads = 0
+        self.most_passes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            threads = [t.name for t in threading.enumerate()]
+            transfer_threads = [n for n in threads if n.startswith(TRANSFER_THREAD_PREFIX)]
+            self.most_transfer_threads = max(self.most_transfer_threads, len(transfer_threads))
+            self.most_passes = max(self.most_passes, len(self.daemon.scheduler.running()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def test_the_passes_of_all_pairs_share_one_pool_of_concurrency_transfer_threads(
+    tmp_path: Path, server: EmulatorServer, client: ContainersClient, env: dict[str, str]
+) -> None:
+    files = {f"f{number}.txt": f"file {number}" for number in range(8)}
+    roots = [make_tree(tmp_path / f"p{n}", files) for n in range(6)]
+    config = write_config(
+        tmp_path / "daemon.toml",
+        [pair(f"p{n}", root, watch="off") for n, root in enumerate(roots)],
+        max_parallel_passes=3,
+        concurrency=2,
+    )
+    # Slow answers: the first syncs of the six pairs run side by side, three at a time.
+    server.emulator.set_faults(FaultConfig(latency_ms=40))
+    daemon = Daemon(config, environ=env)
+    sampler = ThreadSampler(daemon)
+    try:
+        with running(daemon):
+            wait_until(
+                lambda: len(daemon.workers) == 6 and daemon.ready(),
+                SYNC_TIMEOUT * 2,
+                message="the first sync of six pairs",
+            )
+            for worker in daemon.workers.values():
+                container_id = worker.status.container_id
+                assert container_id
+                assert len(remote_name_counts(client, container_id)) == len(files)
+    finally:
+        sampler.stop()
+    # Passes of several pairs ran at once, and all their transfers on the one pool.
+    assert sampler.most_passes >= 2
+    assert 1 <= sampler.most_transfer_threads <= 2
+    # The daemon shut its pool down when it stopped.
+    with pytest.raises(RuntimeError):
+        daemon.transfers.submit(lambda: None)
+    alive = [t.name for t in threading.enumerate() if t.name.startswith(TRANSFER_THREAD_PREFIX)]
+    assert alive == []
+
+
+def test_a_reload_that_changes_concurrency_gives_the_passes_a_new_pool(
+    tmp_path: Path, client: ContainersClient, env: dict[str, str]
+) -> None:
+    root = make_tree(tmp_path / "docs", {"a.txt": "alpha"})
+    config = write_config(
+        tmp_path / "daemon.toml", [pair("docs", root, watch="native")], concurrency=2
+    )
+    daemon = Daemon(config, environ=env)
+    with running(daemon):
+        wait_until(daemon.ready, SYNC_TIMEOUT, message="the first sync")
+        old = daemon.transfers
+        write_config(config, [pair("docs", root, watch="native")], concurrency=3)
+        daemon.reload()
+        assert daemon.transfers is not old
+        with pytest.raises(RuntimeError):  # shut down: the restarted pair uses the new one
+            old.submit(lambda: None)
+        container_id = wait_until(
+            lambda: daemon.workers["docs"].status.container_id,
+            SYNC_TIMEOUT,
+            message="the restarted pair's first pass",
+        )
+        assert container_id
+        (root / "b.txt").write_text("beta")
+        wait_until(
+            lambda: remote_bytes(client, container_id, "b.txt") == b"beta",
+            SYNC_TIMEOUT,
+            message="b.txt in the container after the reload",
+        )
 
 
 # -- 4b. a hung pair is not live --------------------------------------------------------------

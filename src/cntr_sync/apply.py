@@ -12,6 +12,10 @@ Must not: decide what to do (the planners do; a ``Compare`` that finds
 different content asks ``pull.resolve_unrelated``), talk HTTP except through
 ``ContainersClient``, touch files except through ``transfer``, or touch
 SQLite except through ``Index``.
+
+The pool is the pass's own, or one the caller shares between passes (the
+daemon's, ``transfer_executor``): this one never shuts a shared pool down, and
+returns only once every action it handed over has finished, in either case.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from queue import Empty, SimpleQueue
 from typing import Any
 
@@ -57,6 +61,7 @@ from cntr_sync.outcomes import (
     Uploaded,
     Verified,
 )
+from cntr_sync.pacing import MAX_NAP
 from cntr_sync.plan_inputs import Policy
 from cntr_sync.remote_paths import TakenNames
 from cntr_sync.rest import ByteSink
@@ -83,6 +88,13 @@ INTENTS_AHEAD = 64
 # outcome and hand it another (in a 2,000-file push with 8 threads, each waited
 # 2.6 ms on average between uploads, 7 % of an upload's 39 ms).
 SUBMIT_AHEAD = 8
+# The threads that carry out actions (a pass's own pool's, or the daemon's shared one).
+TRANSFER_THREAD_PREFIX = "cntr-sync-transfer"
+
+
+def transfer_pool(concurrency: int) -> ThreadPoolExecutor:
+    """A pool for the actions of passes: ``concurrency`` threads."""
+    return ThreadPoolExecutor(concurrency, thread_name_prefix=TRANSFER_THREAD_PREFIX)
 
 
 class Applier(OutcomeRecorder):
@@ -109,10 +121,15 @@ class Applier(OutcomeRecorder):
         journal: Journal,
         keep_grown_uploads: bool = False,
         deadline: float | None = None,
+        executor: Executor | None = None,
     ) -> None:
         """``keep_grown_uploads``: a file appended to while it was sent keeps the upload
         (the file as it was when opened) instead of being sent again; the daemon's
-        overdue passes use it, so a file that never stops growing is still mirrored."""
+        overdue passes use it, so a file that never stops growing is still mirrored.
+        ``executor``: the pool to run actions on, shared with other passes (the
+        caller shuts it down); by default a pool of ``concurrency`` threads of its own.
+        Either way at most ``concurrency + SUBMIT_AHEAD`` of this pass's actions are
+        handed over at a time."""
         self.client = client
         self.index = index
         self.pair = pair
@@ -138,7 +155,10 @@ class Applier(OutcomeRecorder):
         self._keep_grown = keep_grown_uploads
         # Monotonic time after which no new action starts (the daemon's pass deadline).
         self._deadline = deadline
+        self._executor = executor
         self._lock = threading.Lock()
+        # This pass's actions on a thread now (the rest handed over wait for one).
+        self._working = 0
         # Content hashes of remote files downloaded to verify a match, once a pass.
         self._remote_hashes: dict[str, str] = {}
         self._hash_locks: dict[str, threading.Lock] = {}
@@ -184,45 +204,70 @@ class Applier(OutcomeRecorder):
         self.index.end_batch()
 
     def _run_queue(self, queue: list[Action]) -> None:
-        """Hand ``queue``'s actions to the pool, some ahead of its threads; record each
-        outcome as it arrives, in the order they finish, and queue its follow-ups."""
+        if self._executor is not None:
+            self._dispatch(self._executor, queue)
+            return
+        with transfer_pool(self.concurrency) as pool:
+            self._dispatch(pool, queue)
+
+    def _dispatch(self, pool: Executor, queue: list[Action]) -> None:
+        """Hand ``queue``'s actions to ``pool``, some ahead of its threads; record each
+        outcome as it arrives, in the order they finish, and queue its follow-ups.
+
+        Returns only once every action handed over has finished (a fatal error
+        first cancels those no thread has taken): the pool may be shared and
+        outlive the pass, whose index and files its threads use."""
         finished: SimpleQueue[Future[object]] = SimpleQueue()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cntr-sync") as pool:
-            running: dict[Future[object], Action] = {}
-            recorded, since = 0, self._monotonic()
+        running: dict[Future[object], Action] = {}
+        recorded, since = 0, self._monotonic()
+        try:
+            while queue or running:
+                while (
+                    queue
+                    and len(running) < self.concurrency + SUBMIT_AHEAD
+                    and not self._stopping()
+                ):
+                    action = queue.pop()
+                    if isinstance(action, Upload) and action.relpath not in self._intended:
+                        self._intend(action, queue)
+                    future = self._submit(pool, action)
+                    running[future] = action
+                    future.add_done_callback(finished.put)
+                if not running:
+                    self.result.cancelled = True
+                    break
+                done = [self._next_finished(finished)]
+                with contextlib.suppress(Empty):
+                    while True:
+                        done.append(finished.get_nowait())
+                for future in done:
+                    action = running.pop(future)
+                    self._tick()
+                    queue.extend(reversed(list(self._finish(action, future))))
+                recorded += len(done)
+                if recorded >= RECORD_BATCH or self._monotonic() - since >= RECORD_SECONDS:
+                    self.index.end_batch()
+                    self.index.begin_batch()
+                    recorded, since = 0, self._monotonic()
+        except FATAL:
+            for future in running:
+                future.cancel()
+            raise
+        finally:
+            wait(running)
+
+    def _next_finished(self, finished: SimpleQueue[Future[object]]) -> Future[object]:
+        """The next of this pass's actions to finish.
+
+        While every one handed over waits for a thread (a shared pool busy with
+        other passes' transfers), the wait is progress, as a wait in the pacer is:
+        a pass in line is not hung. Its actions on a thread tick for themselves."""
+        while True:
             try:
-                while queue or running:
-                    while (
-                        queue
-                        and len(running) < self.concurrency + SUBMIT_AHEAD
-                        and not self._stopping()
-                    ):
-                        action = queue.pop()
-                        if isinstance(action, Upload) and action.relpath not in self._intended:
-                            self._intend(action, queue)
-                        future = self._submit(pool, action)
-                        running[future] = action
-                        future.add_done_callback(finished.put)
-                    if not running:
-                        self.result.cancelled = True
-                        break
-                    done = [finished.get()]
-                    with contextlib.suppress(Empty):
-                        while True:
-                            done.append(finished.get_nowait())
-                    for future in done:
-                        action = running.pop(future)
-                        self._tick()
-                        queue.extend(reversed(list(self._finish(action, future))))
-                    recorded += len(done)
-                    if recorded >= RECORD_BATCH or self._monotonic() - since >= RECORD_SECONDS:
-                        self.index.end_batch()
-                        self.index.begin_batch()
-                        recorded, since = 0, self._monotonic()
-            except FATAL:
-                for future in running:
-                    future.cancel()
-                raise
+                return finished.get(timeout=MAX_NAP)
+            except Empty:
+                if not self._working:
+                    self._tick()
 
     def _intend(self, first: Upload, queue: list[Action]) -> None:
         """Write the intents of ``first`` and the next uploads in ``queue`` in one go.
@@ -257,7 +302,7 @@ class Applier(OutcomeRecorder):
 
     # -- submitting (this thread) and working (pool threads) --------------------------------
 
-    def _submit(self, pool: ThreadPoolExecutor, action: Action) -> Future[object]:
+    def _submit(self, pool: Executor, action: Action) -> Future[object]:
         if isinstance(action, Upload):
             # Its intent is on disk (``_intend``) before this request leaves.
             return self._start(pool, self._upload, action)
@@ -275,16 +320,21 @@ class Applier(OutcomeRecorder):
             pool, delete_local, self._root, action.relpath, action.expect, self._keep
         )
 
-    def _start(
-        self, pool: ThreadPoolExecutor, work: Callable[..., object], *args: Any
-    ) -> Future[object]:
+    def _start(self, pool: Executor, work: Callable[..., object], *args: Any) -> Future[object]:
         """``work(*args)`` in the pool; ``NotStarted`` instead if the pass is stopping
-        by the time a thread takes it (it may wait behind the running ones)."""
+        by the time a thread takes it (it may wait behind the running ones, or behind
+        other passes' in a shared pool)."""
 
         def unless_stopping() -> object:
             if self._stopping():
                 raise NotStarted
-            return work(*args)
+            with self._lock:
+                self._working += 1
+            try:
+                return work(*args)
+            finally:
+                with self._lock:
+                    self._working -= 1
 
         return pool.submit(unless_stopping)
 

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from cntr_sync._version import __version__
+from cntr_sync.apply import transfer_pool
 from cntr_sync.config import Settings
 from cntr_sync.control import ControlRoutes, PairConflictError
 from cntr_sync.control_client import socket_path
@@ -108,6 +109,9 @@ class Daemon:
         self.workers: dict[str, PairWorker] = {}
         self.scheduler = Scheduler(self.settings.max_parallel_passes, clock=clock)
         self.observers = ObserverHub()
+        # Every pair's passes run their transfers on this one pool (threads: the
+        # settings' concurrency, not that many per running pass).
+        self.transfers = transfer_pool(self.settings.concurrency)
         self.started_at = time.time()
         self.heartbeat = clock()
         self._stop = threading.Event()
@@ -281,7 +285,14 @@ class Daemon:
 
     def _new_worker(self, pair: Pair) -> PairWorker:
         """A pair's worker wired to the control surface: events, hooks, the pause."""
-        worker = PairWorker(pair, self.settings, self.metrics, clock=self.clock, hub=self.observers)
+        worker = PairWorker(
+            pair,
+            self.settings,
+            self.metrics,
+            clock=self.clock,
+            hub=self.observers,
+            transfers=self.transfers,
+        )
 
         def on_event(event: dict[str, Any]) -> None:
             self.events.publish(event)
@@ -344,6 +355,11 @@ class Daemon:
         ]
         self.notifier.reloading()
         self._stop_workers([n for n in changed if n in self.workers], self.settings.flush_timeout)
+        if new.concurrency != self.settings.concurrency:
+            # Every pair restarted (a connection setting changed): the new pool's
+            # size; a pass left behind finishes on the old one, which then ends.
+            old, self.transfers = self.transfers, transfer_pool(new.concurrency)
+            old.shutdown(wait=False)
         self.settings = new
         self.scheduler.resize(new.max_parallel_passes)
         for name, pair in new_pairs.items():
@@ -357,6 +373,7 @@ class Daemon:
         log.info("stopping: flushing pending changes", timeout=self.settings.flush_timeout)
         self._stop_workers(list(self.workers), self.settings.flush_timeout)
         self.scheduler.stop()
+        self.transfers.shutdown()  # after the flushes: no pass hands it work now
         self.events.close()
         self.hooks.close()
         self.socket.stop()

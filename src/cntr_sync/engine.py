@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -97,11 +97,14 @@ class Engine:
         progress: Progress | None = None,
         tick: Tick = no_tick,
         fs_traits: FileSystemTraits | None = None,
+        transfer_executor: Executor | None = None,
     ) -> None:
         self.client = client
         self.index = index
         self.pair = pair
         self.concurrency = max(1, concurrency)
+        # Shared with other pairs' passes (the daemon's); None: each pass has its own.
+        self._transfer_executor = transfer_executor
         self._clock = clock
         self._monotonic = monotonic
         self.progress = progress  # as given: what a session keeps the engine by
@@ -413,6 +416,7 @@ class Engine:
                 journal=pass_journal,
                 keep_grown_uploads=keep_grown,
                 deadline=self._deadline,
+                executor=self._transfer_executor,
             ).run(pass_plan)
         finally:
             # Kept files are reported even when a fatal error (quota, an expired

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -128,9 +129,13 @@ class PairSession:
         stop: threading.Event | None = None,
         refusals: RefusalWatch | None = None,
         client: ContainersClient | None = None,
+        transfer_executor: Executor | None = None,
     ) -> None:
-        """``client``: use this one (the caller keeps and closes it) instead of building one."""
+        """``client``: use this one (the caller keeps and closes it) instead of building one.
+        ``transfer_executor``: the pool every pass's actions run on, shared by the
+        daemon's pairs (the caller shuts it down); by default each pass has its own."""
         self.settings = settings
+        self._transfer_executor = transfer_executor
         self.pair = pair
         self._pacer = pacer
         self._hooks: dict[str, Any] = {
@@ -170,6 +175,7 @@ class PairSession:
             concurrency=self.settings.concurrency,
             progress=progress,
             tick=self._hooks["tick"] or no_tick,
+            transfer_executor=self._transfer_executor,
         )
         return engine
 

@@ -28,6 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import Executor
 from typing import Any, Literal, Protocol
 
 from cntr_sync.config import Settings
@@ -104,11 +105,14 @@ class PairWorker:
         clock: Callable[[], float] = time.monotonic,
         engine: Callable[[], PassRunner] | None = None,
         hub: ObserverHub | None = None,
+        transfers: Executor | None = None,
     ) -> None:
         """``engine``: what gives the pass runner before each pass (by default the
         pair's ``PairSession``, opened on first use and again after a failed pass).
-        ``hub``: the observers the daemon's pairs share (by default one of its own)."""
+        ``hub``: the observers the daemon's pairs share (by default one of its own);
+        ``transfers``: the pool their passes' actions share (by default one a pass)."""
         self.pair = pair
+        self._transfer_executor = transfers
         self.settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -387,6 +391,7 @@ class PairWorker:
                 # is never held up by a server's Retry-After.
                 stop=self.cancel,
                 refusals=self._refusals,
+                transfer_executor=self._transfer_executor,
             )
         else:
             self._session.refresh_client()  # re-reads api_key_file
