@@ -19,7 +19,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -128,10 +128,7 @@ def pause(
 
     A pause lasts until resume or a restart of the daemon; a reload (SIGHUP) keeps it.
     """
-    reporter = reporter_for()
-    with reporting(reporter, debug=debug), _client(config, socket, reporter, verbose) as daemon:
-        names = daemon.pause(*(pairs or []))
-    _done(reporter, "paused: " + ", ".join(names), quiet=quiet)
+    _hold_or_release("pause", pairs, config, socket, verbose=verbose, quiet=quiet, debug=debug)
 
 
 @command("resume", epilog=EXIT_CODES_HELP)
@@ -144,10 +141,25 @@ def resume(
     debug: DebugOpt = False,
 ) -> None:
     """Let the running daemon sync PAIRS again: a full pass first, over all that changed."""
+    _hold_or_release("resume", pairs, config, socket, verbose=verbose, quiet=quiet, debug=debug)
+
+
+def _hold_or_release(
+    verb: Literal["pause", "resume"],
+    pairs: list[str] | None,
+    config: Path | None,
+    socket: Path | None,
+    *,
+    verbose: int,
+    quiet: bool,
+    debug: bool,
+) -> NoReturn:
+    """``pause`` or ``resume``: ask the daemon, say which pairs it did that to."""
     reporter = reporter_for()
     with reporting(reporter, debug=debug), _client(config, socket, reporter, verbose) as daemon:
-        names = daemon.resume(*(pairs or []))
-    _done(reporter, "resumed: " + ", ".join(names), quiet=quiet)
+        ask = daemon.pause if verb == "pause" else daemon.resume
+        names = ask(*(pairs or []))
+    _done(reporter, f"{verb}d: " + ", ".join(names), quiet=quiet)
 
 
 pair_app = typer.Typer(
