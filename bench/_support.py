@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -236,7 +236,8 @@ def write_config(
     root: Path,
     container: str,
     requests_per_second: float | None,
-    pair_options: dict[str, float],
+    pair_options: Mapping[str, float | str],
+    daemon_options: Mapping[str, str] | None = None,
 ) -> None:
     """A daemon config with one pair named "bench"; strings are JSON-quoted (valid TOML).
     ``requests_per_second`` None leaves the setting out (the product's default)."""
@@ -250,14 +251,19 @@ def write_config(
             if requests_per_second is not None
             else []
         ),
+        *(f"{key} = {_toml_value(value)}" for key, value in (daemon_options or {}).items()),
         "",
         "[[pairs]]",
         'name = "bench"',
         f"local = {json.dumps(str(root))}",
         f"container = {json.dumps(container)}",
-        *(f"{key} = {float(value)!r}" for key, value in pair_options.items()),
+        *(f"{key} = {_toml_value(value)}" for key, value in pair_options.items()),
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _toml_value(value: float | str) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(float(value))
 
 
 @dataclass

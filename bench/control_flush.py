@@ -25,7 +25,6 @@ Run: ``.venv/bin/python bench/control_flush.py [--quick] [--json]``.
 
 from __future__ import annotations
 
-import json
 import socket
 import statistics
 import threading
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from _emulated import build_tree, check, emulator_server, latency, script_main, target_record
-from _support import API_KEY, daemon_process, proc_status, run_main
+from _support import daemon_process, proc_status, run_main
+from _support import write_config as shared_write_config
 from cntr_sync.control_client import ControlClient
 from cntr_sync.names import remote_names
 
@@ -44,23 +44,22 @@ PASS_TIMEOUT_S = 60.0
 
 
 def write_config(path: Path, base_url: str, work_dir: Path, root: Path) -> Path:
+    """The daemon's config; the path of its control socket."""
     socket_path = work_dir / "state" / "control.sock"
-    lines = [
-        f"base_url = {json.dumps(base_url)}",
-        f"api_key = {json.dumps(API_KEY)}",
-        f"state_dir = {json.dumps(str(work_dir / 'state'))}",
-        f"control_socket = {json.dumps(str(socket_path))}",
-        'http_listen = "127.0.0.1:0"',
-        "",
-        "[[pairs]]",
-        'name = "bench"',
-        f"local = {json.dumps(str(root))}",
-        'container = "bench-control"',
-        'direction = "both"',
-        f"remote_poll_interval = {AN_HOUR!r}",
-        f"rescan_interval = {AN_HOUR!r}",
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    shared_write_config(
+        path,
+        base_url=base_url,
+        state_dir=work_dir / "state",
+        root=root,
+        container="bench-control",
+        requests_per_second=None,
+        pair_options={
+            "direction": "both",
+            "remote_poll_interval": AN_HOUR,
+            "rescan_interval": AN_HOUR,
+        },
+        daemon_options={"control_socket": str(socket_path)},
+    )
     return socket_path
 
 

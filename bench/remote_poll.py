@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import shutil
 import signal
@@ -49,7 +48,8 @@ from _emulated import (
     script_main,
     target_record,
 )
-from _support import API_KEY, Daemon, backdate, cntr_sync_command, daemon_process, run_main
+from _support import Daemon, backdate, cntr_sync_command, daemon_process, run_main
+from _support import write_config as shared_write_config
 from cntr_sync.config import Settings
 
 CONTAINER = "bench-remote-poll"
@@ -65,26 +65,22 @@ SYNCS = ("fsync(", "fdatasync(")
 
 
 def write_config(path: Path, base_url: str, work_dir: Path, root: Path) -> None:
-    lines = [
-        f"base_url = {json.dumps(base_url)}",
-        f"api_key = {json.dumps(API_KEY)}",
-        f"state_dir = {json.dumps(str(work_dir / 'state'))}",
-        'http_listen = "127.0.0.1:0"',
-    ]
-    if Settings.model_fields["requests_per_second"].default is not None:
-        lines.append("requests_per_second = 100000.0")
-    lines += [
-        "",
-        "[[pairs]]",
-        'name = "bench"',
-        f"local = {json.dumps(str(root))}",
-        f"container = {json.dumps(CONTAINER)}",
-        'direction = "both"',
-        f"remote_poll_interval = {POLL_S!r}",
-        f"full_listing_interval = {AN_HOUR!r}",
-        f"rescan_interval = {AN_HOUR!r}",
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    # A product default rate would pace the first pass; lifted, as daemon_change does.
+    lifted = Settings.model_fields["requests_per_second"].default is not None
+    shared_write_config(
+        path,
+        base_url=base_url,
+        state_dir=work_dir / "state",
+        root=root,
+        container=CONTAINER,
+        requests_per_second=100000.0 if lifted else None,
+        pair_options={
+            "direction": "both",
+            "remote_poll_interval": POLL_S,
+            "full_listing_interval": AN_HOUR,
+            "rescan_interval": AN_HOUR,
+        },
+    )
 
 
 def wait_passes(daemon: Daemon, count: int, timeout_s: float) -> dict[str, Any]:
