@@ -124,12 +124,7 @@ def log(
             follow_events(config, json_output=json_output)
         raise typer.Exit(EXIT_OK)
     state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
-    with (
-        state as (
-            settings,
-            pair,
-        )
-    ):
+    with state as (settings, pair):
         from cntr_sync import journal  # noqa: PLC0415 - see the module docstring
         from cntr_sync.cli_output import human_size  # noqa: PLC0415
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
@@ -166,12 +161,7 @@ def backups(
     """The versions of local files passes replaced or deleted, kept to be restored."""
     reporter = reporter_for("backups", json=json_output, quiet=quiet)
     state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
-    with (
-        state as (
-            settings,
-            pair,
-        )
-    ):
+    with state as (settings, pair):
         from cntr_sync.backups import versions  # noqa: PLC0415 - see the module docstring
         from cntr_sync.cli_output import human_size  # noqa: PLC0415
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
@@ -218,12 +208,7 @@ def restore(
     """Put a kept version of PATH back in DIRECTORY; the next sync pushes it."""
     reporter = reporter_for("restore", json=json_output, quiet=quiet)
     state = _pair_state(reporter, config, flags, directory, container, debug=debug, verbose=verbose)
-    with (
-        state as (
-            settings,
-            pair,
-        )
-    ):
+    with state as (settings, pair):
         from cntr_sync.remote_paths import printable  # noqa: PLC0415
         from cntr_sync.restoring import restore_kept  # noqa: PLC0415
         from cntr_sync.session import backup_dir_of  # noqa: PLC0415
