@@ -67,7 +67,6 @@ from cntr_sync.cli_common import (
     reporting,
     with_patterns,
 )
-from cntr_sync.cli_health import healthcheck  # its @command adds it
 from cntr_sync.cli_history import backups, log, restore  # their @command adds them
 from cntr_sync.errors import ConfigError, redact
 
@@ -540,20 +539,22 @@ def completion(
     build_app()(args=[], prog_name="cntr-sync")
 
 
-def _added_on_use(name: str) -> Callable[[typer.Typer], None]:
-    """Adds the command ``name`` of ``cli_daemon``, importing it first: its import
-    (flag tables, typer options) cost 20 M instructions, 4 % of ``--version``."""
+def _added_on_use(name: str, module: str) -> Callable[[typer.Typer], None]:
+    """Adds the command ``name`` of ``module``, importing it first: the daemon
+    commands' import (flag tables, typer options) cost 20 M instructions, 4 % of
+    ``--version``, and a command nobody names need not be imported at all."""
 
     def add(app: typer.Typer) -> None:
-        import_module("cntr_sync.cli_daemon")  # its @command replaces this entry
+        import_module(module)  # its @command replaces this entry
         COMMANDS[name](app)
 
     return add
 
 
-# The commands that drive a running daemon (cli_daemon), imported when built.
+# Imported when built: the commands that drive a running daemon, and the probe.
 for _name in ("flush", "pause", "resume", "pair"):
-    COMMANDS.setdefault(_name, _added_on_use(_name))
+    COMMANDS.setdefault(_name, _added_on_use(_name, "cntr_sync.cli_daemon"))
+COMMANDS.setdefault("healthcheck", _added_on_use("healthcheck", "cntr_sync.cli_health"))
 
 
 def build_app(command: str | None = None, *, commands: bool = True) -> typer.Typer:
@@ -642,7 +643,6 @@ __all__ = [
     "build_app",
     "console",
     "exit_code_for",
-    "healthcheck",
     "log",
     "main",
     "restore",

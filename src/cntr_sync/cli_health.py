@@ -61,8 +61,8 @@ def probe(
 ) -> int:
     """Ask ``/livez`` once; print one line saying what came back (``quiet``: none,
     the exit status says); the exit status."""
-    # Here, not at the top: cli imports this module for every command, and
-    # http.client brings email and ssl, which --version must not pay for.
+    # Here, not at the top: cli imports this module whenever it builds the whole app
+    # (--help, a mistyped command), and http.client brings email and ssl.
     import http.client  # noqa: PLC0415
 
     url = livez_url(host, port)
